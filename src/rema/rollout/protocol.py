@@ -1,0 +1,198 @@
+"""The MTA/RA rollout protocol (SPEC §1): questions in, episodes (token ids, log-probs, tags, end codes) out.
+
+Single turn:  x → MTA plan m → RA answer y (graded).
+Multi turn:   x → m1 → y1 → m2 → y2 → … until the MTA ends a message with [FINISH]; the RA's reply to that
+              message is graded. Limits end an episode early with an end code (see ``episode.END_CODES``).
+Single agent: x → y (the VRP / MRP baselines; the one agent plays the ``ra`` role).
+
+Conversation views. The MTA's chat is ``system(MTA), user(x), assistant(m1), user(y1), assistant(m2)…``; the
+RA's is ``system(RA), user(x + m1), assistant(y1), user(m2), assistant(y2)…`` with the finish marker removed
+from what it sees. Each view is grown in token ids (``ChatCodec``): the sampled ids go in untouched, so the
+training rows are exactly what was sampled.
+
+Batching. Each step generates the next turn of *every* active episode in one engine call (MTA turns, then
+RA turns); an episode leaves the batch when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+
+from ..config import RolloutConfig
+from ..prompts import (JUDGE_QUESTION, RA_FINAL_INSTRUCTION, ACTIONS, PromptSet, action_instruction,
+                       ra_first_message, strip_finish)
+from .chat import ChatCodec
+from .engine import Engine, SamplingParams
+from .episode import AgentView, Episode, Turn
+from .hf_engine import stop_token_ids
+
+
+def question_text(problem) -> str:
+    """The text the MTA (or single agent) sees first; judge problems are rendered from their parts."""
+    meta = getattr(problem, "meta", None) or {}
+    if {"prompt", "response_a", "response_b"} <= set(meta):
+        return JUDGE_QUESTION.format(prompt=meta["prompt"], response_a=meta["response_a"],
+                                     response_b=meta["response_b"])
+    return problem.question
+
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def parse_action(text: str) -> tuple[str | None, str, bool]:
+    """Parse an action-set MTA message ``{"action": ..., "content": ...}``.
+
+    Returns ``(action, content, ok)``; ``ok`` is False (a format failure) when there is no JSON object, it
+    does not parse, or the action is not one of ``ACTIONS``.
+    """
+    match = _JSON_OBJECT.search(text)
+    if not match:
+        return None, "", False
+    try:
+        obj = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None, "", False
+    if not isinstance(obj, dict):
+        return None, "", False
+    action = str(obj.get("action", "")).strip().upper()
+    content = obj.get("content", "")
+    if action not in ACTIONS or not isinstance(content, str):
+        return None, "", False
+    return action, content, True
+
+
+class _Agent:
+    """What the protocol needs to drive one role: its engine, codec and stop ids."""
+
+    def __init__(self, name: str, engine: Engine, system: str | None):
+        self.name, self.engine, self.system = name, engine, system
+        self.codec = ChatCodec(engine.tokenizer)
+        self.eos_ids = stop_token_ids(engine.tokenizer, getattr(engine, "model", None))
+
+
+def rollout(
+    problems: Sequence,
+    cfg: RolloutConfig,
+    engines: dict[str, Engine],
+    prompts: PromptSet,
+    *,
+    greedy: bool = False,
+    samples_per_question: int | None = None,
+    first_episode_id: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[Episode]:
+    """Play ``samples_per_question`` (default ``cfg.samples_per_question``) episodes of every problem.
+
+    Args:
+        problems: objects with ``id``, ``question``, ``answer`` and ``meta``.
+        engines: ``{"mta": engine, "ra": engine}`` (the same object twice for shared weights); single-agent
+            methods need only ``"ra"``.
+        prompts: the method's prompt set; ``prompts.mta is None`` means a single-agent method.
+        greedy: sample at temperature 0 (evaluation), else ``cfg.temperature`` / ``cfg.top_p``.
+    Returns:
+        Episodes in problem order, samples of one problem adjacent, each with an end code.
+    """
+    g = samples_per_question or cfg.samples_per_question
+    two_agents = prompts.mta is not None
+    ra = _Agent("ra", engines["ra"], prompts.ra)
+    mta = _Agent("mta", engines["mta"], prompts.mta) if two_agents else None
+    params = SamplingParams(
+        max_tokens=cfg.max_tokens_per_turn,
+        temperature=0.0 if greedy else cfg.temperature,
+        top_p=1.0 if greedy else cfg.top_p,
+    )
+    episodes: list[Episode] = []
+    for p in problems:
+        for s in range(g):
+            ep = Episode(episode_id=first_episode_id + len(episodes), problem_id=str(p.id),
+                         question=question_text(p), answer=str(p.answer), sample_index=s,
+                         method=prompts.name, meta=dict(getattr(p, "meta", None) or {}))
+            ep.views = {"mta": AgentView("mta"), "ra": AgentView("ra")} if two_agents else {"ra": AgentView("ra")}
+            episodes.append(ep)
+
+    if not two_agents:
+        for ep in episodes:
+            ep.views["ra"].extend_context(ra.codec.start(ra.system, ep.question))
+        _step(ra, episodes, 0, cfg, params)
+        for ep in episodes:
+            if ep.end_code is None:
+                ep.end_code = "truncated" if (ep.turns[-1].truncated and cfg.stop_on_truncation) else "finished"
+        _report(on_progress, episodes)
+        return episodes
+
+    multi = cfg.mode == "multi_turn"
+    rounds = cfg.max_turns if multi else 1
+    for ep in episodes:
+        ep.views["mta"].extend_context(mta.codec.start(mta.system, ep.question))
+    for r in range(rounds):
+        active = [ep for ep in episodes if ep.end_code is None]
+        if not active:
+            break
+        if r > 0:  # the MTA reads the RA's last reply
+            for ep in active:
+                ep.views["mta"].extend_context(mta.codec.user_turn(ep.turns_of("ra")[-1].text))
+        _step(mta, active, r, cfg, params)
+        finished: set[int] = set()
+        for ep in active:
+            if ep.end_code is not None:
+                continue
+            turn = ep.turns[-1]
+            instruction, had_finish = strip_finish(turn.text)
+            if cfg.action_set:
+                turn.action, content, turn.format_ok = parse_action(turn.text)
+                instruction = action_instruction(turn.action, content)
+            if turn.truncated and cfg.stop_on_truncation:
+                ep.end_code = "truncated"
+                continue
+            if had_finish or not multi:
+                finished.add(ep.episode_id)
+            if r == 0:
+                ep.views["ra"].extend_context(ra.codec.start(ra.system, ra_first_message(ep.question, instruction)))
+            else:
+                ep.views["ra"].extend_context(ra.codec.user_turn(instruction or RA_FINAL_INSTRUCTION))
+        active = [ep for ep in active if ep.end_code is None]
+        _step(ra, active, r, cfg, params)
+        for ep in active:
+            if ep.end_code is not None:
+                continue
+            if ep.turns[-1].truncated and cfg.stop_on_truncation:
+                ep.end_code = "truncated"
+            elif ep.episode_id in finished:
+                ep.end_code = "finished"
+        _report(on_progress, episodes)
+    for ep in episodes:
+        if ep.end_code is None:
+            ep.end_code = "max_turns"
+    _report(on_progress, episodes)
+    return episodes
+
+
+def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutConfig, params: SamplingParams) -> None:
+    """Generate ``agent``'s next turn for every episode in one engine call (context check first)."""
+    ready = []
+    for ep in episodes:
+        if ep.end_code is not None:
+            continue
+        if len(ep.views[agent.name].input_ids) + cfg.max_tokens_per_turn > cfg.max_context_tokens:
+            ep.end_code = "context_exceeded"
+        else:
+            ready.append(ep)
+    if not ready:
+        return
+    outs = agent.engine.generate([ep.views[agent.name].input_ids for ep in ready], [params] * len(ready))
+    tok = agent.engine.tokenizer
+    for ep, out in zip(ready, outs):
+        view = ep.views[agent.name]
+        context_len = len(view.input_ids)
+        view.extend_sampled(out.token_ids, out.logprobs, turn_index)
+        view.extend_context(agent.codec.close_assistant(out.token_ids, agent.eos_ids))
+        text = tok.decode(out.token_ids, skip_special_tokens=True)
+        ep.turns.append(Turn(agent=agent.name, index=turn_index, text=text.strip(), token_ids=list(out.token_ids),
+                             logprobs=list(out.logprobs), finish_reason=out.finish_reason, context_len=context_len))
+
+
+def _report(on_progress, episodes: list[Episode]) -> None:
+    if on_progress is not None:
+        on_progress(sum(ep.end_code is not None for ep in episodes), len(episodes))

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rema.rollout.engine import Completion, Engine
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the tiny random Llama (built in-process, offline)."""
+    from rema.models import load_model
+
+    return load_model("tiny-random", seed=0)
+
+
+def problem(pid: str = "p0", question: str = "What is 2 + 3?", answer: str = "5", **meta):
+    return SimpleNamespace(id=pid, question=question, answer=answer, meta=meta)
+
+
+class ScriptedEngine(Engine):
+    """Returns scripted replies: ``script(role_hint, call_index, prompt_ids) -> (text, finish_reason)``.
+
+    Replies are encoded with the tokenizer; an EOS id is appended when the finish reason is ``stop``.
+    Every prompt it receives is recorded, so tests can check what the model would have seen.
+    """
+
+    def __init__(self, tokenizer, script):
+        self.tokenizer = tokenizer
+        self.script = script
+        self.calls: list[list[list[int]]] = []
+
+    def generate(self, prompts, params):
+        self.calls.append([list(p) for p in prompts])
+        outs = []
+        for prompt in prompts:
+            text, reason = self.script(len(self.calls) - 1, prompt)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if reason == "stop":
+                ids = ids + [self.tokenizer.eos_token_id]
+            outs.append(Completion(ids, [-0.5] * len(ids), reason, self.tokenizer.eos_token_id if reason == "stop" else None))
+        return outs
