@@ -24,7 +24,8 @@ def cmd_chat(args) -> int:
     from .display import print_episode
     from .models import load_model
     from .prompts import get_prompt_set
-    from .rollout import HFEngine, rollout
+    from .rollout import rollout
+    from .rollout.factory import make_engine
 
     console = Console(stderr=args.json)
     cfg = load_config(None, [
@@ -45,7 +46,7 @@ def cmd_chat(args) -> int:
         return 2
     with console.status(f"loading {args.model} …"):
         model, tok = load_model(args.model, device=_device(args.device))
-    engine = HFEngine(model, tok, seed=args.seed)
+    engine = make_engine(model, tok, engine=args.engine, seed=args.seed)
     problem = SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
     with console.status("generating …"):
         [ep] = rollout([problem], rcfg, {"mta": engine, "ra": engine}, get_prompt_set(cfg.method_name),
@@ -78,10 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top-p", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="auto")
+    c.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="generation backend")
     c.add_argument("--answer", default=None, help="reference answer: grade the final response")
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
     c.set_defaults(func=cmd_chat)
+
+    from .eval.commands import add_eval_commands
+
+    add_eval_commands(sub)  # eval, compare, report
     return p
 
 
