@@ -1,0 +1,100 @@
+"""KL to a frozen reference policy and policy entropy, per token (reduce them with ``aggregate``).
+
+How we depart from / choose among the paper and the reference code:
+
+1. KL uses Schulman's low-variance k3 estimator (SPEC §3): ``exp(ref - logp) - (ref - logp) - 1``,
+   an unbiased, always non-negative estimate of KL(pi || pi_ref) from tokens sampled by pi. The
+   reference code clamps the *result* to [-10, 10]; we clamp the log-ratio to ±``log_ratio_clamp``
+   (20) before ``exp`` instead, which keeps it finite without flattening moderate values. ``kl_k1``
+   (``logp - ref``) is provided for KL-in-reward (REINFORCE++), where the unbiased per-token k1 is usual.
+2. Both return per-token tensors with 0 on untrained tokens; normalisation is ``aggregate``'s job.
+3. Entropy is computed as ``logsumexp(x) - sum(softmax(x) * x)`` in float32 (upcast from bf16/fp16),
+   with ``-inf`` logits (banned tokens) replaced by the dtype's lowest finite value so ``0 * -inf``
+   cannot produce NaN. ``entropy_from_logits_chunked`` bounds the float32 working memory to
+   ``chunk_size * V`` for logging; under autograd the per-chunk softmax is still saved for backward,
+   so for a differentiable entropy bonus at large V wrap the call in ``torch.utils.checkpoint``.
+
+Shapes: B rows, T tokens, V vocabulary. ``mask`` is 1 on trained tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["kl_k1", "kl_k3", "entropy_from_logits", "entropy_from_logits_chunked"]
+
+
+def _check(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> None:
+    if not (logp.shape == ref_logp.shape == mask.shape):
+        raise ValueError(
+            "logp, ref_logp and mask must share a shape; "
+            f"got {tuple(logp.shape)}, {tuple(ref_logp.shape)}, {tuple(mask.shape)}"
+        )
+
+
+def kl_k3(
+    logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, *, log_ratio_clamp: float = 20.0
+) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref): ``exp(d) - d - 1`` with ``d = ref_logp - logp``.
+
+    Args:
+        logp: (B, T) float log-probs of the sampled tokens under the trained policy (with grad).
+        ref_logp: (B, T) float log-probs under the frozen reference (treated as constants).
+        mask: (B, T), 1 on trained tokens.
+        log_ratio_clamp: ``d`` is clamped to [-c, c] before ``exp`` (gradient is 0 beyond it).
+
+    Returns:
+        (B, T) per-token KL estimates (>= 0), 0 on untrained tokens.
+    """
+    _check(logp, ref_logp, mask)
+    m = mask.bool()
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    d = torch.where(m, ref_logp.detach().to(logp.dtype) - logp, zero).clamp(-log_ratio_clamp, log_ratio_clamp)
+    return torch.where(m, torch.expm1(d) - d, zero)  # expm1(d) - d == exp(d) - d - 1, exact near d = 0
+
+
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token k1 estimate of KL(pi || pi_ref): ``logp - ref_logp`` (unbiased, can be negative).
+
+    Args:
+        logp: (B, T), ref_logp: (B, T), mask: (B, T) as in :func:`kl_k3`.
+
+    Returns:
+        (B, T), 0 on untrained tokens.
+    """
+    _check(logp, ref_logp, mask)
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    return torch.where(mask.bool(), logp - ref_logp.detach().to(logp.dtype), zero)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax distribution at every position, numerically stable.
+
+    Args:
+        logits: (B, T, V) (or any (..., V)) float logits; ``-inf`` entries are allowed.
+
+    Returns:
+        (B, T) entropies in nats, float32 (or float64 if the logits are float64).
+    """
+    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    x = x.clamp(min=torch.finfo(x.dtype).min)  # -inf -> lowest finite: p = 0 and p * x = 0, not NaN
+    p = torch.softmax(x, dim=-1)
+    return torch.logsumexp(x, dim=-1) - (p * x).sum(dim=-1)
+
+
+def entropy_from_logits_chunked(logits: torch.Tensor, *, chunk_size: int = 1024) -> torch.Tensor:
+    """:func:`entropy_from_logits` over ``chunk_size`` positions at a time (bounded float32 memory).
+
+    Args:
+        logits: (B, T, V) float logits.
+        chunk_size: positions (flattened B*T) per chunk.
+
+    Returns:
+        (B, T) entropies, equal to :func:`entropy_from_logits`.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    flat = logits.reshape(-1, logits.shape[-1])  # (B*T, V)
+    parts = [entropy_from_logits(flat[i : i + chunk_size]) for i in range(0, flat.shape[0], chunk_size)]
+    out = torch.cat(parts) if parts else flat.new_zeros(0, dtype=torch.float32)
+    return out.reshape(logits.shape[:-1])
