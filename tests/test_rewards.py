@@ -1,0 +1,285 @@
+"""Tests for rema.rewards: math grading (equivalences, extraction, timeouts), format terms, judge, masking.
+
+Math cases are graded in one batch through the real worker pool (module fixture), so the file costs one
+pool start-up plus a few seconds of grading.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rema.rewards import (
+    END_CODES, REWARDS, MathGrade, close, get_reward, grade_math, grade_math_batch, judge_verdict,
+    math_correctness, mta_format, pool_respawns, ra_format, summarize, unfinished_mask,
+)
+from rema.rewards import math_grader
+from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+# (response, gold, expected correct)
+EQUIVALENT = [
+    (r"so $\boxed{\frac12}$", "0.5"),
+    (r"\boxed{0.5}", r"\frac{1}{2}"),
+    (r"\boxed{1/2}", r"\frac12"),
+    (r"\boxed{\dfrac{1}{2}}", "1/2"),
+    (r"\boxed{[2, 5)}", "[2,5)"),
+    (r"\boxed{(1, 2)}", "(1,2)"),
+    (r"\boxed{\{3,1,2\}}", r"\{1,2,3\}"),
+    (r"\boxed{5\text{ cm}}", "5"),
+    (r"\boxed{30^\circ}", "30"),
+    (r"\boxed{18 dollars}", "18"),
+    (r"\boxed{\$1,080}", "1080"),
+    ("She earns 9 * 120 = <<9*120=1080>>1080 dollars.\n#### 1,080", "1080"),
+    ("#### 72", "72"),
+    ("The answer is (B).", "B"),
+    (r"\boxed{(B)}", "B"),
+    (r"\boxed{\text{Monday}}", r"\text{Monday}"),
+    ("Answer: $x=3$", "3"),
+    (r"Final Answer: The final answer is $\frac{\sqrt{3}}{2}$. I hope it is correct.", r"\frac{\sqrt3}{2}"),
+    (r"Therefore \fbox{7}.", "7"),
+    (r"$= \boxed{\textbf{(073)}}$", "73"),
+    (r"is $\boxed 5$.", "5"),
+    (r"\boxed{2\sqrt{2}}", r"\sqrt{8}"),
+    (r"\boxed{x^2+2x+1}", "(x+1)^2"),
+    (r"first \boxed{3}, but correcting the sign: \boxed{4}", "4"),
+    ("#### Step 1: add\n3 + 4 = 7, so the total is 7.", "7"),  # heading skipped, last expression read
+    ("#### y = 2x + 3", "y=2x+3"),
+    ("The answer is: **42**", "42"),  # Markdown bold
+    (r"\boxed{\textbf{(C)}\ 12}", "C"),  # AMC style, letter gold
+    (r"\boxed{\textbf{(C)}\ 12}", "12"),  # AMC style, value gold
+    (r"\boxed{(-\infty, 3]}", r"(-\infty,3]"),
+    (r"\boxed{x \in [2, 5)}", "[2,5)"),
+    (r"\boxed{50\%}", "50"),
+]
+NOT_EQUIVALENT = [
+    (r"first \boxed{4}, but correcting the sign: \boxed{3}", "4"),  # the LAST box counts
+    (r"\boxed{5} and then #### 7", "7"),  # a box wins over ####
+    (r"\boxed{3}", "4"),
+    (r"\boxed{(2,5]}", "[2,5)"),
+    (r"\boxed{\{1,2\}}", r"\{1,2,3\}"),
+    (r"\boxed{\text{Tuesday}}", r"\text{Monday}"),
+    (r"\boxed{C}", "B"),
+    ("The answer is (C).", "B"),
+    (r"\boxed{0.51}", r"\frac12"),
+    (r"\boxed{1080}", "108"),
+    (r"\boxed{C (x+1)}", "C"),  # not a choice letter
+    (r"\boxed{\textbf{(C)}\ 12}", "B"),
+]
+CASES = [(r, g, True) for r, g in EQUIVALENT] + [(r, g, False) for r, g in NOT_EQUIVALENT]
+
+
+@pytest.fixture(scope="module")
+def graded() -> list[MathGrade]:
+    grades = grade_math_batch([c[0] for c in CASES], [c[1] for c in CASES], workers=2)
+    yield grades
+    close()
+
+
+@pytest.mark.parametrize("idx", range(len(CASES)), ids=[f"{c[2]}:{c[0][:30]}" for c in CASES])
+def test_math_equivalence(graded: list[MathGrade], idx: int) -> None:
+    response, gold, expected = CASES[idx]
+    g = graded[idx]
+    assert g.correct is expected, (response, gold, g)
+    assert not g.timed_out and g.error is None
+
+
+def test_no_answer_is_not_an_error(graded: list[MathGrade]) -> None:
+    g = grade_math("I could not solve this.", "5")
+    assert (g.correct, g.extracted, g.error, g.timed_out) == (False, None, None, False)
+    assert summarize([g])["grader/no_answer_rate"] == 1.0
+
+
+# ------------------------------------------------------------------------------------- extraction
+
+
+def test_find_boxes_nested_escaped_braceless_and_unclosed() -> None:
+    text = r"a \boxed{1} b \boxed{\frac{1}{2}} c \boxed{\{1,2\}} d \boxed 7$ \fbox{x} \boxedx \boxed{open"
+    assert [b for b, _ in find_boxes(text)] == ["1", r"\frac{1}{2}", r"\{1,2\}", "7", "x"]
+    assert last_boxed(text) == "x"
+    assert last_boxed("no box") is None
+
+
+def test_extraction_order_and_cleaning() -> None:
+    assert extract_candidate("#### 3\n\\boxed{4}") == ("4", "boxed")
+    assert extract_candidate("x\n#### 3\nmore\n#### 1,080 ") == ("1,080", "hash")
+    assert extract_candidate("The answer is 5") == (None, None)  # left to math-verify's anchors
+    assert extract_candidate("#### Step 2: expand\nso x = 5") == (None, None)  # a Markdown heading
+    assert clean_candidate("3 or 4") == "3 or 4"  # only unit words are dropped
+    assert clean_candidate("$5$.") == "5"
+    assert clean_candidate("1{,}080") == "1,080"
+    assert clean_candidate(r"\textbf{(073)} ") == "073"
+    assert clean_candidate(r"\text{Monday}") == r"\text{Monday}"
+
+
+def test_hostile_extraction_is_linear() -> None:
+    assert last_boxed("{" * 200_000) is None
+    assert last_boxed("\\boxed{" * 30_000) is None
+
+
+# ------------------------------------------------------------------------------------- timeouts
+
+HOSTILE = [r"\boxed{9^{9^{9^{9}}}}", "\\boxed{" + "{" * 1_000_000, "{" * 1_000_000,
+           "\\boxed{" + "\\frac{1}{" * 150 + "2" + "}" * 150 + "}"]
+
+
+@pytest.mark.parametrize("response", HOSTILE, ids=["power_tower", "open_box_1MB", "braces_1MB", "deep_frac"])
+def test_hostile_input_times_out_and_pool_survives(graded: list[MathGrade], response: str) -> None:
+    """Hostile input scores 0 within its timeout (soft deadline, size cap, or plain no-answer)."""
+    timeout_s = 1.0
+    t0 = time.monotonic()
+    g = grade_math(response, "3", timeout_s=timeout_s)
+    elapsed = time.monotonic() - t0
+    assert not g.correct, g
+    assert elapsed < timeout_s + 1.5  # generous slack: shared CI machines
+    assert grade_math(r"\boxed{3}", "3").correct
+
+
+def test_hard_kill_when_worker_ignores_its_soft_deadline(graded: list[MathGrade], monkeypatch) -> None:
+    """Soft deadline pushed past the hard one: the parent must kill the worker and respawn it."""
+    monkeypatch.setattr(math_grader, "SOFT_FRACTION", 20.0)
+    before = pool_respawns()
+    t0 = time.monotonic()
+    grades = grade_math_batch([r"\boxed{9^{9^{9^{9}}}}", r"\boxed{2}"], ["3", "2"], timeout_s=1.0, workers=2)
+    assert time.monotonic() - t0 < 1.0 + 1.5
+    assert grades[0] == MathGrade(False, timed_out=True, error="timeout", seconds=1.0)
+    assert grades[1].correct
+    assert pool_respawns() == before + 1
+    assert grade_math(r"\boxed{\frac{1}{2}}", "0.5").correct  # the respawned worker grades
+
+
+_DYING_WORKER = """
+import os
+from multiprocessing.connection import Connection
+conn_in, conn_out = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
+conn_out.send(("ready", os.getpid()))
+try:
+    conn_in.recv()
+except EOFError:
+    raise SystemExit(0)
+os._exit(7)  # dies mid-item, like a segfault in the CAS
+"""
+
+
+def test_worker_death_is_reported_and_replaced(tmp_path: Path, monkeypatch) -> None:
+    script = tmp_path / "dying_worker.py"
+    script.write_text(_DYING_WORKER)
+    monkeypatch.setattr(math_grader, "_WORKER_SCRIPT", script)
+    pool = math_grader.GraderPool()
+    try:
+        grades = pool.grade(["a", "b", "c"], ["1", "2", "3"], timeout_s=5.0, workers=1)
+    finally:
+        pool.close()
+    assert [g.error for g in grades] == ["worker_died (rc=7)"] * 3
+    assert pool.respawns == 3
+
+
+def test_worker_startup_failure_raises(tmp_path: Path, monkeypatch) -> None:
+    script = tmp_path / "broken_worker.py"
+    script.write_text("raise SystemExit(3)\n")
+    monkeypatch.setattr(math_grader, "_WORKER_SCRIPT", script)
+    pool = math_grader.GraderPool()
+    with pytest.raises(RuntimeError, match="start-up"):
+        pool.grade(["a"], ["1"], timeout_s=5.0, workers=1)
+    pool.close()
+
+
+def test_batch_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="2 responses but 1 golds"):
+        grade_math_batch(["a", "b"], ["1"])
+    with pytest.raises(ValueError, match="timeout_s"):
+        grade_math_batch(["a"], ["1"], timeout_s=0)
+
+
+# ------------------------------------------------------------------------------------- reward fns
+
+
+def test_math_correctness_parts(graded: list[MathGrade]) -> None:
+    assert math_correctness(r"\boxed{4}", "4") == (1.0, {"correct": 1.0, "timed_out": 0.0, "failed": 0.0,
+                                                       "no_answer": 0.0})
+    r, parts = math_correctness("nothing", "4")
+    assert r == 0.0 and parts["no_answer"] == 1.0
+
+
+def test_mta_format() -> None:
+    assert mta_format("First factor the quadratic, then check both roots against the domain.") == (
+        0.0, {"leak": 0.0, "leak_boxed": 0.0, "leak_statement": 0.0, "leak_gold": 0.0})
+    assert mta_format(r"Plan: compute, giving \boxed{5}.")[1]["leak_boxed"] == 1.0
+    assert mta_format("Solve for x. The final answer is 12.")[0] == -1.0
+    assert mta_format("Answer: (B)")[1]["leak_statement"] == 1.0
+    assert mta_format("The answer is the sum of the roots, so use Vieta.")[0] == 0.0  # planning language
+    assert mta_format("Then verify the final answer.")[0] == 0.0
+    assert mta_format("Add the two counts.\nSo the total is 12.", gold="12")[1]["leak_gold"] == 1.0
+    assert mta_format("Add the two counts.\n$x = \\dfrac{1}{2}$", gold="\\frac12")[1]["leak_gold"] == 0.0
+    assert mta_format("Add the two counts.\n$x = \\dfrac{1}{2}$", gold="\\frac{1}{2}")[1]["leak_gold"] == 1.0
+    assert mta_format("There are 12 eggs; subtract the 3 eaten.", gold="12")[0] == 0.0  # mid-text mention
+    assert mta_format(r"\boxed{1}", penalty=-0.5)[0] == -0.5
+
+
+def test_ra_format() -> None:
+    assert ra_format(r"Step 1 ... so the answer is $\boxed{5}$. I hope it is correct.") == (
+        0.0, {"n_boxed": 1.0, "boxed_last": 1.0})
+    assert ra_format(r"\boxed{4} then \boxed{5}") == (-1.0, {"n_boxed": 2.0, "boxed_last": 1.0})
+    assert ra_format(r"\boxed{5} " + "and more reasoning " * 20) == (-1.0, {"n_boxed": 1.0, "boxed_last": 0.0})
+    assert ra_format("no box") == (-1.0, {"n_boxed": 0.0, "boxed_last": 0.0})
+    assert ra_format("no box", penalty=-0.2)[0] == -0.2
+
+
+def test_judge_verdict() -> None:
+    assert judge_verdict("A is verbose. [[B]] hmm, on reflection [[A]]", "A") == (
+        1.0, {"verdict_found": 1.0, "correct": 1.0})
+    assert judge_verdict("Final verdict: [[B]]", "A") == (0.0, {"verdict_found": 1.0, "correct": 0.0})
+    assert judge_verdict("Both are fine [A]", "A") == (0.0, {"verdict_found": 0.0, "correct": 0.0})
+    assert judge_verdict("[[B]]", "[[b]]")[0] == 1.0
+    with pytest.raises(ValueError, match="'A' or 'B'"):
+        judge_verdict("[[A]]", "C")
+
+
+@pytest.mark.parametrize("end_code", END_CODES)
+def test_unfinished_mask(end_code: str) -> None:
+    r, parts = unfinished_mask(1.0, end_code)
+    assert r == (1.0 if end_code == "finished" else 0.0)
+    assert parts["unfinished"] == float(end_code != "finished") == parts["masked"]
+    assert unfinished_mask(1.0, end_code, enabled=False) == (1.0, {"unfinished": parts["unfinished"],
+                                                                    "masked": 0.0})
+
+
+def test_unfinished_mask_rejects_unknown_code() -> None:
+    with pytest.raises(ValueError, match="finished, max_turns"):
+        unfinished_mask(1.0, "done")
+
+
+def test_registry_uniform_signature(graded: list[MathGrade]) -> None:
+    assert set(REWARDS) == {"math", "judge", "mta_format", "ra_format"}
+    refs = {"math": "5", "judge": "A", "mta_format": None, "ra_format": None}
+    for name, ref in refs.items():
+        reward, parts = get_reward(name)(r"[[A]] \boxed{5}", ref)
+        assert isinstance(reward, float) and all(isinstance(v, float) for v in parts.values())
+    with pytest.raises(KeyError, match="judge, math, mta_format, ra_format"):
+        get_reward("nope")
+
+
+# ------------------------------------------------------------------------------------- benchmark data
+
+
+def _rows(name: str, every: int) -> list[dict]:
+    if not DATA.is_dir():
+        pytest.skip(f"benchmark data folder {DATA} not present")
+    lines = (DATA / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines[::every]][:100]
+
+
+@pytest.mark.parametrize("name,every", [("math500_test", 5), ("gsm8k_test", 13)])
+def test_reference_solutions_accepted_mismatches_rejected(graded: list[MathGrade], name: str, every: int) -> None:
+    rows = _rows(name, every)
+    sols, golds = [r["solution"] for r in rows], [r["answer"] for r in rows]
+    pairs = [(i, (i + 1) % len(rows)) for i in range(len(rows))
+             if golds[i].replace(" ", "") != golds[(i + 1) % len(rows)].replace(" ", "")]
+    grades = grade_math_batch(sols + [sols[i] for i, _ in pairs], golds + [golds[j] for _, j in pairs], workers=2)
+    matched, mismatched = grades[: len(rows)], grades[len(rows):]
+    assert sum(g.correct for g in matched) / len(rows) >= 0.99
+    assert sum(g.correct for g in mismatched) / len(pairs) < 0.01
