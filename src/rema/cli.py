@@ -62,6 +62,33 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Train from a YAML config with dotted overrides, or resume a run directory."""
+    from .config import describe_config, load_config
+    from .train import TrainingDiverged, train
+
+    items = ([args.config] if args.config else []) + list(args.overrides)
+    overrides = [x for x in items if "=" in x]
+    configs = [x for x in items if "=" not in x]
+    if len(configs) > 1:
+        print(f"error: one config file expected, got {configs}", file=sys.stderr)
+        return 2
+    config = configs[0] if configs else None
+    if args.help_config:
+        print(describe_config(load_config(config, overrides)))
+        return 0
+    if config is None and args.resume is None:
+        print("error: give a config (e.g. configs/demo.yaml) or --resume RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        trainer = train(config, overrides, resume=args.resume, max_steps=args.max_steps)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    print(f"run directory: {trainer.run_dir}")
+    return 130 if trainer._stop_requested else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rema", description="ReMA: meta-thinking agents trained with multi-agent RL")
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
     c.set_defaults(func=cmd_chat)
+
+    t = sub.add_parser("train", help="RL-train the meta-thinker and the reasoner (GRPO / REINFORCE++)",
+                       description="rema train CONFIG [section.key=value ...]  |  rema train --resume RUN_DIR")
+    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.clip_eps=0.1 train.steps=20")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
+    t.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    t.set_defaults(func=cmd_train)
 
     from .eval.commands import add_eval_commands
 

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from ..config import Config
-from ..prompts import get_prompt_set
+from ..prompts import PromptSet, get_prompt_set
 from ..rollout import Engine, Episode, rollout
 from ..rollout.episode import END_CODES
 from ..scoring import score_episodes
@@ -80,13 +80,22 @@ def run_eval(
     greedy: bool = True,
     n: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    prompts: PromptSet | None = None,
+    first_episode_id: int = 0,
+    correctness_fn: Callable[[Episode], float] | None = None,
 ) -> tuple[dict[str, float], list[Episode]]:
-    """Roll out ``n`` episodes per problem with ``cfg``'s method, score them, return (metrics, episodes)."""
-    prompts = get_prompt_set(cfg.method_name)
+    """Roll out ``n`` episodes per problem with ``cfg``'s method, score them, return (metrics, episodes).
+
+    ``prompts`` overrides the prompt set implied by ``cfg.method_name`` (``rema eval`` uses it for
+    single-agent judge prompt sets); ``first_episode_id`` numbers episodes across chunks;
+    ``correctness_fn`` replaces the task's grader (see ``scoring.score_episodes``).
+    """
+    prompts = prompts or get_prompt_set(cfg.method_name)
     episodes = rollout(problems, cfg.rollout, engines, prompts, greedy=greedy, samples_per_question=n,
-                       on_progress=on_progress)
+                       on_progress=on_progress, first_episode_id=first_episode_id)
     counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task,
-                              format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn")
+                              format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
+                              correctness_fn=correctness_fn)
     metrics = episode_metrics(episodes)
     metrics.update(counters)
     return metrics, episodes

@@ -1,0 +1,472 @@
+"""The RL training loop: rollout → reward → advantage → loss → step → log.
+
+How this trainer departs from / chooses among the paper and the reference code:
+
+1. Rows are (episode, agent) chat views grown in token ids: the update scores exactly the sampled ids.
+2. Shared weights: one model, both roles' rows in one update. Separate weights: both models roll out
+   every step, only one is updated, switching every ``train.switch_freq`` steps, MTA first (SPEC §3).
+3. π_old: with one epoch and one mini-batch the policy has not moved when the loss is computed, so
+   π_old = π_θ.detach() from the same forward (provably equal, no extra pass; logged as
+   ``check/old_logp_source = 0``). With several epochs or mini-batches π_old is recomputed under the
+   training forward before the first update (``1``), or taken from the sampler if
+   ``train.recompute_old_logp=false`` (``2``). ``check/sampler_logp_abs_diff`` compares the sampler's
+   log-probs with the trainer's on the first mini-batch — a silent token or weight mismatch shows here.
+4. Micro-batches are weighted by their share of the aggregation units, so gradient accumulation gives the
+   gradient of the loss aggregated over the whole mini-batch, for every aggregation mode.
+5. A non-finite loss or gradient skips the optimizer step (logged); ``train.nan_patience`` in a row stops
+   the run with an error. Ctrl-C finishes the current step, saves a checkpoint and exits; a second Ctrl-C
+   aborts at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_loss
+from ..config import Config, load_config, save_config
+from ..data import ProblemSampler, load_problems, resolve_dataset
+from ..eval.core import episode_metrics, run_eval
+from ..models import LoraSpec, describe, export_model, load_model
+from ..prompts import get_prompt_set
+from ..rollout import rollout
+from ..rollout.factory import make_engine
+from ..scoring import score_episodes
+from .batch import Rows, build_rows, collate, count_units, group_ids, micro_batches, pad
+from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
+                         set_rng_state, trainable_state)
+from .logprobs import token_logprobs
+from .metrics import MetricsLogger
+
+OLD_LOGP_SOURCES = {"same_forward": 0, "recomputed": 1, "sampler": 2}
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+@dataclass
+class Policy:
+    """One set of trainable weights and everything attached to it."""
+
+    name: str
+    """``shared``, ``mta`` or ``ra``."""
+    roles: tuple[str, ...]
+    model: torch.nn.Module
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    engine: object
+    ref: torch.nn.Module | None
+    """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _lr_lambda(warmup: int, total: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return f
+
+
+def load_split(spec: str | None, cfg: Config, limit: int | None = None) -> list:
+    """Problems for a data spec, honouring the config's field mapping and level filter."""
+    if spec is None:
+        return []
+    d = cfg.data
+    if (d.question_field or d.answer_field) and Path(spec).suffix in (".jsonl", ".json", ".parquet"):
+        problems = load_problems(spec, question_field=d.question_field, answer_field=d.answer_field,
+                                 data_dir=d.data_dir, limit=limit)
+    else:
+        problems = resolve_dataset(spec, d.data_dir, limit=limit)
+    if d.levels:
+        problems = [p for p in problems if p.meta.get("level") in set(d.levels)]
+    if not problems:
+        raise ValueError(f"data spec {spec!r} gave no problems (levels filter: {d.levels})")
+    return problems
+
+
+class Trainer:
+    """Owns the models, optimizers, engines, data cursor and run directory of one training run."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console=None,
+                 correctness_fn=None, prompts=None):
+        from rich.console import Console
+
+        self.cfg = cfg
+        self.correctness_fn = correctness_fn
+        self.console = console or Console(stderr=True)
+        self.run_dir = Path(run_dir or cfg.log.run_dir or f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.step = 0
+        self.nan_streak = 0
+        self.episode_counter = 0
+        self._stop_requested = False
+        seed = cfg.train.seed
+        random.seed(seed)
+        torch.manual_seed(seed)
+        self.device = _device(cfg.model.device)
+        self.prompts = prompts or get_prompt_set(cfg.method_name)
+        self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
+        self.policies = self._build_policies()
+        self.train_problems = load_split(cfg.data.train, cfg)
+        self.eval_problems = load_split(cfg.data.eval, cfg, limit=cfg.data.eval_limit) if cfg.data.eval else []
+        self.sampler = ProblemSampler(self.train_problems, cfg.train.questions_per_step, seed=seed)
+        resume_step = None
+        if resume:
+            ckpt = latest_checkpoint(self.ckpt_root)
+            if ckpt is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_root}")
+            self._restore(load_checkpoint(ckpt))
+            resume_step = self.step
+            self.console.print(f"resumed from {ckpt} (step {self.step})")
+        else:
+            save_config(cfg, self.run_dir / "config.yaml")
+            meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
+                    "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
+                    "models": {p.name: describe(p.model) for p in self.policies}}
+            (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
+                                    name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step)
+
+    # ---------------------------------------------------------------------------------------------- setup
+
+    def _build_policies(self) -> list[Policy]:
+        cfg = self.cfg
+        m = cfg.model
+        lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout)
+        if cfg.train.shared_weights:
+            groups = [("shared", self.roles, m.name)]
+        else:
+            groups = [("mta", ("mta",), m.name), ("ra", ("ra",), m.ra_name or m.name)]
+        policies = []
+        for i, (name, roles, model_name) in enumerate(groups):
+            model, tok = load_model(model_name, dtype=m.dtype, device=self.device, lora=lora, seed=cfg.train.seed)
+            if m.gradient_checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, _lr_lambda(cfg.train.warmup_steps, cfg.train.steps, cfg.train.lr_schedule))
+            ref = None
+            if cfg.algo.kl_coef > 0 and m.lora_r == 0:
+                ref = copy.deepcopy(model).eval().requires_grad_(False)
+            engine = make_engine(model, tok, engine=cfg.rollout.engine, seed=cfg.train.seed * 1000 + i)
+            policies.append(Policy(name, roles, model, tok, opt, sched, engine, ref))
+        return policies
+
+    def policy_of(self, role: str) -> Policy:
+        return next(p for p in self.policies if role in p.roles)
+
+    @property
+    def engines(self) -> dict:
+        return {role: self.policy_of(role).engine for role in self.roles}
+
+    def active_policies(self, step: int) -> list[Policy]:
+        """Policies updated at ``step``: all with shared weights; one, alternating, with separate weights."""
+        if self.cfg.train.shared_weights:
+            return self.policies
+        which = ("mta", "ra")[(step // self.cfg.train.switch_freq) % 2]
+        return [self.policy_of(which)]
+
+    # ------------------------------------------------------------------------------------------- the loop
+
+    def fit(self, max_steps: int | None = None) -> dict:
+        """Train until ``train.steps`` (or ``max_steps`` more steps); returns the last metrics."""
+        cfg = self.cfg
+        end = cfg.train.steps if max_steps is None else min(cfg.train.steps, self.step + max_steps)
+        last: dict = {}
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          TextColumn("{task.description}"), console=self.console,
+                          disable=not cfg.log.progress) as bar:
+                task = bar.add_task("", total=cfg.train.steps, completed=self.step)
+                if self.step == 0 and cfg.train.eval_every and self.eval_problems:
+                    self._log_eval(0)
+                while self.step < end and not self._stop_requested:
+                    last = self.train_step()
+                    self.step += 1
+                    if cfg.train.eval_every and self.eval_problems and (
+                            self.step % cfg.train.eval_every == 0 or self.step == cfg.train.steps):
+                        last.update(self._log_eval(self.step, log=False))
+                    self.logger.log(self.step, last)
+                    bar.update(task, completed=self.step, description=self._summary(last))
+                    if not cfg.log.progress:
+                        self.console.print(f"step {self.step}: {self._summary(last)}")
+                    if self.step % cfg.train.save_every == 0 or self.step == end or self._stop_requested:
+                        self.save()
+            if self.step >= cfg.train.steps:
+                self.export()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.logger.close()
+        if self._stop_requested:
+            self.console.print(f"stopped at step {self.step}; resume with: rema train --resume {self.run_dir}")
+        return last
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.console.print("[yellow]Ctrl-C: finishing this step, then saving a checkpoint "
+                           "(press again to abort without saving)[/yellow]")
+
+    def train_step(self) -> dict:
+        """One RL step: rollout → reward → advantage → update; returns the step's metrics."""
+        cfg = self.cfg
+        problems = self.sampler.next_batch()
+        t0 = time.perf_counter()
+        episodes = rollout(problems, cfg.rollout, self.engines, self.prompts, first_episode_id=self.episode_counter)
+        self.episode_counter += len(episodes)
+        t1 = time.perf_counter()
+        counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task,
+                                  format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
+                                  correctness_fn=self.correctness_fn)
+        t2 = time.perf_counter()
+        metrics = {f"train/{k}": v for k, v in episode_metrics(episodes).items()}
+        metrics.update(counters)
+        update_stats: dict[str, float] = {}
+        sync_time = 0.0
+        active = self.active_policies(self.step)
+        for pol in active:
+            roles = tuple(r for r in pol.roles if r in self.roles)
+            rows = build_rows(episodes, roles)
+            if len(rows):
+                update_stats.update(self._update(pol, rows))
+            ts = time.perf_counter()
+            update_stats.update({f"sync/{k}": v for k, v in pol.engine.sync_weights(pol.model).items()})
+            sync_time += time.perf_counter() - ts
+            pol.scheduler.step()
+        t3 = time.perf_counter()
+        gen_tokens = sum(len(t.token_ids) for ep in episodes for t in ep.turns)
+        metrics.update(update_stats)
+        metrics.update({
+            "lr": active[0].scheduler.get_last_lr()[0],
+            "train/active_agent": -1.0 if cfg.train.shared_weights else float(active[0].name == "ra"),
+            "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2 - sync_time,
+            "time/sync": sync_time, "time/step": t3 - t0,
+            "perf/tokens_per_s": gen_tokens / max(t1 - t0, 1e-9), "perf/generated_tokens": float(gen_tokens),
+        })
+        if cfg.train.sample_every and (self.step + 1) % cfg.train.sample_every == 0:
+            self.logger.samples(self.step + 1, "train", episodes[:cfg.train.samples_to_log])
+        return metrics
+
+    # ----------------------------------------------------------------------------------------- the update
+
+    def _logp(self, model, batch, *, with_entropy: bool = False):
+        return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                              temperature=self.cfg.rollout.temperature, with_entropy=with_entropy)
+
+    @torch.no_grad()
+    def _ref_logp(self, pol: Policy, batch) -> torch.Tensor:
+        if pol.ref is not None:
+            return self._logp(pol.ref, batch)[0]
+        with pol.model.disable_adapter():  # LoRA: the base model is the reference
+            return self._logp(pol.model, batch)[0]
+
+    @torch.no_grad()
+    def _per_row(self, fn, rows: Rows, pol: Policy) -> torch.Tensor:
+        """Apply ``fn(batch) -> (B, T)`` over micro-batches and scatter into an (N, T_max) tensor."""
+        out = torch.zeros((len(rows), max(rows.lengths)))
+        for idx in micro_batches(rows.lengths, self.cfg.train.micro_batch_tokens):
+            b = collate(rows, idx, pol.tokenizer.pad_token_id)
+            out[idx, :b["input_ids"].shape[1]] = fn(b).float().cpu()
+        return out
+
+    def _update(self, pol: Policy, rows: Rows) -> dict[str, float]:
+        cfg, a, t = self.cfg, self.cfg.algo, self.cfg.train
+        n = len(rows)
+        full_mask = pad(rows.mask, 0, torch.float32)  # (N, T_max)
+        full_turns = pad(rows.turn_ids, -1, torch.long)
+        rewards = torch.tensor(rows.reward, dtype=torch.float32)
+        need_ref = a.kl_coef > 0
+        kl_tok = None
+        if need_ref and a.kl_in_reward:  # REINFORCE++ style: -kl_coef * (logπ - logπ_ref) on every token
+            cur = self._per_row(lambda b: self._logp(pol.model, b)[0], rows, pol)
+            ref = self._per_row(lambda b: self._ref_logp(pol, b), rows, pol)
+            kl_tok = kl_k1(cur, ref, full_mask)
+        estimator = get_advantage_estimator(a.advantage)
+        adv, adv_stats = estimator(rewards, group_ids(rows), full_mask, full_turns, eps=a.adv_eps, gamma=a.gamma,
+                                   kl=kl_tok, kl_coef=a.kl_coef if kl_tok is not None else 0.0)
+        single_pass = t.ppo_epochs == 1 and t.mini_batches == 1
+        source = "sampler" if not t.recompute_old_logp else ("same_forward" if single_pass else "recomputed")
+        old_full = None
+        if source == "recomputed":
+            old_full = self._per_row(lambda b: self._logp(pol.model, b)[0], rows, pol)
+        elif source == "sampler":
+            old_full = pad(rows.sampler_logp, 0.0, torch.float32)
+
+        params = [p for p in pol.model.parameters() if p.requires_grad]
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step)
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        n_opt, skipped, grad_norms = 0, 0, []
+        first_diff = None
+        tokens_trained = 0
+        t_start = time.perf_counter()
+        pol.model.train()
+        for _ in range(t.ppo_epochs):
+            perm = torch.randperm(n, generator=gen).tolist()
+            for chunk in range(t.mini_batches):
+                mb = perm[chunk * n // t.mini_batches:(chunk + 1) * n // t.mini_batches]
+                if not mb:
+                    continue
+                total = count_units(full_mask[mb], full_turns[mb], a.agg)
+                finite = True
+                for micro in micro_batches([rows.lengths[i] for i in mb], t.micro_batch_tokens):
+                    idx = [mb[j] for j in micro]
+                    b = collate(rows, idx, pol.tokenizer.pad_token_id)
+                    width = b["input_ids"].shape[1]
+                    mask, turns = b["mask"].to(self.device), b["turn_ids"].to(self.device)
+                    logp, entropy = self._logp(pol.model, b, with_entropy=True)
+                    old = logp.detach() if old_full is None else old_full[idx, :width].to(self.device)
+                    loss, st = policy_loss(logp, old, adv[idx, :width].to(self.device), mask, turns,
+                                           ratio_level=a.ratio_level, ratio_mean=a.ratio_mean, agg=a.agg,
+                                           clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high,
+                                           dual_clip=a.dual_clip, log_ratio_clamp=a.log_ratio_clamp)
+                    st = {f"stats/{k}": float(v) for k, v in st.items() if not k.startswith("num_")}
+                    st["loss/policy"] = float(loss.detach())
+                    ent = aggregate(entropy, mask, a.agg, turns)
+                    st["stats/entropy"] = float(ent.detach())
+                    if a.entropy_coef > 0:
+                        loss = loss - a.entropy_coef * ent
+                    if need_ref and not a.kl_in_reward:
+                        kl = aggregate(kl_k3(logp, self._ref_logp(pol, b).to(self.device), mask), mask, a.agg, turns)
+                        loss = loss + a.kl_coef * kl
+                        st["stats/kl"] = float(kl.detach())
+                    if first_diff is None:
+                        sampler = b["sampler_logp"].to(self.device)
+                        first_diff = float(((logp.detach() - sampler).abs() * mask).sum() / mask.sum().clamp(min=1))
+                    w = count_units(b["mask"], b["turn_ids"], a.agg) / max(total, 1)
+                    if not torch.isfinite(loss):
+                        finite = False
+                        continue
+                    (loss * w).backward()
+                    tokens_trained += int(b["attention_mask"].sum())
+                    for k, v in st.items():
+                        sums[k] = sums.get(k, 0.0) + v * w
+                        weights[k] = weights.get(k, 0.0) + w
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip)) if params else 0.0
+                if finite and math.isfinite(grad_norm):
+                    pol.optimizer.step()
+                    n_opt += 1
+                    grad_norms.append(grad_norm)
+                else:
+                    skipped += 1
+                pol.optimizer.zero_grad(set_to_none=True)
+        self.nan_streak = self.nan_streak + 1 if skipped and not n_opt else 0
+        if skipped:
+            self.console.print(f"[red]step {self.step + 1}: {skipped} update(s) skipped (non-finite loss or grad)")
+        if self.nan_streak >= t.nan_patience:
+            raise TrainingDiverged(
+                f"{self.nan_streak} steps in a row had a non-finite loss or gradient; lower train.lr, set "
+                f"train.grad_clip, or check the data; last good checkpoint: {latest_checkpoint(self.ckpt_root)}")
+        elapsed = time.perf_counter() - t_start
+        out = {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+        out.update({f"adv/{k}": float(v) for k, v in adv_stats.items()})
+        out.update({
+            "stats/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+            "stats/optimizer_steps": float(n_opt), "stats/skipped_updates": float(skipped),
+            "check/old_logp_source": float(OLD_LOGP_SOURCES[source]),
+            "check/sampler_logp_abs_diff": first_diff if first_diff is not None else float("nan"),
+            "perf/update_tokens_per_s": tokens_trained / max(elapsed, 1e-9),
+            "train/rows": float(n),
+        })
+        return out
+
+    # -------------------------------------------------------------------------------- eval, save, restore
+
+    def _log_eval(self, step: int, log: bool = True) -> dict:
+        metrics, episodes = run_eval(self.eval_problems, self.engines, self.cfg, greedy=True, prompts=self.prompts,
+                                     correctness_fn=self.correctness_fn)
+        out = {f"eval/{k}": v for k, v in metrics.items()}
+        self.logger.samples(step, "eval", episodes[:self.cfg.train.samples_to_log])
+        if log:
+            self.logger.log(step, out)
+        self.console.print(f"eval @ step {step}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
+            f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_")))
+        return out
+
+    def _summary(self, m: dict) -> str:
+        parts = [f"{a} {m[f'train/reward/{a}']:+.2f}" for a in self.roles if f"train/reward/{a}" in m]
+        parts.append(f"acc {m.get('train/acc', 0):.2f}")
+        if "eval/acc" in m:
+            parts.append(f"eval {m['eval/acc']:.2f}")
+        parts.append(f"turns {m.get('train/turns/mean', 0):.1f}")
+        parts.append(f"{m.get('perf/tokens_per_s', 0):.0f} tok/s")
+        parts.append(f"roll {m.get('time/rollout', 0):.0f}s upd {m.get('time/update', 0):.0f}s")
+        return "  ".join(parts)
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
+            "sampler": self.sampler.state_dict(), "rng": rng_state(),
+            "policies": {p.name: {"model": trainable_state(p.model), "optimizer": p.optimizer.state_dict(),
+                                  "scheduler": p.scheduler.state_dict(), "engine": p.engine.state_dict()}
+                         for p in self.policies},
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.step, self.nan_streak = state["step"], state["nan_streak"]
+        self.episode_counter = state["episode_counter"]
+        self.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        for p in self.policies:
+            s = state["policies"][p.name]
+            load_trainable_state(p.model, s["model"])
+            p.optimizer.load_state_dict(s["optimizer"])
+            p.scheduler.load_state_dict(s["scheduler"])
+            p.engine.load_state_dict(s["engine"])
+            p.engine.sync_weights(p.model)
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.ckpt_root, self.step, self.state_dict(), keep=self.cfg.train.keep_checkpoints)
+        self.console.print(f"checkpoint: {path}")
+        return path
+
+    def export(self) -> Path:
+        """Final model(s) as ``save_pretrained`` folders (LoRA merged): ``final/`` or ``final/{mta,ra}/``."""
+        root = self.run_dir / "final"
+        for p in self.policies:
+            export_model(p.model, p.tokenizer, root if p.name == "shared" else root / p.name)
+        return root
+
+
+def train(config: str | Path | None, overrides: list[str] | None = None, *, resume: str | Path | None = None,
+          max_steps: int | None = None) -> Trainer:
+    """Entry point behind ``rema train``: build a Trainer from a YAML file (or resume a run dir) and fit."""
+    if resume is not None:
+        cfg = load_config(Path(resume) / "config.yaml", overrides)
+        trainer = Trainer(cfg, resume, resume=True)
+    else:
+        cfg = load_config(config, overrides)
+        trainer = Trainer(cfg)
+    trainer.fit(max_steps=max_steps)
+    return trainer

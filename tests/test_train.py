@@ -1,0 +1,182 @@
+"""The trainer on the tiny random model: learning, exact resume, Ctrl-C, NaN guard, weight switching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rema.config import load_config
+from rema.prompts import PromptSet
+from rema.train import Trainer, TrainingDiverged
+
+SHORT_PROMPTS = PromptSet("test", "plan", "solve")  # short system prompts keep tiny-model rows small
+
+
+def upper_share(ep) -> float:
+    """A trivially learnable reward: the share of the RA's final reply that is upper-case letters."""
+    ids = ep.turns_of("ra")[-1].token_ids
+    return sum(64 <= t <= 89 for t in ids) / max(len(ids), 1)  # byte-level ids of 'A'..'Z'
+
+
+def tiny_cfg(tmp_path, *overrides):
+    return load_config(None, [
+        "model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=8",
+        "rollout.max_turns=2", "rollout.samples_per_question=4", "train.questions_per_step=4", "train.steps=4",
+        "train.lr=1e-2", "data.train=synthetic:levels=1:n=40:seed=0:word=0", "data.eval=null", "train.eval_every=0",
+        "reward.mask_unfinished=false", f"log.run_dir={tmp_path / 'run'}", "log.progress=false",
+        "log.tensorboard=false", "train.save_every=2", *overrides])
+
+
+def make(tmp_path, *overrides, **kw) -> Trainer:
+    return Trainer(tiny_cfg(tmp_path, *overrides), correctness_fn=kw.pop("reward", upper_share),
+                   prompts=SHORT_PROMPTS, **kw)
+
+
+LEARNING = {
+    "grpo-token-single": ["algo.ratio_level=token", "algo.agg=token"],
+    "grpo-turn-multi": ["rollout.mode=multi_turn", "algo.ratio_level=turn"],
+    "reinforce_pp-turn-multi": ["rollout.mode=multi_turn", "algo.advantage=reinforce_pp"],
+    "grpo-separate-weights": ["train.shared_weights=false", "train.switch_freq=1", "algo.ratio_level=token"],
+}
+
+
+@pytest.mark.parametrize("name", LEARNING)
+def test_mean_reward_rises(tmp_path, name):
+    steps = 16 if "separate" not in name else 24  # separate weights update the RA every other step
+    tr = make(tmp_path, f"train.steps={steps}", "train.save_every=1000", "train.sample_every=0", *LEARNING[name])
+    rewards = []
+    for _ in range(steps):
+        rewards.append(tr.train_step()["train/reward/ra"])
+        tr.step += 1
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert last > first + 0.2, f"{name}: reward {first:.2f} -> {last:.2f}: {rewards}"
+
+
+def _metrics(run_dir):
+    drop = ("time/", "perf/")
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith(drop)}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    a = make(tmp_path / "a", "rollout.mode=multi_turn")
+    a.fit()
+    b = make(tmp_path / "b", "rollout.mode=multi_turn")
+    b.fit(max_steps=2)
+    assert (b.run_dir / "checkpoints" / "step_000002" / "state.pt").is_file()
+    del b
+    cfg = load_config(tmp_path / "b" / "run" / "config.yaml")
+    c = Trainer(cfg, tmp_path / "b" / "run", resume=True, correctness_fn=upper_share, prompts=SHORT_PROMPTS)
+    assert c.step == 2
+    c.fit()
+    assert _metrics(a.run_dir) == _metrics(c.run_dir)
+    for (n, p), (_, q) in zip(a.policies[0].model.named_parameters(), c.policies[0].model.named_parameters()):
+        assert torch.equal(p, q), n
+    assert (c.run_dir / "final" / "config.json").is_file()
+
+
+def test_ctrl_c_finishes_the_step_and_saves(tmp_path):
+    holder = {}
+
+    def reward(ep):
+        if holder["tr"].step == 1 and not holder["tr"]._stop_requested:
+            holder["tr"]._on_sigint(None, None)  # as if Ctrl-C arrived during step 2's rollout
+        return upper_share(ep)
+
+    tr = make(tmp_path, "train.save_every=100", reward=reward)
+    holder["tr"] = tr
+    tr.fit()
+    assert tr.step == 2
+    assert (tr.run_dir / "checkpoints" / "latest").read_text().strip() == "step_000002"
+    assert len((tr.run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_non_finite_loss_skips_updates_then_stops(tmp_path, monkeypatch):
+    import rema.train.trainer as trainer_mod
+
+    real = trainer_mod.policy_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(trainer_mod, "policy_loss", nan_loss)
+    tr = make(tmp_path, "train.nan_patience=2", "train.steps=10")
+    before = [p.detach().clone() for p in tr.policies[0].model.parameters()]
+    with pytest.raises(TrainingDiverged, match="2 steps in a row"):
+        tr.fit()
+    assert tr.step == 1  # the first bad step is logged, the second stops the run
+    assert json.loads((tr.run_dir / "metrics.jsonl").read_text().splitlines()[0])["stats/skipped_updates"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, tr.policies[0].model.parameters()))
+
+
+def test_separate_weights_update_one_agent_at_a_time_mta_first(tmp_path):
+    tr = make(tmp_path, "train.shared_weights=false", "train.switch_freq=2", "algo.ratio_level=token")
+    assert [p.name for p in tr.policies] == ["mta", "ra"]
+    updated = []
+    for _ in range(4):
+        snap = {p.name: [q.detach().clone() for q in p.model.parameters()] for p in tr.policies}
+        tr.train_step()
+        tr.step += 1
+        updated.append(sorted(p.name for p in tr.policies
+                              if not all(torch.equal(a, b) for a, b in zip(snap[p.name], p.model.parameters()))))
+    assert updated == [["mta"], ["mta"], ["ra"], ["ra"]]
+
+
+class _RecordingOptimizer:
+    """Stands in for AdamW: records the accumulated gradient of each step instead of applying it."""
+
+    def __init__(self, params):
+        self.params, self.grads = list(params), []
+
+    def step(self):
+        self.grads.append([p.grad.detach().clone() for p in self.params])
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+
+@pytest.mark.parametrize("agg,level", [("token", "token"), ("turn", "turn"), ("trajectory", "turn")])
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, level):
+    from rema.rollout import rollout
+    from rema.scoring import score_episodes
+    from rema.train.batch import build_rows
+
+    grads = {}
+    for budget in (10**9, 64):  # one micro-batch vs one row per micro-batch
+        tr = make(tmp_path / str(budget), "rollout.mode=multi_turn", f"algo.agg={agg}", f"algo.ratio_level={level}",
+                  f"train.micro_batch_tokens={budget}", "train.seed=3")
+        pol = tr.policies[0]
+        episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
+        score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
+        pol.optimizer = _RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
+        tr._update(pol, build_rows(episodes, ("mta", "ra")))
+        grads[budget] = pol.optimizer.grads[0]
+    for g_full, g_micro in zip(grads[10**9], grads[64]):
+        assert torch.allclose(g_full, g_micro, atol=1e-6, rtol=1e-4)
+
+
+def test_lora_with_kl_uses_the_base_as_reference(tmp_path):
+    tr = make(tmp_path, "model.lora_r=4", "algo.kl_coef=0.1", "train.lr=5e-2", "rollout.mode=multi_turn")
+    assert tr.policies[0].ref is None  # no second copy: the adapter is switched off instead
+    m1 = tr.train_step()
+    tr.step += 1
+    m2 = tr.train_step()
+    assert m1["stats/kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at 0: policy == base
+    assert m2["stats/kl"] > 0
+
+
+def test_export_loads_with_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tr = make(tmp_path, "train.steps=1", "model.lora_r=4")
+    tr.fit()
+    final = tr.run_dir / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(final)
+    assert tok.chat_template and model.config.vocab_size == len(tok)
+    meta = json.loads((tr.run_dir / "meta.json").read_text())
+    assert meta["prompts"]["version"] and meta["prompts"]["name"] == "test"
