@@ -32,9 +32,13 @@ class MetricsLogger:
     """Writes one JSON object per step to ``metrics.jsonl`` and mirrors scalars to tensorboard / wandb."""
 
     def __init__(self, run_dir: Path, *, tensorboard: bool = True, wandb: bool = False, name: str = "rema",
-                 config: dict | None = None, resume_step: int | None = None):
+                 config: dict | None = None, resume_step: int | None = None, enabled: bool = True):
+        self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.samples_path = run_dir / "samples.jsonl"
+        self.tb = self.wandb = None
+        if not enabled:  # non-zero ranks of a data-parallel run write nothing
+            return
         if resume_step is not None:
             truncate_jsonl(self.path, resume_step)
             truncate_jsonl(self.samples_path, resume_step)
@@ -54,6 +58,8 @@ class MetricsLogger:
             self.wandb = wb.init(project="rema", name=name, config=config, dir=str(run_dir), resume="allow")
 
     def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
         record = {"step": step, **_clean(metrics)}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -66,11 +72,15 @@ class MetricsLogger:
             self.wandb.log(scalars, step=step)
 
     def samples(self, step: int, split: str, episodes) -> None:
+        if not self.enabled:
+            return
         for ep in episodes:
             self._samples.write(json.dumps({"step": step, "split": split, **ep.to_dict()}, ensure_ascii=False) + "\n")
         self._samples.flush()
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._file.close()
         self._samples.close()
         if self.tb is not None:

@@ -13,7 +13,11 @@ How this trainer departs from / chooses among the paper and the reference code:
    log-probs with the trainer's on the first mini-batch — a silent token or weight mismatch shows here.
 4. Micro-batches are weighted by their share of the aggregation units, so gradient accumulation gives the
    gradient of the loss aggregated over the whole mini-batch, for every aggregation mode.
-5. A non-finite loss or gradient skips the optimizer step (logged); ``train.nan_patience`` in a row stops
+5. Data parallel under ``accelerate launch``: each rank rolls out whole questions of the same global
+   batch; losses are normalised by global unit counts and gradients summed, so N processes give the update
+   of one process on the global batch (tested with two gloo processes). REINFORCE++ whitens with global
+   moments. Only rank 0 writes.
+6. A non-finite loss or gradient skips the optimizer step (logged); ``train.nan_patience`` in a row stops
    the run with an error. Ctrl-C finishes the current step, saves a checkpoint and exits; a second Ctrl-C
    aborts at once.
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_loss
+from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_loss, reinforce_pp_returns
 from ..config import Config, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..eval.core import episode_metrics, run_eval
@@ -47,6 +51,7 @@ from .batch import Rows, build_rows, collate, count_units, group_ids, micro_batc
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
                          set_rng_state, trainable_state)
 from .logprobs import token_logprobs
+from .distributed import Dist, merge_metrics
 from .metrics import MetricsLogger
 
 OLD_LOGP_SOURCES = {"same_forward": 0, "recomputed": 1, "sampler": 2}
@@ -72,9 +77,9 @@ class Policy:
     """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -116,9 +121,15 @@ class Trainer:
 
         self.cfg = cfg
         self.correctness_fn = correctness_fn
-        self.console = console or Console(stderr=True)
-        self.run_dir = Path(run_dir or cfg.log.run_dir or f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist = Dist()
+        self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
+        default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.questions_per_step < self.dist.world:
+            raise ValueError(f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
+                             f"processes ({self.dist.world}): every rank needs at least one question")
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.nan_streak = 0
@@ -127,7 +138,7 @@ class Trainer:
         seed = cfg.train.seed
         random.seed(seed)
         torch.manual_seed(seed)
-        self.device = _device(cfg.model.device)
+        self.device = _device(cfg.model.device, self.dist.local_rank)
         self.prompts = prompts or get_prompt_set(cfg.method_name)
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
         self.policies = self._build_policies()
@@ -142,14 +153,15 @@ class Trainer:
             self._restore(load_checkpoint(ckpt))
             resume_step = self.step
             self.console.print(f"resumed from {ckpt} (step {self.step})")
-        else:
+        elif self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
             meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
                     "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
                     "models": {p.name: describe(p.model) for p in self.policies}}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
-                                    name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step)
+                                    name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
+                                    enabled=self.dist.is_main)
 
     # ---------------------------------------------------------------------------------------------- setup
 
@@ -174,7 +186,8 @@ class Trainer:
             ref = None
             if cfg.algo.kl_coef > 0 and m.lora_r == 0:
                 ref = copy.deepcopy(model).eval().requires_grad_(False)
-            engine = make_engine(model, tok, engine=cfg.rollout.engine, seed=cfg.train.seed * 1000 + i)
+            engine = make_engine(model, tok, engine=cfg.rollout.engine,
+                                 seed=cfg.train.seed * 1000 + i + 7919 * self.dist.rank)
             policies.append(Policy(name, roles, model, tok, opt, sched, engine, ref))
         return policies
 
@@ -206,23 +219,24 @@ class Trainer:
 
             with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           TextColumn("{task.description}"), console=self.console,
-                          disable=not cfg.log.progress) as bar:
+                          disable=not (cfg.log.progress and self.dist.is_main)) as bar:
                 task = bar.add_task("", total=cfg.train.steps, completed=self.step)
                 if self.step == 0 and cfg.train.eval_every and self.eval_problems:
                     self._log_eval(0)
                 while self.step < end and not self._stop_requested:
                     last = self.train_step()
                     self.step += 1
+                    self._stop_requested = any(self.dist.gather(self._stop_requested))
                     if cfg.train.eval_every and self.eval_problems and (
                             self.step % cfg.train.eval_every == 0 or self.step == cfg.train.steps):
                         last.update(self._log_eval(self.step, log=False))
                     self.logger.log(self.step, last)
                     bar.update(task, completed=self.step, description=self._summary(last))
-                    if not cfg.log.progress:
+                    if not cfg.log.progress and self.dist.is_main:
                         self.console.print(f"step {self.step}: {self._summary(last)}")
                     if self.step % cfg.train.save_every == 0 or self.step == end or self._stop_requested:
                         self.save()
-            if self.step >= cfg.train.steps:
+            if self.step >= cfg.train.steps and self.dist.is_main:
                 self.export()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -241,7 +255,7 @@ class Trainer:
     def train_step(self) -> dict:
         """One RL step: rollout → reward → advantage → update; returns the step's metrics."""
         cfg = self.cfg
-        problems = self.sampler.next_batch()
+        problems = self.dist.shard(self.sampler.next_batch())  # the same global batch on every rank
         t0 = time.perf_counter()
         episodes = rollout(problems, cfg.rollout, self.engines, self.prompts, first_episode_id=self.episode_counter)
         self.episode_counter += len(episodes)
@@ -250,8 +264,7 @@ class Trainer:
                                   format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
                                   correctness_fn=self.correctness_fn)
         t2 = time.perf_counter()
-        metrics = {f"train/{k}": v for k, v in episode_metrics(episodes).items()}
-        metrics.update(counters)
+        local = {**{f"train/{k}": v for k, v in episode_metrics(episodes).items()}, **counters}
         update_stats: dict[str, float] = {}
         sync_time = 0.0
         active = self.active_policies(self.step)
@@ -266,13 +279,16 @@ class Trainer:
             pol.scheduler.step()
         t3 = time.perf_counter()
         gen_tokens = sum(len(t.token_ids) for ep in episodes for t in ep.turns)
-        metrics.update(update_stats)
+        local.update(update_stats)
+        metrics = merge_metrics(self.dist.gather(local), self.dist.gather(float(len(episodes))))
+        metrics["train/episodes"] = float(sum(self.dist.gather(len(episodes))))
         metrics.update({
             "lr": active[0].scheduler.get_last_lr()[0],
             "train/active_agent": -1.0 if cfg.train.shared_weights else float(active[0].name == "ra"),
             "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2 - sync_time,
             "time/sync": sync_time, "time/step": t3 - t0,
-            "perf/tokens_per_s": gen_tokens / max(t1 - t0, 1e-9), "perf/generated_tokens": float(gen_tokens),
+            "perf/tokens_per_s": gen_tokens / max(t1 - t0, 1e-9) * self.dist.world,
+            "perf/generated_tokens": float(gen_tokens) * self.dist.world,
         })
         if cfg.train.sample_every and (self.step + 1) % cfg.train.sample_every == 0:
             self.logger.samples(self.step + 1, "train", episodes[:cfg.train.samples_to_log])
@@ -312,9 +328,19 @@ class Trainer:
             cur = self._per_row(lambda b: self._logp(pol.model, b)[0], rows, pol)
             ref = self._per_row(lambda b: self._ref_logp(pol, b), rows, pol)
             kl_tok = kl_k1(cur, ref, full_mask)
-        estimator = get_advantage_estimator(a.advantage)
-        adv, adv_stats = estimator(rewards, group_ids(rows), full_mask, full_turns, eps=a.adv_eps, gamma=a.gamma,
-                                   kl=kl_tok, kl_coef=a.kl_coef if kl_tok is not None else 0.0)
+        kl_coef = a.kl_coef if kl_tok is not None else 0.0
+        if a.advantage == "reinforce_pp" and self.dist.enabled:  # whiten with the global batch's moments
+            returns = reinforce_pp_returns(rewards, full_mask, full_turns, gamma=a.gamma, kl=kl_tok, kl_coef=kl_coef)
+            moments = self.dist.sum_(torch.stack([(returns * full_mask).sum(), (returns ** 2 * full_mask).sum(),
+                                                  full_mask.sum()]).double())
+            mean = moments[0] / moments[2]
+            var = (moments[1] - moments[2] * mean ** 2) / (moments[2] - 1).clamp(min=1)
+            adv = ((returns - mean) / (var.clamp(min=0).sqrt() + a.adv_eps) * full_mask).float()
+            adv_stats = {"adv_mean": float(mean), "return_std": float(var.clamp(min=0).sqrt())}
+        else:
+            estimator = get_advantage_estimator(a.advantage)
+            adv, adv_stats = estimator(rewards, group_ids(rows), full_mask, full_turns, eps=a.adv_eps,
+                                       gamma=a.gamma, kl=kl_tok, kl_coef=kl_coef)
         single_pass = t.ppo_epochs == 1 and t.mini_batches == 1
         source = "sampler" if not t.recompute_old_logp else ("same_forward" if single_pass else "recomputed")
         old_full = None
@@ -338,7 +364,8 @@ class Trainer:
                 mb = perm[chunk * n // t.mini_batches:(chunk + 1) * n // t.mini_batches]
                 if not mb:
                     continue
-                total = count_units(full_mask[mb], full_turns[mb], a.agg)
+                # the global unit count: every rank's micro-batches are weighted against the whole batch
+                total = int(self.dist.sum_(torch.tensor(float(count_units(full_mask[mb], full_turns[mb], a.agg)))))
                 finite = True
                 for micro in micro_batches([rows.lengths[i] for i in mb], t.micro_batch_tokens):
                     idx = [mb[j] for j in micro]
@@ -373,6 +400,11 @@ class Trainer:
                     for k, v in st.items():
                         sums[k] = sums.get(k, 0.0) + v * w
                         weights[k] = weights.get(k, 0.0) + w
+                for p in params:  # ranks without rows still join the gradient sum
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                self.dist.sum_grads_(params)
+                finite = bool(self.dist.sum_(torch.tensor(float(not finite))) == 0)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip)) if params else 0.0
                 if finite and math.isfinite(grad_norm):
                     pol.optimizer.step()
@@ -397,15 +429,16 @@ class Trainer:
             "check/old_logp_source": float(OLD_LOGP_SOURCES[source]),
             "check/sampler_logp_abs_diff": first_diff if first_diff is not None else float("nan"),
             "perf/update_tokens_per_s": tokens_trained / max(elapsed, 1e-9),
-            "train/rows": float(n),
+            "train/rows": float(self.dist.sum_(torch.tensor(float(n)))),  # global count
         })
         return out
 
     # -------------------------------------------------------------------------------- eval, save, restore
 
     def _log_eval(self, step: int, log: bool = True) -> dict:
-        metrics, episodes = run_eval(self.eval_problems, self.engines, self.cfg, greedy=True, prompts=self.prompts,
-                                     correctness_fn=self.correctness_fn)
+        metrics, episodes = run_eval(self.dist.shard(self.eval_problems), self.engines, self.cfg, greedy=True,
+                                     prompts=self.prompts, correctness_fn=self.correctness_fn)
+        metrics = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
         out = {f"eval/{k}": v for k, v in metrics.items()}
         self.logger.samples(step, "eval", episodes[:self.cfg.train.samples_to_log])
         if log:
@@ -429,7 +462,8 @@ class Trainer:
             "step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
             "sampler": self.sampler.state_dict(), "rng": rng_state(),
             "policies": {p.name: {"model": trainable_state(p.model), "optimizer": p.optimizer.state_dict(),
-                                  "scheduler": p.scheduler.state_dict(), "engine": p.engine.state_dict()}
+                                  "scheduler": p.scheduler.state_dict(),
+                                  "engine": self.dist.gather(p.engine.state_dict())}  # one per rank
                          for p in self.policies},
         }
 
@@ -443,12 +477,19 @@ class Trainer:
             load_trainable_state(p.model, s["model"])
             p.optimizer.load_state_dict(s["optimizer"])
             p.scheduler.load_state_dict(s["scheduler"])
-            p.engine.load_state_dict(s["engine"])
+            engines = s["engine"]
+            if len(engines) != self.dist.world:
+                raise RuntimeError(f"checkpoint was written by {len(engines)} process(es); resume with the same number")
+            p.engine.load_state_dict(engines[self.dist.rank])
             p.engine.sync_weights(p.model)
 
     def save(self) -> Path:
-        path = save_checkpoint(self.ckpt_root, self.step, self.state_dict(), keep=self.cfg.train.keep_checkpoints)
-        self.console.print(f"checkpoint: {path}")
+        state = self.state_dict()  # collective: every rank contributes its sampler state
+        path = self.ckpt_root / f"step_{self.step:06d}"
+        if self.dist.is_main:
+            path = save_checkpoint(self.ckpt_root, self.step, state, keep=self.cfg.train.keep_checkpoints)
+            self.console.print(f"checkpoint: {path}")
+        self.dist.barrier()
         return path
 
     def export(self) -> Path:
