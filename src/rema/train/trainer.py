@@ -238,6 +238,7 @@ class Trainer:
                         self.save()
             if self.step >= cfg.train.steps and self.dist.is_main:
                 self.export()
+                self.print_before_after()
         finally:
             signal.signal(signal.SIGINT, previous)
             self.logger.close()
@@ -446,6 +447,27 @@ class Trainer:
         self.console.print(f"eval @ step {step}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
             f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_")))
         return out
+
+    def print_before_after(self) -> None:
+        """Held-out accuracy (overall and per level) at the first and last evaluation of the run."""
+        evals = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()]
+        evals = [e for e in evals if "eval/acc" in e]
+        if len(evals) < 2:
+            return
+        from rich.table import Table
+
+        first, last = evals[0], evals[-1]
+        table = Table(title=f"held-out accuracy, step {first['step']} -> step {last['step']}")
+        table.add_column("")
+        for col in ("before", "after", "change"):
+            table.add_column(col, justify="right")
+        keys = ["eval/acc"] + sorted(k for k in last if k.startswith("eval/acc/level_"))
+        keys += [k for k in ("eval/boxed_rate", "eval/leak_rate", "eval/end/finished") if k in last]
+        for k in keys:
+            if k in first:
+                label = k.removeprefix("eval/").replace("acc/level_", "level ")
+                table.add_row(label, f"{first[k]:.1%}", f"{last[k]:.1%}", f"{last[k] - first[k]:+.1%}")
+        self.console.print(table)
 
     def _summary(self, m: dict) -> str:
         parts = [f"{a} {m[f'train/reward/{a}']:+.2f}" for a in self.roles if f"train/reward/{a}" in m]
