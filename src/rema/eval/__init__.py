@@ -1,0 +1,12 @@
+"""Evaluation and reporting.
+
+Modules:
+    core          run_eval / episode_metrics, shared with the trainer's periodic held-out evaluation
+    bench_runner  ``rema eval``: models × method × benchmarks, chunked, resumable, judge tasks in both orders
+    records       per-question records (records/<bench>.jsonl) and summaries recomputed from them
+    metrics       pass@k, maj@k, judge swap consistency (pure functions)
+    tables        per-eval tables (terminal / Markdown / CSV) and ``rema compare`` (paper Table 1 layout)
+    report        ``rema report``: training-curve PNGs
+    html          the self-contained HTML dialogue browser (template in html_template)
+    commands      argparse wiring of eval / compare / report
+"""

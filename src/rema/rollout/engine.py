@@ -59,5 +59,5 @@ class Engine(ABC):
         """Sampler RNG state, so a resumed run samples the same tokens."""
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027 - engines without RNG state keep this
+        """Restore what :meth:`state_dict` returned."""

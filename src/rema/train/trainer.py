@@ -318,7 +318,7 @@ class Trainer:
         return out
 
     def _update(self, pol: Policy, rows: Rows) -> dict[str, float]:
-        cfg, a, t = self.cfg, self.cfg.algo, self.cfg.train
+        a, t = self.cfg.algo, self.cfg.train
         n = len(rows)
         full_mask = pad(rows.mask, 0, torch.float32)  # (N, T_max)
         full_turns = pad(rows.turn_ids, -1, torch.long)
