@@ -83,6 +83,14 @@ def _device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (GiB)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kb / 2**20 if sys.platform != "darwin" else kb / 2**30
+
+
 def _lr_lambda(warmup: int, total: int, schedule: str):
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -287,7 +295,7 @@ class Trainer:
             "lr": active[0].scheduler.get_last_lr()[0],
             "train/active_agent": -1.0 if cfg.train.shared_weights else float(active[0].name == "ra"),
             "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2 - sync_time,
-            "time/sync": sync_time, "time/step": t3 - t0,
+            "time/sync": sync_time, "time/step": t3 - t0, "perf/peak_rss_gb": peak_rss_gb(),
             "perf/tokens_per_s": gen_tokens / max(t1 - t0, 1e-9) * self.dist.world,
             "perf/generated_tokens": float(gen_tokens) * self.dist.world,
         })
@@ -299,7 +307,8 @@ class Trainer:
 
     def _logp(self, model, batch, *, with_entropy: bool = False):
         return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                              temperature=self.cfg.rollout.temperature, with_entropy=with_entropy)
+                              positions=batch["mask"].to(self.device), temperature=self.cfg.rollout.temperature,
+                              with_entropy=with_entropy)
 
     @torch.no_grad()
     def _ref_logp(self, pol: Policy, batch) -> torch.Tensor:
