@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from helpers.recording import RecordingOptimizer
 from rema.config import load_config
 from rema.prompts import PromptSet
 from rema.train import Trainer, TrainingDiverged
@@ -125,20 +126,6 @@ def test_separate_weights_update_one_agent_at_a_time_mta_first(tmp_path):
     assert updated == [["mta"], ["mta"], ["ra"], ["ra"]]
 
 
-class _RecordingOptimizer:
-    """Stands in for AdamW: records the accumulated gradient of each step instead of applying it."""
-
-    def __init__(self, params):
-        self.params, self.grads = list(params), []
-
-    def step(self):
-        self.grads.append([p.grad.detach().clone() for p in self.params])
-
-    def zero_grad(self, set_to_none=True):
-        for p in self.params:
-            p.grad = None
-
-
 @pytest.mark.parametrize("agg,level", [("token", "token"), ("turn", "turn"), ("trajectory", "turn")])
 def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, level):
     from rema.rollout import rollout
@@ -152,7 +139,7 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, leve
         pol = tr.policies[0]
         episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
         score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
-        pol.optimizer = _RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
+        pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
         tr._update(pol, build_rows(episodes, ("mta", "ra")))
         grads[budget] = pol.optimizer.grads[0]
     for g_full, g_micro in zip(grads[10**9], grads[64]):

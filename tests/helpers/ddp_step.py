@@ -7,22 +7,11 @@ sample index, so advantages are non-zero; the gradient of the step is saved by r
 import sys
 
 import torch
+from recording import RecordingOptimizer  # this folder is sys.path[0] when run as a script
 
 from rema.config import load_config
 from rema.prompts import PromptSet
 from rema.train import Trainer
-
-
-class Recorder:
-    def __init__(self, params):
-        self.params, self.grads = list(params), []
-
-    def step(self):
-        self.grads.append([p.grad.detach().clone() for p in self.params])
-
-    def zero_grad(self, set_to_none=True):
-        for p in self.params:
-            p.grad = None
 
 
 def main(out: str, run_dir: str, advantage: str, agg: str, ratio_level: str) -> None:
@@ -36,7 +25,7 @@ def main(out: str, run_dir: str, advantage: str, agg: str, ratio_level: str) -> 
     tr = Trainer(cfg, correctness_fn=lambda ep: float(ep.sample_index % 2 == int(ep.problem_id[-1], 16) % 2),
                  prompts=PromptSet("test", "plan", "solve"))
     pol = tr.policies[0]
-    pol.optimizer = Recorder(p for p in pol.model.parameters() if p.requires_grad)
+    pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
     metrics = tr.train_step()
     if tr.dist.is_main:
         torch.save({"grads": pol.optimizer.grads[0], "rows": metrics["train/rows"]}, out)
