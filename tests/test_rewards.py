@@ -135,7 +135,9 @@ def test_hostile_input_times_out_and_pool_survives(graded: list[MathGrade], resp
     g = grade_math(response, "3", timeout_s=timeout_s)
     elapsed = time.monotonic() - t0
     assert not g.correct, g
-    assert elapsed < timeout_s + 1.5  # generous slack: shared CI machines
+    # A hang guard, not a speed claim: a CAS that hangs would block forever; the pool's hard kill
+    # bounds it near timeout_s even on a loaded machine (30 s of slack keeps this from being flaky).
+    assert elapsed < timeout_s + 30
     assert grade_math(r"\boxed{3}", "3").correct
 
 
@@ -145,7 +147,7 @@ def test_hard_kill_when_worker_ignores_its_soft_deadline(graded: list[MathGrade]
     before = pool_respawns()
     t0 = time.monotonic()
     grades = grade_math_batch([r"\boxed{9^{9^{9^{9}}}}", r"\boxed{2}"], ["3", "2"], timeout_s=1.0, workers=2)
-    assert time.monotonic() - t0 < 1.0 + 1.5
+    assert time.monotonic() - t0 < 1.0 + 30  # hang guard (see above), not a speed claim
     assert grades[0] == MathGrade(False, timed_out=True, error="timeout", seconds=1.0)
     assert grades[1].correct
     assert pool_respawns() == before + 1

