@@ -120,6 +120,7 @@ def test_eval_writes_records_tables_and_summary(tiny, tmp_path):
     out, summary = run_benchmarks(_settings(tmp_path, bench), engines=_engines(tok, Solver(tok)))
     b = summary["benchmarks"]["sums"]
     assert b["questions"] == 5 and b["acc"] == pytest.approx(3 / 5) and b["end/finished"] == 1.0
+    assert b["acc/strict"] == b["acc"]  # every episode finished
     records = read_records(out / "records" / "sums.jsonl")
     assert [r["id"] for r in records] == [f"sums/q{i}" for i in range(5)]
     r1 = records[1]

@@ -139,8 +139,12 @@ _KEEP_EPISODE_KEYS = ("end/", "turns/mean", "tokens_per_turn/", "boxed_rate", "l
 
 def summarize_bench(records: Sequence[dict]) -> dict[str, float]:
     """Benchmark figures from its records: ``score`` (the headline accuracy), pass@k / maj@k (math) or
-    order accuracies and consistency (judge), and ``episode_metrics`` of every sample (end codes, turns,
-    tokens per turn, rewards)."""
+    order accuracies and consistency (judge), ``acc/strict`` (correct *and* ended ``finished``), and
+    ``episode_metrics`` of every sample (end codes, turns, tokens per turn, rewards).
+
+    ``acc`` grades the RA's last message whatever the episode's end code, like the paper's evaluation and
+    ``episode_metrics``; under unfinished masking a training reward would be 0 for the unfinished ones.
+    """
     if not records:
         return {"questions": 0}
     task = records[0].get("task", "math")
@@ -155,6 +159,8 @@ def summarize_bench(records: Sequence[dict]) -> dict[str, float]:
         out.update({f"acc/level_{lv}": v for lv, v in _level_acc(records).items()})
     eps = _episodes(records)
     out["samples"] = float(len(eps))
+    strict = [bool(ep.meta.get("correct")) and ep.end_code == "finished" for ep in eps]
+    out["acc/strict"] = sum(strict) / max(1, len(strict))
     m = episode_metrics(eps)
     out.update({k: v for k, v in m.items() if k.startswith(_KEEP_EPISODE_KEYS)})
     out["tokens/mean"] = sum(token_counts(ep)["total"] for ep in eps) / max(1, len(eps))
