@@ -44,3 +44,31 @@ class ScriptedEngine(Engine):
                 ids = ids + [self.tokenizer.eos_token_id]
             outs.append(Completion(ids, [-0.5] * len(ids), reason, self.tokenizer.eos_token_id if reason == "stop" else None))
         return outs
+
+
+def record_prompts(engine) -> list[list[int]]:
+    """Wrap ``engine.generate`` so every prompt it receives is appended to the returned list."""
+    seen: list[list[int]] = []
+    real_generate = engine.generate
+
+    def recording(prompts, params):
+        seen.extend(list(p) for p in prompts)
+        return real_generate(prompts, params)
+
+    engine.generate = recording
+    return seen
+
+
+def assert_token_in_token_out(episodes, seen: list[list[int]]) -> None:
+    """Training rows hold exactly the sampled ids and log-probs, and each turn's prompt is a row prefix."""
+    for ep in episodes:
+        for agent, view in ep.views.items():
+            assert len(view.input_ids) == len(view.mask) == len(view.logprobs) == len(view.turn_ids)
+            for turn in ep.turns_of(agent):
+                pos = [i for i, t in enumerate(view.turn_ids) if t == turn.index]
+                assert [view.input_ids[i] for i in pos] == turn.token_ids  # the ids sampled, untouched
+                assert [view.logprobs[i] for i in pos] == turn.logprobs
+                assert all(view.mask[i] == 1 for i in pos)
+                assert pos[0] == turn.context_len
+                assert view.input_ids[:turn.context_len] in seen  # what the model saw is the row's prefix
+            assert sum(view.mask) == sum(len(t.token_ids) for t in ep.turns_of(agent))

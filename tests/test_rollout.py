@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ScriptedEngine, problem
+from conftest import ScriptedEngine, assert_token_in_token_out, problem, record_prompts
 
 from rema.config import RolloutConfig
 from rema.prompts import FINISH_MARKER, get_prompt_set, ra_first_message
@@ -110,30 +110,13 @@ def test_token_in_token_out_with_the_real_engine(tiny, mode):
     """Training rows hold exactly the sampled ids, and each turn's prompt is a prefix of the final row."""
     model, tok = tiny
     engine = HFEngine(model, tok, seed=3)
-    seen: list[list[int]] = []
-    real_generate = engine.generate
-
-    def recording(prompts, params):
-        seen.extend(list(p) for p in prompts)
-        return real_generate(prompts, params)
-
-    engine.generate = recording
+    seen = record_prompts(engine)
     cfg = RolloutConfig(mode=mode, max_turns=3, samples_per_question=3, max_tokens_per_turn=12,
                         max_context_tokens=2048)
     eps = rollout([problem(), problem("p1", "What is 4 * 2?", "8")], cfg, {"mta": engine, "ra": engine},
                   get_prompt_set("rema-multi" if mode == "multi_turn" else "rema-single"))
     assert len(eps) == 6 and len({ep.episode_id for ep in eps}) == 6
-    for ep in eps:
-        for agent, view in ep.views.items():
-            assert len(view.input_ids) == len(view.mask) == len(view.logprobs) == len(view.turn_ids)
-            for turn in ep.turns_of(agent):
-                pos = [i for i, t in enumerate(view.turn_ids) if t == turn.index]
-                assert [view.input_ids[i] for i in pos] == turn.token_ids  # the ids sampled, untouched
-                assert [view.logprobs[i] for i in pos] == turn.logprobs
-                assert all(view.mask[i] == 1 for i in pos)
-                assert pos[0] == turn.context_len
-                assert view.input_ids[:turn.context_len] in seen  # what the model saw is the row's prefix
-            assert sum(view.mask) == sum(len(t.token_ids) for t in ep.turns_of(agent))
+    assert_token_in_token_out(eps, seen)
 
 
 def test_action_set_parsing(tiny):

@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'rema[vllm]', see docs/vllm.md)")
 
-from conftest import problem  # noqa: E402
+from conftest import assert_token_in_token_out, problem, record_prompts  # noqa: E402
 
 from rema.config import RolloutConfig  # noqa: E402
 from rema.prompts import get_prompt_set  # noqa: E402
@@ -132,14 +132,7 @@ def test_sampling_is_reproducible_from_the_engine_state(engine, prompts):
 
 def test_token_in_token_out_through_the_protocol(engine):
     """A short multi-turn rollout on vLLM: training rows hold exactly the sampled ids and log-probs."""
-    seen: list[list[int]] = []
-    real_generate = engine.generate
-
-    def recording(prompts, params):
-        seen.extend(list(p) for p in prompts)
-        return real_generate(prompts, params)
-
-    engine.generate = recording
+    seen = record_prompts(engine)
     try:
         cfg = RolloutConfig(mode="multi_turn", max_turns=2, samples_per_question=2, max_tokens_per_turn=16,
                             max_context_tokens=1024)
@@ -148,16 +141,8 @@ def test_token_in_token_out_through_the_protocol(engine):
     finally:
         del engine.generate
     assert len(eps) == 4
-    for ep in eps:
-        assert ep.end_code in ("finished", "max_turns")
-        for agent, view in ep.views.items():
-            for turn in ep.turns_of(agent):
-                pos = [i for i, t in enumerate(view.turn_ids) if t == turn.index]
-                assert [view.input_ids[i] for i in pos] == turn.token_ids
-                assert [view.logprobs[i] for i in pos] == turn.logprobs
-                assert all(view.mask[i] == 1 for i in pos) and pos[0] == turn.context_len
-                assert view.input_ids[:turn.context_len] in seen
-            assert sum(view.mask) == sum(len(t.token_ids) for t in ep.turns_of(agent))
+    assert all(ep.end_code in ("finished", "max_turns") for ep in eps)
+    assert_token_in_token_out(eps, seen)
 
 
 def _train_steps(model, ids, steps=1, lr=1e-3):
