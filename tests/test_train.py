@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -79,12 +81,13 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert (c.run_dir / "final" / "config.json").is_file()
 
 
-def test_ctrl_c_finishes_the_step_and_saves(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_finishes_the_step_and_saves(tmp_path, sig):
     holder = {}
 
     def reward(ep):
         if holder["tr"].step == 1 and not holder["tr"]._stop_requested:
-            holder["tr"]._on_sigint(None, None)  # as if Ctrl-C arrived during step 2's rollout
+            os.kill(os.getpid(), sig)  # a real signal, delivered during step 2's scoring
         return upper_share(ep)
 
     tr = make(tmp_path, "train.save_every=100", reward=reward)

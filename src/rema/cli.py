@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from types import SimpleNamespace
 
@@ -25,7 +26,7 @@ def cmd_chat(args) -> int:
     from .models import load_model
     from .prompts import get_prompt_set
     from .rollout import rollout
-    from .rollout.factory import make_engine
+    from .rollout.factory import engine_options, make_engine, resolve_engine
 
     console = Console(stderr=args.json)
     cfg = load_config(None, [
@@ -46,7 +47,9 @@ def cmd_chat(args) -> int:
         return 2
     with console.status(f"loading {args.model} …"):
         model, tok = load_model(args.model, device=_device(args.device))
-    engine = make_engine(model, tok, engine=args.engine, seed=args.seed)
+    rcfg.engine = args.engine
+    with console.status(f"starting the {resolve_engine(args.engine)} engine …"):
+        engine = make_engine(model, tok, engine=args.engine, seed=args.seed, **engine_options(rcfg))
     problem = SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
     with console.status("generating …"):
         [ep] = rollout([problem], rcfg, {"mta": engine, "ra": engine}, get_prompt_set(cfg.method_name),
@@ -106,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top-p", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="auto")
-    c.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="generation backend")
+    c.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
+                   help="generation backend (auto: vLLM when installed, else transformers)")
     c.add_argument("--answer", default=None, help="reference answer: grade the final response")
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
@@ -132,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     from .models import ModelNotFoundError
 
     args = build_parser().parse_args(argv)
+    # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
+    # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
+    # stop (finish the step, save a checkpoint) while it trains.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
     except (ModelNotFoundError, ConfigError) as err:

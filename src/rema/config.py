@@ -73,8 +73,18 @@ class RolloutConfig:
     """Nucleus sampling for training rollouts."""
     eval_temperature: float = 0.0
     """Temperature for evaluation (greedy by default, as in the paper)."""
-    engine: str = "hf"
-    """Generation backend: ``hf`` (transformers, always available) or ``vllm`` (when installed)."""
+    engine: str = "auto"
+    """Generation backend: ``vllm`` (when installed), ``hf`` (transformers, always available), or ``auto``:
+    vLLM where it is importable, else transformers (the environment variable ``REMA_ENGINE`` overrides what
+    ``auto`` picks)."""
+    vllm_dtype: str = ""
+    """vLLM's compute dtype; empty = bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16), else fp32."""
+    vllm_kv_cache_gib: float = 1.0
+    """vLLM on CPU: GiB reserved for its KV cache (trainer and engine share the machine's memory)."""
+    vllm_gpu_memory_utilization: float = 0.5
+    """vLLM on a GPU: share of GPU memory it may take (weights + KV cache); the trainer uses the rest."""
+    vllm_enforce_eager: bool = True
+    """vLLM without torch.compile/CUDA graphs: starts in under a minute instead of several on a CPU."""
 
 
 @dataclass
@@ -230,7 +240,8 @@ _CHOICES = {
     ("rollout", "method"): ("rema", "vrp", "mrp"),
     ("rollout", "mode"): ("single_turn", "multi_turn"),
     ("rollout", "task"): ("math", "judge"),
-    ("rollout", "engine"): ("hf", "vllm"),
+    ("rollout", "engine"): ("auto", "hf", "vllm"),
+    ("rollout", "vllm_dtype"): ("", "float32", "bfloat16", "float16"),
     ("algo", "advantage"): ("grpo", "dr_grpo", "rloo", "reinforce_pp"),
     ("algo", "ratio_level"): ("token", "turn"),
     ("algo", "ratio_mean"): ("geometric", "arithmetic"),

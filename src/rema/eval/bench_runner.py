@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..config import Config, ConfigError, load_config, validate
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
+from ..rollout.factory import resolve_engine
 from .core import run_eval
 from .records import (append_records, average_benches, judge_record, math_record, read_records,
                       summarize_bench)
@@ -85,7 +86,8 @@ class EvalSettings:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
-    engine: str = "hf"
+    engine: str = "auto"
+    """Generation backend: ``auto`` (vLLM when installed, else transformers), ``hf`` or ``vllm``."""
     grader_timeout_s: float = 5.0
     grader_workers: int = 1
     out: str | None = None
@@ -205,7 +207,7 @@ def load_engines(s: EvalSettings, cfg: Config) -> dict[str, Engine]:
     import torch
 
     from ..models import load_model
-    from ..rollout.factory import make_engine
+    from ..rollout.factory import engine_options, make_engine
 
     torch.manual_seed(s.seed)
     device = s.device
@@ -213,11 +215,12 @@ def load_engines(s: EvalSettings, cfg: Config) -> dict[str, Engine]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     mta_name, ra_name = resolve_models(s)
     model, tok = load_model(ra_name, dtype=s.dtype, device=device, seed=s.seed)
-    ra = make_engine(model, tok, engine=s.engine, seed=s.seed)
+    opts = engine_options(cfg.rollout)
+    ra = make_engine(model, tok, engine=s.engine, seed=s.seed, **opts)
     engines = {"ra": ra, "mta": ra}
     if cfg.rollout.method == "rema" and mta_name != ra_name:
         m_model, m_tok = load_model(mta_name, dtype=s.dtype, device=device, seed=s.seed)
-        engines["mta"] = make_engine(m_model, m_tok, engine=s.engine, seed=s.seed + 1)
+        engines["mta"] = make_engine(m_model, m_tok, engine=s.engine, seed=s.seed + 1, **opts)
     return engines
 
 
@@ -256,7 +259,7 @@ def fingerprint(s: EvalSettings, cfg: Config) -> dict:
     return {"mta_model": mta if r.method == "rema" else None, "ra_model": ra, "method": method_of(cfg),
             "n": s.n, "temperature": r.temperature, "top_p": r.top_p, "max_turns": r.max_turns,
             "max_tokens": r.max_tokens_per_turn, "max_context": r.max_context_tokens, "seed": s.seed,
-            "engine": s.engine, "dtype": s.dtype, "prompts_version": PROMPTS_VERSION}
+            "engine": resolve_engine(s.engine), "dtype": s.dtype, "prompts_version": PROMPTS_VERSION}
 
 
 def default_out(s: EvalSettings, cfg: Config) -> Path:

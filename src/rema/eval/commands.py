@@ -52,7 +52,8 @@ def _add_eval_args(e: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="auto")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    gen.add_argument("--engine", default="hf", choices=["hf", "vllm"])
+    gen.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
+                     help="generation backend (auto: vLLM when installed, else transformers)")
     gen.add_argument("--grader-timeout", type=float, default=5.0, help="seconds per graded answer")
     gen.add_argument("--grader-workers", type=int, default=1)
     e.add_argument("--out", help="output folder (default evals/<model>-<method>-<time>); an existing one resumes")

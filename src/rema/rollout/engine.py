@@ -51,9 +51,16 @@ class Engine(ABC):
     def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
         """Generate one completion per prompt (``len(prompts) == len(params)``), in one batched call."""
 
+    def describe(self) -> str:
+        """A short human-readable name (shown when a run starts)."""
+        return type(self).__name__
+
     def sync_weights(self, model) -> dict:
         """Make the engine sample from ``model``'s current weights; returns timing/check metrics."""
         return {}
+
+    def close(self) -> None:  # noqa: B027 - engines without processes or files keep this
+        """Release what the engine holds outside this process (processes, files)."""
 
     def state_dict(self) -> dict:
         """Sampler RNG state, so a resumed run samples the same tokens."""

@@ -67,6 +67,9 @@ class HFEngine(Engine):
         self.eos_ids = stop_token_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
 
+    def describe(self) -> str:
+        return f"transformers ({self.device}, {next(self.model.parameters()).dtype})".replace("torch.", "")
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 

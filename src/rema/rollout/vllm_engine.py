@@ -251,6 +251,11 @@ class VLLMEngine(Engine):
             max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
             worker_extension_cls=f"{__name__}.RemaWorkerExtension",  # rema_reload_weights, by name over RPC
+            # Every row has its own seed. vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when
+            # a seeded request's prefill is split over steps, which chunked prefill does as soon as a batch's
+            # prompts exceed max_num_batched_tokens; without chunking whole prompts wait for the next step.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 8192),
         )
         if kv_cache_gib is not None or self.is_cpu:
             kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib if kv_cache_gib is not None else 1.0) * 2**30)
@@ -290,6 +295,10 @@ class VLLMEngine(Engine):
         self._served = write_weights(model, self.folder, self.torch_dtype)
 
     # -- Engine interface ---------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        where = "cpu" if self.is_cpu else "cuda"
+        return f"vLLM ({where}, {self.dtype}, weights synced and checked after every update)"
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "calls": self.calls}

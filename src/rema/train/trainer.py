@@ -45,7 +45,7 @@ from ..eval.core import episode_metrics, run_eval
 from ..models import LoraSpec, describe, export_model, load_model
 from ..prompts import get_prompt_set
 from ..rollout import rollout
-from ..rollout.factory import make_engine
+from ..rollout.factory import engine_options, make_engine
 from ..scoring import score_episodes
 from .batch import Rows, build_rows, collate, count_units, group_ids, micro_batches, pad
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
@@ -91,6 +91,44 @@ def peak_rss_gb() -> float:
     return kb / 2**20 if sys.platform != "darwin" else kb / 2**30
 
 
+class PhasePeak:
+    """Peak resident memory of this process per phase (Linux: ``VmHWM``, reset through ``clear_refs``)."""
+
+    def __init__(self):
+        self.ok = Path("/proc/self/clear_refs").exists()
+
+    def reset(self) -> None:
+        if self.ok:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
+            except OSError:
+                self.ok = False
+
+    def read_gb(self) -> float:
+        """The peak since the last reset (GiB); NaN where the kernel does not say."""
+        if self.ok:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+        return float("nan")
+
+
+def children_rss_gb() -> float:
+    """Resident memory of this process's children now (vLLM's engine processes; GiB, PSS where known)."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    total = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            info = child.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return total / 2**30
+
+
 def _lr_lambda(warmup: int, total: int, schedule: str):
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -124,11 +162,14 @@ class Trainer:
     """Owns the models, optimizers, engines, data cursor and run directory of one training run."""
 
     def __init__(self, cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console=None,
-                 correctness_fn=None, prompts=None):
+                 correctness_fn=None, prompts=None, engine_factory=None):
+        """``engine_factory(model, tokenizer, seed) -> Engine`` replaces :func:`make_engine` (tests reuse one
+        running vLLM engine across runs this way; the trainer syncs its weights into it after each update)."""
         from rich.console import Console
 
         self.cfg = cfg
         self.correctness_fn = correctness_fn
+        self.engine_factory = engine_factory
         self.dist = Dist()
         self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
         default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -165,7 +206,8 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
                     "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
-                    "models": {p.name: describe(p.model) for p in self.policies}}
+                    "models": {p.name: describe(p.model) for p in self.policies},
+                    "engines": {p.name: type(p.engine).__name__ for p in self.policies}}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
@@ -194,9 +236,12 @@ class Trainer:
             ref = None
             if cfg.algo.kl_coef > 0 and m.lora_r == 0:
                 ref = copy.deepcopy(model).eval().requires_grad_(False)
-            extra = {"max_model_len": cfg.rollout.max_context_tokens} if cfg.rollout.engine == "vllm" else {}
-            engine = make_engine(model, tok, engine=cfg.rollout.engine,
-                                 seed=cfg.train.seed * 1000 + i + 7919 * self.dist.rank, **extra)
+            engine_seed = cfg.train.seed * 1000 + i + 7919 * self.dist.rank
+            if self.engine_factory is not None:
+                engine = self.engine_factory(model, tok, engine_seed)
+            else:
+                engine = make_engine(model, tok, engine=cfg.rollout.engine, seed=engine_seed,
+                                     **engine_options(cfg.rollout))
             policies.append(Policy(name, roles, model, tok, opt, sched, engine, ref))
         return policies
 
@@ -221,8 +266,11 @@ class Trainer:
         cfg = self.cfg
         end = cfg.train.steps if max_steps is None else min(cfg.train.steps, self.step + max_steps)
         last: dict = {}
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        engines = ", ".join(f"{p.name}: {p.engine.describe()}" for p in self.policies)
+        self.console.print(f"run dir {self.run_dir}; generation engine {engines}")
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:  # Ctrl-C, or a scheduler's / `kill`'s SIGTERM: finish the step, save, exit
+            signal.signal(sig, self._on_sigint)
         try:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -249,7 +297,8 @@ class Trainer:
                 self.export()
                 self.print_before_after()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.logger.close()
         if self._stop_requested:
             self.console.print(f"stopped at step {self.step}; resume with: rema train --resume {self.run_dir}")
@@ -259,17 +308,27 @@ class Trainer:
         if self._stop_requested:
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.console.print("[yellow]Ctrl-C: finishing this step, then saving a checkpoint "
-                           "(press again to abort without saving)[/yellow]")
+        what = "Ctrl-C" if signum in (None, signal.SIGINT) else f"signal {signal.Signals(signum).name}"
+        self.console.print(f"[yellow]{what}: finishing this step, then saving a checkpoint "
+                           "(Ctrl-C again aborts without saving)[/yellow]")
+
+    def close(self) -> None:
+        """Stop the generation engines (vLLM's processes) and release their memory."""
+        for p in self.policies:
+            p.engine.close()
 
     def train_step(self) -> dict:
         """One RL step: rollout → reward → advantage → update; returns the step's metrics."""
         cfg = self.cfg
         problems = self.dist.shard(self.sampler.next_batch())  # the same global batch on every rank
+        phase_peak = PhasePeak()
+        phase_peak.reset()
         t0 = time.perf_counter()
         episodes = rollout(problems, cfg.rollout, self.engines, self.prompts, first_episode_id=self.episode_counter)
         self.episode_counter += len(episodes)
         t1 = time.perf_counter()
+        memory = {"perf/peak_rss_gb/rollout": phase_peak.read_gb(), "perf/engine_rss_gb": children_rss_gb()}
+        phase_peak.reset()
         counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task,
                                   format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
                                   correctness_fn=self.correctness_fn)
@@ -297,6 +356,7 @@ class Trainer:
             "train/active_agent": -1.0 if cfg.train.shared_weights else float(active[0].name == "ra"),
             "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2 - sync_time,
             "time/sync": sync_time, "time/step": t3 - t0, "perf/peak_rss_gb": peak_rss_gb(),
+            "perf/peak_rss_gb/update": phase_peak.read_gb(), **memory,
             "perf/tokens_per_s": gen_tokens / max(t1 - t0, 1e-9) * self.dist.world,
             "perf/generated_tokens": float(gen_tokens) * self.dist.world,
         })
@@ -541,5 +601,8 @@ def train(config: str | Path | None, overrides: list[str] | None = None, *, resu
     else:
         cfg = load_config(config, overrides)
         trainer = Trainer(cfg)
-    trainer.fit(max_steps=max_steps)
+    try:
+        trainer.fit(max_steps=max_steps)
+    finally:
+        trainer.close()
     return trainer
