@@ -48,7 +48,7 @@ import torch
 # vLLM logs every step of its start at INFO, to stdout; a rollout engine should be quiet unless asked, and
 # keep stdout for the program's own output (JSON lines of benchmarks, `rema` tables). Set the variables to
 # override; the engine-core and worker processes inherit them.
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)

@@ -1,0 +1,80 @@
+"""Update speed and memory: the trainer's forward + backward on the embedded model, per setting.
+
+The work of one demo step's update (configs/demo.yaml): 48 rows (24 episodes × 2 agents) of ~300-400 tokens,
+a third of each row trained, LoRA r=16 on all linear layers, AdamW. Rows are random token ids (speed does
+not depend on the values), split into micro-batches of at most ``micro_batch_tokens`` padded tokens by
+rema's own packer, log-probs through ``rema.train.logprobs.token_logprobs`` (LM head only on trained
+positions, chunked), one optimizer step. Settings vary gradient checkpointing and the micro-batch size.
+
+Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
+``perf/update_tokens_per_s``), trained tokens/s, seconds, and the peak RSS of the update (``VmHWM`` reset
+before it). Usage:
+
+    python bench/update_speed.py [--rows 48] [--repeats 2] [--settings ckpt:4096,ckpt:2048,nockpt:2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    from rema.models import LoraSpec, load_model
+    from rema.train.batch import micro_batches, pad
+    from rema.train.logprobs import token_logprobs
+    from rema.train.trainer import PhasePeak
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--settings", default="ckpt:4096,ckpt:2048,ckpt:1024,nockpt:2048")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    gen = torch.Generator().manual_seed(args.seed)
+    lengths = torch.randint(280, 420, (args.rows,), generator=gen).tolist()
+    model, tok = load_model("smollm2-135m", lora=LoraSpec(r=16, alpha=32))
+    vocab = model.config.vocab_size
+    ids = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
+    masks = [[0.0] * (n // 3) + [1.0] * (n - n // 3) for n in lengths]  # the agent's own messages
+    peak = PhasePeak()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    model.train()
+    model.config.use_cache = False
+    for setting in args.settings.split(","):
+        kind, size = setting.split(":")
+        if kind == "ckpt":
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+        times = []
+        for _ in range(args.repeats):
+            peak.reset()
+            t0 = time.perf_counter()
+            total = sum(sum(m) for m in masks)
+            for idx in micro_batches(lengths, int(size)):
+                input_ids = pad([ids[i] for i in idx], tok.pad_token_id, torch.long)
+                attention = pad([[1] * lengths[i] for i in idx], 0, torch.long)
+                mask = pad([masks[i] for i in idx], 0.0, torch.float32)
+                logp, _ = token_logprobs(model, input_ids, attention, positions=mask)
+                loss = -(logp * mask).sum() / total
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+        s = statistics.median(times)
+        print(json.dumps({"bench": "update_speed", "setting": setting, "rows": len(lengths), "tokens": sum(lengths),
+                          "trained_tokens": int(total), "seconds": round(s, 2),
+                          "update_tokens_per_s": round(sum(lengths) / s, 1),
+                          "trained_tokens_per_s": round(total / s, 1), "peak_rss_gib": round(peak.read_gb(), 2),
+                          "threads": torch.get_num_threads()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
