@@ -39,7 +39,7 @@ def token_logprobs(
     *,
     positions: torch.Tensor | None = None,
     temperature: float = 1.0,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int = 256,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each token given its prefix, under ``log_softmax(logits / temperature)``.
