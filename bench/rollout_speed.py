@@ -48,16 +48,10 @@ class TreeRSS:
     def now(self) -> tuple[float, float]:
         """(tree, own) in GiB: RSS of this process, plus PSS of the children (so pages they share with each
         other, like torch's libraries, are counted once)."""
-        me = psutil.Process()
-        own = me.memory_info().rss
-        total = own
-        for child in me.children(recursive=True):
-            try:
-                info = child.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-            except psutil.Error:
-                pass
-        return total / 2**30, own / 2**30
+        from rema.train.trainer import children_rss_gb
+
+        own = psutil.Process().memory_info().rss / 2**30
+        return own + children_rss_gb(), own
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -49,16 +49,11 @@ class TreeRSS(threading.Thread):
     def run(self):
         import psutil
 
+        from rema.train.trainer import children_rss_gb
+
         me = psutil.Process()
         while not self.stop.wait(0.5):
-            total = me.memory_info().rss
-            for child in me.children(recursive=True):
-                try:
-                    info = child.memory_full_info()
-                    total += getattr(info, "pss", info.rss)
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total / 2**30)
+            self.peak = max(self.peak, me.memory_info().rss / 2**30 + children_rss_gb())
 
 
 def questions(n: int):
