@@ -1,0 +1,88 @@
+"""Does it learn? VRP_RL, MRP_RL and ReMA (single- and multi-turn) on the demo's budget, seeds side by side.
+
+Every method trains the embedded SmolLM2-135M-Instruct with the demo's settings (``configs/demo.yaml``:
+synthetic arithmetic levels 1-3, 4 questions × 6 samples per step, T = 0.6, LoRA r = 16, lr 3e-4, the same
+steps) and only the method differs. The held-out evaluation at step 0 is the method's prompting baseline
+without training (VRP, MRP, ReMA prompting); the one at the last step is after RL. Per run it prints a JSON
+line: held-out accuracy per level before and after, the reasoner's ``\\boxed{}`` rate, the meta-thinker's
+answer-leak rate, and the wall time; then a summary line per method (mean and spread over seeds).
+
+    python bench/learning.py                                  # all methods, seed 0 (about 25 min each here)
+    python bench/learning.py --methods rema-multi,vrp --seeds 0,1,2 --steps 8
+
+Runs go to ``bench/out/learning/<method>-seed<k>`` (each a normal run directory: ``rema report`` works).
+vLLM's processes: this script runs under ``__main__`` like anything that creates a vLLM engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {
+    "vrp": ["rollout.method=vrp", "rollout.mode=single_turn"],
+    "mrp": ["rollout.method=mrp", "rollout.mode=single_turn"],
+    "rema-single": ["rollout.method=rema", "rollout.mode=single_turn"],
+    "rema-multi": [],  # the demo itself
+}
+KEYS = ("acc", "acc/level_1", "acc/level_2", "acc/level_3", "boxed_rate", "leak_rate")
+
+
+def run(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
+    from rema.config import load_config
+    from rema.train.trainer import Trainer
+
+    run_dir = out / f"{method}-seed{seed}"
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        *METHODS[method], f"train.seed={seed}", f"train.steps={steps}", f"train.eval_every={steps}",
+        f"train.save_every={steps}", f"log.run_dir={run_dir}", f"log.name=learning-{method}", "log.progress=false",
+        *extra])
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/acc" in r]
+    before, after = evals[0], evals[-1]
+    return {"method": method, "seed": seed, "steps": steps, "minutes": round((time.perf_counter() - t0) / 60, 1),
+            **{f"before/{k}": before.get(f"eval/{k}") for k in KEYS},
+            **{f"after/{k}": after.get(f"eval/{k}") for k in KEYS},
+            "run_dir": str(run_dir)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default="vrp,mrp,rema-single,rema-multi")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "learning"))
+    ap.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
+    args = ap.parse_args()
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    results = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for method in methods:
+            result = run(method, seed, args.steps, Path(args.out), args.overrides)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    for method in methods:
+        mine = [r for r in results if r["method"] == method]
+        gains = [r["after/acc"] - r["before/acc"] for r in mine]
+        summary = {"summary": method, "seeds": len(mine), "gain_mean": round(statistics.mean(gains), 4),
+                   "gain_spread": round(max(gains) - min(gains), 4),
+                   "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4),
+                   "after_boxed_mean": round(statistics.mean(r["after/boxed_rate"] or 0 for r in mine), 4)}
+        print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
