@@ -10,7 +10,8 @@ answer-leak rate, and the wall time; then a summary line per method (mean and sp
     python bench/learning.py                                  # all methods, seed 0 (about 25 min each here)
     python bench/learning.py --methods rema-multi,vrp --seeds 0,1,2 --steps 8
 
-Runs go to ``bench/out/learning/<method>-seed<k>`` (each a normal run directory: ``rema report`` works).
+Runs go to ``bench/out/learning/<method>-seed<k>`` (each a normal run directory: ``rema report`` works); an
+existing one is replaced, unless ``--reuse`` keeps it when it finished the same number of steps.
 vLLM's processes: this script runs under ``__main__`` like anything that creates a vLLM engine.
 """
 
@@ -32,11 +33,25 @@ METHODS = {
 KEYS = ("acc", "acc/level_1", "acc/level_2", "acc/level_3", "boxed_rate", "leak_rate")
 
 
-def run(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
+def _evals(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in rows if "eval/acc" in r]
+
+
+def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reuse: bool = False) -> dict:
     from rema.config import load_config
     from rema.train.trainer import Trainer
 
     run_dir = out / f"{method}-seed{seed}"
+    evals = _evals(run_dir)
+    if reuse and evals and evals[-1].get("step") == steps:
+        before, after = evals[0], evals[-1]
+        return _result(method, seed, steps, None, before, after, run_dir)
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)  # a fresh run each time: an independent re-run, not a resume
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
         *METHODS[method], f"train.seed={seed}", f"train.steps={steps}", f"train.eval_every={steps}",
         f"train.save_every={steps}", f"log.run_dir={run_dir}", f"log.name=learning-{method}", "log.progress=false",
@@ -47,10 +62,12 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict
         trainer.fit()
     finally:
         trainer.close()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "eval/acc" in r]
-    before, after = evals[0], evals[-1]
-    return {"method": method, "seed": seed, "steps": steps, "minutes": round((time.perf_counter() - t0) / 60, 1),
+    evals = _evals(run_dir)
+    return _result(method, seed, steps, round((time.perf_counter() - t0) / 60, 1), evals[0], evals[-1], run_dir)
+
+
+def _result(method: str, seed: int, steps: int, minutes: float | None, before: dict, after: dict, run_dir: Path) -> dict:
+    return {"method": method, "seed": seed, "steps": steps, "minutes": minutes,
             **{f"before/{k}": before.get(f"eval/{k}") for k in KEYS},
             **{f"after/{k}": after.get(f"eval/{k}") for k in KEYS},
             "run_dir": str(run_dir)}
@@ -62,6 +79,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "learning"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep runs already finished under --out (same method, seed, steps) instead of redoing them")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = ap.parse_args()
     methods = args.methods.split(",")
@@ -71,16 +90,20 @@ def main() -> None:
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for method in methods:
-            result = run(method, seed, args.steps, Path(args.out), args.overrides)
+            result = run(method, seed, args.steps, Path(args.out), args.overrides, reuse=args.reuse)
             print(json.dumps(result), flush=True)
             results.append(result)
     for method in methods:
         mine = [r for r in results if r["method"] == method]
         gains = [r["after/acc"] - r["before/acc"] for r in mine]
         summary = {"summary": method, "seeds": len(mine), "gain_mean": round(statistics.mean(gains), 4),
-                   "gain_spread": round(max(gains) - min(gains), 4),
-                   "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4),
-                   "after_boxed_mean": round(statistics.mean(r["after/boxed_rate"] or 0 for r in mine), 4)}
+                   "gain_min": round(min(gains), 4), "gain_max": round(max(gains), 4),
+                   "before_acc_mean": round(statistics.mean(r["before/acc"] for r in mine), 4),
+                   "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4)}
+        for key in KEYS[1:]:
+            vals = [r[f"after/{key}"] for r in mine if r[f"after/{key}"] is not None]
+            if vals:
+                summary[f"after_{key.replace('acc/', '')}_mean"] = round(statistics.mean(vals), 4)
         print(json.dumps(summary), flush=True)
 
 

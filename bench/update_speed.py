@@ -4,13 +4,14 @@ The work of one demo step's update (configs/demo.yaml): 48 rows (24 episodes × 
 a third of each row trained, LoRA r=16 on all linear layers, AdamW. Rows are random token ids (speed does
 not depend on the values), split into micro-batches of at most ``micro_batch_tokens`` padded tokens by
 rema's own packer, log-probs through ``rema.train.logprobs.token_logprobs`` (LM head only on trained
-positions, chunked), one optimizer step. Settings vary gradient checkpointing and the micro-batch size.
+positions, chunked), one optimizer step. Settings vary gradient checkpointing, the micro-batch size and
+the compute dtype (``:bf16`` = ``torch.autocast`` to bfloat16, as ``train.autocast=bf16``; fp32 otherwise).
 
 Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
 ``perf/update_tokens_per_s``), trained tokens/s, seconds, and the peak RSS of the update (``VmHWM`` reset
 before it). Usage:
 
-    python bench/update_speed.py [--rows 48] [--repeats 2] [--settings ckpt:4096,ckpt:2048,nockpt:2048]
+    python bench/update_speed.py [--rows 48] [--repeats 2] [--settings ckpt:2048,ckpt:2048:bf16,nockpt:2048]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--settings", default="ckpt:4096,ckpt:2048,ckpt:1024,nockpt:2048")
+    ap.add_argument("--settings", default="ckpt:4096,ckpt:2048,ckpt:1024,nockpt:2048,ckpt:2048:bf16")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
@@ -47,7 +48,8 @@ def main() -> None:
     model.train()
     model.config.use_cache = False
     for setting in args.settings.split(","):
-        kind, size = setting.split(":")
+        kind, size, *rest = setting.split(":")
+        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=rest == ["bf16"])
         if kind == "ckpt":
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -61,7 +63,8 @@ def main() -> None:
                 input_ids = pad([ids[i] for i in idx], tok.pad_token_id, torch.long)
                 attention = pad([[1] * lengths[i] for i in idx], 0, torch.long)
                 mask = pad([masks[i] for i in idx], 0.0, torch.float32)
-                logp, _ = token_logprobs(model, input_ids, attention, positions=mask)
+                with amp:
+                    logp, _ = token_logprobs(model, input_ids, attention, positions=mask)
                 loss = -(logp * mask).sum() / total
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

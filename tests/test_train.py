@@ -42,6 +42,7 @@ LEARNING = {
     "grpo-turn-multi": ["rollout.mode=multi_turn", "algo.ratio_level=turn"],
     "reinforce_pp-turn-multi": ["rollout.mode=multi_turn", "algo.advantage=reinforce_pp"],
     "grpo-separate-weights": ["train.shared_weights=false", "train.switch_freq=1", "algo.ratio_level=token"],
+    "grpo-turn-multi-bf16": ["rollout.mode=multi_turn", "algo.ratio_level=turn", "train.autocast=bf16"],
 }
 
 
@@ -148,6 +149,27 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, leve
         grads[budget] = pol.optimizer.grads[0]
     for g_full, g_micro in zip(grads[10**9], grads[64]):
         assert torch.allclose(g_full, g_micro, atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_autocast_update_follows_the_fp32_gradient(tmp_path):
+    from rema.rollout import rollout
+    from rema.scoring import score_episodes
+    from rema.train.batch import build_rows
+
+    grads = {}
+    for mode in ("off", "bf16"):
+        tr = make(tmp_path / mode, "rollout.mode=multi_turn", f"train.autocast={mode}", "train.seed=3")
+        assert tr.bf16 == (mode == "bf16")
+        pol = tr.policies[0]
+        episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
+        score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
+        pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
+        stats = tr._update(pol, build_rows(episodes, ("mta", "ra")))
+        assert stats["check/update_bf16"] == float(mode == "bf16")
+        grads[mode] = torch.cat([g.flatten() for g in pol.optimizer.grads[0]])
+    assert grads["off"].norm() > 0
+    assert not torch.equal(grads["off"], grads["bf16"])  # bf16 really ran
+    assert torch.nn.functional.cosine_similarity(grads["off"], grads["bf16"], dim=0) > 0.99
 
 
 def test_lora_with_kl_uses_the_base_as_reference(tmp_path):

@@ -157,6 +157,10 @@ class TrainConfig:
     """One model plays both roles (multi-turn default); False = separate MTA and RA models."""
     switch_freq: int = 10
     """Separate weights: update only one agent, switching every this many steps, MTA first."""
+    autocast: str = "off"
+    """Compute dtype of the trainer's forward/backward: ``off`` (the parameters' dtype, fp32 by default),
+    ``bf16`` (``torch.autocast`` to bfloat16; master weights, optimizer and log-softmax stay fp32) or
+    ``auto`` (bf16 where the device computes it natively: CUDA, CPUs with AVX-512 BF16/AMX; else off)."""
     recompute_old_logp: bool = True
     """Recompute π_old under the training forward (True) or use the sampler's log-probs (False)."""
     seed: int = 0
@@ -247,6 +251,7 @@ _CHOICES = {
     ("algo", "ratio_mean"): ("geometric", "arithmetic"),
     ("algo", "agg"): ("token", "turn", "trajectory"),
     ("train", "lr_schedule"): ("constant", "cosine"),
+    ("train", "autocast"): ("off", "bf16", "auto"),
     ("model", "dtype"): ("float32", "bfloat16", "float16"),
 }
 
@@ -311,6 +316,8 @@ def _coerce(value, tp, key: str):
             raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
         return tp(number)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as booleans
+            return "on" if value else "off"
         return str(value)
     return value
 

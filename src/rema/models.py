@@ -43,6 +43,16 @@ class ModelNotFoundError(RuntimeError):
     """A model name/path could not be resolved; the message says how to get it."""
 
 
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """True where bfloat16 matmuls run natively: CUDA devices, and CPUs with AVX-512 BF16 (or AMX)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without these probes
+        return False
+
+
 def cache_dir() -> Path:
     """Root of rema's cache (``$REMA_CACHE``, else ``~/.cache/rema``)."""
     return Path(os.environ.get("REMA_CACHE", Path.home() / ".cache" / "rema"))

@@ -80,14 +80,9 @@ class WeightSyncError(RuntimeError):
 
 def default_dtype() -> str:
     """bf16 where the hardware computes it natively (CUDA, CPUs with AVX-512 BF16), else fp32."""
-    if torch.cuda.is_available():
-        return "bfloat16"
-    try:
-        if torch.cpu._is_avx512_bf16_supported():
-            return "bfloat16"
-    except AttributeError:
-        pass
-    return "float32"
+    from ..models import native_bf16
+
+    return "bfloat16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "float32"
 
 
 def _is_cpu_platform() -> bool:

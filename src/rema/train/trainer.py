@@ -42,7 +42,7 @@ from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_los
 from ..config import Config, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..eval.core import episode_metrics, run_eval
-from ..models import LoraSpec, describe, export_model, load_model
+from ..models import LoraSpec, describe, export_model, load_model, native_bf16
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.factory import engine_options, make_engine
@@ -203,6 +203,7 @@ class Trainer:
         random.seed(seed)
         torch.manual_seed(seed)
         self.device = _device(cfg.model.device, self.dist.local_rank)
+        self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
         self.prompts = prompts or get_prompt_set(cfg.method_name)
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
         self.policies = self._build_policies()
@@ -222,7 +223,8 @@ class Trainer:
             meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
                     "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
                     "models": {p.name: describe(p.model) for p in self.policies},
-                    "engines": {p.name: type(p.engine).__name__ for p in self.policies}}
+                    "engines": {p.name: type(p.engine).__name__ for p in self.policies},
+                    "update_bf16_autocast": self.bf16}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
@@ -282,7 +284,8 @@ class Trainer:
         end = cfg.train.steps if max_steps is None else min(cfg.train.steps, self.step + max_steps)
         last: dict = {}
         engines = ", ".join(f"{p.name}: {p.engine.describe()}" for p in self.policies)
-        self.console.print(f"run dir {self.run_dir}; generation engine {engines}")
+        update = "bf16 autocast" if self.bf16 else str(self.policies[0].model.dtype).replace("torch.", "")
+        self.console.print(f"run dir {self.run_dir}; generation engine {engines}; update in {update}")
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:  # Ctrl-C, or a scheduler's / `kill`'s SIGTERM: finish the step, save, exit
             signal.signal(sig, self._on_sigint)
@@ -383,9 +386,10 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- the update
 
     def _logp(self, model, batch, *, with_entropy: bool = False):
-        return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                              positions=batch["mask"].to(self.device), temperature=self.cfg.rollout.temperature,
-                              with_entropy=with_entropy)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                                  positions=batch["mask"].to(self.device),
+                                  temperature=self.cfg.rollout.temperature, with_entropy=with_entropy)
 
     @torch.no_grad()
     def _ref_logp(self, pol: Policy, batch) -> torch.Tensor:
@@ -514,6 +518,7 @@ class Trainer:
             "stats/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
             "stats/optimizer_steps": float(n_opt), "stats/skipped_updates": float(skipped),
             "check/old_logp_source": float(OLD_LOGP_SOURCES[source]),
+            "check/update_bf16": float(self.bf16),
             "check/sampler_logp_abs_diff": first_diff if first_diff is not None else float("nan"),
             "perf/update_tokens_per_s": tokens_trained / max(elapsed, 1e-9),
             "train/rows": float(self.dist.sum_(torch.tensor(float(n)))),  # global count
