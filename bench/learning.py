@@ -46,8 +46,9 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
     run_dir = out / f"{method}-seed{seed}"
     evals = _evals(run_dir)
     if reuse and evals and evals[-1].get("step") == steps:
-        before, after = evals[0], evals[-1]
-        return _result(method, seed, steps, None, before, after, run_dir)
+        done = run_dir / "learning.json"
+        minutes = json.loads(done.read_text()).get("minutes") if done.exists() else None
+        return _result(method, seed, steps, minutes, evals[0], evals[-1], run_dir)
     if run_dir.exists():
         import shutil
 
@@ -63,7 +64,9 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
     finally:
         trainer.close()
     evals = _evals(run_dir)
-    return _result(method, seed, steps, round((time.perf_counter() - t0) / 60, 1), evals[0], evals[-1], run_dir)
+    result = _result(method, seed, steps, round((time.perf_counter() - t0) / 60, 1), evals[0], evals[-1], run_dir)
+    (run_dir / "learning.json").write_text(json.dumps(result) + "\n")
+    return result
 
 
 def _result(method: str, seed: int, steps: int, minutes: float | None, before: dict, after: dict, run_dir: Path) -> dict:
