@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,9 +42,6 @@ def _evals(run_dir: Path) -> list[dict]:
 
 
 def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reuse: bool = False) -> dict:
-    from rema.config import load_config
-    from rema.train.trainer import Trainer
-
     run_dir = out / f"{method}-seed{seed}"
     evals = _evals(run_dir)
     if reuse and evals and evals[-1].get("step") == steps:
@@ -53,6 +52,19 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
         import shutil
 
         shutil.rmtree(run_dir)  # a fresh run each time: an independent re-run, not a resume
+    # each run in its own process: no memory or engine left over from the previous one skews time or RSS
+    cmd = [sys.executable, __file__, "--worker", method, "--seeds", str(seed), "--steps", str(steps),
+           "--out", str(out), *extra]
+    if subprocess.run(cmd).returncode:
+        sys.exit(f"{method} seed {seed} failed; its run directory: {run_dir}")
+    return json.loads((run_dir / "learning.json").read_text())
+
+
+def worker(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> None:
+    from rema.config import load_config
+    from rema.train.trainer import Trainer
+
+    run_dir = out / f"{method}-seed{seed}"
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
         *METHODS[method], f"train.seed={seed}", f"train.steps={steps}", f"train.eval_every={steps}",
         f"train.save_every={steps}", f"log.run_dir={run_dir}", f"log.name=learning-{method}", "log.progress=false",
@@ -66,11 +78,13 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
     evals = _evals(run_dir)
     result = _result(method, seed, steps, round((time.perf_counter() - t0) / 60, 1), evals[0], evals[-1], run_dir)
     (run_dir / "learning.json").write_text(json.dumps(result) + "\n")
-    return result
 
 
 def _result(method: str, seed: int, steps: int, minutes: float | None, before: dict, after: dict, run_dir: Path) -> dict:
-    return {"method": method, "seed": seed, "steps": steps, "minutes": minutes,
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    peak = {k: max((r[k] for r in rows if k in r), default=None)
+            for k in ("perf/peak_rss_gb/update", "perf/peak_rss_gb/rollout", "perf/engine_rss_gb")}
+    return {"method": method, "seed": seed, "steps": steps, "minutes": minutes, **peak,
             **{f"before/{k}": before.get(f"eval/{k}") for k in KEYS},
             **{f"after/{k}": after.get(f"eval/{k}") for k in KEYS},
             "run_dir": str(run_dir)}
@@ -84,8 +98,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "learning"))
     ap.add_argument("--reuse", action="store_true",
                     help="keep runs already finished under --out (same method, seed, steps) instead of redoing them")
+    ap.add_argument("--worker", metavar="METHOD", help=argparse.SUPPRESS)  # one run, in a child process
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, int(args.seeds), args.steps, Path(args.out), args.overrides)
+        return
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -103,6 +121,9 @@ def main() -> None:
                    "gain_min": round(min(gains), 4), "gain_max": round(max(gains), 4),
                    "before_acc_mean": round(statistics.mean(r["before/acc"] for r in mine), 4),
                    "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4)}
+        minutes = [r["minutes"] for r in mine if r["minutes"] is not None]
+        if minutes:
+            summary["minutes_mean"] = round(statistics.mean(minutes), 1)
         for key in KEYS[1:]:
             vals = [r[f"after/{key}"] for r in mine if r[f"after/{key}"] is not None]
             if vals:
