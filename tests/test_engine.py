@@ -78,3 +78,14 @@ def test_top_p_keeps_only_the_nucleus():
     toks, _ = sample_from_logits(logits, torch.ones(200), torch.full((200,), 0.8), g)
     assert set(toks.tolist()) <= {0, 1}
     assert torch.allclose(logp, torch.log(torch.tensor(0.6)).expand(200), atol=1e-6)
+
+
+def test_cpu_list_is_vllms_thread_bind_form():
+    from rema.config import load_config
+    from rema.rollout.factory import cpu_list, engine_options
+
+    assert cpu_list([0, 1]) == "0-1"
+    assert cpu_list([0, 1, 2, 5, 6, 9]) == "0-2,5-6,9"
+    assert cpu_list([3]) == "3"
+    assert engine_options(load_config(None, []).rollout)["cpu_threads_bind"] == "all"
+    assert engine_options(load_config(None, ["rollout.vllm_cpu_threads_bind="]).rollout)["cpu_threads_bind"] is None

@@ -83,6 +83,10 @@ class RolloutConfig:
     """vLLM on CPU: GiB reserved for its KV cache (trainer and engine share the machine's memory)."""
     vllm_gpu_memory_utilization: float = 0.5
     """vLLM on a GPU: share of GPU memory it may take (weights + KV cache); the trainer uses the rest."""
+    vllm_cpu_threads_bind: str = "all"
+    """vLLM on CPU: cores its worker computes on (``VLLM_CPU_OMP_THREADS_BIND``): ``all`` (every core this
+    process may use; the trainer waits during generation), a list such as ``0-3``, or empty for vLLM's
+    default (all but one core)."""
     vllm_enforce_eager: bool = True
     """vLLM without torch.compile/CUDA graphs: starts in under a minute instead of several on a CPU."""
 

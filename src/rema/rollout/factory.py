@@ -31,13 +31,26 @@ def resolve_engine(name: str) -> str:
     return "vllm" if vllm_available() else "hf"
 
 
+def cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 2, 5, 6] -> "0-2,5-6": the form of ``VLLM_CPU_OMP_THREADS_BIND``."""
+    parts, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            parts.append(f"{start}-{c}" if c != start else str(c))
+            start = None
+    return ",".join(parts)
+
+
 def engine_options(rollout_cfg) -> dict:
     """The vLLM keyword arguments a :class:`~rema.config.RolloutConfig` asks for."""
     return {"max_model_len": rollout_cfg.max_context_tokens,
             "dtype": rollout_cfg.vllm_dtype or None,
             "kv_cache_gib": rollout_cfg.vllm_kv_cache_gib,
             "gpu_memory_utilization": rollout_cfg.vllm_gpu_memory_utilization,
-            "enforce_eager": rollout_cfg.vllm_enforce_eager}
+            "enforce_eager": rollout_cfg.vllm_enforce_eager,
+            "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None}
 
 
 def make_engine(model, tokenizer, *, engine: str = "auto", seed: int = 0, **kwargs) -> Engine:

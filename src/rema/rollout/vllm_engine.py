@@ -198,7 +198,9 @@ class VLLMEngine(Engine):
         verify_sync: run the post-sync check (on by default; off only to measure its cost).
         weights_dir: parent folder for the served weights (default ``/dev/shm`` when it exists: RAM, fast).
         cpu_threads_bind: ``VLLM_CPU_OMP_THREADS_BIND`` for the CPU worker (e.g. ``"0-1"``, ``"nobind"``);
-            None leaves vLLM's default (``auto``: all cores but one reserved).
+            ``"all"`` = every core this process may run on, none reserved (the trainer is idle while vLLM
+            generates; measured 1.4x rollout tok/s on 2 cores); None leaves vLLM's default (``auto``: all
+            cores but one reserved).
         llm_kwargs: any other ``vllm.LLM`` argument.
     """
 
@@ -262,7 +264,11 @@ class VLLMEngine(Engine):
         if self.sleep_between_rollouts:
             kwargs["enable_sleep_mode"] = True
         kwargs.update(llm_kwargs or {})
-        if cpu_threads_bind is not None:
+        if cpu_threads_bind == "all":
+            from .factory import cpu_list
+
+            cpu_threads_bind = cpu_list(sorted(os.sched_getaffinity(0)))
+        if cpu_threads_bind is not None and self.is_cpu:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
             if cpu_threads_bind not in ("auto",):
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
