@@ -267,7 +267,8 @@ class VLLMEngine(Engine):
         if cpu_threads_bind == "all":
             from .factory import cpu_list
 
-            cpu_threads_bind = cpu_list(sorted(os.sched_getaffinity(0)))
+            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+            cpu_threads_bind = cpu_list(sorted(cpus))
         if cpu_threads_bind is not None and self.is_cpu:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
             if cpu_threads_bind not in ("auto",):
