@@ -7,7 +7,7 @@ without training (VRP, MRP, ReMA prompting); the one at the last step is after R
 line: held-out accuracy per level before and after, the reasoner's ``\\boxed{}`` rate, the meta-thinker's
 answer-leak rate, and the wall time; then a summary line per method (mean and spread over seeds).
 
-    python bench/learning.py                                  # all methods, seed 0 (about 25 min each here)
+    python bench/learning.py                                  # all methods, seed 0 (4-15 min each here)
     python bench/learning.py --methods rema-multi,vrp --seeds 0,1,2 --steps 8
 
 Runs go to ``bench/out/learning/<method>-seed<k>`` (each a normal run directory: ``rema report`` works); an
@@ -47,7 +47,7 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
     if reuse and evals and evals[-1].get("step") == steps:
         done = run_dir / "learning.json"
         minutes = json.loads(done.read_text()).get("minutes") if done.exists() else None
-        return _result(method, seed, steps, minutes, evals[0], evals[-1], run_dir)
+        return _result(method, seed, steps, minutes, run_dir)
     if run_dir.exists():
         import shutil
 
@@ -75,13 +75,15 @@ def worker(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> N
         trainer.fit()
     finally:
         trainer.close()
-    evals = _evals(run_dir)
-    result = _result(method, seed, steps, round((time.perf_counter() - t0) / 60, 1), evals[0], evals[-1], run_dir)
+    result = _result(method, seed, steps, round((time.perf_counter() - t0) / 60, 1), run_dir)
     (run_dir / "learning.json").write_text(json.dumps(result) + "\n")
 
 
-def _result(method: str, seed: int, steps: int, minutes: float | None, before: dict, after: dict, run_dir: Path) -> dict:
+def _result(method: str, seed: int, steps: int, minutes: float | None, run_dir: Path) -> dict:
+    """The run's held-out metrics at its first and last evaluation, its wall time and peak memory."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/acc" in r]
+    before, after = evals[0], evals[-1]
     peak = {k: max((r[k] for r in rows if k in r), default=None)
             for k in ("perf/peak_rss_gb/update", "perf/peak_rss_gb/rollout", "perf/engine_rss_gb")}
     return {"method": method, "seed": seed, "steps": steps, "minutes": minutes, **peak,

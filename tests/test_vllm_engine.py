@@ -70,8 +70,7 @@ def test_engine_starts_serving_the_trainer_weights(engine):
     assert engine.folder.is_dir() and (engine.folder / "model.safetensors").is_file()
 
 
-def test_greedy_tokens_match_the_transformers_engine(smol, engine, prompts):
-    model, tok = smol
+def _assert_greedy_matches_the_transformers_engine(engine, model, tok, prompts):
     greedy = [SamplingParams(max_tokens=40, temperature=0.0)] * len(prompts)
     ours, ref = engine.generate(prompts, greedy), HFEngine(model, tok).generate(prompts, greedy)
     for prompt, a, b in zip(prompts, ours, ref):
@@ -85,6 +84,10 @@ def test_greedy_tokens_match_the_transformers_engine(smol, engine, prompts):
             lp = _forward_logprobs(model, prompt, b.token_ids[:k + 1], 1.0)[k]
             alt = _forward_logprobs(model, prompt, b.token_ids[:k] + [a.token_ids[k]], 1.0)[k]
             assert abs(float(lp - alt)) < 0.5, "bf16 greedy diverged where fp32 was not close to a tie"
+
+
+def test_greedy_tokens_match_the_transformers_engine(smol, engine, prompts):
+    _assert_greedy_matches_the_transformers_engine(engine, *smol, prompts)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -203,7 +206,7 @@ def test_sync_check_fails_when_the_sync_is_sabotaged(smol, engine):
         # 2. an update far below the log-prob tolerance, reload skipped: caught because new weights were
         #    written while vLLM's scores stayed bit-identical
         before = trainer_logprobs(trainer, [probe])[0]
-        _train_steps(trainer, probe, lr={"float32": 1e-7}.get(engine.dtype, 1e-4))
+        _train_steps(trainer, probe, lr=1e-7)
         deltas = [abs(a - b) for a, b in zip(before, trainer_logprobs(trainer, [probe])[0])]
         assert 0 < max(deltas) < engine.sync_tolerance and sum(deltas) / len(deltas) < engine.sync_mean_tolerance
         with pytest.raises(WeightSyncError, match="reload did nothing"):
@@ -309,7 +312,7 @@ def test_trainer_rolls_out_on_vllm_and_syncs_after_every_update(tmp_path, smol, 
         engine.sync_weights(model)
 
 
-def test_bf16_engine_checks_a_lora_sync_and_catches_a_skipped_reload(smol):
+def test_bf16_engine_greedy_stays_close_checks_a_lora_sync_and_catches_a_skipped_reload(smol, prompts):
     from rema.models import native_bf16
 
     if not native_bf16():
@@ -318,6 +321,7 @@ def test_bf16_engine_checks_a_lora_sync_and_catches_a_skipped_reload(smol):
     eng = VLLMEngine(model, tok, seed=0, max_model_len=1024, kv_cache_gib=0.5, dtype="bfloat16")
     try:
         assert eng.dtype == "bfloat16"
+        _assert_greedy_matches_the_transformers_engine(eng, model, tok, prompts)  # ties may part, nothing else
         peft_model = _lora(model)
         metrics = eng.sync_weights(peft_model)  # the merged adapter, served in bf16, checked against fp32
         assert metrics["sync_check_max_abs_diff"] <= eng.sync_tolerance
