@@ -32,7 +32,7 @@ METHODS = {
     "rema-single": ["rollout.method=rema", "rollout.mode=single_turn"],
     "rema-multi": [],  # the demo itself
 }
-KEYS = ("acc", "acc/level_1", "acc/level_2", "acc/level_3", "boxed_rate", "leak_rate")
+KEYS = ("acc", "acc/level_1", "acc/level_2", "acc/level_3", "boxed_rate", "leak_rate", "end/finished")
 
 
 def _evals(run_dir: Path) -> list[dict]:
@@ -80,13 +80,15 @@ def worker(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> N
 
 
 def _result(method: str, seed: int, steps: int, minutes: float | None, run_dir: Path) -> dict:
-    """The run's held-out metrics at its first and last evaluation, its wall time and peak memory."""
+    """The run's held-out metrics at its first and last evaluation (and before the cold start, ``base/*``,
+    when the run had one), its wall time and peak memory."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/acc" in r]
     before, after = evals[0], evals[-1]
     peak = {k: max((r[k] for r in rows if k in r), default=None)
             for k in ("perf/peak_rss_gb/update", "perf/peak_rss_gb/rollout", "perf/engine_rss_gb")}
     return {"method": method, "seed": seed, "steps": steps, "minutes": minutes, **peak,
+            **{f"base/{k}": before.get(f"base_eval/{k}") for k in KEYS if f"base_eval/{k}" in before},
             **{f"before/{k}": before.get(f"eval/{k}") for k in KEYS},
             **{f"after/{k}": after.get(f"eval/{k}") for k in KEYS},
             "run_dir": str(run_dir)}
@@ -123,6 +125,11 @@ def main() -> None:
                    "gain_min": round(min(gains), 4), "gain_max": round(max(gains), 4),
                    "before_acc_mean": round(statistics.mean(r["before/acc"] for r in mine), 4),
                    "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4)}
+        if all("base/acc" in r for r in mine):  # cold start: base model -> after SFT ("before") -> after RL
+            summary["base_acc_mean"] = round(statistics.mean(r["base/acc"] for r in mine), 4)
+            total = [r["after/acc"] - r["base/acc"] for r in mine]
+            summary.update({"total_gain_mean": round(statistics.mean(total), 4), "total_gain_min": round(min(total), 4),
+                            "total_gain_max": round(max(total), 4)})
         minutes = [r["minutes"] for r in mine if r["minutes"] is not None]
         if minutes:
             summary["minutes_mean"] = round(statistics.mean(minutes), 1)

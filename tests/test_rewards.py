@@ -55,6 +55,10 @@ EQUIVALENT = [
     (r"\boxed{(-\infty, 3]}", r"(-\infty,3]"),
     (r"\boxed{x \in [2, 5)}", "[2,5)"),
     (r"\boxed{50\%}", "50"),
+    ("6 + 8 = 14", "14"),  # computed: the right-hand side is read
+    ("So 3 + 4 is 7.", "7"),
+    ("-3", "-3"),
+    ("1/2", "0.5"),  # a fraction is an answer, not an uncomputed sum
 ]
 NOT_EQUIVALENT = [
     (r"first \boxed{4}, but correcting the sign: \boxed{3}", "4"),  # the LAST box counts
@@ -69,6 +73,10 @@ NOT_EQUIVALENT = [
     (r"\boxed{1080}", "108"),
     (r"\boxed{C (x+1)}", "C"),  # not a choice letter
     (r"\boxed{\textbf{(C)}\ 12}", "B"),
+    ("1 + 2 is simply two.", "3"),  # the question restated, uncomputed: math-verify alone would say 3
+    (r"\boxed{1 + 2}", "3"),
+    ("The result is 7 - 4.", "3"),
+    (r"so $3 \times 4$", "12"),
 ]
 CASES = [(r, g, True) for r, g in EQUIVALENT] + [(r, g, False) for r, g in NOT_EQUIVALENT]
 

@@ -1,4 +1,4 @@
-"""The ``rema`` command line: chat, train, eval, compare, report, bench."""
+"""The ``rema`` command line: chat, train, sft, eval, compare, report."""
 
 from __future__ import annotations
 
@@ -92,6 +92,31 @@ def cmd_train(args) -> int:
     return 130 if trainer._stop_requested else 0
 
 
+def cmd_sft(args) -> int:
+    """The cold start alone: fine-tune on dialogues (a file, or the model's own correct episodes), export."""
+    from .config import describe_config, load_config
+    from .data.dialogues import DialogueError
+    from .train import sft
+
+    items = ([args.config] if args.config else []) + list(args.overrides)
+    overrides = [x for x in items if "=" in x]
+    configs = [x for x in items if "=" not in x]
+    if len(configs) > 1:
+        print(f"error: one config file expected, got {configs}", file=sys.stderr)
+        return 2
+    config = configs[0] if configs else None
+    if args.help_config:
+        print(describe_config(load_config(config, overrides)))
+        return 0
+    try:
+        trainer = sft(config, overrides)
+    except DialogueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"run directory: {trainer.run_dir}")
+    return 130 if trainer._stop_requested else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rema", description="ReMA: meta-thinking agents trained with multi-agent RL")
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     t.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
     t.set_defaults(func=cmd_train)
+
+    f = sub.add_parser("sft", help="cold start: fine-tune on MTA/RA dialogues before RL (loss on each role's turns)",
+                       description="rema sft CONFIG [sft.data=dialogues.jsonl|self] [section.key=value ...]")
+    f.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (its sft section)")
+    f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=3 sft.data=my_dialogues.jsonl")
+    f.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    f.set_defaults(func=cmd_sft)
 
     from .eval.commands import add_eval_commands
 

@@ -202,6 +202,31 @@ class DataConfig:
 
 
 @dataclass
+class SFTConfig:
+    cold_start: bool = False
+    """``rema train``: fine-tune on dialogues (below) before the first RL step, the cold start of SPEC §3.
+    ``rema sft`` always does this step and then stops."""
+    data: str = "self"
+    """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:
+    sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
+    in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer)."""
+    questions: int = 64
+    """``self``: training questions to sample."""
+    samples: int = 4
+    """``self``: episodes sampled per question."""
+    temperature: float | None = None
+    """``self``: sampling temperature (None = ``rollout.temperature``)."""
+    max_per_question: int = 2
+    """``self``: keep at most this many dialogues of one question (distinct ones)."""
+    epochs: int = 2
+    """Passes over the dialogues."""
+    lr: float = 1e-4
+    """Learning rate of the fine-tuning (AdamW, constant); the RL optimizer starts fresh afterwards."""
+    batch_dialogues: int = 8
+    """Dialogues per optimizer step (both roles' rows of each)."""
+
+
+@dataclass
 class LogConfig:
     run_dir: str | None = None
     """Where the run writes config, metrics, samples and checkpoints (default runs/<name>-<time>)."""
@@ -223,6 +248,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
@@ -285,6 +311,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    s = cfg.sft
+    for key in ("questions", "samples", "max_per_question", "epochs", "batch_dialogues"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
+    if s.lr <= 0:
+        raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
 
 
 # --------------------------------------------------------------------------------------------------------

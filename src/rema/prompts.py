@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-PROMPTS_VERSION = "2026.11.1"
+PROMPTS_VERSION = "2026.12.1"
 FINISH_MARKER = "[FINISH]"
 ACTIONS = ("DECOMPOSE", "REWRITE", "EMPTY")
 
@@ -74,6 +74,10 @@ JUDGE_QUESTION = (
     "Which response answers the prompt better?\n\n[Prompt]\n{prompt}\n\n[Response A]\n{response_a}\n\n"
     "[Response B]\n{response_b}"
 )
+# Cold-start dialogues built from a model's own correct episodes (``rema.data.dialogues``): the MTA's closing
+# message once the solver's result is right, and the boxed final answer that follows it.
+COLD_START_FINISH = f"Your result is correct. {FINISH_MARKER}"
+COLD_START_ANSWER = "The final answer is $\\boxed{{{answer}}}$."
 ACTION_INSTRUCTION = {
     "DECOMPOSE": "Solve these sub-goals in order:\n{content}",
     "REWRITE": "The problem, restated:\n{content}",

@@ -10,7 +10,8 @@ How we depart from / choose among the paper and the reference code (details in e
    default) or arithmetic (paper) mean; the log-ratio clamp is symmetric (:mod:`rema.algos.policy_loss`).
 4. One :func:`aggregate` owns normalisation (``token`` / ``turn`` / ``trajectory``); ``trajectory``
    averages over rows that have a trained token only.
-5. ``approx_kl`` and the reference KL both use the non-negative k3 estimator (:mod:`rema.algos.regularizers`).
+5. ``sft_nll`` is the cold start's token-mean NLL over a role's own messages.
+6. ``approx_kl`` and the reference KL both use the non-negative k3 estimator (:mod:`rema.algos.regularizers`).
 
 Every tensor argument is ``(B, T)`` unless stated (B rows = one agent's trajectory of one episode each,
 T tokens); ``mask`` is 1 on the tokens that row's agent sampled and 0 elsewhere; ``turn_ids`` numbers
@@ -31,7 +32,7 @@ from rema.algos.advantages import (
     rloo,
     rloo_advantages,
 )
-from rema.algos.policy_loss import AGG_MODES, RATIO_LEVELS, RATIO_MEANS, aggregate, policy_loss, ppo_surrogate
+from rema.algos.policy_loss import AGG_MODES, RATIO_LEVELS, RATIO_MEANS, aggregate, policy_loss, ppo_surrogate, sft_nll
 from rema.algos.regularizers import entropy_from_logits, entropy_from_logits_chunked, kl_k1, kl_k3
 from rema.algos.segments import (
     TurnIndex,
@@ -71,6 +72,7 @@ __all__ = [
     "rloo",
     "rloo_advantages",
     "segment_mean",
+    "sft_nll",
     "segment_sum",
     "turn_index",
 ]

@@ -263,3 +263,18 @@ def policy_loss(
             "num_rows": m.any(dim=1).sum().to(dtype),
         }
     return loss, stats
+
+
+def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: Optional[int] = None) -> torch.Tensor:
+    """Supervised fine-tuning loss: the negative log-likelihood of the masked tokens, averaged over tokens.
+
+    Args:
+        logp: (B, T) log-prob of each token given its prefix.
+        mask: (B, T) 1 on the tokens to learn (a role's own messages), 0 elsewhere.
+        n_tokens: the denominator; default ``mask.sum()``. Pass the whole batch's count when summing the
+            losses of micro-batches, so their sum is the token mean over the batch.
+    Returns:
+        A scalar: ``-sum(logp * mask) / n_tokens`` (0 when there is no masked token).
+    """
+    denom = float(n_tokens) if n_tokens is not None else float(mask.sum())
+    return -(logp * mask).sum() / max(denom, 1.0)

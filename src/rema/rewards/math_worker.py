@@ -9,6 +9,9 @@ Extraction order (first rule that finds something wins; later rules are never co
    then a multiple-choice letter after "answer" ("The answer is (B)").
 4. math-verify's lenient extraction of the last expression of the response.
 
+An extracted answer that is arithmetic of plain numbers left uncomputed (``1 + 2``, ``7 - 4``) is graded
+wrong: math-verify would evaluate it, so restating an arithmetic question would count as solving it.
+
 Rules 3-4 read only the last ``TAIL_CHARS`` characters: a final statement sits at the end, and bounding
 the text keeps math-verify's regexes cheap on hostile multi-megabyte responses. A candidate from rules 1-2
 is lightly cleaned (``$``, trailing period, ``1{,}080``, trailing plain-word units such as ``18 dollars``),
@@ -200,6 +203,19 @@ def _extracted_text(parsed: list[Any]) -> str | None:
     return strs[-1] if strs else (str(parsed[0]) if parsed else None)
 
 
+_NUM = r"\(?\s*-?\d+(?:\.\d+)?\s*\)?"
+_UNEVALUATED = re.compile(rf"{_NUM}(?:\s*(?:[-+*×÷·]|\\times|\\cdot|\\div)\s*{_NUM})+")
+
+
+def is_unevaluated_arithmetic(text: str) -> bool:
+    """True for a sum/difference/product of plain numbers left uncomputed (``1 + 2``, ``7 - 4.``, ``3 \\times 4``).
+
+    math-verify evaluates such an expression, so "1 + 2 is simply two." would grade as 3: restating the
+    question would score on arithmetic tasks. Fractions (``1/2``), powers and anything with a symbol are
+    answers and are not affected."""
+    return _UNEVALUATED.fullmatch(text.strip().strip("$").strip().rstrip(".").strip()) is not None
+
+
 def grade_one(response: str, gold: str) -> dict[str, Any]:
     """Grade one response against one gold answer (no timeout here; see ``serve``).
 
@@ -232,7 +248,7 @@ def grade_one(response: str, gold: str) -> dict[str, Any]:
         extracted = _extracted_text(pred)
         if extracted is None:
             source = None
-    if not pred:
+    if not pred or (extracted is not None and is_unevaluated_arithmetic(extracted)):
         return {"correct": False, "extracted": extracted, "source": source, "error": None}
     correct = bool(verify(gold_parsed, pred, timeout_seconds=None))
     return {"correct": correct, "extracted": extracted, "source": source, "error": None}

@@ -1,5 +1,5 @@
-"""Training: batch building, the RL loop, checkpoints, metrics."""
+"""Training: batch building, the RL loop, the SFT cold start, checkpoints, metrics."""
 
-from .trainer import Trainer, TrainingDiverged, train
+from .trainer import Trainer, TrainingDiverged, sft, train
 
-__all__ = ["Trainer", "TrainingDiverged", "train"]
+__all__ = ["Trainer", "TrainingDiverged", "sft", "train"]

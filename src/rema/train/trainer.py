@@ -39,8 +39,9 @@ import torch
 
 from .. import __version__
 from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_loss, reinforce_pp_returns
-from ..config import Config, load_config, save_config
+from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
+from ..data.dialogues import load_dialogues, save_dialogues
 from ..eval.core import episode_metrics, run_eval
 from ..models import LoraSpec, describe, export_model, load_model, native_bf16
 from ..prompts import get_prompt_set
@@ -53,6 +54,7 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
 from .logprobs import token_logprobs
 from .distributed import Dist, merge_metrics
 from .metrics import MetricsLogger
+from .sft import dialogue_rows, self_dialogues, sft_train
 
 OLD_LOGP_SOURCES = {"same_forward": 0, "recomputed": 1, "sampler": 2}
 
@@ -198,6 +200,8 @@ class Trainer:
         self.step = 0
         self.nan_streak = 0
         self.episode_counter = 0
+        self.started = False
+        """Whether the step-0 work (cold start, first evaluation) is done; a checkpoint implies it is."""
         self._stop_requested = False
         seed = cfg.train.seed
         random.seed(seed)
@@ -296,8 +300,8 @@ class Trainer:
                           TextColumn("{task.description}"), console=self.console,
                           disable=not (cfg.log.progress and self.dist.is_main)) as bar:
                 task = bar.add_task("", total=cfg.train.steps, completed=self.step)
-                if self.step == 0 and cfg.train.eval_every and self.eval_problems:
-                    self._log_eval(0)
+                if not self.started and not self.start():
+                    return last
                 while self.step < end and not self._stop_requested:
                     last = self.train_step()
                     self.step += 1
@@ -321,6 +325,103 @@ class Trainer:
         if self._stop_requested:
             self.console.print(f"stopped at step {self.step}; resume with: rema train --resume {self.run_dir}")
         return last
+
+    def start(self, *, cold_start: bool | None = None) -> bool:
+        """Step-0 work: the cold start when configured (held-out evaluation before it, logged as
+        ``base_eval/*``), then the held-out evaluation RL starts from (``eval/*`` at step 0). With a cold start a
+        step-0 checkpoint follows, so a resumed run does not repeat it. Returns False when stopped (Ctrl-C)
+        during the cold start; nothing is saved then."""
+        cfg = self.cfg
+        cold_start = cfg.sft.cold_start if cold_start is None else cold_start
+        evaluate = bool(cfg.train.eval_every and self.eval_problems)
+        record: dict = {}
+        if cold_start:
+            if evaluate:
+                record.update(self._log_eval(0, log=False, prefix="base_eval"))
+            record.update(self.cold_start())
+            if self._stop_requested:
+                self.console.print("[yellow]stopped during the cold start; nothing was saved: start the run again")
+                return False
+        if evaluate:
+            record.update(self._log_eval(0, log=False))
+        if record:
+            self.logger.log(0, record)
+        self.started = True
+        if cold_start:
+            self.save()
+        return True
+
+    def cold_start(self) -> dict:
+        """Supervised fine-tuning on ``sft.data`` (a dialogue file, or ``self``: the model's own correct
+        episodes) before RL; see :mod:`rema.train.sft`. Returns ``sft/*`` metrics."""
+        cfg, s = self.cfg, self.cfg.sft
+        two_agents, multi = self.prompts.mta is not None, cfg.rollout.mode == "multi_turn"
+        t0 = time.perf_counter()
+        if s.data == "self":
+            if cfg.rollout.task != "math" or self.correctness_fn is not None:
+                raise ConfigError("sft.data=self keeps episodes whose answer the math grader accepts: it needs "
+                                  "rollout.task=math; give sft.data a dialogue file instead")
+            rng = random.Random(cfg.train.seed * 7919 + 17)
+            problems = rng.sample(self.train_problems, min(s.questions, len(self.train_problems)))
+            with self._progress("cold start: sampling") as progress:
+                dialogues, stats = self_dialogues(self.dist.shard(problems), self.engines, self.prompts, cfg,
+                                                  on_progress=progress)
+            dialogues = [d for part in self.dist.gather(dialogues) for d in part]
+            stats = {k: sum(st[k] for st in self.dist.gather(stats)) for k in stats}
+            if not dialogues:
+                raise RuntimeError(
+                    f"cold start: none of the {int(stats['episodes'])} sampled episodes gave a dialogue "
+                    f"({int(stats['with_correct_answer'])} had a correct answer); sample more (sft.questions, "
+                    "sft.samples), use easier questions (data.train), or give sft.data a dialogue file")
+        else:
+            dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
+            stats = {"dialogues": float(len(dialogues))}
+        if self.dist.is_main:
+            save_dialogues(dialogues, self.run_dir / "cold_start_dialogues.jsonl")
+        self.console.print(f"cold start: {len(dialogues)} dialogues"
+                           + (f" from {int(stats['episodes'])} sampled episodes ({int(stats['with_correct_answer'])} "
+                              "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
+        t1 = time.perf_counter()
+        out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
+        for pol in self.policies:
+            rows = dialogue_rows(dialogues, cfg, self.prompts, pol.tokenizer, tuple(r for r in pol.roles if r in self.roles))
+            if not len(rows):
+                continue
+            params = [p for p in pol.model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=cfg.train.weight_decay)
+            with self._progress(f"cold start: SFT ({pol.name})") as progress:
+                result = sft_train(pol.model, rows, optimizer, epochs=s.epochs, batch_dialogues=s.batch_dialogues,
+                                   micro_batch_tokens=cfg.train.micro_batch_tokens,
+                                   pad_id=pol.tokenizer.pad_token_id, device=self.device, bf16=self.bf16,
+                                   grad_clip=cfg.train.grad_clip, seed=cfg.train.seed, dist=self.dist,
+                                   on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
+                                   should_stop=lambda: self._stop_requested)
+            del optimizer
+            sync = pol.engine.sync_weights(pol.model)
+            tag = "" if pol.name == "shared" else f"{pol.name}/"
+            out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
+            out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})
+            self.console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
+                               f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
+        release_freed_memory()
+        out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
+        return out
+
+    def _progress(self, label: str):
+        """A context manager yielding ``update(done, total, text="")`` that drives a progress bar."""
+        from contextlib import contextmanager
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        @contextmanager
+        def bar():
+            with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          TextColumn("{task.description}"), console=self.console,
+                          disable=not (self.cfg.log.progress and self.dist.is_main)) as p:
+                task = p.add_task("", total=None)
+                yield lambda done, total, text="": p.update(task, completed=done, total=total, description=text)
+
+        return bar()
 
     def _on_sigint(self, signum, frame) -> None:
         if self._stop_requested:
@@ -527,38 +628,49 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- eval, save, restore
 
-    def _log_eval(self, step: int, log: bool = True) -> dict:
+    def _log_eval(self, step: int, log: bool = True, prefix: str = "eval") -> dict:
         metrics, episodes = run_eval(self.dist.shard(self.eval_problems), self.engines, self.cfg, greedy=True,
                                      prompts=self.prompts, correctness_fn=self.correctness_fn)
         release_freed_memory()
         metrics = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
-        out = {f"eval/{k}": v for k, v in metrics.items()}
-        self.logger.samples(step, "eval", episodes[:self.cfg.train.samples_to_log])
+        out = {f"{prefix}/{k}": v for k, v in metrics.items()}
+        self.logger.samples(step, prefix, episodes[:self.cfg.train.samples_to_log])
         if log:
             self.logger.log(step, out)
-        self.console.print(f"eval @ step {step}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
+        what = "before the cold start" if prefix == "base_eval" else f"@ step {step}"
+        self.console.print(f"eval {what}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
             f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_")))
         return out
 
     def print_before_after(self) -> None:
         """Held-out accuracy (overall and per level) at the first and last evaluation of the run."""
         evals = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()]
-        evals = [e for e in evals if "eval/acc" in e]
-        if len(evals) < 2:
+        evals = [e for e in evals if "eval/acc" in e or "base_eval/acc" in e]
+        if len(evals) < 2 and not (evals and "base_eval/acc" in evals[0]):
             return
         from rich.table import Table
 
         first, last = evals[0], evals[-1]
-        table = Table(title=f"held-out accuracy, step {first['step']} -> step {last['step']}")
+        base = "base_eval/acc" in first
+        if base and len(evals) == 1:  # `rema sft`: before and after the cold start
+            last, first = first, {"step": first["step"], **{k.replace("base_eval/", "eval/", 1): v
+                                                             for k, v in first.items() if k.startswith("base_eval/")}}
+            base = False
+        title = f"held-out accuracy, step {first['step']} -> step {last['step']}"
+        table = Table(title=title + (" (cold start at step 0)" if base else ""))
         table.add_column("")
-        for col in ("before", "after", "change"):
+        columns = (("base", "after SFT", "after RL", "RL change") if base else ("before", "after", "change"))
+        for col in columns:
             table.add_column(col, justify="right")
         keys = ["eval/acc"] + sorted(k for k in last if k.startswith("eval/acc/level_"))
         keys += [k for k in ("eval/boxed_rate", "eval/leak_rate", "eval/end/finished") if k in last]
         for k in keys:
             if k in first:
                 label = k.removeprefix("eval/").replace("acc/level_", "level ")
-                table.add_row(label, f"{first[k]:.1%}", f"{last[k]:.1%}", f"{last[k] - first[k]:+.1%}")
+                cells = [f"{first[k]:.1%}", f"{last[k]:.1%}", f"{last[k] - first[k]:+.1%}"]
+                if base:
+                    cells.insert(0, f"{first.get(k.replace('eval/', 'base_eval/', 1), float('nan')):.1%}")
+                table.add_row(label, *cells)
         self.console.print(table)
 
     def _summary(self, m: dict) -> str:
@@ -584,6 +696,7 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         self.step, self.nan_streak = state["step"], state["nan_streak"]
         self.episode_counter = state["episode_counter"]
+        self.started = True
         self.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
         for p in self.policies:
@@ -626,5 +739,29 @@ def train(config: str | Path | None, overrides: list[str] | None = None, *, resu
     try:
         trainer.fit(max_steps=max_steps)
     finally:
+        trainer.close()
+    return trainer
+
+
+def sft(config: str | Path | None, overrides: list[str] | None = None) -> Trainer:
+    """Entry point behind ``rema sft``: the cold start alone (held-out evaluation before and after), then the
+    model is exported to ``<run_dir>/final`` and a step-0 checkpoint is kept, so ``rema train --resume
+    RUN_DIR`` continues with RL."""
+    cfg = load_config(config, overrides)
+    trainer = Trainer(cfg)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, trainer._on_sigint)
+    try:
+        trainer.console.print(f"run dir {trainer.run_dir}; cold start from sft.data={cfg.sft.data}")
+        if trainer.start(cold_start=True) and trainer.dist.is_main:
+            out = trainer.export()
+            trainer.print_before_after()
+            trainer.console.print(f"fine-tuned model: {out}  (RL from it: rema train CONFIG model.name={out}, "
+                                  f"or rema train --resume {trainer.run_dir})")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        trainer.logger.close()
         trainer.close()
     return trainer

@@ -1,0 +1,137 @@
+"""The cold start (SPEC §3): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
+
+``rema train`` runs it before the first RL step when ``sft.cold_start`` is on; ``rema sft`` runs only it and
+exports the model. Dialogues come from a JSONL file or from the model itself (``sft.data: self``, see
+:mod:`rema.data.dialogues`). Each dialogue is replayed through the rollout protocol
+(:func:`rema.rollout.scripted.replay`), so its rows have exactly the token layout RL trains on; the loss is
+the token-mean NLL (:func:`rema.algos.sft_nll`) of the tokens each role wrote, end-of-turn tokens included
+(the model learns where its messages stop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..algos import sft_nll
+from ..config import Config
+from ..data.dialogues import Dialogue, dialogues_from_episodes
+from ..prompts import PromptSet
+from ..rewards import grade_math_batch
+from ..rollout import rollout
+from ..rollout.scripted import replay
+from .batch import Rows, build_rows, collate, micro_batches
+from .logprobs import token_logprobs
+
+
+def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
+                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Dialogue], dict[str, float]]:
+    """Sample ``sft.samples`` episodes of each problem with the current model and keep the correct ones as
+    cold-start dialogues; returns ``(dialogues, stats)`` (stats as in ``dialogues_from_episodes``)."""
+    s, r = cfg.sft, cfg.rollout
+    rcfg = dataclasses.replace(r, temperature=r.temperature if s.temperature is None else s.temperature)
+    episodes = rollout(problems, rcfg, engines, prompts, samples_per_question=s.samples, on_progress=on_progress)
+
+    def grade(responses: list[str], golds: list[str]) -> list[bool]:
+        grades = grade_math_batch(responses, golds, timeout_s=cfg.reward.grader_timeout_s,
+                                  workers=cfg.reward.grader_workers)
+        return [g.correct for g in grades]
+
+    return dialogues_from_episodes(episodes, grade, two_agents=prompts.mta is not None,
+                                   multi_turn=r.mode == "multi_turn", max_turns=r.max_turns,
+                                   max_per_question=s.max_per_question)
+
+
+def dialogue_rows(dialogues: Sequence[Dialogue], cfg: Config, prompts: PromptSet, tokenizer,
+                  roles: tuple[str, ...]) -> Rows:
+    """Training rows of ``roles`` for every dialogue (``rows.episode_index`` = the dialogue's index)."""
+    return build_rows([replay(d, cfg.rollout, prompts, tokenizer) for d in dialogues], roles)
+
+
+def sft_train(
+    model,
+    rows: Rows,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    batch_dialogues: int,
+    micro_batch_tokens: int,
+    pad_id: int,
+    device: torch.device,
+    bf16: bool = False,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    dist=None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, float]:
+    """Fine-tune ``model`` on ``rows``: shuffled batches of ``batch_dialogues`` dialogues, token-mean NLL.
+
+    Under data parallelism (``dist`` with several ranks) every rank holds all rows and takes its share of
+    each batch's dialogues; gradients are summed and the loss is normalised by the global token count.
+    ``on_step(step, total, loss)`` is called after each optimizer step; ``should_stop()`` is polled between
+    steps. Returns the first and last step's loss, the mean over the last epoch, steps and tokens/s.
+    """
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    dialogue_ids = sorted(set(rows.episode_index))
+    by_dialogue: dict[int, list[int]] = {}
+    for i, d in enumerate(rows.episode_index):
+        by_dialogue.setdefault(d, []).append(i)
+    params = [p for p in model.parameters() if p.requires_grad]
+    per_epoch = math.ceil(len(dialogue_ids) / batch_dialogues)
+    total_steps = epochs * per_epoch
+    losses: list[float] = []
+    tokens, t0, step = 0, time.perf_counter(), 0
+    rng = random.Random(seed)
+    model.train()
+    for _ in range(epochs):
+        order = dialogue_ids[:]
+        rng.shuffle(order)
+        for b in range(0, len(order), batch_dialogues):
+            if should_stop():
+                return _summary(losses, step, per_epoch, tokens, t0, stopped=True)
+            mine = [i for d in order[b:b + batch_dialogues][rank::world] for i in by_dialogue[d]]
+            n_local = sum(sum(rows.mask[i]) for i in mine)
+            n_tokens = n_local
+            if dist is not None:
+                n_tokens = int(dist.sum_(torch.tensor(float(n_local))))
+            loss_sum = 0.0
+            for micro in micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens):
+                batch = collate(rows, [mine[j] for j in micro], pad_id)
+                mask = batch["mask"].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logp, _ = token_logprobs(model, batch["input_ids"].to(device),
+                                             batch["attention_mask"].to(device), positions=mask)
+                loss = sft_nll(logp, mask, n_tokens)
+                loss.backward()
+                loss_sum += float(loss.detach())
+                tokens += int(batch["attention_mask"].sum())
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            if dist is not None:
+                dist.sum_grads_(params)
+                loss_sum = float(dist.sum_(torch.tensor(loss_sum)))
+            if math.isfinite(loss_sum):
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss_sum)
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps, loss_sum)
+    return _summary(losses, step, per_epoch, tokens, t0)
+
+
+def _summary(losses: list[float], steps: int, per_epoch: int, tokens: int, t0: float, *, stopped: bool = False) -> dict:
+    last_epoch = losses[-per_epoch:] if losses else []
+    return {"sft/loss_first": losses[0] if losses else float("nan"),
+            "sft/loss_last": losses[-1] if losses else float("nan"),
+            "sft/loss_last_epoch": sum(last_epoch) / len(last_epoch) if last_epoch else float("nan"),
+            "sft/steps": float(steps), "sft/stopped": float(stopped),
+            "sft/tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}
