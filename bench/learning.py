@@ -2,13 +2,16 @@
 
 Every method trains the embedded SmolLM2-135M-Instruct with the demo's settings (``configs/demo.yaml``:
 synthetic arithmetic levels 1-3, 4 questions × 6 samples per step, T = 0.6, LoRA r = 16, lr 3e-4, the same
-steps) and only the method differs. The held-out evaluation at step 0 is the method's prompting baseline
-without training (VRP, MRP, ReMA prompting); the one at the last step is after RL. Per run it prints a JSON
-line: held-out accuracy per level before and after, the reasoner's ``\\boxed{}`` rate, the meta-thinker's
-answer-leak rate, and the wall time; then a summary line per method (mean and spread over seeds).
+steps, and the demo's cold start: SFT on the model's own correct episodes, each method in its own format)
+and only the method differs. ``base/*`` is the method's prompting baseline without training (VRP, MRP, ReMA
+prompting), ``before/*`` the model RL starts from (after the cold start), ``after/*`` the model after RL.
+Per run it prints a JSON line: held-out accuracy per level, the reasoner's ``\\boxed{}`` rate, the
+meta-thinker's answer-leak rate, the share of episodes that ended ``finished``, and the wall time; then a
+summary line per method (mean and spread over seeds).
 
-    python bench/learning.py                                  # all methods, seed 0 (4-15 min each here)
+    python bench/learning.py                                  # all methods, seed 0 (10-25 min each here)
     python bench/learning.py --methods rema-multi,vrp --seeds 0,1,2 --steps 8
+    python bench/learning.py sft.cold_start=false             # RL from the untrained model
 
 Runs go to ``bench/out/learning/<method>-seed<k>`` (each a normal run directory: ``rema report`` works); an
 existing one is replaced, unless ``--reuse`` keeps it when it finished the same number of steps.

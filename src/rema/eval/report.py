@@ -7,7 +7,7 @@ the action set has no Fig. 4 panel); the HTML page (``html.py``) embeds every PN
 
 Plots (file: what):
     reward.png            reward per agent (train solid, held-out eval dashed)
-    accuracy.png          accuracy train vs eval, and per difficulty level
+    accuracy.png          accuracy train vs eval (an X: before the cold start), and per difficulty level
     turns.png             rounds per episode
     tokens_per_turn.png   generated tokens per message, per agent
     end_codes.png         share of episodes by end code (stacked)
@@ -175,6 +175,9 @@ def plot_accuracy(rows, out: Path) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
+    xs, ys = series(rows, "base_eval/acc")
+    if xs:  # a cold start ran at step 0: the model before it, then eval/acc at step 0 is after it
+        ax.plot(xs, ys, "X", color="#6b7280", markersize=8, label="held-out, before the cold start (SFT)")
     _style(ax, "Accuracy", percent=True)
     ax.legend(fontsize=8, frameon=False)
     if levels:
