@@ -296,12 +296,12 @@ class Trainer:
         try:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            if not self.started and not self.start():  # before the step bar: the cold start has bars of its own
+                return last
             with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           TextColumn("{task.description}"), console=self.console,
                           disable=not (cfg.log.progress and self.dist.is_main)) as bar:
                 task = bar.add_task("", total=cfg.train.steps, completed=self.step)
-                if not self.started and not self.start():
-                    return last
                 while self.step < end and not self._stop_requested:
                     last = self.train_step()
                     self.step += 1
@@ -360,7 +360,8 @@ class Trainer:
         if s.data == "self":
             if cfg.rollout.task != "math" or self.correctness_fn is not None:
                 raise ConfigError("sft.data=self keeps episodes whose answer the math grader accepts: it needs "
-                                  "rollout.task=math; give sft.data a dialogue file instead")
+                                  "rollout.task=math (and no custom correctness function); give sft.data a "
+                                  "dialogue file instead")
             rng = random.Random(cfg.train.seed * 7919 + 17)
             problems = rng.sample(self.train_problems, min(s.questions, len(self.train_problems)))
             with self._progress("cold start: sampling") as progress:
