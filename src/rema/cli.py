@@ -65,10 +65,10 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    """Train from a YAML config with dotted overrides, or resume a run directory."""
+def _config_and_overrides(args) -> tuple[str | None, list[str]] | int:
+    """``(config file, overrides)`` from ``CONFIG [key=value ...]``; an exit code when there is nothing to run
+    (``--help-config`` printed, or two config files given)."""
     from .config import describe_config, load_config
-    from .train import TrainingDiverged, train
 
     items = ([args.config] if args.config else []) + list(args.overrides)
     overrides = [x for x in items if "=" in x]
@@ -80,6 +80,17 @@ def cmd_train(args) -> int:
     if args.help_config:
         print(describe_config(load_config(config, overrides)))
         return 0
+    return config, overrides
+
+
+def cmd_train(args) -> int:
+    """Train from a YAML config with dotted overrides, or resume a run directory."""
+    from .train import TrainingDiverged, train
+
+    parsed = _config_and_overrides(args)
+    if isinstance(parsed, int):
+        return parsed
+    config, overrides = parsed
     if config is None and args.resume is None and not overrides:
         print("error: give a config (e.g. configs/demo.yaml) or --resume RUN_DIR", file=sys.stderr)
         return 2
@@ -94,20 +105,13 @@ def cmd_train(args) -> int:
 
 def cmd_sft(args) -> int:
     """The cold start alone: fine-tune on dialogues (a file, or the model's own correct episodes), export."""
-    from .config import describe_config, load_config
     from .data.dialogues import DialogueError
     from .train import sft
 
-    items = ([args.config] if args.config else []) + list(args.overrides)
-    overrides = [x for x in items if "=" in x]
-    configs = [x for x in items if "=" not in x]
-    if len(configs) > 1:
-        print(f"error: one config file expected, got {configs}", file=sys.stderr)
-        return 2
-    config = configs[0] if configs else None
-    if args.help_config:
-        print(describe_config(load_config(config, overrides)))
-        return 0
+    parsed = _config_and_overrides(args)
+    if isinstance(parsed, int):
+        return parsed
+    config, overrides = parsed
     try:
         trainer = sft(config, overrides)
     except DialogueError as err:
