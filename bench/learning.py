@@ -35,7 +35,7 @@ METHODS = {
     "rema-single": ["rollout.method=rema", "rollout.mode=single_turn"],
     "rema-multi": [],  # the demo itself
 }
-KEYS = ("acc", "acc/level_1", "acc/level_2", "acc/level_3", "boxed_rate", "leak_rate", "end/finished")
+KEYS = ("acc", "acc/level_1", "acc/level_2", "acc/level_3", "boxed_rate", "leak_rate", "plan_leak_rate", "end/finished")
 
 
 def _evals(run_dir: Path) -> list[dict]:

@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import ScriptedEngine
@@ -324,3 +325,29 @@ def test_eval_cli_on_a_run_folder_with_tiny_model(tiny, tmp_path):
     rec = read_records(out / "records" / "sums.jsonl")[0]
     assert [t["agent"] for t in rec["samples"][0]["episode"]["turns"]] == ["mta", "ra"]
     assert main(["eval", "--run", str(tmp_path / "nope"), "--bench", str(bench)]) == 2
+
+
+def test_plan_leak_rate_reads_the_first_mta_message_strictly(tiny):
+    """``leak_rate``: a box in any MTA message; ``plan_leak_rate``: the first message gives the answer away."""
+    from rema.config import RolloutConfig
+    from rema.eval.core import episode_metrics
+    from rema.prompts import get_prompt_set
+    from rema.rollout import rollout
+
+    _, tok = tiny
+    mta_first = iter(["Add 7 and 4.", "7 + 4 = 11.", "The answer is 11.", "Add them."])
+    mta_second = iter(["ok", "ok", "ok", "so \\boxed{11}"])
+
+    def script(call, prompt):
+        text = tok.decode(prompt)
+        if text.count("<|im_start|>assistant") >= 2 and "meta-thinker in a team" in text:
+            return next(mta_second), "stop"
+        return (next(mta_first) if "meta-thinker in a team" in text else "11"), "stop"
+
+    eng = ScriptedEngine(tok, script)
+    cfg = RolloutConfig(mode="multi_turn", max_turns=2, samples_per_question=1, max_tokens_per_turn=32)
+    problems = [SimpleNamespace(id=f"p{i}", question="What is 7 + 4?", answer="11", meta={}) for i in range(4)]
+    episodes = rollout(problems, cfg, {"mta": eng, "ra": eng}, get_prompt_set("rema-multi"))
+    m = episode_metrics(episodes)
+    assert m["plan_leak_rate"] == 0.5  # "7 + 4 = 11." and "The answer is 11."
+    assert m["leak_rate"] == 0.25  # only the box in the last episode's second message

@@ -2,7 +2,9 @@
 
 ``run_eval`` = rollout (greedy by default) → scoring → ``episode_metrics``. The same metric names are
 used for training batches, so curves line up: ``acc``, ``reward/<agent>``, ``end/<code>``, ``turns/mean``,
-``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate``, ``actions/<ACTION>`` and
+``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate`` (an MTA message holds a ``\\boxed{}``),
+``plan_leak_rate`` (the MTA's first message gives the answer away: box, answer statement or closing
+"= gold"), ``actions/<ACTION>`` and
 ``actions/<ACTION>/level_<L>`` (action-set mode).
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import Config
 from ..prompts import PromptSet, get_prompt_set
+from ..rewards.format_terms import mta_format
 from ..rollout import Engine, Episode, rollout
 from ..rollout.episode import END_CODES
 from ..scoring import score_episodes
@@ -51,6 +54,10 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     if "mta" in agents:
         leaks = [any(_BOXED.search(t.text) for t in ep.turns_of("mta")) for ep in episodes]
         m["leak_rate"] = sum(leaks) / n
+        # the stricter reading: the MTA's first message (written before the RA has worked on anything) gives the
+        # answer away in any way ``mta_format`` flags: a box, an answer statement, or a closing "= gold"
+        firsts = [ep.turns_of("mta")[0].text if ep.turns_of("mta") else "" for ep in episodes]
+        m["plan_leak_rate"] = sum(mta_format(t, gold=ep.answer)[1]["leak"] for t, ep in zip(firsts, episodes)) / n
         actions = [t for ep in episodes for t in ep.turns_of("mta") if t.format_ok is not None]
         if actions:
             by_action = Counter(t.action or "INVALID" for t in actions)

@@ -664,7 +664,7 @@ class Trainer:
         for col in columns:
             table.add_column(col, justify="right")
         keys = ["eval/acc"] + sorted(k for k in last if k.startswith("eval/acc/level_"))
-        keys += [k for k in ("eval/boxed_rate", "eval/leak_rate", "eval/end/finished") if k in last]
+        keys += [k for k in ("eval/boxed_rate", "eval/leak_rate", "eval/plan_leak_rate", "eval/end/finished") if k in last]
         for k in keys:
             if k in first:
                 label = k.removeprefix("eval/").replace("acc/level_", "level ")
