@@ -161,11 +161,6 @@ def clean_plan(text: str, question: str, answer: str, *, complete: bool) -> str:
     return ""
 
 
-def answer_candidates(text: str, *, complete: bool) -> list[str]:
-    """Whole-sentence prefixes of an RA message, shortest first (the grader picks the first correct one)."""
-    return sentence_prefixes(text, complete=complete)
-
-
 def cold_start_dialogue(ep, answer_turn: int, answer_text: str, *, two_agents: bool, multi_turn: bool,
                         max_turns: int) -> Dialogue | None:
     """The dialogue made from ``ep`` whose RA message ``answer_turn`` (cut to ``answer_text``) is correct.
@@ -218,7 +213,8 @@ def dialogues_from_episodes(
     cands: list[tuple[int, int, str]] = []  # (episode index, RA turn, prefix)
     for i, ep in enumerate(episodes):
         for k, turn in enumerate(ep.turns_of("ra")):
-            cands += [(i, k, p) for p in answer_candidates(turn.text, complete=not turn.truncated)]
+            # whole-sentence prefixes, shortest first: the first one graded correct is kept
+            cands += [(i, k, p) for p in sentence_prefixes(turn.text, complete=not turn.truncated)]
     correct = grade([c[2] for c in cands], [episodes[c[0]].answer for c in cands]) if cands else []
     first: dict[int, tuple[int, str]] = {}
     for (i, k, p), ok in zip(cands, correct):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 import math
 import random
 import signal
@@ -286,13 +287,16 @@ class Trainer:
         """Train until ``train.steps`` (or ``max_steps`` more steps); returns the last metrics."""
         cfg = self.cfg
         end = cfg.train.steps if max_steps is None else min(cfg.train.steps, self.step + max_steps)
-        last: dict = {}
         engines = ", ".join(f"{p.name}: {p.engine.describe()}" for p in self.policies)
         update = "bf16 autocast" if self.bf16 else str(self.policies[0].model.dtype).replace("torch.", "")
         self.console.print(f"run dir {self.run_dir}; generation engine {engines}; update in {update}")
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:  # Ctrl-C, or a scheduler's / `kill`'s SIGTERM: finish the step, save, exit
-            signal.signal(sig, self._on_sigint)
+        with self.graceful_stop():
+            return self._fit(end)
+
+    def _fit(self, end: int) -> dict:
+        """The step-0 work, then RL steps up to ``end``, evaluations, checkpoints, the export at the end."""
+        cfg = self.cfg
+        last: dict = {}
         try:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -319,12 +323,23 @@ class Trainer:
                 self.export()
                 self.print_before_after()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.logger.close()
         if self._stop_requested:
             self.console.print(f"stopped at step {self.step}; resume with: rema train --resume {self.run_dir}")
         return last
+
+    @contextmanager
+    def graceful_stop(self):
+        """While active, Ctrl-C or SIGTERM (a scheduler's, `kill`'s) asks the run to finish its step, save and
+        exit (:meth:`_on_sigint`); the previous handlers come back afterwards."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._on_sigint)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self, *, cold_start: bool | None = None) -> bool:
         """Step-0 work: the cold start when configured (held-out evaluation before it, logged as
@@ -750,19 +765,15 @@ def sft(config: str | Path | None, overrides: list[str] | None = None) -> Traine
     RUN_DIR`` continues with RL."""
     cfg = load_config(config, overrides)
     trainer = Trainer(cfg)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, trainer._on_sigint)
     try:
-        trainer.console.print(f"run dir {trainer.run_dir}; cold start from sft.data={cfg.sft.data}")
-        if trainer.start(cold_start=True) and trainer.dist.is_main:
-            out = trainer.export()
-            trainer.print_before_after()
-            trainer.console.print(f"fine-tuned model: {out}  (RL from it: rema train CONFIG model.name={out}, "
-                                  f"or rema train --resume {trainer.run_dir})")
+        with trainer.graceful_stop():
+            trainer.console.print(f"run dir {trainer.run_dir}; cold start from sft.data={cfg.sft.data}")
+            if trainer.start(cold_start=True) and trainer.dist.is_main:
+                out = trainer.export()
+                trainer.print_before_after()
+                trainer.console.print(f"fine-tuned model: {out}  (RL from it: rema train CONFIG model.name={out}, "
+                                      f"or rema train --resume {trainer.run_dir})")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         trainer.logger.close()
         trainer.close()
     return trainer
