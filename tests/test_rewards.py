@@ -293,3 +293,41 @@ def test_reference_solutions_accepted_mismatches_rejected(graded: list[MathGrade
     matched, mismatched = grades[: len(rows)], grades[len(rows):]
     assert sum(g.correct for g in matched) / len(rows) >= 0.99
     assert sum(g.correct for g in mismatched) / len(pairs) < 0.01
+
+
+def test_plan_leak_penalty_charges_only_the_mtas_first_message(tiny):
+    """Multi-turn: a first plan that gives the answer away costs the MTA (not the RA) the penalty; a leak in a
+    later MTA message, or in the RA's messages, costs nothing; off by default and under single-turn terms."""
+    from rema.config import RewardConfig, RolloutConfig
+    from rema.data.dialogues import Dialogue
+    from rema.prompts import get_prompt_set
+    from rema.rollout.scripted import replay
+    from rema.scoring import score_episodes
+
+    _, tok = tiny
+    cfg = RolloutConfig(mode="multi_turn", max_turns=2, samples_per_question=1, max_tokens_per_turn=64)
+    ps = get_prompt_set("rema-multi")
+
+    def episode(plan: str, check: str = "Your result is correct. [FINISH]"):
+        turns = [("mta", plan), ("ra", "3 + 4 = 7."), ("mta", check), ("ra", "The final answer is $\\boxed{7}$.")]
+        return replay(Dialogue("What is 3 + 4?", "7", turns), cfg, ps, tok)
+
+    leaky, clean = episode("Add 3 and 4: 3 + 4 = 7."), episode("Add the two numbers.")
+    late = episode("Add the two numbers.", "Correct, the answer is 7. [FINISH]")
+    score_episodes([leaky, clean, late], RewardConfig(plan_leak_penalty=0.5), correctness_fn=lambda ep: 1.0)
+    assert [ep.reward["mta"] for ep in (leaky, clean, late)] == [0.5, 1.0, 1.0]
+    assert [ep.reward["ra"] for ep in (leaky, clean, late)] == [1.0, 1.0, 1.0]
+    assert leaky.reward_parts["mta"]["plan_leak"] == 1.0 and clean.reward_parts["mta"]["plan_leak"] == 0.0
+    assert "plan_leak" not in leaky.reward_parts["ra"]
+    score_episodes([leaky], RewardConfig(), correctness_fn=lambda ep: 1.0)  # default: the reference's shared reward
+    assert leaky.reward == {"mta": 1.0, "ra": 1.0}
+    score_episodes([leaky], RewardConfig(plan_leak_penalty=0.5, format_penalty=1.0), format_terms=True,
+                   correctness_fn=lambda ep: 1.0)  # the single-turn terms already include the check: not twice
+    assert "plan_leak" not in leaky.reward_parts["mta"] and "format" in leaky.reward_parts["mta"]
+
+
+def test_plan_leak_penalty_must_not_be_negative():
+    from rema.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="reward.plan_leak_penalty"):
+        load_config(None, ["reward.plan_leak_penalty=-1"])

@@ -99,6 +99,12 @@ class RewardConfig:
     """Single turn: add each agent's format term (MTA leaks no answer; RA ends with one \\boxed{})."""
     format_penalty: float = 1.0
     """Size of a format term's penalty."""
+    plan_leak_penalty: float = 0.0
+    """Subtracted from the MTA's reward (only the MTA's) when its first message gives the answer away
+    (a box, "the answer is ...", or ending on "= gold"; ``rewards.mta_format``). One term per episode on the
+    message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
+    terms, SPEC §2). 0 = off (the reference: shared sparse reward only). Not added where the single-turn
+    ``format_terms`` already apply (they include the same check)."""
     grader_timeout_s: float = 5.0
     """Hard per-item timeout of the math grader (a timeout scores 0 and is counted)."""
     grader_workers: int = 1
@@ -305,6 +311,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(r, key)}")
     if r.max_tokens_per_turn >= r.max_context_tokens:
         raise ConfigError("rollout.max_tokens_per_turn must be smaller than rollout.max_context_tokens")
+    if cfg.reward.plan_leak_penalty < 0:
+        raise ConfigError(f"reward.plan_leak_penalty is the size of a penalty and must be >= 0, got "
+                          f"{cfg.reward.plan_leak_penalty}")
     t = cfg.train
     for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
         if getattr(t, key) < 1:

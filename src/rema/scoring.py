@@ -6,7 +6,9 @@ grader pool, hard timeout per item). The correctness reward is shared by both ag
 
 1. unfinished masking (``reward.mask_unfinished``): an episode not ended ``finished`` scores 0;
 2. single-turn format terms (``reward.format_terms``): each agent adds its own term — the MTA is penalised
-   for leaking an answer, the RA for not ending with exactly one ``\\boxed{}``.
+   for leaking an answer, the RA for not ending with exactly one ``\\boxed{}``;
+3. otherwise, the plan-leak term (``reward.plan_leak_penalty``): the MTA alone is penalised when its first
+   message gives the answer away.
 
 Every component is kept in ``episode.reward_parts[agent]`` so metrics can show it.
 """
@@ -60,6 +62,11 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
                 total += term
                 agent_parts.update({f"format/{k}": float(v) for k, v in fparts.items()})
                 agent_parts["format"] = term
+            elif agent == "mta" and cfg.plan_leak_penalty > 0 and (first := ep.turns_of("mta")):
+                term, fparts = mta_format(first[0].text, gold=ep.answer, penalty=-cfg.plan_leak_penalty)
+                total += term
+                agent_parts["plan_leak"] = float(fparts["leak"])
+                agent_parts["plan_leak_term"] = term
             ep.reward[agent] = float(total)
             ep.reward_parts[agent] = {k: float(v) for k, v in agent_parts.items()}
     return {"grader/timeouts": float(timeouts), "grader/items": float(len(episodes))}
