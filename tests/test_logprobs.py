@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rema.train.logprobs import token_logprobs
@@ -36,3 +37,70 @@ def test_temperature_and_gradients(tiny):
     logp.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
     model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_frozen_head_function_matches_autograd(tiny, bf16):
+    """With a frozen head the chunk is one hand-written autograd function: the same log-probs, entropy and
+    gradients as autograd through the checkpointed chunk (which an entropy bonus still uses)."""
+    model, _ = tiny
+    head = model.get_output_embeddings()
+    ids = torch.randint(0, 250, (3, 16), generator=torch.Generator().manual_seed(2))
+    attn = torch.ones_like(ids)
+    attn[1, 11:] = 0
+    positions = torch.zeros_like(ids)
+    positions[:, 6:] = 1
+    adv = torch.randn(3, 16, generator=torch.Generator().manual_seed(3))
+    head.weight.requires_grad_(False)
+    try:
+        out = {}
+        for entropy_grad in (True, False):  # True = the autograd path
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logp, ent = token_logprobs(model, ids, attn, positions=positions, temperature=0.7, chunk_tokens=5,
+                                           with_entropy=True, entropy_grad=entropy_grad)
+            (logp * adv).sum().backward()
+            out[entropy_grad] = (logp.detach(), ent.detach(),
+                                 [p.grad.clone() for p in model.parameters() if p.requires_grad])
+            model.zero_grad(set_to_none=True)
+    finally:
+        head.weight.requires_grad_(True)
+    (lp_a, ent_a, g_a), (lp_f, ent_f, g_f) = out[True], out[False]
+    assert torch.equal(lp_a, lp_f) and torch.allclose(ent_a, ent_f, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g_a, g_f))
+    assert sum(float(g.abs().sum()) for g in g_f) > 0
+
+
+def test_frozen_linears_in_bf16_change_no_number_under_autocast(tmp_path):
+    """LoRA's frozen weights stored in bf16 (as the trainer does for a bf16 update): under bf16 autocast the
+    log-probs and gradients are bit-identical to fp32 storage; without autocast the model still runs (inputs
+    cast in, outputs cast back); an export saves fp32 weights again."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from rema.models import LoraSpec, export_model, load_model, store_frozen_linears
+
+    model, tok = load_model("tiny-random", lora=LoraSpec(r=4, alpha=8), seed=0)
+    for name, p in model.named_parameters():  # a non-zero adapter, so the LoRA path matters too
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05, generator=torch.Generator().manual_seed(4))
+    low = copy.deepcopy(model)
+    assert store_frozen_linears(low, torch.bfloat16) > 0
+    assert {p.dtype for n, p in low.named_parameters() if "base_layer" in n} == {torch.bfloat16}
+    assert {p.dtype for p in low.parameters() if p.requires_grad} == {torch.float32}
+    ids = torch.randint(0, 250, (2, 14), generator=torch.Generator().manual_seed(5))
+    attn = torch.ones_like(ids)
+    out = []
+    for m in (model, low):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logp, _ = token_logprobs(m, ids, attn)
+        logp.sum().backward()
+        out.append((logp.detach(), [p.grad for p in m.parameters() if p.requires_grad]))
+    assert torch.equal(out[0][0], out[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+    with torch.no_grad():
+        plain, cast = token_logprobs(model, ids, attn)[0], token_logprobs(low, ids, attn)[0]
+    assert plain.dtype == cast.dtype == torch.float32 and torch.allclose(plain, cast, atol=0.05)
+    export_model(low, tok, tmp_path / "out")
+    saved = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.float32} and not any("lora" in k for k in saved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 
@@ -193,3 +194,13 @@ def test_export_loads_with_transformers(tmp_path):
     assert tok.chat_template and model.config.vocab_size == len(tok)
     meta = json.loads((tr.run_dir / "meta.json").read_text())
     assert meta["prompts"]["version"] and meta["prompts"]["name"] == "test"
+
+
+def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
+    tr = make(tmp_path, "model.lora_r=4", "train.autocast=bf16", "train.lr=5e-2", "rollout.mode=multi_turn")
+    model = tr.policies[0].model
+    assert {p.dtype for n, p in model.named_parameters() if "base_layer" in n} == {torch.bfloat16}
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    m = tr.train_step()  # rollout (the transformers engine, fp32 callers) and a bf16 update
+    assert m["check/update_bf16"] == 1.0 and math.isfinite(m["loss/policy"])
+    assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))

@@ -241,14 +241,63 @@ def load_model(
     return model, tokenizer
 
 
+def _io_dtype_pre_hook(module, args):
+    if torch.is_autocast_enabled(args[0].device.type):
+        return None  # autocast casts the input itself, exactly as it would have cast the weight
+    return (args[0].to(module.weight.dtype), *args[1:])
+
+
+def _io_dtype_post_hook(module, args, output):
+    if torch.is_autocast_enabled(output.device.type):
+        return None
+    return output.to(module.rema_io_dtype)
+
+
+def store_frozen_linears(model, dtype: torch.dtype) -> int:
+    """Keep the frozen base weight of every LoRA-wrapped linear layer in ``dtype``; returns how many.
+
+    For an update under ``torch.autocast(dtype)`` this changes no number: autocast would cast these weights
+    to ``dtype`` at every matmul (forward, recomputation, backward), and those copies were a large share of
+    a CPU update's time. It also halves the frozen weights' memory. Embeddings, norms, the (tied) LM head
+    and the LoRA adapters keep their dtype. Outside autocast (the transformers engine, the sync check) the
+    layer casts its input to ``dtype`` and its output back, so fp32 callers keep working.
+    """
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return 0
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        base = module.get_base_layer()
+        if not isinstance(base, torch.nn.Linear) or base.weight.requires_grad or base.weight.dtype == dtype:
+            continue
+        base.rema_io_dtype = base.weight.dtype
+        base.to(dtype)
+        base.register_forward_pre_hook(_io_dtype_pre_hook)
+        base.register_forward_hook(_io_dtype_post_hook)
+        count += 1
+    return count
+
+
 def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = True) -> Path:
-    """Write a ``save_pretrained`` folder that transformers and vLLM can load (LoRA merged unless told not to)."""
+    """Write a ``save_pretrained`` folder that transformers and vLLM can load (LoRA merged unless told not to).
+
+    Weights kept in a lower precision for the update (:func:`store_frozen_linears`) are saved in the model's
+    dtype, like the rest."""
+    import copy
+
     out = Path(out_dir)
     to_save = model
+    low = [m for m in model.modules() if hasattr(m, "rema_io_dtype")]
+    if low:
+        to_save = copy.deepcopy(model)
+        for m in to_save.modules():
+            if hasattr(m, "rema_io_dtype"):
+                m.to(m.rema_io_dtype)
     if merge_lora and hasattr(model, "merge_and_unload"):
-        import copy
-
-        to_save = copy.deepcopy(model).merge_and_unload()
+        to_save = (to_save if low else copy.deepcopy(model)).merge_and_unload()
     if out.exists():
         shutil.rmtree(out)
     _atomic_save(to_save, tokenizer, out)

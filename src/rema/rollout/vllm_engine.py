@@ -113,6 +113,8 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
         if not (LoraLayer and isinstance(module, LoraLayer)):
             continue
         weight = module.get_base_layer().weight.detach()
+        if weight.dtype in (torch.bfloat16, torch.float16):  # merge in fp32 (the base may be kept in bf16)
+            weight = weight.float()
         if not module.merged and not module.disable_adapters:
             for adapter in module.active_adapters:
                 if adapter in module.lora_A:

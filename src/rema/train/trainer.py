@@ -44,7 +44,7 @@ from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..data.dialogues import load_dialogues, save_dialogues
 from ..eval.core import episode_metrics, run_eval
-from ..models import LoraSpec, describe, export_model, load_model, native_bf16
+from ..models import LoraSpec, describe, export_model, load_model, native_bf16, store_frozen_linears
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.factory import engine_options, make_engine
@@ -248,6 +248,8 @@ class Trainer:
         policies = []
         for i, (name, roles, model_name) in enumerate(groups):
             model, tok = load_model(model_name, dtype=m.dtype, device=self.device, lora=lora, seed=cfg.train.seed)
+            if self.bf16 and m.lora_r > 0:  # the update computes in bf16 anyway: no cast per matmul
+                store_frozen_linears(model, torch.bfloat16)
             if m.gradient_checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
@@ -506,7 +508,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
                                   positions=batch["mask"].to(self.device),
-                                  temperature=self.cfg.rollout.temperature, with_entropy=with_entropy)
+                                  temperature=self.cfg.rollout.temperature, with_entropy=with_entropy,
+                                  entropy_grad=self.cfg.algo.entropy_coef > 0)
 
     @torch.no_grad()
     def _ref_logp(self, pol: Policy, batch) -> torch.Tensor:
