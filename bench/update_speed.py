@@ -4,19 +4,26 @@ The work of one demo step's update (configs/demo.yaml): 48 rows (24 episodes × 
 a third of each row trained, LoRA r=16 on all linear layers, AdamW. Rows are random token ids (speed does
 not depend on the values), split into micro-batches of at most ``micro_batch_tokens`` padded tokens by
 rema's own packer, log-probs through ``rema.train.logprobs.token_logprobs`` (LM head only on trained
-positions, chunked), one optimizer step. Settings vary gradient checkpointing, the micro-batch size and
-the compute dtype (``:bf16`` = ``torch.autocast`` to bfloat16, as ``train.autocast=bf16``; fp32 otherwise).
+positions, chunked, with the entropy as the trainer asks for it), one optimizer step. Settings vary
+gradient checkpointing, the micro-batch size and the compute dtype: ``:bf16`` = ``torch.autocast`` to
+bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``train.autocast=bf16``;
+``:bf16cast`` = the same autocast over fp32 weights (cast at every matmul, as before 2026-12-02); fp32
+otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of
+rema's hand-written head function.
 
 Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
 ``perf/update_tokens_per_s``), trained tokens/s, seconds, and the peak RSS of the update (``VmHWM`` reset
 before it). Usage:
 
     python bench/update_speed.py [--rows 48] [--repeats 2] [--settings ckpt:2048,ckpt:2048:bf16,nockpt:2048]
+    python bench/update_speed.py --rows 8 --min-len 130 --max-len 160 \
+        --settings ckpt:4096:bf16cast:autograd,ckpt:4096:bf16cast,ckpt:4096:bf16   # the TRL side-by-side's rows
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -25,31 +32,42 @@ import torch
 
 
 def main() -> None:
-    from rema.models import LoraSpec, load_model
+    from rema.models import LoraSpec, load_model, store_frozen_linears
     from rema.train.batch import micro_batches, pad
     from rema.train.logprobs import token_logprobs
-    from rema.train.trainer import PhasePeak
+    from rema.train.trainer import PhasePeak, release_freed_memory
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--settings", default="ckpt:4096,ckpt:2048,ckpt:1024,nockpt:2048,ckpt:2048:bf16")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-len", type=int, default=280, help="shortest row (tokens)")
+    ap.add_argument("--max-len", type=int, default=420, help="longest row (tokens)")
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
-    lengths = torch.randint(280, 420, (args.rows,), generator=gen).tolist()
+    lengths = torch.randint(args.min_len, args.max_len + 1, (args.rows,), generator=gen).tolist()
     model, tok = load_model("smollm2-135m", lora=LoraSpec(r=16, alpha=32))
+    low = False  # whether the loaded model keeps its frozen weights in bf16 (one model in memory at a time)
     vocab = model.config.vocab_size
     ids = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
     masks = [[0.0] * (n // 3) + [1.0] * (n - n // 3) for n in lengths]  # the agent's own messages
     peak = PhasePeak()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-6)
-    model.train()
-    model.config.use_cache = False
     for setting in args.settings.split(","):
         kind, size, *rest = setting.split(":")
-        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=rest == ["bf16"])
+        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in rest or "bf16cast" in rest)
+        if ("bf16" in rest) != low:
+            del model
+            gc.collect()
+            release_freed_memory()
+            model, _ = load_model("smollm2-135m", lora=LoraSpec(r=16, alpha=32))
+            low = "bf16" in rest
+            if low:
+                store_frozen_linears(model, torch.bfloat16)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-6)
+        model.train()
+        model.config.use_cache = False
         if kind == "ckpt":
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -64,7 +82,8 @@ def main() -> None:
                 attention = pad([[1] * lengths[i] for i in idx], 0, torch.long)
                 mask = pad([masks[i] for i in idx], 0.0, torch.float32)
                 with amp:
-                    logp, _ = token_logprobs(model, input_ids, attention, positions=mask)
+                    logp, _ = token_logprobs(model, input_ids, attention, positions=mask, with_entropy=True,
+                                             entropy_grad="autograd" in rest)
                 loss = -(logp * mask).sum() / total
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

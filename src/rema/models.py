@@ -241,16 +241,19 @@ def load_model(
     return model, tokenizer
 
 
-def _io_dtype_pre_hook(module, args):
-    if torch.is_autocast_enabled(args[0].device.type):
-        return None  # autocast casts the input itself, exactly as it would have cast the weight
-    return (args[0].to(module.weight.dtype), *args[1:])
+class _StoredLowLinear(torch.nn.Linear):
+    """A frozen ``nn.Linear`` whose weight is stored in a lower precision (see :func:`store_frozen_linears`).
 
+    Under autocast it is a plain linear layer (autocast casts the input; the weight is already in its
+    dtype). Elsewhere it computes in the input's dtype with the weight cast up: exact fp32 arithmetic on
+    the stored weights, so an fp32 caller (the transformers engine, the sync check) sees the same model
+    that an fp32 vLLM engine serves."""
 
-def _io_dtype_post_hook(module, args, output):
-    if torch.is_autocast_enabled(output.device.type):
-        return None
-    return output.to(module.rema_io_dtype)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type) or x.dtype == self.weight.dtype:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
 
 
 def store_frozen_linears(model, dtype: torch.dtype) -> int:
@@ -259,8 +262,8 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
     For an update under ``torch.autocast(dtype)`` this changes no number: autocast would cast these weights
     to ``dtype`` at every matmul (forward, recomputation, backward), and those copies were a large share of
     a CPU update's time. It also halves the frozen weights' memory. Embeddings, norms, the (tied) LM head
-    and the LoRA adapters keep their dtype. Outside autocast (the transformers engine, the sync check) the
-    layer casts its input to ``dtype`` and its output back, so fp32 callers keep working.
+    and the LoRA adapters keep their dtype. The base weights are rounded to ``dtype`` once; outside
+    autocast the layers compute in the caller's dtype on those rounded weights (``_StoredLowLinear``).
     """
     try:
         from peft.tuners.lora import LoraLayer
@@ -271,12 +274,11 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
         if not isinstance(module, LoraLayer):
             continue
         base = module.get_base_layer()
-        if not isinstance(base, torch.nn.Linear) or base.weight.requires_grad or base.weight.dtype == dtype:
+        if type(base) is not torch.nn.Linear or base.weight.requires_grad or base.weight.dtype == dtype:
             continue
         base.rema_io_dtype = base.weight.dtype
         base.to(dtype)
-        base.register_forward_pre_hook(_io_dtype_pre_hook)
-        base.register_forward_hook(_io_dtype_post_hook)
+        base.__class__ = _StoredLowLinear
         count += 1
     return count
 

@@ -50,6 +50,7 @@ def engine_options(rollout_cfg) -> dict:
             "kv_cache_gib": rollout_cfg.vllm_kv_cache_gib,
             "gpu_memory_utilization": rollout_cfg.vllm_gpu_memory_utilization,
             "enforce_eager": rollout_cfg.vllm_enforce_eager,
+            "in_process": rollout_cfg.vllm_in_process,
             "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None}
 
 
