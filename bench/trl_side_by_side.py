@@ -1,7 +1,7 @@
 """rema's trainer vs TRL's GRPOTrainer on identical work, run alternately in one session; prints ratios.
 
 Identical work per step: the embedded SmolLM2-135M-Instruct (fp32 weights, LoRA r=16 / alpha=32 on all linear
-layers, gradient checkpointing; computing in fp32, or with ``--dtype bf16`` in bf16 on both sides: rema's
+layers, gradient checkpointing on both sides unless ``--gradient-checkpointing off``; computing in fp32, or with ``--dtype bf16`` in bf16 on both sides: rema's
 ``train.autocast=bf16`` and vLLM in bfloat16, TRL's ``bf16=True``), the VRP chat prompt (rema.prompts) on synthetic arithmetic questions,
 G = 4 completions for each of 2 questions (8 per step), up to 128 new tokens, T = 1.0, top-p 1, reward =
 rema's math grader (math-verify) on the completion, GRPO advantages, one optimizer step per generation, no
@@ -65,13 +65,13 @@ def questions(n: int):
 
 # -------------------------------------------------------------------------------------------- rema side
 
-def run_rema(steps: int, out: Path, dtype: str) -> dict:
+def run_rema(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> dict:
     from rema.config import load_config
     from rema.train.trainer import Trainer
 
     cfg = load_config(None, [
         "model.name=smollm2-135m", f"model.lora_r={LORA_R}", f"model.lora_alpha={LORA_ALPHA}",
-        "model.gradient_checkpointing=true", f"train.autocast={'bf16' if dtype == 'bf16' else 'off'}",
+        f"model.gradient_checkpointing={str(ckpt).lower()}", f"train.autocast={'bf16' if dtype == 'bf16' else 'off'}",
         f"rollout.vllm_dtype={'bfloat16' if dtype == 'bf16' else 'float32'}",
         "rollout.method=vrp", "rollout.mode=single_turn",
         f"rollout.samples_per_question={G}", f"rollout.max_tokens_per_turn={MAX_TOKENS}",
@@ -79,7 +79,8 @@ def run_rema(steps: int, out: Path, dtype: str) -> dict:
         f"train.questions_per_step={QUESTIONS}", f"train.steps={steps + 1}", f"train.lr={LR}", "train.warmup_steps=0",
         "algo.advantage=grpo", "algo.ratio_level=token", "algo.agg=token", "algo.kl_coef=0",
         "reward.mask_unfinished=false", f"data.train={DATA}", "data.eval=null", "train.eval_every=0",
-        f"train.save_every={10 * (steps + 1)}", f"log.run_dir={out}", "log.progress=false", "log.tensorboard=false"])
+        f"train.save_every={10 * (steps + 1)}", f"log.run_dir={out}", "log.progress=false", "log.tensorboard=false",
+        *extra])
     trainer = Trainer(cfg)
     try:
         trainer.fit()
@@ -94,7 +95,7 @@ def run_rema(steps: int, out: Path, dtype: str) -> dict:
 
 # --------------------------------------------------------------------------------------------- TRL side
 
-def run_trl(steps: int, out: Path, dtype: str) -> dict:
+def run_trl(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> dict:
     import trl
     from datasets import Dataset
     from peft import LoraConfig
@@ -119,7 +120,7 @@ def run_trl(steps: int, out: Path, dtype: str) -> dict:
         output_dir=str(out), per_device_train_batch_size=G * QUESTIONS, num_generations=G,
         gradient_accumulation_steps=1, max_completion_length=MAX_TOKENS, temperature=TEMPERATURE, top_p=1.0,
         learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, beta=0.0, num_iterations=1,
-        max_steps=steps + 1, logging_steps=1, report_to=[], save_strategy="no", gradient_checkpointing=True,
+        max_steps=steps + 1, logging_steps=1, report_to=[], save_strategy="no", gradient_checkpointing=ckpt,
         bf16=dtype == "bf16", fp16=False, use_cpu=True, shuffle_dataset=False, seed=0, disable_tqdm=True,
         mask_truncated_completions=False)
     timings: list[dict] = []
@@ -148,10 +149,10 @@ def run_trl(steps: int, out: Path, dtype: str) -> dict:
 
 # ----------------------------------------------------------------------------------------- orchestration
 
-def worker(side: str, steps: int, out: Path, dtype: str) -> None:
+def worker(side: str, steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> None:
     rss = TreeRSS()
     rss.start()
-    result = (run_rema if side == "rema" else run_trl)(steps, out, dtype)
+    result = (run_rema if side == "rema" else run_trl)(steps, out, dtype, ckpt, extra)
     rss.stop.set()
     steps_s, tokens = result["step_s"], result["tokens"]
     emit(side=side, **result, peak_rss_gib=round(rss.peak, 2), median_step_s=statistics.median(steps_s),
@@ -166,17 +167,23 @@ def main() -> None:
     ap.add_argument("--trl-python", default=sys.executable, help="python of an environment with trl installed")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                     help="compute dtype of both sides (bf16 needs a CPU with AVX-512 BF16 to be fast)")
+    ap.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on",
+                    help="activation checkpointing on both sides (rows here are short: off fits in memory)")
+    ap.add_argument("--rema", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra config override for rema's side (repeatable), e.g. rollout.vllm_in_process=false")
     ap.add_argument("--out", default="bench/out/trl_side_by_side")
     args = ap.parse_args()
+    ckpt = args.gradient_checkpointing == "on"
     if args.worker:
-        worker(args.worker, args.steps, Path(args.out), args.dtype)
+        worker(args.worker, args.steps, Path(args.out), args.dtype, ckpt, args.rema)
         return
     results: dict[str, list[dict]] = {"rema": [], "trl": []}
     for r in range(args.rounds):
         for side, python in (("rema", sys.executable), ("trl", args.trl_python)):
             out = Path(args.out) / f"{side}-{r}"
             cmd = [python, __file__, "--worker", side, "--steps", str(args.steps), "--out", str(out),
-                   "--dtype", args.dtype]
+                   "--dtype", args.dtype, "--gradient-checkpointing", args.gradient_checkpointing,
+                   *(f"--rema={kv}" for kv in args.rema)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode or not lines:
@@ -189,7 +196,7 @@ def main() -> None:
     emit(summary=med, ratio_completion_tok_s=med["rema"]["completion_tok_s"] / med["trl"]["completion_tok_s"],
          ratio_step_time=med["trl"]["step_s"] / med["rema"]["step_s"],
          work=dict(G=G, questions=QUESTIONS, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, lora_r=LORA_R,
-                   dtype=args.dtype))
+                   dtype=args.dtype, gradient_checkpointing=ckpt, rema_overrides=args.rema))
 
 
 if __name__ == "__main__":

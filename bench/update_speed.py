@@ -7,7 +7,7 @@ rema's own packer, log-probs through ``rema.train.logprobs.token_logprobs`` (LM 
 positions, chunked, with the entropy as the trainer asks for it), one optimizer step. Settings vary
 gradient checkpointing, the micro-batch size and the compute dtype: ``:bf16`` = ``torch.autocast`` to
 bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``train.autocast=bf16``;
-``:bf16cast`` = the same autocast over fp32 weights (cast at every matmul, as before 2026-12-02); fp32
+``:bf16cast`` = the same autocast over fp32 weights (cast at every matmul, as before 2026-12-01); fp32
 otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of
 rema's hand-written head function.
 

@@ -260,8 +260,9 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
     """Keep the frozen base weight of every LoRA-wrapped linear layer in ``dtype``; returns how many.
 
     For an update under ``torch.autocast(dtype)`` this changes no number: autocast would cast these weights
-    to ``dtype`` at every matmul (forward, recomputation, backward), and those copies were a large share of
-    a CPU update's time. It also halves the frozen weights' memory. Embeddings, norms, the (tied) LM head
+    to ``dtype`` at every matmul (forward, recomputation, backward). What it saves is memory: the frozen
+    weights take half the bytes and no transient copies are made (on a 2-core CPU the update's speed was
+    the same within noise). Embeddings, norms, the (tied) LM head
     and the LoRA adapters keep their dtype. The base weights are rounded to ``dtype`` once; outside
     autocast the layers compute in the caller's dtype on those rounded weights (``_StoredLowLinear``).
     """
@@ -280,6 +281,14 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
         base.to(dtype)
         base.__class__ = _StoredLowLinear
         count += 1
+    if count:
+        # the rest may still be views of the checkpoint file's memory map, which then stays resident with
+        # the old fp32 weights in it: own copies let it go (measured on SmolLM2-135M: 0.96 GiB of weights
+        # and runtime before, 1.16 after the cast alone, 0.76 after the copies)
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                if not t.requires_grad and t.dtype != dtype:
+                    t.data = t.data.clone()
     return count
 
 
