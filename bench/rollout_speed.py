@@ -11,7 +11,7 @@ Prints one JSON line per figure. Usage:
 
     python bench/rollout_speed.py [--repeats 3] [--vllm-dtypes float32,bfloat16] [--syncs 3]
                                   [--hf-threads 1] [--kv-cache-gib 1] [--threads-bind 0-1] [--compile] [--no-hf]
-                                  [--in-process]
+                                  [--separate-processes]
 
 vLLM spawns processes: this script, like anything creating a VLLMEngine, runs under ``__main__``.
 """
@@ -98,8 +98,8 @@ def main() -> None:
     ap.add_argument("--syncs", type=int, default=3)
     ap.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV-cache budget (default: the engine's)")
     ap.add_argument("--no-hf", action="store_true")
-    ap.add_argument("--in-process", action="store_true",
-                    help="vLLM's engine in this process (rollout.vllm_in_process) instead of two of its own")
+    ap.add_argument("--separate-processes", action="store_true",
+                    help="vLLM's engine in two processes of its own (rollout.vllm_in_process=false), not in this one")
     ap.add_argument("--hf-threads", type=int, default=1,
                     help="torch threads for the transformers engine (on 2 shared cores 1 thread measured 2.7x faster "
                          "than 2: OpenMP spins under oversubscription; vLLM's CPU worker also runs 1 thread)")
@@ -126,7 +126,7 @@ def main() -> None:
         t0 = time.perf_counter()
         eng = VLLMEngine(model, tok, seed=0, dtype=dtype, max_model_len=2048, enforce_eager=not args.compile,
                          cpu_threads_bind=args.threads_bind, kv_cache_gib=args.kv_cache_gib,
-                         in_process=args.in_process)
+                         in_process=not args.separate_processes)
         emit(figure="vllm_start_s", engine=f"vllm-{dtype}", total=round(time.perf_counter() - t0, 2),
              write=round(eng.write_s, 2), llm=round(eng.load_s, 2),
              start_check_max_abs_diff=eng.start_check.get("sync_check_max_abs_diff"))

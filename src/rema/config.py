@@ -87,9 +87,12 @@ class RolloutConfig:
     """vLLM on CPU: cores its worker computes on (``VLLM_CPU_OMP_THREADS_BIND``): ``all`` (every core this
     process may use; the trainer waits during generation), a list such as ``0-3``, or empty for vLLM's
     default (all but one core)."""
-    vllm_in_process: bool = False
-    """vLLM's engine in the trainer's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) instead of two
-    processes of its own, each with a copy of the torch runtime: less memory on a small machine."""
+    vllm_in_process: bool = True
+    """vLLM's engine in the trainer's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as TRL's colocated
+    mode does) instead of two processes of its own. Measured on 2 CPU cores (bf16, 8 rows x 128 tokens):
+    1.0 GiB less memory in all, 156 vs 119 rollout tok/s (no process busy-polling beside the computing
+    one), start in 8 s instead of 31 s. ``false`` gives vLLM's own processes. Process-wide: vLLM freezes
+    its environment settings when its first engine starts."""
     vllm_enforce_eager: bool = True
     """vLLM without torch.compile/CUDA graphs: starts in under a minute instead of several on a CPU."""
 

@@ -205,7 +205,9 @@ class VLLMEngine(Engine):
             cores but one reserved).
         in_process: run vLLM's engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``; vLLM then uses
             its single-process executor) rather than in two processes of its own: one torch runtime instead
-            of three. Set for the whole process: an engine created later in it is in-process too.
+            of three, and no process busy-polling beside the one computing. vLLM freezes its environment
+            settings (this one, the CPU thread binding) when its first engine starts: later engines in the
+            same process get the first one's.
         llm_kwargs: any other ``vllm.LLM`` argument.
     """
 
@@ -226,7 +228,7 @@ class VLLMEngine(Engine):
         verify_sync: bool = True,
         weights_dir: str | None = None,
         cpu_threads_bind: str | None = None,
-        in_process: bool = False,
+        in_process: bool = True,
         llm_kwargs: dict | None = None,
     ):
         self.tokenizer = tokenizer
@@ -279,8 +281,8 @@ class VLLMEngine(Engine):
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
             if cpu_threads_bind not in ("auto",):
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         if in_process:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             kwargs.setdefault("distributed_executor_backend", "uni")
         t0 = time.perf_counter()
         self.llm = LLM(**kwargs)
