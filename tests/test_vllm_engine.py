@@ -70,6 +70,54 @@ def test_engine_starts_serving_the_trainer_weights(engine):
     assert engine.folder.is_dir() and (engine.folder / "model.safetensors").is_file()
 
 
+def _vllm_children() -> list[str]:
+    import psutil
+
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            out.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            pass
+    return [c for c in out if "VLLM" in c or "vllm" in c]
+
+
+def test_engine_runs_in_this_process_by_default(engine):
+    assert _vllm_children() == []
+    assert engine.generate([[1, 2, 3]], [SamplingParams(max_tokens=3, temperature=0.0)])[0].token_ids
+
+
+_SEPARATE = """
+import json, psutil
+from rema.models import load_model
+from rema.rollout import SamplingParams
+from rema.rollout.vllm_engine import VLLMEngine
+
+if __name__ == "__main__":
+    model, tok = load_model("smollm2-135m", dtype="float32")
+    eng = VLLMEngine(model, tok, seed=0, max_model_len=256, kv_cache_gib=0.25, dtype="float32", in_process=False)
+    names = [" ".join(c.cmdline()) for c in psutil.Process().children(recursive=True)]
+    out = eng.generate([[1, 2, 3]], [SamplingParams(max_tokens=3, temperature=0.0)])[0]
+    eng.close()
+    print(json.dumps({"vllm_children": sum("VLLM" in n for n in names), "tokens": len(out.token_ids)}))
+"""
+
+
+def test_engine_in_separate_processes_when_asked(tmp_path):
+    """``in_process=False`` (``rollout.vllm_in_process=false``): vLLM's engine-core and worker processes, in a
+    fresh interpreter (vLLM fixes the choice for a process once its first engine has started)."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "separate.py"
+    script.write_text(_SEPARATE)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["vllm_children"] >= 1 and result["tokens"] == 3
+
+
 def _assert_greedy_matches_the_transformers_engine(engine, model, tok, prompts):
     greedy = [SamplingParams(max_tokens=40, temperature=0.0)] * len(prompts)
     ours, ref = engine.generate(prompts, greedy), HFEngine(model, tok).generate(prompts, greedy)
