@@ -262,9 +262,9 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
     For an update under ``torch.autocast(dtype)`` this changes no number: autocast would cast these weights
     to ``dtype`` at every matmul (forward, recomputation, backward). What it saves is memory: the frozen
     weights take half the bytes and no transient copies are made (on a 2-core CPU the update's speed was
-    the same within noise). Embeddings, norms, the (tied) LM head
-    and the LoRA adapters keep their dtype. The base weights are rounded to ``dtype`` once; outside
-    autocast the layers compute in the caller's dtype on those rounded weights (``_StoredLowLinear``).
+    the same within noise). Embeddings, norms, the (tied) LM head and the LoRA adapters keep their dtype.
+    The base weights are rounded to ``dtype`` once; outside autocast the layers compute in the caller's
+    dtype on those rounded weights (``_StoredLowLinear``).
     """
     try:
         from peft.tuners.lora import LoraLayer
@@ -277,7 +277,7 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
         base = module.get_base_layer()
         if type(base) is not torch.nn.Linear or base.weight.requires_grad or base.weight.dtype == dtype:
             continue
-        base.rema_io_dtype = base.weight.dtype
+        base.rema_loaded_dtype = base.weight.dtype
         base.to(dtype)
         base.__class__ = _StoredLowLinear
         count += 1
@@ -301,12 +301,12 @@ def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = Tr
 
     out = Path(out_dir)
     to_save = model
-    low = [m for m in model.modules() if hasattr(m, "rema_io_dtype")]
+    low = any(hasattr(m, "rema_loaded_dtype") for m in model.modules())
     if low:
         to_save = copy.deepcopy(model)
         for m in to_save.modules():
-            if hasattr(m, "rema_io_dtype"):
-                m.to(m.rema_io_dtype)
+            if hasattr(m, "rema_loaded_dtype"):
+                m.to(m.rema_loaded_dtype)
     if merge_lora and hasattr(model, "merge_and_unload"):
         to_save = (to_save if low else copy.deepcopy(model)).merge_and_unload()
     if out.exists():

@@ -11,8 +11,8 @@ When the head is frozen (LoRA) and the entropy is only reported, each chunk is o
 only the chunk's hidden states and ``logsumexp``; the backward recomputes the logits once and forms the
 gradient ``(onehot - softmax) / T`` by hand. The head's weight is cast to the autocast dtype once per call,
 not once per chunk. Measured on the embedded model (bf16, 2 CPU cores, ``bench/update_speed.py``): an
-update of 8 rows of ~150 tokens took 7.7 s through autograd and 5.4-5.9 s this way. Otherwise (a trained head, or an entropy bonus in the loss) each
-chunk runs through autograd under activation checkpointing.
+update of 8 rows of ~150 tokens took 7.7 s through autograd and 5.4-5.9 s this way. Otherwise (a trained
+head, or an entropy bonus in the loss) each chunk runs through autograd under activation checkpointing.
 """
 
 from __future__ import annotations
