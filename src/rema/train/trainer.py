@@ -248,7 +248,7 @@ class Trainer:
         policies = []
         for i, (name, roles, model_name) in enumerate(groups):
             model, tok = load_model(model_name, dtype=m.dtype, device=self.device, lora=lora, seed=cfg.train.seed)
-            if self.bf16 and m.lora_r > 0:  # the update computes in bf16 anyway: no cast per matmul
+            if self.bf16 and m.lora_r > 0:  # the update rounds them to bf16 anyway: half the memory, same numbers
                 store_frozen_linears(model, torch.bfloat16)
             if m.gradient_checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
