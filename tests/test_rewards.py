@@ -331,3 +331,40 @@ def test_plan_leak_penalty_must_not_be_negative():
 
     with pytest.raises(ConfigError, match="reward.plan_leak_penalty"):
         load_config(None, ["reward.plan_leak_penalty=-1"])
+
+
+def test_unboxed_credit_pays_a_right_unboxed_answer_only_its_share(tiny):
+    """The real grader: a right boxed answer earns 1, a right answer stated without a box earns
+    ``unboxed_credit`` (1 by default, the reference), a wrong one 0; accuracy (``meta['correct']``) is unchanged."""
+    from rema.config import RewardConfig, RolloutConfig
+    from rema.data.dialogues import Dialogue
+    from rema.prompts import get_prompt_set
+    from rema.rollout.scripted import replay
+    from rema.scoring import score_episodes
+
+    _, tok = tiny
+    cfg = RolloutConfig(mode="multi_turn", max_turns=1, samples_per_question=1, max_tokens_per_turn=64)
+    ps = get_prompt_set("rema-multi")
+
+    def episodes():
+        finals = ["So 3 + 4 = 7 and the answer is $\\boxed{7}$.", "The final answer is 7.", "The answer is $\\boxed{8}$."]
+        return [replay(Dialogue("What is 3 + 4?", "7", [("mta", "Add them. [FINISH]"), ("ra", f)]), cfg, ps, tok)
+                for f in finals]
+
+    eps = episodes()
+    score_episodes(eps, RewardConfig(unboxed_credit=0.25))
+    assert [ep.reward["ra"] for ep in eps] == [1.0, 0.25, 0.0]
+    assert [ep.reward["mta"] for ep in eps] == [1.0, 0.25, 0.0]
+    assert [ep.meta["correct"] for ep in eps] == [True, True, False]
+    assert [ep.reward_parts["ra"]["boxed"] for ep in eps] == [1.0, 0.0, 1.0]
+    eps = episodes()
+    score_episodes(eps, RewardConfig())
+    assert [ep.reward["ra"] for ep in eps] == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_unboxed_credit_must_be_a_share(value: str):
+    from rema.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="reward.unboxed_credit"):
+        load_config(None, [f"reward.unboxed_credit={value}"])

@@ -111,6 +111,11 @@ class RewardConfig:
     message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
     terms, SPEC §2). 0 = off (the reference: shared sparse reward only). Not added where the single-turn
     ``format_terms`` already apply (they include the same check)."""
+    unboxed_credit: float = 1.0
+    """Math: the share of the correctness reward that a right final answer earns when it is not in a
+    ``\\boxed{}`` (found instead on a ``####`` line, in "the answer is ...", or as the last expression).
+    1 = any extraction counts (the reference); 0 = only boxed answers count; in between a model that does not
+    box yet still gets a signal, and boxing is always paid more. Accuracy in evaluations is not affected."""
     grader_timeout_s: float = 5.0
     """Hard per-item timeout of the math grader (a timeout scores 0 and is counted)."""
     grader_workers: int = 1
@@ -317,6 +322,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(r, key)}")
     if r.max_tokens_per_turn >= r.max_context_tokens:
         raise ConfigError("rollout.max_tokens_per_turn must be smaller than rollout.max_context_tokens")
+    if not 0.0 <= cfg.reward.unboxed_credit <= 1.0:
+        raise ConfigError(f"reward.unboxed_credit is a share of the reward and must be in [0, 1], got "
+                          f"{cfg.reward.unboxed_credit}")
     if cfg.reward.plan_leak_penalty < 0:
         raise ConfigError(f"reward.plan_leak_penalty is the size of a penalty and must be >= 0, got "
                           f"{cfg.reward.plan_leak_penalty}")

@@ -2,7 +2,8 @@
 
 Math task: the RA's final response is graded against the reference answer (one batched call to the
 grader pool, hard timeout per item). The correctness reward is shared by both agents and every turn
-(SPEC §2). Then, in order:
+(SPEC §2); a right answer given outside ``\\boxed{}`` earns only ``reward.unboxed_credit`` of it (1 = the
+reference's lenient grading). Then, in order:
 
 1. unfinished masking (``reward.mask_unfinished``): an episode not ended ``finished`` scores 0;
 2. single-turn format terms (``reward.format_terms``): each agent adds its own term — the MTA is penalised
@@ -42,8 +43,9 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
     else:
         grades = grade_math_batch(responses, [ep.answer for ep in episodes], timeout_s=cfg.grader_timeout_s,
                                   workers=cfg.grader_workers)
-        correctness = [(float(g.correct), {"correct": float(g.correct), "timed_out": float(g.timed_out)})
-                       for g in grades]
+        correctness = [(float(g.correct) * (1.0 if g.source == "boxed" else cfg.unboxed_credit),
+                        {"correct": float(g.correct), "boxed": float(g.source == "boxed"),
+                         "timed_out": float(g.timed_out)}) for g in grades]
         extracted = [g.extracted for g in grades]
         timeouts = sum(g.timed_out for g in grades)
     for ep, (r, parts), ext in zip(episodes, correctness, extracted):
