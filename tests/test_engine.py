@@ -89,3 +89,24 @@ def test_cpu_list_is_vllms_thread_bind_form():
     assert cpu_list([3]) == "3"
     assert engine_options(load_config(None, []).rollout)["cpu_threads_bind"] == "all"
     assert engine_options(load_config(None, ["rollout.vllm_cpu_threads_bind="]).rollout)["cpu_threads_bind"] is None
+
+
+def test_release_memory_once_per_distinct_engine():
+    """Shared weights put one engine under both roles: it is asked once; metrics of distinct engines add up."""
+    from rema.rollout.engine import Engine, release_memory
+
+    class Counting(Engine):
+        def __init__(self, gb):
+            self.calls, self.gb = 0, gb
+
+        def generate(self, prompts, params):
+            return []
+
+        def release_memory(self):
+            self.calls += 1
+            return {"kv_released_gb": self.gb}
+
+    shared, other = Counting(0.5), Counting(0.25)
+    assert release_memory({"mta": shared, "ra": shared}) == {"kv_released_gb": 0.5} and shared.calls == 1
+    assert release_memory({"mta": shared, "ra": other}) == {"kv_released_gb": 0.75}
+    assert release_memory([]) == {}

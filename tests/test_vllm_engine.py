@@ -118,6 +118,35 @@ def test_engine_in_separate_processes_when_asked(tmp_path):
     assert result["vllm_children"] >= 1 and result["tokens"] == 3
 
 
+def _fill_kv_cache(worker) -> int:
+    """Run inside vLLM's worker: write 7s over every byte of its KV cache (all pages resident); returns bytes."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage() for t in worker.model_runner.kv_caches}
+    for storage in storages.values():
+        torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).fill_(7)
+    return sum(s.nbytes() for s in storages.values())
+
+
+def test_release_memory_returns_the_kv_pages_and_sampling_is_unchanged(engine, prompts):
+    """CPU: ``release_memory`` drops the prefix cache and gives the KV cache's pages back to the OS (resident
+    memory falls by its size once it is filled); the engine then samples exactly what it sampled before, also
+    for prompts whose prefixes were cached (a cached block read back as zeros would change the tokens)."""
+    import psutil
+
+    long = prompts[2][:-5] + prompts[2][:-5] * 8 + prompts[2][-5:]  # several full KV blocks: a cacheable prefix
+    prompts = [*prompts, long]
+    greedy = [SamplingParams(max_tokens=24, temperature=0.0)] * len(prompts)
+    before = [c.token_ids for c in engine.generate(prompts, greedy)]
+    filled = sum(engine.llm.collective_rpc(_fill_kv_cache))
+    assert filled > 0.49 * 2**30  # the 0.5 GiB budget, in whole blocks
+    rss = psutil.Process().memory_info().rss
+    out = engine.release_memory()
+    freed = rss - psutil.Process().memory_info().rss
+    assert out["kv_released_gb"] == pytest.approx(filled / 2**30, abs=0.01)
+    assert freed > 0.9 * filled, f"resident memory fell by {freed / 2**30:.2f} GiB, not the KV cache's size"
+    assert [c.token_ids for c in engine.generate(prompts, greedy)] == before
+    assert [c.token_ids for c in engine.generate(prompts, greedy)] == before  # from the prefix cache again
+
+
 def _assert_greedy_matches_the_transformers_engine(engine, model, tok, prompts):
     greedy = [SamplingParams(max_tokens=40, temperature=0.0)] * len(prompts)
     ours, ref = engine.generate(prompts, greedy), HFEngine(model, tok).generate(prompts, greedy)
@@ -352,6 +381,7 @@ def test_trainer_rolls_out_on_vllm_and_syncs_after_every_update(tmp_path, smol, 
         steps = [r for r in rows if "sync/sync_s" in r]
         assert len(steps) == 2
         for r in steps:
+            assert r["perf/kv_released_gb"] == pytest.approx(0.5, abs=0.01)  # the KV cache, between rollout and update
             assert r["sync/sync_check_max_abs_diff"] <= engine.sync_tolerance
             assert r["check/sampler_logp_abs_diff"] < 0.05
         meta = json.loads((tmp_path / "run" / "meta.json").read_text())

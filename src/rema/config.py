@@ -95,6 +95,10 @@ class RolloutConfig:
     its environment settings when its first engine starts."""
     vllm_enforce_eager: bool = True
     """vLLM without torch.compile/CUDA graphs: starts in under a minute instead of several on a CPU."""
+    vllm_release_kv: bool = True
+    """vLLM on CPU: between the rollout and the update, return its KV cache's pages to the OS (vLLM has no
+    sleep mode on CPU; the prefix cache is dropped first), so the update does not run beside an idle
+    ``vllm_kv_cache_gib`` of resident memory."""
 
 
 @dataclass

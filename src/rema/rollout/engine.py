@@ -59,6 +59,12 @@ class Engine(ABC):
         """Make the engine sample from ``model``'s current weights; returns timing/check metrics."""
         return {}
 
+    def release_memory(self) -> dict:
+        """Called between a rollout and the update: give back memory only sampling needs (e.g. a KV cache).
+
+        Returns metrics (may be empty). The next ``generate`` or ``sync_weights`` works as before."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - engines without processes or files keep this
         """Release what the engine holds outside this process (processes, files)."""
 
@@ -68,3 +74,16 @@ class Engine(ABC):
 
     def load_state_dict(self, state: dict) -> None:  # noqa: B027 - engines without RNG state keep this
         """Restore what :meth:`state_dict` returned."""
+
+
+def release_memory(engines) -> dict:
+    """:meth:`Engine.release_memory` once per distinct engine of ``engines`` (a role -> engine dict or a list);
+    numeric metrics are summed."""
+    out: dict = {}
+    seen: set[int] = set()
+    for engine in engines.values() if isinstance(engines, dict) else engines:
+        if id(engine) not in seen:
+            seen.add(id(engine))
+            for k, v in engine.release_memory().items():
+                out[k] = out.get(k, 0.0) + v
+    return out

@@ -51,6 +51,7 @@ def engine_options(rollout_cfg) -> dict:
             "gpu_memory_utilization": rollout_cfg.vllm_gpu_memory_utilization,
             "enforce_eager": rollout_cfg.vllm_enforce_eager,
             "in_process": rollout_cfg.vllm_in_process,
+            "release_kv": rollout_cfg.vllm_release_kv,
             "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None}
 
 

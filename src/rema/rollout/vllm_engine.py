@@ -193,8 +193,12 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only, when ``kv_cache_gib`` is None).
         enforce_eager: skip torch.compile / CUDA graphs (start ~25 s instead of ~120 s on CPU, slower decode).
         enable_prefix_caching: reuse KV of shared prefixes (G samples of a question, growing multi-turn chats).
-        sleep_between_rollouts: ``llm.sleep(level=1)`` after each ``generate`` (GPU only: frees KV cache and
+        sleep_between_rollouts: ``llm.sleep(level=1)`` in :meth:`release_memory` (GPU only: frees KV cache and
             moves weights to host memory while the trainer updates); woken before the next call or sync.
+        release_kv: on CPU, :meth:`release_memory` returns the KV cache's pages to the OS (``madvise``
+            ``MADV_DONTNEED`` after dropping the prefix cache; vLLM has no sleep mode on CPU): the trainer's
+            update then runs without the KV budget resident. The pages come back zero-filled as sampling
+            touches them again.
         sync_tolerance: ``(max, mean)`` |Δ log-prob| allowed between vLLM and the trainer on the probe after
             a sync; None = by dtype (:data:`DEFAULT_SYNC_TOLERANCE`).
         verify_sync: run the post-sync check (on by default; off only to measure its cost).
@@ -224,6 +228,7 @@ class VLLMEngine(Engine):
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
         sleep_between_rollouts: bool = False,
+        release_kv: bool = True,
         sync_tolerance: tuple[float, float] | None = None,
         verify_sync: bool = True,
         weights_dir: str | None = None,
@@ -269,6 +274,7 @@ class VLLMEngine(Engine):
         from vllm.platforms import current_platform
 
         self.sleep_between_rollouts = sleep_between_rollouts and current_platform.is_sleep_mode_available()
+        self.release_kv = release_kv and self.is_cpu
         if self.sleep_between_rollouts:
             kwargs["enable_sleep_mode"] = True
         kwargs.update(llm_kwargs or {})
@@ -342,9 +348,6 @@ class VLLMEngine(Engine):
                                  use_tqdm=False)
         for i, out in zip(todo, outs):
             results[i] = self._completion(out.outputs[0], params[i])
-        if self.sleep_between_rollouts:
-            self.llm.sleep(level=1)
-            self._asleep = True
         return results  # type: ignore[return-value]
 
     def _vllm_params(self, p: SamplingParams, seed: int) -> VLLMSamplingParams:
@@ -376,6 +379,21 @@ class VLLMEngine(Engine):
         raise RuntimeError(f"vLLM finished a request with '{out.finish_reason}' (aborted?)")
 
     # -- sleep ------------------------------------------------------------------------------------------
+
+    def release_memory(self) -> dict:
+        """Between the rollout and the update: GPU sleep mode, or on CPU the KV cache's pages back to the OS.
+
+        Returns ``{"kv_released_gb": ...}`` on CPU (0 when the prefix cache could not be dropped because a
+        request is still running; nothing is released then)."""
+        if self.sleep_between_rollouts and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+        if not self.release_kv:
+            return {}
+        if not self.llm.reset_prefix_cache():  # cached blocks would point at pages about to be zeroed
+            return {"kv_released_gb": 0.0}
+        released = sum(self.llm.collective_rpc("rema_release_kv_cache"))
+        return {"kv_released_gb": released / 2**30}
 
     def _wake(self) -> None:
         if self._asleep:
@@ -505,6 +523,44 @@ class RemaWorkerExtension:
                     method.process_weights_after_loading(module)
                     refreshed.append(name)
         return refreshed
+
+
+    def rema_release_kv_cache(self) -> int:
+        """Return the pages of this worker's KV cache to the OS; their contents become zeros. Returns bytes.
+
+        Only safe with no request running and the prefix cache empty (:meth:`VLLMEngine.release_memory`
+        drops it first): every block is then written before it is read again. The tensors stay allocated at
+        the same addresses; touching a page faults in a fresh zero page."""
+        import ctypes
+        import mmap
+
+        storages: dict[int, int] = {}
+        for cache in _flatten_tensors(getattr(self.model_runner, "kv_caches", [])):
+            storage = cache.untyped_storage()
+            if storage.device.type == "cpu":
+                storages[storage.data_ptr()] = storage.nbytes()
+        libc = ctypes.CDLL(None, use_errno=True)
+        page, released = mmap.PAGESIZE, 0
+        for ptr, nbytes in storages.items():
+            start, end = -(-ptr // page) * page, (ptr + nbytes) // page * page  # whole pages inside the buffer
+            if end > start:
+                if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED):
+                    raise OSError(ctypes.get_errno(), "madvise(MADV_DONTNEED) on vLLM's KV cache failed")
+                released += end - start
+        return released
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+def _flatten_tensors(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _flatten_tensors(item)]
+    return []
 
 
 def _shutdown(llm, folder: str) -> None:

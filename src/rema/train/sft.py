@@ -24,6 +24,7 @@ from ..data.dialogues import Dialogue, dialogues_from_episodes
 from ..prompts import PromptSet
 from ..rewards import grade_math_batch
 from ..rollout import rollout
+from ..rollout.engine import release_memory
 from ..rollout.scripted import replay
 from .batch import Rows, build_rows, collate, micro_batches
 from .logprobs import token_logprobs
@@ -36,6 +37,7 @@ def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: C
     s, r = cfg.sft, cfg.rollout
     rcfg = dataclasses.replace(r, temperature=r.temperature if s.temperature is None else s.temperature)
     episodes = rollout(problems, rcfg, engines, prompts, samples_per_question=s.samples, on_progress=on_progress)
+    release_memory(engines)  # fine-tuning comes next: no KV cache needed until the next rollout
 
     def grade(responses: list[str], golds: list[str]) -> list[bool]:
         grades = grade_math_batch(responses, golds, timeout_s=cfg.reward.grader_timeout_s,

@@ -47,6 +47,7 @@ from ..eval.core import episode_metrics, run_eval
 from ..models import LoraSpec, describe, export_model, load_model, native_bf16, store_frozen_linears
 from ..prompts import get_prompt_set
 from ..rollout import rollout
+from ..rollout.engine import release_memory
 from ..rollout.factory import engine_options, make_engine
 from ..scoring import score_episodes
 from .batch import Rows, build_rows, collate, count_units, group_ids, micro_batches, pad
@@ -463,8 +464,9 @@ class Trainer:
         t0 = time.perf_counter()
         episodes = rollout(problems, cfg.rollout, self.engines, self.prompts, first_episode_id=self.episode_counter)
         self.episode_counter += len(episodes)
-        t1 = time.perf_counter()
         memory = {"perf/peak_rss_gb/rollout": phase_peak.read_gb(), "perf/engine_rss_gb": children_rss_gb()}
+        memory.update({f"perf/{k}": v for k, v in release_memory(self.engines).items()})  # e.g. vLLM's KV pages
+        t1 = time.perf_counter()
         phase_peak.reset()
         counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task,
                                   format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
