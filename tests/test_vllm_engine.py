@@ -83,7 +83,7 @@ def _vllm_children() -> list[str]:
 
 
 def test_engine_runs_in_this_process_by_default(engine):
-    assert _vllm_children() == []
+    assert _vllm_children() == [] and engine.in_process
     assert engine.generate([[1, 2, 3]], [SamplingParams(max_tokens=3, temperature=0.0)])[0].token_ids
 
 
@@ -98,8 +98,12 @@ if __name__ == "__main__":
     eng = VLLMEngine(model, tok, seed=0, max_model_len=256, kv_cache_gib=0.25, dtype="float32", in_process=False)
     names = [" ".join(c.cmdline()) for c in psutil.Process().children(recursive=True)]
     out = eng.generate([[1, 2, 3]], [SamplingParams(max_tokens=3, temperature=0.0)])[0]
+    model.model.layers[0].mlp.down_proj.weight.data.mul_(1.5)  # a visible change, synced through the file
+    sync = eng.sync_weights(model)
     eng.close()
-    print(json.dumps({"vllm_children": sum("VLLM" in n for n in names), "tokens": len(out.token_ids)}))
+    print(json.dumps({"vllm_children": sum("VLLM" in n for n in names), "tokens": len(out.token_ids),
+                      "in_process": eng.in_process, "sync_ok": sync["sync_check_max_abs_diff"] <= eng.sync_tolerance,
+                      "moved": sync["sync_check_trainer_moved"]}))
 """
 
 
@@ -115,7 +119,8 @@ def test_engine_in_separate_processes_when_asked(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["vllm_children"] >= 1 and result["tokens"] == 3
+    assert result["vllm_children"] >= 1 and result["tokens"] == 3 and not result["in_process"]
+    assert result["sync_ok"] and result["moved"] > 0.01  # the weight file reached the other process
 
 
 def _fill_kv_cache(worker) -> int:

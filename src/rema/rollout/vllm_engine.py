@@ -15,19 +15,21 @@ like the transformers engine does, so the rollout protocol cannot tell them apar
 3. **Reproducible sampling.** Every row gets its own vLLM seed, derived from ``(seed, call counter, row)``;
    ``state_dict`` holds the counter, so a resumed run samples the same tokens (given the same batches).
    A row also ends with ``"length"`` when prompt + completion reaches ``max_model_len``.
-4. **Weight sync, verified.** vLLM runs in other processes and keeps its own copy of the weights. The
-   trainer's weights (LoRA merged) are written as one safetensors file into a folder in ``/dev/shm`` and
-   vLLM reloads them in place (:class:`RemaWorkerExtension`, around vLLM's ``reload_weights``, which on CPU
-   would leave a tied ``lm_head`` stale); the prefix cache is then dropped (its KV was computed with the old
+4. **Weight sync, verified.** vLLM keeps its own copy of the weights. The trainer's weights (LoRA merged,
+   cast to vLLM's dtype) are handed to vLLM's worker as tensors when it runs in this process (the default),
+   or written as one safetensors file into a folder in ``/dev/shm`` for a worker in its own process; vLLM
+   reloads them in place (:class:`RemaWorkerExtension`, around vLLM's ``reload_weights``, which on CPU would
+   leave a tied ``lm_head`` stale); the prefix cache is then dropped (its KV was computed with the old
    weights). Then a fixed probe sequence is scored by both vLLM
    (``prompt_logprobs``) and the trainer model: beyond ``sync_tolerance`` (max, mean |Δ log-prob|) or if vLLM's
    scores did not move while the trainer's did, :class:`WeightSyncError` is raised — a sync that silently
    does nothing is the classic way RL runs go wrong.
-5. **Processes.** vLLM starts an engine-core process and a worker process. Code that creates this engine
-   must run under ``if __name__ == "__main__":`` (the ``rema`` CLI and pytest do).
+5. **Processes.** By default vLLM's engine runs in the caller's process (``in_process``); otherwise it
+   starts an engine-core process and a worker process, and code that creates this engine must run under
+   ``if __name__ == "__main__":`` (the ``rema`` CLI and pytest do).
 
-On CPU, ``sleep``/``wake_up`` are no-ops in vLLM 0.32 (it logs "sleep mode is not supported on CPU"), so
-``sleep_between_rollouts`` only acts on GPUs.
+On CPU vLLM 0.32 has no sleep mode (``sleep``/``wake_up`` only log a warning), so ``sleep_between_rollouts``
+acts on GPUs; on CPU ``release_kv`` returns the KV cache's pages to the OS between rollout and update.
 """
 
 from __future__ import annotations
@@ -135,6 +137,17 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def served_tensors(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``model``'s (merged) weights as vLLM loads them: checkpoint names, ``dtype``, on the CPU, contiguous."""
+    tensors = merged_state_dict(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "tie_word_embeddings", False):
+        # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it on its side
+        tensors.pop("lm_head.weight", None)
+    return {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in tensors.items()}
+
+
 def write_weights(model, folder: Path, dtype: torch.dtype) -> str:
     """Write ``model``'s (merged) weights as ``folder/model.safetensors`` in ``dtype``, atomically.
 
@@ -143,13 +156,7 @@ def write_weights(model, folder: Path, dtype: torch.dtype) -> str:
     """
     from safetensors.torch import save_file
 
-    tensors = merged_state_dict(model)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "tie_word_embeddings", False):
-        # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it on its side
-        tensors.pop("lm_head.weight", None)
-    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in tensors.items()}
+    tensors = served_tensors(model, dtype)
     for old in folder.iterdir():
         if old.name != WEIGHTS_FILE and (old.suffix in (".safetensors", ".bin", ".pt")
                                          or old.name.endswith(".index.json")):
@@ -293,6 +300,8 @@ class VLLMEngine(Engine):
         t0 = time.perf_counter()
         self.llm = LLM(**kwargs)
         self.load_s = time.perf_counter() - t0
+        # what vLLM actually did (its first engine in a process fixes the layout for later ones)
+        self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         self._asleep = False
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder))
@@ -414,12 +423,17 @@ class VLLMEngine(Engine):
         self.model = model
         t0 = time.perf_counter()
         self._wake()
-        served = write_weights(model, self.folder, self.torch_dtype)
+        if self.in_process:  # vLLM's worker is in this process: hand it the tensors, no file in between
+            tensors = served_tensors(model, self.torch_dtype)
+            served, source = fingerprint(tensors), {"tensors": tensors}
+        else:
+            served, source = write_weights(model, self.folder, self.torch_dtype), {"weights_path": str(self.folder)}
         weights_changed, self._served = served != self._served, served
         t1 = time.perf_counter()
         if not _skip_reload:
-            self.llm.collective_rpc("rema_reload_weights", kwargs={"weights_path": str(self.folder)})
+            self.llm.collective_rpc("rema_reload_weights", kwargs=source)
             self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        del source
         t2 = time.perf_counter()
         metrics = {"sync_write_s": t1 - t0, "sync_reload_s": t2 - t1}
         if self.verify_sync:
@@ -498,8 +512,11 @@ def trainer_logprobs(model, sequences: list[list[int]]) -> list[list[float]]:
 class RemaWorkerExtension:
     """Mixed into every vLLM worker (``worker_extension_cls``); its methods are called by name over RPC."""
 
-    def rema_reload_weights(self, weights_path: str) -> list[str]:
-        """Reload the weights in place from ``weights_path``, then re-prepare layers that share a weight.
+    def rema_reload_weights(self, weights_path: str | None = None,
+                            tensors: dict[str, torch.Tensor] | None = None) -> list[str]:
+        """Reload the weights in place from ``weights_path`` (a folder with the safetensors file) or from
+        ``tensors`` (name -> tensor, only when this worker runs in the caller's process), then re-prepare
+        layers that share a weight.
 
         vLLM's in-place reload re-processes every layer whose weights it loads; on CPU, processing packs a
         linear layer's weight for oneDNN. A tied ``lm_head`` loads nothing of its own (it shares
@@ -508,7 +525,10 @@ class RemaWorkerExtension:
         |Δ log-prob| before this fix). Re-running its ``process_weights_after_loading`` re-packs it from the
         shared, updated tensor. Returns the names of the layers re-prepared.
         """
-        self.reload_weights(weights_path=weights_path)
+        if tensors is not None:
+            self.reload_weights(weights_iterator=iter(tensors.items()))
+        else:
+            self.reload_weights(weights_path=weights_path)
         model = self.model_runner.get_model()
         owners: dict[int, list[tuple[str, torch.nn.Module]]] = {}
         for name, module in model.named_modules():
@@ -572,5 +592,5 @@ def _shutdown(llm, folder: str) -> None:
     gc.collect()
 
 
-__all__ = ["RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "merged_state_dict", "trainer_logprobs",
-           "write_weights"]
+__all__ = ["RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "merged_state_dict", "served_tensors",
+           "trainer_logprobs", "write_weights"]
