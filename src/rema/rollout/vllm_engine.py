@@ -544,7 +544,6 @@ class RemaWorkerExtension:
                     refreshed.append(name)
         return refreshed
 
-
     def rema_release_kv_cache(self) -> int:
         """Return the pages of this worker's KV cache to the OS; their contents become zeros. Returns bytes.
 
