@@ -204,3 +204,51 @@ def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
     m = tr.train_step()  # rollout (the transformers engine, fp32 callers) and a bf16 update
     assert m["check/update_bf16"] == 1.0 and math.isfinite(m["loss/policy"])
     assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))
+
+
+_HEAP_SCRIPT = r"""
+import sys, torch
+from rema.train.trainer import set_malloc_mmap_threshold
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+if sys.argv[1] == "fixed":
+    assert set_malloc_mmap_threshold(4)
+big = torch.ones(30 * 2**18)  # 30 MiB, mapped; freeing it raises glibc's own threshold to 30 MiB
+del big
+temps = [torch.ones(4 * 2**18) for _ in range(8)]  # 8 x 4 MiB temporaries ...
+pin = torch.ones(1024)  # ... below a small live tensor, as in an update
+before = rss_mb()
+del temps
+print(before - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
+def test_fixed_mmap_threshold_returns_freed_temporaries_to_the_os():
+    """With glibc's rising threshold, freed temporaries stay in the heap; with train.malloc_mmap_threshold_mb
+    they are returned when freed (what keeps the update's peak down)."""
+    import subprocess
+    import sys
+
+    def freed_mb(mode):
+        out = subprocess.run([sys.executable, "-c", _HEAP_SCRIPT, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout.split()[-1])
+
+    assert freed_mb("fixed") > 28  # the 32 MiB of temporaries came back
+    assert freed_mb("default") < 4  # they stay with glibc
+
+
+def test_rema_bounds_onednn_primitive_cache():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    code = "import os, rema; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "128"
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "7"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "7"

@@ -21,8 +21,8 @@ from rema.config import RolloutConfig  # noqa: E402
 from rema.prompts import get_prompt_set  # noqa: E402
 from rema.rollout import HFEngine, SamplingParams, rollout  # noqa: E402
 from rema.rollout.chat import ChatCodec  # noqa: E402
-from rema.rollout.vllm_engine import (VLLMEngine, WeightSyncError, merged_state_dict,  # noqa: E402
-                                     trainer_logprobs)
+from rema.rollout.vllm_engine import (Fingerprint, VLLMEngine, WeightSyncError, fingerprint,  # noqa: E402
+                                     iter_merged_weights, merged_state_dict, trainer_logprobs)
 
 pytestmark = pytest.mark.slow
 
@@ -331,6 +331,39 @@ def test_merged_state_dict_equals_peft_merge_and_unload(tiny):
     assert not any("lora" in k for k in ours)
     # the model itself is untouched: still unmerged, adapter still active
     assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+
+
+def test_merged_weights_are_made_when_asked_for(tiny):
+    """The sync streams the weights: a LoRA layer's merged copy is made when its turn comes, so a consumer
+    that loads one at a time (vLLM's in-process reload) never holds the whole merged model."""
+    model, _ = tiny
+    peft_model = _lora(model)
+    eager = merged_state_dict(peft_model)
+    stream = iter_merged_weights(peft_model)
+    first, _ = next(stream)
+    with torch.no_grad():  # after the stream started: later merged weights must see the adapter switched off
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+    rest = dict(stream)
+    base = model.state_dict()
+    lora_keys = [k for k in rest if k.endswith(("q_proj.weight", "v_proj.weight"))]
+    assert first not in rest and lora_keys
+    for key in lora_keys:
+        assert torch.equal(rest[key], base[key]), key  # merged now: B = 0 adds nothing
+        assert not torch.allclose(eager[key], base[key]), key  # merged before: the adapter mattered
+
+
+def test_fingerprint_ignores_order_and_sees_one_changed_element(tiny):
+    model, _ = tiny
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    digest = Fingerprint()
+    for name in reversed(list(tensors)):
+        digest.add(name, tensors[name])
+    assert digest.hexdigest() == fingerprint(tensors)
+    key = next(k for k in tensors if k.endswith("q_proj.weight"))
+    tensors[key].view(-1)[7] = torch.nextafter(tensors[key].view(-1)[7], torch.tensor(1e9))  # one ulp
+    assert fingerprint(tensors) != digest.hexdigest()
 
 
 def test_sync_of_a_lora_model_serves_the_merged_weights(smol, engine):

@@ -43,6 +43,7 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -93,59 +94,95 @@ def _is_cpu_platform() -> bool:
     return current_platform.is_cpu()
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
+def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     """The weights vLLM should serve, under the plain transformers names (LoRA merged, model untouched).
 
     For a peft model each LoRA layer's weight is ``W + scale * B @ A`` (peft's ``get_delta_weight``), and a
     ``modules_to_save`` copy replaces its original; the model itself is not modified (no merge/unmerge round
-    trip, whose float error would accumulate over steps).
+    trip, whose float error would accumulate over steps). A merged weight is made only when its turn comes,
+    so a consumer that handles one at a time holds one layer's copy, not the whole model's (in fp32, the
+    merged linears of SmolLM2-135M are 0.43 GB).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    state = base.state_dict()
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # no peft: nothing can be a LoRA layer
         LoraLayer = ()  # noqa: N806
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
+    lora = {f"{name}.weight": module for name, module in base.named_modules()
+            if LoraLayer and isinstance(module, LoraLayer)}
+    for key, value in base.state_dict().items():
         if ".lora_" in key or "lora_magnitude_vector" in key or ".original_module." in key:
             continue
-        out[re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))] = value
-    for name, module in base.named_modules():
-        if not (LoraLayer and isinstance(module, LoraLayer)):
-            continue
-        weight = module.get_base_layer().weight.detach()
-        if weight.dtype in (torch.bfloat16, torch.float16):  # merge in fp32 (the base may be kept in bf16)
-            weight = weight.float()
-        if not module.merged and not module.disable_adapters:
-            for adapter in module.active_adapters:
-                if adapter in module.lora_A:
-                    weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
-        out[f"{name}.weight"] = weight
-    return out
+        name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))
+        module = lora.get(name)
+        yield name, value if module is None else _merged_weight(module)
+
+
+def _merged_weight(module) -> torch.Tensor:
+    """A LoRA layer's weight with its active adapters added (fp32 when the base is stored in 16 bits)."""
+    weight = module.get_base_layer().weight.detach()
+    if weight.dtype in (torch.bfloat16, torch.float16):  # merge in fp32 (the base may be kept in bf16)
+        weight = weight.float()
+    if not module.merged and not module.disable_adapters:
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
+    return weight
+
+
+def merged_state_dict(model) -> dict[str, torch.Tensor]:
+    """:func:`iter_merged_weights` as one dict (every merged weight at once)."""
+    return dict(iter_merged_weights(model))
+
+
+class Fingerprint:
+    """A cheap digest of the exact bits of named tensors (changes when any of them changes), fed one tensor
+    at a time in any order: ``fp.add(name, t)`` ... ``fp.hexdigest()``."""
+
+    def __init__(self):
+        self.words: dict[str, int] = {}
+
+    def add(self, name: str, t: torch.Tensor) -> None:
+        bits = t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32) if t.element_size() == 4 else t
+        # xor-reduction of the 64-bit words: any changed element changes it (~0.3 s for 135M weights)
+        self.words[name] = torch.hash_tensor(bits.reshape(-1)).view(torch.int64).item()
+
+    def tap(self, items: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Pass ``items`` through, adding each to the digest on the way."""
+        for name, t in items:
+            self.add(name, t)
+            yield name, t
+
+    def hexdigest(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(self.words):
+            h.update(name.encode())
+            h.update(self.words[name].to_bytes(8, "little", signed=True))
+        return h.hexdigest()
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
-    """A cheap digest of the exact bits of ``tensors`` (changes when any served weight changes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(tensors):
-        t = tensors[name]
-        bits = t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32) if t.element_size() == 4 else t
-        h.update(name.encode())
-        # xor-reduction of the 64-bit words: any changed element changes it (~0.3 s for 135M weights)
-        h.update(torch.hash_tensor(bits.reshape(-1)).view(torch.int64).item().to_bytes(8, "little", signed=True))
-    return h.hexdigest()
+    """The :class:`Fingerprint` of a dict of tensors."""
+    fp = Fingerprint()
+    for name, t in tensors.items():
+        fp.add(name, t)
+    return fp.hexdigest()
+
+
+def iter_served_tensors(model, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """``model``'s (merged) weights as vLLM loads them, one at a time: checkpoint names, ``dtype``, on the
+    CPU, contiguous."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    tied = getattr(base.config, "tie_word_embeddings", False)
+    for name, value in iter_merged_weights(model):
+        if tied and name == "lm_head.weight":
+            continue  # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it itself
+        yield name, value.detach().to("cpu", dtype if value.is_floating_point() else value.dtype).contiguous()
 
 
 def served_tensors(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """``model``'s (merged) weights as vLLM loads them: checkpoint names, ``dtype``, on the CPU, contiguous."""
-    tensors = merged_state_dict(model)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "tie_word_embeddings", False):
-        # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it on its side
-        tensors.pop("lm_head.weight", None)
-    return {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-            for k, v in tensors.items()}
+    """:func:`iter_served_tensors` as one dict."""
+    return dict(iter_served_tensors(model, dtype))
 
 
 def write_weights(model, folder: Path, dtype: torch.dtype) -> str:
@@ -423,16 +460,23 @@ class VLLMEngine(Engine):
         self.model = model
         t0 = time.perf_counter()
         self._wake()
-        if self.in_process:  # vLLM's worker is in this process: hand it the tensors, no file in between
-            tensors = served_tensors(model, self.torch_dtype)
-            served, source = fingerprint(tensors), {"tensors": tensors}
+        if self.in_process:
+            # vLLM's worker is in this process: it takes the tensors one by one as they are merged and cast
+            # (no file in between, one layer's copy alive at a time); they are fingerprinted on the way
+            digest = Fingerprint()
+            source = {"tensors": digest.tap(iter_served_tensors(model, self.torch_dtype))}
         else:
             served, source = write_weights(model, self.folder, self.torch_dtype), {"weights_path": str(self.folder)}
-        weights_changed, self._served = served != self._served, served
         t1 = time.perf_counter()
         if not _skip_reload:
             self.llm.collective_rpc("rema_reload_weights", kwargs=source)
             self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        elif self.in_process:
+            for _ in source["tensors"]:  # nothing loaded, but the fingerprint is still taken
+                pass
+        if self.in_process:
+            served = digest.hexdigest()
+        weights_changed, self._served = served != self._served, served
         del source
         t2 = time.perf_counter()
         metrics = {"sync_write_s": t1 - t0, "sync_reload_s": t2 - t1}
@@ -513,10 +557,10 @@ class RemaWorkerExtension:
     """Mixed into every vLLM worker (``worker_extension_cls``); its methods are called by name over RPC."""
 
     def rema_reload_weights(self, weights_path: str | None = None,
-                            tensors: dict[str, torch.Tensor] | None = None) -> list[str]:
+                            tensors: Iterable[tuple[str, torch.Tensor]] | None = None) -> list[str]:
         """Reload the weights in place from ``weights_path`` (a folder with the safetensors file) or from
-        ``tensors`` (name -> tensor, only when this worker runs in the caller's process), then re-prepare
-        layers that share a weight.
+        ``tensors`` ((name, tensor) pairs, only when this worker runs in the caller's process), then
+        re-prepare layers that share a weight.
 
         vLLM's in-place reload re-processes every layer whose weights it loads; on CPU, processing packs a
         linear layer's weight for oneDNN. A tied ``lm_head`` loads nothing of its own (it shares
@@ -526,7 +570,7 @@ class RemaWorkerExtension:
         shared, updated tensor. Returns the names of the layers re-prepared.
         """
         if tensors is not None:
-            self.reload_weights(weights_iterator=iter(tensors.items()))
+            self.reload_weights(weights_iterator=iter(tensors.items() if isinstance(tensors, dict) else tensors))
         else:
             self.reload_weights(weights_path=weights_path)
         model = self.model_runner.get_model()
@@ -591,5 +635,6 @@ def _shutdown(llm, folder: str) -> None:
     gc.collect()
 
 
-__all__ = ["RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "merged_state_dict", "served_tensors",
+__all__ = ["Fingerprint", "RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "iter_merged_weights",
+           "iter_served_tensors", "merged_state_dict", "served_tensors",
            "trainer_logprobs", "write_weights"]

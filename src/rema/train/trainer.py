@@ -110,6 +110,20 @@ def release_freed_memory() -> None:
             pass
 
 
+def set_malloc_mmap_threshold(mb: float) -> bool:
+    """glibc: allocations of at least ``mb`` MiB get their own memory map (returned to the OS when freed);
+    fixing the threshold also stops glibc from raising it. Returns whether it was set (no-op off glibc or
+    for ``mb <= 0``). See ``TrainConfig.malloc_mmap_threshold_mb``."""
+    if mb <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, int(mb * 2**20)))  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        return False
+
+
 class PhasePeak:
     """Peak resident memory of this process per phase (Linux: ``VmHWM``, reset through ``clear_refs``)."""
 
@@ -209,6 +223,8 @@ class Trainer:
         random.seed(seed)
         torch.manual_seed(seed)
         self.device = _device(cfg.model.device, self.dist.local_rank)
+        if self.device.type == "cpu":
+            set_malloc_mmap_threshold(cfg.train.malloc_mmap_threshold_mb)
         self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
         self.prompts = prompts or get_prompt_set(cfg.method_name)
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
