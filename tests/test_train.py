@@ -208,37 +208,46 @@ def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
 
 _HEAP_SCRIPT = r"""
 import sys, torch
-from rema.train.trainer import set_malloc_mmap_threshold
+from rema.train.trainer import update_heap
 
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
-if sys.argv[1] == "fixed":
-    assert set_malloc_mmap_threshold(4)
+def freed_mb():
+    temps = [torch.ones(4 * 2**18) for _ in range(8)]  # 8 x 4 MiB temporaries ...
+    pin = torch.ones(1024)  # ... below a small live tensor, as in an update
+    before = rss_mb()
+    del temps
+    return before - rss_mb()
+
 big = torch.ones(30 * 2**18)  # 30 MiB, mapped; freeing it raises glibc's own threshold to 30 MiB
 del big
-temps = [torch.ones(4 * 2**18) for _ in range(8)]  # 8 x 4 MiB temporaries ...
-pin = torch.ones(1024)  # ... below a small live tensor, as in an update
-before = rss_mb()
-del temps
-print(before - rss_mb())
+if sys.argv[1] == "update":
+    with update_heap(4, torch.device("cpu")):
+        print(freed_mb())
+    print(freed_mb())  # after the update: the threshold is back at glibc's ceiling
+else:
+    print(freed_mb())
 """
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
-def test_fixed_mmap_threshold_returns_freed_temporaries_to_the_os():
-    """With glibc's rising threshold, freed temporaries stay in the heap; with train.malloc_mmap_threshold_mb
-    they are returned when freed (what keeps the update's peak down)."""
+def test_update_heap_returns_freed_temporaries_to_the_os():
+    """With glibc's self-raising threshold, freed temporaries stay in the heap; in the update (``update_heap``,
+    train.malloc_mmap_threshold_mb) they go back to the OS when freed, which keeps the update's peak down;
+    after it, generation gets the heap back."""
     import subprocess
     import sys
 
     def freed_mb(mode):
         out = subprocess.run([sys.executable, "-c", _HEAP_SCRIPT, mode], capture_output=True, text=True, check=True)
-        return float(out.stdout.split()[-1])
+        return [float(x) for x in out.stdout.split()]
 
-    assert freed_mb("fixed") > 28  # the 32 MiB of temporaries came back
-    assert freed_mb("default") < 4  # they stay with glibc
+    inside, after = freed_mb("update")
+    assert inside > 28  # the 32 MiB of temporaries came back
+    assert after < 4
+    assert freed_mb("default")[0] < 4  # without it they stay with glibc
 
 
 def test_rema_bounds_onednn_primitive_cache():

@@ -169,11 +169,12 @@ class TrainConfig:
     micro_batch_tokens: int = 8192
     """Token budget of one forward/backward (gradient accumulation fills a mini-batch)."""
     malloc_mmap_threshold_mb: float = 4.0
-    """glibc (Linux): CPU tensors of at least this many MiB get their own memory map, returned to the OS when
-    freed. glibc's default threshold climbs to 32 MiB after the first large free, after which the update's
-    temporaries fragment the heap: measured on the demo, 0.2-0.25 GB of live activations per micro-batch
-    grew the heap by 0.75-0.9 GB; at 4 MiB the update's peak fell by ~0.5 GB at the same speed (1 MiB: 3x
-    slower, page faults). 0 = leave glibc's default."""
+    """glibc (Linux), during the update and the cold start's SFT on CPU: tensors of at least this many MiB
+    get their own memory map, returned to the OS when freed. glibc's own threshold climbs to 32 MiB after
+    the first large free, after which the update's temporaries fragment the heap: measured on the demo,
+    0.2-0.25 GB of live activations per micro-batch grew the heap by 0.75-0.9 GB; at 4 MiB the update's
+    peak fell by ~0.5 GB at the same speed (at 1 MiB it ran 3x slower: page faults). Generation runs with
+    the threshold at 32 MiB. 0 = leave glibc alone."""
     lr: float = 1e-6
     """Learning rate (AdamW)."""
     warmup_steps: int = 0
