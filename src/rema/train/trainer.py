@@ -133,7 +133,7 @@ def update_heap(mb: float, device: torch.device):
     own), with freed memory returned to the OS on the way in and out. After: the threshold at glibc's
     ceiling, where its own raising would put it, because generation wants the heap: vLLM's per-step tensors
     (12.6 MB of logits at 64 rows) mapped afresh each step cost 30% of rollout speed (measured: 192-209 vs
-    287-292 tok/s, 64 rows of the embedded model). ``mb <= 0`` or a non-CPU device: nothing is changed."""
+    287-292 tok/s, 64 rows of the embedded model). ``mb <= 0`` or a non-CPU device: the threshold is left alone."""
     active = mb > 0 and device.type == "cpu" and set_malloc_mmap_threshold(mb)
     release_freed_memory()
     try:
