@@ -454,7 +454,8 @@ class VLLMEngine(Engine):
         Returns ``{"sync_s", "sync_write_s", "sync_reload_s", "sync_check_s", "sync_check_max_abs_diff",
         "sync_check_mean_abs_diff", "sync_check_trainer_moved"}`` (seconds; |Δ log-prob| on the probe; how far
         the trainer's probe log-probs moved since the last sync). Raises :class:`WeightSyncError` when the
-        check fails.
+        check fails. In this process the weights are merged and cast while vLLM loads them, so that time
+        counts in ``sync_reload_s`` (``sync_write_s`` is ~0).
         ``_skip_reload`` exists only for the test that proves a skipped reload is caught.
         """
         self.model = model
@@ -570,7 +571,7 @@ class RemaWorkerExtension:
         shared, updated tensor. Returns the names of the layers re-prepared.
         """
         if tensors is not None:
-            self.reload_weights(weights_iterator=iter(tensors.items() if isinstance(tensors, dict) else tensors))
+            self.reload_weights(weights_iterator=iter(tensors))
         else:
             self.reload_weights(weights_path=weights_path)
         model = self.model_runner.get_model()
