@@ -9,7 +9,9 @@ peak of the largest single process. Example, the demo's first two RL steps:
     python bench/peak_memory.py -- rema train configs/demo.yaml sft.cold_start=false train.steps=2 \\
         train.eval_every=0 log.run_dir=/tmp/mem-run
 
-The command's own output goes to ``--log`` (default: discarded).
+The command's own output goes to ``--log`` (default: discarded). ``--timeline FILE`` also writes every
+sample as a JSON line (seconds since start, RSS and PSS sums): set it beside the run's own timestamps to
+see which phase holds the peak.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=0.5, help="seconds between samples")
     ap.add_argument("--log", default=None, help="file for the command's stdout and stderr")
     ap.add_argument("--label", default="", help="a name for this measurement in the JSON line")
+    ap.add_argument("--timeline", default=None, help="file for one JSON line per sample (t_s, rss_gib, pss_gib)")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = ap.parse_args()
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -61,8 +64,13 @@ def main() -> None:
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     root = psutil.Process(proc.pid)
     peak = {"rss_sum_gib": 0.0, "pss_sum_gib": 0.0, "largest_rss_gib": 0.0, "processes": 0}
+    timeline = open(args.timeline, "w") if args.timeline else None
     while proc.poll() is None:
         rss, pss, largest, n = sample(tree(root))
+        if timeline is not None:
+            timeline.write(json.dumps({"t_s": round(time.perf_counter() - t0, 1), "rss_gib": round(rss, 3),
+                                       "pss_gib": round(pss, 3), "processes": n}) + "\n")
+            timeline.flush()
         for key, value in (("rss_sum_gib", rss), ("pss_sum_gib", pss), ("largest_rss_gib", largest), ("processes", n)):
             peak[key] = max(peak[key], value)
         time.sleep(args.every)

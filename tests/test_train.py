@@ -196,6 +196,38 @@ def test_export_loads_with_transformers(tmp_path):
     assert meta["prompts"]["version"] and meta["prompts"]["name"] == "test"
 
 
+def test_export_streams_merged_shards_equal_to_peft_merge(tmp_path):
+    """The export writes the merged LoRA model shard by shard (no merged copy of the whole model): what
+    transformers loads back equals peft's merge_and_unload, bf16-kept bases saved in fp32 again."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from rema.models import LoraSpec, export_model, load_model, store_frozen_linears
+
+    model, tok = load_model("tiny-random", lora=LoraSpec(r=4, alpha=8), seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(3))
+    assert store_frozen_linears(model, torch.bfloat16) > 0
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if hasattr(m, "rema_loaded_dtype"):
+            m.to(m.rema_loaded_dtype)
+    ref = ref.merge_and_unload().state_dict()
+    out = export_model(model, tok, tmp_path / "final", shard_mb=0.05)
+    shards = sorted(out.glob("model-*-of-*.safetensors"))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(shards) > 2 and set(index["weight_map"].values()) == {s.name for s in shards}
+    assert not list(out.glob("*.tmp")) and (out / "REMA_COMPLETE").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert set(loaded) == set(ref)
+    for key, value in ref.items():
+        assert loaded[key].dtype == torch.float32 and torch.allclose(loaded[key], value, atol=1e-6), key
+    assert any("lora_A" in n for n, _ in model.named_parameters())  # the trained model is left as it was
+
+
 def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
     tr = make(tmp_path, "model.lora_r=4", "train.autocast=bf16", "train.lr=5e-2", "rollout.mode=multi_turn")
     model = tr.policies[0].model

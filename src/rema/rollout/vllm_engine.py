@@ -38,7 +38,6 @@ import gc
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -57,6 +56,7 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
+from ..models import iter_merged_weights  # noqa: E402
 from .engine import Completion, Engine, SamplingParams  # noqa: E402
 from .hf_engine import stop_token_ids  # noqa: E402
 
@@ -92,42 +92,6 @@ def _is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
-
-
-def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """The weights vLLM should serve, under the plain transformers names (LoRA merged, model untouched).
-
-    For a peft model each LoRA layer's weight is ``W + scale * B @ A`` (peft's ``get_delta_weight``), and a
-    ``modules_to_save`` copy replaces its original; the model itself is not modified (no merge/unmerge round
-    trip, whose float error would accumulate over steps). A merged weight is made only when its turn comes,
-    so a consumer that handles one at a time holds one layer's copy, not the whole model's (in fp32, the
-    merged linears of SmolLM2-135M are 0.43 GB).
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # no peft: nothing can be a LoRA layer
-        LoraLayer = ()  # noqa: N806
-    lora = {f"{name}.weight": module for name, module in base.named_modules()
-            if LoraLayer and isinstance(module, LoraLayer)}
-    for key, value in base.state_dict().items():
-        if ".lora_" in key or "lora_magnitude_vector" in key or ".original_module." in key:
-            continue
-        name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))
-        module = lora.get(name)
-        yield name, value if module is None else _merged_weight(module)
-
-
-def _merged_weight(module) -> torch.Tensor:
-    """A LoRA layer's weight with its active adapters added (fp32 when the base is stored in 16 bits)."""
-    weight = module.get_base_layer().weight.detach()
-    if weight.dtype in (torch.bfloat16, torch.float16):  # merge in fp32 (the base may be kept in bf16)
-        weight = weight.float()
-    if not module.merged and not module.disable_adapters:
-        for adapter in module.active_adapters:
-            if adapter in module.lora_A:
-                weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
-    return weight
 
 
 def merged_state_dict(model) -> dict[str, torch.Tensor]:

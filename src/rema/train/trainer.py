@@ -779,6 +779,7 @@ class Trainer:
     def export(self) -> Path:
         """Final model(s) as ``save_pretrained`` folders (LoRA merged): ``final/`` or ``final/{mta,ra}/``."""
         root = self.run_dir / "final"
+        release_memory(self.engines)  # the engines' KV pages are not needed while the weights are written
         for p in self.policies:
             export_model(p.model, p.tokenizer, root if p.name == "shared" else root / p.name)
         return root
