@@ -303,7 +303,8 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
 
 
 def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """The weights vLLM should serve, under the plain transformers names (LoRA merged, model untouched).
+    """The merged model's weights (what vLLM serves, what the export writes) under the plain transformers
+    names (LoRA merged, model untouched).
 
     For a peft model each LoRA layer's weight is ``W + scale * B @ A`` (peft's ``get_delta_weight``), and a
     ``modules_to_save`` copy replaces its original; the model itself is not modified (no merge/unmerge round
