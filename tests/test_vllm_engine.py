@@ -22,7 +22,7 @@ from rema.prompts import get_prompt_set  # noqa: E402
 from rema.rollout import HFEngine, SamplingParams, rollout  # noqa: E402
 from rema.rollout.chat import ChatCodec  # noqa: E402
 from rema.rollout.vllm_engine import (Fingerprint, VLLMEngine, WeightSyncError, fingerprint,  # noqa: E402
-                                     iter_merged_weights, merged_state_dict, trainer_logprobs)
+                                     iter_merged_weights, trainer_logprobs)
 
 pytestmark = pytest.mark.slow
 
@@ -320,10 +320,10 @@ def _lora(model, seed=0):
     return peft_model
 
 
-def test_merged_state_dict_equals_peft_merge_and_unload(tiny):
+def test_merged_weights_equal_peft_merge_and_unload(tiny):
     model, _ = tiny
     peft_model = _lora(model)
-    ours = merged_state_dict(peft_model)
+    ours = dict(iter_merged_weights(peft_model))
     ref = copy.deepcopy(peft_model).merge_and_unload().state_dict()
     assert set(ours) == set(ref)
     for key in ref:
@@ -338,7 +338,7 @@ def test_merged_weights_are_made_when_asked_for(tiny):
     that loads one at a time (vLLM's in-process reload) never holds the whole merged model."""
     model, _ = tiny
     peft_model = _lora(model)
-    eager = merged_state_dict(peft_model)
+    eager = dict(iter_merged_weights(peft_model))
     stream = iter_merged_weights(peft_model)
     first, _ = next(stream)
     with torch.no_grad():  # after the stream started: later merged weights must see the adapter switched off

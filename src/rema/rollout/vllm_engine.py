@@ -94,11 +94,6 @@ def _is_cpu_platform() -> bool:
     return current_platform.is_cpu()
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
-    """:func:`iter_merged_weights` as one dict (every merged weight at once)."""
-    return dict(iter_merged_weights(model))
-
-
 class Fingerprint:
     """A cheap digest of the exact bits of named tensors (changes when any of them changes), fed one tensor
     at a time in any order: ``fp.add(name, t)`` ... ``fp.hexdigest()``."""
@@ -601,5 +596,5 @@ def _shutdown(llm, folder: str) -> None:
 
 
 __all__ = ["Fingerprint", "RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "iter_merged_weights",
-           "iter_served_tensors", "merged_state_dict", "served_tensors",
+           "iter_served_tensors", "served_tensors",
            "trainer_logprobs", "write_weights"]
