@@ -32,7 +32,7 @@ import torch
 
 
 def main() -> None:
-    from rema.models import LoraSpec, load_model, store_frozen_linears
+    from rema.models import LoraSpec, load_model, store_frozen_weights
     from rema.train.batch import micro_batches, pad
     from rema.train.logprobs import token_logprobs
     from rema.train.trainer import PhasePeak, release_freed_memory
@@ -63,7 +63,7 @@ def main() -> None:
             model, _ = load_model("smollm2-135m", lora=LoraSpec(r=16, alpha=32))
             low = "bf16" in rest
             if low:
-                store_frozen_linears(model, torch.bfloat16)
+                store_frozen_weights(model, torch.bfloat16)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-6)
         model.train()

@@ -70,24 +70,32 @@ def test_frozen_head_function_matches_autograd(tiny, bf16):
     assert sum(float(g.abs().sum()) for g in g_f) > 0
 
 
-def test_frozen_linears_in_bf16_change_no_number_under_autocast(tmp_path):
+def test_frozen_weights_in_bf16_change_no_number_under_autocast_but_the_embedding_rounding(tmp_path):
     """LoRA's frozen weights stored in bf16 (as the trainer does for a bf16 update): under bf16 autocast the
-    log-probs and gradients are bit-identical to fp32 storage; without autocast the model still runs (inputs
-    cast in, outputs cast back); an export saves fp32 weights again."""
+    log-probs and gradients are bit-identical to fp32 storage whose embedding table alone is rounded to
+    bf16 (the one change; the tied LM head shares the rounded table); without autocast the model still
+    runs (inputs cast in, outputs cast back); an export saves fp32 weights again."""
     import copy
 
     from safetensors.torch import load_file
 
-    from rema.models import LoraSpec, export_model, load_model, store_frozen_linears
+    from rema.models import LoraSpec, export_model, load_model, store_frozen_weights
 
     model, tok = load_model("tiny-random", lora=LoraSpec(r=4, alpha=8), seed=0)
     for name, p in model.named_parameters():  # a non-zero adapter, so the LoRA path matters too
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05, generator=torch.Generator().manual_seed(4))
+    emb = model.get_input_embeddings()
+    assert model.get_output_embeddings().weight is emb.weight  # tiny-random ties them, as SmolLM2 does
     low = copy.deepcopy(model)
-    assert store_frozen_linears(low, torch.bfloat16) > 0
+    n_linear = sum(1 for n, _ in low.named_modules() if n.endswith("base_layer"))
+    assert store_frozen_weights(low, torch.bfloat16) == n_linear + 2  # + the embedding and the tied head
     assert {p.dtype for n, p in low.named_parameters() if "base_layer" in n} == {torch.bfloat16}
+    assert low.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert low.get_output_embeddings().weight is low.get_input_embeddings().weight  # still tied
     assert {p.dtype for p in low.parameters() if p.requires_grad} == {torch.float32}
+    with torch.no_grad():
+        emb.weight.data = emb.weight.data.to(torch.bfloat16).float()  # the reference: fp32, table rounded
     ids = torch.randint(0, 250, (2, 14), generator=torch.Generator().manual_seed(5))
     attn = torch.ones_like(ids)
     out = []
@@ -102,9 +110,11 @@ def test_frozen_linears_in_bf16_change_no_number_under_autocast(tmp_path):
     for m in rounded.modules():
         if hasattr(m, "base_layer"):
             m.base_layer.weight.data = m.base_layer.weight.data.to(torch.bfloat16).float()
-    with torch.no_grad():  # without autocast: fp32 arithmetic on the rounded weights
+    with torch.no_grad():  # without autocast: fp32 arithmetic on the rounded weights (both head paths)
         plain, cast = token_logprobs(rounded, ids, attn)[0], token_logprobs(low, ids, attn)[0]
+        full_plain, full_cast = rounded(input_ids=ids).logits, low(input_ids=ids).logits
     assert cast.dtype == torch.float32 and torch.equal(plain, cast)
+    assert full_cast.dtype == torch.float32 and torch.equal(full_plain, full_cast)
     export_model(low, tok, tmp_path / "out")
     saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32} and not any("lora" in k for k in saved)

@@ -203,14 +203,14 @@ def test_export_streams_merged_shards_equal_to_peft_merge(tmp_path):
 
     from transformers import AutoModelForCausalLM
 
-    from rema.models import LoraSpec, export_model, load_model, store_frozen_linears
+    from rema.models import LoraSpec, export_model, load_model, store_frozen_weights
 
     model, tok = load_model("tiny-random", lora=LoraSpec(r=4, alpha=8), seed=0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.05, generator=torch.Generator().manual_seed(3))
-    assert store_frozen_linears(model, torch.bfloat16) > 0
+    assert store_frozen_weights(model, torch.bfloat16) > 0
     ref = copy.deepcopy(model)
     for m in ref.modules():
         if hasattr(m, "rema_loaded_dtype"):

@@ -252,7 +252,7 @@ def load_model(
 
 
 class _StoredLowLinear(torch.nn.Linear):
-    """A frozen ``nn.Linear`` whose weight is stored in a lower precision (see :func:`store_frozen_linears`).
+    """A frozen ``nn.Linear`` whose weight is stored in a lower precision (see :func:`store_frozen_weights`).
 
     Under autocast it is a plain linear layer (autocast casts the input; the weight is already in its
     dtype). Elsewhere it computes in the input's dtype with the weight cast up: exact fp32 arithmetic on
@@ -266,15 +266,37 @@ class _StoredLowLinear(torch.nn.Linear):
         return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
 
 
-def store_frozen_linears(model, dtype: torch.dtype) -> int:
-    """Keep the frozen base weight of every LoRA-wrapped linear layer in ``dtype``; returns how many.
+class _StoredLowEmbedding(torch.nn.Embedding):
+    """A frozen ``nn.Embedding`` whose table is stored in a lower precision (see :func:`store_frozen_weights`):
+    the rows it returns are cast back to the dtype it was loaded in, so the residual stream keeps its
+    precision and only the table's entries are rounded."""
 
-    For an update under ``torch.autocast(dtype)`` this changes no number: autocast would cast these weights
-    to ``dtype`` at every matmul (forward, recomputation, backward). What it saves is memory: the frozen
-    weights take half the bytes and no transient copies are made (on a 2-core CPU the update's speed was
-    the same within noise). Embeddings, norms, the (tied) LM head and the LoRA adapters keep their dtype.
-    The base weights are rounded to ``dtype`` once; outside autocast the layers compute in the caller's
-    dtype on those rounded weights (``_StoredLowLinear``).
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).to(self.rema_loaded_dtype)
+
+
+def _store_low(module: torch.nn.Module, dtype: torch.dtype, cls: type) -> None:
+    module.rema_loaded_dtype = module.weight.dtype
+    with torch.no_grad():  # in place on the Parameter: a module tied to it sees the new tensor too
+        module.weight.data = module.weight.data.to(dtype)
+        if getattr(module, "bias", None) is not None:
+            module.bias.data = module.bias.data.to(dtype)
+    module.__class__ = cls
+
+
+def store_frozen_weights(model, dtype: torch.dtype) -> int:
+    """Keep the frozen weights of a LoRA model in ``dtype`` for an update under ``torch.autocast(dtype)``:
+    the base weight of every LoRA-wrapped linear layer, the input embedding and the (tied) LM head.
+    Returns how many layers were changed.
+
+    The linear layers and the LM head change no number under autocast: it would cast their weights to
+    ``dtype`` at every matmul (forward, recomputation, backward) anyway. The embedding's rows are rounded
+    to ``dtype`` once (what a bf16 vLLM engine serves; its output is cast back, so the residual stream keeps
+    its precision); that is the one numerical change. What this saves is memory: the frozen weights take
+    half the bytes and no transient copies are made (SmolLM2-135M's 0.11 GB tied embedding was also cast
+    to a 54 MB bf16 copy in every log-prob pass; on a 2-core CPU the update's speed was the same within
+    noise). Norms and the LoRA adapters keep their dtype. Outside autocast the layers compute in the
+    caller's dtype on the rounded weights (``_StoredLowLinear``).
     """
     try:
         from peft.tuners.lora import LoraLayer
@@ -287,9 +309,22 @@ def store_frozen_linears(model, dtype: torch.dtype) -> int:
         base = module.get_base_layer()
         if type(base) is not torch.nn.Linear or base.weight.requires_grad or base.weight.dtype == dtype:
             continue
-        base.rema_loaded_dtype = base.weight.dtype
-        base.to(dtype)
-        base.__class__ = _StoredLowLinear
+        _store_low(base, dtype, _StoredLowLinear)
+        count += 1
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    emb, head = inner.get_input_embeddings(), inner.get_output_embeddings()
+    tied = head is not None and emb is not None and head.weight is emb.weight
+    if (type(emb) is torch.nn.Embedding and not emb.weight.requires_grad and emb.weight.dtype != dtype
+            and (not tied or type(head) is torch.nn.Linear)):  # a wrapped tied head (LoRA) would read the table
+        _store_low(emb, dtype, _StoredLowEmbedding)
+        count += 1
+        if tied:  # the shared table is rounded already
+            head.rema_loaded_dtype = emb.rema_loaded_dtype
+            head.__class__ = _StoredLowLinear
+            count += 1
+    if (not tied and type(head) is torch.nn.Linear and not head.weight.requires_grad
+            and head.weight.dtype != dtype):
+        _store_low(head, dtype, _StoredLowLinear)
         count += 1
     if count:
         # the rest may still be views of the checkpoint file's memory map, which then stays resident with
@@ -347,7 +382,7 @@ def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = Tr
                  shard_mb: float = EXPORT_SHARD_MB) -> Path:
     """Write a ``save_pretrained`` folder that transformers and vLLM can load (LoRA merged unless told not to).
 
-    Weights kept in a lower precision for the update (:func:`store_frozen_linears`) are saved in the dtype
+    Weights kept in a lower precision for the update (:func:`store_frozen_weights`) are saved in the dtype
     they were loaded in, like the rest. A LoRA model is merged and written one weight at a time
     (:func:`iter_merged_weights`) into safetensors shards of at most ``shard_mb`` MiB with the usual
     ``model.safetensors.index.json``: the export holds one shard beside the model, not a merged copy of it
@@ -382,11 +417,13 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
 
     base = model.get_base_model()
     tied = bool(getattr(base.config, "tie_word_embeddings", False))
-    dtypes = {}  # merged weights come in fp32 when the base is kept in 16 bits: save them as loaded
+    dtypes = {}  # weights kept in 16 bits (merged ones come in fp32): saved in the dtype they were loaded in
     for name, module in base.named_modules():
         if isinstance(module, LoraLayer):
             layer = module.get_base_layer()
             dtypes[f"{name}.weight"] = getattr(layer, "rema_loaded_dtype", layer.weight.dtype)
+        elif hasattr(module, "rema_loaded_dtype") and ".base_layer" not in name:
+            dtypes.update({f"{name}.{p}": module.rema_loaded_dtype for p, _ in module.named_parameters(recurse=False)})
     own = {t.untyped_storage().data_ptr() for t in base.state_dict().values()}  # live: addresses stay unique
     seen: set[int] = set()
     shards: list[list[str]] = []  # the names in each shard written so far

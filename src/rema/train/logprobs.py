@@ -46,11 +46,13 @@ class _HeadLogp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, inv_temp: float, with_entropy: bool):
-        logits = (hidden.to(weight.dtype) @ weight.T).float() * inv_temp  # (K, V)
+        logits = (hidden.to(weight.dtype) @ weight.T).float()  # (K, V); in place from here: at most two
+        if inv_temp != 1.0:                                      # (K, V) fp32 buffers are alive at once
+            logits.mul_(inv_temp)
         logz = torch.logsumexp(logits, dim=-1)
         logp = logits.gather(-1, targets[:, None]).squeeze(-1) - logz
         if with_entropy:
-            entropy = logz - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+            entropy = logz - (logits - logz[:, None]).exp_().mul_(logits).sum(-1)
         else:
             entropy = torch.zeros_like(logp)
         ctx.save_for_backward(hidden, weight, targets, logz)
@@ -61,19 +63,24 @@ class _HeadLogp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_logp, _grad_entropy):
         hidden, weight, targets, logz = ctx.saved_tensors
-        logits = (hidden.to(weight.dtype) @ weight.T).float() * ctx.inv_temp
+        logits = (hidden.to(weight.dtype) @ weight.T).float()
+        if ctx.inv_temp != 1.0:
+            logits.mul_(ctx.inv_temp)
         grad = logits.sub_(logz[:, None]).exp_().mul_(-grad_logp[:, None])  # -softmax * g
         grad.scatter_add_(-1, targets[:, None], grad_logp[:, None])  # + onehot * g
         grad_hidden = (grad.mul_(ctx.inv_temp).to(weight.dtype) @ weight).to(hidden.dtype)
         return grad_hidden, None, None, None, None
 
 
-def _compute_weight(head, device: torch.device) -> torch.Tensor:
-    """The head's weight in the dtype its matmul runs in (the autocast dtype where autocast is on)."""
-    w = head.weight
-    if torch.is_autocast_enabled(device.type) and w.is_floating_point():
-        w = w.to(torch.get_autocast_dtype(device.type))
-    return w.detach()
+def _compute_weight(head, hidden: torch.Tensor) -> torch.Tensor:
+    """The head's weight in the dtype its matmul runs in: the autocast dtype where autocast is on, else the
+    hidden states' (a weight stored in bf16 under an fp32 model is cast up, as ``_StoredLowLinear`` does)."""
+    w = head.weight.detach()
+    if not w.is_floating_point():
+        return w
+    if torch.is_autocast_enabled(hidden.device.type):
+        return w.to(torch.get_autocast_dtype(hidden.device.type))
+    return w.to(hidden.dtype)
 
 
 def token_logprobs(
@@ -109,7 +116,7 @@ def token_logprobs(
     h_sel, t_sel = hidden[rows, cols - 1], input_ids[rows, cols]  # (K, H), (K,)
     inv_temp = 1.0 / temperature if temperature > 0 else 1.0
     fused = not (entropy_grad and with_entropy) and not (torch.is_grad_enabled() and head.weight.requires_grad)
-    weight = _compute_weight(head, hidden.device) if fused else None
+    weight = _compute_weight(head, hidden) if fused else None
     logps, ents = [], []
     for s in range(0, h_sel.shape[0], chunk_tokens):
         h, t = h_sel[s:s + chunk_tokens], t_sel[s:s + chunk_tokens]

@@ -44,7 +44,7 @@ from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..data.dialogues import load_dialogues, save_dialogues
 from ..eval.core import episode_metrics, run_eval
-from ..models import LoraSpec, describe, export_model, load_model, native_bf16, store_frozen_linears
+from ..models import LoraSpec, describe, export_model, load_model, native_bf16, store_frozen_weights
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
@@ -284,7 +284,7 @@ class Trainer:
         for i, (name, roles, model_name) in enumerate(groups):
             model, tok = load_model(model_name, dtype=m.dtype, device=self.device, lora=lora, seed=cfg.train.seed)
             if self.bf16 and m.lora_r > 0:  # the update rounds them to bf16 anyway: half the memory, same numbers
-                store_frozen_linears(model, torch.bfloat16)
+                store_frozen_weights(model, torch.bfloat16)
             if m.gradient_checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
@@ -605,6 +605,7 @@ class Trainer:
         n_opt, skipped, grad_norms = 0, 0, []
         first_diff = None
         tokens_trained = 0
+        trim = t.malloc_mmap_threshold_mb > 0 and self.device.type == "cpu"
         t_start = time.perf_counter()
         pol.model.train()
         for _ in range(t.ppo_epochs):
@@ -645,6 +646,8 @@ class Trainer:
                         finite = False
                         continue
                     (loss * w).backward()
+                    if trim:  # the next micro-batch's activations are laid out afresh, not around old holes
+                        release_freed_memory()
                     tokens_trained += int(b["attention_mask"].sum())
                     for k, v in st.items():
                         sums[k] = sums.get(k, 0.0) + v * w
