@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,21 @@ def main() -> None:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     root = psutil.Process(proc.pid)
+
+    def stop(signum, _frame):  # killing the measurement stops what it measures (no orphaned training run)
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for p in tree(root):
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     peak = {"rss_sum_gib": 0.0, "pss_sum_gib": 0.0, "largest_rss_gib": 0.0, "processes": 0}
     timeline = open(args.timeline, "w") if args.timeline else None
     while proc.poll() is None:
