@@ -283,7 +283,7 @@ class Trainer:
         policies = []
         for i, (name, roles, model_name) in enumerate(groups):
             model, tok = load_model(model_name, dtype=m.dtype, device=self.device, lora=lora, seed=cfg.train.seed)
-            if self.bf16 and m.lora_r > 0:  # the update rounds them to bf16 anyway: half the memory, same numbers
+            if self.bf16 and m.lora_r > 0:  # autocast rounds them to bf16 anyway (the embedding table aside)
                 store_frozen_weights(model, torch.bfloat16)
             if m.gradient_checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
