@@ -12,7 +12,7 @@ Each side runs in its own process (``--worker rema|trl``), ``--rounds`` times, a
 trl, ...), each for ``--steps`` steps after one untimed warm-up step (model load and engine start are not
 timed). TRL needs its own environment (it is not a rema dependency), e.g.:
 
-    python3 -m venv /tmp/trl && /tmp/trl/bin/pip install torch==2.13.0 trl "transformers==5.19.0" \\
+    python3 -m venv /tmp/trl && /tmp/trl/bin/pip install torch==2.13.0 trl "transformers==5.19.0" peft psutil \\
         math-verify==0.9.0 rich pyyaml && /tmp/trl/bin/pip install --no-deps -e .
     .venv/bin/python bench/trl_side_by_side.py --trl-python /tmp/trl/bin/python
 

@@ -238,6 +238,23 @@ def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
     assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))
 
 
+
+@pytest.mark.slow  # inductor compiles C++
+def test_compiled_layers_train_and_the_transformers_engine_still_generates(tmp_path):
+    """``train.compile``: the decoder layers run compiled in the update and in the transformers engine's
+    generation (KV cache, no grad) alike; the step trains."""
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    tr = make(tmp_path, "model.lora_r=4", "train.autocast=bf16", "train.lr=5e-2", "rollout.mode=multi_turn",
+              "train.compile=true")
+    model = tr.policies[0].model
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    m = tr.train_step()
+    assert counters["stats"]["unique_graphs"] > graphs
+    assert math.isfinite(m["loss/policy"]) and m["train/episodes"] == 16
+    assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))
+
 _HEAP_SCRIPT = r"""
 import sys, torch
 from rema.train.trainer import update_heap

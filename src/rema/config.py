@@ -96,8 +96,9 @@ class RolloutConfig:
     vllm_enforce_eager: bool = False
     """``true``: vLLM without torch.compile (and on GPUs without CUDA graphs). The default compiles: on 2 CPU
     cores the engine's first start on a machine takes ~80 s (inductor compiles; its cache in
-    ``/tmp/torchinductor_<user>`` makes later starts ~23 s; eager: ~4 s) and rollouts run ~1.4x faster
-    (8 rows x 128 tokens: 2.9-3.4 vs 4.0-5.8 s). ``true`` for short interactive runs on a fresh machine."""
+    ``/tmp/torchinductor_<user>`` makes later starts ~23 s; eager: ~4 s) and rollouts run ~1.3x faster
+    (8 rows x 128 tokens, same session: 3.2-4.0 vs 4.0-5.8 s per rollout). ``true`` for short interactive
+    runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
     vllm_release_kv: bool = True
     """vLLM on CPU: between the rollout and the update, return its KV cache's pages to the OS (vLLM has no
     sleep mode on CPU; the prefix cache is dropped first), so the update does not run beside an idle

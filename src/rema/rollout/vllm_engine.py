@@ -243,7 +243,7 @@ class VLLMEngine(Engine):
             on CPU, ``gpu_memory_utilization`` on GPUs.
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only, when ``kv_cache_gib`` is None).
         enforce_eager: skip torch.compile / CUDA graphs. On 2 CPU cores a compiled engine's first start takes
-            ~80 s, later ones ~23 s (inductor's cache), an eager one ~4 s; compiled decoding is ~1.4x faster.
+            ~80 s, later ones ~23 s (inductor's cache), an eager one ~4 s; compiled rollouts ran ~1.3x faster.
         enable_prefix_caching: reuse KV of shared prefixes (G samples of a question, growing multi-turn chats).
         sleep_between_rollouts: ``llm.sleep(level=1)`` in :meth:`release_memory` (GPU only: frees KV cache and
             moves weights to host memory while the trainer updates); woken before the next call or sync.
