@@ -202,8 +202,8 @@ class TrainConfig:
     """``torch.compile`` each decoder layer of the trained model(s) in place (dynamic shapes), so inductor fuses
     the elementwise work around the matmuls (casts, norms, rotary, LoRA's scale-and-add). Every forward of
     the trainer's model then runs compiled: the update, the cold start's SFT, the post-sync check. The first
-    compilation takes ~40 s on 2 CPU cores (inductor's cache shortens later starts; a C++ compiler is needed
-    on CPU). See the README's performance section for what it saves; worth it for long runs."""
+    compilation takes 30-40 s on 2 CPU cores (inductor's cache shortens later starts; a C++ compiler is
+    needed on CPU). See the README's performance section for what it saves; worth it for long runs."""
     recompute_old_logp: bool = True
     """Recompute π_old under the training forward (True) or use the sampler's log-probs (False)."""
     seed: int = 0
