@@ -130,3 +130,21 @@ def test_engine_auto_picks_vllm_only_where_installed(monkeypatch):
         factory.resolve_engine("auto")
     with pytest.raises(ValueError, match="unknown engine"):
         factory.resolve_engine("tgi")
+
+
+def test_chat_runs_vllm_eager_unless_asked_to_compile(monkeypatch):
+    """One dialogue does not repay a compiled start (~20-80 s): ``rema chat`` asks vLLM for eager mode unless
+    ``--compile``; ``rema train`` and ``rema eval`` compile by default (``--eager`` / the config key)."""
+    from rema.rollout import factory
+
+    asked, real = [], factory.make_engine
+
+    def spy(model, tok, **kw):
+        asked.append(kw["enforce_eager"])
+        return real(model, tok, **{**kw, "engine": "hf"})  # the test itself runs on the transformers engine
+
+    monkeypatch.setattr(factory, "make_engine", spy)
+    for flags in ([], ["--compile"]):
+        assert main(["chat", "What is 2 + 3?", "--model", "tiny-random", "--max-turns", "1", "--max-tokens", "4",
+                     "--engine", "vllm", *flags]) == 0
+    assert asked == [True, False]

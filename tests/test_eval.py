@@ -351,3 +351,12 @@ def test_plan_leak_rate_reads_the_first_mta_message_strictly(tiny):
     m = episode_metrics(episodes)
     assert m["plan_leak_rate"] == 0.5  # "7 + 4 = 11." and "The answer is 11."
     assert m["leak_rate"] == 0.25  # only the box in the last episode's second message
+
+
+def test_eval_eager_flag_reaches_the_engine_options():
+    from rema.cli import build_parser
+    from rema.eval.commands import settings_from_args
+
+    s = settings_from_args(build_parser().parse_args(["eval", "--model", "tiny-random", "--bench", "gsm8k", "--eager"]))
+    assert s.eager and build_config(s).rollout.vllm_enforce_eager
+    assert not build_config(EvalSettings()).rollout.vllm_enforce_eager  # compiled by default

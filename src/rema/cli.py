@@ -38,6 +38,7 @@ def cmd_chat(args) -> int:
     rcfg.max_turns, rcfg.max_tokens_per_turn = args.max_turns, args.max_tokens
     rcfg.max_context_tokens = max(args.max_context, args.max_tokens + 1)
     rcfg.temperature, rcfg.top_p = args.temperature, args.top_p
+    rcfg.vllm_enforce_eager = not args.compile  # one dialogue: a compiled start (~20-80 s) would not pay off
     try:
         from .config import validate
 
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                    help="generation backend (auto: vLLM when installed, else transformers)")
+    c.add_argument("--compile", action="store_true",
+                   help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time)")
     c.add_argument("--answer", default=None, help="reference answer: grade the final response")
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")

@@ -54,6 +54,8 @@ def _add_eval_args(e: argparse.ArgumentParser) -> None:
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                      help="generation backend (auto: vLLM when installed, else transformers)")
+    gen.add_argument("--eager", action="store_true",
+                     help="vLLM without compiling its model (starts in seconds, decodes ~1.3x slower)")
     gen.add_argument("--grader-timeout", type=float, default=5.0, help="seconds per graded answer")
     gen.add_argument("--grader-workers", type=int, default=1)
     e.add_argument("--out", help="output folder (default evals/<model>-<method>-<time>); an existing one resumes")
@@ -73,9 +75,9 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         run=args.run, checkpoint=args.checkpoint, method=args.method, data_dir=args.data_dir, limit=args.limit,
         n=args.n, temperature=args.temperature, top_p=args.top_p, max_turns=args.max_turns,
         max_tokens=args.max_tokens, max_context=args.max_context, batch_size=args.batch_size, seed=args.seed,
-        device=args.device, dtype=args.dtype, engine=args.engine, grader_timeout_s=args.grader_timeout,
-        grader_workers=args.grader_workers, out=args.out, label=args.label, question_field=args.question_field,
-        answer_field=args.answer_field, id_field=args.id_field, level_field=args.level_field, split=args.split,
+        device=args.device, dtype=args.dtype, engine=args.engine, eager=args.eager,
+        grader_timeout_s=args.grader_timeout, grader_workers=args.grader_workers, out=args.out, label=args.label,
+        question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field, level_field=args.level_field, split=args.split,
         task=args.task, answer_format=args.answer_format,
     )
 
