@@ -160,3 +160,11 @@ def test_compiled_decoder_layers_give_the_eager_logprobs_and_gradients():
         for a, b in zip(out[0][1], out[1][1]):
             assert torch.allclose(a, b, atol=0.05 * float(a.abs().max()) + 1e-6, rtol=0)
     assert counters["stats"]["unique_graphs"] > graphs  # it did run compiled
+
+
+def test_compiling_layers_on_cpu_without_a_cpp_compiler_says_what_to_do(tiny, monkeypatch):
+    import rema.models as models
+
+    monkeypatch.setattr(models, "has_cpp_compiler", lambda: False)
+    with pytest.raises(RuntimeError, match="train.compile=false"):
+        models.compile_decoder_layers(tiny[0])

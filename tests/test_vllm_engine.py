@@ -494,7 +494,7 @@ def test_without_a_cpp_compiler_the_engine_runs_eager_and_says_so(smol, monkeypa
     if not ve._is_cpu_platform():
         pytest.skip("the fallback is for CPUs (inductor compiles C++ there)")
     model, tok = smol
-    monkeypatch.setattr(ve, "_has_cpp_compiler", lambda: False)
+    monkeypatch.setattr(ve, "has_cpp_compiler", lambda: False)
     with pytest.warns(UserWarning, match="C\\+\\+ compiler"):
         eng = VLLMEngine(model, tok, seed=0, max_model_len=256, kv_cache_gib=0.25, dtype="float32")
     try:

@@ -337,6 +337,16 @@ def store_frozen_weights(model, dtype: torch.dtype) -> int:
     return count
 
 
+def has_cpp_compiler() -> bool:
+    """Whether inductor finds a C++ compiler (``CXX``, g++, clang++): compiling for a CPU needs one."""
+    try:
+        from torch._inductor import cpp_builder
+
+        return bool(cpp_builder.get_cpp_compiler())
+    except Exception:  # noqa: BLE001 - inductor raises its own error type when none is found
+        return False
+
+
 def compile_decoder_layers(model) -> int:
     """``torch.compile`` every decoder layer of ``model`` (peft-wrapped or not) in place, with dynamic shapes;
     returns how many. ``nn.Module.compile`` keeps the module tree and its state-dict names (checkpoints,
@@ -346,6 +356,9 @@ def compile_decoder_layers(model) -> int:
     layers = getattr(backbone, "layers", None)
     if layers is None:
         raise ValueError(f"{type(backbone).__name__} has no .layers to compile (train.compile)")
+    if next(model.parameters()).device.type == "cpu" and not has_cpp_compiler():
+        raise RuntimeError("train.compile on CPU needs a C++ compiler for inductor: install g++ (or set CXX), "
+                           "or set train.compile=false")
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)

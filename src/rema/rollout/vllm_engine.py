@@ -63,7 +63,7 @@ os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
-from ..models import iter_merged_weights  # noqa: E402
+from ..models import has_cpp_compiler, iter_merged_weights  # noqa: E402
 from .engine import Completion, Engine, SamplingParams  # noqa: E402
 from .hf_engine import stop_token_ids  # noqa: E402
 
@@ -99,16 +99,6 @@ def _is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
-
-
-def _has_cpp_compiler() -> bool:
-    """Whether inductor finds a C++ compiler (``CXX``, g++, clang++): compiling on CPU needs one."""
-    try:
-        from torch._inductor import cpp_builder
-
-        return bool(cpp_builder.get_cpp_compiler())
-    except Exception:  # noqa: BLE001 - inductor raises its own error type when none is found
-        return False
 
 
 class Fingerprint:
@@ -310,7 +300,7 @@ class VLLMEngine(Engine):
         self.write_s = time.perf_counter() - t0
 
         self.is_cpu = _is_cpu_platform()
-        if not enforce_eager and self.is_cpu and not _has_cpp_compiler():
+        if not enforce_eager and self.is_cpu and not has_cpp_compiler():
             warnings.warn("vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
                           "CXX; rollout.vllm_enforce_eager=true silences this)", stacklevel=2)
             enforce_eager = True
