@@ -9,7 +9,9 @@ gradient checkpointing, the micro-batch size and the compute dtype: ``:bf16`` = 
 bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``train.autocast=bf16``;
 ``:bf16cast`` = the same autocast over fp32 weights (cast at every matmul, as before 2026-12-01); fp32
 otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of
-rema's hand-written head function.
+rema's hand-written head function. ``:share`` packs each group's rows around their common prefix
+(``train.share_prefix``): with ``--group-size G --prefix P`` the rows come in groups of G that share their
+first P tokens, as a GRPO group's rows share the prompt.
 
 Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
 ``perf/update_tokens_per_s``), trained tokens/s, seconds, and the peak RSS of the update (``VmHWM`` reset
@@ -18,6 +20,8 @@ before it). Usage:
     python bench/update_speed.py [--rows 48] [--repeats 2] [--settings ckpt:2048,ckpt:2048:bf16,nockpt:2048]
     python bench/update_speed.py --rows 8 --min-len 130 --max-len 160 \
         --settings ckpt:4096:bf16cast:autograd,ckpt:4096:bf16cast,ckpt:4096:bf16   # the TRL side-by-side's rows
+    python bench/update_speed.py --rows 8 --group-size 4 --prefix 43 --min-len 100 --max-len 171 \
+        --settings ckpt:8192:bf16,ckpt:8192:bf16:share --repeats 3                  # ... with their prompts
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 
 def main() -> None:
     from rema.models import LoraSpec, load_model, store_frozen_weights
-    from rema.train.batch import micro_batches, pad
+    from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs
     from rema.train.trainer import PhasePeak, release_freed_memory
 
@@ -44,6 +48,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-len", type=int, default=280, help="shortest row (tokens)")
     ap.add_argument("--max-len", type=int, default=420, help="longest row (tokens)")
+    ap.add_argument("--group-size", type=int, default=1, help="rows per group (sharing their first --prefix tokens)")
+    ap.add_argument("--prefix", type=int, default=0, help="tokens the rows of a group share (their prompt)")
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
     lengths = torch.randint(args.min_len, args.max_len + 1, (args.rows,), generator=gen).tolist()
@@ -51,7 +57,13 @@ def main() -> None:
     low = False  # whether the loaded model keeps its frozen weights in bf16 (one model in memory at a time)
     vocab = model.config.vocab_size
     ids = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
-    masks = [[0.0] * (n // 3) + [1.0] * (n - n // 3) for n in lengths]  # the agent's own messages
+    for i in range(len(ids)):  # a group's rows start with its prompt
+        lead = i - i % args.group_size
+        ids[i][:args.prefix] = ids[lead][:args.prefix]
+    # the agent's own messages: after the prompt, or the last two thirds of the row
+    masks = [[0.0] * max(args.prefix, n // 3) + [1.0] * (n - max(args.prefix, n // 3)) for n in lengths]
+    rows = Rows(ids, masks, [[0.0] * n for n in lengths], [[0] * n for n in lengths], ["a"] * len(ids),
+                [(str(i // args.group_size), "a") for i in range(len(ids))], [0.0] * len(ids), list(range(len(ids))))
     peak = PhasePeak()
     for setting in args.settings.split(","):
         kind, size, *rest = setting.split(":")
@@ -77,14 +89,12 @@ def main() -> None:
             peak.reset()
             t0 = time.perf_counter()
             total = sum(sum(m) for m in masks)
-            for idx in micro_batches(lengths, int(size)):
-                input_ids = pad([ids[i] for i in idx], tok.pad_token_id, torch.long)
-                attention = pad([[1] * lengths[i] for i in idx], 0, torch.long)
-                mask = pad([masks[i] for i in idx], 0.0, torch.float32)
+            for units in plan_micro_batches(rows, list(range(len(rows))), int(size), share_prefix="share" in rest):
+                b = collate(rows, [i for u in units for i in u], tok.pad_token_id, units=units)
                 with amp:
-                    logp, _ = token_logprobs(model, input_ids, attention, positions=mask, with_entropy=True,
-                                             entropy_grad="autograd" in rest)
-                loss = -(logp * mask).sum() / total
+                    logp, _ = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"],
+                                             with_entropy=True, entropy_grad="autograd" in rest, pack=b.get("pack"))
+                loss = -(logp * b["mask"]).sum() / total
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

@@ -168,3 +168,53 @@ def test_compiling_layers_on_cpu_without_a_cpp_compiler_says_what_to_do(tiny, mo
     monkeypatch.setattr(models, "has_cpp_compiler", lambda: False)
     with pytest.raises(RuntimeError, match="train.compile=false"):
         models.compile_decoder_layers(tiny[0])
+
+
+def _rows_with_shared_prefixes():
+    """Two GRPO groups whose rows share their first 9 / 5 tokens, one row alone; trained tokens inside the shared
+    prefix too (two identical rows' first turns), and a row that ends one token after the prefix."""
+    from rema.train.batch import Rows
+
+    g = torch.Generator().manual_seed(4)
+    rnd = lambda n: torch.randint(3, 250, (n,), generator=g).tolist()  # noqa: E731
+    p1, p2 = rnd(9), rnd(5)
+    ids = [p1 + rnd(7), p1 + rnd(3), p1 + rnd(1), p2 + rnd(11), p2 + rnd(6), rnd(8)]
+    mask = [[0] * 4 + [1] * (len(x) - 4) if i < 3 else [0] * 5 + [1] * (len(x) - 5) for i, x in enumerate(ids)]
+    group = [("q1", "a")] * 3 + [("q2", "a")] * 2 + [("q3", "a")]
+    n = len(ids)
+    return Rows(ids, mask, [[0.0] * len(x) for x in ids], [[0] * len(x) for x in ids], ["a"] * n, group,
+                [0.0] * n, list(range(n)))
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
+def test_shared_prefix_packing_gives_the_unpacked_logprobs_and_gradients(attn_impl):
+    """Rows packed around their group's common prefix (computed once, each remainder seeing the prefix and
+    itself): the same log-probs, entropies and LoRA gradients as the padded rows, on both attention paths."""
+    from rema.models import LoraSpec, load_model
+    from rema.train.batch import collate, plan_micro_batches
+
+    model, _ = load_model("tiny-random", seed=0, lora=LoraSpec(r=4, alpha=8))
+    model.config._attn_implementation = attn_impl
+    rows = _rows_with_shared_prefixes()
+    plan = plan_micro_batches(rows, list(range(len(rows))), 4096, share_prefix=True, min_shared=4)
+    assert len(plan) == 1 and sorted(map(sorted, plan[0])) == [[0, 1, 2], [3, 4], [5]]
+    units = plan[0]
+    index = [i for u in units for i in u]
+    b = collate(rows, index, 0, units=units, attn_impl=attn_impl)
+    pack = b["pack"]
+    assert pack["input_ids"].shape[1] == 5 + 11 + 6  # the longest pack: prefix once, then the remainders
+    adv = torch.randn(b["mask"].shape, generator=torch.Generator().manual_seed(5))
+    out = []
+    for packed in (False, True):
+        logp, ent = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"], chunk_tokens=6,
+                                   with_entropy=True, pack=pack if packed else None)
+        (logp * adv).sum().backward()
+        out.append((logp.detach(), ent, [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        model.zero_grad(set_to_none=True)
+    (lp_u, ent_u, g_u), (lp_p, ent_p, g_p) = out
+    assert (lp_u != 0).sum() == int(b["mask"][:, 1:].sum()) and torch.allclose(lp_u, lp_p, atol=1e-5)
+    assert torch.allclose(ent_u, ent_p, atol=1e-5)
+    assert len(g_u) > 0 and all(torch.allclose(a, c, atol=1e-6, rtol=1e-4) for a, c in zip(g_u, g_p))
+    # each group's prefix once: packs of 9 + 7 + 3 + 1, 5 + 11 + 6 and 8 tokens for rows of 16, 12, 10, 16, 11, 8
+    assert int((pack["index"] >= 0).sum()) == sum(rows.lengths) == 73
+    assert sorted(int(x) for x in (pack["position_ids"] > 0).sum(1) + 1) == [8, 20, 22]

@@ -152,6 +152,35 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, leve
         assert torch.allclose(g_full, g_micro, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("extra", [[], ["model.lora_r=4", "algo.kl_coef=0.1"],
+                                   ["model.lora_r=4", "algo.kl_coef=0.1", "algo.kl_in_reward=true",
+                                    "algo.advantage=reinforce_pp"]])
+def test_shared_prefix_packing_gives_the_unpacked_update(tmp_path, monkeypatch, extra):
+    """train.share_prefix packs each group's rows around their common prompt; the gradient (policy loss, KL to
+    the adapter-free base in the loss or in the reward) is the one of the unpacked rows."""
+    import rema.train.trainer as trainer_mod
+    from rema.rollout import rollout
+    from rema.scoring import score_episodes
+    from rema.train.batch import build_rows
+
+    plans = []
+    plan = trainer_mod.plan_micro_batches
+    monkeypatch.setattr(trainer_mod, "plan_micro_batches", lambda *a, **k: plans.append(plan(*a, **k)) or plans[-1])
+    grads = {}
+    for share in ("false", "true"):
+        tr = make(tmp_path / share, "rollout.mode=multi_turn", f"train.share_prefix={share}", "train.seed=3", *extra)
+        pol = tr.policies[0]
+        episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
+        score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
+        pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
+        tr._update(pol, build_rows(episodes, ("mta", "ra")))
+        grads[share] = torch.cat([g.flatten() for g in pol.optimizer.grads[0]])
+        largest = max(len(u) for micro in plans[-1] for u in micro)
+        assert largest == 1 if share == "false" else largest > 2  # groups of 4 samples shared their prompt
+    assert grads["false"].norm() > 0
+    assert torch.allclose(grads["false"], grads["true"], atol=1e-6, rtol=1e-4)
+
+
 def test_bf16_autocast_update_follows_the_fp32_gradient(tmp_path):
     from rema.rollout import rollout
     from rema.scoring import score_episodes

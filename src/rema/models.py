@@ -337,6 +337,24 @@ def store_frozen_weights(model, dtype: torch.dtype) -> int:
     return count
 
 
+def linear_per_attention(model) -> float:
+    """FLOPs per token of a decoder layer's weights over those of its attention per token of context.
+
+    A layer spends ``2·W`` FLOPs per token on its W weights and ``4·A`` per token of context on attention
+    scores and values (A = heads × head size): the ratio ``W / (2·A)`` is the context length at which the two
+    are equal. It tells when packing rows around a shared prefix (``rema.train.batch.plan_micro_batches``)
+    stops paying. ~3070 for SmolLM2-135M.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+    layer = backbone.layers[0]
+    weights = sum(p.numel() for n, p in layer.named_parameters() if "lora_" not in n and p.dim() > 1)
+    cfg = base.config
+    heads = getattr(cfg, "num_attention_heads", 1)
+    width = heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+    return weights / (2 * width)
+
+
 def has_cpp_compiler() -> bool:
     """Whether inductor finds a C++ compiler (``CXX``, g++, clang++): compiling for a CPU needs one."""
     try:

@@ -93,6 +93,7 @@ def token_logprobs(
     chunk_tokens: int = 256,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    pack: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each token given its prefix, under ``log_softmax(logits / temperature)``.
 
@@ -102,18 +103,26 @@ def token_logprobs(
         positions: (B, T) bool/0-1, the columns to score (e.g. the training mask); None = every column.
         chunk_tokens: logits are computed for this many positions at a time.
         entropy_grad: the entropy takes part in the loss (an entropy bonus), so it needs a gradient.
+        pack: the rows packed around shared prefixes (``rema.train.batch.pack_units``): the backbone runs on
+            the packed sequences and each token is read back from its place there. Same results as unpacked.
     Returns:
         ``(logp, entropy)``, both (B, T) float32 in original positions: column i scores ``input_ids[:, i]``
         given ``input_ids[:, :i]``; columns not asked for (and column 0) are 0. ``entropy`` (of the
         next-token distribution that produced column i) is None unless ``with_entropy``.
     """
     backbone, head = _backbone_and_head(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    if pack is None:
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        place = torch.arange(input_ids.numel(), device=input_ids.device).view(input_ids.shape)
+    else:
+        hidden = backbone(input_ids=pack["input_ids"], attention_mask=pack["attention_mask"],
+                          position_ids=pack["position_ids"], use_cache=False).last_hidden_state
+        place = pack["index"]  # (B, T) -> row of hidden.flatten(0, 1)
     want = torch.zeros_like(input_ids, dtype=torch.bool)
     want[:, 1:] = True if positions is None else positions[:, 1:].bool()
     want &= attention_mask.bool()
     rows, cols = want.nonzero(as_tuple=True)  # (K,) each: column c is predicted from hidden[c - 1]
-    h_sel, t_sel = hidden[rows, cols - 1], input_ids[rows, cols]  # (K, H), (K,)
+    h_sel, t_sel = hidden.flatten(0, 1)[place[rows, cols - 1]], input_ids[rows, cols]  # (K, H), (K,)
     inv_temp = 1.0 / temperature if temperature > 0 else 1.0
     fused = not (entropy_grad and with_entropy) and not (torch.is_grad_enabled() and head.weight.requires_grad)
     weight = _compute_weight(head, hidden) if fused else None

@@ -44,14 +44,14 @@ from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..data.dialogues import load_dialogues, save_dialogues
 from ..eval.core import episode_metrics, run_eval
-from ..models import (LoraSpec, compile_decoder_layers, describe, export_model, load_model, native_bf16,
-                      store_frozen_weights)
+from ..models import (LoraSpec, compile_decoder_layers, describe, export_model, linear_per_attention, load_model,
+                      native_bf16, store_frozen_weights)
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
 from ..rollout.factory import engine_options, make_engine
 from ..scoring import score_episodes
-from .batch import Rows, build_rows, collate, count_units, group_ids, micro_batches, pad
+from .batch import Rows, build_rows, collate, count_units, group_ids, pad, plan_micro_batches
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
                          set_rng_state, trainable_state)
 from .logprobs import token_logprobs
@@ -80,6 +80,8 @@ class Policy:
     engine: object
     ref: torch.nn.Module | None
     """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
+    ratio: float | None = None
+    """The model's ``linear_per_attention`` (how far packing around a shared prefix pays), once measured."""
 
 
 def _device(name: str, local_rank: int = 0) -> torch.device:
@@ -547,8 +549,9 @@ class Trainer:
 
     def _logp(self, model, batch, *, with_entropy: bool = False):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            pack = {k: v.to(self.device) for k, v in batch["pack"].items()} if "pack" in batch else None
             return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                                  positions=batch["mask"].to(self.device),
+                                  positions=batch["mask"].to(self.device), pack=pack,
                                   temperature=self.cfg.rollout.temperature, with_entropy=with_entropy,
                                   entropy_grad=self.cfg.algo.entropy_coef > 0)
 
@@ -559,12 +562,23 @@ class Trainer:
         with pol.model.disable_adapter():  # LoRA: the base model is the reference
             return self._logp(pol.model, batch)[0]
 
+    def _micro_batches(self, pol: Policy, rows: Rows, index: list[int]):
+        """(row indices, batch) per micro-batch of ``index``'s rows, packed around shared prefixes where
+        ``train.share_prefix`` and the attention implementation allow."""
+        impl = getattr(pol.model.config, "_attn_implementation", None)
+        share = self.cfg.train.share_prefix and impl in ("sdpa", "eager")
+        if pol.ratio is None:
+            pol.ratio = linear_per_attention(pol.model)
+        for units in plan_micro_batches(rows, index, self.cfg.train.micro_batch_tokens, share_prefix=share,
+                                        linear_per_attention=pol.ratio):
+            idx = [i for u in units for i in u]
+            yield idx, collate(rows, idx, pol.tokenizer.pad_token_id, units=units, attn_impl=impl)
+
     @torch.no_grad()
     def _per_row(self, fn, rows: Rows, pol: Policy) -> torch.Tensor:
         """Apply ``fn(batch) -> (B, T)`` over micro-batches and scatter into an (N, T_max) tensor."""
         out = torch.zeros((len(rows), max(rows.lengths)))
-        for idx in micro_batches(rows.lengths, self.cfg.train.micro_batch_tokens):
-            b = collate(rows, idx, pol.tokenizer.pad_token_id)
+        for idx, b in self._micro_batches(pol, rows, list(range(len(rows)))):
             out[idx, :b["input_ids"].shape[1]] = fn(b).float().cpu()
         return out
 
@@ -620,9 +634,7 @@ class Trainer:
                 # the global unit count: every rank's micro-batches are weighted against the whole batch
                 total = int(self.dist.sum_(torch.tensor(float(count_units(full_mask[mb], full_turns[mb], a.agg)))))
                 finite = True
-                for micro in micro_batches([rows.lengths[i] for i in mb], t.micro_batch_tokens):
-                    idx = [mb[j] for j in micro]
-                    b = collate(rows, idx, pol.tokenizer.pad_token_id)
+                for idx, b in self._micro_batches(pol, rows, mb):
                     width = b["input_ids"].shape[1]
                     mask, turns = b["mask"].to(self.device), b["turn_ids"].to(self.device)
                     logp, entropy = self._logp(pol.model, b, with_entropy=True)
