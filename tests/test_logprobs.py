@@ -218,3 +218,33 @@ def test_shared_prefix_packing_gives_the_unpacked_logprobs_and_gradients(attn_im
     # each group's prefix once: packs of 9 + 7 + 3 + 1, 5 + 11 + 6 and 8 tokens for rows of 16, 12, 10, 16, 11, 8
     assert int((pack["index"] >= 0).sum()) == sum(rows.lengths) == 73
     assert sorted(int(x) for x in (pack["position_ids"] > 0).sum(1) + 1) == [8, 20, 22]
+
+
+def test_packs_grow_while_the_shared_prefix_outweighs_the_longer_attention():
+    """Hand-computed: prefix p = 20, remainders of 30, linear/attention cost ratio 100. Adding a remainder to a
+    pack of L tokens pays while 2·30·(L - 20) < 20·(100 + 20) = 2400: at L = 50 (1800) yes, at L = 80 (3600)
+    no, so a group of 4 gives two packs of 2; the token budget caps a pack too; a group whose rows share fewer
+    than ``min_shared`` tokens, or another group, is not packed with it."""
+    from rema.models import load_model, linear_per_attention
+    from rema.train.batch import Rows, plan_micro_batches
+
+    prefix = list(range(100, 120))
+    ids = [prefix + [i] * 30 for i in range(4)] + [[7] * 5 + [i] * 45 for i in range(2)]
+    n = len(ids)
+    rows = Rows(ids, [[1] * 50] * n, [[0.0] * 50] * n, [[0] * 50] * n, ["a"] * n,
+                [("q1", "a")] * 4 + [("q2", "a")] * 2, [0.0] * n, list(range(n)))
+    units = lambda plan: sorted(sorted(u) for micro in plan for u in micro)  # noqa: E731
+    plan = plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=True, linear_per_attention=100)
+    assert units(plan) == [[0, 1], [2, 3], [4], [5]]
+    assert len(plan) == 1  # 4 units of 50-80 tokens in one micro-batch
+    assert units(plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=True, linear_per_attention=10**6)) \
+        == [[0, 1, 2, 3], [4], [5]]
+    assert units(plan_micro_batches(rows, list(range(n)), 110, share_prefix=True, linear_per_attention=10**6)) \
+        == [[0, 1, 2], [3], [4], [5]]  # 20 + 3·30 = 110 tokens fit the budget, a fourth row does not
+    assert units(plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=False)) == [[i] for i in range(n)]
+    # the ratio of a Llama layer: (q, o: d·d; k, v: d·d_kv; gate, up, down: d·f) / (2·d)
+    model, _ = load_model("tiny-random", seed=0)
+    c = model.config
+    kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    weights = 2 * c.hidden_size ** 2 + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size
+    assert linear_per_attention(model) == weights / (2 * c.hidden_size)
