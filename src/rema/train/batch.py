@@ -124,7 +124,7 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
     Returns:
         ``input_ids`` (S, L) right-padded; ``position_ids`` (S, L): each token's position in its own row;
         ``attention_mask`` (S, 1, L, L): a prefix token sees the prefix causally, a remainder token the
-        prefix and its own remainder causally (a padding slot sees itself and the padding before it, which
+        prefix and its own remainder causally (a padding slot sees the prefix and the padding up to itself, which
         keeps softmax rows finite); ``index`` (B, T_max) long: where token (b, t) sits in the flattened
         (S·L) packed sequence, -1 past the row's end.
     """
