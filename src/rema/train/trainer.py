@@ -80,8 +80,6 @@ class Policy:
     engine: object
     ref: torch.nn.Module | None
     """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
-    ratio: float | None = None
-    """The model's ``linear_per_attention`` (how far packing around a shared prefix pays), once measured."""
 
 
 def _device(name: str, local_rank: int = 0) -> torch.device:
@@ -567,10 +565,8 @@ class Trainer:
         ``train.share_prefix`` and the attention implementation allow."""
         impl = getattr(pol.model.config, "_attn_implementation", None)
         share = self.cfg.train.share_prefix and impl in ("sdpa", "eager")
-        if pol.ratio is None:
-            pol.ratio = linear_per_attention(pol.model)
         for units in plan_micro_batches(rows, index, self.cfg.train.micro_batch_tokens, share_prefix=share,
-                                        linear_per_attention=pol.ratio):
+                                        linear_per_attention=linear_per_attention(pol.model)):
             idx = [i for u in units for i in u]
             yield idx, collate(rows, idx, pol.tokenizer.pad_token_id, units=units, attn_impl=impl)
 
