@@ -36,7 +36,7 @@ import torch
 
 
 def main() -> None:
-    from rema.models import LoraSpec, load_model, store_frozen_weights
+    from rema.models import LoraSpec, linear_per_attention, load_model, store_frozen_weights
     from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs
     from rema.train.trainer import PhasePeak, release_freed_memory
@@ -89,7 +89,8 @@ def main() -> None:
             peak.reset()
             t0 = time.perf_counter()
             total = sum(sum(m) for m in masks)
-            for units in plan_micro_batches(rows, list(range(len(rows))), int(size), share_prefix="share" in rest):
+            for units in plan_micro_batches(rows, list(range(len(rows))), int(size), share_prefix="share" in rest,
+                                            linear_per_attention=linear_per_attention(model)):  # as the trainer plans
                 b = collate(rows, [i for u in units for i in u], tok.pad_token_id, units=units)
                 with amp:
                     logp, _ = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"],
