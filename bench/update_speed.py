@@ -11,7 +11,8 @@ bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``
 otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of
 rema's hand-written head function. ``:share`` packs each group's rows around their common prefix
 (``train.share_prefix``): with ``--group-size G --prefix P`` the rows come in groups of G that share their
-first P tokens, as a GRPO group's rows share the prompt.
+first P tokens, as a GRPO group's rows share the prompt. ``:peft`` runs the LoRA layers through peft's own
+forward instead of rema's fused one (``model.lora_fused=false``).
 
 Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
 ``perf/update_tokens_per_s``), trained tokens/s, seconds, and the peak RSS of the update (``VmHWM`` reset
@@ -36,6 +37,7 @@ import torch
 
 
 def main() -> None:
+    from rema.lora import fuse_lora_layers, unfuse_lora_layers
     from rema.models import LoraSpec, linear_per_attention, load_model, store_frozen_weights
     from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs
@@ -76,6 +78,7 @@ def main() -> None:
             low = "bf16" in rest
             if low:
                 store_frozen_weights(model, torch.bfloat16)
+        (unfuse_lora_layers if "peft" in rest else fuse_lora_layers)(model)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-6)
         model.train()

@@ -43,6 +43,9 @@ class ModelConfig:
     """LoRA alpha (scale = alpha / r)."""
     lora_dropout: float = 0.0
     """LoRA dropout."""
+    lora_fused: bool = True
+    """Run LoRA layers through rema's fused forward/backward (``rema.lora``): the same sums as peft's forward
+    without its output-sized temporaries (~1.15x faster update on 2 CPU cores); false = peft's own forward."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
 

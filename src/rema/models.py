@@ -201,6 +201,9 @@ class LoraSpec:
     r: int = 0
     alpha: int = 16
     dropout: float = 0.0
+    fused: bool = True
+    """Compute each LoRA layer through :mod:`rema.lora`'s fused forward/backward (same numbers as peft's,
+    fewer passes over the layer's output); False keeps peft's own forward."""
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -248,6 +251,10 @@ def load_model(
             LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                        task_type="CAUSAL_LM"),
         )
+        if lora.fused:
+            from .lora import fuse_lora_layers
+
+            fuse_lora_layers(model)
     return model, tokenizer
 
 

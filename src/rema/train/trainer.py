@@ -276,7 +276,7 @@ class Trainer:
     def _build_policies(self) -> list[Policy]:
         cfg = self.cfg
         m = cfg.model
-        lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout)
+        lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, fused=m.lora_fused)
         if cfg.train.shared_weights:
             groups = [("shared", self.roles, m.name)]
         else:

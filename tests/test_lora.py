@@ -1,0 +1,143 @@
+"""rema.lora: the fused LoRA linear layer computes what peft's does, and steps aside where it would not."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rema.lora import FusedLoraLinear, LoraLinearFunction, fuse_lora_layers, lora_linear, unfuse_lora_layers
+from rema.train.logprobs import token_logprobs
+
+
+def test_lora_linear_function_matches_the_formula_and_its_gradients():
+    """y = x Wᵀ + bias + s·(x Aᵀ)Bᵀ, by hand on small integers; the gradients of x, A and B by gradcheck
+    (float64) and W and bias get none (frozen)."""
+    x = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # (out 3, in 2)
+    bias = torch.tensor([0.5, 0.0, -1.0])
+    a = torch.tensor([[1.0, -1.0]])  # r = 1
+    b = torch.tensor([[2.0], [0.0], [1.0]])
+    y = LoraLinearFunction.apply(x, w, bias, a, b, 0.5)
+    # x Aᵀ = [-1, 1]; scaled by 0.5 times B: row 0 adds [-1, 0, -0.5], row 1 adds [1, 0, 0.5]
+    assert torch.equal(y, torch.tensor([[0.5, 2.0, 1.5], [1.5, -1.0, -1.5]]))
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64),
+            torch.randn(2, 5, generator=g, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, 2, generator=g, dtype=torch.float64, requires_grad=True), 1.7]
+    assert torch.autograd.gradcheck(LoraLinearFunction.apply, args)
+    x_frozen = args[0].detach()  # the first layer's input needs no gradient: none is computed
+    grads = torch.autograd.grad(LoraLinearFunction.apply(x_frozen, *args[1:]).sum(), args[3:5])
+    assert all(gr is not None for gr in grads)
+
+
+def _tiny_pair(**lora_kwargs):
+    """The tiny model with a non-zero adapter, fused, and a deep copy running peft's own forward."""
+    from rema.models import LoraSpec, load_model
+
+    model, _ = load_model("tiny-random", lora=LoraSpec(r=4, alpha=8, **lora_kwargs), seed=0)
+    for name, p in model.named_parameters():  # lora_B starts at zero: make the adapter's path matter
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05, generator=torch.Generator().manual_seed(4))
+    peft_model = copy.deepcopy(model)
+    unfuse_lora_layers(peft_model)
+    return model, peft_model
+
+
+def _logp_and_grads(model, ids, attn, *, autocast=False):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logp, _ = token_logprobs(model, ids, attn)
+    (logp * attn).sum().backward()
+    return logp.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_fused_lora_gives_peft_logprobs_and_gradients(checkpointing):
+    """load_model fuses every LoRA layer (seven per decoder layer); log-probs and every adapter gradient equal
+    peft's forward within fp32 rounding, with and without activation checkpointing; state-dict names
+    unchanged."""
+    model, peft_model = _tiny_pair()
+    n_layers = len(model.get_base_model().model.layers)
+    assert sum(isinstance(m, FusedLoraLinear) for m in model.modules()) == 7 * n_layers
+    assert not any(isinstance(m, FusedLoraLinear) for m in peft_model.modules())
+    assert list(model.state_dict()) == list(peft_model.state_dict())
+    for m in (model, peft_model):
+        m.train()
+        if checkpointing:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ids = torch.randint(0, 250, (3, 17), generator=torch.Generator().manual_seed(5))
+    attn = torch.ones_like(ids)
+    attn[1, -4:] = 0
+    (lp_f, g_f), (lp_p, g_p) = _logp_and_grads(model, ids, attn), _logp_and_grads(peft_model, ids, attn)
+    assert torch.allclose(lp_f, lp_p, atol=1e-5, rtol=0)
+    assert g_f.keys() == g_p.keys() and len(g_f) == 2 * 7 * n_layers
+    for name in g_f:
+        assert torch.allclose(g_f[name], g_p[name], atol=1e-5 * float(g_p[name].abs().max()) + 1e-8, rtol=0), name
+
+
+def test_fused_lora_under_bf16_autocast_with_frozen_weights_in_bf16():
+    """The trainer's bf16 path (autocast, frozen weights stored in bf16): the fused layers compute in bf16 like
+    autocast's linear and the adapter's gradients come back in fp32, equal to peft's within bf16 rounding."""
+    from rema.models import store_frozen_weights
+
+    model, peft_model = _tiny_pair()
+    for m in (model, peft_model):
+        store_frozen_weights(m, torch.bfloat16)
+    ids = torch.randint(0, 250, (2, 15), generator=torch.Generator().manual_seed(6))
+    attn = torch.ones_like(ids)
+    (lp_f, g_f), (lp_p, g_p) = (_logp_and_grads(m, ids, attn, autocast=True) for m in (model, peft_model))
+    assert torch.allclose(lp_f, lp_p, atol=0.05, rtol=0)
+    for name in g_f:
+        assert g_f[name].dtype == torch.float32
+        assert torch.allclose(g_f[name], g_p[name], atol=0.03 * float(g_p[name].abs().max()) + 1e-6, rtol=0), name
+    with torch.no_grad():  # outside autocast: fp32 arithmetic on the rounded weights, as _StoredLowLinear does
+        assert torch.allclose(model(input_ids=ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
+def test_fused_lora_steps_aside_where_peft_computes_something_else():
+    """The adapter disabled (the KL reference) gives the base model exactly; dropout while training, a merged
+    adapter and a frozen-weight dtype mismatch take peft's path; unfusing restores peft's class."""
+    model, peft_model = _tiny_pair()
+    layer = next(m for m in model.modules() if isinstance(m, FusedLoraLinear))
+    x = torch.randn(2, 3, layer.in_features)
+    assert layer._fused_operands(x) is not None
+    ids = torch.randint(0, 250, (2, 9), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        with model.disable_adapter():
+            assert layer._fused_operands(x) is None
+            off = model(input_ids=ids).logits
+        base = peft_model.get_base_model()
+        with peft_model.disable_adapter():
+            assert torch.equal(off, base(input_ids=ids).logits)
+    assert layer._fused_operands(x.double()) is None  # an fp64 input to fp32 weights: peft's path (and its error)
+    layer.merge()
+    assert layer._fused_operands(x) is None
+    layer.unmerge()
+    dropped, _ = _tiny_pair(dropout=0.1)
+    d_layer = next(m for m in dropped.modules() if isinstance(m, FusedLoraLinear))
+    d_layer.train()
+    assert d_layer._fused_operands(x) is None
+    d_layer.eval()  # dropout is the identity at eval time
+    assert d_layer._fused_operands(x) is not None
+    n = unfuse_lora_layers(model)
+    assert n > 0 and not any(isinstance(m, FusedLoraLinear) for m in model.modules())
+    assert fuse_lora_layers(model) == n
+
+
+def test_lora_linear_casts_like_autocast():
+    """Under autocast every operand goes to its dtype (the output is bf16) and the adapter's gradient comes
+    back in the adapter's own dtype."""
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(4, 6, generator=g), torch.randn(5, 6, generator=g)
+    a = torch.randn(2, 6, generator=g, requires_grad=True)
+    b = torch.randn(5, 2, generator=g, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lora_linear(x, w, None, a, b, 2.0)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert a.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
+    ref = x.bfloat16() @ w.bfloat16().t() + 2.0 * (x.bfloat16() @ a.detach().bfloat16().t()) @ b.detach().bfloat16().t()
+    assert torch.allclose(y.float(), ref.float(), atol=0.1, rtol=0.02)
