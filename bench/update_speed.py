@@ -11,7 +11,8 @@ bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``
 otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of
 rema's hand-written head function. ``:share`` packs each group's rows around their common prefix
 (``train.share_prefix``): with ``--group-size G --prefix P`` the rows come in groups of G that share their
-first P tokens, as a GRPO group's rows share the prompt. ``:peft`` runs the LoRA layers through peft's own
+first P tokens, as a GRPO group's rows share the prompt. With ``:share`` the packs' attention runs per segment (``rema.train.packed_attention``, as the trainer does),
+with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through peft's own
 forward instead of rema's fused one (``model.lora_fused=false``).
 
 Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
@@ -41,6 +42,7 @@ def main() -> None:
     from rema.models import LoraSpec, linear_per_attention, load_model, store_frozen_weights
     from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs
+    from rema.train.packed_attention import NAME as PACKED, use_packed_attention
     from rema.train.trainer import PhasePeak, release_freed_memory
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,6 +81,11 @@ def main() -> None:
             if low:
                 store_frozen_weights(model, torch.bfloat16)
         (unfuse_lora_layers if "peft" in rest else fuse_lora_layers)(model)
+        segmented = "share" in rest and "dense" not in rest
+        if segmented:
+            use_packed_attention(model)
+        else:
+            model.get_base_model().set_attn_implementation("sdpa")
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-6)
         model.train()
@@ -93,8 +100,10 @@ def main() -> None:
             t0 = time.perf_counter()
             total = sum(sum(m) for m in masks)
             for units in plan_micro_batches(rows, list(range(len(rows))), int(size), share_prefix="share" in rest,
-                                            linear_per_attention=linear_per_attention(model)):  # as the trainer plans
-                b = collate(rows, [i for u in units for i in u], tok.pad_token_id, units=units)
+                                            linear_per_attention=float("inf") if segmented
+                                            else linear_per_attention(model)):  # as the trainer plans
+                b = collate(rows, [i for u in units for i in u], tok.pad_token_id, units=units,
+                            attn_impl=PACKED if segmented else "sdpa")
                 with amp:
                     logp, _ = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"],
                                              with_entropy=True, entropy_grad="autograd" in rest, pack=b.get("pack"))

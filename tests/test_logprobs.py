@@ -187,10 +187,11 @@ def _rows_with_shared_prefixes():
                 [0.0] * n, list(range(n)))
 
 
-@pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn_impl", ["sdpa", "eager", "rema_packed"])
 def test_shared_prefix_packing_gives_the_unpacked_logprobs_and_gradients(attn_impl):
     """Rows packed around their group's common prefix (computed once, each remainder seeing the prefix and
-    itself): the same log-probs, entropies and LoRA gradients as the padded rows, on both attention paths."""
+    itself): the same log-probs, entropies and LoRA gradients as the padded rows, on the dense-mask attention
+    paths and per segment (``rema.train.packed_attention``)."""
     from rema.models import LoraSpec, load_model
     from rema.train.batch import collate, plan_micro_batches
 
@@ -219,6 +220,7 @@ def test_shared_prefix_packing_gives_the_unpacked_logprobs_and_gradients(attn_im
     # each group's prefix once: packs of 9 + 7 + 3 + 1, 5 + 11 + 6 and 8 tokens for rows of 16, 12, 10, 16, 11, 8
     assert int((pack["index"] >= 0).sum()) == sum(rows.lengths) == 73
     assert sorted(int(x) for x in (pack["position_ids"] > 0).sum(1) + 1) == [8, 20, 22]
+    assert sorted(pack["segments"]) == [(5, (11, 6)), (8, ()), (9, (7, 3, 1))]
 
 
 def test_packs_grow_while_the_shared_prefix_outweighs_the_longer_attention():
@@ -249,3 +251,27 @@ def test_packs_grow_while_the_shared_prefix_outweighs_the_longer_attention():
     kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
     weights = 2 * c.hidden_size ** 2 + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size
     assert linear_per_attention(model) == weights / (2 * c.hidden_size)
+
+
+def test_packed_attention_without_a_layout_is_sdpa_and_the_trainer_switches_to_it():
+    """A model switched to ``rema_packed`` generates and scores unpacked batches exactly as under sdpa (no
+    layout: it is sdpa); ``use_packed_attention`` leaves other implementations alone; a layout wider than the
+    batch is refused."""
+    from rema.models import LoraSpec, load_model
+    from rema.train.packed_attention import NAME, packed_attention, use_packed_attention
+
+    model, tok = load_model("tiny-random", seed=0, lora=LoraSpec(r=4, alpha=8))
+    ids = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(8))
+    attn = torch.ones_like(ids)
+    attn[1, -5:] = 0
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=attn).logits
+        assert use_packed_attention(model) and model.config._attn_implementation == NAME
+        assert torch.equal(before, model(input_ids=ids, attention_mask=attn).logits)
+        out = model.generate(ids[:1], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 16)
+    assert not use_packed_attention(model)  # already switched (or eager, flash...): no change
+    layer = model.get_base_model().model.layers[0].self_attn
+    q = torch.randn(1, 4, 6, 8)
+    with pytest.raises(ValueError, match="wider than the batch"):
+        packed_attention(layer, q, q, q, None, rema_segments=((4, (3,)),))

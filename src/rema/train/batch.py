@@ -126,11 +126,13 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
         ``attention_mask`` (S, 1, L, L): a prefix token sees the prefix causally, a remainder token the
         prefix and its own remainder causally (a padding slot sees the prefix and the padding up to itself, which
         keeps softmax rows finite); ``index`` (B, T_max) long: where token (b, t) sits in the flattened
-        (S·L) packed sequence, -1 past the row's end.
+        (S·L) packed sequence, -1 past the row's end; ``segments``: per sequence (prefix length, (remainder
+        lengths...)), the layout ``rema.train.packed_attention`` computes attention by (a tuple, not a tensor).
     """
-    seqs, places = [], [None] * len(ids)
+    seqs, places, segments = [], [None] * len(ids), []
     for unit in units:
         p = common_prefix([ids[b] for b in unit]) if len(unit) > 1 else len(ids[unit[0]])
+        segments.append((p, tuple(len(ids[b]) - p for b in unit) if len(unit) > 1 else ()))
         tokens, pos, seg = list(ids[unit[0]][:p]), list(range(p)), [0] * p
         for k, b in enumerate(unit, start=1):
             rest = len(ids[b]) - p
@@ -148,7 +150,7 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
     allowed = causal & ((k == 0) | (k == q))  # (S, L, L)
     if attn_impl == "eager":
         mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, torch.finfo(torch.float32).min)
-    elif attn_impl == "sdpa":
+    elif attn_impl in ("sdpa", "rema_packed"):
         mask = allowed
     else:
         raise ValueError(f"pack_units: attention implementation {attn_impl!r} takes no custom mask; "
@@ -156,7 +158,8 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
     index = torch.full((len(ids), max(len(x) for x in ids)), -1, dtype=torch.long)
     for b, (s, place) in enumerate(places):
         index[b, :len(place)] = torch.tensor(place, dtype=torch.long) + s * width
-    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None], "index": index}
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None], "index": index,
+            "segments": tuple(segments)}
 
 
 def plan_micro_batches(rows: Rows, index: list[int], token_budget: int, *, share_prefix: bool,

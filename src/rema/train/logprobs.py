@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .packed_attention import NAME as PACKED_ATTENTION
+
 
 def _backbone_and_head(model):
     """(backbone, lm_head) of a causal LM, through a peft wrapper if there is one."""
@@ -105,6 +107,7 @@ def token_logprobs(
         entropy_grad: the entropy takes part in the loss (an entropy bonus), so it needs a gradient.
         pack: the rows packed around shared prefixes (``rema.train.batch.pack_units``): the backbone runs on
             the packed sequences and each token is read back from its place there. Same results as unpacked.
+            A model switched to ``rema.train.packed_attention`` computes the packs' attention per segment.
     Returns:
         ``(logp, entropy)``, both (B, T) float32 in original positions: column i scores ``input_ids[:, i]``
         given ``input_ids[:, :i]``; columns not asked for (and column 0) are 0. ``entropy`` (of the
@@ -115,8 +118,11 @@ def token_logprobs(
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         place = torch.arange(input_ids.numel(), device=input_ids.device).view(input_ids.shape)
     else:
+        layout = {}  # the per-segment attention takes the pack's layout (other implementations ignore it)
+        if getattr(backbone.config, "_attn_implementation", None) == PACKED_ATTENTION:
+            layout["rema_segments"] = pack["segments"]
         hidden = backbone(input_ids=pack["input_ids"], attention_mask=pack["attention_mask"],
-                          position_ids=pack["position_ids"], use_cache=False).last_hidden_state
+                          position_ids=pack["position_ids"], use_cache=False, **layout).last_hidden_state
         place = pack["index"]  # (B, T) -> row of hidden.flatten(0, 1)
     want = torch.zeros_like(input_ids, dtype=torch.bool)
     want[:, 1:] = True if positions is None else positions[:, 1:].bool()

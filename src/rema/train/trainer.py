@@ -55,6 +55,7 @@ from .batch import Rows, build_rows, collate, count_units, group_ids, pad, plan_
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
                          set_rng_state, trainable_state)
 from .logprobs import token_logprobs
+from .packed_attention import NAME as PACKED_ATTENTION, use_packed_attention
 from .distributed import Dist, merge_metrics
 from .metrics import MetricsLogger
 from .sft import dialogue_rows, self_dialogues, sft_train
@@ -291,6 +292,8 @@ class Trainer:
             model.config.use_cache = False
             if cfg.train.compile:
                 compile_decoder_layers(model)
+            elif cfg.train.share_prefix:  # packs' attention per segment (compiled layers keep the dense mask)
+                use_packed_attention(model)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
             sched = torch.optim.lr_scheduler.LambdaLR(
@@ -547,7 +550,8 @@ class Trainer:
 
     def _logp(self, model, batch, *, with_entropy: bool = False):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            pack = {k: v.to(self.device) for k, v in batch["pack"].items()} if "pack" in batch else None
+            pack = ({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch["pack"].items()}
+                    if "pack" in batch else None)
             return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
                                   positions=batch["mask"].to(self.device), pack=pack,
                                   temperature=self.cfg.rollout.temperature, with_entropy=with_entropy,
@@ -564,9 +568,11 @@ class Trainer:
         """(row indices, batch) per micro-batch of ``index``'s rows, packed around shared prefixes where
         ``train.share_prefix`` and the attention implementation allow."""
         impl = getattr(pol.model.config, "_attn_implementation", None)
-        share = self.cfg.train.share_prefix and impl in ("sdpa", "eager")
+        share = self.cfg.train.share_prefix and impl in ("sdpa", "eager", PACKED_ATTENTION)
+        # per-segment attention costs what the unpacked rows' would: a pack always pays, up to the budget
+        ratio = math.inf if impl == PACKED_ATTENTION else linear_per_attention(pol.model)
         for units in plan_micro_batches(rows, index, self.cfg.train.micro_batch_tokens, share_prefix=share,
-                                        linear_per_attention=linear_per_attention(pol.model)):
+                                        linear_per_attention=ratio):
             idx = [i for u in units for i in u]
             yield idx, collate(rows, idx, pol.tokenizer.pad_token_id, units=units, attn_impl=impl)
 
