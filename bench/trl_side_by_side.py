@@ -46,15 +46,17 @@ class TreeRSS(threading.Thread):
         super().__init__(daemon=True)
         self.peak = 0.0
         self.stop = threading.Event()
-
-    def run(self):
+        # imported here, not in the thread: an import there races the main thread's (trl, transformers) and a
+        # partly initialised module would end the thread silently, leaving a peak of 0
         import psutil
 
         from rema.train.trainer import children_rss_gb
 
-        me = psutil.Process()
+        self._me, self._children = psutil.Process(), children_rss_gb
+
+    def run(self):
         while not self.stop.wait(0.5):
-            self.peak = max(self.peak, me.memory_info().rss / 2**30 + children_rss_gb())
+            self.peak = max(self.peak, self._me.memory_info().rss / 2**30 + self._children())
 
 
 def questions(n: int):

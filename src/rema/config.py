@@ -177,11 +177,12 @@ class TrainConfig:
     """Token budget of one forward/backward (gradient accumulation fills a mini-batch)."""
     share_prefix: bool = True
     """The update computes each GRPO group's common prefix (system prompt and question) once: the group's
-    rows are packed as [prefix, remainder 1, remainder 2, ...] under a mask that lets each remainder see
-    the prefix and itself, with its own positions, so log-probs and gradients are those of the separate
-    rows. A pack grows while the prefix it saves outweighs the longer attention (see
-    ``rema.train.batch.plan_micro_batches``). Needs the ``sdpa`` or ``eager`` attention implementation
-    (others train unpacked)."""
+    rows are packed as [prefix, remainder 1, remainder 2, ...], each remainder seeing the prefix and itself,
+    with its own positions, so log-probs and gradients are those of the separate rows. With ``sdpa`` the
+    model is switched to ``rema.train.packed_attention`` (the packs' attention per segment; whole groups
+    packed within ``micro_batch_tokens``); under ``train.compile`` or with ``eager`` the packs run under a
+    dense mask and grow while the prefix they save outweighs the longer attention (see
+    ``rema.train.batch.plan_micro_batches``). Other attention implementations train unpacked."""
     malloc_mmap_threshold_mb: float = 4.0
     """glibc (Linux), during the update and the cold start's SFT on CPU: tensors of at least this many MiB
     get their own memory map, returned to the OS when freed. glibc's own threshold climbs to 32 MiB after
