@@ -128,26 +128,23 @@ if _PeftLinear is not None:
             return (*base, a.weight, b.weight, float(self.scaling[name]))
 
 
-def fuse_lora_layers(model) -> int:
-    """Switch every peft LoRA ``Linear`` of ``model`` to :class:`FusedLoraLinear` in place; returns how many.
-    Undo with :func:`unfuse_lora_layers`."""
-    if _PeftLinear is None:
+def _swap_class(model, old: type | None, new: type | None) -> int:
+    if old is None or new is None:  # no peft
         return 0
     count = 0
     for module in model.modules():
-        if type(module) is _PeftLinear:
-            module.__class__ = FusedLoraLinear
+        if type(module) is old:
+            module.__class__ = new
             count += 1
     return count
+
+
+def fuse_lora_layers(model) -> int:
+    """Switch every peft LoRA ``Linear`` of ``model`` to :class:`FusedLoraLinear` in place; returns how many.
+    Undo with :func:`unfuse_lora_layers`."""
+    return _swap_class(model, _PeftLinear, globals().get("FusedLoraLinear"))
 
 
 def unfuse_lora_layers(model) -> int:
     """Back to peft's own ``Linear`` forward; returns how many layers changed."""
-    if _PeftLinear is None:
-        return 0
-    count = 0
-    for module in model.modules():
-        if type(module) is FusedLoraLinear:
-            module.__class__ = _PeftLinear
-            count += 1
-    return count
+    return _swap_class(model, globals().get("FusedLoraLinear"), _PeftLinear)
