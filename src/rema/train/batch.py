@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..rollout.episode import Episode
+from .packed_attention import NAME as PACKED_ATTENTION
 
 
 @dataclass
@@ -150,7 +151,7 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
     allowed = causal & ((k == 0) | (k == q))  # (S, L, L)
     if attn_impl == "eager":
         mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, torch.finfo(torch.float32).min)
-    elif attn_impl in ("sdpa", "rema_packed"):
+    elif attn_impl in ("sdpa", PACKED_ATTENTION):  # the latter reads the mask only without a layout
         mask = allowed
     else:
         raise ValueError(f"pack_units: attention implementation {attn_impl!r} takes no custom mask; "
