@@ -133,15 +133,16 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
     seqs, places, segments = [], [None] * len(ids), []
     for unit in units:
         p = common_prefix([ids[b] for b in unit]) if len(unit) > 1 else len(ids[unit[0]])
-        segments.append((p, tuple(len(ids[b]) - p for b in unit) if len(unit) > 1 else ()))
-        tokens, pos, seg = list(ids[unit[0]][:p]), list(range(p)), [0] * p
+        tokens, pos, seg, rests = list(ids[unit[0]][:p]), list(range(p)), [0] * p, []
         for k, b in enumerate(unit, start=1):
             rest = len(ids[b]) - p
+            rests.append(rest)
             places[b] = (len(seqs), list(range(p)) + list(range(len(tokens), len(tokens) + rest)))
             tokens += ids[b][p:]
             pos += range(p, len(ids[b]))
             seg += [k] * rest
         seqs.append((tokens, pos, seg))
+        segments.append((p, tuple(rests) if len(unit) > 1 else ()))
     width = max(len(t) for t, _, _ in seqs)
     input_ids = pad([t for t, _, _ in seqs], pad_id, torch.long, width)
     position_ids = pad([p for _, p, _ in seqs], 0, torch.long, width)

@@ -47,7 +47,6 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    drop = dropout if module.training else 0.0
     width = query.shape[2]
     masks: dict[tuple[int, int], torch.Tensor] = {}
     outputs = []
@@ -60,7 +59,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         qs, ks, vs = (t[s:s + 1].split(split, dim=2) for t in (query, key, value))
         pieces = []
         if p:
-            pieces.append(F.scaled_dot_product_attention(qs[0], ks[0], vs[0], dropout_p=drop, is_causal=True,
+            pieces.append(F.scaled_dot_product_attention(qs[0], ks[0], vs[0], dropout_p=dropout, is_causal=True,
                                                          scale=scaling))
         for j, r in enumerate(rests, start=1):
             if not r:  # a row that is all prefix
@@ -69,7 +68,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                 masks[p, r] = torch.ones(r, p + r, dtype=torch.bool, device=query.device).tril(diagonal=p)
             pieces.append(F.scaled_dot_product_attention(
                 qs[j], torch.cat([ks[0], ks[j]], dim=2), torch.cat([vs[0], vs[j]], dim=2),
-                attn_mask=masks[p, r], dropout_p=drop, scale=scaling))
+                attn_mask=masks[p, r], dropout_p=dropout, scale=scaling))
         if pad:
             pieces.append(query.new_zeros(1, query.shape[1], pad, query.shape[3]))
         outputs.append(torch.cat(pieces, dim=2))
