@@ -15,6 +15,9 @@ first P tokens, as a GRPO group's rows share the prompt. With ``:share`` the pac
 with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through peft's own
 forward instead of rema's fused one (``model.lora_fused=false``).
 
+With ``--profile N`` each setting's last repeat runs under ``torch.profiler`` and its N costliest ops (self CPU time)
+are printed (the profiler adds overhead: read the shares, not the seconds).
+
 Prints one JSON line per setting: update tokens/s (all row tokens, as the trainer's
 ``perf/update_tokens_per_s``), trained tokens/s, seconds, and the peak RSS of the update (``VmHWM`` reset
 before it). Usage:
@@ -29,6 +32,7 @@ before it). Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
@@ -54,6 +58,8 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=420, help="longest row (tokens)")
     ap.add_argument("--group-size", type=int, default=1, help="rows per group (sharing their first --prefix tokens)")
     ap.add_argument("--prefix", type=int, default=0, help="tokens the rows of a group share (their prompt)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="profile each setting's last repeat with torch.profiler; print its N costliest ops")
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
     lengths = torch.randint(args.min_len, args.max_len + 1, (args.rows,), generator=gen).tolist()
@@ -95,8 +101,10 @@ def main() -> None:
         else:
             model.gradient_checkpointing_disable()
         times = []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             peak.reset()
+            prof = torch.profiler.profile() if args.profile and repeat == args.repeats - 1 else contextlib.nullcontext()
+            prof.__enter__()
             t0 = time.perf_counter()
             total = sum(sum(m) for m in masks)
             for units in plan_micro_batches(rows, list(range(len(rows))), int(size), share_prefix="share" in rest,
@@ -113,6 +121,9 @@ def main() -> None:
             opt.step()
             opt.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - t0)
+            prof.__exit__(None, None, None)
+            if args.profile and repeat == args.repeats - 1:
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile), flush=True)
         s = statistics.median(times)
         print(json.dumps({"bench": "update_speed", "setting": setting, "rows": len(lengths), "tokens": sum(lengths),
                           "trained_tokens": int(total), "seconds": round(s, 2),

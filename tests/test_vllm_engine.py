@@ -442,8 +442,14 @@ def test_bf16_engine_greedy_stays_close_checks_a_lora_sync_and_catches_a_skipped
         assert eng.dtype == "bfloat16"
         _assert_greedy_matches_the_transformers_engine(eng, model, tok, prompts)  # ties may part, nothing else
         peft_model = _lora(model)
-        metrics = eng.sync_weights(peft_model)  # the merged adapter, served in bf16, checked against fp32
+        metrics = eng.sync_weights(peft_model)  # the merged adapter, served in bf16, checked against bf16
         assert metrics["sync_check_max_abs_diff"] <= eng.sync_tolerance
+        # the trainer's side of the check ran under bf16 autocast (natively computed here), not in fp32
+        probe = eng.probe_ids()
+        served = eng.score([probe])[0]
+        for dtype, same in ((torch.bfloat16, True), (None, False)):
+            ours = trainer_logprobs(peft_model, [probe], compute_dtype=dtype)[0]
+            assert (max(abs(a - b) for a, b in zip(served, ours)) == metrics["sync_check_max_abs_diff"]) is same
         # new weights written, never loaded: caught (here as "reload did nothing": the adapter moves the probe
         # by ~0.65 nats, under bf16's tolerance, and vLLM's scores stayed bit-identical)
         with pytest.raises(WeightSyncError, match="not serving|reload did nothing"):

@@ -63,7 +63,7 @@ os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
-from ..models import has_cpp_compiler, iter_merged_weights  # noqa: E402
+from ..models import has_cpp_compiler, iter_merged_weights, native_bf16  # noqa: E402
 from .engine import Completion, Engine, SamplingParams  # noqa: E402
 from .hf_engine import stop_token_ids  # noqa: E402
 
@@ -90,8 +90,6 @@ class WeightSyncError(RuntimeError):
 
 def default_dtype() -> str:
     """bf16 where the hardware computes it natively (CUDA, CPUs with AVX-512 BF16), else fp32."""
-    from ..models import native_bf16
-
     return "bfloat16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "float32"
 
 
@@ -519,7 +517,12 @@ class VLLMEngine(Engine):
         """
         sequences = sequences or [self.probe_ids()]
         served = self.score(sequences)
-        trainer = trainer_logprobs(model, sequences)
+        # the trainer's side in the precision vLLM serves, where the hardware computes it natively: a 16-bit
+        # forward is as good a witness at the 16-bit tolerance, and ~2x cheaper (0.44 -> 0.24 s on 2 CPU cores)
+        device = next(model.parameters()).device
+        native = self.torch_dtype == torch.bfloat16 and native_bf16(device) or (
+            self.torch_dtype == torch.float16 and device.type == "cuda")
+        trainer = trainer_logprobs(model, sequences, compute_dtype=self.torch_dtype if native else None)
         diffs = [abs(a - b) for s, t in zip(served, trainer) for a, b in zip(s, t)]
         max_diff, mean_diff = max(diffs), sum(diffs) / len(diffs)
         metrics = {"sync_check_max_abs_diff": max_diff, "sync_check_mean_abs_diff": mean_diff}
@@ -546,8 +549,9 @@ class VLLMEngine(Engine):
 
 
 @torch.no_grad()
-def trainer_logprobs(model, sequences: list[list[int]]) -> list[list[float]]:
-    """``log_softmax(logits)`` of each token after the first, by a plain forward pass of ``model``."""
+def trainer_logprobs(model, sequences: list[list[int]], compute_dtype: torch.dtype | None = None) -> list[list[float]]:
+    """``log_softmax(logits)`` of each token after the first, by a plain forward pass of ``model``; under
+    ``torch.autocast`` to ``compute_dtype`` when given (the logits are taken in fp32 either way)."""
     was_training = model.training
     model.eval()
     try:
@@ -555,7 +559,8 @@ def trainer_logprobs(model, sequences: list[list[int]]) -> list[list[float]]:
         out = []
         for seq in sequences:
             ids = torch.tensor([seq], device=device)
-            logits = model(input_ids=ids).logits[0, :-1].float()  # (T-1, V)
+            with torch.autocast(device.type, dtype=compute_dtype or torch.float32, enabled=compute_dtype is not None):
+                logits = model(input_ids=ids).logits[0, :-1].float()  # (T-1, V)
             logp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
             out.append(logp.cpu().tolist())
         return out
