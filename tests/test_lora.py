@@ -141,3 +141,35 @@ def test_lora_linear_casts_like_autocast():
     assert a.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
     ref = x.bfloat16() @ w.bfloat16().t() + 2.0 * (x.bfloat16() @ a.detach().bfloat16().t()) @ b.detach().bfloat16().t()
     assert torch.allclose(y.float(), ref.float(), atol=0.1, rtol=0.02)
+
+
+@pytest.mark.parametrize("kept", [None, torch.bfloat16])
+def test_merged_weights_by_addmm_equal_peft_delta_and_leave_the_model_alone(kept):
+    """``iter_merged_weights`` adds a plain adapter by ``addmm``: W (in fp32) + scale·B@A, the same bits as
+    peft's ``get_delta_weight`` added after (scale 2 here), whether the base is fp32 or kept in bf16 (merged in
+    a copy then: the in-place ``addmm_`` must never touch the model's own weight); an adapter it cannot add
+    that way (here lora_A in another dtype) goes through ``get_delta_weight``."""
+    from peft.tuners.lora import LoraLayer
+
+    from rema.models import iter_merged_weights, store_frozen_weights
+
+    model, _ = _tiny_pair()
+    if kept is not None:
+        store_frozen_weights(model, kept)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = {f"{n.replace('base_model.model.', '')}.weight": m for n, m in model.named_modules()
+              if isinstance(m, LoraLayer)}
+    assert layers and all(float(m.scaling["default"]) == 2.0 for m in layers.values())
+
+    def reference(m):
+        return m.get_base_layer().weight.detach().float() + m.get_delta_weight("default").float()
+
+    for _ in range(2):  # twice: a first merge that wrote into the model would show in the second
+        ours = dict(iter_merged_weights(model))
+        for name, m in layers.items():
+            assert ours[name].dtype == torch.float32 and torch.equal(ours[name], reference(m)), name
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    name, m = next(iter(layers.items()))
+    m.lora_A["default"].to(torch.float64)  # not the weight's dtype: the fallback
+    m.lora_B["default"].to(torch.float64)
+    assert torch.allclose(dict(iter_merged_weights(model))[name], reference(m).float(), atol=1e-6, rtol=0)
