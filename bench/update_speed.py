@@ -13,7 +13,8 @@ rema's hand-written head function. ``:share`` packs each group's rows around the
 (``train.share_prefix``): with ``--group-size G --prefix P`` the rows come in groups of G that share their
 first P tokens, as a GRPO group's rows share the prompt. With ``:share`` the packs' attention runs per segment (``rema.train.packed_attention``, as the trainer does),
 with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through peft's own
-forward instead of rema's fused one (``model.lora_fused=false``).
+forward instead of rema's fused one (``model.lora_fused=false``). ``:recompute`` makes the LM head's backward
+recompute the logits instead of using the softmax its forward kept (kept by default in bf16).
 
 With ``--profile N`` each setting's last repeat runs under ``torch.profiler`` and its N costliest ops (self CPU time)
 are printed (the profiler adds overhead: read the shares, not the seconds).
@@ -114,7 +115,8 @@ def main() -> None:
                             attn_impl=PACKED if segmented else "sdpa")
                 with amp:
                     logp, _ = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"],
-                                             with_entropy=True, entropy_grad="autograd" in rest, pack=b.get("pack"))
+                                             with_entropy=True, entropy_grad="autograd" in rest, pack=b.get("pack"),
+                                             keep_probs=False if "recompute" in rest else None)
                 loss = -(logp * b["mask"]).sum() / total
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -9,10 +9,14 @@ and the head's FLOPs (a fifth of SmolLM2's forward) are spent only where the los
 When the head is frozen (LoRA) and the entropy is only reported, each chunk is one autograd function
 (:class:`_HeadLogp`): the forward computes log-probs and the entropy without building a graph and keeps
 only the chunk's hidden states and ``logsumexp``; the backward recomputes the logits once and forms the
-gradient ``(onehot - softmax) / T`` by hand. The head's weight is cast to the autocast dtype once per call,
-not once per chunk. Measured on the embedded model (bf16, 2 CPU cores, ``bench/update_speed.py``): an
-update of 8 rows of ~150 tokens took 7.7 s through autograd and 5.4-5.9 s this way. Otherwise (a trained
-head, or an entropy bonus in the loss) each chunk runs through autograd under activation checkpointing.
+gradient ``(onehot - softmax) / T`` by hand. Where the head computes in 16 bits the forward keeps the
+softmax instead (``keep_probs``: K × V × 2 bytes, 75 MB for 769 trained tokens of SmolLM2) and the backward
+skips the recomputation: the head's forward and backward over those 769 tokens took 0.52-0.60 s instead of
+0.76-1.13 s on 2 CPU cores. The head's weight is cast to the autocast dtype once per call, not once per
+chunk, and the chunks share their (chunk × V) buffers. Measured on the embedded model (bf16, 2 CPU cores,
+``bench/update_speed.py``): an update of 8 rows of ~150 tokens took 7.7 s through autograd and 5.4-5.9 s
+with the function. Otherwise (a trained head, or an entropy bonus in the loss) each chunk runs through
+autograd under activation checkpointing.
 """
 
 from __future__ import annotations
@@ -41,37 +45,86 @@ def _chunk_logp(head, hidden: torch.Tensor, targets: torch.Tensor, inv_temp: flo
     return logp, entropy
 
 
+class _Workspace:
+    """(chunk × V) buffers reused by every chunk of one ``token_logprobs`` call, and the (K × V) softmax kept
+    for the backward. Allocated once per call: under the trainer's 4 MiB mmap threshold each fresh buffer of
+    this size is a new mapping whose pages fault in, which cost more than the arithmetic on them."""
+
+    def __init__(self, rows: int, chunk: int, vocab: int, dtype: torch.dtype, device, keep: bool):
+        self.chunk, self.vocab, self.dtype, self.device = chunk, vocab, dtype, device
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.kept = torch.empty(rows, vocab, dtype=dtype, device=device) if keep else None
+
+    def get(self, name: str, k: int, dtype: torch.dtype) -> torch.Tensor:
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty(self.chunk, self.vocab, dtype=dtype, device=self.device)
+        return self.buffers[name][:k]
+
+
+def _logits(hidden, weight, inv_temp: float, work: _Workspace | None) -> torch.Tensor:
+    """(K, V) fp32 ``hidden @ weight.T / T``, in the workspace's buffers when there is one."""
+    h = hidden.to(weight.dtype)
+    if work is None:
+        logits = (h @ weight.T).float()
+    elif weight.dtype == torch.float32:
+        logits = torch.matmul(h, weight.T, out=work.get("logits", h.shape[0], torch.float32))
+    else:
+        low = torch.matmul(h, weight.T, out=work.get("low", h.shape[0], weight.dtype))
+        logits = work.get("logits", h.shape[0], torch.float32).copy_(low)
+    return logits.mul_(inv_temp) if inv_temp != 1.0 else logits
+
+
 class _HeadLogp(torch.autograd.Function):
     """hidden (K, H), weight (V, H) in the compute dtype, targets (K,) -> logp (K,), entropy (K,), both fp32.
 
-    Gradient to ``hidden`` only (the head is frozen); the entropy is not differentiable."""
+    Gradient to ``hidden`` only (the head is frozen); the entropy is not differentiable. Given ``kept`` (a
+    (K, V) buffer in the weight's dtype) the forward writes the softmax there for the backward instead of
+    keeping the hidden states, which then skips recomputing the logits (one (K × H × V) matmul of three) and
+    forms the gradient in that buffer (so the backward runs once: ``retain_graph`` is refused); the target
+    column's ``(1 - p)·g`` is taken from the fp32 log-prob (``-expm1(logp)``), not from a rounded p that
+    cancels against 1 for a confident token."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, inv_temp: float, with_entropy: bool):
-        logits = (hidden.to(weight.dtype) @ weight.T).float()  # (K, V); in place from here: at most two
-        if inv_temp != 1.0:                                      # (K, V) fp32 buffers are alive at once
-            logits.mul_(inv_temp)
+    def forward(ctx, hidden, weight, targets, inv_temp: float, with_entropy: bool, work: _Workspace | None = None,
+                kept: torch.Tensor | None = None):
+        logits = _logits(hidden, weight, inv_temp, work)  # (K, V) fp32; in place from here
         logz = torch.logsumexp(logits, dim=-1)
         logp = logits.gather(-1, targets[:, None]).squeeze(-1) - logz
-        if with_entropy:
-            entropy = logz - (logits - logz[:, None]).exp_().mul_(logits).sum(-1)
+        entropy = torch.zeros_like(logp)
+        if kept is not None:
+            logits.sub_(logz[:, None])  # log p
+            p = torch.exp(logits, out=work.get("p", len(logp), torch.float32)) if work is not None else logits.exp()
+            kept.copy_(p)
+            if with_entropy:
+                entropy = -p.mul_(logits).sum(-1)
+            ctx.kept = kept  # not saved: a view of the workspace, whose later chunks bump its version
+            ctx.save_for_backward(weight, targets, logp)
         else:
-            entropy = torch.zeros_like(logp)
-        ctx.save_for_backward(hidden, weight, targets, logz)
-        ctx.inv_temp = inv_temp
+            if with_entropy:
+                entropy = logz - (logits - logz[:, None]).exp_().mul_(logits).sum(-1)
+            ctx.save_for_backward(hidden, weight, targets, logz)
+        ctx.inv_temp, ctx.keep, ctx.hidden_dtype, ctx.work, ctx.done = inv_temp, kept is not None, hidden.dtype, work, False
         ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_entropy):
+        if ctx.keep:
+            if ctx.done:
+                raise RuntimeError("token_logprobs(keep_probs=True): the LM head's backward runs once "
+                                   "(its kept softmax becomes the gradient); pass keep_probs=False to retain_graph")
+            ctx.done = True
+            (weight, targets, logp), probs = ctx.saved_tensors, ctx.kept
+            g = grad_logp * ctx.inv_temp  # (K,) fp32
+            grad = probs.mul_(-g[:, None].to(probs.dtype))  # -softmax * g, in the compute dtype, in place
+            grad.scatter_(-1, targets[:, None], (-torch.expm1(logp) * g)[:, None].to(probs.dtype))  # (1 - p) * g
+            return (grad @ weight).to(ctx.hidden_dtype), None, None, None, None, None, None
         hidden, weight, targets, logz = ctx.saved_tensors
-        logits = (hidden.to(weight.dtype) @ weight.T).float()
-        if ctx.inv_temp != 1.0:
-            logits.mul_(ctx.inv_temp)
-        grad = logits.sub_(logz[:, None]).exp_().mul_(-grad_logp[:, None])  # -softmax * g
+        grad = _logits(hidden, weight, ctx.inv_temp, ctx.work)
+        grad = grad.sub_(logz[:, None]).exp_().mul_(-grad_logp[:, None])  # -softmax * g
         grad.scatter_add_(-1, targets[:, None], grad_logp[:, None])  # + onehot * g
         grad_hidden = (grad.mul_(ctx.inv_temp).to(weight.dtype) @ weight).to(hidden.dtype)
-        return grad_hidden, None, None, None, None
+        return grad_hidden, None, None, None, None, None, None
 
 
 def _compute_weight(head, hidden: torch.Tensor) -> torch.Tensor:
@@ -96,6 +149,7 @@ def token_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     pack: dict[str, torch.Tensor] | None = None,
+    keep_probs: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each token given its prefix, under ``log_softmax(logits / temperature)``.
 
@@ -108,6 +162,9 @@ def token_logprobs(
         pack: the rows packed around shared prefixes (``rema.train.batch.pack_units``): the backbone runs on
             the packed sequences and each token is read back from its place there. Same results as unpacked.
             A model switched to ``rema.train.packed_attention`` computes the packs' attention per segment.
+        keep_probs: with a frozen head under a gradient, keep each chunk's softmax for the backward (in the
+            compute dtype: K × V × 2 bytes in bf16) instead of recomputing the logits there; None = where the
+            head computes in 16 bits (fp32 would double that memory for the same matmul saved).
     Returns:
         ``(logp, entropy)``, both (B, T) float32 in original positions: column i scores ``input_ids[:, i]``
         given ``input_ids[:, :i]``; columns not asked for (and column 0) are 0. ``entropy`` (of the
@@ -132,11 +189,19 @@ def token_logprobs(
     inv_temp = 1.0 / temperature if temperature > 0 else 1.0
     fused = not (entropy_grad and with_entropy) and not (torch.is_grad_enabled() and head.weight.requires_grad)
     weight = _compute_weight(head, hidden) if fused else None
+    if keep_probs is None:
+        keep_probs = weight is not None and weight.element_size() == 2
+    keep_probs = keep_probs and fused and torch.is_grad_enabled() and h_sel.requires_grad
+    work = None
+    if fused and h_sel.shape[0]:
+        work = _Workspace(h_sel.shape[0], min(chunk_tokens, h_sel.shape[0]), weight.shape[0], weight.dtype,
+                          weight.device, keep_probs)
     logps, ents = [], []
     for s in range(0, h_sel.shape[0], chunk_tokens):
         h, t = h_sel[s:s + chunk_tokens], t_sel[s:s + chunk_tokens]
         if fused:
-            lp, en = _HeadLogp.apply(h, weight, t, inv_temp, with_entropy)
+            lp, en = _HeadLogp.apply(h, weight, t, inv_temp, with_entropy, work,
+                                      work.kept[s:s + chunk_tokens] if keep_probs else None)
         elif torch.is_grad_enabled() and h.requires_grad:
             lp, en = checkpoint(_chunk_logp, head, h, t, inv_temp, with_entropy, use_reentrant=False)
         else:
