@@ -51,7 +51,7 @@ class _Workspace:
     this size is a new mapping whose pages fault in, which cost more than the arithmetic on them."""
 
     def __init__(self, rows: int, chunk: int, vocab: int, dtype: torch.dtype, device, keep: bool):
-        self.chunk, self.vocab, self.dtype, self.device = chunk, vocab, dtype, device
+        self.chunk, self.vocab, self.device = chunk, vocab, device
         self.buffers: dict[str, torch.Tensor] = {}
         self.kept = torch.empty(rows, vocab, dtype=dtype, device=device) if keep else None
 
