@@ -103,24 +103,27 @@ class _HeadLogp(torch.autograd.Function):
             if with_entropy:
                 entropy = logz - (logits - logz[:, None]).exp_().mul_(logits).sum(-1)
             ctx.save_for_backward(hidden, weight, targets, logz)
-        ctx.inv_temp, ctx.keep, ctx.hidden_dtype, ctx.work, ctx.done = inv_temp, kept is not None, hidden.dtype, work, False
+        ctx.inv_temp, ctx.keep, ctx.hidden_dtype, ctx.work = inv_temp, kept is not None, hidden.dtype, work
         ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_entropy):
+        # the buffers are let go here, not when the graph is dropped (the caller's logp holds it until its
+        # next micro-batch): the kept softmax would otherwise outlive the head through the backbone's backward
+        work, ctx.work = ctx.work, None
         if ctx.keep:
-            if ctx.done:
+            probs, ctx.kept = ctx.kept, None
+            if probs is None:
                 raise RuntimeError("token_logprobs(keep_probs=True): the LM head's backward runs once "
                                    "(its kept softmax becomes the gradient); pass keep_probs=False to retain_graph")
-            ctx.done = True
-            (weight, targets, logp), probs = ctx.saved_tensors, ctx.kept
+            weight, targets, logp = ctx.saved_tensors
             g = grad_logp * ctx.inv_temp  # (K,) fp32
             grad = probs.mul_(-g[:, None].to(probs.dtype))  # -softmax * g, in the compute dtype, in place
             grad.scatter_(-1, targets[:, None], (-torch.expm1(logp) * g)[:, None].to(probs.dtype))  # (1 - p) * g
             return (grad @ weight).to(ctx.hidden_dtype), None, None, None, None, None, None
         hidden, weight, targets, logz = ctx.saved_tensors
-        grad = _logits(hidden, weight, ctx.inv_temp, ctx.work)
+        grad = _logits(hidden, weight, ctx.inv_temp, work)
         grad = grad.sub_(logz[:, None]).exp_().mul_(-grad_logp[:, None])  # -softmax * g
         grad.scatter_add_(-1, targets[:, None], grad_logp[:, None])  # + onehot * g
         grad_hidden = (grad.mul_(ctx.inv_temp).to(weight.dtype) @ weight).to(hidden.dtype)
