@@ -80,6 +80,33 @@ def test_top_p_keeps_only_the_nucleus():
     assert torch.allclose(logp, torch.log(torch.tensor(0.6)).expand(200), atol=1e-6)
 
 
+def test_inverse_cdf_sampling_draws_the_softmax_distribution():
+    """One uniform per row from the CPU generator, the token by inverse CDF: frequencies follow the
+    temperature's softmax, a zero-probability token is never drawn, T = 0 rows take the argmax."""
+    from rema.rollout.hf_engine import sample_from_logits
+
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    rows = 20000
+    logits = torch.log(p).repeat(rows, 1)  # log 0 = -inf
+    g = torch.Generator().manual_seed(0)
+    toks, logp = sample_from_logits(logits, torch.ones(rows), torch.ones(rows), g)
+    freq = torch.bincount(toks, minlength=5).float() / rows
+    assert torch.allclose(freq, p, atol=0.01) and freq[4] == 0  # binomial sd <= 0.0036
+    assert torch.allclose(logp, torch.log(p)[toks])
+    # T = 2: probabilities ~ p^(1/2), renormalised
+    toks, _ = sample_from_logits(logits, torch.full((rows,), 2.0), torch.ones(rows), g)
+    freq = torch.bincount(toks, minlength=5).float() / rows
+    assert torch.allclose(freq, p.sqrt() / p.sqrt().sum(), atol=0.01)
+    temp = torch.tensor([0.0, 1.0]).repeat(rows // 2)
+    toks, logp = sample_from_logits(logits, temp, torch.ones(rows), g)
+    assert (toks[0::2] == 0).all() and torch.allclose(logp[0::2], torch.log(p[0]).expand(rows // 2))
+    # one uniform per row: the same generator state gives the same draws
+    state = g.get_state()
+    first = sample_from_logits(logits[:64], torch.ones(64), torch.full((64,), 0.9), g)[0]
+    g.set_state(state)
+    assert torch.equal(sample_from_logits(logits[:64], torch.ones(64), torch.full((64,), 0.9), g)[0], first)
+
+
 def test_cpu_list_is_vllms_thread_bind_form():
     from rema.config import load_config
     from rema.rollout.factory import cpu_list, engine_options

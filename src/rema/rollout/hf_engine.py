@@ -31,27 +31,35 @@ def stop_token_ids(tokenizer, model=None) -> set[int]:
 def sample_from_logits(
     logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row.
+    """Draw one token per row, by inverse CDF from one uniform per row.
 
     Args:
-        logits: ``(B, V)`` next-token logits.
-        temperature: ``(B,)``; rows with 0 are greedy.
-        top_p: ``(B,)`` nucleus mass per row.
+        logits: ``(B, V)`` next-token logits, on any device.
+        temperature: ``(B,)``, on any device; rows with 0 are greedy.
+        top_p: ``(B,)`` nucleus mass per row, on any device.
+        generator: a CPU generator. The uniforms come from it and move to the logits' device, so a seed gives
+            the same draws on CPU and GPU and an engine's RNG state resumes on either.
     Returns:
-        ``(tokens (B,), logprobs (B,))`` with logprobs under ``log_softmax(logits / T)`` (T = 1 when greedy).
+        ``(tokens (B,), logprobs (B,))`` on the logits' device, with logprobs under ``log_softmax(logits / T)``
+        (T = 1 when greedy).
     """
+    dev = logits.device
+    nucleus = bool((top_p < 1).any())
+    temperature, top_p = temperature.to(dev), top_p.to(dev)
     logits = logits.float()
     greedy = temperature <= 0
     temp = torch.where(greedy, torch.ones_like(temperature), temperature)
     logp = torch.log_softmax(logits / temp[:, None], dim=-1)  # (B, V)
-    probs = logp.exp()
-    if bool((top_p < 1).any()):
-        sorted_p, order = probs.sort(dim=-1, descending=True)
+    probs, order = logp.exp(), None
+    if nucleus:
+        probs, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (always keep the first token)
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p[:, None]
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        probs = probs.masked_fill((probs.cumsum(-1) - probs) >= top_p[:, None], 0.0)
+    cdf = probs.cumsum(-1)  # (B, V), unnormalised after the nucleus cut
+    u = torch.rand(len(logits), generator=generator).to(dev)
+    # the first index whose cdf exceeds u * total: a token of nonzero probability, since u < 1
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
+    sampled = (pick if order is None else order.gather(-1, pick)).squeeze(-1)
     tokens = torch.where(greedy, logits.argmax(-1), sampled)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
@@ -132,10 +140,9 @@ class HFEngine(Engine):
             live = torch.tensor(rows, dtype=torch.long)
             tokens, logps = sample_from_logits(logits, temperature[live], top_p[live], self.generator)
             still: list[int] = []  # batch positions that keep going
-            for b, i in enumerate(rows):
-                tok = int(tokens[b])
+            for b, (i, tok, lp) in enumerate(zip(rows, tokens.tolist(), logps.tolist())):  # one device sync
                 out_ids[i].append(tok)
-                out_logp[i].append(float(logps[b]))
+                out_logp[i].append(lp)
                 if tok in self.eos_ids:
                     finish[i] = ("stop", tok)
                 elif params[i].stop and (hit := self._stop_hit(out_ids[i], params[i].stop)):
