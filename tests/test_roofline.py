@@ -30,9 +30,9 @@ def tiny(roofline):
 
 
 def test_layer_weights_count_every_matmul_weight_of_a_qwen2_layer(roofline, tiny) -> None:
-    # q 64x64, k and v 32x64 (2 KV heads of 16), o 64x64, gate/up/down 3 x 64x128
-    assert (tiny.width, tiny.layer_weights, tiny.head_weights) == (64, 36864, 512 * 64)
-    assert tiny.kv_per_token(2) == 2 * 2 * 2 * 16 * 2  # layers x (K, V) x KV heads x head size x bytes
+    # q 128x128, k and v 64x128 (1 KV head of 64), o 128x128, gate/up/down 3 x 128x256
+    assert (tiny.width, tiny.layer_weights, tiny.head_weights) == (128, 147456, 512 * 128)
+    assert tiny.kv_per_token(2) == 2 * 2 * 1 * 64 * 2  # layers x (K, V) x KV heads x head size x bytes
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     model = AutoModelForCausalLM.from_config(Qwen2Config(**roofline.SHAPES["tiny"]))
@@ -45,22 +45,23 @@ def test_layer_weights_count_every_matmul_weight_of_a_qwen2_layer(roofline, tiny
 
 
 def test_forward_and_update_flops_by_hand(roofline, tiny) -> None:
-    # 3 tokens, head on 1, 6 attended pairs: 2*2*36864*3 + 2*32768*1 + 4*2*64*6
-    assert roofline.forward_flops(tiny, 3, 1, 6) == 442368 + 65536 + 3072
-    # one row of 4 tokens, 2 trained: forward 2*2*36864*4 + 2*32768*2 + 4*2*64*10 = 726016; the backward
-    # doubles it; checkpointing recomputes the layers' part (726016 - 131072)
-    assert roofline.update_flops(tiny, 4, 2, 1) == (3 * 726016, 3 * 726016 + 594944)
+    # 3 tokens, head on 1, 6 attended pairs: 2*2*147456*3 + 2*65536*1 + 4*2*128*6
+    assert roofline.forward_flops(tiny, 3, 1, 6) == 1769472 + 131072 + 6144
+    # one row of 4 tokens, 2 trained: forward 2*2*147456*4 + 2*65536*2 + 4*2*128*10 = 2631680; the backward
+    # doubles it; checkpointing recomputes the layers' part (2631680 - 262144)
+    assert roofline.update_flops(tiny, 4, 2, 1) == (3 * 2631680, 3 * 2631680 + 2369536)
 
 
 def test_decode_roofline_takes_the_slower_of_memory_and_compute_per_forward(roofline, tiny) -> None:
-    weights = (2 * 36864 + 32768) * 2  # bytes read by every forward
+    weights = (2 * 147456 + 65536) * 2  # bytes read by every forward
     # memory-bound (1 MB/s, 1 GFLOP/s): the prefill reads the weights; row 0 decodes two more tokens with 3
-    # and 4 tokens of context (256 bytes of KV each), row 1 stops after the prefill's token
+    # and 4 tokens of context (512 bytes of KV each), row 1 stops after the prefill's token
     memory = roofline.decode_roofline(tiny, 2, [3, 1], 2, peak_flops=1e9, bandwidth=1e6)
-    assert memory == pytest.approx((weights + weights + 256 * 3 + weights + 256 * 4) / 1e6)
-    # compute-bound (1 MFLOP/s): prefill of 2 x 2 tokens (head on 2, 6 pairs), then 1 token over 3 and 4 pairs
+    assert memory == pytest.approx((weights + weights + 512 * 3 + weights + 512 * 4) / 1e6)
+    # compute-bound (1 MFLOP/s): prefill of 2 x 2 tokens (head on 2, 6 pairs): 2359296 + 262144 + 6144;
+    # then 1 token over 3 and over 4 pairs: 589824 + 131072 + 3072 and + 4096
     compute = roofline.decode_roofline(tiny, 2, [3, 1], 2, peak_flops=1e6, bandwidth=1e12)
-    assert compute == pytest.approx((723968 + 214528 + 215040) / 1e6)
+    assert compute == pytest.approx((2627584 + 723968 + 724992) / 1e6)
 
 
 def test_script_runs_on_the_tiny_shape() -> None:
