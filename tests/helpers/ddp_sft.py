@@ -27,6 +27,7 @@ def main(out: str, run_dir: str, dialogues: str) -> None:
               device=torch.device("cpu"), dist=tr.dist)
     if tr.dist.is_main:
         torch.save({"grads": opt.grads[0], "rows": len(rows)}, out)
+    tr.close()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def main(out: str, run_dir: str, advantage: str, agg: str, ratio_level: str) -> 
     metrics = tr.train_step()
     if tr.dist.is_main:
         torch.save({"grads": pol.optimizer.grads[0], "rows": metrics["train/rows"]}, out)
+    tr.close()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ metrics) are reduced explicitly. Only rank 0 writes files. On one process every 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -69,6 +70,16 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def close(self) -> None:
+        """Wait for every rank, then tear the process group down (safe to call repeatedly). Left to the
+        interpreter's exit, gloo's threads can be destroyed while a peer is still closing its connections, and
+        the process aborts ("terminate called without an active exception") after the work is done. Called while
+        an exception propagates (from a ``finally``), it skips the wait: the other ranks may never arrive."""
+        if self.enabled and dist.is_initialized():
+            if sys.exc_info()[0] is None:
+                dist.barrier()
+            dist.destroy_process_group()
 
 
 def merge_metrics(per_rank: list[dict], weights: list[float]) -> dict:

@@ -492,9 +492,10 @@ class Trainer:
                            "(Ctrl-C again aborts without saving)[/yellow]")
 
     def close(self) -> None:
-        """Stop the generation engines (vLLM's processes) and release their memory."""
+        """Stop the generation engines (vLLM's processes), release their memory, and leave the process group."""
         for p in self.policies:
             p.engine.close()
+        self.dist.close()
 
     def train_step(self) -> dict:
         """One RL step: rollout → reward → advantage → update; returns the step's metrics."""
