@@ -14,7 +14,9 @@ rema's hand-written head function. ``:share`` packs each group's rows around the
 first P tokens, as a GRPO group's rows share the prompt. With ``:share`` the packs' attention runs per segment (``rema.train.packed_attention``, as the trainer does),
 with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through peft's own
 forward instead of rema's fused one (``model.lora_fused=false``). ``:recompute`` makes the LM head's backward
-recompute the logits instead of using the softmax its forward kept (kept by default in bf16).
+recompute the logits instead of using the softmax its forward kept (kept by default in bf16). ``:bf16attn``
+keeps every per-segment attention in bf16 on CPU (by default small segments compute in fp32, which sdpa's CPU
+flash kernel runs faster: ``rema.train.packed_attention.CPU_FP32_MAX_SCORES``).
 
 With ``--profile N`` each setting's last repeat runs under ``torch.profiler`` and its N costliest ops (self CPU time)
 are printed (the profiler adds overhead: read the shares, not the seconds).
@@ -47,7 +49,10 @@ def main() -> None:
     from rema.models import LoraSpec, linear_per_attention, load_model, store_frozen_weights
     from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs
+    import rema.train.packed_attention as packed_attention_module
     from rema.train.packed_attention import NAME as PACKED, use_packed_attention
+
+    default_fp32_scores = packed_attention_module.CPU_FP32_MAX_SCORES
     from rema.train.trainer import PhasePeak, release_freed_memory
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,6 +94,7 @@ def main() -> None:
                 store_frozen_weights(model, torch.bfloat16)
         (unfuse_lora_layers if "peft" in rest else fuse_lora_layers)(model)
         segmented = "share" in rest and "dense" not in rest
+        packed_attention_module.CPU_FP32_MAX_SCORES = 0 if "bf16attn" in rest else default_fp32_scores
         if segmented:
             use_packed_attention(model)
         else:

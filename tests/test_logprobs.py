@@ -302,3 +302,30 @@ def test_packed_attention_without_a_layout_is_sdpa_and_the_trainer_switches_to_i
     q = torch.randn(1, 4, 6, 8)
     with pytest.raises(ValueError, match="wider than the batch"):
         packed_attention(layer, q, q, q, None, rema_segments=((4, (3,)),))
+
+
+def test_packed_attention_computes_small_cpu_segments_in_fp32_under_bf16(monkeypatch):
+    """Under bf16 autocast on CPU, a segment whose score matrix is at most ``CPU_FP32_MAX_SCORES`` entries computes
+    in fp32 (sdpa's CPU flash kernel runs small bf16 problems slower): the fp32 result rounded once to autocast's
+    dtype, bit for bit; above the limit it computes in bf16 and differs."""
+    import rema.train.packed_attention as pa
+    from rema.models import load_model
+
+    model, _ = load_model("tiny-random", seed=0)
+    layer = model.model.layers[0].self_attn
+    g = torch.Generator().manual_seed(3)
+    heads, kv_heads, dim = model.config.num_attention_heads, model.config.num_key_value_heads, 16
+    q = torch.randn(1, heads, 34, dim, generator=g)
+    k, v = (torch.randn(1, kv_heads, 34, dim, generator=g) for _ in range(2))
+    segments = ((10, (12, 8)),)  # 4 positions of padding
+    fp32, _ = pa.packed_attention(layer, q, k, v, None, rema_segments=segments)
+    outs = {}
+    for limit in (pa.CPU_FP32_MAX_SCORES, 0):
+        monkeypatch.setattr(pa, "CPU_FP32_MAX_SCORES", limit)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs[limit], _ = pa.packed_attention(layer, q, k, v, None, rema_segments=segments)
+        assert outs[limit].dtype == torch.bfloat16 and outs[limit].shape == (1, 34, heads, dim)
+        assert not outs[limit][0, 30:].any()  # padding
+    small, bf16 = outs.values()
+    assert torch.equal(small, fp32.to(torch.bfloat16))
+    assert not torch.equal(bf16, small) and torch.allclose(bf16.float(), fp32, atol=0.05)
