@@ -51,9 +51,9 @@ def main() -> None:
     from rema.train.logprobs import token_logprobs
     import rema.train.packed_attention as packed_attention_module
     from rema.train.packed_attention import NAME as PACKED, use_packed_attention
+    from rema.train.trainer import PhasePeak, release_freed_memory
 
     default_fp32_scores = packed_attention_module.CPU_FP32_MAX_SCORES
-    from rema.train.trainer import PhasePeak, release_freed_memory
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=48)
