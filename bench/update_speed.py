@@ -16,7 +16,8 @@ with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA lay
 forward instead of rema's fused one (``model.lora_fused=false``). ``:recompute`` makes the LM head's backward
 recompute the logits instead of using the softmax its forward kept (kept by default in bf16). ``:bf16attn``
 keeps every per-segment attention in bf16 on CPU (by default small segments compute in fp32, which sdpa's CPU
-flash kernel runs faster: ``rema.train.packed_attention.CPU_FP32_MAX_SCORES``).
+flash kernel runs faster: ``rema.train.packed_attention.CPU_FP32_MAX_SCORES``). ``ckpt:...:layers0.5``
+checkpoints half of the layers (``model.checkpoint_layers``; ``ckpt`` alone: all, ``nockpt``: none).
 
 With ``--profile N`` each setting's last repeat runs under ``torch.profiler`` and its N costliest ops (self CPU time)
 are printed (the profiler adds overhead: read the shares, not the seconds).
@@ -46,7 +47,7 @@ import torch
 
 def main() -> None:
     from rema.lora import fuse_lora_layers, unfuse_lora_layers
-    from rema.models import LoraSpec, linear_per_attention, load_model, store_frozen_weights
+    from rema.models import LoraSpec, enable_checkpointing, linear_per_attention, load_model, store_frozen_weights
     from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs
     import rema.train.packed_attention as packed_attention_module
@@ -103,8 +104,9 @@ def main() -> None:
         opt = torch.optim.AdamW(params, lr=1e-6)
         model.train()
         model.config.use_cache = False
-        if kind == "ckpt":
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if kind == "ckpt":  # :layersF checkpoints that share of the layers (model.checkpoint_layers)
+            share = next((float(x[len("layers"):]) for x in rest if x.startswith("layers")), 1.0)
+            enable_checkpointing(model, share)
         else:
             model.gradient_checkpointing_disable()
         times = []

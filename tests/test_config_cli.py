@@ -44,6 +44,7 @@ def test_overrides_are_typed():
     ("rollout.mode=three_turn", "choose one of"),
     ("algo.agg=token", "algo.agg=token with algo.ratio_level=turn is invalid"),
     ("nonsense", "must look like section.key=value"),
+    ("model.checkpoint_layers=0", r"model.checkpoint_layers is a share .* must be in \(0, 1\]"),
 ])
 def test_bad_overrides_fail_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -173,3 +173,44 @@ def test_merged_weights_by_addmm_equal_peft_delta_and_leave_the_model_alone(kept
     m.lora_A["default"].to(torch.float64)  # not the weight's dtype: the fallback
     m.lora_B["default"].to(torch.float64)
     assert torch.allclose(dict(iter_merged_weights(model))[name], reference(m).float(), atol=1e-6, rtol=0)
+
+
+def test_checkpointing_a_share_of_the_layers_recomputes_those_and_keeps_the_gradients():
+    """``model.checkpoint_layers``: k = max(1, round(share·n)) layers recompute, layer i iff ⌊(i+1)·k/n⌋ > ⌊i·k/n⌋
+    (hand-counted on 30 layers: 30, 15, 10, 1); the recomputed layers start their forward twice in a training step, the others once,
+    and the LoRA gradients are those of the unchecked model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rema.models import LoraSpec, enable_checkpointing, load_model
+
+    deep = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=30,
+                                        num_attention_heads=2, num_key_value_heads=1))
+    flags = lambda: [layer.gradient_checkpointing for layer in deep.model.layers]  # noqa: E731
+    assert enable_checkpointing(deep, 1.0) == 30 and all(flags())
+    assert enable_checkpointing(deep, 0.5) == 15 and flags()[:4] == [False, True, False, True]
+    assert enable_checkpointing(deep, 1 / 3) == 10 and flags()[:6] == [False, False, True] * 2
+    assert enable_checkpointing(deep, 0.01) == 1 and flags()[-1] and sum(flags()) == 1
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        enable_checkpointing(deep, 0.0)
+
+    ids = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(2))
+    grads, calls, state = {}, {}, None
+    for share in (None, 1.0, 0.5):
+        model, _ = load_model("tiny-random", seed=0, lora=LoraSpec(r=4, alpha=8))
+        state = state or {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(state)  # the same LoRA initialisation each time
+        model.train()
+        if share is not None:
+            assert enable_checkpointing(model, share) == (2 if share == 1.0 else 1)
+        layers = model.get_base_model().model.layers
+        count = [0] * len(layers)
+        for i, layer in enumerate(layers):
+            # a pre-hook: the recompute stops once it has what the backward needs, before a forward hook would run
+            layer.register_forward_pre_hook(lambda *_, i=i: count.__setitem__(i, count[i] + 1))
+        model(input_ids=ids, labels=ids).loss.backward()
+        calls[share] = count
+        grads[share] = [p.grad for p in model.parameters() if p.requires_grad]
+    assert calls == {None: [1, 1], 1.0: [2, 2], 0.5: [1, 2]}
+    assert any(g.abs().sum() > 0 for g in grads[None])
+    for share in (1.0, 0.5):
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads[None], grads[share]))

@@ -372,6 +372,25 @@ def has_cpp_compiler() -> bool:
         return False
 
 
+def enable_checkpointing(model, share: float = 1.0) -> int:
+    """Activation checkpointing (non-reentrant) for ``share`` of ``model``'s n decoder layers: k = max(1,
+    round(share·n)) of them, evenly spread (layer i recomputes its activations in the backward iff
+    ⌊(i+1)·k/n⌋ > ⌊i·k/n⌋), so 1 = every layer and 0.5 = every other one; the rest keep their activations
+    (less recomputation, more memory). Returns k. Works on any transformers model whose decoder layers are
+    ``GradientCheckpointingLayer``s."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"the share of checkpointed layers must be in (0, 1], got {share}")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    n = len(layers)
+    k = max(1, round(share * n))
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = (i + 1) * k // n > i * k // n
+    return sum(layer.gradient_checkpointing for layer in layers)
+
+
 def compile_decoder_layers(model) -> int:
     """``torch.compile`` every decoder layer of ``model`` (peft-wrapped or not) in place, with dynamic shapes;
     returns how many. ``nn.Module.compile`` keeps the module tree and its state-dict names (checkpoints,

@@ -44,8 +44,8 @@ from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..data.dialogues import load_dialogues, save_dialogues
 from ..eval.core import episode_metrics, run_eval
-from ..models import (LoraSpec, compile_decoder_layers, describe, export_model, linear_per_attention, load_model,
-                      native_bf16, store_frozen_weights)
+from ..models import (LoraSpec, compile_decoder_layers, describe, enable_checkpointing, export_model,
+                      linear_per_attention, load_model, native_bf16, store_frozen_weights)
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
@@ -288,7 +288,7 @@ class Trainer:
             if self.bf16 and m.lora_r > 0:  # autocast rounds them to bf16 anyway (the embedding table aside)
                 store_frozen_weights(model, torch.bfloat16)
             if m.gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_checkpointing(model, m.checkpoint_layers)
             model.config.use_cache = False
             if cfg.train.compile:
                 compile_decoder_layers(model)
