@@ -177,8 +177,8 @@ def test_merged_weights_by_addmm_equal_peft_delta_and_leave_the_model_alone(kept
 
 def test_checkpointing_a_share_of_the_layers_recomputes_those_and_keeps_the_gradients():
     """``model.checkpoint_layers``: k = max(1, round(share·n)) layers recompute, layer i iff ⌊(i+1)·k/n⌋ > ⌊i·k/n⌋
-    (hand-counted on 30 layers: 30, 15, 10, 1); the recomputed layers start their forward twice in a training step, the others once,
-    and the LoRA gradients are those of the unchecked model."""
+    (hand-counted on 30 layers: 30, 15, 10, 1); the recomputed layers start their forward twice in a training
+    step, the others once, and the LoRA gradients are those of the unchecked model."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rema.models import LoraSpec, enable_checkpointing, load_model
@@ -187,8 +187,8 @@ def test_checkpointing_a_share_of_the_layers_recomputes_those_and_keeps_the_grad
                                         num_attention_heads=2, num_key_value_heads=1))
     flags = lambda: [layer.gradient_checkpointing for layer in deep.model.layers]  # noqa: E731
     assert enable_checkpointing(deep, 1.0) == 30 and all(flags())
-    assert enable_checkpointing(deep, 0.5) == 15 and flags()[:4] == [False, True, False, True]
-    assert enable_checkpointing(deep, 1 / 3) == 10 and flags()[:6] == [False, False, True] * 2
+    assert enable_checkpointing(deep, 0.5) == 15 == sum(flags()) and flags()[:4] == [False, True, False, True]
+    assert enable_checkpointing(deep, 1 / 3) == 10 == sum(flags()) and flags()[:6] == [False, False, True] * 2
     assert enable_checkpointing(deep, 0.01) == 1 and flags()[-1] and sum(flags()) == 1
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         enable_checkpointing(deep, 0.0)

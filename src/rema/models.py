@@ -388,7 +388,7 @@ def enable_checkpointing(model, share: float = 1.0) -> int:
     k = max(1, round(share * n))
     for i, layer in enumerate(layers):
         layer.gradient_checkpointing = (i + 1) * k // n > i * k // n
-    return sum(layer.gradient_checkpointing for layer in layers)
+    return k
 
 
 def compile_decoder_layers(model) -> int:

@@ -86,8 +86,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
             pieces.append(attend(qs[j], torch.cat([ks[0], ks[j]], dim=2), torch.cat([vs[0], vs[j]], dim=2),
                                  attn_mask=masks[p, r]))
         if pad:
-            pieces.append(query.new_zeros(1, query.shape[1], pad, query.shape[3], dtype=pieces[0].dtype if pieces
-                                          else compute))
+            pieces.append(query.new_zeros(1, query.shape[1], pad, query.shape[3], dtype=compute))
         outputs.append(torch.cat(pieces, dim=2))
     return torch.cat(outputs).transpose(1, 2).contiguous(), None
 
