@@ -321,7 +321,7 @@ def test_plan_leak_penalty_charges_only_the_mtas_first_message(tiny):
     assert "plan_leak" not in leaky.reward_parts["ra"]
     score_episodes([leaky], RewardConfig(), correctness_fn=lambda ep: 1.0)  # default: the reference's shared reward
     assert leaky.reward == {"mta": 1.0, "ra": 1.0}
-    score_episodes([leaky], RewardConfig(plan_leak_penalty=0.5, format_penalty=1.0), format_terms=True,
+    score_episodes([leaky], RewardConfig(plan_leak_penalty=0.5, format_penalty=1.0, format_terms=True), mode="single_turn",
                    correctness_fn=lambda ep: 1.0)  # the single-turn terms already include the check: not twice
     assert "plan_leak" not in leaky.reward_parts["mta"] and "format" in leaky.reward_parts["mta"]
 

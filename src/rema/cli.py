@@ -58,7 +58,7 @@ def cmd_chat(args) -> int:
     if args.answer is not None:
         from .scoring import score_episodes
 
-        score_episodes([ep], cfg.reward, format_terms=rcfg.mode == "single_turn")
+        score_episodes([ep], cfg.reward, task=rcfg.task, mode=rcfg.mode)
     if args.json:
         print(json.dumps(ep.to_dict(with_tokens=args.tokens), ensure_ascii=False))
     else:

@@ -27,10 +27,15 @@ CorrectnessFn = Callable[[Episode], float]
 """A custom shared reward: episode -> score in [0, 1] (replaces the task's grader; used by tests and users)."""
 
 
-def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "math",
-                   format_terms: bool | None = None, correctness_fn: CorrectnessFn | None = None) -> dict[str, float]:
-    """Fill ``reward``/``reward_parts``/``meta['correct']`` on each episode; returns grading counters."""
-    use_format = cfg.format_terms if format_terms is None else format_terms
+def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "math", mode: str = "multi_turn",
+                   correctness_fn: CorrectnessFn | None = None) -> dict[str, float]:
+    """Fill ``reward``/``reward_parts``/``meta['correct']`` on each episode; returns grading counters.
+
+    ``mode`` is the rollout mode the episodes were played in: format terms apply only to ``single_turn``
+    episodes (per-turn format rewards in multi-turn are exploitable, SPEC §2), and only where
+    ``cfg.format_terms`` asks for them. This rule lives here so training, evaluation and ``rema chat`` score an
+    episode the same way."""
+    use_format = cfg.format_terms and mode == "single_turn"
     responses = [ep.final_response for ep in episodes]
     timeouts = 0
     extracted: list[str | None] = [None] * len(episodes)

@@ -100,8 +100,7 @@ def run_eval(
     prompts = prompts or get_prompt_set(cfg.method_name)
     episodes = rollout(problems, cfg.rollout, engines, prompts, greedy=greedy, samples_per_question=n,
                        on_progress=on_progress, first_episode_id=first_episode_id)
-    counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task,
-                              format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
+    counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
                               correctness_fn=correctness_fn)
     metrics = episode_metrics(episodes)
     metrics.update(counters)

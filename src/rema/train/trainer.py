@@ -510,8 +510,7 @@ class Trainer:
         memory.update({f"perf/{k}": v for k, v in release_memory(self.engines).items()})  # e.g. vLLM's KV pages
         t1 = time.perf_counter()
         phase_peak.reset()
-        counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task,
-                                  format_terms=cfg.reward.format_terms and cfg.rollout.mode == "single_turn",
+        counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
                                   correctness_fn=self.correctness_fn)
         t2 = time.perf_counter()
         local = {**{f"train/{k}": v for k, v in episode_metrics(episodes).items()}, **counters}
