@@ -19,6 +19,8 @@ How we depart from / choose among the paper and the reference code:
    return of 0 — no credit for the planning turns at all — so we do not.
 5. Whitening (REINFORCE++) is over all trained tokens of the batch, so long rows weigh more in the
    batch mean/std; this matches verl/OpenRLHF. Advantages are 0 on untrained tokens for every estimator.
+   Under data parallelism the moments are the whole batch's (``all_reduce``): one code path for 1 and N
+   processes; the logged stats are each process's own, averaged over processes by the trainer.
 6. One uniform signature for every registered estimator (see :data:`AdvantageFn`); options an
    estimator cannot honour (``gamma != 1`` or ``kl_coef != 0`` for the group estimators) raise instead
    of being silently ignored.
@@ -64,6 +66,9 @@ class AdvantageFn(Protocol):
         gamma: per-token discount within a turn (REINFORCE++ only; others require 1.0).
         kl: (N, T) float or None, per-token KL estimate to fold into the reward (REINFORCE++ only).
         kl_coef: weight of ``kl`` in the reward; 0 disables (others require 0).
+        all_reduce: ``t -> sum of t over the data-parallel processes`` (None on one process). Batch-wide
+            statistics (REINFORCE++'s whitening) use it so N processes compute what one process would on the
+            whole batch; group estimators ignore it (a group never straddles processes).
 
     Returns:
         advantages: (N, T) float, 0 on untrained tokens (detached: estimators run under no_grad).
@@ -81,6 +86,7 @@ class AdvantageFn(Protocol):
         gamma: float = 1.0,
         kl: Optional[torch.Tensor] = None,
         kl_coef: float = 0.0,
+        all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> Tuple[torch.Tensor, Stats]: ...
 
 
@@ -325,7 +331,8 @@ def _group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> Stats:
 
 @register_advantage_estimator("grpo")
 @torch.no_grad()
-def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0):
+def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
+                     all_reduce=None):
     """GRPO (see :func:`grpo`) broadcast to trained tokens. Uniform :class:`AdvantageFn` signature."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("grpo", gamma, kl_coef)
@@ -335,7 +342,8 @@ def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
 
 @register_advantage_estimator("dr_grpo")
 @torch.no_grad()
-def dr_grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0):
+def dr_grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
+                     all_reduce=None):
     """Dr.GRPO (``R - mean_group R``, no std division) broadcast to trained tokens. Uniform signature."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("dr_grpo", gamma, kl_coef)
@@ -345,7 +353,8 @@ def dr_grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.
 
 @register_advantage_estimator("rloo")
 @torch.no_grad()
-def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0):
+def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
+                     all_reduce=None):
     """RLOO (see :func:`rloo`) broadcast to trained tokens. Uniform signature; ``eps`` is unused."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("rloo", gamma, kl_coef)
@@ -355,12 +364,13 @@ def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
 
 @register_advantage_estimator("reinforce_pp")
 @torch.no_grad()
-def reinforce_pp_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0):
+def reinforce_pp_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
+                     all_reduce=None):
     """REINFORCE++: per-turn-reset returns (:func:`reinforce_pp_returns`) whitened over all trained
     tokens of the batch (:func:`~rema.algos.segments.masked_whiten`). ``group_ids`` is unused."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     returns = reinforce_pp_returns(rewards, mask, turn_ids, gamma=gamma, kl=kl, kl_coef=kl_coef)
-    adv = masked_whiten(returns, mask, eps=eps)
+    adv = masked_whiten(returns, mask, eps=eps, all_reduce=all_reduce)
     stats = _adv_stats(adv, mask, rewards)
     stats["return_mean"] = masked_mean(returns, mask)
     if kl_coef != 0.0:

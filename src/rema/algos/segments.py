@@ -19,7 +19,7 @@ Shapes: B rows (one agent's trajectory of one episode each), T tokens, K turns i
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -134,7 +134,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-6, shift_mean: bool = True
+    values: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-6, shift_mean: bool = True,
+    all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Standardise ``values`` over the positions where ``mask`` is 1.
 
@@ -146,15 +147,20 @@ def masked_whiten(
         mask: (B, T), 1 on the positions to standardise over.
         eps: added to the std, so equal values give exact zeros instead of NaN.
         shift_mean: subtract the mean (``False`` only rescales, keeping the sign of each value).
+        all_reduce: ``t -> sum of t over the processes`` when the batch is split across data-parallel
+            processes: the count, the sum and the centred sum of squares are summed before dividing, so every
+            process whitens with the moments of the whole batch (two passes, as on one process). None: this
+            process holds the whole batch.
 
     Returns:
         (B, T) whitened values, 0 where ``mask == 0``.
     """
+    total = (lambda t: t) if all_reduce is None else all_reduce
     m = mask.bool()
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    n = m.sum()
-    mean = masked_mean(values, m)
+    n = total(m.sum())
+    mean = total(masked_sum(values, m)) / n.clamp(min=1).to(values.dtype)
     centred = torch.where(m, values - mean, zero)
-    var = (centred * centred).sum() / (n - 1).clamp(min=1).to(values.dtype)
+    var = total((centred * centred).sum()) / (n - 1).clamp(min=1).to(values.dtype)
     out = centred if shift_mean else torch.where(m, values, zero)
     return out / (var.sqrt() + eps)
