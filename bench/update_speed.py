@@ -46,7 +46,7 @@ import torch
 
 
 def main() -> None:
-    from rema.lora import fuse_lora_layers, unfuse_lora_layers
+    from rema.models.lora import fuse_lora_layers, unfuse_lora_layers
     from rema.models import LoraSpec, enable_checkpointing, linear_per_attention, load_model, store_frozen_weights
     from rema.train.batch import Rows, collate, plan_micro_batches
     from rema.train.logprobs import token_logprobs

@@ -109,7 +109,8 @@ def test_inverse_cdf_sampling_draws_the_softmax_distribution():
 
 def test_cpu_list_is_vllms_thread_bind_form():
     from rema.config import load_config
-    from rema.rollout.factory import cpu_list, engine_options
+    from rema.rollout.factory import engine_options
+    from rema.rollout.vllm_worker import cpu_list
 
     assert cpu_list([0, 1]) == "0-1"
     assert cpu_list([0, 1, 2, 5, 6, 9]) == "0-2,5-6,9"

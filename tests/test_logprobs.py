@@ -191,11 +191,11 @@ def test_compiled_decoder_layers_give_the_eager_logprobs_and_gradients():
 
 
 def test_compiling_layers_on_cpu_without_a_cpp_compiler_says_what_to_do(tiny, monkeypatch):
-    import rema.models as models
+    import rema.models.surgery as surgery
 
-    monkeypatch.setattr(models, "has_cpp_compiler", lambda: False)
+    monkeypatch.setattr(surgery, "has_cpp_compiler", lambda: False)
     with pytest.raises(RuntimeError, match="train.compile=false"):
-        models.compile_decoder_layers(tiny[0])
+        surgery.compile_decoder_layers(tiny[0])
 
 
 def _rows_with_shared_prefixes():

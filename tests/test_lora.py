@@ -1,4 +1,4 @@
-"""rema.lora: the fused LoRA linear layer computes what peft's does, and steps aside where it would not."""
+"""rema.models.lora: the fused LoRA linear layer computes what peft's does, and steps aside where it would not."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from rema.lora import FusedLoraLinear, LoraLinearFunction, fuse_lora_layers, lora_linear, unfuse_lora_layers
+from rema.models.lora import FusedLoraLinear, LoraLinearFunction, fuse_lora_layers, lora_linear, unfuse_lora_layers
 from rema.train.logprobs import token_logprobs
 
 
@@ -93,7 +93,7 @@ def test_fused_lora_under_bf16_autocast_with_frozen_weights_in_bf16():
     for name in g_f:
         assert g_f[name].dtype == torch.float32
         assert torch.allclose(g_f[name], g_p[name], atol=0.03 * float(g_p[name].abs().max()) + 1e-6, rtol=0), name
-    with torch.no_grad():  # outside autocast: fp32 arithmetic on the rounded weights, as _StoredLowLinear does
+    with torch.no_grad():  # outside autocast: fp32 arithmetic on the rounded weights, as StoredLowLinear does
         assert torch.allclose(model(input_ids=ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=0)
 
 

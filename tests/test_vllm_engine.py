@@ -22,8 +22,9 @@ from rema.config import RolloutConfig  # noqa: E402
 from rema.prompts import get_prompt_set  # noqa: E402
 from rema.rollout import HFEngine, SamplingParams, rollout  # noqa: E402
 from rema.rollout.chat import ChatCodec  # noqa: E402
-from rema.rollout.vllm_engine import (Fingerprint, VLLMEngine, WeightSyncError, fingerprint,  # noqa: E402
-                                     iter_merged_weights, trainer_logprobs)
+from rema.models import iter_merged_weights  # noqa: E402
+from rema.rollout.served_weights import Fingerprint, fingerprint  # noqa: E402
+from rema.rollout.vllm_engine import VLLMEngine, WeightSyncError, trainer_logprobs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -477,7 +478,7 @@ def test_the_default_engine_is_compiled_and_its_sync_is_checked(smol, prompts):
 
 
 def test_served_folder_keeps_its_path_per_slot_and_a_dead_runs_leftovers_are_replaced(tmp_path):
-    from rema.rollout.vllm_engine import _cleanup, claim_served_folder
+    from rema.rollout.served_weights import claim_served_folder, release_served_folder
 
     a, lock_a = claim_served_folder(tmp_path)
     b, lock_b = claim_served_folder(tmp_path)  # slot 0 is held by a live engine: the next one gets slot 1
@@ -486,12 +487,12 @@ def test_served_folder_keeps_its_path_per_slot_and_a_dead_runs_leftovers_are_rep
     os.close(lock_a)  # the process serving from slot 0 died: the OS drops its lock, its folder stays
     c, lock_c = claim_served_folder(tmp_path)
     assert c == a and not any(c.iterdir())  # the same path (vLLM's caches key on it), emptied
-    _cleanup(str(c), lock_c)
-    _cleanup(str(b), lock_b)
+    release_served_folder(str(c), lock_c)
+    release_served_folder(str(b), lock_b)
     assert not a.exists() and not b.exists()
     d, lock_d = claim_served_folder(tmp_path)
     assert d == a
-    _cleanup(str(d), lock_d)
+    release_served_folder(str(d), lock_d)
 
 
 def test_without_a_cpp_compiler_the_engine_runs_eager_and_says_so(smol, monkeypatch):

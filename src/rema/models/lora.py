@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import _StoredLowLinear
+from .low_precision import StoredLowLinear
 
 try:
     from peft.tuners.lora.layer import Linear as _PeftLinear
@@ -78,15 +78,15 @@ def lora_linear(x, weight, bias, a, b, scale: float) -> torch.Tensor:
 
 def _frozen_base_weight(base, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """The base layer's (weight, bias) in ``dtype`` if it is a frozen linear layer whose output the fused
-    path reproduces, else None: a plain ``nn.Linear`` in ``dtype``, or rema's ``_StoredLowLinear`` (weights
+    path reproduces, else None: a plain ``nn.Linear`` in ``dtype``, or rema's ``StoredLowLinear`` (weights
     kept in bf16), which outside autocast computes in the input's dtype on its rounded weights."""
-    if type(base) not in (torch.nn.Linear, _StoredLowLinear):
+    if type(base) not in (torch.nn.Linear, StoredLowLinear):
         return None
     weight, bias = base.weight, base.bias
     if weight.requires_grad or (bias is not None and bias.requires_grad):
         return None
     if weight.dtype != dtype:
-        if type(base) is not _StoredLowLinear:
+        if type(base) is not StoredLowLinear:
             return None
         weight = weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)

@@ -87,3 +87,14 @@ def release_memory(engines) -> dict:
             for k, v in engine.release_memory().items():
                 out[k] = out.get(k, 0.0) + v
     return out
+
+
+def stop_token_ids(tokenizer, model=None) -> set[int]:
+    """EOS ids that end a turn: the tokenizer's EOS plus any the model's generation config lists."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    return ids

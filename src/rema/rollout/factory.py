@@ -31,18 +31,6 @@ def resolve_engine(name: str) -> str:
     return "vllm" if vllm_available() else "hf"
 
 
-def cpu_list(cpus: list[int]) -> str:
-    """[0, 1, 2, 5, 6] -> "0-2,5-6": the form of ``VLLM_CPU_OMP_THREADS_BIND``."""
-    parts, start = [], None
-    for i, c in enumerate(cpus):
-        if start is None:
-            start = c
-        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
-            parts.append(f"{start}-{c}" if c != start else str(c))
-            start = None
-    return ",".join(parts)
-
-
 def engine_options(rollout_cfg) -> dict:
     """The vLLM keyword arguments a :class:`~rema.config.RolloutConfig` asks for."""
     return {"max_model_len": rollout_cfg.max_context_tokens,

@@ -14,18 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .engine import Completion, Engine, SamplingParams
-
-
-def stop_token_ids(tokenizer, model=None) -> set[int]:
-    """EOS ids that end a turn: the tokenizer's EOS plus any the model's generation config lists."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif gen_eos:
-        ids.update(gen_eos)
-    return ids
+from .engine import Completion, Engine, SamplingParams, stop_token_ids
 
 
 def sample_from_logits(

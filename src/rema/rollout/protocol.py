@@ -24,9 +24,8 @@ from ..config import RolloutConfig
 from ..prompts import (JUDGE_QUESTION, RA_FINAL_INSTRUCTION, ACTIONS, PromptSet, action_instruction,
                        ra_first_message, strip_finish)
 from .chat import ChatCodec
-from .engine import Engine, SamplingParams
+from .engine import Engine, SamplingParams, stop_token_ids
 from .episode import AgentView, Episode, Turn
-from .hf_engine import stop_token_ids
 
 
 def question_text(problem) -> str:

@@ -15,9 +15,8 @@ from types import SimpleNamespace
 from ..config import RolloutConfig
 from ..prompts import PromptSet
 from .chat import ChatCodec
-from .engine import Completion, Engine, SamplingParams
+from .engine import Completion, Engine, SamplingParams, stop_token_ids
 from .episode import Episode
-from .hf_engine import stop_token_ids
 from .protocol import rollout
 
 

@@ -38,14 +38,10 @@ import gc
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import torch
 
@@ -63,11 +59,12 @@ os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
-from ..models import has_cpp_compiler, iter_merged_weights, native_bf16  # noqa: E402
-from .engine import Completion, Engine, SamplingParams  # noqa: E402
-from .hf_engine import stop_token_ids  # noqa: E402
+from ..models import has_cpp_compiler, native_bf16  # noqa: E402
+from .engine import Completion, Engine, SamplingParams, stop_token_ids  # noqa: E402
+from .served_weights import (Fingerprint, claim_served_folder, iter_served_tensors,  # noqa: E402
+                             release_served_folder, write_weights)
+from .vllm_worker import RemaWorkerExtension, cpu_list  # noqa: E402
 
-WEIGHTS_FILE = "model.safetensors"
 
 # A fixed probe the sync check scores: a chat-formatted question and a plausible answer (90 SmolLM2 tokens).
 PROBE_TEXT = (
@@ -99,75 +96,6 @@ def _is_cpu_platform() -> bool:
     return current_platform.is_cpu()
 
 
-class Fingerprint:
-    """A cheap digest of the exact bits of named tensors (changes when any of them changes), fed one tensor
-    at a time in any order: ``fp.add(name, t)`` ... ``fp.hexdigest()``."""
-
-    def __init__(self):
-        self.words: dict[str, int] = {}
-
-    def add(self, name: str, t: torch.Tensor) -> None:
-        bits = t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32) if t.element_size() == 4 else t
-        # xor-reduction of the 64-bit words: any changed element changes it (~0.3 s for 135M weights)
-        self.words[name] = torch.hash_tensor(bits.reshape(-1)).view(torch.int64).item()
-
-    def tap(self, items: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-        """Pass ``items`` through, adding each to the digest on the way."""
-        for name, t in items:
-            self.add(name, t)
-            yield name, t
-
-    def hexdigest(self) -> str:
-        h = hashlib.blake2b(digest_size=16)
-        for name in sorted(self.words):
-            h.update(name.encode())
-            h.update(self.words[name].to_bytes(8, "little", signed=True))
-        return h.hexdigest()
-
-
-def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
-    """The :class:`Fingerprint` of a dict of tensors."""
-    fp = Fingerprint()
-    for name, t in tensors.items():
-        fp.add(name, t)
-    return fp.hexdigest()
-
-
-def iter_served_tensors(model, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """``model``'s (merged) weights as vLLM loads them, one at a time: checkpoint names, ``dtype``, on the
-    CPU, contiguous."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tied = getattr(base.config, "tie_word_embeddings", False)
-    for name, value in iter_merged_weights(model):
-        if tied and name == "lm_head.weight":
-            continue  # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it itself
-        yield name, value.detach().to("cpu", dtype if value.is_floating_point() else value.dtype).contiguous()
-
-
-def served_tensors(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """:func:`iter_served_tensors` as one dict."""
-    return dict(iter_served_tensors(model, dtype))
-
-
-def write_weights(model, folder: Path, dtype: torch.dtype) -> str:
-    """Write ``model``'s (merged) weights as ``folder/model.safetensors`` in ``dtype``, atomically.
-
-    Any other weight file in ``folder`` (e.g. shards linked from a saved model) is removed first, so vLLM
-    loads exactly this one. Returns the :func:`fingerprint` of what was written.
-    """
-    from safetensors.torch import save_file
-
-    tensors = served_tensors(model, dtype)
-    for old in folder.iterdir():
-        if old.name != WEIGHTS_FILE and (old.suffix in (".safetensors", ".bin", ".pt")
-                                         or old.name.endswith(".index.json")):
-            old.unlink()
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / WEIGHTS_FILE)  # a reader never sees a half-written file
-    return fingerprint(tensors)
-
-
 def _row_seed(seed: int, call: int, row: int) -> int:
     digest = hashlib.blake2b(f"{seed}:{call}:{row}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
@@ -180,41 +108,6 @@ def _token_logprobs(entries, token_ids) -> list[float]:
         out.append(float(pos[tok].logprob))
     return out
 
-
-def claim_served_folder(parent: str | Path | None = None) -> tuple[Path, int]:
-    """An empty folder for the served model, at the same path from run to run, and the lock that holds it.
-
-    A fresh temporary name every run would leave a run killed by SIGKILL's weights in RAM (``/dev/shm``) for
-    good, and vLLM's AOT compile cache keys on the model path. The folder is ``<parent>/rema-vllm-<uid>-<slot>``:
-    the lowest slot whose lock file no live engine holds (``flock``, released by the OS when a process dies,
-    so a dead run's slot is reused and its leftovers replaced). Returns ``(folder, lock_fd)``;
-    :func:`_cleanup` removes the folder and releases the lock (the empty lock file stays).
-    """
-    import fcntl
-
-    root = Path(parent or tempfile.gettempdir())
-    user = os.getuid() if hasattr(os, "getuid") else 0
-    for slot in range(4096):
-        fd = os.open(root / f"rema-vllm-{user}-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # a live engine (this process's or another's) serves from this slot
-            os.close(fd)
-            continue
-        folder = root / f"rema-vllm-{user}-{slot}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(mode=0o700)
-        return folder, fd
-    raise RuntimeError(f"no free slot for a served-model folder in {root} (4096 engines alive?)")
-
-
-def _cleanup(folder: str, lock_fd: int | None = None) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    if lock_fd is not None:
-        try:
-            os.close(lock_fd)  # releases the slot's lock
-        except OSError:
-            pass
 
 
 class VLLMEngine(Engine):
@@ -292,7 +185,7 @@ class VLLMEngine(Engine):
 
         parent = weights_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.folder, lock_fd = claim_served_folder(parent)
-        self._finalizer = weakref.finalize(self, _cleanup, str(self.folder), lock_fd)
+        self._finalizer = weakref.finalize(self, release_served_folder, str(self.folder), lock_fd)
         t0 = time.perf_counter()
         self._write_model_folder(model)
         self.write_s = time.perf_counter() - t0
@@ -311,7 +204,7 @@ class VLLMEngine(Engine):
             model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
             max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
-            worker_extension_cls=f"{__name__}.RemaWorkerExtension",  # rema_reload_weights, by name over RPC
+            worker_extension_cls=f"{RemaWorkerExtension.__module__}.RemaWorkerExtension",  # rema_reload_weights, by name over RPC
             # Every row has its own seed. vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when
             # a seeded request's prefill is split over steps, which chunked prefill does as soon as a batch's
             # prompts exceed max_num_batched_tokens; without chunking whole prompts wait for the next step.
@@ -330,8 +223,6 @@ class VLLMEngine(Engine):
             kwargs["enable_sleep_mode"] = True
         kwargs.update(llm_kwargs or {})
         if cpu_threads_bind == "all":
-            from .factory import cpu_list
-
             cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
             cpu_threads_bind = cpu_list(sorted(cpus))
         if cpu_threads_bind is not None and self.is_cpu:
@@ -568,89 +459,14 @@ def trainer_logprobs(model, sequences: list[list[int]], compute_dtype: torch.dty
         model.train(was_training)
 
 
-class RemaWorkerExtension:
-    """Mixed into every vLLM worker (``worker_extension_cls``); its methods are called by name over RPC."""
-
-    def rema_reload_weights(self, weights_path: str | None = None,
-                            tensors: Iterable[tuple[str, torch.Tensor]] | None = None) -> list[str]:
-        """Reload the weights in place from ``weights_path`` (a folder with the safetensors file) or from
-        ``tensors`` ((name, tensor) pairs, only when this worker runs in the caller's process), then
-        re-prepare layers that share a weight.
-
-        vLLM's in-place reload re-processes every layer whose weights it loads; on CPU, processing packs a
-        linear layer's weight for oneDNN. A tied ``lm_head`` loads nothing of its own (it shares
-        ``embed_tokens``'s tensor, which is updated in place), so its packed copy stays stale and the sampler
-        keeps scoring with the old output embedding (SmolLM2 ties them: the post-sync check measured 0.12 max
-        |Δ log-prob| before this fix). Re-running its ``process_weights_after_loading`` re-packs it from the
-        shared, updated tensor. Returns the names of the layers re-prepared.
-        """
-        if tensors is not None:
-            self.reload_weights(weights_iterator=iter(tensors))
-        else:
-            self.reload_weights(weights_path=weights_path)
-        model = self.model_runner.get_model()
-        owners: dict[int, list[tuple[str, torch.nn.Module]]] = {}
-        for name, module in model.named_modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.numel() > 0 and not weight.is_meta:
-                owners.setdefault(weight.data_ptr(), []).append((name, module))
-        refreshed = []
-        for shared in owners.values():
-            for name, module in shared if len(shared) > 1 else ():
-                method = getattr(module, "quant_method", None)
-                if method is not None and hasattr(method, "process_weights_after_loading"):
-                    method.process_weights_after_loading(module)
-                    refreshed.append(name)
-        return refreshed
-
-    def rema_release_kv_cache(self) -> int:
-        """Return the pages of this worker's KV cache to the OS; their contents become zeros. Returns bytes.
-
-        Only safe with no request running and the prefix cache empty (:meth:`VLLMEngine.release_memory`
-        drops it first): every block is then written before it is read again. The tensors stay allocated at
-        the same addresses; touching a page faults in a fresh zero page."""
-        import ctypes
-        import mmap
-
-        storages: dict[int, int] = {}
-        for cache in _flatten_tensors(getattr(self.model_runner, "kv_caches", [])):
-            storage = cache.untyped_storage()
-            if storage.device.type == "cpu":
-                storages[storage.data_ptr()] = storage.nbytes()
-        libc = ctypes.CDLL(None, use_errno=True)
-        page, released = mmap.PAGESIZE, 0
-        for ptr, nbytes in storages.items():
-            start, end = -(-ptr // page) * page, (ptr + nbytes) // page * page  # whole pages inside the buffer
-            if end > start:
-                if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED):
-                    raise OSError(ctypes.get_errno(), "madvise(MADV_DONTNEED) on vLLM's KV cache failed")
-                released += end - start
-        return released
-
-
-_MADV_DONTNEED = 4  # Linux
-
-
-def _flatten_tensors(obj) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _flatten_tensors(item)]
-    return []
-
 
 def _shutdown(llm, folder: str, lock_fd: int | None = None) -> None:
     try:
         llm.llm_engine.engine_core.shutdown()
     except Exception:  # noqa: BLE001 - best effort at exit; the processes die with their parent anyway
         pass
-    _cleanup(folder, lock_fd)
+    release_served_folder(folder, lock_fd)
     gc.collect()
 
 
-__all__ = ["Fingerprint", "RemaWorkerExtension", "VLLMEngine", "WeightSyncError", "claim_served_folder",
-           "iter_merged_weights",
-           "iter_served_tensors", "served_tensors",
-           "trainer_logprobs", "write_weights"]
+__all__ = ["VLLMEngine", "WeightSyncError", "trainer_logprobs"]
