@@ -45,14 +45,13 @@ class ModelConfig:
     """LoRA dropout."""
     lora_fused: bool = True
     """Run LoRA layers through rema's fused forward/backward (``rema.lora``): the same sums as peft's forward
-    without its output-sized temporaries (~1.1x faster update measured on 2 CPU cores); false = peft's own forward."""
+    without its output-sized temporaries, so a faster update (docs/results.md); false = peft's own forward."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     checkpoint_layers: float = 1.0
     """With ``gradient_checkpointing``: the share of decoder layers that recompute their activations, evenly
-    spread (1 = all; 0.5 = every other layer keeps its activations: less recomputation, more memory). On the
-    TRL side-by-side's rows (2 CPU cores, bf16): an update of 3.3-3.7 s at 1, 2.7-3.1 s at 0.5, 2.4-2.7 s
-    without checkpointing, at peaks of 1.7 / 2.1 / 2.5 GiB (README, "Measured against TRL")."""
+    spread (1 = all; 0.5 = every other layer keeps its activations: less recomputation, more memory). The
+    update's time and peak fall between those of all layers and of no checkpointing (docs/results.md)."""
 
 
 @dataclass
@@ -97,16 +96,15 @@ class RolloutConfig:
     default (all but one core)."""
     vllm_in_process: bool = True
     """vLLM's engine in the trainer's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as TRL's colocated
-    mode does) instead of two processes of its own. Measured on 2 CPU cores (bf16, 8 rows x 128 tokens):
-    1.0 GiB less memory in all, 156 vs 119 rollout tok/s (no process busy-polling beside the computing
-    one), start in 8 s instead of 31 s. ``false`` gives vLLM's own processes. Process-wide: vLLM freezes
+    mode does) instead of two processes of its own: one torch runtime instead of three (less memory), no
+    engine process busy-polling beside the computing one (faster rollouts on few cores), a quicker start
+    (docs/results.md). ``false`` gives vLLM's own processes. Process-wide: vLLM freezes
     its environment settings when its first engine starts."""
     vllm_enforce_eager: bool = False
-    """``true``: vLLM without torch.compile (and on GPUs without CUDA graphs). The default compiles: on 2 CPU
-    cores the engine's first start on a machine takes ~80 s (inductor compiles; its cache in
-    ``/tmp/torchinductor_<user>`` makes later starts ~23 s; eager: ~4 s) and rollouts run ~1.3x faster
-    (8 rows x 128 tokens, same session: 3.2-4.0 vs 4.0-5.8 s per rollout). ``true`` for short interactive
-    runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
+    """``true``: vLLM without torch.compile (and on GPUs without CUDA graphs). The default compiles: the
+    engine's first start on a machine is slow (inductor compiles; its cache in ``/tmp/torchinductor_<user>``
+    shortens later starts; eager starts in seconds) and rollouts run faster (docs/results.md). ``true`` for
+    short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
     vllm_release_kv: bool = True
     """vLLM on CPU: between the rollout and the update, return its KV cache's pages to the OS (vLLM has no
     sleep mode on CPU; the prefix cache is dropped first), so the update does not run beside an idle
@@ -191,11 +189,11 @@ class TrainConfig:
     malloc_mmap_threshold_mb: float = 4.0
     """glibc (Linux), during the update and the cold start's SFT on CPU: tensors of at least this many MiB
     get their own memory map, returned to the OS when freed. glibc's own threshold climbs to 32 MiB after
-    the first large free, after which the update's temporaries fragment the heap: measured on the demo,
-    0.2-0.25 GB of live activations per micro-batch grew the heap by 0.75-0.9 GB; at 4 MiB the update's
-    peak fell by ~0.5 GB at the same speed (at 1 MiB it ran 3x slower: page faults). Generation runs with
-    the threshold at 32 MiB. The RL update also returns freed heap pages to the OS after every micro-batch
-    (peak 0.05-0.2 GB lower, same speed within noise). 0 = leave glibc alone."""
+    the first large free, after which the update's temporaries fragment the heap and freed activations are
+    not given back. A lower threshold lowers the update's peak at the same speed; much lower (1 MiB) runs
+    slower from page faults. Generation, which a low threshold slows, runs with it at 32 MiB. The RL update
+    also returns freed heap pages to the OS after every micro-batch. Figures: docs/results.md. 0 = leave
+    glibc alone."""
     lr: float = 1e-6
     """Learning rate (AdamW)."""
     warmup_steps: int = 0
@@ -218,8 +216,8 @@ class TrainConfig:
     """``torch.compile`` each decoder layer of the trained model(s) in place (dynamic shapes), so inductor fuses
     the elementwise work around the matmuls (casts, norms, rotary, LoRA's scale-and-add). Every forward of
     the trainer's model then runs compiled: the update, the cold start's SFT, the post-sync check. The first
-    compilation takes 30-40 s on 2 CPU cores (inductor's cache shortens later starts; a C++ compiler is
-    needed on CPU). See the README's performance section for what it saves; worth it for long runs."""
+    compilation takes tens of seconds on CPU (inductor's cache shortens later starts; a C++ compiler is
+    needed on CPU), so it pays off on long runs, not on the 8-step demo (docs/results.md)."""
     recompute_old_logp: bool = True
     """Recompute π_old under the training forward (True) or use the sampler's log-probs (False)."""
     seed: int = 0
