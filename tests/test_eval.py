@@ -12,7 +12,7 @@ import pytest
 from conftest import ScriptedEngine
 
 from rema.eval.bench_runner import EvalError, EvalSettings, bench_name, build_config, run_benchmarks
-from rema.eval.core import episode_metrics
+from rema.scoring import episode_metrics
 from rema.eval.metrics import (default_ks, episode_from_dict, judge_summary, majority_vote, normalize_for_vote,
                                pass_at_k, question_stats, swap_consistent)
 from rema.eval.records import read_records
@@ -225,7 +225,7 @@ def test_judge_eval_both_orders(tiny, tmp_path):
 def test_records_rebuild_episodes_for_episode_metrics(tiny, tmp_path):
     from conftest import problem
 
-    from rema.eval.core import run_eval
+    from rema.scoring import run_eval
 
     _, tok = tiny
     turns = iter(["Plan: add.", "2 + 3 = 5", "Good. [FINISH]", "\\boxed{5}"])
@@ -330,7 +330,7 @@ def test_eval_cli_on_a_run_folder_with_tiny_model(tiny, tmp_path):
 def test_plan_leak_rate_reads_the_first_mta_message_strictly(tiny):
     """``leak_rate``: a box in any MTA message; ``plan_leak_rate``: the first message gives the answer away."""
     from rema.config import RolloutConfig
-    from rema.eval.core import episode_metrics
+    from rema.scoring import episode_metrics
     from rema.prompts import get_prompt_set
     from rema.rollout import rollout
 

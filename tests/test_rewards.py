@@ -1,4 +1,5 @@
-"""Tests for rema.rewards: math grading (equivalences, extraction, timeouts), format terms, judge, masking.
+"""Tests for rema.rewards and their composition in rema.scoring: math grading (equivalences, extraction,
+timeouts), format terms, judge, masking, the episode terms and the reward each agent gets.
 
 Math cases are graded in one batch through the real worker pool (module fixture), so the file costs one
 pool start-up plus a few seconds of grading.
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from rema.config import RewardConfig
 from rema.rewards import (
-    END_CODES, REWARDS, MathGrade, close, get_reward, grade_math, grade_math_batch, judge_verdict,
-    math_correctness, mta_format, pool_respawns, ra_format, summarize, unfinished_mask,
+    MathGrade, close, grade_math, grade_math_batch, judge_verdict, mta_format, pool_respawns, ra_format, summarize,
 )
 from rema.rewards import math_grader
+from rema.rewards.terms import TERMS, get_term, math_correctness, plan_leak, single_turn_format, unfinished_mask
+from rema.rollout.episode import END_CODES, AgentView, Episode, Turn
+from rema.scoring import score_episodes, selected_terms
 from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -208,13 +212,6 @@ def test_batch_validates_arguments() -> None:
 # ------------------------------------------------------------------------------------- reward fns
 
 
-def test_math_correctness_parts(graded: list[MathGrade]) -> None:
-    assert math_correctness(r"\boxed{4}", "4") == (1.0, {"correct": 1.0, "timed_out": 0.0, "failed": 0.0,
-                                                       "no_answer": 0.0})
-    r, parts = math_correctness("nothing", "4")
-    assert r == 0.0 and parts["no_answer"] == 1.0
-
-
 def test_mta_format() -> None:
     assert mta_format("First factor the quadratic, then check both roots against the domain.") == (
         0.0, {"leak": 0.0, "leak_boxed": 0.0, "leak_statement": 0.0, "leak_gold": 0.0})
@@ -241,9 +238,10 @@ def test_ra_format() -> None:
 
 def test_judge_verdict() -> None:
     assert judge_verdict("A is verbose. [[B]] hmm, on reflection [[A]]", "A") == (
-        1.0, {"verdict_found": 1.0, "correct": 1.0})
-    assert judge_verdict("Final verdict: [[B]]", "A") == (0.0, {"verdict_found": 1.0, "correct": 0.0})
-    assert judge_verdict("Both are fine [A]", "A") == (0.0, {"verdict_found": 0.0, "correct": 0.0})
+        1.0, {"correct": 1.0, "verdict_found": 1.0})
+    assert list(judge_verdict("[[A]]", "A")[1]) == ["correct", "verdict_found"]  # logged in this order
+    assert judge_verdict("Final verdict: [[B]]", "A") == (0.0, {"correct": 0.0, "verdict_found": 1.0})
+    assert judge_verdict("Both are fine [A]", "A") == (0.0, {"correct": 0.0, "verdict_found": 0.0})
     assert judge_verdict("[[B]]", "[[b]]")[0] == 1.0
     with pytest.raises(ValueError, match="'A' or 'B'"):
         judge_verdict("[[A]]", "C")
@@ -263,14 +261,99 @@ def test_unfinished_mask_rejects_unknown_code() -> None:
         unfinished_mask(1.0, "done")
 
 
-def test_registry_uniform_signature(graded: list[MathGrade]) -> None:
-    assert set(REWARDS) == {"math", "judge", "mta_format", "ra_format"}
-    refs = {"math": "5", "judge": "A", "mta_format": None, "ra_format": None}
-    for name, ref in refs.items():
-        reward, parts = get_reward(name)(r"[[A]] \boxed{5}", ref)
-        assert isinstance(reward, float) and all(isinstance(v, float) for v in parts.values())
-    with pytest.raises(KeyError, match="judge, math, mta_format, ra_format"):
-        get_reward("nope")
+def test_math_correctness_pays_unboxed_answers_their_credit() -> None:
+    boxed, hashed = MathGrade(True, source="boxed"), MathGrade(True, source="hash")
+    assert math_correctness(boxed, unboxed_credit=0.25) == (1.0, {"correct": 1.0, "boxed": 1.0, "timed_out": 0.0})
+    assert math_correctness(hashed, unboxed_credit=0.25) == (0.25, {"correct": 1.0, "boxed": 0.0, "timed_out": 0.0})
+    assert math_correctness(hashed, unboxed_credit=1.0)[0] == 1.0
+    assert math_correctness(MathGrade(False, source="boxed"), unboxed_credit=0.25) == (
+        0.0, {"correct": 0.0, "boxed": 1.0, "timed_out": 0.0})
+    assert math_correctness(MathGrade(False, timed_out=True, error="timeout"), unboxed_credit=1.0) == (
+        0.0, {"correct": 0.0, "boxed": 0.0, "timed_out": 1.0})
+    assert list(math_correctness(boxed, unboxed_credit=1.0)[1]) == ["correct", "boxed", "timed_out"]
+
+
+def _turn(agent: str, index: int, text: str) -> Turn:
+    return Turn(agent=agent, index=index, text=text, token_ids=[1, 2], logprobs=[0.0, 0.0], finish_reason="stop",
+                context_len=0)
+
+
+def _episode(texts: list[tuple[str, str]], *, answer: str = "7", end_code: str = "finished") -> Episode:
+    """An episode from (agent, text) turns, built by hand (no tokenizer): views only name the agents."""
+    counts: dict[str, int] = {}
+    turns = []
+    for agent, text in texts:
+        turns.append(_turn(agent, counts.get(agent, 0), text))
+        counts[agent] = counts.get(agent, 0) + 1
+    return Episode(episode_id=0, problem_id="p", question="What is 3 + 4?", answer=answer, sample_index=0,
+                   method="rema-multi", turns=turns, views={a: AgentView(a) for a in ("mta", "ra")}, end_code=end_code)
+
+
+def test_single_turn_format_term_hand_values() -> None:
+    ep = _episode([("mta", "Add them."), ("ra", r"3 + 4 = \boxed{7}.")])
+    assert single_turn_format(ep, "mta", penalty=-0.3) == (0.0, {
+        "format/leak": 0.0, "format/leak_boxed": 0.0, "format/leak_statement": 0.0, "format/leak_gold": 0.0,
+        "format": 0.0})
+    assert single_turn_format(ep, "ra", penalty=-0.3) == (0.0, {"format/n_boxed": 1.0, "format/boxed_last": 1.0,
+                                                                "format": 0.0})
+    # the MTA's messages are read together: a leak in any of them counts; the RA's term reads its final message
+    bad = _episode([("mta", "Add them."), ("ra", r"\boxed{3} \boxed{7}"), ("mta", "So it is 7"), ("ra", "7")])
+    value, parts = single_turn_format(bad, "mta", penalty=-0.3)
+    assert value == -0.3 and parts["format/leak_gold"] == 1.0 and parts["format"] == -0.3
+    assert single_turn_format(bad, "ra", penalty=-0.3) == (-0.3, {"format/n_boxed": 0.0, "format/boxed_last": 0.0,
+                                                                  "format": -0.3})
+    assert list(parts) == ["format/leak", "format/leak_boxed", "format/leak_statement", "format/leak_gold", "format"]
+
+
+def test_plan_leak_term_hand_values() -> None:
+    ep = _episode([("mta", "Add 3 and 4: 3 + 4 = 7."), ("ra", "7"), ("mta", "Fine."), ("ra", r"\boxed{7}")])
+    assert plan_leak(ep, "mta", penalty=-0.5) == (-0.5, {"plan_leak": 1.0, "plan_leak_term": -0.5})
+    assert plan_leak(ep, "ra", penalty=-0.5) == (0.0, {})  # the MTA's term only
+    late = _episode([("mta", "Add them."), ("ra", "7"), ("mta", "The answer is 7."), ("ra", r"\boxed{7}")])
+    assert plan_leak(late, "mta", penalty=-0.5) == (0.0, {"plan_leak": 0.0, "plan_leak_term": 0.0})
+    assert plan_leak(_episode([("ra", "7")]), "mta", penalty=-0.5) == (0.0, {})  # an MTA that never spoke
+
+
+def test_term_registry_is_uniform_and_names_the_valid_terms() -> None:
+    ep = _episode([("mta", r"\boxed{7}"), ("ra", r"\boxed{7}")])
+    assert TERMS == {"format": single_turn_format, "plan_leak": plan_leak}
+    for name in TERMS:
+        for agent in ("mta", "ra"):
+            value, parts = get_term(name)(ep, agent, penalty=-1.0)
+            assert isinstance(value, float) and all(isinstance(v, float) for v in parts.values())
+    with pytest.raises(KeyError, match="valid: format, plan_leak"):
+        get_term("nope")
+
+
+def test_selected_terms_follow_the_config_and_the_rollout_mode() -> None:
+    both = RewardConfig(format_terms=True, format_penalty=0.3, plan_leak_penalty=0.5)
+    assert selected_terms(both, "single_turn") == [("format", {"penalty": -0.3})]
+    assert selected_terms(both, "multi_turn") == [("plan_leak", {"penalty": -0.5})]  # format terms: single turn only
+    assert selected_terms(RewardConfig(format_terms=True), "multi_turn") == []
+    assert selected_terms(RewardConfig(), "single_turn") == []
+
+
+def test_score_episodes_composes_the_terms_hand_values() -> None:
+    """reward = unfinished_mask(correctness) + the selected terms, every part kept under its logged name."""
+    right = _episode([("mta", "Add them."), ("ra", "3 + 4 = 7, so \\boxed{7}.")])
+    stopped = _episode([("mta", "The answer is 7."), ("ra", "7")], end_code="max_turns")
+    cfg = RewardConfig(format_terms=True, format_penalty=0.3, plan_leak_penalty=0.5)
+    counters = score_episodes([right, stopped], cfg, mode="single_turn",
+                              correctness_fn=lambda ep: 1.0 if "7" in ep.final_response else 0.0)
+    assert counters == {"grader/timeouts": 0.0, "grader/items": 2.0}
+    assert right.reward == {"mta": 1.0, "ra": 1.0} and right.meta["correct"]
+    # masked to 0 (unfinished), then each agent's format penalty: the MTA leaked, the RA did not box
+    assert stopped.reward == {"mta": -0.3, "ra": -0.3} and stopped.meta["correct"]
+    assert list(stopped.reward_parts["ra"].items()) == [
+        ("correct", 1.0), ("unfinished", 1.0), ("masked", 1.0), ("format/n_boxed", 0.0), ("format/boxed_last", 0.0),
+        ("format", -0.3)]
+    assert stopped.reward_parts["mta"]["format/leak_statement"] == 1.0
+    score_episodes([right, stopped], RewardConfig(mask_unfinished=False, plan_leak_penalty=0.5),
+                   correctness_fn=lambda ep: 0.5)  # multi-turn: the plan-leak term, no mask
+    assert stopped.reward == {"mta": 0.0, "ra": 0.5} and right.reward == {"mta": 0.5, "ra": 0.5}
+    assert list(stopped.reward_parts["mta"].items()) == [
+        ("correct", 0.5), ("unfinished", 1.0), ("masked", 0.0), ("plan_leak", 1.0), ("plan_leak_term", -0.5)]
+    assert not stopped.meta["correct"]
 
 
 # ------------------------------------------------------------------------------------- benchmark data

@@ -1,41 +1,70 @@
-"""Turning finished episodes into per-agent rewards (orchestration over the pure functions in ``rewards``).
+"""Scoring and summarising episodes: the layer below both training and evaluation.
 
-Math task: the RA's final response is graded against the reference answer (one batched call to the
-grader pool, hard timeout per item). The correctness reward is shared by both agents and every turn
-(SPEC §2); a right answer given outside ``\\boxed{}`` earns only ``reward.unboxed_credit`` of it (1 = the
-reference's lenient grading). Then, in order:
+``score_episodes`` turns finished episodes into per-agent rewards by composing the pure terms of
+``rewards.terms`` in one place; ``episode_metrics`` summarises scored episodes; ``run_eval`` is
+rollout → ``score_episodes`` → ``episode_metrics`` (``rema eval`` and the trainer's held-out evaluation).
 
-1. unfinished masking (``reward.mask_unfinished``): an episode not ended ``finished`` scores 0;
-2. single-turn format terms (``reward.format_terms``): each agent adds its own term — the MTA is penalised
-   for leaking an answer, the RA for not ending with exactly one ``\\boxed{}``;
-3. otherwise, the plan-leak term (``reward.plan_leak_penalty``): the MTA alone is penalised when its first
-   message gives the answer away.
+The reward of an agent in an episode (every component kept in ``episode.reward_parts[agent]``):
 
-Every component is kept in ``episode.reward_parts[agent]`` so metrics can show it.
+1. correctness, shared by both agents and every turn (SPEC §2): the RA's final response graded against the
+   reference answer (one batched call to the grader pool, hard timeout per item; a right answer given
+   outside ``\\boxed{}`` earns ``reward.unboxed_credit`` of it), the judge verdict, or a custom
+   ``correctness_fn``;
+2. unfinished masking (``reward.mask_unfinished``): an episode not ended ``finished`` scores 0;
+3. plus the shaping terms ``selected_terms`` picks from the config: the single-turn format terms
+   (``reward.format_terms``: the MTA is penalised for leaking an answer, the RA for not ending with exactly
+   one ``\\boxed{}``), otherwise the plan-leak term (``reward.plan_leak_penalty``: the MTA alone, when its
+   first message gives the answer away).
+
+The metric names are the same for training batches and evaluations, so curves line up: ``acc``,
+``reward/<agent>``, ``reward_parts/<agent>/<part>``, ``end/<code>``, ``turns/mean``,
+``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate`` (an MTA message holds a ``\\boxed{}``),
+``plan_leak_rate`` (the MTA's first message gives the answer away: box, answer statement or closing
+"= gold"), ``actions/<ACTION>`` and ``actions/<ACTION>/level_<L>`` (action-set mode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 
-from .config import RewardConfig
-from .rewards import grade_math_batch, judge_verdict, mta_format, ra_format, unfinished_mask
-from .rollout.episode import Episode
-
+from .config import Config, RewardConfig
+from .prompts import PromptSet, get_prompt_set
+from .rewards import grade_math_batch, judge_verdict, mta_format
+from .rewards.terms import get_term, math_correctness, unfinished_mask
+from .rollout import Engine, rollout
+from .rollout.episode import END_CODES, Episode
 
 CorrectnessFn = Callable[[Episode], float]
 """A custom shared reward: episode -> score in [0, 1] (replaces the task's grader; used by tests and users)."""
 
+_BOXED = re.compile(r"\\boxed\s*\{")
+
+
+def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, float]]]:
+    """The shaping terms (names in ``rewards.terms.TERMS``, with their keyword arguments) that ``cfg`` adds to
+    episodes played in rollout ``mode``.
+
+    Format terms apply only to ``single_turn`` episodes (per-turn format rewards in multi-turn are exploitable,
+    SPEC §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
+    plan-leak term is added only where they are not. This rule lives here so training, evaluation and
+    ``rema chat`` score an episode the same way."""
+    if cfg.format_terms and mode == "single_turn":
+        return [("format", {"penalty": -cfg.format_penalty})]
+    if cfg.plan_leak_penalty > 0:
+        return [("plan_leak", {"penalty": -cfg.plan_leak_penalty})]
+    return []
+
 
 def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "math", mode: str = "multi_turn",
                    correctness_fn: CorrectnessFn | None = None) -> dict[str, float]:
-    """Fill ``reward``/``reward_parts``/``meta['correct']`` on each episode; returns grading counters.
+    """Fill ``reward``/``reward_parts``/``meta['correct']``/``meta['extracted']`` on each episode; returns
+    grading counters.
 
-    ``mode`` is the rollout mode the episodes were played in: format terms apply only to ``single_turn``
-    episodes (per-turn format rewards in multi-turn are exploitable, SPEC §2), and only where
-    ``cfg.format_terms`` asks for them. This rule lives here so training, evaluation and ``rema chat`` score an
-    episode the same way."""
-    use_format = cfg.format_terms and mode == "single_turn"
+    ``mode`` is the rollout mode the episodes were played in (it decides the shaping terms, see
+    ``selected_terms``); ``task`` picks the correctness reward (``math`` grader or ``judge`` verdict) unless
+    ``correctness_fn`` replaces it."""
     responses = [ep.final_response for ep in episodes]
     timeouts = 0
     extracted: list[str | None] = [None] * len(episodes)
@@ -43,16 +72,14 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
         scores = [float(correctness_fn(ep)) for ep in episodes]
         correctness = [(s, {"correct": s}) for s in scores]
     elif task == "judge":
-        base = [judge_verdict(r, ep.answer) for r, ep in zip(responses, episodes)]
-        correctness = [(rew, {"correct": rew, **parts}) for rew, parts in base]
+        correctness = [judge_verdict(r, ep.answer) for r, ep in zip(responses, episodes)]
     else:
         grades = grade_math_batch(responses, [ep.answer for ep in episodes], timeout_s=cfg.grader_timeout_s,
                                   workers=cfg.grader_workers)
-        correctness = [(float(g.correct) * (1.0 if g.source == "boxed" else cfg.unboxed_credit),
-                        {"correct": float(g.correct), "boxed": float(g.source == "boxed"),
-                         "timed_out": float(g.timed_out)}) for g in grades]
+        correctness = [math_correctness(g, unboxed_credit=cfg.unboxed_credit) for g in grades]
         extracted = [g.extracted for g in grades]
         timeouts = sum(g.timed_out for g in grades)
+    terms = [(get_term(name), kwargs) for name, kwargs in selected_terms(cfg, mode)]
     for ep, (r, parts), ext in zip(episodes, correctness, extracted):
         ep.meta["correct"] = parts["correct"] >= 1.0
         ep.meta["extracted"] = ext
@@ -60,20 +87,93 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
         for agent in ep.views:
             total = shared
             agent_parts = {**parts, **mask_parts}
-            if use_format:
-                text = " ".join(t.text for t in ep.turns_of(agent))
-                if agent == "mta":
-                    term, fparts = mta_format(text, gold=ep.answer, penalty=-cfg.format_penalty)
-                else:
-                    term, fparts = ra_format(ep.final_response, penalty=-cfg.format_penalty)
-                total += term
-                agent_parts.update({f"format/{k}": float(v) for k, v in fparts.items()})
-                agent_parts["format"] = term
-            elif agent == "mta" and cfg.plan_leak_penalty > 0 and (first := ep.turns_of("mta")):
-                term, fparts = mta_format(first[0].text, gold=ep.answer, penalty=-cfg.plan_leak_penalty)
-                total += term
-                agent_parts["plan_leak"] = float(fparts["leak"])
-                agent_parts["plan_leak_term"] = term
+            for term, kwargs in terms:
+                value, term_parts = term(ep, agent, **kwargs)
+                total += value
+                agent_parts.update(term_parts)
             ep.reward[agent] = float(total)
             ep.reward_parts[agent] = {k: float(v) for k, v in agent_parts.items()}
     return {"grader/timeouts": float(timeouts), "grader/items": float(len(episodes))}
+
+
+def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Aggregate metrics of a list of scored episodes (means over episodes unless said otherwise)."""
+    n = len(episodes)
+    if n == 0:
+        return {}
+    m: dict[str, float] = {"episodes": float(n)}
+    m["acc"] = sum(bool(ep.meta.get("correct")) for ep in episodes) / n
+    codes = Counter(ep.end_code for ep in episodes)
+    for code in END_CODES:
+        m[f"end/{code}"] = codes.get(code, 0) / n
+    m["turns/mean"] = sum(ep.n_rounds for ep in episodes) / n
+    agents = sorted({a for ep in episodes for a in ep.views})
+    for agent in agents:
+        rewards = [ep.reward[agent] for ep in episodes if agent in ep.reward]
+        if rewards:
+            m[f"reward/{agent}"] = sum(rewards) / len(rewards)
+        turns = [t for ep in episodes for t in ep.turns_of(agent)]
+        if turns:
+            m[f"tokens_per_turn/{agent}"] = sum(len(t.token_ids) for t in turns) / len(turns)
+            m[f"truncated_turns/{agent}"] = sum(t.truncated for t in turns) / len(turns)
+        parts = defaultdict(list)
+        for ep in episodes:
+            for k, v in ep.reward_parts.get(agent, {}).items():
+                parts[k].append(v)
+        for k, vs in parts.items():
+            m[f"reward_parts/{agent}/{k}"] = sum(vs) / len(vs)
+    m["boxed_rate"] = sum(bool(_BOXED.search(ep.final_response)) for ep in episodes) / n
+    if "mta" in agents:
+        leaks = [any(_BOXED.search(t.text) for t in ep.turns_of("mta")) for ep in episodes]
+        m["leak_rate"] = sum(leaks) / n
+        # the stricter reading: the MTA's first message (written before the RA has worked on anything) gives the
+        # answer away in any way ``mta_format`` flags: a box, an answer statement, or a closing "= gold"
+        firsts = [ep.turns_of("mta")[0].text if ep.turns_of("mta") else "" for ep in episodes]
+        m["plan_leak_rate"] = sum(mta_format(t, gold=ep.answer)[1]["leak"] for t, ep in zip(firsts, episodes)) / n
+        actions = [t for ep in episodes for t in ep.turns_of("mta") if t.format_ok is not None]
+        if actions:
+            by_action = Counter(t.action or "INVALID" for t in actions)
+            for a, c in by_action.items():
+                m[f"actions/{a}"] = c / len(actions)
+            by_level: dict[object, Counter] = defaultdict(Counter)
+            for ep in episodes:
+                for t in ep.turns_of("mta"):
+                    if t.format_ok is not None:
+                        by_level[ep.meta.get("level")][t.action or "INVALID"] += 1
+            for level, counter in by_level.items():
+                total = sum(counter.values())
+                for a, c in counter.items():
+                    m[f"actions/{a}/level_{level}"] = c / total
+    levels = sorted({ep.meta.get("level") for ep in episodes if ep.meta.get("level") is not None}, key=str)
+    for level in levels:
+        eps = [ep for ep in episodes if ep.meta.get("level") == level]
+        m[f"acc/level_{level}"] = sum(bool(ep.meta.get("correct")) for ep in eps) / len(eps)
+    return m
+
+
+def run_eval(
+    problems: Sequence,
+    engines: dict[str, Engine],
+    cfg: Config,
+    *,
+    greedy: bool = True,
+    n: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+    prompts: PromptSet | None = None,
+    first_episode_id: int = 0,
+    correctness_fn: CorrectnessFn | None = None,
+) -> tuple[dict[str, float], list[Episode]]:
+    """Roll out ``n`` episodes per problem with ``cfg``'s method, score them, return (metrics, episodes).
+
+    ``prompts`` overrides the prompt set implied by ``cfg.method_name`` (``rema eval`` uses it for
+    single-agent judge prompt sets); ``first_episode_id`` numbers episodes across chunks;
+    ``correctness_fn`` replaces the task's grader (see ``score_episodes``).
+    """
+    prompts = prompts or get_prompt_set(cfg.method_name)
+    episodes = rollout(problems, cfg.rollout, engines, prompts, greedy=greedy, samples_per_question=n,
+                       on_progress=on_progress, first_episode_id=first_episode_id)
+    counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
+                              correctness_fn=correctness_fn)
+    metrics = episode_metrics(episodes)
+    metrics.update(counters)
+    return metrics, episodes

@@ -1,7 +1,6 @@
-"""Evaluation and reporting.
+"""Evaluation and reporting (scoring and summarising episodes, shared with training, is ``rema.scoring``).
 
 Modules:
-    core          run_eval / episode_metrics, shared with the trainer's periodic held-out evaluation
     bench_runner  ``rema eval``: models × method × benchmarks, chunked, resumable, judge tasks in both orders
     records       per-question records (records/<bench>.jsonl) and summaries recomputed from them
     metrics       pass@k, maj@k, judge swap consistency (pure functions)

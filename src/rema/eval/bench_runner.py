@@ -30,7 +30,7 @@ from ..config import Config, ConfigError, load_config, validate
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
 from ..rollout.factory import resolve_engine
-from .core import run_eval
+from ..scoring import run_eval
 from .records import (append_records, average_benches, judge_record, math_record, read_records,
                       summarize_bench)
 

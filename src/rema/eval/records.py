@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..rollout.episode import Episode
-from .core import episode_metrics
+from ..scoring import episode_metrics
 from .metrics import (aggregate_questions, default_ks, episode_from_dict, extract_verdict, judge_summary,
                       majority_vote, question_stats, swap_consistent, token_counts)
 

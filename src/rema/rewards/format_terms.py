@@ -1,4 +1,4 @@
-"""Format terms, the LLM-as-a-judge verdict reward, and unfinished-episode masking.
+"""Text-level rewards: the single-turn format terms and the LLM-as-a-judge verdict.
 
 Every reward is a pure function returning ``(reward, parts)`` where ``parts`` maps component names to
 floats (booleans as 0.0/1.0) so each component can be logged (nano-aha-moment style).
@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 
 from .math_worker import find_boxes
-
-END_CODES = ("finished", "max_turns", "context_exceeded", "truncated")
-"""Episode end codes (SPEC §1). Only 'finished' keeps its reward under unfinished masking."""
 
 # "final answer is 5", "The answer is $x=3$", "Answer: (B)", "answer = 12": an answer word, a linking
 # word, then something that looks like a value (digit, sign, $, \, parenthesis, a lone choice letter).
@@ -93,24 +90,11 @@ def judge_verdict(text: str, label: str) -> tuple[float, dict[str, float]]:
     """LLM-as-a-judge reward: 1 when the LAST ``[[A]]``/``[[B]]`` in ``text`` equals ``label``, else 0.
 
     label: 'A' or 'B' (also accepted: '[[A]]', lower case). Anything else is a data bug: ValueError.
-    parts: verdict_found (0/1), correct (0/1).
+    parts: correct (0/1), verdict_found (0/1).
     """
     want = label.strip().strip("[]").upper()
     if want not in ("A", "B"):
         raise ValueError(f"judge label must be 'A' or 'B', got {label!r}")
     verdicts = _VERDICT.findall(text)
     correct = bool(verdicts) and verdicts[-1] == want
-    return _b(correct), {"verdict_found": _b(bool(verdicts)), "correct": _b(correct)}
-
-
-def unfinished_mask(reward: float, end_code: str, *, enabled: bool = True) -> tuple[float, dict[str, float]]:
-    """Zero the reward of an episode that did not end 'finished' (multi-turn default, SPEC §2).
-
-    end_code: one of ``END_CODES``; an unknown code is a bug upstream: ValueError.
-    parts: unfinished (0/1, independent of ``enabled``), masked (1 if the mask applied, i.e. enabled and unfinished).
-    """
-    if end_code not in END_CODES:
-        raise ValueError(f"unknown episode end code {end_code!r}; valid: {', '.join(END_CODES)}")
-    unfinished = end_code != "finished"
-    masked = enabled and unfinished
-    return (0.0 if masked else float(reward)), {"unfinished": _b(unfinished), "masked": _b(masked)}
+    return _b(correct), {"correct": _b(correct), "verdict_found": _b(bool(verdicts))}

@@ -43,14 +43,13 @@ from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_los
 from ..config import Config, ConfigError, load_config, save_config
 from ..data import ProblemSampler, load_problems, resolve_dataset
 from ..data.dialogues import load_dialogues, save_dialogues
-from ..eval.core import episode_metrics, run_eval
 from ..models import (LoraSpec, compile_decoder_layers, describe, enable_checkpointing, export_model,
                       linear_per_attention, load_model, native_bf16, store_frozen_weights)
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
 from ..rollout.factory import engine_options, make_engine
-from ..scoring import score_episodes
+from ..scoring import episode_metrics, run_eval, score_episodes
 from .batch import Rows, build_rows, collate, count_units, group_ids, pad, plan_micro_batches
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
                          set_rng_state, trainable_state)
