@@ -6,7 +6,7 @@
     sampler = ProblemSampler(train, batch_size=8, seed=0)
 """
 
-from .benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark, resolve_dataset
+from .benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark, load_split, resolve_dataset
 from .loaders import ANSWER_FIELDS, QUESTION_FIELDS, load_problems, row_to_problem
 from .problems import (
     DataError,
@@ -36,6 +36,7 @@ __all__ = [
     "judge_problem_from_pair",
     "load_benchmark",
     "load_problems",
+    "load_split",
     "make_problem",
     "normalize_answer_value",
     "parse_level",

@@ -273,3 +273,23 @@ def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
     else:
         raise DataError(f"{text!r}: split must be all, train or heldout, got {which!r}")
     return problems[:limit] if limit is not None else problems
+
+
+def load_split(spec: str | None, *, data_dir: str | None = None, question_field: str | None = None,
+               answer_field: str | None = None, levels: Sequence[int] | None = None,
+               limit: int | None = None) -> list[Problem]:
+    """The problems of one data spec (``data.train``, ``data.eval``): a file read with the given field
+    mapping, or anything :func:`resolve_dataset` accepts; then only the given difficulty ``levels``.
+    ``None`` gives no problems; a spec that yields none fails, naming the filter."""
+    if spec is None:
+        return []
+    if (question_field or answer_field) and Path(spec).suffix in (".jsonl", ".json", ".parquet"):
+        problems = load_problems(spec, question_field=question_field, answer_field=answer_field, data_dir=data_dir,
+                                 limit=limit)
+    else:
+        problems = resolve_dataset(spec, data_dir, limit=limit)
+    if levels:
+        problems = [p for p in problems if p.meta.get("level") in set(levels)]
+    if not problems:
+        raise ValueError(f"data spec {spec!r} gave no problems (levels filter: {levels})")
+    return problems

@@ -1,5 +1,7 @@
-"""Training: batch building, the RL loop, the SFT cold start, checkpoints, metrics."""
+"""Training: batch building, the policy update, the RL loop, the SFT cold start, checkpoints, metrics."""
 
-from .trainer import Trainer, TrainingDiverged, sft, train
+from .run import sft, train
+from .trainer import Trainer, TrainingDiverged
+from .update import Forward, update_policy
 
-__all__ = ["Trainer", "TrainingDiverged", "sft", "train"]
+__all__ = ["Forward", "Trainer", "TrainingDiverged", "sft", "train", "update_policy"]

@@ -1,10 +1,15 @@
-"""Metrics sinks: JSONL (always), tensorboard and wandb (when asked), and the samples file."""
+"""Metrics: the sinks (JSONL always, tensorboard and wandb when asked, the samples file), the step's phase
+timer, and what the console shows of them."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
+from contextlib import contextmanager
 from pathlib import Path
+
+from .memory import PhasePeak
 
 
 def _clean(d: dict) -> dict:
@@ -87,3 +92,81 @@ class MetricsLogger:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+class PhaseTimer:
+    """Wall time and peak resident memory of each phase of one step::
+
+        timer = PhaseTimer()
+        with timer.phase("rollout"):
+            ...
+        timer.metrics()  # {"time/rollout": s, "perf/peak_rss_gb/rollout": GiB, ..., "time/step": s}
+
+    A phase entered several times (one update per policy) adds up its time and keeps its highest peak."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
+        self._peak = PhasePeak()
+
+    @contextmanager
+    def phase(self, name: str):
+        self._peak.reset()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            peak = self._peak.read_gb()
+            self.peaks[name] = max(self.peaks.get(name, peak), peak)
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"time/{k}": v for k, v in self.seconds.items()}
+        out.update({f"perf/peak_rss_gb/{k}": v for k, v in self.peaks.items()})
+        out["time/step"] = time.perf_counter() - self.start
+        return out
+
+
+def step_summary(m: dict, roles: tuple[str, ...]) -> str:
+    """One line for the progress bar: rewards, accuracy, turns, speed and where the time went."""
+    parts = [f"{a} {m[f'train/reward/{a}']:+.2f}" for a in roles if f"train/reward/{a}" in m]
+    parts.append(f"acc {m.get('train/acc', 0):.2f}")
+    if "eval/acc" in m:
+        parts.append(f"eval {m['eval/acc']:.2f}")
+    parts.append(f"turns {m.get('train/turns/mean', 0):.1f}")
+    parts.append(f"{m.get('perf/tokens_per_s', 0):.0f} tok/s")
+    parts.append(f"roll {m.get('time/rollout', 0):.0f}s upd {m.get('time/update', 0):.0f}s")
+    return "  ".join(parts)
+
+
+def print_before_after(metrics_path: Path, console) -> None:
+    """Held-out accuracy (overall and per level) at the first and last evaluation of a run's metrics file."""
+    evals = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    evals = [e for e in evals if "eval/acc" in e or "base_eval/acc" in e]
+    if len(evals) < 2 and not (evals and "base_eval/acc" in evals[0]):
+        return
+    from rich.table import Table
+
+    first, last = evals[0], evals[-1]
+    base = "base_eval/acc" in first
+    if base and len(evals) == 1:  # `rema sft`: before and after the cold start
+        last, first = first, {"step": first["step"], **{k.replace("base_eval/", "eval/", 1): v
+                                                         for k, v in first.items() if k.startswith("base_eval/")}}
+        base = False
+    title = f"held-out accuracy, step {first['step']} -> step {last['step']}"
+    table = Table(title=title + (" (cold start at step 0)" if base else ""))
+    table.add_column("")
+    columns = (("base", "after SFT", "after RL", "RL change") if base else ("before", "after", "change"))
+    for col in columns:
+        table.add_column(col, justify="right")
+    keys = ["eval/acc"] + sorted(k for k in last if k.startswith("eval/acc/level_"))
+    keys += [k for k in ("eval/boxed_rate", "eval/leak_rate", "eval/plan_leak_rate", "eval/end/finished") if k in last]
+    for k in keys:
+        if k in first:
+            label = k.removeprefix("eval/").replace("acc/level_", "level ")
+            cells = [f"{first[k]:.1%}", f"{last[k]:.1%}", f"{last[k] - first[k]:+.1%}"]
+            if base:
+                cells.insert(0, f"{first.get(k.replace('eval/', 'base_eval/', 1), float('nan')):.1%}")
+            table.add_row(label, *cells)
+    console.print(table)

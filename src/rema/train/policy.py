@@ -1,0 +1,96 @@
+"""What the trainer trains: one set of weights per policy (shared by both roles, or one per agent), with
+its optimizer, learning-rate schedule, generation engine and KL reference, built from the config.
+
+Shared weights: one model plays both roles, both roles' rows train it in the same step. Separate weights:
+both models roll out every step, only one is updated at a time (:func:`active_policies`), switching every
+``train.switch_freq`` steps, MTA first (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..config import Config
+from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
+from ..rollout.factory import engine_options, make_engine
+from .packed_attention import use_packed_attention
+
+
+@dataclass
+class Policy:
+    """One set of trainable weights and everything attached to it."""
+
+    name: str
+    """``shared``, ``mta`` or ``ra``."""
+    roles: tuple[str, ...]
+    model: torch.nn.Module
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    engine: object
+    ref: torch.nn.Module | None
+    """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
+
+
+def lr_lambda(warmup: int, total: int, schedule: str):
+    """The learning-rate factor at each step: linear warm-up over ``warmup`` steps, then constant or cosine
+    decay to 0 at ``total``."""
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return f
+
+
+def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
+                   engine_factory=None) -> list[Policy]:
+    """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
+    checkpointing, compiled layers or per-segment attention) and attach optimizer, schedule, engine and KL
+    reference. ``engine_factory(model, tokenizer, seed)`` replaces :func:`make_engine` (tests reuse one engine)."""
+    m, t = cfg.model, cfg.train
+    lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, fused=m.lora_fused)
+    if t.shared_weights:
+        groups = [("shared", roles, m.name)]
+    else:
+        groups = [("mta", ("mta",), m.name), ("ra", ("ra",), m.ra_name or m.name)]
+    policies = []
+    for i, (name, group_roles, model_name) in enumerate(groups):
+        model, tok = load_model(model_name, dtype=m.dtype, device=device, lora=lora, seed=t.seed)
+        if bf16 and m.lora_r > 0:  # autocast rounds them to bf16 anyway (the embedding table aside)
+            store_frozen_weights(model, torch.bfloat16)
+        if m.gradient_checkpointing:
+            enable_checkpointing(model, m.checkpoint_layers)
+        model.config.use_cache = False
+        if t.compile:
+            compile_decoder_layers(model)
+        elif t.share_prefix:  # packs' attention per segment (compiled layers keep the dense mask)
+            use_packed_attention(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
+        ref = None
+        if cfg.algo.kl_coef > 0 and m.lora_r == 0:
+            ref = copy.deepcopy(model).eval().requires_grad_(False)
+        engine_seed = t.seed * 1000 + i + 7919 * rank
+        if engine_factory is not None:
+            engine = engine_factory(model, tok, engine_seed)
+        else:
+            engine = make_engine(model, tok, engine=cfg.rollout.engine, seed=engine_seed, **engine_options(cfg.rollout))
+        policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref))
+    return policies
+
+
+def active_policies(policies: list[Policy], step: int, *, switch_freq: int) -> list[Policy]:
+    """Policies updated at ``step``: all with shared weights; one, alternating, with separate weights."""
+    if len(policies) == 1:
+        return policies
+    which = ("mta", "ra")[(step // switch_freq) % 2]
+    return [p for p in policies if p.name == which]
