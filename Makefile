@@ -8,7 +8,7 @@ PYTHON ?= python3
 # transformers). On CUDA machines install the regular wheel yourself: pip install -e ".[vllm]".
 VLLM ?= auto
 
-.PHONY: setup demo test test-fast chat clean
+.PHONY: setup demo test test-fast docs chat clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# docs/config.md from the config's docstrings (tests/test_docs.py fails when it is stale)
+docs: $(STAMP)
+	$(PY) -m rema.config_docs docs/config.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache
