@@ -44,7 +44,7 @@ class ModelConfig:
     lora_dropout: float = 0.0
     """LoRA dropout."""
     lora_fused: bool = True
-    """Run LoRA layers through rema's fused forward/backward (``rema.lora``): the same sums as peft's forward
+    """Run LoRA layers through rema's fused forward/backward (``rema.models.lora``): the same sums as peft's forward
     without its output-sized temporaries, so a faster update (docs/results.md); false = peft's own forward."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
