@@ -11,7 +11,10 @@ from types import SimpleNamespace
 import pytest
 from conftest import ScriptedEngine
 
-from rema.eval.bench_runner import EvalError, EvalSettings, bench_name, build_config, run_benchmarks
+from rema.cli import build_parser
+from rema.config import Config, ConfigError, RolloutConfig, load_config, save_config
+from rema.eval.bench_runner import EvalError, bench_name, eval_config, run_benchmarks
+from rema.eval.commands import eval_config_from_args
 from rema.scoring import episode_metrics
 from rema.eval.metrics import (default_ks, episode_from_dict, judge_summary, majority_vote, normalize_for_vote,
                                pass_at_k, question_stats, swap_consistent)
@@ -105,9 +108,14 @@ class Solver:
         return f"{a} + {b} = \\boxed{{{a + b + (a % 2)}}}", "stop"
 
 
-def _settings(tmp_path: Path, bench: Path, **kw) -> EvalSettings:
-    return EvalSettings(**{"benches": [str(bench)], "model": "tiny-random", "method": "vrp", "batch_size": 2,
-                           "out": str(tmp_path / "out"), "max_tokens": 64, **kw})
+def _flags(*argv: str) -> Config:
+    """The Config of ``rema eval ARGV`` (flags, CONFIG and overrides), as the command builds it."""
+    return eval_config_from_args(build_parser().parse_args(["eval", *argv]))
+
+
+def _settings(tmp_path: Path, bench: Path, *flags: str) -> Config:
+    return _flags("--bench", str(bench), "--model", "tiny-random", "--method", "vrp", "--batch-size", "2",
+                  "--out", str(tmp_path / "out"), "--max-tokens", "64", *flags)
 
 
 def _engines(tok, script):
@@ -142,7 +150,7 @@ def test_resume_after_interruption_runs_only_the_remaining_questions(tiny, tmp_p
     s = _settings(tmp_path, bench)
     with pytest.raises(KeyboardInterrupt):  # dies in the second chunk (one engine call per chunk)
         run_benchmarks(s, engines=_engines(tok, Solver(tok, fail_after_calls=1)))
-    path = Path(s.out) / "records" / "sums.jsonl"
+    path = Path(s.eval.out) / "records" / "sums.jsonl"
     assert len(read_records(path)) == 2
     with open(path, "a") as fh:  # and a half-written line from the crash
         fh.write('{"id": "sums/q2", "bench"')
@@ -153,7 +161,7 @@ def test_resume_after_interruption_runs_only_the_remaining_questions(tiny, tmp_p
     assert ids == [f"sums/q{i}" for i in range(5)]
     assert summary["benchmarks"]["sums"]["acc"] == pytest.approx(3 / 5)
     # a larger --limit continues, a smaller one reports on its subset only
-    _, small = run_benchmarks(_settings(tmp_path, bench, limit=2), engines=_engines(tok, Solver(tok)))
+    _, small = run_benchmarks(_settings(tmp_path, bench, "--limit", "2"), engines=_engines(tok, Solver(tok)))
     assert small["benchmarks"]["sums"]["questions"] == 2 and small["benchmarks"]["sums"]["acc"] == 0.5
 
 
@@ -162,7 +170,7 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
     bench = _math_file(tmp_path, n=2)
     run_benchmarks(_settings(tmp_path, bench), engines=_engines(tok, Solver(tok)))
     with pytest.raises(EvalError, match="method: was 'vrp', now 'mrp'"):
-        run_benchmarks(_settings(tmp_path, bench, method="mrp"), engines=_engines(tok, Solver(tok)))
+        run_benchmarks(_settings(tmp_path, bench, "--method", "mrp"), engines=_engines(tok, Solver(tok)))
 
 
 def test_sampling_reports_pass_and_majority_at_k(tiny, tmp_path):
@@ -171,7 +179,7 @@ def test_sampling_reports_pass_and_majority_at_k(tiny, tmp_path):
     # one engine call serves all n samples of the chunk, in order: q0 (gold 0) then q1 (gold 11)
     answers = iter(["7", "0", "7", "0", "11", "5", "11", "11"])
     eng = ScriptedEngine(tok, lambda call, prompt: (f"so \\boxed{{{next(answers)}}}", "stop"))
-    _, summary = run_benchmarks(_settings(tmp_path, bench, n=4, temperature=1.0), engines={"mta": eng, "ra": eng})
+    _, summary = run_benchmarks(_settings(tmp_path, bench, "--n", "4", "--temperature", "1.0"), engines={"mta": eng, "ra": eng})
     b = summary["benchmarks"]["sums"]
     # q0: 2/4 right, maj@2 and maj@4 tie -> "7" (first seen), wrong; q1: 3/4 right, majority "11" right
     assert b["pass@1"] == pytest.approx((0.5 + 0.75) / 2) and b["acc"] == b["pass@1"]
@@ -206,7 +214,7 @@ def _judge_script(tok, *, biased: bool):
 def test_judge_eval_both_orders(tiny, tmp_path):
     _, tok = tiny
     bench = _judge_file(tmp_path)
-    s = _settings(tmp_path, bench, method="rema-single", out=str(tmp_path / "fair"))
+    s = _settings(tmp_path, bench, "--method", "rema-single", "--out", str(tmp_path / "fair"))
     out, summary = run_benchmarks(s, engines=_engines(tok, _judge_script(tok, biased=False)))
     b = summary["benchmarks"]["pairs"]
     assert b["acc"] == 1.0 and b["consistency"] == 1.0 and b["questions"] == 4
@@ -216,7 +224,7 @@ def test_judge_eval_both_orders(tiny, tmp_path):
     assert swapped_q.index("GOOD 1") < swapped_q.index("bad 1")  # responses really were exchanged
     assert "consistent %" in (out / "results.md").read_text()
 
-    s = _settings(tmp_path, bench, method="rema-single", out=str(tmp_path / "biased"))
+    s = _settings(tmp_path, bench, "--method", "rema-single", "--out", str(tmp_path / "biased"))
     _, summary = run_benchmarks(s, engines=_engines(tok, _judge_script(tok, biased=True)))
     b = summary["benchmarks"]["pairs"]  # always "A": right on the A-labelled half in each order, never consistent
     assert b["acc/original"] == 0.5 and b["acc/swapped"] == 0.5 and b["consistency"] == 0.0
@@ -230,7 +238,7 @@ def test_records_rebuild_episodes_for_episode_metrics(tiny, tmp_path):
     _, tok = tiny
     turns = iter(["Plan: add.", "2 + 3 = 5", "Good. [FINISH]", "\\boxed{5}"])
     eng = ScriptedEngine(tok, lambda call, prompt: (next(turns), "stop"))
-    cfg = build_config(EvalSettings(method="rema-multi", max_turns=3, max_tokens=32))
+    cfg = _flags("--method", "rema-multi", "--max-turns", "3", "--max-tokens", "32")
     metrics, [ep] = run_eval([problem()], {"mta": eng, "ra": eng}, cfg)
     rebuilt = episode_from_dict(json.loads(json.dumps(ep.to_dict())))
     assert episode_metrics([rebuilt]) == {k: v for k, v in episode_metrics([ep]).items()}
@@ -288,7 +296,7 @@ def test_compare_cli_and_config(tiny, tmp_path, capsys):
     cfg = tmp_path / "compare.yaml"
     cfg.write_text(f"models: [tiny-random]\nmethods: [vrp, mrp]\nbenchmarks: ['{bench}']\nout: {tmp_path / 'cmp'}\n"
                    "eval: {max_tokens: 32}\n")
-    summaries = run_compare_config(cfg, engines_factory=lambda s, c: _engines(tok, Solver(tok)))
+    summaries = run_compare_config(cfg, engines_factory=lambda c: _engines(tok, Solver(tok)))
     assert [(s["model"], s["method"]) for s in summaries] == [("tiny-random", "vrp"), ("tiny-random", "mrp")]
     assert (tmp_path / "cmp" / "tiny-random-mrp" / "records" / "sums.jsonl").is_file()
 
@@ -296,10 +304,12 @@ def test_compare_cli_and_config(tiny, tmp_path, capsys):
 def test_bench_names_and_method_configs():
     assert bench_name("gsm8k") == "gsm8k" and bench_name("data/my file.jsonl") == "my_file"
     assert bench_name("hf:openai/gsm8k:main:test") == "gsm8k" and bench_name("math500:levels=1,2") == "math500_levels1-2"
-    cfg = build_config(EvalSettings(method="rema-actions", max_tokens=100))
+    cfg = _flags("--method", "rema-actions", "--max-tokens", "100")
     assert cfg.method_name == "rema-actions" and cfg.rollout.max_tokens_per_turn == 100
-    assert cfg.rollout.temperature == 0.0
-    assert build_config(EvalSettings(method="vrp", n=4)).rollout.temperature == 1.0
+    assert cfg.rollout.eval_temperature == 0.0  # greedy: the config's one default
+    assert _flags("--method", "vrp", "--n", "4", "--temperature", "1").eval.n == 4
+    with pytest.raises(ConfigError, match=r"eval.n=4 .*rollout.eval_temperature"):
+        _flags("--method", "vrp", "--n", "4")  # four greedy samples would be one sample four times
 
 
 def test_eval_cli_on_a_run_folder_with_tiny_model(tiny, tmp_path):
@@ -354,9 +364,105 @@ def test_plan_leak_rate_reads_the_first_mta_message_strictly(tiny):
 
 
 def test_eval_eager_flag_reaches_the_engine_options():
-    from rema.cli import build_parser
-    from rema.eval.commands import settings_from_args
+    assert _flags("--model", "tiny-random", "--bench", "gsm8k", "--eager").rollout.vllm_enforce_eager
+    assert not _flags().rollout.vllm_enforce_eager  # compiled by default
 
-    s = settings_from_args(build_parser().parse_args(["eval", "--model", "tiny-random", "--bench", "gsm8k", "--eager"]))
-    assert s.eager and build_config(s).rollout.vllm_enforce_eager
-    assert not build_config(EvalSettings()).rollout.vllm_enforce_eager  # compiled by default
+
+# --- one way in: flags are config keys -------------------------------------------------------------------
+
+
+def test_every_eval_flag_is_its_config_key(tmp_path):
+    """Each ``rema eval`` flag gives the same Config as the dotted key it stands for."""
+    from rema.eval.bench_runner import METHODS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(Config(), run / "config.yaml")
+    pairs = [  # (flags, the overrides they stand for)
+        (["--model", "m1"], ["model.name=m1"]), (["--mta-model", "m1"], ["model.name=m1"]),
+        (["--ra-model", "m2"], ["model.ra_name=m2"]), (["--label", "L"], ["eval.label=L"]),
+        (["--run", str(run), "--checkpoint", "step_1"], [f"eval.run={run}", "eval.checkpoint=step_1"]),
+        (["--bench", "gsm8k", "math500:levels=1,2"], ['eval.benches=[gsm8k, "math500:levels=1,2"]']),
+        (["--data-dir", "d"], ["data.data_dir=d"]), (["--limit", "3"], ["eval.limit=3"]),
+        (["--question-field", "q", "--answer-field", "a"], ["data.question_field=q", "data.answer_field=a"]),
+        (["--id-field", "i", "--level-field", "lv", "--split", "test"],
+         ["eval.id_field=i", "eval.level_field=lv", "eval.split=test"]),
+        (["--task", "judge", "--answer-format", "raw"], ["eval.task=judge", "eval.answer_format=raw"]),
+        (["--n", "4", "--temperature", "0.5", "--top-p", "0.9"],
+         ["eval.n=4", "rollout.eval_temperature=0.5", "rollout.top_p=0.9"]),
+        (["--max-turns", "3", "--max-tokens", "16", "--max-context", "128"],
+         ["rollout.max_turns=3", "rollout.max_tokens_per_turn=16", "rollout.max_context_tokens=128"]),
+        (["--batch-size", "4", "--seed", "7", "--out", "o"], ["eval.batch_size=4", "eval.seed=7", "eval.out=o"]),
+        (["--device", "cpu", "--dtype", "bfloat16", "--engine", "hf", "--eager"],
+         ["model.device=cpu", "model.dtype=bfloat16", "rollout.engine=hf", "rollout.vllm_enforce_eager=true"]),
+        (["--grader-timeout", "2", "--grader-workers", "3"], ["reward.grader_timeout_s=2", "reward.grader_workers=3"]),
+    ] + [(["--method", m], [f"rollout.{k}={str(v).lower()}" for k, v in values.items()]
+          + (["train.shared_weights=true"] if values["method"] != "rema" else [])) for m, values in METHODS.items()]
+    for flags, keys in pairs:
+        assert _flags(*flags) == eval_config(None, keys), flags
+    shorthands = build_parser().parse_args(["eval"]).shorthands
+    assert {shorthands.flags[f] for flags, _ in pairs for f in flags if f.startswith("--")} == set(shorthands.keys)
+
+
+def test_eval_has_one_default_per_knob_and_explicit_keys_win(tmp_path):
+    """No flag carries a default of its own: ``rema eval`` alone is the config's defaults; a dotted override
+    beats the flag for the same key wherever it stands; a trailing CONFIG or override after ``--bench``'s
+    list is not taken for a benchmark."""
+    assert _flags() == load_config(None)
+    assert _flags().rollout.max_turns == RolloutConfig.max_turns and _flags().eval.benches == ["gsm8k"]
+    assert _flags("rollout.max_turns=5", "--max-turns", "2").rollout.max_turns == 5
+    assert _flags("--max-turns", "2", "rollout.max_turns=5").rollout.max_turns == 5
+    path = tmp_path / "c.yaml"
+    path.write_text("rollout:\n  max_turns: 7\n  max_tokens_per_turn: 40\neval:\n  limit: 9\n")
+    cfg = _flags("--bench", "gsm8k", "math500", str(path), "eval.n=1", "--max-tokens", "20")
+    assert cfg.eval.benches == ["gsm8k", "math500"] and cfg.eval.limit == 9
+    assert (cfg.rollout.max_turns, cfg.rollout.max_tokens_per_turn) == (7, 20)  # file, then flag
+
+
+def test_eval_run_config_is_the_base(tmp_path):
+    """``--run RUN``: the run's config.yaml is the base (its method and limits), flags and keys on top."""
+    run = tmp_path / "run"
+    run.mkdir()
+    base = load_config(None, ["rollout.mode=single_turn", "rollout.max_turns=6", "model.dtype=bfloat16"])
+    save_config(base, run / "config.yaml")
+    cfg = _flags("--run", str(run))
+    assert (cfg.method_name, cfg.rollout.max_turns, cfg.model.dtype) == ("rema-single", 6, "bfloat16")
+    cfg = _flags("--run", str(run), "--method", "vrp", "--dtype", "float32")
+    assert (cfg.method_name, cfg.model.dtype, cfg.eval.run) == ("vrp", "float32", str(run))
+    with pytest.raises(EvalError, match="no config.yaml"):
+        _flags("--run", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="eval.checkpoint.*set eval.run"):
+        _flags("--checkpoint", "step_000001")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("eval.n=0", "eval.n must be >= 1"),
+    ("eval.limit=0", "eval.limit must be >= 1"),
+    ("eval.batch_size=0", "eval.batch_size must be >= 1"),
+    ("eval.benches=[]", "eval.benches is empty"),
+    ("eval.task=poetry", r"eval.task='poetry' is not valid"),
+    ("eval.answer_format=latex", r"eval.answer_format='latex' is not valid"),
+    ("rollout.eval_temperature=-1", "rollout.eval_temperature must be >= 0"),
+])
+def test_bad_eval_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_compare_eval_section_takes_config_keys(tiny, tmp_path):
+    """A compare file's ``eval:`` mapping takes dotted or nested config keys (and the older flag names)."""
+    from rema.eval.commands import run_compare_config
+
+    _, tok = tiny
+    bench = _math_file(tmp_path, n=3)
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(f"models: [tiny-random, {{model: tiny-random, label: second, limit: 2}}]\nmethods: [vrp]\n"
+                   f"benchmarks: ['{bench}']\nout: {tmp_path / 'cmp'}\n"
+                   "eval: {rollout: {max_tokens_per_turn: 32}, eval.limit: 1, batch_size: 2}\n")
+    summaries = run_compare_config(cfg, engines_factory=lambda c: _engines(tok, Solver(tok)))
+    assert [(s["model"], s["benchmarks"]["sums"]["questions"]) for s in summaries] == [("tiny-random", 1),
+                                                                                     ("second", 2)]
+    assert summaries[0]["settings"]["max_tokens"] == 32 and summaries[0]["method"] == "vrp"
+    cfg.write_text("models: [tiny-random]\neval: {max_tokenz: 32}\n")
+    with pytest.raises(EvalError, match="unknown key 'max_tokenz'"):
+        run_compare_config(cfg, engines_factory=lambda c: _engines(tok, Solver(tok)))

@@ -17,48 +17,47 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+CHAT_PRESETS = ["rollout.vllm_enforce_eager=true"]
+"""``rema chat``'s own starting point over the config: one dialogue does not repay a compiled vLLM start
+(~20-80 s), so it runs eager unless ``--compile`` (or ``rollout.vllm_enforce_eager=false``)."""
+
+
+def chat_overrides(args) -> list[str]:
+    """The overrides ``rema chat``'s presets and flags stand for; the typed dotted ones go after these."""
+    return CHAT_PRESETS + args.shorthands.overrides(args)
+
+
 def cmd_chat(args) -> int:
-    """Run one episode on one question and print the dialogue."""
+    """Run one episode on one question and print the dialogue (scored when ``--answer`` is given)."""
     from rich.console import Console
 
-    from .config import ConfigError, RolloutConfig, load_config
+    from .config import load_config
     from .display import print_episode
     from .models import load_model
     from .prompts import get_prompt_set
     from .rollout import rollout
     from .rollout.factory import engine_options, make_engine, resolve_engine
 
+    parsed = _config_and_overrides(args, chat_overrides(args))
+    if isinstance(parsed, int):
+        return parsed
+    cfg = load_config(*parsed)
+    rcfg = cfg.rollout
     console = Console(stderr=args.json)
-    cfg = load_config(None, [
-        f"rollout.method={args.method}",
-        f"rollout.mode={'single_turn' if args.single_turn or args.action_set else 'multi_turn'}",
-        f"rollout.action_set={str(args.action_set).lower()}",
-    ])
-    rcfg: RolloutConfig = cfg.rollout
-    rcfg.max_turns, rcfg.max_tokens_per_turn = args.max_turns, args.max_tokens
-    rcfg.max_context_tokens = max(args.max_context, args.max_tokens + 1)
-    rcfg.temperature, rcfg.top_p = args.temperature, args.top_p
-    rcfg.vllm_enforce_eager = not args.compile  # one dialogue: a compiled start (~20-80 s) would not pay off
-    try:
-        from .config import validate
-
-        validate(cfg)
-    except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
-        return 2
-    with console.status(f"loading {args.model} …"):
-        model, tok = load_model(args.model, device=_device(args.device))
-    rcfg.engine = args.engine
-    with console.status(f"starting the {resolve_engine(args.engine)} engine …"):
-        engine = make_engine(model, tok, engine=args.engine, seed=args.seed, **engine_options(rcfg))
+    with console.status(f"loading {cfg.model.name} …"):
+        model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, device=_device(cfg.model.device),
+                                seed=cfg.eval.seed)
+    with console.status(f"starting the {resolve_engine(rcfg.engine)} engine …"):
+        engine = make_engine(model, tok, engine=rcfg.engine, seed=cfg.eval.seed, **engine_options(rcfg))
     problem = SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
     with console.status("generating …"):
         [ep] = rollout([problem], rcfg, {"mta": engine, "ra": engine}, get_prompt_set(cfg.method_name),
-                       greedy=args.temperature == 0, samples_per_question=1)
+                       greedy=rcfg.temperature == 0, samples_per_question=1)
     if args.answer is not None:
         from .scoring import score_episodes
 
-        score_episodes([ep], cfg.reward, task=rcfg.task, mode=rcfg.mode)
+        # the same call as training's: the config decides every reward term (format terms, plan leak, ...)
+        score_episodes([ep], cfg.reward, task=rcfg.task, mode=rcfg.mode, correctness_fn=None)
     if args.json:
         print(json.dumps(ep.to_dict(with_tokens=args.tokens), ensure_ascii=False))
     else:
@@ -66,18 +65,14 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def _config_and_overrides(args) -> tuple[str | None, list[str]] | int:
-    """``(config file, overrides)`` from ``CONFIG [key=value ...]``; an exit code when there is nothing to run
-    (``--help-config`` printed, or two config files given)."""
+def _config_and_overrides(args, implied: list[str] = ()) -> tuple[str | None, list[str]] | int:
+    """``(config file, overrides)`` from ``CONFIG [key=value ...]``, the ``implied`` overrides (presets and
+    flags) first so that the typed ones win; ``0`` when ``--help-config`` printed the resulting config."""
+    from .cli_args import split_config_args
     from .config import describe_config, load_config
 
-    items = ([args.config] if args.config else []) + list(args.overrides)
-    overrides = [x for x in items if "=" in x]
-    configs = [x for x in items if "=" not in x]
-    if len(configs) > 1:
-        print(f"error: one config file expected, got {configs}", file=sys.stderr)
-        return 2
-    config = configs[0] if configs else None
+    config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
+    overrides = [*implied, *explicit]
     if args.help_config:
         print(describe_config(load_config(config, overrides)))
         return 0
@@ -101,7 +96,7 @@ def cmd_train(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 3
     print(f"run directory: {trainer.run_dir}")
-    return 130 if trainer._stop_requested else 0
+    return 130 if trainer.stop_requested else 0
 
 
 def cmd_sft(args) -> int:
@@ -119,34 +114,56 @@ def cmd_sft(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"run directory: {trainer.run_dir}")
-    return 130 if trainer._stop_requested else 0
+    return 130 if trainer.stop_requested else 0
+
+
+def _chat_method(name: str) -> list[tuple[str, object]]:
+    """``--method``: a single-agent baseline plays both roles with one model."""
+    return [("rollout.method", name)] + ([("train.shared_weights", True)] if name != "rema" else [])
+
+
+def _add_chat_command(sub) -> None:
+    from .cli_args import Shorthands, add_config_args
+
+    c = sub.add_parser(
+        "chat", help="run one MTA↔RA dialogue on a question and print it",
+        description="rema chat QUESTION [CONFIG] [section.key=value ...] [flags]: one episode under a config "
+                    "(default: the built-in defaults), as `rema train` would play and score it. Each flag is a "
+                    "shorthand for the config key in brackets; dotted overrides win over flags.")
+    c.add_argument("question", help="the problem to solve")
+    add_config_args(c, "rollout.max_turns=2 reward.format_terms=true")
+    c.add_argument("--answer", default=None, help="reference answer: grade the final response (config's rewards)")
+    c.add_argument("--json", action="store_true", help="print the episode record as JSON")
+    c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
+    sh = Shorthands()
+    sh.add(c, "--model", key="model.name", help="built-in name, Hub id or local folder")
+    sh.add(c, "--method", key=_chat_method, choices=["rema", "vrp", "mrp"],
+           help="two agents or a single-agent baseline [rollout.method; a baseline sets train.shared_weights=true]")
+    sh.add(c, "--single-turn", action="store_const", const=True, key=lambda _: [("rollout.mode", "single_turn")],
+           help="plan once, answer once [rollout.mode=single_turn]")
+    sh.add(c, "--action-set", action="store_const", const=True,
+           key=lambda _: [("rollout.mode", "single_turn"), ("rollout.action_set", True)],
+           help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY [rollout.action_set=true, rollout.mode=single_turn]")
+    sh.add(c, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds")
+    sh.add(c, "--max-tokens", type=int, key="rollout.max_tokens_per_turn", help="token limit per message")
+    sh.add(c, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
+    sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
+    sh.add(c, "--top-p", type=float, key="rollout.top_p", help="nucleus sampling")
+    sh.add(c, "--seed", type=int, key="eval.seed", help="sampling seed")
+    sh.add(c, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
+    sh.add(c, "--engine", choices=["auto", "hf", "vllm"], key="rollout.engine",
+           help="generation backend (auto: vLLM when installed, else transformers)")
+    sh.add(c, "--compile", action="store_const", const=True, key=lambda _: [("rollout.vllm_enforce_eager", False)],
+           help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time); chat "
+                "runs eager otherwise [rollout.vllm_enforce_eager=false]")
+    c.set_defaults(func=cmd_chat, shorthands=sh)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rema", description="ReMA: meta-thinking agents trained with multi-agent RL")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("chat", help="run one MTA↔RA dialogue on a question and print it")
-    c.add_argument("question", help="the problem to solve")
-    c.add_argument("--model", default="smollm2-135m", help="built-in name, Hub id or local folder")
-    c.add_argument("--method", default="rema", choices=["rema", "vrp", "mrp"], help="two agents or a baseline")
-    c.add_argument("--single-turn", action="store_true", help="plan once, answer once (default: multi-turn)")
-    c.add_argument("--action-set", action="store_true", help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY")
-    c.add_argument("--max-turns", type=int, default=4, help="most MTA→RA rounds")
-    c.add_argument("--max-tokens", type=int, default=256, help="token limit per message")
-    c.add_argument("--max-context", type=int, default=4096, help="context budget per agent")
-    c.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    c.add_argument("--top-p", type=float, default=1.0)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", default="auto")
-    c.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
-                   help="generation backend (auto: vLLM when installed, else transformers)")
-    c.add_argument("--compile", action="store_true",
-                   help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time)")
-    c.add_argument("--answer", default=None, help="reference answer: grade the final response")
-    c.add_argument("--json", action="store_true", help="print the episode record as JSON")
-    c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
-    c.set_defaults(func=cmd_chat)
+    _add_chat_command(sub)
 
     t = sub.add_parser("train", help="RL-train the meta-thinker and the reasoner (GRPO / REINFORCE++)",
                        description="rema train CONFIG [section.key=value ...]  |  rema train --resume RUN_DIR")
@@ -174,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .models import ModelNotFoundError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # positionals after a flag (`rema chat Q --max-turns 2 CONFIG k=v`) are left over by argparse: they are
+    # the config file and overrides when the command takes them
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.

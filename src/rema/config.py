@@ -294,6 +294,45 @@ class LogConfig:
 
 
 @dataclass
+class EvalConfig:
+    """``rema eval`` / ``rema compare``: what to evaluate and where the results go. How to generate comes
+    from the other sections (``rollout.eval_temperature``, ``rollout.max_turns``, ``model.dtype``, ...)."""
+
+    benches: list[str] = field(default_factory=lambda: ["gsm8k"])
+    """Benchmarks: names (gsm8k math500 aime24 amc23 gaokao2023en minerva_math olympiadbench), file paths, or
+    ``hf:owner/name[:config][:split]``. Give a list (``eval.benches=[gsm8k, math500]``) when a spec has commas."""
+    n: int = 1
+    """Samples per question: pass@k and maj@k for n > 1 (then ``rollout.eval_temperature`` must be > 0)."""
+    limit: int | None = None
+    """Evaluate the first N questions of each benchmark (None = all)."""
+    batch_size: int = 16
+    """Questions per chunk; records are written after every chunk, so an interrupted eval resumes there."""
+    seed: int = 0
+    """Seed of ``rema eval`` and ``rema chat`` (sampling; ``tiny-random``'s weights); training uses ``train.seed``."""
+    run: str | None = None
+    """A training run folder: evaluate its ``final/`` weights. Its ``config.yaml`` is the base config (method,
+    limits, dtype) unless a config file is given."""
+    checkpoint: str | None = None
+    """With ``run``: a checkpoint name under ``checkpoints/`` (e.g. ``step_000050``) or a folder, instead of ``final/``."""
+    label: str | None = None
+    """Model name in tables and in the default output folder (None = the model's, or the run folder's, name)."""
+    out: str | None = None
+    """Output folder (None = ``evals/<label>-<method>-<time>``); an existing one is resumed when its settings match."""
+    task: str = "auto"
+    """File / ``hf:`` benchmarks: ``math``, ``judge`` (pairwise preference rows) or ``auto`` (judge when the rows
+    have prompt/response columns). Questions and answers are read from ``data.question_field`` / ``data.answer_field``."""
+    answer_format: str = "auto"
+    """File / ``hf:`` benchmarks: how answers are written: ``boxed`` (last ``\\boxed{}``), ``gsm8k`` (``#### N``
+    tail), ``raw`` (as is) or ``auto`` (whichever is found)."""
+    split: str | None = None
+    """File / ``hf:`` benchmarks: the split to read (None = the only one; an ``hf:`` spec's own split wins)."""
+    id_field: str | None = None
+    """File / ``hf:`` benchmarks: the id column (None = ``id``, ``unique_id``, ``idx``, else the row number)."""
+    level_field: str | None = None
+    """File / ``hf:`` benchmarks: the difficulty column (None = ``level``, then ``difficulty``)."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -303,6 +342,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -336,6 +376,8 @@ _CHOICES = {
     ("train", "lr_schedule"): ("constant", "cosine"),
     ("train", "autocast"): ("off", "bf16", "auto"),
     ("model", "dtype"): ("float32", "bfloat16", "float16"),
+    ("eval", "task"): ("auto", "math", "judge"),
+    ("eval", "answer_format"): ("auto", "boxed", "gsm8k", "raw"),
 }
 
 
@@ -379,6 +421,27 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
+    _validate_eval(cfg)
+
+
+def _validate_eval(cfg: Config) -> None:
+    e = cfg.eval
+    if not e.benches:
+        raise ConfigError("eval.benches is empty; name at least one benchmark, e.g. eval.benches=[gsm8k] "
+                          "(rema eval --bench gsm8k)")
+    for key in ("n", "batch_size"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"eval.{key} must be >= 1, got {getattr(e, key)}")
+    if e.limit is not None and e.limit < 1:
+        raise ConfigError(f"eval.limit must be >= 1 (or null for every question), got {e.limit}")
+    if e.checkpoint and not e.run:
+        raise ConfigError(f"eval.checkpoint={e.checkpoint!r} picks a checkpoint of a run; set eval.run=RUN_DIR "
+                          "(rema eval --run RUN_DIR) too")
+    if cfg.rollout.eval_temperature < 0:
+        raise ConfigError(f"rollout.eval_temperature must be >= 0 (0 = greedy), got {cfg.rollout.eval_temperature}")
+    if e.n > 1 and cfg.rollout.eval_temperature == 0:
+        raise ConfigError(f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
+                          "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ A and B swapped (label flipped), and the records hold both verdicts (see ``recor
 An eval directory is tied to its settings: ``eval.json`` holds the fields that change results (models,
 method, sampling, limits, prompts version), and resuming with different ones is refused, so a directory
 never mixes two setups.
+
+Settings are a ``Config`` like training's (``rema.config``): what to evaluate is its ``eval`` section, how to
+generate its ``rollout``/``model``/``reward`` sections (``rollout.eval_temperature``, ``rollout.max_turns``,
+``model.dtype``, ``reward.grader_timeout_s``, ...). ``eval_config`` builds it the way ``rema train`` does.
 """
 
 from __future__ import annotations
@@ -19,14 +23,13 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import Config, ConfigError, load_config, validate
+from ..config import Config, ConfigError, load_config
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
 from ..rollout.factory import resolve_engine
@@ -44,66 +47,16 @@ METHODS: dict[str, dict] = {
 """``--method`` name -> rollout settings (the prompt set follows from them, see ``Config.method_name``)."""
 
 
+def method_overrides(name: str) -> list[tuple[str, object]]:
+    """The config keys a ``--method`` name stands for; single-agent methods share one model's weights."""
+    if name not in METHODS:
+        raise ConfigError(f"method {name!r} is not valid; choose one of {list(METHODS)} (rema eval --method)")
+    pairs = [(f"rollout.{key}", value) for key, value in METHODS[name].items()]
+    return pairs + ([("train.shared_weights", True)] if METHODS[name]["method"] != "rema" else [])
+
+
 class EvalError(RuntimeError):
     """A setup problem the user must fix (wrong run folder, resume with other settings, ...)."""
-
-
-@dataclass
-class EvalSettings:
-    """Everything ``rema eval`` needs; the CLI flags map one-to-one onto these fields."""
-
-    benches: list[str] = field(default_factory=lambda: ["gsm8k"])
-    """Benchmark names (``rema.data.BENCHMARKS``), file paths or ``hf:owner/name[:config][:split]`` specs."""
-    model: str = "smollm2-135m"
-    """Model for both roles: built-in name, Hub id or local folder."""
-    mta_model: str | None = None
-    """Separate weights: the meta-thinker's model (default ``model``)."""
-    ra_model: str | None = None
-    """Separate weights: the reasoner's model (default ``model``)."""
-    run: str | None = None
-    """A training run folder: its final (or ``checkpoint``) weights and its config's method and limits."""
-    checkpoint: str | None = None
-    """With ``run``: a checkpoint folder name under ``checkpoints/`` (or a path) instead of ``final/``."""
-    method: str | None = None
-    """vrp | mrp | rema-single | rema-multi | rema-actions (None: the run's method, else vrp)."""
-    data_dir: str | None = None
-    """Folder with local benchmark files (e.g. ../shared/data); None = the Hugging Face Hub."""
-    limit: int | None = None
-    """First N questions of each benchmark."""
-    n: int = 1
-    """Samples per question (pass@k / maj@k for n > 1)."""
-    temperature: float | None = None
-    """Sampling temperature; None = greedy for n = 1, else 1.0."""
-    top_p: float = 1.0
-    max_turns: int | None = None
-    """Multi-turn round limit (None: run config / default 30)."""
-    max_tokens: int | None = None
-    """Per-message token limit (None: run config / default 512)."""
-    max_context: int | None = None
-    """Per-agent context budget (None: run config / default 4096)."""
-    batch_size: int = 16
-    """Questions per chunk; records are saved after every chunk."""
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
-    engine: str = "auto"
-    """Generation backend: ``auto`` (vLLM when installed, else transformers), ``hf`` or ``vllm``."""
-    eager: bool = False
-    """vLLM without compiling its model: starts in seconds instead of ~20-80 s, decodes ~1.3x slower."""
-    grader_timeout_s: float = 5.0
-    grader_workers: int = 1
-    out: str | None = None
-    """Output folder (default ``evals/<model>-<method>-<time>``); an existing one is resumed."""
-    label: str | None = None
-    """Model name shown in tables (default: derived from the model / run)."""
-    question_field: str | None = None
-    answer_field: str | None = None
-    id_field: str | None = None
-    level_field: str | None = None
-    split: str | None = None
-    task: str = "auto"
-    """For file / hf: benches: math, judge or auto (judge when prompt/response columns exist)."""
-    answer_format: str = "auto"
 
 
 # --- setup ----------------------------------------------------------------------------------------------
@@ -120,12 +73,35 @@ def _model_folder(folder: Path) -> tuple[str, str] | None:
     return None
 
 
-def resolve_models(s: EvalSettings) -> tuple[str, str]:
-    """The (MTA, RA) model names/paths the settings point at."""
-    if s.run:
-        run = Path(s.run)
-        if s.checkpoint:
-            folder = Path(s.checkpoint) if Path(s.checkpoint).is_dir() else run / "checkpoints" / s.checkpoint
+def eval_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The Config an eval runs under, built as ``rema train`` builds its own: ``load_config(base, overrides)``.
+
+    The base is ``config`` when given, else the run's ``config.yaml`` when the overrides set ``eval.run``
+    (``rema eval --run RUN``), else the defaults."""
+    import yaml
+
+    overrides = list(overrides or [])
+    runs = [x.split("=", 1)[1] for x in overrides if x.split("=", 1)[0].strip() == "eval.run"]
+    try:
+        run = yaml.safe_load(runs[-1]) if runs else None
+    except yaml.YAMLError:
+        run = None  # load_config reports the bad value
+    if config is None and run:
+        config = Path(str(run)) / "config.yaml"
+        if not config.is_file():
+            raise EvalError(f"{config.parent}: not a training run folder (no config.yaml); eval.run (--run) takes "
+                            "a folder written by `rema train`")
+    return load_config(config, overrides)
+
+
+def resolve_models(cfg: Config) -> tuple[str, str]:
+    """The (MTA, RA) model names/paths the config points at: the run's weights, else ``model.name`` for the
+    MTA and ``model.ra_name`` (default ``model.name``) for the RA."""
+    e = cfg.eval
+    if e.run:
+        run = Path(e.run)
+        if e.checkpoint:
+            folder = Path(e.checkpoint) if Path(e.checkpoint).is_dir() else run / "checkpoints" / e.checkpoint
         else:
             folder = run / "final"
         found = _model_folder(folder)
@@ -134,54 +110,19 @@ def resolve_models(s: EvalSettings) -> tuple[str, str]:
             raise EvalError(f"{folder}: no model found (want config.json, or mta/ and ra/ folders; has: {listing}). "
                             "Is the run finished? Use --checkpoint step_NNNNNN for an intermediate one.")
         return found
-    return (s.mta_model or s.model, s.ra_model or s.model)
+    return (cfg.model.name, cfg.model.ra_name or cfg.model.name)
 
 
-def model_label(s: EvalSettings) -> str:
+def model_label(cfg: Config) -> str:
     """Short model name for tables and the default output folder."""
-    if s.label:
-        return s.label
-    if s.run:
-        return Path(s.run).resolve().name + (f"@{s.checkpoint}" if s.checkpoint else "")
-    mta, ra = resolve_models(s)
+    e = cfg.eval
+    if e.label:
+        return e.label
+    if e.run:
+        return Path(e.run).resolve().name + (f"@{e.checkpoint}" if e.checkpoint else "")
+    mta, ra = resolve_models(cfg)
     short = lambda name: Path(name.rstrip("/")).name or name  # noqa: E731
     return short(ra) if mta == ra else f"{short(mta)}+{short(ra)}"
-
-
-def build_config(s: EvalSettings) -> Config:
-    """The Config the eval runs under: the run's (when ``run``) or defaults, then method and limits."""
-    cfg = load_config(Path(s.run) / "config.yaml") if s.run else Config()
-    method = s.method or (cfg.method_name if s.run else "vrp")
-    if method not in METHODS:
-        if s.run and method == "rema-judge":
-            method = "rema-multi" if cfg.rollout.mode == "multi_turn" else "rema-single"
-        else:
-            raise ConfigError(f"--method {method!r} is not valid; choose one of {list(METHODS)}")
-    for key, value in METHODS[method].items():
-        setattr(cfg.rollout, key, value)
-    if METHODS[method]["method"] != "rema":
-        cfg.train.shared_weights = True
-    r = cfg.rollout
-    r.max_turns = s.max_turns or r.max_turns
-    r.max_tokens_per_turn = s.max_tokens or r.max_tokens_per_turn
-    r.max_context_tokens = s.max_context or max(r.max_context_tokens, r.max_tokens_per_turn + 1)
-    r.temperature = temperature(s)
-    r.eval_temperature = r.temperature
-    r.top_p = s.top_p
-    r.samples_per_question = s.n
-    r.engine = s.engine
-    r.vllm_enforce_eager = r.vllm_enforce_eager or s.eager
-    cfg.reward.grader_timeout_s = s.grader_timeout_s
-    cfg.reward.grader_workers = s.grader_workers
-    validate(cfg)
-    return cfg
-
-
-def temperature(s: EvalSettings) -> float:
-    """Greedy for one sample; 1.0 when sampling several unless told otherwise."""
-    if s.temperature is not None:
-        return s.temperature
-    return 0.0 if s.n == 1 else 1.0
 
 
 def method_of(cfg: Config) -> str:
@@ -205,25 +146,26 @@ def judge_prompts(cfg: Config) -> PromptSet:
                           "methods (rema-single / rema-multi)") from None
 
 
-def load_engines(s: EvalSettings, cfg: Config) -> dict[str, Engine]:
+def load_engines(cfg: Config) -> dict[str, Engine]:
     """Load the model(s) and wrap them in engines: ``{"mta": ..., "ra": ...}`` (one object when shared)."""
     import torch
 
     from ..models import load_model
     from ..rollout.factory import engine_options, make_engine
 
-    torch.manual_seed(s.seed)
-    device = s.device
+    seed = cfg.eval.seed
+    torch.manual_seed(seed)
+    device = cfg.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    mta_name, ra_name = resolve_models(s)
-    model, tok = load_model(ra_name, dtype=s.dtype, device=device, seed=s.seed)
+    mta_name, ra_name = resolve_models(cfg)
+    model, tok = load_model(ra_name, dtype=cfg.model.dtype, device=device, seed=seed)
     opts = engine_options(cfg.rollout)
-    ra = make_engine(model, tok, engine=s.engine, seed=s.seed, **opts)
+    ra = make_engine(model, tok, engine=cfg.rollout.engine, seed=seed, **opts)
     engines = {"ra": ra, "mta": ra}
     if cfg.rollout.method == "rema" and mta_name != ra_name:
-        m_model, m_tok = load_model(mta_name, dtype=s.dtype, device=device, seed=s.seed)
-        engines["mta"] = make_engine(m_model, m_tok, engine=s.engine, seed=s.seed + 1, **opts)
+        m_model, m_tok = load_model(mta_name, dtype=cfg.model.dtype, device=device, seed=seed)
+        engines["mta"] = make_engine(m_model, m_tok, engine=cfg.rollout.engine, seed=seed + 1, **opts)
     return engines
 
 
@@ -239,36 +181,37 @@ def bench_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem if Path(spec).suffix else Path(spec).name) or "bench"
 
 
-def load_bench(spec: str, s: EvalSettings) -> list:
-    """Problems of one ``--bench`` value (benchmark name, file, or ``hf:`` spec with the field flags)."""
+def load_bench(spec: str, cfg: Config) -> list:
+    """Problems of one ``eval.benches`` entry (benchmark name, file, or ``hf:`` spec read with the field keys)."""
     from ..data import BENCHMARKS, load_problems, resolve_dataset
 
-    mapping = dict(question_field=s.question_field, answer_field=s.answer_field, id_field=s.id_field,
-                   level_field=s.level_field, answer_format=s.answer_format, task=s.task)
+    e, d = cfg.eval, cfg.data
+    mapping = dict(question_field=d.question_field, answer_field=d.answer_field, id_field=e.id_field,
+                   level_field=e.level_field, answer_format=e.answer_format, task=e.task)
     if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic"):
-        return resolve_dataset(spec, s.data_dir, limit=s.limit)
+        return resolve_dataset(spec, d.data_dir, limit=e.limit)
     if spec.startswith("hf:"):
         parts = spec[3:].split(":")
         config = parts[1] or None if len(parts) > 1 else None
-        split = parts[2] or None if len(parts) > 2 else s.split
-        return load_problems(parts[0], config=config, split=split, limit=s.limit, **mapping)
-    return load_problems(spec, data_dir=s.data_dir, split=s.split, limit=s.limit, **mapping)
+        split = parts[2] or None if len(parts) > 2 else e.split
+        return load_problems(parts[0], config=config, split=split, limit=e.limit, **mapping)
+    return load_problems(spec, data_dir=d.data_dir, split=e.split, limit=e.limit, **mapping)
 
 
-def fingerprint(s: EvalSettings, cfg: Config) -> dict:
+def fingerprint(cfg: Config) -> dict:
     """The settings that change results; an eval folder only resumes under identical ones."""
-    mta, ra = resolve_models(s)
+    mta, ra = resolve_models(cfg)
     r = cfg.rollout
     return {"mta_model": mta if r.method == "rema" else None, "ra_model": ra, "method": method_of(cfg),
-            "n": s.n, "temperature": r.temperature, "top_p": r.top_p, "max_turns": r.max_turns,
-            "max_tokens": r.max_tokens_per_turn, "max_context": r.max_context_tokens, "seed": s.seed,
-            "engine": resolve_engine(s.engine), "dtype": s.dtype, "prompts_version": PROMPTS_VERSION}
+            "n": cfg.eval.n, "temperature": r.eval_temperature, "top_p": r.top_p, "max_turns": r.max_turns,
+            "max_tokens": r.max_tokens_per_turn, "max_context": r.max_context_tokens, "seed": cfg.eval.seed,
+            "engine": resolve_engine(r.engine), "dtype": cfg.model.dtype, "prompts_version": PROMPTS_VERSION}
 
 
-def default_out(s: EvalSettings, cfg: Config) -> Path:
+def default_out(cfg: Config) -> Path:
     """``evals/<model>-<method>-<time>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("evals") / f"{re.sub(r'[^A-Za-z0-9_.+-]+', '_', model_label(s))}-{method_of(cfg)}-{stamp}"
+    return Path("evals") / f"{re.sub(r'[^A-Za-z0-9_.+-]+', '_', model_label(cfg))}-{method_of(cfg)}-{stamp}"
 
 
 def _check_resume(out: Path, fp: dict) -> dict:
@@ -306,21 +249,25 @@ def _for_rollout(p):
                                         "response_b": p.response_b})
 
 
-def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cfg: Config, s: EvalSettings,
-                   out: Path, progress: Progress | None = None, console: Console | None = None) -> dict:
+def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cfg: Config, out: Path,
+                   progress: Progress | None = None, console: Console | None = None) -> dict:
     """Evaluate the problems not yet recorded under ``out/records/<name>.jsonl``; return the bench summary."""
     path = out / "records" / f"{name}.jsonl"
     done = {r["id"] for r in read_records(path)}
     todo = [p for p in problems if str(p.id) not in done]
     judge = any(getattr(p, "is_judge", False) for p in problems)
-    bcfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, task="judge" if judge else "math"))
+    # the rollout samples at cfg.rollout.temperature: evaluation's is rollout.eval_temperature
+    rollout_cfg = dataclasses.replace(cfg.rollout, task="judge" if judge else "math",
+                                      temperature=cfg.rollout.eval_temperature)
+    bcfg = dataclasses.replace(cfg, rollout=rollout_cfg)
     prompts = judge_prompts(bcfg) if judge else None
-    greedy = bcfg.rollout.temperature == 0.0
+    greedy = rollout_cfg.temperature == 0.0
+    n, batch_size = cfg.eval.n, cfg.eval.batch_size
     task = progress.add_task(name, total=len(problems), completed=len(problems) - len(todo)) if progress else None
     if console and done:
         console.log(f"{name}: resuming, {len(problems) - len(todo)}/{len(problems)} questions already done")
     episode_id, n_done = 0, len(problems) - len(todo)
-    for chunk in _chunks(todo, max(1, s.batch_size)):
+    for chunk in _chunks(todo, max(1, batch_size)):
         t0 = time.perf_counter()
         start = n_done
         units = [_for_rollout(p) for p in chunk] + [_for_rollout(_swap(p)) for p in chunk] if judge else list(chunk)
@@ -329,11 +276,11 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
             if progress:
                 progress.update(task, completed=start + len(chunk) * done_eps / max(1, total_eps))
 
-        _, episodes = run_eval(units, engines, bcfg, greedy=greedy, n=s.n, on_progress=on_progress,
+        _, episodes = run_eval(units, engines, bcfg, greedy=greedy, n=n, on_progress=on_progress,
                                prompts=prompts, first_episode_id=episode_id)
         episode_id += len(episodes)
         seconds = (time.perf_counter() - t0) / len(chunk)
-        groups = [episodes[i * s.n:(i + 1) * s.n] for i in range(len(units))]
+        groups = [episodes[i * n:(i + 1) * n] for i in range(len(units))]
         if judge:
             k = len(chunk)
             records = [judge_record(p, groups[i], groups[k + i], bench=name, seconds=seconds)
@@ -351,32 +298,33 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
     return summarize_bench([r for r in read_records(path) if r["id"] in wanted])
 
 
-def run_benchmarks(s: EvalSettings, *, engines: dict[str, Engine] | None = None, console: Console | None = None,
+def run_benchmarks(cfg: Config, *, engines: dict[str, Engine] | None = None, console: Console | None = None,
                    write_tables: bool = True) -> tuple[Path, dict]:
-    """Run ``rema eval``: returns (output folder, summary). ``engines`` skips model loading (tests)."""
+    """Run ``rema eval`` under ``cfg`` (see ``eval_config``): returns (output folder, summary). ``engines``
+    skips model loading (tests)."""
     from .tables import print_results, write_results
 
     console = console or Console()
-    cfg = build_config(s)
-    out = Path(s.out) if s.out else default_out(s, cfg)
+    e = cfg.eval
+    out = Path(e.out) if e.out else default_out(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(s, cfg)
+    fp = fingerprint(cfg)
     meta = _check_resume(out, fp)
     meta.setdefault("invocations", []).append({"started": datetime.now().isoformat(timespec="seconds"),
-                                               "benches": list(s.benches), "limit": s.limit})
-    (out / "eval.json").write_text(json.dumps({**meta, "settings": dataclasses.asdict(s)}, indent=2))
-    benches = {bench_name(b): load_bench(b, s) for b in s.benches}
+                                               "benches": list(e.benches), "limit": e.limit})
+    (out / "eval.json").write_text(json.dumps({**meta, "config": cfg.to_dict()}, indent=2))
+    benches = {bench_name(b): load_bench(b, cfg) for b in e.benches}
     if engines is None:
-        with console.status(f"loading {model_label(s)} …"):
-            engines = load_engines(s, cfg)
+        with console.status(f"loading {model_label(cfg)} …"):
+            engines = load_engines(cfg)
     t0 = time.perf_counter()
     summaries: dict[str, dict] = {}
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         for name, problems in benches.items():
-            summaries[name] = evaluate_bench(name, problems, engines, cfg, s, out, progress, console)
-    summary = _merge_summary(out, s, cfg, summaries, time.perf_counter() - t0)
+            summaries[name] = evaluate_bench(name, problems, engines, cfg, out, progress, console)
+    summary = _merge_summary(out, cfg, summaries, time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if write_tables:
         write_results(summary, out)
@@ -385,13 +333,13 @@ def run_benchmarks(s: EvalSettings, *, engines: dict[str, Engine] | None = None,
     return out, summary
 
 
-def _merge_summary(out: Path, s: EvalSettings, cfg: Config, summaries: dict, wall_s: float) -> dict:
+def _merge_summary(out: Path, cfg: Config, summaries: dict, wall_s: float) -> dict:
     """This invocation's bench summaries plus those of earlier invocations into the same folder."""
     old_path = out / "summary.json"
     old = json.loads(old_path.read_text()).get("benchmarks", {}) if old_path.is_file() else {}
     benches = {**{k: v for k, v in old.items() if k not in summaries}, **summaries}
     return {
-        "model": model_label(s), "method": method_of(cfg), "settings": fingerprint(s, cfg),
+        "model": model_label(cfg), "method": method_of(cfg), "settings": fingerprint(cfg),
         "benches": list(benches), "benchmarks": benches, "average": average_benches(benches),
         "wall_s": wall_s, "finished": datetime.now().isoformat(timespec="seconds"),
     }

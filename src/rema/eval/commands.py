@@ -1,8 +1,12 @@
 """CLI commands of the evaluation package: ``rema eval``, ``rema compare``, ``rema report``.
 
+``rema eval`` builds its ``Config`` as ``rema train`` does, ``[CONFIG] [section.key=value ...]``, with flags as
+shorthands for config keys (``rema.cli_args``); what to evaluate is the config's ``eval`` section.
+
     rema eval --model smollm2-135m --method vrp --bench gsm8k --limit 50 --data-dir ../shared/data
     rema eval --run runs/x --bench math500 gsm8k aime24 --data-dir ../shared/data
-    rema eval --mta-model A --ra-model B --method rema-single --bench my.jsonl --question-field q
+    rema eval configs/demo.yaml eval.limit=20 --bench gsm8k
+    rema eval --model A --ra-model B --method rema-single --bench my.jsonl --question-field q
     rema compare evals/a evals/b --out table.md
     rema compare --config compare.yaml
     rema report runs/x
@@ -12,53 +16,66 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 from rich.console import Console
 
-from .bench_runner import METHODS, EvalError, EvalSettings
+from ..cli_args import Shorthands, add_config_args, as_override, split_config_args
+from ..config import Config
+from .bench_runner import METHODS, EvalError, eval_config, method_overrides
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
+"""A ``section.key=value`` override (benchmark specs such as ``math500:levels=1,2`` have a colon first)."""
 
 
-def _add_eval_args(e: argparse.ArgumentParser) -> None:
+def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
+    """Register ``rema eval``'s flags; returns them with the config keys they stand for."""
+    sh = Shorthands()
     src = e.add_argument_group("what to evaluate")
-    src.add_argument("--model", default="smollm2-135m", help="model for both roles: built-in name, Hub id or folder")
-    src.add_argument("--mta-model", help="separate weights: the meta-thinker's model")
-    src.add_argument("--ra-model", help="separate weights: the reasoner's model")
-    src.add_argument("--run", help="training run folder: evaluate its final/ weights with its config's method")
-    src.add_argument("--checkpoint", help="with --run: checkpoints/<name> (or a path) instead of final/")
-    src.add_argument("--method", choices=list(METHODS), help="default: the run's method, else vrp")
-    src.add_argument("--label", help="model name shown in tables")
+    sh.add(src, "--model", "--mta-model", key="model.name",
+           help="model (with --ra-model: the meta-thinker's): built-in name, Hub id or folder")
+    sh.add(src, "--ra-model", key="model.ra_name", help="separate weights: the reasoner's model")
+    sh.add(src, "--run", key="eval.run",
+           help="training run folder: evaluate its final/ weights; its config.yaml is the base config")
+    sh.add(src, "--checkpoint", key="eval.checkpoint", help="with --run: checkpoints/<name> (or a path) instead of final/")
+    sh.add(src, "--method", choices=list(METHODS), key=method_overrides,
+           help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]")
+    sh.add(src, "--label", key="eval.label", help="model name shown in tables")
     data = e.add_argument_group("benchmarks")
-    data.add_argument("--bench", nargs="+", default=["gsm8k"],
-                      help="benchmark names (gsm8k math500 aime24 amc23 gaokao2023en minerva_math olympiadbench), "
-                           "file paths, or hf:owner/name[:config][:split]")
-    data.add_argument("--data-dir", help="folder with local benchmark files (e.g. ../shared/data); default: the Hub")
-    data.add_argument("--limit", type=int, help="first N questions of each benchmark")
-    data.add_argument("--question-field", help="file/hf benches: question column")
-    data.add_argument("--answer-field", help="file/hf benches: answer column")
-    data.add_argument("--id-field", help="file/hf benches: id column")
-    data.add_argument("--level-field", help="file/hf benches: difficulty column")
-    data.add_argument("--split", help="file/hf benches: split")
-    data.add_argument("--task", default="auto", choices=["auto", "math", "judge"], help="file/hf benches: task")
-    data.add_argument("--answer-format", default="auto", choices=["auto", "boxed", "gsm8k", "raw"])
+    sh.add(data, "--bench", nargs="+", key="eval.benches",
+           help="benchmark names (gsm8k math500 aime24 amc23 gaokao2023en minerva_math olympiadbench), file paths, "
+                "or hf:owner/name[:config][:split]")
+    sh.add(data, "--data-dir", key="data.data_dir", help="folder with local benchmark files (e.g. ../shared/data)")
+    sh.add(data, "--limit", type=int, key="eval.limit", help="first N questions of each benchmark")
+    sh.add(data, "--question-field", key="data.question_field", help="file/hf benches: question column")
+    sh.add(data, "--answer-field", key="data.answer_field", help="file/hf benches: answer column")
+    sh.add(data, "--id-field", key="eval.id_field", help="file/hf benches: id column")
+    sh.add(data, "--level-field", key="eval.level_field", help="file/hf benches: difficulty column")
+    sh.add(data, "--split", key="eval.split", help="file/hf benches: split")
+    sh.add(data, "--task", choices=["auto", "math", "judge"], key="eval.task", help="file/hf benches: task")
+    sh.add(data, "--answer-format", choices=["auto", "boxed", "gsm8k", "raw"], key="eval.answer_format",
+           help="file/hf benches: how answers are written")
     gen = e.add_argument_group("generation")
-    gen.add_argument("--n", type=int, default=1, help="samples per question (pass@k, maj@k)")
-    gen.add_argument("--temperature", type=float, help="default: greedy for --n 1, else 1.0")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--max-turns", type=int, help="multi-turn round limit (default: run config / 30)")
-    gen.add_argument("--max-tokens", type=int, help="token limit per message (default: run config / 512)")
-    gen.add_argument("--max-context", type=int, help="context budget per agent (default: run config / 4096)")
-    gen.add_argument("--batch-size", type=int, default=16, help="questions per chunk (progress is saved per chunk)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--device", default="auto")
-    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    gen.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
-                     help="generation backend (auto: vLLM when installed, else transformers)")
-    gen.add_argument("--eager", action="store_true",
-                     help="vLLM without compiling its model (starts in seconds, decodes ~1.3x slower)")
-    gen.add_argument("--grader-timeout", type=float, default=5.0, help="seconds per graded answer")
-    gen.add_argument("--grader-workers", type=int, default=1)
-    e.add_argument("--out", help="output folder (default evals/<model>-<method>-<time>); an existing one resumes")
+    sh.add(gen, "--n", type=int, key="eval.n", help="samples per question (pass@k, maj@k; needs --temperature > 0)")
+    sh.add(gen, "--temperature", type=float, key="rollout.eval_temperature", help="0 = greedy")
+    sh.add(gen, "--top-p", type=float, key="rollout.top_p", help="nucleus sampling")
+    sh.add(gen, "--max-turns", type=int, key="rollout.max_turns", help="multi-turn round limit")
+    sh.add(gen, "--max-tokens", type=int, key="rollout.max_tokens_per_turn", help="token limit per message")
+    sh.add(gen, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
+    sh.add(gen, "--batch-size", type=int, key="eval.batch_size", help="questions per chunk (progress is saved per chunk)")
+    sh.add(gen, "--seed", type=int, key="eval.seed", help="sampling seed")
+    sh.add(gen, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
+    sh.add(gen, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
+    sh.add(gen, "--engine", choices=["auto", "hf", "vllm"], key="rollout.engine",
+           help="generation backend (auto: vLLM when installed, else transformers)")
+    sh.add(gen, "--eager", action="store_const", const=True, key="rollout.vllm_enforce_eager",
+           help="vLLM without compiling its model (starts in seconds, decodes ~1.3x slower)")
+    sh.add(gen, "--grader-timeout", type=float, key="reward.grader_timeout_s", help="seconds per graded answer")
+    sh.add(gen, "--grader-workers", type=int, key="reward.grader_workers", help="grader processes")
+    sh.add(e, "--out", key="eval.out",
+           help="output folder (default evals/<model>-<method>-<time>); an existing one resumes")
+    return sh
 
 
 def _console() -> Console:
@@ -68,27 +85,30 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def settings_from_args(args: argparse.Namespace) -> EvalSettings:
-    """Map parsed ``rema eval`` flags onto ``EvalSettings``."""
-    return EvalSettings(
-        benches=list(args.bench), model=args.model, mta_model=args.mta_model, ra_model=args.ra_model,
-        run=args.run, checkpoint=args.checkpoint, method=args.method, data_dir=args.data_dir, limit=args.limit,
-        n=args.n, temperature=args.temperature, top_p=args.top_p, max_turns=args.max_turns,
-        max_tokens=args.max_tokens, max_context=args.max_context, batch_size=args.batch_size, seed=args.seed,
-        device=args.device, dtype=args.dtype, engine=args.engine, eager=args.eager,
-        grader_timeout_s=args.grader_timeout, grader_workers=args.grader_workers, out=args.out, label=args.label,
-        question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field, level_field=args.level_field, split=args.split,
-        task=args.task, answer_format=args.answer_format,
-    )
+def eval_config_from_args(args: argparse.Namespace) -> Config:
+    """The Config of a parsed ``rema eval`` line: base (CONFIG, else the ``--run``'s config.yaml, else the
+    defaults), then the flags as config keys, then the dotted overrides (explicit beats implicit)."""
+    items = ([args.config] if args.config else []) + list(args.overrides)
+    bench = list(args.bench or [])
+    # `--bench a b CONFIG k=v`: argparse hands the trailing config file and overrides to --bench's list
+    items += [b for b in bench if _OVERRIDE.match(b) or b.endswith((".yaml", ".yml"))]
+    args.bench = [b for b in bench if b not in items] or None
+    config, explicit = split_config_args(items)
+    return eval_config(config, args.shorthands.overrides(args) + explicit)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..config import describe_config
     from ..data import DataError
     from .bench_runner import run_benchmarks
 
     console = _console()
     try:
-        run_benchmarks(settings_from_args(args), console=console)
+        cfg = eval_config_from_args(args)
+        if args.help_config:
+            print(describe_config(cfg))
+            return 0
+        run_benchmarks(cfg, console=console)
     except (EvalError, DataError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
@@ -98,47 +118,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # --- compare --------------------------------------------------------------------------------------------
 
 
+_OLD_NAMES = {"mta_model": "model.name", "benches": "eval.benches", "grader_timeout_s": "reward.grader_timeout_s"}
+"""Field names of the former ``EvalSettings`` that differ from a flag's name (compare files written for it)."""
+
+
+def _compare_overrides(mapping: dict, where: str) -> list[str]:
+    """Dotted overrides from a compare YAML mapping whose keys are config keys, dotted (``eval.limit: 50``) or
+    nested (``rollout: {max_turns: 4}``), or ``rema eval`` flag names (``limit: 50``, ``max_tokens: 32``)."""
+    flags = _add_eval_args(argparse.ArgumentParser())
+    sections = {f.name for f in dataclasses.fields(Config)}
+    out: list[str] = []
+    for key, value in mapping.items():
+        name = str(key).replace("-", "_")
+        if name in sections and isinstance(value, dict):
+            out += [as_override(f"{name}.{k}", v) for k, v in value.items()]
+        elif "." in name:
+            out.append(as_override(name, value))
+        elif name in _OLD_NAMES:
+            out.append(as_override(_OLD_NAMES[name], value))
+        elif name in flags.keys:
+            out += [as_override(k, v) for k, v in flags.pairs(name, value)]
+        else:
+            raise EvalError(f"{where}: unknown key {key!r}; use config keys (eval.limit: 50, or rollout: "
+                            f"{{max_turns: 4}}; see rema eval --help-config) or flag names {sorted(flags.keys)}")
+    return out
+
+
 def run_compare_config(path: str | Path, *, console: Console | None = None, engines_factory=None) -> list[dict]:
     """Run every (model × method) eval a compare YAML lists (each resumable), return their summaries.
 
-    YAML keys: ``models`` (names, or mappings of ``EvalSettings`` fields such as ``{run: runs/x, label: ReMA}``),
-    ``methods``, ``benchmarks``, ``data_dir``, ``out`` (parent folder, default ``evals/compare``) and ``eval``
-    (any other ``EvalSettings`` fields, e.g. ``{limit: 50, max_turns: 4}``). ``engines_factory(settings,
-    cfg)`` replaces model loading (tests).
+    YAML keys: ``models`` (names, or mappings such as ``{run: runs/x, label: ReMA}``), ``methods``
+    (``rema eval --method`` names; none = the config's), ``benchmarks``, ``data_dir``, ``out`` (parent folder,
+    default ``evals/compare``), ``config`` (a base config file; default: each run's own, else the defaults)
+    and ``eval`` (settings for all: config keys, dotted or nested, e.g. ``{eval.limit: 50, rollout:
+    {max_turns: 4}}``; ``rema eval`` flag names such as ``limit`` or ``max_tokens`` are read too). Later wins:
+    ``eval``, the model's entry, ``benchmarks``/``data_dir``, the method. ``engines_factory(cfg)`` replaces
+    model loading (tests).
     """
-    import re
-
     import yaml
 
-    from .bench_runner import (build_config, load_engines, method_of, model_label, resolve_models,
-                               run_benchmarks)
+    from .bench_runner import load_engines, method_of, model_label, resolve_models, run_benchmarks
 
     spec = yaml.safe_load(Path(path).read_text()) or {}
-    unknown = set(spec) - {"models", "methods", "benchmarks", "data_dir", "out", "eval", "description"}
+    unknown = set(spec) - {"models", "methods", "benchmarks", "data_dir", "out", "eval", "config", "description"}
     if unknown:
         raise EvalError(f"{path}: unknown key(s) {sorted(unknown)}; use models, methods, benchmarks, data_dir, "
-                        "out, eval")
-    fields = {f.name for f in dataclasses.fields(EvalSettings)}
-    common = dict(spec.get("eval") or {})
-    bad = set(common) - fields
-    if bad:
-        raise EvalError(f"{path}: eval: unknown field(s) {sorted(bad)}; valid: {sorted(fields)}")
+                        "out, config, eval")
+    common = _compare_overrides(spec.get("eval") or {}, f"{path}: eval")
+    shared = ([as_override("eval.benches", list(spec["benchmarks"]))] if spec.get("benchmarks") else []) + \
+             ([as_override("data.data_dir", spec["data_dir"])] if spec.get("data_dir") is not None else [])
     parent = Path(spec.get("out") or "evals/compare")
-    models = spec.get("models") or ["smollm2-135m"]
-    methods = spec.get("methods") or [None]
     cache: dict = {}
     summaries = []
-    for m in models:
-        entry = {"model": m} if isinstance(m, str) else dict(m)
-        for method in methods:
-            s = EvalSettings(**{**common, **entry, "method": method, "benches": list(spec.get("benchmarks") or ["gsm8k"]),
-                                "data_dir": spec.get("data_dir", common.get("data_dir"))})
-            cfg = build_config(s)
-            s.out = str(parent / re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{model_label(s)}-{method_of(cfg)}"))
-            key = (resolve_models(s), s.dtype, s.device, cfg.rollout.method == "rema")
+    for m in spec.get("models") or ["smollm2-135m"]:
+        entry = _compare_overrides({"model": m} if isinstance(m, str) else dict(m), f"{path}: models")
+        for method in spec.get("methods") or [None]:
+            chosen = [as_override(k, v) for k, v in method_overrides(method)] if method else []
+            cfg = eval_config(spec.get("config"), common + entry + shared + chosen)
+            cfg.eval.out = str(parent / re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{model_label(cfg)}-{method_of(cfg)}"))
+            key = (resolve_models(cfg), cfg.model.dtype, cfg.model.device, cfg.rollout.engine,
+                   cfg.rollout.method == "rema")
             if key not in cache:
-                cache[key] = (engines_factory or load_engines)(s, cfg)
-            summaries.append(run_benchmarks(s, engines=cache[key], console=console)[1])
+                cache[key] = (engines_factory or load_engines)(cfg)
+            summaries.append(run_benchmarks(cfg, engines=cache[key], console=console)[1])
     return summaries
 
 
@@ -184,11 +226,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_eval_commands(sub) -> None:
     """Register the evaluation subcommands on the ``rema`` argparse subparsers."""
-    e = sub.add_parser("eval", help="evaluate a model/method on benchmarks (resumable)",
-                       description="Evaluate one model (or MTA/RA pair, or a run's final weights) with one method "
-                                   "on benchmarks. Re-running with the same --out finishes what is missing.")
-    _add_eval_args(e)
-    e.set_defaults(func=cmd_eval)
+    e = sub.add_parser(
+        "eval", help="evaluate a model/method on benchmarks (resumable)",
+        description="rema eval [CONFIG] [section.key=value ...] [flags]: evaluate one model (or MTA/RA pair, or a "
+                    "run's final weights) with one method on benchmarks, under a config built as `rema train` "
+                    "builds it (base: CONFIG, else the --run's config.yaml, else the defaults). Each flag is a "
+                    "shorthand for the config key in brackets; dotted overrides win over flags. Re-running with "
+                    "the same --out finishes what is missing.")
+    add_config_args(e, "eval.limit=50 rollout.max_turns=4")
+    e.set_defaults(func=cmd_eval, shorthands=_add_eval_args(e))
 
     c = sub.add_parser("compare", help="compare eval results in one table (paper Table 1 layout)")
     c.add_argument("results", nargs="*", help="folders written by `rema eval`")

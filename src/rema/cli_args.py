@@ -1,0 +1,78 @@
+"""One way in for every setting: command-line flags are shorthands for dotted config keys.
+
+Every ``rema`` command that builds a ``Config`` reads ``[CONFIG] [section.key=value ...]`` the way
+``rema train`` does, and its flags only spell common keys shorter: ``--max-turns 2`` is the override
+``rollout.max_turns=2``. A flag's default is None (not given), so each knob has one default: its config
+field's. Overrides apply in this order, later wins:
+
+1. the config file (or the dataclass defaults);
+2. the command's presets (``rema chat`` asks vLLM for eager mode: one dialogue does not repay a compile);
+3. the flags, translated to keys;
+4. the dotted ``section.key=value`` overrides typed on the line: explicit beats implicit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .config import ConfigError
+
+Translate = Callable[[Any], list[tuple[str, Any]]]
+"""A flag's value -> the ``(config key, value)`` pairs it stands for (flags that set several keys)."""
+
+
+def as_override(key: str, value: Any) -> str:
+    """``key=value`` with the value JSON-encoded (JSON is YAML, so ``load_config`` reads it back exactly)."""
+    return f"{key}={json.dumps(value)}"
+
+
+class Shorthands:
+    """The flags of one command and the config keys they stand for (``dest`` -> key or translator)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str | Translate] = {}
+        self.flags: dict[str, str] = {}
+        """Option string (``--max-turns``) -> dest (``max_turns``)."""
+
+    def add(self, group, *flags: str, key: str | Translate, help: str, **kwargs) -> None:
+        """``group.add_argument(*flags, default=None, ...)``; a plain key is named at the end of the help text."""
+        text = f"{help} [{key}]" if isinstance(key, str) else help
+        action = group.add_argument(*flags, default=None, help=text, **kwargs)
+        self.keys[action.dest] = key
+        self.flags.update(dict.fromkeys(action.option_strings, action.dest))
+
+    def pairs(self, name: str, value: Any) -> list[tuple[str, Any]]:
+        """The ``(key, value)`` pairs that flag ``name`` (its dest) set to ``value`` stands for."""
+        key = self.keys[name]
+        return key(value) if callable(key) else [(key, value)]
+
+    def overrides(self, args: argparse.Namespace) -> list[str]:
+        """The dotted overrides of the flags that were given (not None), in registration order."""
+        out: list[str] = []
+        for name in self.keys:
+            value = getattr(args, name, None)
+            if value is not None:
+                out += [as_override(k, v) for k, v in self.pairs(name, value)]
+        return out
+
+
+def split_config_args(items: Iterable[str]) -> tuple[str | None, list[str]]:
+    """``(config file or None, dotted overrides)`` from ``[CONFIG] [section.key=value ...]`` in any order."""
+    items = list(items)
+    overrides = [x for x in items if "=" in x]
+    configs = [x for x in items if "=" not in x]
+    if len(configs) > 1:
+        raise ConfigError(f"one config file expected, got {configs}; overrides look like section.key=value")
+    return (configs[0] if configs else None), overrides
+
+
+def add_config_args(parser: argparse.ArgumentParser, example: str) -> None:
+    """The positional ``[CONFIG] [section.key=value ...]`` and ``--help-config`` every config command takes."""
+    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (default: the built-in "
+                                                  "defaults; see --help-config)")
+    parser.add_argument("overrides", nargs="*", help=f"dotted overrides, applied after the flags, e.g. {example}")
+    parser.add_argument("--help-config", action="store_true",
+                        help="list every config key with its value (after the flags and overrides) and meaning")
