@@ -65,7 +65,6 @@ from .served_weights import (Fingerprint, claim_served_folder, iter_served_tenso
                              release_served_folder, write_weights)
 from .vllm_worker import RemaWorkerExtension, cpu_list  # noqa: E402
 
-
 # A fixed probe the sync check scores: a chat-formatted question and a plausible answer (90 SmolLM2 tokens).
 PROBE_TEXT = (
     "<|im_start|>user\nNatalia sold clips to 48 of her friends in April, and then she sold half as many "
@@ -204,7 +203,8 @@ class VLLMEngine(Engine):
             model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
             max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
-            worker_extension_cls=f"{RemaWorkerExtension.__module__}.RemaWorkerExtension",  # rema_reload_weights, by name over RPC
+            # rema_reload_weights, by name over RPC (vllm_worker.py)
+            worker_extension_cls=f"{RemaWorkerExtension.__module__}.{RemaWorkerExtension.__qualname__}",
             # Every row has its own seed. vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when
             # a seeded request's prefill is split over steps, which chunked prefill does as soon as a batch's
             # prompts exceed max_num_batched_tokens; without chunking whole prompts wait for the next step.
