@@ -9,9 +9,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rema.cli import build_parser, chat_overrides, main
-from rema.config import (Config, ConfigError, RolloutConfig, describe_config, field_docs, load_config, save_config,
-                         validate)
+from rema.cli import (
+    CHAT_PRESETS,
+    _config_and_overrides,
+    chat_overrides,
+    main,
+    parse_args,
+)
+from rema.config import (
+    Config,
+    ConfigError,
+    RolloutConfig,
+    describe_config,
+    field_docs,
+    load_config,
+    save_config,
+    validate,
+)
 from rema.prompts import get_prompt_set
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -117,6 +131,66 @@ def test_cli_train_then_resume(tmp_path, capsys):
 def test_cli_reports_a_bad_config_key(capsys):
     assert main(["train", "algo.clip=0.1"]) == 2
     assert "did you mean algo.clip_eps" in capsys.readouterr().err
+
+
+def _chat(*argv: str) -> Config:
+    """The Config of ``rema chat QUESTION ARGV`` as the command builds it: presets, flags, typed overrides."""
+    args = parse_args(["chat", "What is 2 + 3?", *argv])
+    return load_config(*_config_and_overrides(args, chat_overrides(args)))
+
+
+def test_every_chat_flag_is_its_config_key():
+    """Each ``rema chat`` flag gives the same Config as the dotted key it stands for."""
+    pairs = [  # (flags, the overrides they stand for)
+        (["--model", "tiny-random"], ["model.name=tiny-random"]),
+        (["--method", "vrp"], ["rollout.method=vrp", "train.shared_weights=true"]),
+        (["--method", "rema"], ["rollout.method=rema"]),
+        (["--single-turn"], ["rollout.mode=single_turn"]),
+        (["--action-set"], ["rollout.mode=single_turn", "rollout.action_set=true"]),
+        (["--max-turns", "2", "--max-tokens", "96", "--max-context", "512"],
+         ["rollout.max_turns=2", "rollout.max_tokens_per_turn=96", "rollout.max_context_tokens=512"]),
+        (["--temperature", "0", "--top-p", "0.9", "--seed", "3"],
+         ["rollout.temperature=0", "rollout.top_p=0.9", "eval.seed=3"]),
+        (["--device", "cpu", "--engine", "hf", "--compile"],
+         ["model.device=cpu", "rollout.engine=hf", "rollout.vllm_enforce_eager=false"]),
+    ]
+    for flags, keys in pairs:
+        assert _chat(*flags) == _chat(*keys) == load_config(None, CHAT_PRESETS + keys), flags
+    shorthands = parse_args(["chat", "q"]).shorthands
+    assert {shorthands.flags[f] for flags, _ in pairs for f in flags if f.startswith("--")} == set(shorthands.keys)
+
+
+def test_chat_has_one_default_per_knob(tmp_path):
+    """No chat flag has a default of its own: without ``--max-turns`` chat plays ``RolloutConfig.max_turns``
+    rounds (it used to play 4); a config file is the base, flags go on top, typed keys win over flags."""
+    assert _chat().rollout.max_turns == RolloutConfig.max_turns
+    assert _chat() == load_config(None, CHAT_PRESETS)
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert _chat(str(demo)) == load_config(demo, CHAT_PRESETS)
+    cfg = _chat("--max-turns", "3", str(demo), "--temperature", "0")  # CONFIG between the flags
+    assert (cfg.rollout.max_turns, cfg.rollout.temperature, cfg.rollout.max_tokens_per_turn) == (3, 0.0, 64)
+    assert _chat(str(demo), "rollout.max_turns=5", "--max-turns", "3").rollout.max_turns == 5
+    assert _chat("rollout.vllm_enforce_eager=false").rollout.vllm_enforce_eager is False  # beats the preset
+    with pytest.raises(ConfigError, match="one config file expected"):
+        _chat(str(demo), str(demo))
+
+
+@pytest.mark.parametrize("flags", [["--single-turn"], []], ids=["single_turn", "multi_turn"])
+def test_chat_scores_an_episode_as_training_does(flags, capsys):
+    """``rema chat --answer`` scores with ``score_episodes(episodes, cfg.reward, task=, mode=)``, the call
+    training makes: format terms only where the config asks for them and only on single-turn episodes."""
+    from rema.eval.metrics import episode_from_dict
+    from rema.scoring import score_episodes
+
+    argv = ["--model", "tiny-random", "--max-turns", "1", "--max-tokens", "6", *flags,
+            "reward.format_terms=true", "reward.plan_leak_penalty=0.5"]
+    assert main(["chat", "What is 2 + 3?", *argv, "--json", "--answer", "5"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    cfg = _chat(*argv)
+    ep = episode_from_dict(record)
+    score_episodes([ep], cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode)
+    assert (ep.reward, ep.reward_parts) == (record["reward"], record["reward_parts"])
+    assert ("format" in record["reward_parts"]["ra"]) == (flags == ["--single-turn"])
 
 
 @pytest.mark.slow

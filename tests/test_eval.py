@@ -11,16 +11,30 @@ from types import SimpleNamespace
 import pytest
 from conftest import ScriptedEngine
 
-from rema.cli import build_parser
+from rema.cli import parse_args
 from rema.config import Config, ConfigError, RolloutConfig, load_config, save_config
 from rema.eval.bench_runner import EvalError, bench_name, eval_config, run_benchmarks
 from rema.eval.commands import eval_config_from_args
-from rema.scoring import episode_metrics
-from rema.eval.metrics import (default_ks, episode_from_dict, judge_summary, majority_vote, normalize_for_vote,
-                               pass_at_k, question_stats, swap_consistent)
+from rema.eval.metrics import (
+    default_ks,
+    episode_from_dict,
+    judge_summary,
+    majority_vote,
+    normalize_for_vote,
+    pass_at_k,
+    question_stats,
+    swap_consistent,
+)
 from rema.eval.records import read_records
-from rema.eval.tables import compare_markdown, compare_table, results_table, to_csv, to_markdown
+from rema.eval.tables import (
+    compare_markdown,
+    compare_table,
+    results_table,
+    to_csv,
+    to_markdown,
+)
 from rema.prompts import JUDGE_RA
+from rema.scoring import episode_metrics
 
 # --- pure metrics --------------------------------------------------------------------------------------
 
@@ -110,7 +124,7 @@ class Solver:
 
 def _flags(*argv: str) -> Config:
     """The Config of ``rema eval ARGV`` (flags, CONFIG and overrides), as the command builds it."""
-    return eval_config_from_args(build_parser().parse_args(["eval", *argv]))
+    return eval_config_from_args(parse_args(["eval", *argv]))
 
 
 def _settings(tmp_path: Path, bench: Path, *flags: str) -> Config:
@@ -340,9 +354,9 @@ def test_eval_cli_on_a_run_folder_with_tiny_model(tiny, tmp_path):
 def test_plan_leak_rate_reads_the_first_mta_message_strictly(tiny):
     """``leak_rate``: a box in any MTA message; ``plan_leak_rate``: the first message gives the answer away."""
     from rema.config import RolloutConfig
-    from rema.scoring import episode_metrics
     from rema.prompts import get_prompt_set
     from rema.rollout import rollout
+    from rema.scoring import episode_metrics
 
     _, tok = tiny
     mta_first = iter(["Add 7 and 4.", "7 + 4 = 11.", "The answer is 11.", "Add them."])
@@ -400,7 +414,7 @@ def test_every_eval_flag_is_its_config_key(tmp_path):
           + (["train.shared_weights=true"] if values["method"] != "rema" else [])) for m, values in METHODS.items()]
     for flags, keys in pairs:
         assert _flags(*flags) == eval_config(None, keys), flags
-    shorthands = build_parser().parse_args(["eval"]).shorthands
+    shorthands = parse_args(["eval"]).shorthands
     assert {shorthands.flags[f] for flags, _ in pairs for f in flags if f.startswith("--")} == set(shorthands.keys)
 
 
@@ -417,6 +431,8 @@ def test_eval_has_one_default_per_knob_and_explicit_keys_win(tmp_path):
     cfg = _flags("--bench", "gsm8k", "math500", str(path), "eval.n=1", "--max-tokens", "20")
     assert cfg.eval.benches == ["gsm8k", "math500"] and cfg.eval.limit == 9
     assert (cfg.rollout.max_turns, cfg.rollout.max_tokens_per_turn) == (7, 20)  # file, then flag
+    cfg = _flags("--max-tokens", "20", str(path), "eval.limit=3", "--limit", "5")  # positionals after flags
+    assert (cfg.rollout.max_turns, cfg.rollout.max_tokens_per_turn, cfg.eval.limit) == (7, 20, 3)
 
 
 def test_eval_run_config_is_the_base(tmp_path):

@@ -187,10 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .models import ModelNotFoundError
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a ``rema`` command line; CONFIG and overrides may stand before, between or after the flags."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # positionals after a flag (`rema chat Q --max-turns 2 CONFIG k=v`) are left over by argparse: they are
@@ -199,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .models import ModelNotFoundError
+
+    args = parse_args(argv)
     # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.

@@ -157,7 +157,13 @@ def run_compare_config(path: str | Path, *, console: Console | None = None, engi
     """
     import yaml
 
-    from .bench_runner import load_engines, method_of, model_label, resolve_models, run_benchmarks
+    from .bench_runner import (
+        load_engines,
+        method_of,
+        model_label,
+        resolve_models,
+        run_benchmarks,
+    )
 
     spec = yaml.safe_load(Path(path).read_text()) or {}
     unknown = set(spec) - {"models", "methods", "benchmarks", "data_dir", "out", "eval", "config", "description"}
