@@ -15,8 +15,6 @@ import torch
 import rema.algos as A
 from rema.algos import (
     aggregate,
-    entropy_from_logits,
-    entropy_from_logits_chunked,
     get_advantage_estimator,
     grpo,
     kl_k1,
@@ -289,7 +287,7 @@ def test_aggregate_hand_values():
         assert float(aggregate(values, empty, mode, tid)) == 0.0
 
 
-def test_kl_and_entropy_hand_values():
+def test_kl_hand_values():
     logp = torch.zeros(1, 3, dtype=F64)
     ref = torch.tensor([[math.log(2.0), 0.0, 5.0]], dtype=F64)
     mask = torch.tensor([[1, 1, 0]])
@@ -297,9 +295,6 @@ def test_kl_and_entropy_hand_values():
     assert torch.allclose(kl_k3(logp, ref, mask), torch.tensor([[1 - math.log(2.0), 0.0, 0.0]], dtype=F64))
     assert torch.allclose(kl_k1(logp, ref, mask), torch.tensor([[-math.log(2.0), 0.0, 0.0]], dtype=F64))
     assert float(aggregate(kl_k3(logp, ref, mask), mask, "token")) == pytest.approx((1 - math.log(2.0)) / 2)
-    # uniform over 4 -> log 4; one-hot via -inf -> 0 (and no NaN)
-    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, -math.inf, -math.inf, -math.inf]]])
-    assert torch.allclose(entropy_from_logits(logits), torch.tensor([[math.log(4.0), 0.0]]))
 
 
 def test_masked_mean_and_whiten_hand_values():
@@ -526,16 +521,6 @@ def test_micro_batches_recombine_with_returned_counts(agg):
     total_units = sum(float(st[unit]) for _, st in parts)
     recombined = sum(loss * float(st[unit]) / total_units for loss, st in parts)
     assert torch.allclose(full, recombined, atol=1e-12)
-
-
-def test_entropy_matches_categorical_and_chunked():
-    g = torch.Generator().manual_seed(0)
-    logits = 5 * torch.randn(3, 5, 11, generator=g)
-    ref = torch.distributions.Categorical(logits=logits).entropy()
-    assert torch.allclose(entropy_from_logits(logits), ref, atol=1e-5)
-    assert torch.allclose(entropy_from_logits_chunked(logits, chunk_size=4), entropy_from_logits(logits))
-    half = entropy_from_logits(logits.to(torch.bfloat16))
-    assert half.dtype == torch.float32 and torch.allclose(half, ref, atol=0.1)
 
 
 def test_kl_k3_is_nonnegative_and_zero_on_policy():

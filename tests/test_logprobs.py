@@ -1,6 +1,9 @@
-"""Chunked, position-selective log-probs equal a plain forward pass, with gradients."""
+"""Chunked, position-selective log-probs (and the entropy) equal a plain forward pass, with gradients."""
 
 from __future__ import annotations
+
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -74,6 +77,119 @@ def test_frozen_head_function_matches_autograd(tiny, bf16, keep):
         assert torch.allclose(a, b, atol=1e-6 + rtol * float(a.abs().max()), rtol=rtol)
     assert sum(float(g.abs().sum()) for g in g_f) > 0
 
+
+
+class _Backbone(torch.nn.Module):
+    """A backbone whose output is a parameter: the hidden states are chosen by the test."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = torch.nn.Parameter(hidden)
+
+    def forward(self, input_ids, attention_mask, use_cache=False):
+        return SimpleNamespace(last_hidden_state=self.hidden)
+
+
+class _HandLM(torch.nn.Module):
+    """hidden (B, T, H) and head weight (V, H) given: logits = hidden @ weight.T, known by hand."""
+
+    def __init__(self, hidden: torch.Tensor, weight: torch.Tensor):
+        super().__init__()
+        self.model = _Backbone(hidden)
+        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.head.weight.data.copy_(weight)
+
+    def get_decoder(self):
+        return self.model
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+def _entropy_paths(model, ids, positions=None, temperature=1.0):
+    """(B, T) entropy from every path of ``token_logprobs``: autograd (entropy_grad, the entropy bonus), and the
+    frozen head's function recomputing or keeping the softmax (entropy reported only)."""
+    out = {"autograd": token_logprobs(model, ids, torch.ones_like(ids), positions=positions, temperature=temperature,
+                                      chunk_tokens=2, with_entropy=True, entropy_grad=True)[1]}
+    model.head.weight.requires_grad_(False)
+    try:
+        for keep in (False, True):
+            out[f"fused/keep={keep}"] = token_logprobs(model, ids, torch.ones_like(ids), positions=positions,
+                                                       temperature=temperature, chunk_tokens=2, with_entropy=True,
+                                                       keep_probs=keep)[1]
+    finally:
+        model.head.weight.requires_grad_(True)
+    return out
+
+
+def test_entropy_hand_values_on_every_path():
+    """logits = (a, b, 0) at hidden (a, b): (0, 0) -> uniform over 3, ln 3; (ln 2, 0) -> p = (1/2, 1/4, 1/4),
+    H = 1.5 ln 2; (ln 3, ln 3) -> p = (3/7, 3/7, 1/7), H = ln 7 - (6/7) ln 3. Column i is scored from
+    hidden[i - 1], so column 0 is 0. At temperature 0.5 the second becomes logits (ln 4, 0, 0): p = (2/3, 1/6,
+    1/6), H = ln 6 - (4/3) ln 2."""
+    ln = math.log
+    hidden = torch.tensor([[[0.0, 0.0], [ln(2), 0.0], [ln(3), ln(3)], [5.0, 5.0]]])
+    model = _HandLM(hidden, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    ids = torch.tensor([[0, 0, 1, 2]])
+    want = torch.tensor([[0.0, ln(3), 1.5 * ln(2), ln(7) - 6 / 7 * ln(3)]])
+    for path, entropy in _entropy_paths(model, ids).items():
+        assert torch.allclose(entropy, want, atol=1e-6, rtol=0), path
+    hot = _entropy_paths(model, ids, positions=torch.tensor([[0, 0, 1, 0]]), temperature=0.5)
+    for path, entropy in hot.items():
+        assert torch.allclose(entropy, torch.tensor([[0.0, 0.0, ln(6) - 4 / 3 * ln(2), 0.0]]), atol=1e-6, rtol=0), path
+
+
+def test_entropy_gradient_hand_values():
+    """dH/dz_j = -p_j (ln p_j + H). At hidden (ln 2, 0): p = (1/2, 1/4, 1/4), H = 1.5 ln 2, so dH/dz =
+    (-ln 2 / 4, ln 2 / 8, ln 2 / 8) and dH/dhidden = weight.T @ dH/dz = (-ln 2 / 4, ln 2 / 8)."""
+    ln2 = math.log(2)
+    model = _HandLM(torch.tensor([[[ln2, 0.0], [0.0, 0.0]]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    _, entropy = token_logprobs(model, torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long),
+                                with_entropy=True, entropy_grad=True)
+    entropy.sum().backward()
+    assert torch.allclose(model.model.hidden.grad, torch.tensor([[[-ln2 / 4, ln2 / 8], [0.0, 0.0]]]), atol=1e-6, rtol=0)
+    # dH/dweight[j] = dH/dz_j * hidden: only the first two columns of hidden (ln 2, 0) are non-zero
+    assert torch.allclose(model.head.weight.grad, torch.tensor([[-ln2 * ln2 / 4, 0.0], [ln2 * ln2 / 8, 0.0],
+                                                                [ln2 * ln2 / 8, 0.0]]), atol=1e-6, rtol=0)
+
+
+def _reference_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The plain formula in float64: H = -sum_v p_v ln p_v over the last axis."""
+    logits = logits.double()
+    return -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_entropy_and_its_gradient_match_the_plain_formula(temperature):
+    """Random logits spread over up to ~40 nats (confident and flat rows), some columns not asked for: every
+    path's entropy, and the entropy bonus's gradient to the hidden states and the head, equal the float64
+    formula's. The frozen head's recomputing path forms ``logz - sum(p * z)`` in float32, which cancels to a few
+    ulps of the largest logit (1.6e-5 at |z| = 25 here); the other paths are ten times closer."""
+    g = torch.Generator().manual_seed(4)
+    hidden, weight = torch.randn(3, 9, 6, generator=g), 2 * torch.randn(11, 6, generator=g)
+    ids = torch.randint(0, 11, (3, 9), generator=g)
+    positions = (torch.rand(3, 9, generator=g) < 0.7).long()
+    model = _HandLM(hidden, weight)
+    want_mask = positions.bool().clone()
+    want_mask[:, 0] = False
+    h64, w64 = hidden.double().requires_grad_(True), weight.double().requires_grad_(True)
+    ref = torch.zeros(3, 9, dtype=torch.float64)
+    ref[:, 1:] = _reference_entropy(h64[:, :-1] @ w64.T / temperature)
+    ref = torch.where(want_mask, ref, torch.zeros_like(ref))
+    coef = torch.rand(3, 9, generator=g, dtype=torch.float64)
+    (ref * coef).sum().backward()
+    z_max = float((hidden @ weight.T).abs().max()) / temperature
+    for path, entropy in _entropy_paths(model, ids, positions, temperature).items():
+        atol = 1e-6 * z_max if path == "fused/keep=False" else 5e-6
+        assert entropy.dtype == torch.float32
+        assert torch.allclose(entropy.double(), ref.detach(), atol=atol, rtol=0), path
+    model.zero_grad(set_to_none=True)
+    _, entropy = token_logprobs(model, ids, torch.ones_like(ids), positions=positions, temperature=temperature,
+                                chunk_tokens=4, with_entropy=True, entropy_grad=True)
+    (entropy * coef.float()).sum().backward()
+    assert torch.allclose(model.model.hidden.grad.double(), h64.grad, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(model.head.weight.grad.double(), w64.grad, atol=1e-5, rtol=1e-4)
+    assert float(h64.grad.abs().sum()) > 0 and float(w64.grad.abs().sum()) > 0
 
 def test_kept_softmax_gives_a_confident_tokens_gradient_in_bf16():
     """p(target) = 0.9987 rounds to 1.0 in bf16, so (onehot - p)·g from the kept bf16 softmax would lose the

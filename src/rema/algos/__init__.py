@@ -1,4 +1,4 @@
-"""The learning algorithm as pure tensor functions: advantages, policy loss, aggregation, KL, entropy.
+"""The learning algorithm as pure tensor functions: advantages, policy loss, aggregation, KL.
 
 How we depart from / choose among the paper and the reference code (details in each module):
 
@@ -33,7 +33,7 @@ from rema.algos.advantages import (
     rloo_advantages,
 )
 from rema.algos.policy_loss import AGG_MODES, RATIO_LEVELS, RATIO_MEANS, aggregate, policy_loss, ppo_surrogate, sft_nll
-from rema.algos.regularizers import entropy_from_logits, entropy_from_logits_chunked, kl_k1, kl_k3
+from rema.algos.regularizers import kl_k1, kl_k3
 from rema.algos.segments import (
     TurnIndex,
     masked_mean,
@@ -54,8 +54,6 @@ __all__ = [
     "aggregate",
     "broadcast_to_tokens",
     "dr_grpo_advantages",
-    "entropy_from_logits",
-    "entropy_from_logits_chunked",
     "get_advantage_estimator",
     "grpo",
     "grpo_advantages",

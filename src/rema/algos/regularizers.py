@@ -1,4 +1,4 @@
-"""KL to a frozen reference policy and policy entropy, per token (reduce them with ``aggregate``).
+"""KL to a frozen reference policy, per token (reduce it with ``aggregate``).
 
 How we depart from / choose among the paper and the reference code:
 
@@ -8,20 +8,17 @@ How we depart from / choose among the paper and the reference code:
    (20) before ``exp`` instead, which keeps it finite without flattening moderate values. ``kl_k1``
    (``logp - ref``) is provided for KL-in-reward (REINFORCE++), where the unbiased per-token k1 is usual.
 2. Both return per-token tensors with 0 on untrained tokens; normalisation is ``aggregate``'s job.
-3. Entropy is computed as ``logsumexp(x) - sum(softmax(x) * x)`` in float32 (upcast from bf16/fp16),
-   with ``-inf`` logits (banned tokens) replaced by the dtype's lowest finite value so ``0 * -inf``
-   cannot produce NaN. ``entropy_from_logits_chunked`` bounds the float32 working memory to
-   ``chunk_size * V`` for logging; under autograd the per-chunk softmax is still saved for backward,
-   so for a differentiable entropy bonus at large V wrap the call in ``torch.utils.checkpoint``.
+3. The policy's entropy is not here: it needs the full (K, V) logits, which only exist chunk by chunk
+   inside ``rema.train.logprobs.token_logprobs(..., with_entropy=True)``, so it is computed there.
 
-Shapes: B rows, T tokens, V vocabulary. ``mask`` is 1 on trained tokens.
+Shapes: B rows, T tokens. ``mask`` is 1 on trained tokens.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["kl_k1", "kl_k3", "entropy_from_logits", "entropy_from_logits_chunked"]
+__all__ = ["kl_k1", "kl_k3"]
 
 
 def _check(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> None:
@@ -66,35 +63,3 @@ def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     return torch.where(mask.bool(), logp - ref_logp.detach().to(logp.dtype), zero)
 
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the softmax distribution at every position, numerically stable.
-
-    Args:
-        logits: (B, T, V) (or any (..., V)) float logits; ``-inf`` entries are allowed.
-
-    Returns:
-        (B, T) entropies in nats, float32 (or float64 if the logits are float64).
-    """
-    x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    x = x.clamp(min=torch.finfo(x.dtype).min)  # -inf -> lowest finite: p = 0 and p * x = 0, not NaN
-    p = torch.softmax(x, dim=-1)
-    return torch.logsumexp(x, dim=-1) - (p * x).sum(dim=-1)
-
-
-def entropy_from_logits_chunked(logits: torch.Tensor, *, chunk_size: int = 1024) -> torch.Tensor:
-    """:func:`entropy_from_logits` over ``chunk_size`` positions at a time (bounded float32 memory).
-
-    Args:
-        logits: (B, T, V) float logits.
-        chunk_size: positions (flattened B*T) per chunk.
-
-    Returns:
-        (B, T) entropies, equal to :func:`entropy_from_logits`.
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    flat = logits.reshape(-1, logits.shape[-1])  # (B*T, V)
-    parts = [entropy_from_logits(flat[i : i + chunk_size]) for i in range(0, flat.shape[0], chunk_size)]
-    out = torch.cat(parts) if parts else flat.new_zeros(0, dtype=torch.float32)
-    return out.reshape(logits.shape[:-1])
