@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	@touch $(STAMP)
 
-# One dialogue of the untrained model, then the cold start (SFT on its own correct dialogues) and ReMA RL on CPU:
-# held-out accuracy before, after the cold start and after RL; the run dir is printed.
+# One dialogue of the untrained model under the demo's config (played and scored as training will), then the cold
+# start (SFT on its own correct dialogues) and ReMA RL on CPU: held-out accuracy before, after the cold start and
+# after RL; the run dir is printed.
 demo: $(STAMP)
-	$(VENV)/bin/rema chat "Tom has 3 apples and buys 4 more. How many apples does he have now?" --answer 7 --max-turns 2 --max-tokens 96
+	$(VENV)/bin/rema chat "Tom has 3 apples and buys 4 more. How many apples does he have now?" configs/demo.yaml --answer 7
 	$(VENV)/bin/rema train configs/demo.yaml
 
 test: $(STAMP)

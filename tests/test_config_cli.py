@@ -239,3 +239,24 @@ def test_chat_runs_vllm_eager_unless_asked_to_compile(monkeypatch):
         assert main(["chat", "What is 2 + 3?", "--model", "tiny-random", "--max-turns", "1", "--max-tokens", "4",
                      "--engine", "vllm", *flags]) == 0
     assert asked == [True, False]
+
+
+@pytest.mark.parametrize("command", [["chat", "q"], ["eval"]], ids=["chat", "eval"])
+def test_usage_doc_lists_every_flag_with_its_key(command):
+    """docs/chat_and_eval.md's flag tables match the flags: each one is listed with the key it stands for."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "chat_and_eval.md").read_text()
+    section = doc.split(f"## `rema {command[0]}`", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `--"):
+            flags_cell, key_cell = line.split(" | ")[:2]
+            for flag in re.findall(r"`(--[a-z-]+)", flags_cell):
+                rows[flag] = re.findall(r"`([a-z_]+\.[a-z_]+)", key_cell)
+    shorthands = parse_args(command).shorthands
+    assert set(rows) == set(shorthands.flags)
+    for flag, dest in shorthands.flags.items():
+        key = shorthands.keys[dest]
+        expected = [key] if isinstance(key, str) else [k for k, _ in key("vrp")]  # "vrp": a --method value
+        assert set(rows[flag]) >= set(expected) - {"train.shared_weights"}, flag
