@@ -399,7 +399,9 @@ def validate(cfg: Config) -> None:
         if getattr(r, key) < 1:
             raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(r, key)}")
     if r.max_tokens_per_turn >= r.max_context_tokens:
-        raise ConfigError("rollout.max_tokens_per_turn must be smaller than rollout.max_context_tokens")
+        raise ConfigError(f"rollout.max_tokens_per_turn ({r.max_tokens_per_turn}) must be smaller than "
+                          f"rollout.max_context_tokens ({r.max_context_tokens}); raise rollout.max_context_tokens "
+                          "(chat/eval: --max-context)")
     if not 0.0 <= cfg.reward.unboxed_credit <= 1.0:
         raise ConfigError(f"reward.unboxed_credit is a share of the reward and must be in [0, 1], got "
                           f"{cfg.reward.unboxed_credit}")
