@@ -27,15 +27,28 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from ..config import Config, ConfigError, load_config
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
 from ..rollout.factory import resolve_engine
 from ..scoring import run_eval
-from .records import (append_records, average_benches, judge_record, math_record, read_records,
-                      summarize_bench)
+from .records import (
+    append_records,
+    average_benches,
+    judge_record,
+    math_record,
+    read_records,
+    summarize_bench,
+)
 
 METHODS: dict[str, dict] = {
     "vrp": {"method": "vrp", "mode": "single_turn", "action_set": False},
@@ -121,7 +134,9 @@ def model_label(cfg: Config) -> str:
     if e.run:
         return Path(e.run).resolve().name + (f"@{e.checkpoint}" if e.checkpoint else "")
     mta, ra = resolve_models(cfg)
-    short = lambda name: Path(name.rstrip("/")).name or name  # noqa: E731
+    def short(name: str) -> str:
+        return Path(name.rstrip("/")).name or name
+
     return short(ra) if mta == ra else f"{short(mta)}+{short(ra)}"
 
 
@@ -186,8 +201,8 @@ def load_bench(spec: str, cfg: Config) -> list:
     from ..data import BENCHMARKS, load_problems, resolve_dataset
 
     e, d = cfg.eval, cfg.data
-    mapping = dict(question_field=d.question_field, answer_field=d.answer_field, id_field=e.id_field,
-                   level_field=e.level_field, answer_format=e.answer_format, task=e.task)
+    mapping = {"question_field": d.question_field, "answer_field": d.answer_field, "id_field": e.id_field,
+               "level_field": e.level_field, "answer_format": e.answer_format, "task": e.task}
     if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic"):
         return resolve_dataset(spec, d.data_dir, limit=e.limit)
     if spec.startswith("hf:"):
@@ -272,9 +287,9 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
         start = n_done
         units = [_for_rollout(p) for p in chunk] + [_for_rollout(_swap(p)) for p in chunk] if judge else list(chunk)
 
-        def on_progress(done_eps: int, total_eps: int) -> None:
+        def on_progress(done_eps: int, total_eps: int, start: int = start, size: int = len(chunk)) -> None:
             if progress:
-                progress.update(task, completed=start + len(chunk) * done_eps / max(1, total_eps))
+                progress.update(task, completed=start + size * done_eps / max(1, total_eps))
 
         _, episodes = run_eval(units, engines, bcfg, greedy=greedy, n=n, on_progress=on_progress,
                                prompts=prompts, first_episode_id=episode_id)
