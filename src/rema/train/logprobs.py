@@ -132,7 +132,8 @@ class _HeadLogp(torch.autograd.Function):
 
 def _compute_weight(head, hidden: torch.Tensor) -> torch.Tensor:
     """The head's weight in the dtype its matmul runs in: the autocast dtype where autocast is on, else the
-    hidden states' (a weight stored in bf16 under an fp32 model is cast up, as ``_StoredLowLinear`` does)."""
+    hidden states' (a weight stored in bf16 under an fp32 model is cast up, as
+    ``rema.models.low_precision.StoredLowLinear`` does)."""
     w = head.weight.detach()
     if not w.is_floating_point():
         return w
