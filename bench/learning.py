@@ -65,7 +65,7 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
 
 def worker(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> None:
     from rema.config import load_config
-    from rema.train.trainer import Trainer
+    from rema.train import Trainer
 
     run_dir = out / f"{method}-seed{seed}"
     cfg = load_config(ROOT / "configs" / "demo.yaml", [

@@ -49,7 +49,7 @@ class TreeRSS:
     def now(self) -> tuple[float, float]:
         """(tree, own) in GiB: RSS of this process, plus PSS of the children (so pages they share with each
         other, like torch's libraries, are counted once)."""
-        from rema.train.trainer import children_rss_gb
+        from rema.train.memory import children_rss_gb
 
         own = psutil.Process().memory_info().rss / 2**30
         return own + children_rss_gb(), own

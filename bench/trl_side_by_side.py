@@ -50,7 +50,7 @@ class TreeRSS(threading.Thread):
         # partly initialised module would end the thread silently, leaving a peak of 0
         import psutil
 
-        from rema.train.trainer import children_rss_gb
+        from rema.train.memory import children_rss_gb
 
         self._me, self._children = psutil.Process(), children_rss_gb
 
@@ -69,7 +69,7 @@ def questions(n: int):
 
 def run_rema(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> dict:
     from rema.config import load_config
-    from rema.train.trainer import Trainer
+    from rema.train import Trainer
 
     cfg = load_config(None, [
         "model.name=smollm2-135m", f"model.lora_r={LORA_R}", f"model.lora_alpha={LORA_ALPHA}",

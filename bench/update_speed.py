@@ -1,10 +1,11 @@
-"""Update speed and memory: the trainer's forward + backward on the embedded model, per setting.
+"""Update speed and memory: the trainer's own update (``rema.train.update.update_policy``) on the embedded
+model, per setting.
 
 The work of one demo step's update (configs/demo.yaml): 48 rows (24 episodes × 2 agents) of ~300-400 tokens,
-a third of each row trained, LoRA r=16 on all linear layers, AdamW. Rows are random token ids (speed does
-not depend on the values), split into micro-batches of at most ``micro_batch_tokens`` padded tokens by
-rema's own packer, log-probs through ``rema.train.logprobs.token_logprobs`` (LM head only on trained
-positions, chunked, with the entropy as the trainer asks for it), one optimizer step. Settings vary
+a third of each row trained, LoRA r=16 on all linear layers, AdamW. Rows are random token ids with random
+rewards (speed does not depend on the values), GRPO advantages, the turn-level PPO loss with trajectory
+aggregation, micro-batches of at most ``micro_batch_tokens`` padded tokens, one optimizer step: exactly what
+the trainer runs. Settings vary
 gradient checkpointing, the micro-batch size and the compute dtype: ``:bf16`` = ``torch.autocast`` to
 bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``train.autocast=bf16``;
 ``:bf16cast`` = the same autocast over fp32 weights (cast at every matmul, as before 2026-12-01); fp32
@@ -13,8 +14,7 @@ rema's hand-written head function. ``:share`` packs each group's rows around the
 (``train.share_prefix``): with ``--group-size G --prefix P`` the rows come in groups of G that share their
 first P tokens, as a GRPO group's rows share the prompt. With ``:share`` the packs' attention runs per segment (``rema.train.packed_attention``, as the trainer does),
 with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through peft's own
-forward instead of rema's fused one (``model.lora_fused=false``). ``:recompute`` makes the LM head's backward
-recompute the logits instead of using the softmax its forward kept (kept by default in bf16). ``:bf16attn``
+forward instead of rema's fused one (``model.lora_fused=false``). ``:bf16attn``
 keeps every per-segment attention in bf16 on CPU (by default small segments compute in fp32, which sdpa's CPU
 flash kernel runs faster: ``rema.train.packed_attention.CPU_FP32_MAX_SCORES``). ``ckpt:...:layers0.5``
 checkpoints half of the layers (``model.checkpoint_layers``; ``ckpt`` alone: all, ``nockpt``: none).
@@ -47,12 +47,13 @@ import torch
 
 def main() -> None:
     from rema.models.lora import fuse_lora_layers, unfuse_lora_layers
-    from rema.models import LoraSpec, enable_checkpointing, linear_per_attention, load_model, store_frozen_weights
-    from rema.train.batch import Rows, collate, plan_micro_batches
-    from rema.train.logprobs import token_logprobs
+    from rema.config import AlgoConfig, TrainConfig
+    from rema.models import LoraSpec, enable_checkpointing, load_model, store_frozen_weights
+    from rema.train import Forward, update_policy
+    from rema.train.batch import Rows
     import rema.train.packed_attention as packed_attention_module
-    from rema.train.packed_attention import NAME as PACKED, use_packed_attention
-    from rema.train.trainer import PhasePeak, release_freed_memory
+    from rema.train.memory import PhasePeak, release_freed_memory
+    from rema.train.packed_attention import use_packed_attention
 
     default_fp32_scores = packed_attention_module.CPU_FP32_MAX_SCORES
 
@@ -79,12 +80,13 @@ def main() -> None:
         ids[i][:args.prefix] = ids[lead][:args.prefix]
     # the agent's own messages: after the prompt, or the last two thirds of the row
     masks = [[0.0] * max(args.prefix, n // 3) + [1.0] * (n - max(args.prefix, n // 3)) for n in lengths]
+    rewards = torch.rand(len(ids), generator=gen).tolist()
     rows = Rows(ids, masks, [[0.0] * n for n in lengths], [[0] * n for n in lengths], ["a"] * len(ids),
-                [(str(i // args.group_size), "a") for i in range(len(ids))], [0.0] * len(ids), list(range(len(ids))))
+                [(str(i // max(args.group_size, 2)), "a") for i in range(len(ids))], rewards, list(range(len(ids))))
+    algo = AlgoConfig()  # GRPO, turn-level ratio, trajectory aggregation: the defaults
     peak = PhasePeak()
     for setting in args.settings.split(","):
         kind, size, *rest = setting.split(":")
-        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in rest or "bf16cast" in rest)
         if ("bf16" in rest) != low:
             del model
             gc.collect()
@@ -102,8 +104,10 @@ def main() -> None:
             model.get_base_model().set_attn_implementation("sdpa")
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-6)
-        model.train()
         model.config.use_cache = False
+        train = TrainConfig(micro_batch_tokens=int(size), share_prefix="share" in rest)
+        fwd = Forward(torch.device("cpu"), bf16="bf16" in rest or "bf16cast" in rest, entropy_grad="autograd" in rest,
+                      micro_batch_tokens=int(size), share_prefix="share" in rest)
         if kind == "ckpt":  # :layersF checkpoints that share of the layers (model.checkpoint_layers)
             share = next((float(x[len("layers"):]) for x in rest if x.startswith("layers")), 1.0)
             enable_checkpointing(model, share)
@@ -116,20 +120,7 @@ def main() -> None:
             prof.__enter__()
             t0 = time.perf_counter()
             total = sum(sum(m) for m in masks)
-            for units in plan_micro_batches(rows, list(range(len(rows))), int(size), share_prefix="share" in rest,
-                                            linear_per_attention=float("inf") if segmented
-                                            else linear_per_attention(model)):  # as the trainer plans
-                b = collate(rows, [i for u in units for i in u], tok.pad_token_id, units=units,
-                            attn_impl=PACKED if segmented else "sdpa")
-                with amp:
-                    logp, _ = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"],
-                                             with_entropy=True, entropy_grad="autograd" in rest, pack=b.get("pack"),
-                                             keep_probs=False if "recompute" in rest else None)
-                loss = -(logp * b["mask"]).sum() / total
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            update_policy(model, opt, rows, algo=algo, train=train, fwd=fwd, pad_id=tok.pad_token_id, step=repeat)
             times.append(time.perf_counter() - t0)
             prof.__exit__(None, None, None)
             if args.profile and repeat == args.repeats - 1:

@@ -88,7 +88,7 @@ def test_ctrl_c_or_sigterm_finishes_the_step_and_saves(tmp_path, sig):
     holder = {}
 
     def reward(ep):
-        if holder["tr"].step == 1 and not holder["tr"]._stop_requested:
+        if holder["tr"].step == 1 and not holder["tr"].stop_requested:
             os.kill(os.getpid(), sig)  # a real signal, delivered during step 2's scoring
         return upper_share(ep)
 
@@ -101,15 +101,15 @@ def test_ctrl_c_or_sigterm_finishes_the_step_and_saves(tmp_path, sig):
 
 
 def test_non_finite_loss_skips_updates_then_stops(tmp_path, monkeypatch):
-    import rema.train.trainer as trainer_mod
+    import rema.train.update as update_mod
 
-    real = trainer_mod.policy_loss
+    real = update_mod.policy_loss
 
     def nan_loss(*args, **kwargs):
         loss, stats = real(*args, **kwargs)
         return loss * float("nan"), stats
 
-    monkeypatch.setattr(trainer_mod, "policy_loss", nan_loss)
+    monkeypatch.setattr(update_mod, "policy_loss", nan_loss)
     tr = make(tmp_path, "train.nan_patience=2", "train.steps=10")
     before = [p.detach().clone() for p in tr.policies[0].model.parameters()]
     with pytest.raises(TrainingDiverged, match="2 steps in a row"):
@@ -132,24 +132,30 @@ def test_separate_weights_update_one_agent_at_a_time_mta_first(tmp_path):
     assert updated == [["mta"], ["mta"], ["ra"], ["ra"]]
 
 
-@pytest.mark.parametrize("agg,level", [("token", "token"), ("turn", "turn"), ("trajectory", "turn")])
-def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, level):
-    from rema.rollout import rollout
-    from rema.scoring import score_episodes
-    from rema.train.batch import build_rows
+def first_step_gradient(tr: Trainer) -> tuple[torch.Tensor, dict]:
+    """The gradient the first RL step's optimizer step would apply (recorded, not applied), and the metrics."""
+    pol = tr.policies[0]
+    pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
+    metrics = tr.train_step()
+    return torch.cat([g.flatten() for g in pol.optimizer.grads[0]]), metrics
 
-    grads = {}
+
+@pytest.mark.parametrize("agg,level", [("token", "token"), ("turn", "turn"), ("trajectory", "turn")])
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, monkeypatch, agg, level):
+    import rema.train.update as update_mod
+
+    plans = []
+    plan = update_mod.plan_micro_batches
+    monkeypatch.setattr(update_mod, "plan_micro_batches", lambda *a, **k: plans.append(plan(*a, **k)) or plans[-1])
+    grads, micro = {}, {}
     for budget in (10**9, 64):  # one micro-batch vs one row per micro-batch
         tr = make(tmp_path / str(budget), "rollout.mode=multi_turn", f"algo.agg={agg}", f"algo.ratio_level={level}",
                   f"train.micro_batch_tokens={budget}", "train.seed=3")
-        pol = tr.policies[0]
-        episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
-        score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
-        pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
-        tr._update(pol, build_rows(episodes, ("mta", "ra")))
-        grads[budget] = pol.optimizer.grads[0]
-    for g_full, g_micro in zip(grads[10**9], grads[64]):
-        assert torch.allclose(g_full, g_micro, atol=1e-6, rtol=1e-4)
+        grads[budget], _ = first_step_gradient(tr)
+        micro[budget] = len(plans[-1])
+    assert micro[10**9] == 1 and micro[64] > 4  # the budgets really split the batch differently
+    assert grads[10**9].norm() > 0
+    assert torch.allclose(grads[10**9], grads[64], atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("extra", [[], ["model.lora_r=4", "algo.kl_coef=0.1"],
@@ -158,23 +164,15 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, agg, leve
 def test_shared_prefix_packing_gives_the_unpacked_update(tmp_path, monkeypatch, extra):
     """train.share_prefix packs each group's rows around their common prompt; the gradient (policy loss, KL to
     the adapter-free base in the loss or in the reward) is the one of the unpacked rows."""
-    import rema.train.trainer as trainer_mod
-    from rema.rollout import rollout
-    from rema.scoring import score_episodes
-    from rema.train.batch import build_rows
+    import rema.train.update as update_mod
 
     plans = []
-    plan = trainer_mod.plan_micro_batches
-    monkeypatch.setattr(trainer_mod, "plan_micro_batches", lambda *a, **k: plans.append(plan(*a, **k)) or plans[-1])
+    plan = update_mod.plan_micro_batches
+    monkeypatch.setattr(update_mod, "plan_micro_batches", lambda *a, **k: plans.append(plan(*a, **k)) or plans[-1])
     grads = {}
     for share in ("false", "true"):
         tr = make(tmp_path / share, "rollout.mode=multi_turn", f"train.share_prefix={share}", "train.seed=3", *extra)
-        pol = tr.policies[0]
-        episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
-        score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
-        pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
-        tr._update(pol, build_rows(episodes, ("mta", "ra")))
-        grads[share] = torch.cat([g.flatten() for g in pol.optimizer.grads[0]])
+        grads[share], _ = first_step_gradient(tr)
         largest = max(len(u) for micro in plans[-1] for u in micro)
         assert largest == 1 if share == "false" else largest > 2  # groups of 4 samples shared their prompt
     assert grads["false"].norm() > 0
@@ -182,21 +180,12 @@ def test_shared_prefix_packing_gives_the_unpacked_update(tmp_path, monkeypatch, 
 
 
 def test_bf16_autocast_update_follows_the_fp32_gradient(tmp_path):
-    from rema.rollout import rollout
-    from rema.scoring import score_episodes
-    from rema.train.batch import build_rows
-
     grads = {}
     for mode in ("off", "bf16"):
         tr = make(tmp_path / mode, "rollout.mode=multi_turn", f"train.autocast={mode}", "train.seed=3")
         assert tr.bf16 == (mode == "bf16")
-        pol = tr.policies[0]
-        episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
-        score_episodes(episodes, tr.cfg.reward, correctness_fn=upper_share)
-        pol.optimizer = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
-        stats = tr._update(pol, build_rows(episodes, ("mta", "ra")))
+        grads[mode], stats = first_step_gradient(tr)
         assert stats["check/update_bf16"] == float(mode == "bf16")
-        grads[mode] = torch.cat([g.flatten() for g in pol.optimizer.grads[0]])
     assert grads["off"].norm() > 0
     assert not torch.equal(grads["off"], grads["bf16"])  # bf16 really ran
     assert torch.nn.functional.cosine_similarity(grads["off"], grads["bf16"], dim=0) > 0.99
@@ -286,7 +275,7 @@ def test_compiled_layers_train_and_the_transformers_engine_still_generates(tmp_p
 
 _HEAP_SCRIPT = r"""
 import sys, torch
-from rema.train.trainer import update_heap
+from rema.train.memory import update_heap
 
 def rss_mb():
     with open("/proc/self/statm") as f:

@@ -397,7 +397,7 @@ def test_trainer_rolls_out_on_vllm_and_syncs_after_every_update(tmp_path, smol, 
     import json
 
     from rema.config import load_config
-    from rema.train.trainer import Trainer
+    from rema.train import Trainer
 
     model, _ = smol
     cfg = load_config(None, [
