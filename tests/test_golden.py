@@ -19,6 +19,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "data" / "golden_runs.json").read_text())
+ADDED = {"dist/param_shard_frac"}
+"""Metrics logged since the golden runs were captured (new keys, not changed values)."""
 
 
 @pytest.mark.slow
@@ -36,7 +38,7 @@ def test_same_seed_gives_the_same_runs_as_before_the_restructure():
         got = now[name]
         assert len(got["metrics"]) == len(want["metrics"]), name
         for step, (g, w) in enumerate(zip(got["metrics"], want["metrics"])):
-            assert g.keys() == w.keys(), (name, step, sorted(g.keys() ^ w.keys()))
+            assert g.keys() - ADDED == w.keys(), (name, step, sorted((g.keys() - ADDED) ^ w.keys()))
             diff = {k: (w[k], g[k]) for k in w if g[k] != w[k]}
             assert not diff, f"{name} record {step}: {diff}"
         assert got["samples"] == want["samples"], name

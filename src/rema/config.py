@@ -208,6 +208,15 @@ class TrainConfig:
     """One model plays both roles (multi-turn default); False = separate MTA and RA models."""
     switch_freq: int = 10
     """Separate weights: update only one agent, switching every this many steps, MTA first."""
+    strategy: str = "ddp"
+    """How several processes (``torchrun`` / ``accelerate launch``) share the work: ``ddp`` (every process holds
+    the whole model and optimizer; gradients are summed) or ``fsdp`` (PyTorch FSDP2, ``fully_shard``: each
+    decoder layer, then the root, sharded over the processes, so parameters, gradients and optimizer state
+    take 1/N of the memory each; needed for 7-8B full fine-tuning on 80 GB GPUs). One process: no effect."""
+    fsdp_cpu_offload: bool = False
+    """``train.strategy=fsdp``: keep the parameter shards, their gradients and the optimizer state in CPU memory
+    (FSDP2's ``CPUOffloadPolicy``), moving each layer to the GPU for its forward and backward: fits larger
+    models at the cost of host-device copies."""
     autocast: str = "off"
     """Compute dtype of the trainer's forward/backward: ``off`` (the parameters' dtype, fp32 by default),
     ``bf16`` (``torch.autocast`` to bfloat16; master weights, optimizer and log-softmax stay fp32) or
@@ -378,6 +387,7 @@ _CHOICES = {
     ("model", "dtype"): ("float32", "bfloat16", "float16"),
     ("eval", "task"): ("auto", "math", "judge"),
     ("eval", "answer_format"): ("auto", "boxed", "gsm8k", "raw"),
+    ("train", "strategy"): ("ddp", "fsdp"),
 }
 
 

@@ -24,7 +24,7 @@ def main(out: str, run_dir: str, dialogues: str) -> None:
                          pol.tokenizer, ("mta", "ra"))
     opt = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
     sft_train(pol.model, rows, opt, epochs=1, batch_dialogues=5, micro_batch_tokens=128, pad_id=pol.tokenizer.pad_token_id,
-              device=torch.device("cpu"), dist=tr.dist)
+              device=torch.device("cpu"), strategy=tr.strategy)
     if tr.dist.is_main:
         torch.save({"grads": opt.grads[0], "rows": len(rows)}, out)
     tr.close()

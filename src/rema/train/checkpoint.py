@@ -50,11 +50,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(ckpt_root: Path, step: int, state: dict, *, keep: int = 2) -> Path:
-    """Write ``state`` as ``ckpt_root/step_{step:06d}`` atomically; keep the newest ``keep`` checkpoints."""
+def partial_folder(ckpt_root: Path, step: int) -> Path:
+    """Where the processes of a sharded run write their shards of step ``step`` before it is complete."""
+    return ckpt_root / f".step_{step:06d}.partial"
+
+
+def save_checkpoint(ckpt_root: Path, step: int, state: dict, *, keep: int = 2, partial: Path | None = None) -> Path:
+    """Write ``state`` as ``ckpt_root/step_{step:06d}`` atomically; keep the newest ``keep`` checkpoints.
+    ``partial``: a folder already holding the run's weight shards (:func:`partial_folder`), completed with
+    ``state.pt`` and renamed into place in the same way."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=ckpt_root))
+    tmp = partial or Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=ckpt_root))
     try:
         torch.save(state, tmp / "state.pt")
         if final.exists():

@@ -59,6 +59,14 @@ class Dist:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    def all_max(self, value: float) -> float:
+        """The largest ``value`` over processes."""
+        if not self.enabled:
+            return value
+        t = torch.tensor(float(value))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
     def gather(self, obj) -> list:
         """Every rank's ``obj``, in rank order (a list of one on a single process)."""
         if not self.enabled:

@@ -21,10 +21,17 @@ autograd under activation checkpointing.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from .packed_attention import NAME as PACKED_ATTENTION
+
+SHARDED_METHOD = "rema_token_logprobs"
+"""The method an FSDP-sharded model carries (:func:`shard_logprobs`): :func:`token_logprobs` calls the backbone
+and reads the head's weight itself, so on a sharded model it runs as a forward method of the root, inside
+FSDP's hooks (the root's own parameters gathered before, gradients reduce-scattered after)."""
 
 
 def _backbone_and_head(model):
@@ -174,6 +181,15 @@ def token_logprobs(
         given ``input_ids[:, :i]``; columns not asked for (and column 0) are 0. ``entropy`` (of the
         next-token distribution that produced column i) is None unless ``with_entropy``.
     """
+    sharded = getattr(model, SHARDED_METHOD, None)  # a model sharded by FSDP: its hooks must run around us
+    fn = sharded if sharded is not None else functools.partial(_token_logprobs, model)
+    return fn(input_ids, attention_mask, positions=positions, temperature=temperature, chunk_tokens=chunk_tokens,
+              with_entropy=with_entropy, entropy_grad=entropy_grad, pack=pack, keep_probs=keep_probs)
+
+
+def _token_logprobs(model, input_ids, attention_mask, *, positions=None, temperature=1.0, chunk_tokens=256,
+                    with_entropy=False, entropy_grad=False, pack=None, keep_probs=None):
+    """:func:`token_logprobs` on a model whose parameters are all at hand."""
     backbone, head = _backbone_and_head(model)
     if pack is None:
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -219,3 +235,13 @@ def token_logprobs(
         entropy = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
         entropy = entropy.index_put((rows, cols), torch.cat(ents) if ents else entropy.new_zeros(0))
     return logp, entropy
+
+
+def shard_logprobs(model) -> None:
+    """Give a model sharded with ``fully_shard`` the forward method :func:`token_logprobs` dispatches to."""
+    import types
+
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    setattr(model, SHARDED_METHOD, types.MethodType(_token_logprobs, model))
+    register_fsdp_forward_method(model, SHARDED_METHOD)

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
 from ..rollout.factory import engine_options, make_engine
 from .packed_attention import use_packed_attention
+from .strategy import Strategy
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Policy:
     engine: object
     ref: torch.nn.Module | None
     """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
+    served: torch.nn.Module | None = None
+    """Under a sharded strategy: the unsharded replica the engine generates from, kept equal to the trained
+    weights by the engine's weight sync (the export writes it); None: the model itself is whole."""
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -51,11 +55,17 @@ def lr_lambda(warmup: int, total: int, schedule: str):
 
 
 def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
-                   engine_factory=None) -> list[Policy]:
+                   engine_factory=None, strategy: Strategy | None = None) -> list[Policy]:
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
-    checkpointing, compiled layers or per-segment attention) and attach optimizer, schedule, engine and KL
-    reference. ``engine_factory(model, tokenizer, seed)`` replaces :func:`make_engine` (tests reuse one engine)."""
+    checkpointing, compiled layers or per-segment attention, sharding by ``strategy``) and attach optimizer,
+    schedule, engine and KL reference. ``engine_factory(model, tokenizer, seed)`` replaces :func:`make_engine`
+    (tests reuse one engine). Under a sharded strategy the engine generates from an unsharded replica of the
+    model (its weight sync gathers the shards) and the KL reference is sharded like the model."""
     m, t = cfg.model, cfg.train
+    sharded = strategy is not None and strategy.sharded
+    if sharded and cfg.rollout.engine == "vllm":
+        raise ConfigError("train.strategy=fsdp generates with the transformers engine for now (rollout.engine=hf): "
+                          "vLLM's weight sync from shards is not written yet; use train.strategy=ddp with vLLM")
     lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, fused=m.lora_fused)
     if t.shared_weights:
         groups = [("shared", roles, m.name)]
@@ -64,7 +74,7 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     policies = []
     for i, (name, group_roles, model_name) in enumerate(groups):
         model, tok = load_model(model_name, dtype=m.dtype, device=device, lora=lora, seed=t.seed)
-        if bf16 and m.lora_r > 0:  # autocast rounds them to bf16 anyway (the embedding table aside)
+        if bf16 and m.lora_r > 0 and not sharded:  # autocast rounds them to bf16 anyway (FSDP: one dtype a unit)
             store_frozen_weights(model, torch.bfloat16)
         if m.gradient_checkpointing:
             enable_checkpointing(model, m.checkpoint_layers)
@@ -73,18 +83,25 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
             compile_decoder_layers(model)
         elif t.share_prefix:  # packs' attention per segment (compiled layers keep the dense mask)
             use_packed_attention(model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
         ref = None
         if cfg.algo.kl_coef > 0 and m.lora_r == 0:
             ref = copy.deepcopy(model).eval().requires_grad_(False)
+        served = model
+        if sharded:
+            served = copy.deepcopy(model).eval().requires_grad_(False)  # the engine's unsharded replica
+            strategy.prepare(model)
+            if ref is not None:
+                strategy.prepare(ref)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
         engine_seed = t.seed * 1000 + i + 7919 * rank
         if engine_factory is not None:
-            engine = engine_factory(model, tok, engine_seed)
+            engine = engine_factory(served, tok, engine_seed)
         else:
-            engine = make_engine(model, tok, engine=cfg.rollout.engine, seed=engine_seed, **engine_options(cfg.rollout))
-        policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref))
+            engine = make_engine(served, tok, engine=cfg.rollout.engine, seed=engine_seed, **engine_options(cfg.rollout))
+        policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref,
+                               served if served is not model else None))
     return policies
 
 

@@ -77,7 +77,7 @@ def cold_start(tr) -> dict[str, float]:
             result = sft_train(pol.model, rows, optimizer, epochs=s.epochs, batch_dialogues=s.batch_dialogues,
                                micro_batch_tokens=cfg.train.micro_batch_tokens,
                                pad_id=pol.tokenizer.pad_token_id, device=tr.device, bf16=tr.bf16,
-                               grad_clip=cfg.train.grad_clip, seed=cfg.train.seed, dist=tr.dist,
+                               grad_clip=cfg.train.grad_clip, seed=cfg.train.seed, strategy=tr.strategy,
                                on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
                                should_stop=lambda: tr.stop_requested)
         del optimizer
@@ -130,18 +130,18 @@ def sft_train(
     bf16: bool = False,
     grad_clip: float = 1.0,
     seed: int = 0,
-    dist=None,
+    strategy=None,
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
     """Fine-tune ``model`` on ``rows``: shuffled batches of ``batch_dialogues`` dialogues, token-mean NLL.
 
-    Under data parallelism (``dist`` with several ranks) every rank holds all rows and takes its share of
+    Under data parallelism (a ``strategy`` over several ranks) every rank holds all rows and takes its share of
     each batch's dialogues; gradients are summed and the loss is normalised by the global token count.
     ``on_step(step, total, loss)`` is called after each optimizer step; ``should_stop()`` is polled between
     steps. Returns the first and last step's loss, the mean over the last epoch, steps and tokens/s.
     """
-    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    rank, world = (strategy.dist.rank, strategy.dist.world) if strategy is not None else (0, 1)
     dialogue_ids = sorted(set(rows.episode_index))
     by_dialogue: dict[int, list[int]] = {}
     for i, d in enumerate(rows.episode_index):
@@ -162,27 +162,35 @@ def sft_train(
             mine = [i for d in order[b:b + batch_dialogues][rank::world] for i in by_dialogue[d]]
             n_local = sum(sum(rows.mask[i]) for i in mine)
             n_tokens = n_local
-            if dist is not None:
-                n_tokens = int(dist.sum_(torch.tensor(float(n_local))))
+            if strategy is not None:
+                n_tokens = int(strategy.sum_(torch.tensor(float(n_local))))
             loss_sum = 0.0
-            for micro in micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens):
-                batch = collate(rows, [mine[j] for j in micro], pad_id)
+            plan = list(micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens)) if mine else []
+            for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
+                padding = r >= len(plan)  # a sharded forward is collective: match the busiest process
+                micro = plan[min(r, len(plan) - 1)] if plan else [0]
+                batch = collate(rows, [mine[j] for j in micro] if plan else [0], pad_id)
                 mask = batch["mask"].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logp, _ = token_logprobs(model, batch["input_ids"].to(device),
                                              batch["attention_mask"].to(device), positions=mask)
-                loss = sft_nll(logp, mask, n_tokens)
+                loss = sft_nll(logp, mask, n_tokens) * (0.0 if padding else 1.0)
                 loss.backward()
+                if padding:
+                    continue
                 loss_sum += float(loss.detach())
                 tokens += int(batch["attention_mask"].sum())
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            if dist is not None:
-                dist.sum_grads_(params)
-                loss_sum = float(dist.sum_(torch.tensor(loss_sum)))
+            if strategy is not None:
+                strategy.reduce_grads_(params)
+                loss_sum = float(strategy.sum_(torch.tensor(loss_sum)))
             if math.isfinite(loss_sum):
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                if strategy is not None:
+                    strategy.clip_grad_norm_(params, grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss_sum)

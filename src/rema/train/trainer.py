@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import sys
 from contextlib import contextmanager
@@ -33,13 +34,14 @@ from ..rollout import rollout
 from ..rollout.engine import release_memory
 from ..scoring import episode_metrics, run_eval, score_episodes
 from .batch import build_rows
-from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, rng_state, save_checkpoint,
-                         set_rng_state, trainable_state)
+from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, partial_folder, rng_state,
+                         save_checkpoint, set_rng_state, trainable_state)
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, print_before_after, step_summary
 from .policy import Policy, active_policies, build_policies
 from .sft import cold_start as run_cold_start
+from .strategy import load_shards, local_elements, make_strategy, save_shards
 from .update import Forward, update_policy
 
 
@@ -92,8 +94,11 @@ class Trainer:
                                share_prefix=cfg.train.share_prefix)
         self.prompts = prompts or get_prompt_set(cfg.method_name)
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
+        self.strategy = make_strategy(cfg.train.strategy, self.dist, self.device, bf16=self.bf16,
+                                      cpu_offload=cfg.train.fsdp_cpu_offload)
         self.policies: list[Policy] = build_policies(cfg, self.roles, self.device, bf16=self.bf16,
-                                                     rank=self.dist.rank, engine_factory=engine_factory)
+                                                     rank=self.dist.rank, engine_factory=engine_factory,
+                                                     strategy=self.strategy)
         d = cfg.data
         fields = dict(data_dir=d.data_dir, question_field=d.question_field, answer_field=d.answer_field, levels=d.levels)
         self.train_problems = load_split(d.train, **fields)
@@ -104,7 +109,7 @@ class Trainer:
             ckpt = latest_checkpoint(self.ckpt_root)
             if ckpt is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_root}")
-            self._restore(load_checkpoint(ckpt))
+            self._restore(load_checkpoint(ckpt), ckpt)
             resume_step = self.step
             self.console.print(f"resumed from {ckpt} (step {self.step})")
         elif self.dist.is_main:
@@ -113,7 +118,8 @@ class Trainer:
                     "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
                     "models": {p.name: describe(p.model) for p in self.policies},
                     "engines": {p.name: type(p.engine).__name__ for p in self.policies},
-                    "update_bf16_autocast": self.bf16}
+                    "update_bf16_autocast": self.bf16, "strategy": self.strategy.name,
+                    "processes": self.dist.world}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
@@ -159,9 +165,10 @@ class Trainer:
                         self.console.print(f"step {self.step}: {step_summary(last, self.roles)}")
                     if self.step % cfg.train.save_every == 0 or self.step == end or self.stop_requested:
                         self.save()
-            if self.step >= cfg.train.steps and self.dist.is_main:
+            if self.step >= cfg.train.steps:
                 self.export()
-                print_before_after(self.run_dir / "metrics.jsonl", self.console)
+                if self.dist.is_main:
+                    print_before_after(self.run_dir / "metrics.jsonl", self.console)
         finally:
             self.logger.close()
         if self.stop_requested:
@@ -231,7 +238,9 @@ class Trainer:
         with update_heap(self.cfg.train.malloc_mmap_threshold_mb, self.device):  # freed memory goes back to the OS
             out = update_policy(pol.model, pol.optimizer, rows, algo=self.cfg.algo, train=self.cfg.train,
                                 fwd=self.forward, pad_id=pol.tokenizer.pad_token_id, step=self.step, ref=pol.ref,
-                                dist=self.dist)
+                                strategy=self.strategy)
+        local, whole = local_elements(pol.model)
+        out["dist/param_shard_frac"] = local / whole  # 1 replicated; ~1/N sharded over N processes
         skipped, taken = out["stats/skipped_updates"], out["stats/optimizer_steps"]
         self.nan_streak = self.nan_streak + 1 if skipped and not taken else 0
         if skipped:
@@ -268,25 +277,34 @@ class Trainer:
         return out
 
     def state_dict(self) -> dict:
-        return {
-            "step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
-            "sampler": self.sampler.state_dict(), "rng": rng_state(),
-            "policies": {p.name: {"model": trainable_state(p.model), "optimizer": p.optimizer.state_dict(),
-                                  "scheduler": p.scheduler.state_dict(),
-                                  "engine": self.dist.gather(p.engine.state_dict())}  # one per rank
-                         for p in self.policies},
-        }
+        """What a resumed run needs besides sharded weights (those go through :meth:`save`'s shard files)."""
+        policies = {}
+        for p in self.policies:
+            policies[p.name] = {"scheduler": p.scheduler.state_dict(),
+                                "engine": self.dist.gather(p.engine.state_dict())}  # one per rank
+            if not self.strategy.sharded:
+                policies[p.name].update(model=trainable_state(p.model), optimizer=p.optimizer.state_dict())
+        return {"step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
+                "sampler": self.sampler.state_dict(), "rng": rng_state(), "strategy": self.strategy.name,
+                "policies": policies}
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, state: dict, path: Path) -> None:
+        written = state.get("strategy", "ddp")
+        if written != self.strategy.name:
+            raise RuntimeError(f"{path} was written with train.strategy={written}; resume with the same strategy "
+                               f"and number of processes")
         self.step, self.nan_streak = state["step"], state["nan_streak"]
         self.episode_counter = state["episode_counter"]
         self.started = True
         self.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
+        if self.strategy.sharded:
+            load_shards({p.name: (p.model, p.optimizer) for p in self.policies}, path / "shards")
         for p in self.policies:
             s = state["policies"][p.name]
-            load_trainable_state(p.model, s["model"])
-            p.optimizer.load_state_dict(s["optimizer"])
+            if not self.strategy.sharded:
+                load_trainable_state(p.model, s["model"])
+                p.optimizer.load_state_dict(s["optimizer"])
             p.scheduler.load_state_dict(s["scheduler"])
             engines = s["engine"]
             if len(engines) != self.dist.world:
@@ -295,20 +313,35 @@ class Trainer:
             p.engine.sync_weights(p.model)
 
     def save(self) -> Path:
+        """A checkpoint of this step, complete or not at all: shards (sharded runs) and ``state.pt`` are
+        written to a hidden folder that is renamed into place, then ``latest`` points at it."""
         state = self.state_dict()  # collective: every rank contributes its sampler state
         path = self.ckpt_root / f"step_{self.step:06d}"
+        partial = None
+        if self.strategy.sharded:
+            partial = partial_folder(self.ckpt_root, self.step)
+            if self.dist.is_main:
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+            self.dist.barrier()
+            save_shards({p.name: (p.model, p.optimizer) for p in self.policies}, partial / "shards")
+            self.dist.barrier()
         if self.dist.is_main:
-            path = save_checkpoint(self.ckpt_root, self.step, state, keep=self.cfg.train.keep_checkpoints)
+            path = save_checkpoint(self.ckpt_root, self.step, state, keep=self.cfg.train.keep_checkpoints,
+                                   partial=partial)
             self.console.print(f"checkpoint: {path}")
         self.dist.barrier()
         return path
 
     def export(self) -> Path:
-        """Final model(s) as ``save_pretrained`` folders (LoRA merged): ``final/`` or ``final/{mta,ra}/``."""
+        """Final model(s) as ``save_pretrained`` folders (LoRA merged): ``final/`` or ``final/{mta,ra}/``,
+        written by rank 0 (a sharded model's whole weights are its engine's replica, synced after each update)."""
         root = self.run_dir / "final"
         release_memory(self.engines)  # the engines' KV pages are not needed while the weights are written
         for p in self.policies:
-            export_model(p.model, p.tokenizer, root if p.name == "shared" else root / p.name)
+            if self.dist.is_main:
+                export_model(p.served or p.model, p.tokenizer, root if p.name == "shared" else root / p.name)
+        self.dist.barrier()
         return root
 
     # ------------------------------------------------------------------------------------ process plumbing

@@ -32,10 +32,10 @@ from ..algos import aggregate, get_advantage_estimator, kl_k1, kl_k3, policy_los
 from ..config import AlgoConfig, TrainConfig
 from ..models import linear_per_attention
 from .batch import Rows, collate, count_units, group_ids, pad, plan_micro_batches
-from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory
 from .packed_attention import NAME as PACKED_ATTENTION
+from .strategy import Strategy
 
 OLD_LOGP_SOURCES = {"same_forward": 0, "recomputed": 1, "sampler": 2}
 
@@ -78,11 +78,16 @@ class Forward:
             yield idx, collate(rows, idx, pad_id, units=units, attn_impl=impl)
 
     @torch.no_grad()
-    def per_row(self, fn, model, rows: Rows, pad_id: int) -> torch.Tensor:
-        """``fn(batch) -> (B, T)`` over all rows' micro-batches, scattered into an ``(N, T_max)`` tensor."""
+    def per_row(self, fn, model, rows: Rows, pad_id: int, strategy: Strategy | None = None) -> torch.Tensor:
+        """``fn(batch) -> (B, T)`` over all rows' micro-batches, scattered into an ``(N, T_max)`` tensor (a
+        sharded model runs as many forwards as the busiest process, the extra ones discarded)."""
         out = torch.zeros((len(rows), max(rows.lengths)))
-        for idx, b in self.micro_batches(model, rows, list(range(len(rows))), pad_id):
-            out[idx, :b["input_ids"].shape[1]] = fn(b).float().cpu()
+        plan = list(self.micro_batches(model, rows, list(range(len(rows))), pad_id))
+        for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
+            idx, b = plan[min(r, len(plan) - 1)]
+            result = fn(b)
+            if r < len(plan):
+                out[idx, :b["input_ids"].shape[1]] = result.float().cpu()
         return out
 
     @torch.no_grad()
@@ -95,33 +100,33 @@ class Forward:
 
 
 def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: AlgoConfig, train: TrainConfig,
-                  fwd: Forward, pad_id: int, step: int, ref=None, dist: Dist | None = None) -> dict[str, float]:
+                  fwd: Forward, pad_id: int, step: int, ref=None, strategy: Strategy | None = None) -> dict[str, float]:
     """Advantages for ``rows`` (scored, one agent's view of one episode each), then ``train.ppo_epochs`` ×
     ``train.mini_batches`` optimizer steps of the policy loss. Returns the update's metrics (``loss/*``,
     ``stats/*``, ``adv/*``, ``check/*``); ``stats/optimizer_steps`` and ``stats/skipped_updates`` count the
     steps taken and skipped. ``ref`` is the frozen KL reference (None with LoRA: the adapter is turned off);
-    ``step`` seeds the mini-batch shuffle; ``dist`` joins the other data-parallel processes (None: alone)."""
-    sum_ = dist.sum_ if dist is not None else (lambda t: t)
+    ``step`` seeds the mini-batch shuffle; ``strategy`` joins the other data-parallel processes (None: alone)."""
+    sum_ = strategy.sum_ if strategy is not None else (lambda t: t)
     n = len(rows)
     full_mask = pad(rows.mask, 0, torch.float32)  # (N, T_max)
     full_turns = pad(rows.turn_ids, -1, torch.long)  # (N, T_max)
     need_ref = algo.kl_coef > 0
     kl_tok = None
     if need_ref and algo.kl_in_reward:  # REINFORCE++ style: -kl_coef * (logπ - logπ_ref) on every token
-        cur = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id)
-        ref_full = fwd.per_row(lambda b: fwd.ref_logp(model, ref, b), model, rows, pad_id)
+        cur = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id, strategy)
+        ref_full = fwd.per_row(lambda b: fwd.ref_logp(model, ref, b), model, rows, pad_id, strategy)
         kl_tok = kl_k1(cur, ref_full, full_mask)
     estimator = get_advantage_estimator(algo.advantage)
     adv, adv_stats = estimator(torch.tensor(rows.reward, dtype=torch.float32), group_ids(rows), full_mask,
                                full_turns, eps=algo.adv_eps, gamma=algo.gamma, kl=kl_tok,
                                kl_coef=algo.kl_coef if kl_tok is not None else 0.0,
-                               all_reduce=dist.sum_ if dist is not None and dist.enabled else None)
+                               all_reduce=strategy.sum_ if strategy is not None and strategy.dist.enabled else None)
 
     single_pass = train.ppo_epochs == 1 and train.mini_batches == 1
     source = "sampler" if not train.recompute_old_logp else ("same_forward" if single_pass else "recomputed")
     old_full = None  # (N, T_max) π_old log-probs, or None: the same forward's, detached
     if source == "recomputed":
-        old_full = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id)
+        old_full = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id, strategy)
     elif source == "sampler":
         old_full = pad(rows.sampler_logp, 0.0, torch.float32)
 
@@ -139,12 +144,18 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
         perm = torch.randperm(n, generator=gen).tolist()
         for chunk in range(train.mini_batches):
             mb = perm[chunk * n // train.mini_batches:(chunk + 1) * n // train.mini_batches]
-            if not mb:
+            sharded = strategy is not None and strategy.sharded
+            if not mb and not sharded:
                 continue
             # the global unit count: every process's micro-batches are weighted against the whole batch
             total = int(sum_(torch.tensor(float(count_units(full_mask[mb], full_turns[mb], algo.agg)))))
             finite = True
-            for idx, b in fwd.micro_batches(model, rows, mb, pad_id):
+            plan = list(fwd.micro_batches(model, rows, mb or [0], pad_id))
+            for r in range(strategy.rounds(len(plan) if mb else 0) if sharded else len(plan)):
+                idx, b = plan[min(r, len(plan) - 1)]
+                if r >= len(plan) or not mb:  # a sharded forward is collective: match the busiest process
+                    (fwd.logp(model, b)[0].sum() * 0.0).backward()
+                    continue
                 width = b["input_ids"].shape[1]
                 mask, turns = b["mask"].to(fwd.device), b["turn_ids"].to(fwd.device)
                 logp, entropy = fwd.logp(model, b, with_entropy=True)
@@ -180,10 +191,11 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
             for p in params:  # processes without rows still join the gradient sum
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            if dist is not None:
-                dist.sum_grads_(params)
+            if strategy is not None:
+                strategy.reduce_grads_(params)
             finite = bool(sum_(torch.tensor(float(not finite))) == 0)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train.grad_clip)) if params else 0.0
+            grad_norm = strategy.clip_grad_norm_(params, train.grad_clip) if strategy is not None else (
+                float(torch.nn.utils.clip_grad_norm_(params, train.grad_clip)) if params else 0.0)
             if finite and math.isfinite(grad_norm):
                 optimizer.step()
                 n_opt += 1

@@ -1,0 +1,162 @@
+"""How the trained model is spread over data-parallel processes: DDP (a whole replica on each) or FSDP2
+(PyTorch's ``fully_shard``: each decoder layer, then the root, sharded over the processes).
+
+The update (:func:`rema.train.update.update_policy`) does not know which one it runs under: it asks the
+strategy to finish the gradients (:meth:`Strategy.reduce_grads_`), to clip them, and how many micro-batch
+rounds every process must run (:meth:`Strategy.rounds`: a sharded forward is a collective, so every process
+runs as many forwards as the busiest one). Checkpoints of sharded weights go through
+``torch.distributed.checkpoint``; exports gather the full weights.
+
+How it departs from a plain FSDP setup:
+
+1. Gradients are *summed* over processes (``set_gradient_divide_factor(1)``): the loss is already normalised
+   by the global unit count (see :mod:`rema.train.update`), as under DDP.
+2. On CUDA with bf16 compute, FSDP's ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` over
+   fp32 shards: fp32 master weights and optimizer state, bf16 all-gathers and matmuls, fp32 gradient
+   reduction. On CPU (gloo) the shards stay fp32 and bf16 compute comes from autocast, as on one process.
+3. The generation engine never runs on the sharded model: the transformers engine gets an unsharded
+   replica (:func:`rema.train.policy.build_policies`) whose weights are refreshed by the engine's weight sync.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed.tensor import DTensor
+
+from .distributed import Dist
+from .logprobs import shard_logprobs
+
+
+def decoder_layers(model) -> list[torch.nn.Module]:
+    """The transformer blocks of a Hugging Face model (peft-wrapped or not): the modules whose class is in
+    the model's ``_no_split_modules`` (e.g. ``LlamaDecoderLayer``), the unit FSDP shards one at a time."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"{type(base).__name__} names no decoder layer class (_no_split_modules); FSDP needs one")
+    return layers
+
+
+def local_elements(model) -> tuple[int, int]:
+    """(parameter elements this process holds, elements of the whole model)."""
+    local = whole = 0
+    for p in model.parameters():
+        whole += p.numel()
+        local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
+    return local, whole
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a shard (a collective: every process calls it in the same order), or ``t``."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+class Strategy:
+    """DDP: every process holds the model; gradients are summed explicitly after each mini-batch."""
+
+    name = "ddp"
+    sharded = False
+
+    def __init__(self, dist: Dist):
+        self.dist = dist
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over processes (in place)."""
+        return self.dist.sum_(tensor)
+
+    def prepare(self, model) -> None:
+        """Make ``model`` ready for training under this strategy (in place)."""
+
+    def rounds(self, n_local: int) -> int:
+        """How many micro-batches this process runs when it has ``n_local`` of its own."""
+        return n_local
+
+    def reduce_grads_(self, params: list[torch.Tensor]) -> None:
+        """Turn each process's gradient into the gradient of the global loss (in place)."""
+        self.dist.sum_grads_(params)
+
+    def clip_grad_norm_(self, params: list[torch.Tensor], max_norm: float) -> float:
+        """Clip the gradients' global norm to ``max_norm``; returns the norm before clipping."""
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+
+
+class FSDP(Strategy):
+    """FSDP2: parameters, gradients and optimizer state sharded over processes (``train.strategy=fsdp``)."""
+
+    name = "fsdp"
+    sharded = True
+
+    def __init__(self, dist: Dist, device: torch.device, *, bf16: bool = False, cpu_offload: bool = False):
+        super().__init__(dist)
+        self.device, self.bf16, self.cpu_offload = device, bf16, cpu_offload
+        self.mesh = None
+
+    def prepare(self, model) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        if self.mesh is None:
+            self.mesh = init_device_mesh(self.device.type, (self.dist.world,))
+        kw = {"mesh": self.mesh, "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy()}
+        if self.bf16 and self.device.type == "cuda":
+            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for layer in decoder_layers(model):
+            fully_shard(layer, **kw)
+        fully_shard(model, **kw)
+        shard_logprobs(model)
+        for m in model.modules():
+            if hasattr(m, "set_gradient_divide_factor"):
+                m.set_gradient_divide_factor(1.0)
+                m.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no pre-multiplied sum)
+
+    def rounds(self, n_local: int) -> int:
+        return int(self.dist.all_max(n_local))
+
+    def reduce_grads_(self, params: list[torch.Tensor]) -> None:
+        pass  # reduce-scattered in the backward
+
+    def clip_grad_norm_(self, params: list[torch.Tensor], max_norm: float) -> float:
+        if not params:
+            return 0.0
+        return float(full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+
+
+def make_strategy(name: str, dist: Dist, device: torch.device, *, bf16: bool = False,
+                  cpu_offload: bool = False) -> Strategy:
+    """``train.strategy`` → a :class:`Strategy`; FSDP only where there are several processes to shard over."""
+    if name == "fsdp" and dist.enabled:
+        return FSDP(dist, device, bf16=bf16, cpu_offload=cpu_offload)
+    return Strategy(dist)
+
+
+def _sharded_states(policies: dict) -> dict:
+    """``{name: {"model": ..., "optimizer": ...}}`` of sharded policies, trainable entries only (DCP layout)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    out = {}
+    for name, (model, optimizer) in policies.items():
+        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+        out[name] = {"model": msd, "optimizer": osd}
+    return out
+
+
+def save_shards(policies: dict, folder) -> None:
+    """Every process writes its shards of each ``{name: (model, optimizer)}`` to ``folder`` through
+    ``torch.distributed.checkpoint`` (a collective)."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(_sharded_states(policies), checkpoint_id=str(folder))
+
+
+def load_shards(policies: dict, folder) -> None:
+    """Read what :func:`save_shards` wrote back into each ``{name: (model, optimizer)}`` (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = _sharded_states(policies)
+    dcp.load(state, checkpoint_id=str(folder))
+    for name, (model, optimizer) in policies.items():
+        set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
+                       optim_state_dict=state[name]["optimizer"],
+                       options=StateDictOptions(ignore_frozen_params=True))
