@@ -1,4 +1,4 @@
-"""The ``rema`` command line: chat, train, sft, eval, compare, report."""
+"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report."""
 
 from __future__ import annotations
 
@@ -159,6 +159,35 @@ def _add_chat_command(sub) -> None:
     c.set_defaults(func=cmd_chat, shorthands=sh)
 
 
+def cmd_plan(args) -> int:
+    """Print the memory a config needs per device (``rema.plan``), from the model's config alone."""
+    from .plan import cmd_plan as run
+
+    parsed = _config_and_overrides(args)
+    if isinstance(parsed, int):
+        return parsed
+    return run(args, *parsed)
+
+
+def _add_plan_command(sub) -> None:
+    from .cli_args import add_config_args
+
+    c = sub.add_parser(
+        "plan", help="memory per device (weights, grads, optimizer, activations, vLLM) and whether it fits",
+        description="rema plan [CONFIG] [section.key=value ...] --gpus N [--gpu-mem GiB]: what one training "
+                    "process holds at its peak, from the model's config alone (no weights read; the paper's "
+                    "models answer offline). Without --gpu-mem: CPU processes, host memory per process.")
+    add_config_args(c, "model.lora_r=16 train.strategy=fsdp")
+    c.add_argument("--gpus", type=int, default=1, help="processes (one per GPU, or CPU processes)")
+    c.add_argument("--gpu-mem", type=float, default=None, metavar="GiB", help="memory of one GPU (e.g. 80)")
+    c.add_argument("--trained-share", type=float, default=1.0,
+                   help="share of a micro-batch's tokens that are trained (LM-head positions; 1 = upper bound)")
+    c.add_argument("--runtime-gib", type=float, default=None,
+                   help="the process's own memory outside tensors (default: measured on CPU, 1 GiB on a GPU)")
+    c.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    c.set_defaults(func=cmd_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rema", description="ReMA: meta-thinking agents trained with multi-agent RL")
     sub = p.add_subparsers(dest="command", required=True)
@@ -180,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=3 sft.data=my_dialogues.jsonl")
     f.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
     f.set_defaults(func=cmd_sft)
+
+    _add_plan_command(sub)
 
     from .eval.commands import add_eval_commands
 

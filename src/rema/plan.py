@@ -1,0 +1,589 @@
+"""Memory plan: what one training process holds at its peak, per device, from a model's config alone.
+
+``rema plan CONFIG [overrides] --gpus N [--gpu-mem GiB]`` answers "does this run fit?" before any GPU hour
+is spent. The model is built on the ``meta`` device from its ``config.json`` (no weights are read): the
+paper's models ship their shapes in ``rema/assets/model_shapes/`` so the answer needs no network.
+
+What is counted, per process (one process per device; bytes, reported in GiB = 2**30 bytes):
+
+1. **Weights.** Trainable parameters as fp32 master weights (AdamW on bf16 weights rounds small updates
+   away, so bf16 compute keeps fp32 masters); frozen ones (LoRA's base) in the dtype they are stored in:
+   bf16 under bf16 compute (``rema.models.store_frozen_weights``), else ``model.dtype``.
+2. **Gradients**: fp32, one per trainable parameter. **Optimizer state**: AdamW's two fp32 moments.
+3. **Sharding**: ``train.strategy=fsdp`` divides weights, gradients and optimizer state by the number of
+   processes (``train.fsdp_cpu_offload`` moves them to host memory) and adds the layers gathered for
+   compute; ``ddp`` keeps a full replica per device plus the flat all-reduce buffer of the gradients.
+4. **Activations** of one micro-batch of ``train.micro_batch_tokens`` padded tokens (the update's
+   largest), with gradient checkpointing (``model.checkpoint_layers`` of the layers keep only their input)
+   or without; plus the LM head, which computes log-probs only on trained positions in chunks of
+   :data:`HEAD_CHUNK` (``rema.train.logprobs``), so no (T × V) logits are ever held.
+5. **KL reference**: ``algo.kl_coef > 0`` with full fine-tuning keeps a frozen deep copy of the model; with
+   LoRA the base with the adapter off is the reference (nothing extra).
+6. **Separate weights** (``train.shared_weights=false``): two models, two generation engines, and, as
+   ``rema.train.policy.build_policies`` allocates today, an AdamW per model whose state both hold once each
+   agent has been updated (the inactive agent's gradients are freed after its step).
+7. **Generation**: vLLM holds its own copy of the weights in ``rollout.vllm_dtype`` and a KV cache:
+   ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU, ``rollout.vllm_kv_cache_gib``
+   on CPU (released between rollout and update with ``rollout.vllm_release_kv``). The transformers engine
+   shares the trainer's weights and holds a KV cache for the rank's episodes during the rollout.
+8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
+   run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
+
+The peak is the persistent part (runtime, weights, gradients, optimizer state, reference, a GPU's vLLM
+share) plus the largest of the phases' transients (the micro-batch's activations, the all-reduce buffer,
+the optimizer step's temporaries, the rollout's KV cache). The CPU figures are checked against measured
+peaks of real runs in ``tests/test_plan.py`` (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+GIB = 2**30
+
+SHAPES_DIR = Path(__file__).resolve().parent / "assets" / "model_shapes"
+"""config.json files of the paper's models (and the embedded SmolLM2), so ``rema plan`` answers offline."""
+
+HEAD_CHUNK = 256
+"""Trained positions per LM-head chunk (``token_logprobs``' ``chunk_tokens`` default)."""
+
+CPU_RUNTIME_GIB = 0.75
+"""Resident memory of a CPU training process beyond its model: torch, transformers, peft and rema's imports
+(0.43 GiB right after import and a tiny model) plus what the first steps add (oneDNN kernels and their
+caches, allocator arenas, the rollout's records). Calibrated on the tiny model (its own tensors are < 10 MB):
+the peak of ``rema train configs/demo.yaml model.name=tiny-random rollout.engine=hf sft.cold_start=false
+train.steps=2 log.tensorboard=false data.eval=null`` was 0.75 GiB at step 2 (0.64 at step 1;
+docs/results.md, 2026-12-05). It still grows slowly over later steps (0.83 GiB at step 3)."""
+
+GPU_RUNTIME_GIB = 1.0
+"""A GPU process's memory outside its tensors: the CUDA context and kernels (~0.5 GiB on an H100), NCCL's
+buffers and the caching allocator's fragmentation. An allowance, not a measurement."""
+
+LAYER_BYTES_PER_TOKEN = {
+    # (per hidden unit, per intermediate unit, per key/value width unit); + 4 bytes per attention head (the
+    # attention's log-sum-exp). Counted with torch.autograd.graph.saved_tensors_hooks over transformers'
+    # Llama decoder layer (sdpa attention, no weights counted); tests/test_plan.py recounts it.
+    "fp32": (32, 16, 8),  # parameters and compute in fp32
+    "bf16": (20, 8, 4),  # parameters and compute in bf16 (FSDP's bf16 param_dtype); the norms save fp32 copies
+    "autocast": (30, 8, 4),  # fp32 parameters under bf16 autocast: the residual stream and norms stay fp32
+}
+"""Bytes that one token's pass through one decoder layer saves for the backward, by compute mode."""
+
+GRAD_PHASES = ("update", "all-reduce", "optimizer step")
+"""Gradients exist from the first backward to the optimizer step (then ``zero_grad(set_to_none=True)``)."""
+
+HEAD_AUTOGRAD_BYTES_PER_LOGIT = 24
+"""A trained LM head's chunk through autograd (recomputed under checkpointing in the backward): the logits in
+the compute dtype (2) and in fp32 (4), scaled by 1/T (4), the softmax for the entropy (4) and its product with
+the logits (4), then the gradient in fp32 (4) and in the compute dtype (2): 24 bytes per (token, vocab) entry."""
+
+
+# ------------------------------------------------------------------------------------------- model shape
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the plan needs from a model: its dimensions and exact parameter counts (from the meta device)."""
+
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    params: int
+    """All parameters (a tied embedding counted once)."""
+    embedding: int
+    """Input embedding parameters."""
+    head: int
+    """LM head parameters that are not the embedding (0 when tied)."""
+    layer_params: int
+    """Parameters of one decoder layer."""
+    lora_params_per_rank: int
+    """LoRA parameters per unit of rank: Σ (in + out) over the linear layers LoRA wraps (all of a decoder
+    layer's projections, ``rema.models.LoraSpec.target_modules``)."""
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def _shipped_shapes() -> dict[str, Path]:
+    """Shipped shape files by lower-cased Hub id and by lower-cased model name (the id's last part)."""
+    out: dict[str, Path] = {}
+    for path in sorted(SHAPES_DIR.glob("*.json")):
+        hub = json.loads(path.read_text()).get("_name_or_path", path.stem)
+        out[hub.lower()] = out[hub.split("/")[-1].lower()] = path
+    return out
+
+
+def model_config(name: str):
+    """The transformers config of ``name`` without any weights: ``tiny-random`` (built in-process), the
+    embedded ``smollm2-135m`` and the paper's models (shipped shapes), a local folder (its config.json), or a
+    Hub id (its config.json only)."""
+    from transformers import AutoConfig
+
+    from .models import EMBEDDED_NAME, TINY_NAME
+
+    if name == TINY_NAME:
+        return _tiny_config()
+    shipped = _shipped_shapes()
+    key = "smollm2-135m-instruct" if name == EMBEDDED_NAME else name.lower().rstrip("/")
+    if os.path.isdir(name):
+        return AutoConfig.from_pretrained(name)
+    for candidate in (key, key.split("/")[-1], key.split("/")[-1].replace("meta-llama-3-", "llama-3-")):
+        if candidate in shipped:
+            return AutoConfig.from_pretrained(shipped[candidate])
+        if "meta-" + candidate in shipped:
+            return AutoConfig.from_pretrained(shipped["meta-" + candidate])
+    from .models import ModelNotFoundError
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except OSError as err:
+        raise ModelNotFoundError(
+            f"no config for '{name}': not a shipped shape ({', '.join(sorted({p.stem for p in shipped.values()}))}), "
+            f"a local folder, nor a Hub id reachable now ({err})") from err
+
+
+def _tiny_config():
+    """The tiny-random model's config, as ``rema.models.loading`` builds it (its tokenizer sets the vocab)."""
+    import torch
+
+    from .models.loading import _tiny_model, _tiny_tokenizer
+
+    with torch.device("meta"):
+        return _tiny_model(_tiny_tokenizer()).config
+
+
+def model_shape(config, name: str = "", lora_targets: tuple[str, ...] | None = None) -> ModelShape:
+    """Dimensions and exact parameter counts of a causal LM built from ``config`` on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .models import LoraSpec
+
+    targets = lora_targets or LoraSpec().target_modules
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and head.weight is emb.weight
+    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    layer = backbone.layers[0]
+    lora = sum(m.in_features + m.out_features for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+    heads = config.num_attention_heads
+    return ModelShape(
+        name=name or getattr(config, "_name_or_path", "") or type(model).__name__,
+        hidden=config.hidden_size, intermediate=config.intermediate_size, layers=config.num_hidden_layers,
+        heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads, vocab=config.vocab_size,
+        tied=tied, params=sum(p.numel() for p in model.parameters()), embedding=emb.weight.numel(),
+        head=0 if tied or head is None else head.weight.numel(),
+        layer_params=sum(p.numel() for p in layer.parameters()), lora_params_per_rank=lora)
+
+
+# ------------------------------------------------------------------------------ the estimates (pure math)
+
+
+def weight_bytes(frozen: int, trainable: int, *, frozen_bytes: int, shards: int = 1) -> float:
+    """Stored weights: ``trainable`` parameters as fp32 masters (4 bytes), ``frozen`` ones at ``frozen_bytes``
+    each; divided over ``shards`` processes (FSDP; 1 = a full replica)."""
+    return (4 * trainable + frozen_bytes * frozen) / shards
+
+
+def grad_bytes(trainable: int, *, shards: int = 1) -> float:
+    """fp32 gradients of the trainable parameters (FSDP reduces them in fp32 and keeps the shard)."""
+    return 4 * trainable / shards
+
+
+def adamw_bytes(trainable: int, *, shards: int = 1, models: int = 1) -> float:
+    """AdamW's first and second moments in fp32 (8 bytes per trainable parameter), for each of ``models``
+    optimizers that hold state."""
+    return 8 * trainable * models / shards
+
+
+def layer_activation_bytes(tokens: int, *, hidden: int, intermediate: int, kv_width: int, heads: int,
+                           mode: str) -> float:
+    """What one decoder layer saves for the backward over ``tokens`` tokens (no checkpointing):
+    ``tokens · (h·H + i·I + k·kv_width + 4·heads)`` with (h, i, k) from :data:`LAYER_BYTES_PER_TOKEN[mode]`
+    (``fp32``, ``bf16`` or ``autocast``: fp32 weights under bf16 autocast)."""
+    h, i, k = LAYER_BYTES_PER_TOKEN[mode]
+    return tokens * (h * hidden + i * intermediate + k * kv_width + 4 * heads)
+
+
+def backbone_activation_bytes(tokens: int, *, layers: int, checkpointed: int, layer_bytes: float, hidden: int,
+                              residual_bytes: int) -> float:
+    """The backbone's activations at the backward's peak for one micro-batch of ``tokens`` tokens.
+
+    A checkpointed layer keeps only its input (``tokens · hidden · residual_bytes``) and recomputes the rest
+    in the backward, one layer at a time (``layer_bytes`` once); the other ``layers - checkpointed`` keep
+    ``layer_bytes`` each. The final norm saves its input and output, and the backward carries the residual
+    stream's gradient plus one branch's (3 more ``tokens · hidden`` fp32 tensors)."""
+    stream = tokens * hidden
+    kept = checkpointed * stream * residual_bytes + (layers - checkpointed) * layer_bytes
+    recompute = layer_bytes if checkpointed else 0.0
+    return kept + recompute + 2 * stream * residual_bytes + 3 * stream * 4
+
+
+def head_bytes(trained: int, *, vocab: int, hidden: int, chunk: int = HEAD_CHUNK, trained_head: bool,
+               low_precision: bool) -> float:
+    """The LM head's peak for ``trained`` trained positions (``rema.train.logprobs.token_logprobs``).
+
+    The selected hidden states (``trained · hidden`` fp32) feed chunks of ``c = min(chunk, trained)``
+    positions. A trained head (full fine-tuning) runs each chunk through autograd under checkpointing:
+    :data:`HEAD_AUTOGRAD_BYTES_PER_LOGIT` per (position, vocab) entry of one chunk. A frozen head (LoRA) runs
+    the fused function: one fp32 (c × V) logits buffer, a 16-bit one when the head computes in bf16, and
+    then (``keep_probs``) an fp32 softmax buffer plus the kept softmax of *every* trained position in bf16
+    (``trained · V · 2``) for the backward."""
+    c = min(chunk, trained)
+    selected = trained * hidden * 4
+    if trained_head:
+        return selected + HEAD_AUTOGRAD_BYTES_PER_LOGIT * c * vocab
+    if low_precision:
+        return selected + (4 + 2 + 4) * c * vocab + 2 * trained * vocab
+    return selected + 4 * c * vocab
+
+
+def kv_cache_bytes(sequences: int, context: int, *, layers: int, kv_width: int, dtype_bytes: int) -> float:
+    """Keys and values of ``sequences`` sequences of ``context`` tokens: ``2 · layers · kv_width`` numbers
+    per token."""
+    return sequences * context * 2 * layers * kv_width * dtype_bytes
+
+
+# --------------------------------------------------------------------------------------- the whole plan
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The settings a plan depends on (``setup_from_config`` reads them from a ``Config``)."""
+
+    processes: int = 1
+    device: str = "cpu"
+    """``cpu`` or ``cuda``."""
+    device_gib: float | None = None
+    """A GPU's memory; None on CPU."""
+    strategy: str = "ddp"
+    cpu_offload: bool = False
+    bf16: bool = False
+    """The update computes in bf16 (autocast, or ``model.dtype=bfloat16``)."""
+    model_dtype_bytes: int = 4
+    lora_r: int = 0
+    checkpoint_share: float = 0.0
+    """Share of decoder layers under activation checkpointing (0 = off)."""
+    micro_batch_tokens: int = 8192
+    trained_share: float = 1.0
+    """Share of a micro-batch's tokens that are trained (the LM head's positions); 1 = the upper bound."""
+    entropy_grad: bool = False
+    kl_ref: bool = False
+    models: int = 1
+    engine: str = "hf"
+    vllm_dtype_bytes: int = 2
+    vllm_gpu_memory_utilization: float = 0.5
+    vllm_kv_cache_gib: float = 1.0
+    vllm_release_kv: bool = True
+    vllm_in_process: bool = True
+    rollout_sequences: int = 1
+    """Episodes this process rolls out at once (the transformers engine's KV cache)."""
+    max_context: int = 4096
+    runtime_gib: float | None = None
+    """None: :data:`CPU_RUNTIME_GIB` or :data:`GPU_RUNTIME_GIB`."""
+
+
+@dataclass
+class Line:
+    component: str
+    gib: float
+    note: str = ""
+    phases: tuple[str, ...] = ()
+    """When it is held: () = throughout; else the phases (``rollout``, ``update``, ``all-reduce``,
+    ``optimizer step``) that hold it, the peak being the largest phase; ``("info",)`` = shown for comparison,
+    never counted."""
+    peak: bool = True
+    """Counted in the peak (set by :func:`plan`)."""
+
+
+@dataclass
+class Plan:
+    """Per-process memory lines, the peak, and whether it fits."""
+
+    model: str
+    setup: Setup
+    lines: list[Line] = field(default_factory=list)
+    host_lines: list[Line] = field(default_factory=list)
+    """What FSDP's CPU offload moves to host memory (per process)."""
+    peak_gib: float = 0.0
+    peak_phase: str = ""
+    capacity_gib: float | None = None
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.capacity_gib is None else self.peak_gib <= self.capacity_gib
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "setup": asdict(self.setup), "peak_gib": round(self.peak_gib, 3),
+                "peak_phase": self.peak_phase, "capacity_gib": self.capacity_gib, "fits": self.fits,
+                "lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.lines],
+                "host_lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.host_lines]}
+
+
+def peak_of(lines: list[Line]) -> tuple[float, str]:
+    """``(peak, phase)``: the lines held throughout plus those of the phase whose lines sum highest."""
+    phases: dict[str, float] = {}
+    for x in lines:
+        for ph in x.phases:
+            if ph != "info":
+                phases[ph] = phases.get(ph, 0.0) + x.gib
+    top = max(phases, key=phases.get) if phases else ""
+    return sum(x.gib for x in lines if not x.phases) + phases.get(top, 0.0), top
+
+
+def plan(shape: ModelShape, s: Setup) -> Plan:
+    """Compose the estimates above into one process's peak for ``shape`` under ``s``."""
+    gpu = s.device == "cuda"
+    fsdp = s.strategy == "fsdp" and s.processes > 1
+    shards = s.processes if fsdp else 1
+    lora = s.lora_r > 0
+    trainable = s.lora_r * shape.lora_params_per_rank if lora else shape.params
+    frozen = shape.params if lora else 0
+    frozen_bytes = 2 if (lora and s.bf16) else s.model_dtype_bytes
+    out = Plan(shape.name, s, capacity_gib=s.device_gib)
+    per = f"/ {shards} processes" if fsdp else "full replica"
+    two = f" × {s.models} models" if s.models > 1 else ""
+    runtime = s.runtime_gib if s.runtime_gib is not None else (GPU_RUNTIME_GIB if gpu else CPU_RUNTIME_GIB)
+    out.lines.append(Line("runtime", runtime, "CUDA context, NCCL, allocator (allowance)" if gpu
+                          else "torch/transformers process (measured, tiny model)"))
+    # persistent: model state
+    w = weight_bytes(frozen, trainable, frozen_bytes=frozen_bytes, shards=shards) * s.models
+    g = grad_bytes(trainable, shards=shards)
+    o = adamw_bytes(trainable, shards=shards, models=s.models)
+    state = [Line("weights", w / GIB, f"{trainable / 1e6:,.1f}M trainable in fp32"
+                  + (f" + {frozen / 1e6:,.0f}M frozen in {frozen_bytes * 8}-bit" if frozen else "") + f"{two}, {per}"),
+             Line("gradients", g / GIB, f"fp32, the updated model's, {per}", phases=GRAD_PHASES),
+             Line("optimizer state", o / GIB, f"AdamW 2 × fp32{two}, {per}"
+                  + (" (the inactive agent's too, as allocated today)" if s.models > 1 else ""))]
+    if s.kl_ref and not lora:
+        ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=shards) * s.models
+        state.append(Line("KL reference", ref / GIB, f"frozen copy of the fp32 weights{two}, {per}"))
+    offload = fsdp and s.cpu_offload
+    if offload:
+        out.host_lines = [replace(x, note=x.note + ", in host memory") for x in state]
+        state = [Line("weights/gradients/optimizer", 0.0, "in host memory (train.fsdp_cpu_offload)")]
+    out.lines += state
+    # generation
+    if s.engine == "vllm":
+        vw = shape.params * s.vllm_dtype_bytes * s.models / GIB
+        out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{two}"
+                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")))
+        if gpu:
+            share = s.vllm_gpu_memory_utilization * s.device_gib * s.models
+            out.lines.append(Line("vLLM KV cache + workspace", max(share - vw, 0.0),
+                                  f"vllm_gpu_memory_utilization {s.vllm_gpu_memory_utilization}{two}"))
+        else:
+            out.lines.append(Line("vLLM KV cache", s.vllm_kv_cache_gib * s.models, "vllm_kv_cache_gib"
+                                  + (", returned after the rollout" if s.vllm_release_kv else ""),
+                                  phases=("rollout",) if s.vllm_release_kv else ()))
+    else:
+        kv = kv_cache_bytes(s.rollout_sequences, s.max_context, layers=shape.layers, kv_width=shape.kv_width,
+                            dtype_bytes=s.model_dtype_bytes)
+        out.lines.append(Line("KV cache (transformers engine)", kv / GIB,
+                              f"{s.rollout_sequences} episodes × {s.max_context} tokens (upper bound)", phases=("rollout",)))
+    # the update: one micro-batch's transient
+    tokens = s.micro_batch_tokens
+    if not s.bf16:
+        mode = "fp32"
+    elif fsdp or (lora and s.model_dtype_bytes == 2):
+        mode = "bf16"  # FSDP's bf16 param_dtype, or a bf16-stored base: a bf16 residual stream
+    else:
+        mode = "autocast"
+    lb = layer_activation_bytes(tokens, hidden=shape.hidden, intermediate=shape.intermediate,
+                                kv_width=shape.kv_width, heads=shape.heads, mode=mode)
+    ckpt = max(1, round(s.checkpoint_share * shape.layers)) if s.checkpoint_share > 0 else 0
+    residual = 2 if mode == "bf16" else 4
+
+    def backbone(k: int) -> float:
+        return backbone_activation_bytes(tokens, layers=shape.layers, checkpointed=k, layer_bytes=lb,
+                                         hidden=shape.hidden, residual_bytes=residual) / GIB
+
+    trained = max(1, int(tokens * s.trained_share))
+    autograd_head = not lora or s.entropy_grad
+    hb = head_bytes(trained, vocab=shape.vocab, hidden=shape.hidden, trained_head=autograd_head,
+                    low_precision=s.bf16)
+    out.lines.append(Line("activations", backbone(ckpt), f"{tokens} tokens/micro-batch, {mode}, "
+                          + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"),
+                          phases=("update",)))
+    out.lines.append(Line("LM head", hb / GIB, f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
+                          + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")),
+                          phases=("update",)))
+    if fsdp:  # FSDP2 gathers each layer for its compute (the next one prefetched); the root (embedding,
+        unit = 2 if s.bf16 else 4  # head, final norm) stays gathered from the forward through the backward
+        gathered = (2 * shape.layer_params + shape.embedding + shape.head) * unit
+        out.lines.append(Line("gathered layers", gathered / GIB, "FSDP all-gather: 2 decoder layers + the root",
+                              phases=("update",)))
+    elif s.bf16 and not lora:  # autocast keeps one bf16 cast of each fp32 weight matrix until the forward ends
+        casts = 2 * (shape.params - shape.embedding + (shape.embedding if shape.tied else 0))
+        out.lines.append(Line("autocast weight copies", casts / GIB, "bf16 casts of the fp32 weights (forward)",
+                              phases=("update",)))
+    if not fsdp and s.processes > 1:
+        out.lines.append(Line("all-reduce buffer", g / GIB, "flat fp32 gradients (ddp)", phases=("all-reduce",)))
+    if gpu and not offload:
+        out.lines.append(Line("optimizer step", 4 * trainable / shards / GIB, "foreach AdamW temporaries",
+                              phases=("optimizer step",)))
+    other = backbone(0) if ckpt else backbone(shape.layers)
+    out.lines.append(Line("activations " + ("without" if ckpt else "with") + " checkpointing", other,
+                          "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
+                          phases=("info",)))
+    out.peak_gib, out.peak_phase = peak_of(out.lines)
+    for x in out.lines:
+        x.peak = not x.phases or out.peak_phase in x.phases
+    return out
+
+
+def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, trained_share: float = 1.0,
+                      runtime_gib: float | None = None, native_bf16_cpu: bool | None = None) -> Setup:
+    """The :class:`Setup` of a ``Config`` on ``gpus`` processes: GPUs of ``gpu_mem_gib`` GiB each, or CPU
+    processes when None. ``train.autocast=auto`` means bf16 on a GPU and, on CPU, where this machine computes
+    bf16 natively (``native_bf16_cpu``; None = ask this machine)."""
+    from .rollout.factory import resolve_engine
+
+    gpu = gpu_mem_gib is not None
+    t, m, r = cfg.train, cfg.model, cfg.rollout
+    if t.autocast == "auto":
+        if gpu:
+            bf16 = True
+        else:
+            if native_bf16_cpu is None:
+                from .models import native_bf16
+
+                native_bf16_cpu = native_bf16("cpu")
+            bf16 = native_bf16_cpu
+    else:
+        bf16 = t.autocast == "bf16"
+    dtype_bytes = 2 if m.dtype in ("bfloat16", "float16") else 4
+    bf16 = bf16 or dtype_bytes == 2
+    vllm_bytes = {"": 2 if (gpu or bf16) else 4, "bfloat16": 2, "float16": 2, "float32": 4}[r.vllm_dtype]
+    per_rank = math.ceil(t.questions_per_step / gpus) * r.samples_per_question
+    return Setup(processes=gpus, device="cuda" if gpu else "cpu", device_gib=gpu_mem_gib,
+                 strategy=t.strategy, cpu_offload=t.fsdp_cpu_offload, bf16=bf16, model_dtype_bytes=dtype_bytes,
+                 lora_r=m.lora_r, checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
+                 micro_batch_tokens=t.micro_batch_tokens, trained_share=trained_share,
+                 entropy_grad=cfg.algo.entropy_coef > 0, kl_ref=cfg.algo.kl_coef > 0,
+                 models=1 if t.shared_weights else 2, engine=resolve_engine(r.engine), vllm_dtype_bytes=vllm_bytes,
+                 vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
+                 vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,
+                 rollout_sequences=per_rank, max_context=r.max_context_tokens, runtime_gib=runtime_gib)
+
+
+def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
+    """What to change when a plan does not fit: each single change worth trying, planned (LoRA, FSDP, CPU
+    offload, more GPUs, smaller micro-batches, checkpointing, a smaller vLLM share)."""
+    tries: list[tuple[str, Setup]] = []
+    if s.lora_r == 0:
+        tries.append(("model.lora_r=16", replace(s, lora_r=16)))
+    if s.strategy != "fsdp" and s.processes > 1:
+        tries.append(("train.strategy=fsdp", replace(s, strategy="fsdp")))
+    if s.strategy == "fsdp" and s.processes > 1 and not s.cpu_offload:
+        tries.append(("train.fsdp_cpu_offload=true", replace(s, cpu_offload=True)))
+    fsdp_s = replace(s, strategy="fsdp")
+    for n in (2 * s.processes, 4 * s.processes):
+        tries.append((f"train.strategy=fsdp on {n} GPUs", replace(fsdp_s, processes=n)))
+    if s.checkpoint_share < 1:
+        tries.append(("model.gradient_checkpointing=true model.checkpoint_layers=1",
+                      replace(s, checkpoint_share=1.0)))
+    for mbt in (s.micro_batch_tokens // 2, s.micro_batch_tokens // 4):
+        if mbt >= 512:
+            tries.append((f"train.micro_batch_tokens={mbt}", replace(s, micro_batch_tokens=mbt)))
+    if s.engine == "vllm" and s.device == "cuda":
+        for u in (0.3, 0.2):
+            if u < s.vllm_gpu_memory_utilization:
+                tries.append((f"rollout.vllm_gpu_memory_utilization={u}", replace(s, vllm_gpu_memory_utilization=u)))
+    return [(what, plan(shape, alt)) for what, alt in tries]
+
+
+# --------------------------------------------------------------------------------------------- rema plan
+
+
+def host_memory_gib() -> float | None:
+    """This machine's total memory (Linux ``MemTotal``), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def verdict(p: Plan, alts: list[tuple[str, Plan]]) -> str:
+    """One line: fits or not, the largest components, and (when it does not fit) the single changes that make
+    it fit, with their peaks."""
+    counted = sorted((x for x in p.lines if x.peak), key=lambda x: -x.gib)
+    top = ", ".join(f"{x.component} {x.gib:.1f}" for x in counted[:3])
+    if p.capacity_gib is None:
+        return f"peak {p.peak_gib:.2f} GiB per process ({p.peak_phase}); largest: {top} GiB"
+    head = (f"{'fits' if p.fits else 'does not fit'}: peak {p.peak_gib:.1f} of {p.capacity_gib:g} GiB per GPU "
+            f"({p.peak_phase}); largest: {top} GiB")
+    if p.fits:
+        return head + (f"; headroom {p.capacity_gib - p.peak_gib:.1f} GiB")
+    fixes = [f"{what} → {alt.peak_gib:.1f} GiB" for what, alt in alts if alt.fits]
+    near = sorted(alts, key=lambda a: a[1].peak_gib)[:2]
+    if fixes:
+        return head + ". Fits with: " + "; ".join(fixes)
+    return head + ". No single change fits; closest: " + "; ".join(f"{w} → {a.peak_gib:.1f} GiB" for w, a in near)
+
+
+def cmd_plan(args, config: str | None, overrides: list[str]) -> int:
+    """``rema plan``: load the config, shape the model on the meta device, print the table (or JSON)."""
+    from .config import load_config
+
+    cfg = load_config(config, overrides)
+    gpu_mem = args.gpu_mem
+    s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
+                          runtime_gib=args.runtime_gib)
+    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
+    shape = model_shape(model_config(names[0]), names[0])
+    if len(names) > 1 and names[1] != names[0]:  # separate weights with another RA model: plan the larger
+        other = model_shape(model_config(names[1]), names[1])
+        shape = max(shape, other, key=lambda x: x.params)
+    p = plan(shape, s)
+    alts = alternatives(shape, s) if p.fits is False else []
+    host = host_memory_gib()
+    if args.json:
+        d = p.to_dict() | {"verdict": verdict(p, alts), "params": shape.params,
+                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits} for w, a in alts}}
+        if gpu_mem is None:
+            d["machine_gib"] = host
+        print(json.dumps(d))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    where = f"{args.gpus} × GPU of {gpu_mem:g} GiB" if gpu_mem is not None else f"{args.gpus} CPU process(es)"
+    mode = f"{s.strategy}" + (" + CPU offload" if s.cpu_offload and s.strategy == "fsdp" else "")
+    table = Table(title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "
+                        f"{'GPU' if gpu_mem is not None else 'process'}")
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("when")
+    table.add_column("how counted")
+    for x in p.lines:
+        style = None if x.peak else "dim"
+        when = "always" if not x.phases else ("—" if x.phases == ("info",) else ", ".join(x.phases))
+        table.add_row(x.component, f"{x.gib:.2f}", when, x.note, style=style)
+    table.add_row("peak", f"{p.peak_gib:.2f}", p.peak_phase, "persistent + the largest phase", style="bold")
+    console.print(table)
+    for x in p.host_lines:
+        console.print(f"  host memory per process: {x.component} {x.gib:.2f} GiB ({x.note})")
+    console.print(verdict(p, alts))
+    if gpu_mem is None and host is not None:
+        console.print(f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
+                      f"machine's {host:.1f} GiB")
+    return 0
