@@ -6,7 +6,9 @@ class RecordingOptimizer:
         self.params, self.grads = list(params), []
 
     def step(self):
-        self.grads.append([p.grad.detach().clone() for p in self.params])
+        # a sharded (FSDP) gradient is gathered whole: every process calls step, so the collective matches
+        grads = [p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in self.params]
+        self.grads.append([g.detach().clone() for g in grads])
 
     def zero_grad(self, set_to_none=True):
         for p in self.params:

@@ -34,7 +34,7 @@ from typing import Callable, Dict, Optional, Protocol, Tuple
 
 import torch
 
-from rema.algos.segments import TurnIndex, masked_mean, masked_whiten, turn_index
+from rema.algos.segments import TurnIndex, masked_mean, masked_sum, masked_whiten, turn_index
 
 __all__ = [
     "AdvantageFn",
@@ -303,10 +303,16 @@ def _only_outcome(name: str, gamma: float, kl_coef: float) -> None:
         )
 
 
-def _adv_stats(adv: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor) -> Stats:
+def _adv_stats(adv: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor, all_reduce=None) -> Stats:
+    """Advantage statistics over trained tokens; with ``all_reduce`` the mean and std are the whole batch's."""
     m = mask.bool()
-    mean = masked_mean(adv, m)
-    var = masked_mean((adv - mean) ** 2, m)
+    if all_reduce is None:
+        mean = masked_mean(adv, m)
+        var = masked_mean((adv - mean) ** 2, m)
+    else:
+        n = all_reduce(m.sum().to(adv.dtype)).clamp(min=1)
+        mean = all_reduce(masked_sum(adv, m)) / n
+        var = all_reduce(masked_sum((adv - mean) ** 2, m)) / n
     any_tok = bool(m.any())
     return {
         "reward_mean": rewards.mean() if rewards.numel() else rewards.new_zeros(()),
@@ -337,7 +343,7 @@ def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("grpo", gamma, kl_coef)
     adv = broadcast_to_tokens(grpo(rewards, group_ids, eps=eps, scale_by_std=True), mask)
-    return adv, {**_adv_stats(adv, mask, rewards), **_group_stats(rewards, group_ids)}
+    return adv, {**_adv_stats(adv, mask, rewards, all_reduce), **_group_stats(rewards, group_ids)}
 
 
 @register_advantage_estimator("dr_grpo")
@@ -348,7 +354,7 @@ def dr_grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("dr_grpo", gamma, kl_coef)
     adv = broadcast_to_tokens(grpo(rewards, group_ids, eps=eps, scale_by_std=False), mask)
-    return adv, {**_adv_stats(adv, mask, rewards), **_group_stats(rewards, group_ids)}
+    return adv, {**_adv_stats(adv, mask, rewards, all_reduce), **_group_stats(rewards, group_ids)}
 
 
 @register_advantage_estimator("rloo")
@@ -359,7 +365,7 @@ def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("rloo", gamma, kl_coef)
     adv = broadcast_to_tokens(rloo(rewards, group_ids), mask)
-    return adv, {**_adv_stats(adv, mask, rewards), **_group_stats(rewards, group_ids)}
+    return adv, {**_adv_stats(adv, mask, rewards, all_reduce), **_group_stats(rewards, group_ids)}
 
 
 @register_advantage_estimator("reinforce_pp")
@@ -371,7 +377,7 @@ def reinforce_pp_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gam
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     returns = reinforce_pp_returns(rewards, mask, turn_ids, gamma=gamma, kl=kl, kl_coef=kl_coef)
     adv = masked_whiten(returns, mask, eps=eps, all_reduce=all_reduce)
-    stats = _adv_stats(adv, mask, rewards)
+    stats = _adv_stats(adv, mask, rewards, all_reduce)
     stats["return_mean"] = masked_mean(returns, mask)
     if kl_coef != 0.0:
         stats["kl_in_reward_mean"] = masked_mean(kl.to(rewards.dtype), mask)
