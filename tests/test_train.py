@@ -30,7 +30,7 @@ def tiny_cfg(tmp_path, *overrides):
         "rollout.max_turns=2", "rollout.samples_per_question=4", "train.questions_per_step=4", "train.steps=4",
         "train.lr=1e-2", "data.train=synthetic:levels=1:n=40:seed=0:word=0", "data.eval=null", "train.eval_every=0",
         "reward.mask_unfinished=false", f"log.run_dir={tmp_path / 'run'}", "log.progress=false",
-        "log.tensorboard=false", "train.save_every=2", *overrides])
+        "log.tensorboard=false", "train.save_every=2", "train.autocast=off", *overrides])
 
 
 def make(tmp_path, *overrides, **kw) -> Trainer:
@@ -328,3 +328,26 @@ def test_rema_bounds_onednn_primitive_cache():
     env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "7"  # the user's choice wins
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "7"
+
+
+def test_bf16_weights_train_through_fp32_master_weights(tmp_path):
+    """``model.dtype=bfloat16`` with full fine-tuning keeps fp32 master weights: at lr 1e-6 one step moves
+    (nearly) every weight by AdamW's ~lr, as the fp32-loaded run does; applied to the bf16 weights themselves
+    the same step would round away (bf16 resolves ~0.4% of a weight, the step is ~0.005%)."""
+    moved, low = {}, None
+    for dtype in ("float32", "bfloat16"):
+        tr = make(tmp_path / dtype, f"model.dtype={dtype}", "train.lr=1e-6", "train.autocast=bf16",
+                  "rollout.mode=multi_turn", "train.seed=3")
+        params = list(tr.policies[0].model.parameters())
+        assert {p.dtype for p in params} == {torch.float32}  # trained parameters are fp32 masters
+        before = [p.detach().clone() for p in params]
+        tr.train_step()
+        moved[dtype] = torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before)])
+        if dtype == "bfloat16":
+            low = torch.cat([b.flatten() for b in before]).to(torch.bfloat16)  # exactly the loaded bf16 values
+    for dtype, delta in moved.items():
+        assert (delta != 0).float().mean() > 0.95, dtype
+        assert delta.abs().median() == pytest.approx(1e-6, rel=0.2), dtype  # Adam's first step: ~lr per weight
+    assert torch.nn.functional.cosine_similarity(moved["float32"], moved["bfloat16"], dim=0) > 0.5
+    unchanged = ((low.float() + moved["bfloat16"]).to(torch.bfloat16) == low).float().mean()
+    assert unchanged > 0.9  # plain bf16 AdamW: the update is lost (but for weights near 0)

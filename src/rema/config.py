@@ -34,7 +34,9 @@ class ModelConfig:
     ra_name: str | None = None
     """Separate weights only: the RA's model (None = a second copy of ``name``)."""
     dtype: str = "float32"
-    """Parameter dtype: float32 or bfloat16."""
+    """Dtype the weights are loaded in and kept in where they do not train (the frozen base under LoRA):
+    float32 or bfloat16. Trained parameters are always kept in float32 (master weights: AdamW's small updates
+    would round away in bf16); the compute dtype is ``train.autocast``'s."""
     device: str = "auto"
     """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:1``..."""
     lora_r: int = 0
@@ -217,10 +219,11 @@ class TrainConfig:
     """``train.strategy=fsdp``: keep the parameter shards, their gradients and the optimizer state in CPU memory
     (FSDP2's ``CPUOffloadPolicy``), moving each layer to the GPU for its forward and backward: fits larger
     models at the cost of host-device copies."""
-    autocast: str = "off"
-    """Compute dtype of the trainer's forward/backward: ``off`` (the parameters' dtype, fp32 by default),
-    ``bf16`` (``torch.autocast`` to bfloat16; master weights, optimizer and log-softmax stay fp32) or
-    ``auto`` (bf16 where the device computes it natively: CUDA, CPUs with AVX-512 BF16/AMX; else off)."""
+    autocast: str = "auto"
+    """Compute dtype of the trainer's forward/backward: ``bf16`` (``torch.autocast`` to bfloat16; fp32 master
+    weights, optimizer state and log-softmax; under ``train.strategy=fsdp`` on CUDA, FSDP's mixed-precision
+    policy), ``off`` (the parameters' dtype, fp32) or ``auto`` (bf16 where the device computes it natively:
+    CUDA, CPUs with AVX-512 BF16/AMX; else off)."""
     compile: bool = False
     """``torch.compile`` each decoder layer of the trained model(s) in place (dynamic shapes), so inductor fuses
     the elementwise work around the matmuls (casts, norms, rotary, LoRA's scale-and-add). Every forward of

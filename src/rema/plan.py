@@ -17,15 +17,16 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    largest), with gradient checkpointing (``model.checkpoint_layers`` of the layers keep only their input)
    or without; plus the LM head, which computes log-probs only on trained positions in chunks of
    :data:`HEAD_CHUNK` (``rema.train.logprobs``), so no (T × V) logits are ever held.
-5. **KL reference**: ``algo.kl_coef > 0`` with full fine-tuning keeps a frozen deep copy of the model; with
-   LoRA the base with the adapter off is the reference (nothing extra).
+5. **KL reference**: ``algo.kl_coef > 0`` with full fine-tuning keeps a frozen deep copy of the model
+   (sharded under FSDP); with LoRA the base with the adapter off is the reference (nothing extra).
 6. **Separate weights** (``train.shared_weights=false``): two models, two generation engines, and, as
    ``rema.train.policy.build_policies`` allocates today, an AdamW per model whose state both hold once each
    agent has been updated (the inactive agent's gradients are freed after its step).
 7. **Generation**: vLLM holds its own copy of the weights in ``rollout.vllm_dtype`` and a KV cache:
    ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU, ``rollout.vllm_kv_cache_gib``
    on CPU (released between rollout and update with ``rollout.vllm_release_kv``). The transformers engine
-   shares the trainer's weights and holds a KV cache for the rank's episodes during the rollout.
+   shares the trainer's weights (under FSDP it generates from an unsharded copy) and holds a KV cache for the
+   rank's episodes during the rollout.
 8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
    run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
 
@@ -353,7 +354,7 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     lora = s.lora_r > 0
     trainable = s.lora_r * shape.lora_params_per_rank if lora else shape.params
     frozen = shape.params if lora else 0
-    frozen_bytes = 2 if (lora and s.bf16) else s.model_dtype_bytes
+    frozen_bytes = 2 if (lora and s.bf16 and not fsdp) else s.model_dtype_bytes  # FSDP: one dtype per unit
     out = Plan(shape.name, s, capacity_gib=s.device_gib)
     per = f"/ {shards} processes" if fsdp else "full replica"
     two = f" × {s.models} models" if s.models > 1 else ""
@@ -381,7 +382,8 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     if s.engine == "vllm":
         vw = shape.params * s.vllm_dtype_bytes * s.models / GIB
         out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{two}"
-                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")))
+                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")
+                              + (" (fsdp + vLLM: planned, the trainer refuses it today)" if fsdp else "")))
         if gpu:
             share = s.vllm_gpu_memory_utilization * s.device_gib * s.models
             out.lines.append(Line("vLLM KV cache + workspace", max(share - vw, 0.0),
@@ -391,6 +393,10 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
                                   + (", returned after the rollout" if s.vllm_release_kv else ""),
                                   phases=("rollout",) if s.vllm_release_kv else ()))
     else:
+        if fsdp:  # the transformers engine generates from an unsharded copy (rema.train.policy.build_policies)
+            replica = shape.params * s.model_dtype_bytes * s.models / GIB
+            out.lines.append(Line("engine replica (transformers)", replica,
+                                  f"unsharded {s.model_dtype_bytes * 8}-bit copy the engine generates from{two}"))
         kv = kv_cache_bytes(s.rollout_sequences, s.max_context, layers=shape.layers, kv_width=shape.kv_width,
                             dtype_bytes=s.model_dtype_bytes)
         out.lines.append(Line("KV cache (transformers engine)", kv / GIB,

@@ -15,7 +15,7 @@ from rema.train.sft import dialogue_rows, sft_train
 
 def main(out: str, run_dir: str, dialogues: str) -> None:
     cfg = load_config(None, [
-        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_turns=2", "data.eval=null",
+        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_turns=2", "train.autocast=off", "data.eval=null",
         "data.train=synthetic:levels=1:n=4:seed=0:word=0", f"log.run_dir={run_dir}", "log.progress=false",
         "log.tensorboard=false"])
     tr = Trainer(cfg, prompts=PromptSet("test", "plan", "solve"))

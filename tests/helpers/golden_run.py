@@ -22,7 +22,8 @@ BASE = ["model.name=tiny-random", "rollout.max_tokens_per_turn=8", "rollout.max_
         "rollout.samples_per_question=4", "train.questions_per_step=4", "train.steps=3", "train.lr=1e-2",
         "data.train=synthetic:levels=1:n=40:seed=0:word=0", "data.eval=synthetic:levels=1:n=4:seed=1:word=0",
         "train.eval_every=2", "reward.mask_unfinished=false", "log.progress=false", "log.tensorboard=false",
-        "train.save_every=100", "train.samples_to_log=2"]
+        "train.save_every=100", "train.samples_to_log=2",
+        "train.autocast=off"]  # the default when the runs were captured
 
 RUNS = {
     "grpo-turn-multi": ["rollout.mode=multi_turn"],

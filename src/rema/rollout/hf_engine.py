@@ -12,8 +12,6 @@ its own token limit, temperature and stop strings, plus the exact log-prob of ev
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .engine import Completion, Engine, SamplingParams, stop_token_ids
@@ -76,18 +74,8 @@ class HFEngine(Engine):
         self.generator.set_state(state["generator"])
 
     def sync_weights(self, model) -> dict:
-        """Nothing to do when the engine generates with the trained model itself; a replica (the trained model
-        is sharded over processes) gets the trained weights, each shard gathered in turn (a collective)."""
-        if model is self.model:
-            return {}
-        from torch.distributed.tensor import DTensor
-
-        t0 = time.perf_counter()
-        own = self.model.state_dict()
-        with torch.no_grad():
-            for name, t in model.state_dict().items():
-                own[name].copy_(t.full_tensor() if isinstance(t, DTensor) else t)
-        return {"seconds": time.perf_counter() - t0}
+        self.model = model  # same object in memory: nothing to copy
+        return {}
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:

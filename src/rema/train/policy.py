@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 
-from ..config import Config, ConfigError
+from ..config import Config
 from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
 from ..rollout.factory import engine_options, make_engine
 from .packed_attention import use_packed_attention
-from .strategy import Strategy
+from .strategy import Strategy, gather_into
 
 
 @dataclass
@@ -54,6 +55,18 @@ def lr_lambda(warmup: int, total: int, schedule: str):
     return f
 
 
+def keep_trainable_fp32(model) -> int:
+    """Master weights: trained parameters loaded in a 16-bit dtype become float32, so AdamW's updates are not
+    rounded away (at lr 1e-6 most updates of a bf16 weight are below its resolution); frozen ones keep their
+    dtype. Returns the number of parameters cast."""
+    cast = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+            cast += 1
+    return cast
+
+
 def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
                    engine_factory=None, strategy: Strategy | None = None) -> list[Policy]:
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
@@ -63,9 +76,6 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     model (its weight sync gathers the shards) and the KL reference is sharded like the model."""
     m, t = cfg.model, cfg.train
     sharded = strategy is not None and strategy.sharded
-    if sharded and cfg.rollout.engine == "vllm":
-        raise ConfigError("train.strategy=fsdp generates with the transformers engine for now (rollout.engine=hf): "
-                          "vLLM's weight sync from shards is not written yet; use train.strategy=ddp with vLLM")
     lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, fused=m.lora_fused)
     if t.shared_weights:
         groups = [("shared", roles, m.name)]
@@ -74,6 +84,7 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     policies = []
     for i, (name, group_roles, model_name) in enumerate(groups):
         model, tok = load_model(model_name, dtype=m.dtype, device=device, lora=lora, seed=t.seed)
+        keep_trainable_fp32(model)
         if bf16 and m.lora_r > 0 and not sharded:  # autocast rounds them to bf16 anyway (FSDP: one dtype a unit)
             store_frozen_weights(model, torch.bfloat16)
         if m.gradient_checkpointing:
@@ -103,6 +114,16 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref,
                                served if served is not model else None))
     return policies
+
+
+def sync_engine(pol: Policy) -> dict[str, float]:
+    """Give the policy's engine the weights it has now (after an update, the cold start, a resume). A sharded
+    model is first gathered into the unsharded replica the engine serves (every process calls this)."""
+    if pol.served is None:
+        return pol.engine.sync_weights(pol.model)
+    t0 = time.perf_counter()
+    gather_into(pol.served, pol.model)
+    return {"gather_s": time.perf_counter() - t0, **pol.engine.sync_weights(pol.served)}
 
 
 def active_policies(policies: list[Policy], step: int, *, switch_freq: int) -> list[Policy]:

@@ -29,6 +29,7 @@ from ..rollout.scripted import replay
 from .batch import Rows, build_rows, collate, micro_batches
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
+from .policy import sync_engine
 
 
 def cold_start(tr) -> dict[str, float]:
@@ -81,7 +82,7 @@ def cold_start(tr) -> dict[str, float]:
                                on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
                                should_stop=lambda: tr.stop_requested)
         del optimizer
-        sync = pol.engine.sync_weights(pol.model)
+        sync = sync_engine(pol)
         tag = "" if pol.name == "shared" else f"{pol.name}/"
         out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
         out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})

@@ -124,10 +124,20 @@ class FSDP(Strategy):
 
 def make_strategy(name: str, dist: Dist, device: torch.device, *, bf16: bool = False,
                   cpu_offload: bool = False) -> Strategy:
-    """``train.strategy`` → a :class:`Strategy`; FSDP only where there are several processes to shard over."""
-    if name == "fsdp" and dist.enabled:
+    """``train.strategy`` → a :class:`Strategy`; FSDP where a process group exists (several processes, or one
+    that set up its own group, as ``bench/gpu_check.py`` does to run FSDP on one GPU)."""
+    if name == "fsdp" and torch.distributed.is_initialized():
         return FSDP(dist, device, bf16=bf16, cpu_offload=cpu_offload)
     return Strategy(dist)
+
+
+@torch.no_grad()
+def gather_into(whole, model) -> None:
+    """Copy ``model``'s weights, sharded or not, into ``whole``, an unsharded model with the same state-dict
+    keys; each shard is gathered in turn (a collective: every process calls it)."""
+    own = whole.state_dict()
+    for name, t in model.state_dict().items():
+        own[name].copy_(full_tensor(t))
 
 
 def _sharded_states(policies: dict) -> dict:

@@ -39,7 +39,7 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, print_before_after, step_summary
-from .policy import Policy, active_policies, build_policies
+from .policy import Policy, active_policies, build_policies, sync_engine
 from .sft import cold_start as run_cold_start
 from .strategy import load_shards, local_elements, make_strategy, save_shards
 from .update import Forward, update_policy
@@ -218,7 +218,7 @@ class Trainer:
             with timer.phase("update"):
                 local.update(self.update(pol, episodes))
             with timer.phase("sync"):
-                local.update({f"sync/{k}": v for k, v in pol.engine.sync_weights(pol.model).items()})
+                local.update({f"sync/{k}": v for k, v in sync_engine(pol).items()})
             pol.scheduler.step()
         release_freed_memory()
         metrics = self._reduce(local, episodes, rollout_s=timer.seconds["rollout"])
@@ -310,7 +310,7 @@ class Trainer:
             if len(engines) != self.dist.world:
                 raise RuntimeError(f"checkpoint was written by {len(engines)} process(es); resume with the same number")
             p.engine.load_state_dict(engines[self.dist.rank])
-            p.engine.sync_weights(p.model)
+            sync_engine(p)
 
     def save(self) -> Path:
         """A checkpoint of this step, complete or not at all: shards (sharded runs) and ``state.pt`` are
