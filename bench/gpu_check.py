@@ -1,0 +1,384 @@
+"""A GPU check of rema's real trainer: FSDP2 on one device, bf16 compute over fp32 master weights, a few RL
+steps on the transformers engine, update MFU, and peak memory against ``rema plan``'s prediction.
+
+Nothing is downloaded and vLLM is not needed: the models are random weights in the shapes of Qwen2.5-0.5B
+(``bench/roofline.py``'s shape) and Qwen2.5-1.5B (the shape rema ships in ``rema/assets/model_shapes``),
+written by this script with ``save_pretrained`` into a temporary folder together with rema's byte-level tiny
+tokenizer (its 259 ids lie far below the Qwen vocabulary), so ``model.name=<folder>`` loads them as any
+local model. ``tiny`` is roofline's 2-layer shape, for a CPU smoke run in seconds.
+
+What runs, per shape:
+
+1. A process group of one (``nccl`` on CUDA, ``gloo`` on CPU) is set up here, so the trainer's
+   ``train.strategy=fsdp`` takes FSDP2 (``rema.train.strategy.FSDP``) on the one process: decoder layers,
+   then the root, wrapped by ``fully_shard``; on CUDA with bf16 compute its
+   ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` over fp32 shards.
+2. ``rema.train.Trainer`` builds the run from ``rema.config.load_config`` overrides (ReMA multi-turn, the
+   transformers engine, gradient checkpointing) and ``Trainer.train_step()`` runs ``--steps`` RL steps; the
+   first is a warm-up (kernel selection, the allocator's first growth), the summary is the median of the rest.
+   The reward is a content reward (the share of even token ids in the RA's last reply, ``correctness_fn``):
+   a random model never writes a right answer, and a reward that varies within a GRPO group gives the update
+   non-zero advantages.
+3. Figures, one JSON line each (``"bench": "gpu_check"``):
+
+   * ``device``: the GPU, its data-sheet bf16 peak (roofline's table) and a measured bf16 matmul rate;
+   * ``step``: per step, ``time/rollout``, ``time/update``, ``time/sync`` (the trainer's own phase timer,
+     with the device synchronised at each phase's end), ``perf/update_tokens_per_s``, the update's model
+     TFLOP/s and MFU (roofline's FLOP counting over the rows actually trained: 3 × the forward of each row's
+     layers, its causal attention and the LM head on its trained positions; HFU adds the forward that
+     checkpointing recomputes) against the data-sheet and the measured peak, and the peak memory of each
+     phase (``torch.cuda.max_memory_allocated``, reset at each phase's start; on CPU the phase's peak RSS);
+   * ``summary``: medians over the measured steps;
+   * ``memory``: per phase (rollout, update) the peak ``rema plan`` predicts for the same config
+     (``rema.plan.setup_from_config`` / ``plan``) against the measured one, and their ratio. On a GPU the
+     plan's runtime allowance (CUDA context, NCCL) is left out of the compared figure, since
+     ``max_memory_allocated`` counts tensors only; ``reserved_gib`` is the caching allocator's footprint;
+   * ``checks``: FSDP in use, ``dist/param_shard_frac`` = 1 (one process holds every element), every trained
+     parameter an fp32 master, ``check/update_bf16`` = 1, and the dtype the decoder's matmul weights have
+     during the update's forward (bf16 under FSDP's mixed precision on CUDA; fp32 under autocast on CPU).
+
+Run (from the repository root)::
+
+    python bench/gpu_check.py                                  # 0.5B and 1.5B on CUDA (≈ 3-5 min on an H100)
+    python bench/gpu_check.py --device cpu --shape tiny        # smoke run, seconds
+    python bench/gpu_check.py --shape 1.5b --steps 4 --set train.micro_batch_tokens=16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py beside this file (also when imported)
+from roofline import SHAPES, Shape, datasheet, measured_ceilings, sync, update_flops  # noqa: E402
+
+GIB = 2**30
+
+SHIPPED = {"1.5b": "Qwen2.5-1.5B-Instruct"}
+"""Shapes taken from rema's shipped config.json files (``rema.plan.model_config``); the others are
+roofline's ``SHAPES``."""
+
+BUDGETS = {
+    # questions × samples episodes, turns × tokens per message, steps (the first a warm-up)
+    "gpu": dict(questions=8, samples=4, turns=2, tokens=128, steps=3),
+    "tiny": dict(questions=2, samples=2, turns=1, tokens=8, steps=2),
+}
+"""Default budgets: real shapes (≈ 1 min per shape on an H100), the tiny smoke shape (seconds on CPU)."""
+
+
+def emit(**fields) -> None:
+    print(json.dumps({"bench": "gpu_check", **fields}), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_group(device: torch.device) -> None:
+    """A process group of one, so ``train.strategy=fsdp`` shards (over one process) instead of falling back."""
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index or 0)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                            init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+
+
+def model_config(name: str):
+    """The transformers config of a shape, with the tiny tokenizer's special ids."""
+    from transformers import Qwen2Config
+
+    from rema.models.loading import _tiny_tokenizer
+    from rema.plan import model_config as shipped_config
+
+    tok = _tiny_tokenizer()
+    if name in SHIPPED:
+        config = shipped_config(SHIPPED[name])
+    else:
+        config = Qwen2Config(**SHAPES[name], max_position_embeddings=32768)
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    return config, tok
+
+
+def write_model(name: str, folder: Path, device: torch.device) -> Path:
+    """A random-weight model of shape ``name`` saved (bf16 safetensors) with the tiny tokenizer in ``folder``."""
+    from transformers import AutoModelForCausalLM
+
+    config, tok = model_config(name)
+    torch.manual_seed(0)
+    with torch.device(device):  # initialising 1.5B weights on a GPU takes a second, on CPU cores much longer
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return folder
+
+
+def even_share(ep) -> float:
+    """Reward: the share of even token ids in the RA's last reply (≈ 0.5, varying within a group)."""
+    ids = ep.turns_of("ra")[-1].token_ids
+    return sum(t % 2 == 0 for t in ids) / max(len(ids), 1)
+
+
+def overrides(args, folder: Path, run_dir: Path, budget: dict) -> list[str]:
+    turns, tokens = budget["turns"], budget["tokens"]
+    return [
+        f"model.name={folder}", f"model.device={args.device}", "model.dtype=float32",
+        "model.gradient_checkpointing=true",
+        "rollout.method=rema", "rollout.mode=multi_turn", f"rollout.max_turns={turns}",
+        f"rollout.max_tokens_per_turn={tokens}", f"rollout.samples_per_question={budget['samples']}",
+        # the MTA's view: system prompt (~650 byte tokens) + question + 2 × turns messages
+        f"rollout.max_context_tokens={1024 + 2 * turns * tokens}", "rollout.temperature=1.0", "rollout.engine=hf",
+        "reward.mask_unfinished=false",  # a random model never says [FINISH]
+        "train.strategy=fsdp", f"train.autocast={args.autocast}", f"train.questions_per_step={budget['questions']}",
+        f"train.steps={budget['steps']}", "train.lr=1e-6", "train.eval_every=0", "train.sample_every=0",
+        "train.share_prefix=false",  # every row computed whole: the FLOP count is exact
+        "data.train=synthetic:levels=1,2,3:n=500:seed=0", "data.eval=null",
+        f"log.run_dir={run_dir}", "log.tensorboard=false", "log.progress=false",
+        *args.set,
+    ]
+
+
+@contextmanager
+def instrumented(device: torch.device, record: dict):
+    """While active, the trainer's phase timer synchronises the device at each phase's end and records the
+    phase's peak GPU memory (``record["gpu"][phase] = (allocated, reserved)`` GiB), and the rows each update
+    trains are kept (``record["rows"]``) for the FLOP count. Both are module globals of
+    :mod:`rema.train.trainer`, restored on the way out."""
+    import rema.train.trainer as trainer_module
+
+    base_timer, base_update = trainer_module.PhaseTimer, trainer_module.update_policy
+    cuda = device.type == "cuda"
+
+    class Timer(base_timer):
+        @contextmanager
+        def phase(self, name: str):
+            if cuda:
+                sync(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            with super().phase(name):
+                try:
+                    yield
+                finally:
+                    sync(device)
+            if cuda:
+                old = record["gpu"].get(name, (0.0, 0.0))
+                now = (torch.cuda.max_memory_allocated(device) / GIB, torch.cuda.max_memory_reserved(device) / GIB)
+                record["gpu"][name] = (max(old[0], now[0]), max(old[1], now[1]))
+
+    def update_policy(model, optimizer, rows, **kw):
+        record["rows"].append(rows)
+        return base_update(model, optimizer, rows, **kw)
+
+    trainer_module.PhaseTimer, trainer_module.update_policy = Timer, update_policy
+    try:
+        yield
+    finally:
+        trainer_module.PhaseTimer, trainer_module.update_policy = base_timer, base_update
+
+
+def rows_flops(shape: Shape, rows_list: list, epochs: int) -> tuple[float, float]:
+    """(model, hardware) FLOPs of the updates over ``rows_list``: each row whole, its trained positions under
+    the LM head (roofline's :func:`update_flops`, one row at a time), ``epochs`` passes."""
+    model = hw = 0.0
+    for rows in rows_list:
+        for ids, mask in zip(rows.input_ids, rows.mask):
+            m, h = update_flops(shape, len(ids), int(sum(mask)), 1)
+            model, hw = model + m, hw + h
+    return model * epochs, hw * epochs
+
+
+def phase_predictions(p) -> dict[str, float]:
+    """``rema plan``'s peak for each trainer phase: ``rollout``, and ``update`` (the plan's update, all-reduce
+    and optimizer-step phases all happen inside the trainer's update phase), with and without the runtime."""
+    persistent = sum(x.gib for x in p.lines if not x.phases)
+    runtime = sum(x.gib for x in p.lines if x.component == "runtime")
+    by_phase: dict[str, float] = {}
+    for x in p.lines:
+        for ph in x.phases:
+            by_phase[ph] = by_phase.get(ph, 0.0) + x.gib
+    update = max(by_phase.get(ph, 0.0) for ph in ("update", "all-reduce", "optimizer step"))
+    return {"rollout": persistent + by_phase.get("rollout", 0.0), "update": persistent + update,
+            "runtime": runtime}
+
+
+def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, work: Path) -> None:
+    from rema.config import load_config
+    from rema.plan import model_shape, plan, setup_from_config
+    from rema.train import Trainer
+
+    cuda = device.type == "cuda"
+    t0 = time.perf_counter()
+    folder = write_model(name, work / f"model-{name}", device)
+    write_s = time.perf_counter() - t0
+    cfg = load_config(None, overrides(args, folder, work / f"run-{name}", budget))
+
+    # the prediction, from the config alone (meta device), before anything is loaded
+    config, _ = model_config(name)
+    mshape = model_shape(config, name)
+    gpu_gib = torch.cuda.get_device_properties(device).total_memory / GIB if cuda else None
+    predicted = plan(mshape, setup_from_config(cfg, gpus=1, gpu_mem_gib=gpu_gib))
+    rshape = Shape.of(config)
+
+    record: dict = {"gpu": {}, "rows": []}
+    with instrumented(device, record):
+        t0 = time.perf_counter()
+        trainer = Trainer(cfg, correctness_fn=even_share, console=_quiet_console())
+        build_s = time.perf_counter() - t0
+        pol = trainer.policies[0]
+        layer_dtypes: set[str] = set()
+        target = pol.model.get_decoder().layers[0].self_attn.q_proj
+        hook = target.register_forward_pre_hook(lambda m, _: layer_dtypes.add(str(m.weight.dtype)))
+        trained = [p for p in pol.model.parameters() if p.requires_grad]
+        master = sorted({str(p.dtype) for p in trained})
+        emit(part="setup", shape=name, params=mshape.params, strategy=trainer.strategy.name,
+             engine=pol.engine.describe(), master_dtypes=master, update_bf16_autocast=trainer.bf16,
+             write_model_s=round(write_s, 2), build_trainer_s=round(build_s, 2),
+             questions=budget["questions"], samples=budget["samples"], turns=budget["turns"],
+             tokens_per_turn=budget["tokens"], micro_batch_tokens=cfg.train.micro_batch_tokens)
+        steps = []
+        try:
+            for i in range(budget["steps"]):
+                record["rows"].clear()
+                record["gpu"].clear()
+                m = trainer.train_step()
+                trainer.step += 1
+                flops, hw_flops = rows_flops(rshape, record["rows"], cfg.train.ppo_epochs)
+                upd = m["time/update"]
+                rows = record["rows"]
+                fields = dict(
+                    part="step", shape=name, step=i + 1, warmup=i == 0,
+                    time_rollout=round(m["time/rollout"], 3), time_update=round(upd, 3),
+                    time_sync=round(m.get("time/sync", 0.0), 3), time_step=round(m["time/step"], 3),
+                    generated_tokens=int(m["perf/generated_tokens"]), rollout_tokens_per_s=round(m["perf/tokens_per_s"], 1),
+                    update_rows=sum(len(r) for r in rows), update_tokens=sum(sum(r.lengths) for r in rows),
+                    update_tokens_per_s=round(m["perf/update_tokens_per_s"], 1),
+                    update_model_tflops=round(flops / upd / 1e12, 4),
+                    reward=round(m.get("train/reward/ra", float("nan")), 4), grad_norm=m.get("stats/grad_norm"),
+                    param_shard_frac=m.get("dist/param_shard_frac"), update_bf16=m.get("check/update_bf16"),
+                    optimizer_steps=m.get("stats/optimizer_steps"))
+                for label, pk in peaks.items():
+                    if pk:
+                        fields[f"mfu_{label}"] = round(flops / upd / pk, 4)
+                        if cfg.model.gradient_checkpointing:
+                            fields[f"hfu_{label}"] = round(hw_flops / upd / pk, 4)
+                for phase in ("rollout", "update", "sync"):
+                    if cuda and phase in record["gpu"]:
+                        fields[f"peak_gib_{phase}"] = round(record["gpu"][phase][0], 3)
+                        fields[f"reserved_gib_{phase}"] = round(record["gpu"][phase][1], 3)
+                    elif f"perf/peak_rss_gb/{phase}" in m:
+                        fields[f"peak_rss_gib_{phase}"] = round(m[f"perf/peak_rss_gb/{phase}"], 3)
+                emit(**fields)
+                steps.append(fields)
+        finally:
+            hook.remove()
+            trainer.close()
+
+    measured = [s for s in steps if not s["warmup"]] or steps
+    keys = ["time_rollout", "time_update", "time_sync", "time_step", "rollout_tokens_per_s", "update_tokens",
+            "update_tokens_per_s", "update_model_tflops", *(k for k in measured[0] if k.startswith(("mfu_", "hfu_")))]
+    summary = {k: statistics.median(s[k] for s in measured) for k in keys}
+    emit(part="summary", shape=name, steps=len(measured), **{k: round(v, 4) for k, v in summary.items()})
+
+    pred = phase_predictions(predicted)
+    planned_fsdp = any(x.component == "gathered layers" for x in predicted.lines)
+    for phase in ("rollout", "update"):
+        if cuda:
+            alloc = max(s.get(f"peak_gib_{phase}", 0.0) for s in steps)
+            reserved = max(s.get(f"reserved_gib_{phase}", 0.0) for s in steps)
+            compared = pred[phase] - pred["runtime"]  # tensors only, like max_memory_allocated
+            emit(part="memory", shape=name, phase=phase, measure="torch.cuda.max_memory_allocated",
+                 predicted_gib=round(compared, 3), predicted_with_runtime_gib=round(pred[phase], 3),
+                 measured_gib=round(alloc, 3), reserved_gib=round(reserved, 3),
+                 ratio=round(alloc / compared, 3) if compared else None, planned_as_fsdp=planned_fsdp)
+        else:
+            rss = max(s.get(f"peak_rss_gib_{phase}", 0.0) for s in steps)
+            emit(part="memory", shape=name, phase=phase, measure="peak RSS of the process",
+                 predicted_gib=round(pred[phase], 3), measured_gib=round(rss, 3),
+                 ratio=round(rss / pred[phase], 3) if pred[phase] else None, planned_as_fsdp=planned_fsdp)
+    emit(part="plan", shape=name, peak_gib=round(predicted.peak_gib, 3), peak_phase=predicted.peak_phase,
+         lines={x.component: round(x.gib, 3) for x in predicted.lines if x.phases != ("info",)})
+
+    last = steps[-1]
+    expect_compute = "torch.bfloat16" if (cuda and trainer.bf16) else "torch.float32"
+    checks = {
+        "fsdp": trainer.strategy.name == "fsdp",
+        "param_shard_frac_is_1": last["param_shard_frac"] == 1.0,
+        "master_fp32": master == ["torch.float32"],
+        "update_bf16": last["update_bf16"] == 1.0,
+        "update_compute_weights": sorted(layer_dtypes) == [expect_compute],
+        "optimizer_stepped": all(s["optimizer_steps"] and s["optimizer_steps"] >= 1 for s in steps),
+    }
+    emit(part="checks", shape=name, ok=all(checks.values()), compute_weight_dtypes=sorted(layer_dtypes),
+         **checks)
+    del trainer, pol, trained
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+def _quiet_console():
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shape", default="0.5b,1.5b", help=f"comma-separated, of {sorted(SHAPES)}")
+    ap.add_argument("--autocast", default="bf16", help="train.autocast (bf16, auto or off)")
+    for key, help_ in (("questions", "questions per step"), ("samples", "samples per question (G)"),
+                       ("turns", "rollout.max_turns"), ("tokens", "rollout.max_tokens_per_turn"),
+                       ("steps", "RL steps, the first a warm-up")):
+        ap.add_argument(f"--{key}", type=int, default=None, help=f"{help_} (default: {BUDGETS['gpu'][key]}, "
+                        f"tiny: {BUDGETS['tiny'][key]})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override on top of the script's (repeatable)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOPS (else the table)")
+    ap.add_argument("--workdir", default=None, help="where the models and runs go (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        device = torch.device("cuda", device.index or 0)
+    sheet = datasheet(device)
+    peak_sheet = args.peak_tflops * 1e12 if args.peak_tflops else (sheet[0] if sheet else None)
+    mm, bw = measured_ceilings(device, 8192 if cuda else 512, 2048 if cuda else 64)
+    emit(part="device", device=torch.cuda.get_device_name(device) if cuda else "cpu", torch=torch.__version__,
+         threads=torch.get_num_threads(), datasheet_tflops=peak_sheet and peak_sheet / 1e12,
+         measured_tflops=round(mm / 1e12, 3), measured_gbs=round(bw / 1e9, 1),
+         memory_gib=round(torch.cuda.get_device_properties(device).total_memory / GIB, 2) if cuda else None)
+    peaks = {"datasheet": peak_sheet, "measured": mm}
+    init_group(device)
+    try:
+        with tempfile.TemporaryDirectory(prefix="rema-gpu-check-", dir=args.workdir) as work:
+            for name in args.shape.split(","):
+                base = BUDGETS["tiny" if name == "tiny" else "gpu"]
+                budget = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+                run_shape(args, name, device, peaks, budget, Path(work))
+    finally:
+        torch.distributed.destroy_process_group()
+    emit(part="done", total_s=round(time.perf_counter() - started, 1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
