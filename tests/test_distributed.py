@@ -119,3 +119,32 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     assert _metrics(cut) == m2
     w3 = AutoModelForCausalLM.from_pretrained(cut / "final").state_dict()
     assert all(torch.equal(w3[k], w2[k]) for k in w2)
+
+
+def test_an_accelerate_fsdp_config_shards_the_cli_run(tmp_path):
+    """``accelerate launch --config_file configs/accelerate/fsdp2.yaml -m rema.cli train ...``: accelerate turns the
+    file's FSDP section into environment variables for its processes (computed here by accelerate's own code;
+    on GPUs it launches with them, on CPU ``--cpu`` drops them), and the CLI run they reach trains sharded."""
+    import json
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    from rema.train.strategy import launcher_overrides
+
+    root = Path(__file__).resolve().parents[1]
+    args = launch_command_parser().parse_args(["--config_file", str(root / "configs/accelerate/fsdp2.yaml"),
+                                               "--num_processes", "2", "-m", "rema.cli", "train"])
+    env = {k: v for k, v in prepare_multi_gpu_env(_validate_launch_command(args)[0]).items() if "FSDP" in k}
+    assert launcher_overrides(env) == ["train.strategy=fsdp", "model.gradient_checkpointing=true"]
+    assert launcher_overrides({**env, "FSDP_OFFLOAD_PARAMS": "true"})[1] == "train.fsdp_cpu_offload=true"
+    assert launcher_overrides({}) == []
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(29800 + os.getpid() % 1000), "-m", "rema.cli", "train", str(root / "configs/demo.yaml"),
+                    "model.name=tiny-random", "rollout.engine=hf", "sft.cold_start=false", "train.steps=1",
+                    "data.eval=null", "log.progress=false", "log.tensorboard=false", f"log.run_dir={run}"],
+                   check=True, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, timeout=600)
+    [record] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert record["dist/param_shard_frac"] == pytest.approx(0.5, abs=0.01)
+    assert "strategy: fsdp" in (run / "config.yaml").read_text()  # saved, so --resume shards again

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..config import load_config
 from .metrics import print_before_after
+from .strategy import launcher_overrides
 from .trainer import Trainer
 
 
@@ -15,8 +16,8 @@ def train(config: str | Path | None, overrides: list[str] | None = None, *, resu
     if resume is not None:
         cfg = load_config(Path(resume) / "config.yaml", overrides)
         trainer = Trainer(cfg, resume, resume=True)
-    else:
-        cfg = load_config(config, overrides)
+    else:  # an accelerate FSDP config speaks first; the command line's overrides win
+        cfg = load_config(config, [*launcher_overrides(), *(overrides or [])])
         trainer = Trainer(cfg)
     try:
         trainer.fit(max_steps=max_steps)
@@ -28,7 +29,7 @@ def train(config: str | Path | None, overrides: list[str] | None = None, *, resu
 def sft(config: str | Path | None, overrides: list[str] | None = None) -> Trainer:
     """The cold start alone (held-out evaluation before and after), then the model is exported to
     ``<run_dir>/final`` and a step-0 checkpoint is kept, so ``rema train --resume RUN_DIR`` continues with RL."""
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*launcher_overrides(), *(overrides or [])])
     trainer = Trainer(cfg)
     try:
         with trainer.graceful_stop():

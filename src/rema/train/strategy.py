@@ -20,6 +20,8 @@ How it departs from a plain FSDP setup:
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.distributed.tensor import DTensor
 
@@ -120,6 +122,22 @@ class FSDP(Strategy):
         if not params:
             return 0.0
         return float(full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+
+
+def launcher_overrides(env=None) -> list[str]:
+    """Config overrides that an ``accelerate launch --config_file`` with an FSDP section asks for, read from
+    the environment accelerate sets for its processes: ``distributed_type: FSDP`` → ``train.strategy=fsdp``,
+    ``fsdp_offload_params`` → ``train.fsdp_cpu_offload``, ``fsdp_activation_checkpointing`` →
+    ``model.gradient_checkpointing``. rema shards with FSDP2 whatever ``fsdp_version`` says."""
+    env = os.environ if env is None else env
+    if env.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+        return []
+    out = ["train.strategy=fsdp"]
+    if env.get("FSDP_OFFLOAD_PARAMS", "").lower() == "true":
+        out.append("train.fsdp_cpu_offload=true")
+    if env.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true":
+        out.append("model.gradient_checkpointing=true")
+    return out
 
 
 def make_strategy(name: str, dist: Dist, device: torch.device, *, bf16: bool = False,
