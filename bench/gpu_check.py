@@ -70,7 +70,7 @@ roofline's ``SHAPES``."""
 
 BUDGETS = {
     # questions × samples episodes, turns × tokens per message, steps (the first a warm-up)
-    "gpu": dict(questions=8, samples=4, turns=2, tokens=128, steps=3),
+    "gpu": dict(questions=8, samples=4, turns=2, tokens=128, steps=4),
     "tiny": dict(questions=2, samples=2, turns=1, tokens=8, steps=2),
 }
 """Default budgets: real shapes (≈ 1 min per shape on an H100), the tiny smoke shape (seconds on CPU)."""
