@@ -39,7 +39,7 @@ What runs, per shape:
 
 Run (from the repository root)::
 
-    python bench/gpu_check.py                                  # 0.5B and 1.5B on CUDA (≈ 3-5 min on an H100)
+    python bench/gpu_check.py                                  # 0.5B and 1.5B on CUDA (~4 min on an H100, estimated)
     python bench/gpu_check.py --device cpu --shape tiny        # smoke run, seconds
     python bench/gpu_check.py --shape 1.5b --steps 4 --set train.micro_batch_tokens=16384
 """
@@ -60,7 +60,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py beside this file (also when imported)
-from roofline import SHAPES, Shape, datasheet, measured_ceilings, sync, update_flops  # noqa: E402
+from roofline import SHAPES, Shape, datasheet, measured_ceilings, sync, update_flops
 
 GIB = 2**30
 
@@ -73,7 +73,7 @@ BUDGETS = {
     "gpu": dict(questions=8, samples=4, turns=2, tokens=128, steps=4),
     "tiny": dict(questions=2, samples=2, turns=1, tokens=8, steps=2),
 }
-"""Default budgets: real shapes (≈ 1 min per shape on an H100), the tiny smoke shape (seconds on CPU)."""
+"""Default budgets: real shapes (an estimated 1-2 min per shape on an H100), the tiny smoke shape (seconds on CPU)."""
 
 
 def emit(**fields) -> None:
@@ -224,6 +224,7 @@ def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, 
     from rema.train import Trainer
 
     cuda = device.type == "cuda"
+    before = torch.cuda.memory_allocated(device) / GIB if cuda else None  # what an earlier shape left behind
     t0 = time.perf_counter()
     folder = write_model(name, work / f"model-{name}", device)
     write_s = time.perf_counter() - t0
@@ -250,6 +251,7 @@ def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, 
         emit(part="setup", shape=name, params=mshape.params, strategy=trainer.strategy.name,
              engine=pol.engine.describe(), master_dtypes=master, update_bf16_autocast=trainer.bf16,
              write_model_s=round(write_s, 2), build_trainer_s=round(build_s, 2),
+             allocated_before_gib=before if before is None else round(before, 3),
              questions=budget["questions"], samples=budget["samples"], turns=budget["turns"],
              tokens_per_turn=budget["tokens"], micro_batch_tokens=cfg.train.micro_batch_tokens)
         steps = []
@@ -354,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOPS (else the table)")
     ap.add_argument("--workdir", default=None, help="where the models and runs go (default: a temporary folder)")
     args = ap.parse_args(argv)
+    unknown = [n for n in args.shape.split(",") if n not in SHAPES]
+    if unknown:
+        ap.error(f"unknown shape(s) {unknown}; known: {sorted(SHAPES)}")
     started = time.perf_counter()
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -50,7 +50,7 @@ def test_phase_predictions_add_each_phase_to_what_is_always_held(gpu_check) -> N
 def test_cpu_smoke_run_reports_every_figure() -> None:
     env = {**os.environ, "REMA_ENGINE": "hf", "PYTHONUNBUFFERED": "1"}
     out = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--shape", "tiny", "--peak-tflops", "1"],
-                         capture_output=True, text=True, timeout=300, env=env)
+                         capture_output=True, text=True, timeout=300, env=env, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     assert all(d["bench"] == "gpu_check" for d in lines)
