@@ -148,3 +148,29 @@ def test_an_accelerate_fsdp_config_shards_the_cli_run(tmp_path):
     [record] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert record["dist/param_shard_frac"] == pytest.approx(0.5, abs=0.01)
     assert "strategy: fsdp" in (run / "config.yaml").read_text()  # saved, so --resume shards again
+
+
+@pytest.mark.slow  # the embedded model, two vLLM engines
+def test_vllm_one_engine_per_process_under_fsdp(tmp_path):
+    """Two processes, each with its own vLLM engine inside the job's process group (``external_launcher``),
+    training sharded: every update's weights are gathered from the shards into what vLLM serves, and the
+    post-sync check (vLLM's log-probs against the trainer's) passes on both ranks."""
+    pytest.importorskip("vllm")
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29900 + os.getpid() % 1000), "-m", "rema.cli", "train", str(root / "configs/demo.yaml"),
+         "sft.cold_start=false", "train.steps=1", "train.questions_per_step=2", "rollout.samples_per_question=2",
+         "data.eval=null", "rollout.engine=vllm", "rollout.vllm_enforce_eager=true", "rollout.vllm_kv_cache_gib=0.25",
+         "train.strategy=fsdp", "log.progress=false", "log.tensorboard=false", f"log.run_dir={run}"],
+        env={**os.environ, "REMA_ENGINE": "vllm"}, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "external_launcher executor" in " ".join(out.stderr.split())  # the console wraps long lines
+    [record] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert record["dist/param_shard_frac"] == pytest.approx(0.5, abs=0.01)
+    assert record["train/episodes"] == 4 and record["sync/gather_s"] > 0
+    assert record["sync/sync_check_max_abs_diff"] < 1.5 and record["check/sampler_logp_abs_diff"] < 0.1
+    assert (run / "final" / "config.json").is_file()

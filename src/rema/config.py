@@ -88,8 +88,9 @@ class RolloutConfig:
     ``auto`` picks)."""
     vllm_dtype: str = ""
     """vLLM's compute dtype; empty = bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16), else fp32."""
-    vllm_kv_cache_gib: float = 1.0
-    """vLLM on CPU: GiB reserved for its KV cache (trainer and engine share the machine's memory)."""
+    vllm_kv_cache_gib: float | None = None
+    """GiB reserved for vLLM's KV cache. None: 1 GiB on CPU (trainer and engine share the machine's memory);
+    on a GPU, what ``vllm_gpu_memory_utilization`` leaves after the weights."""
     vllm_gpu_memory_utilization: float = 0.5
     """vLLM on a GPU: share of GPU memory it may take (weights + KV cache); the trainer uses the rest."""
     vllm_cpu_threads_bind: str = "all"
@@ -107,6 +108,10 @@ class RolloutConfig:
     engine's first start on a machine is slow (inductor compiles; its cache in ``/tmp/torchinductor_<user>``
     shortens later starts; eager starts in seconds) and rollouts run faster (docs/results.md). ``true`` for
     short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
+    vllm_sleep: int = 0
+    """vLLM on a GPU: put the engine to sleep between the rollout and the update so the update gets its memory:
+    1 frees the KV cache and moves the weights to host memory, 2 frees both (the weight sync after the update
+    reloads them). 0 keeps it awake. CPUs have no sleep mode (see ``vllm_release_kv``)."""
     vllm_release_kv: bool = True
     """vLLM on CPU: between the rollout and the update, return its KV cache's pages to the OS (vLLM has no
     sleep mode on CPU; the prefix cache is dropped first), so the update does not run beside an idle
@@ -380,6 +385,7 @@ _CHOICES = {
     ("rollout", "mode"): ("single_turn", "multi_turn"),
     ("rollout", "task"): ("math", "judge"),
     ("rollout", "engine"): ("auto", "hf", "vllm"),
+    ("rollout", "vllm_sleep"): (0, 1, 2),
     ("rollout", "vllm_dtype"): ("", "float32", "bfloat16", "float16"),
     ("algo", "advantage"): ("grpo", "dr_grpo", "rloo", "reinforce_pp"),
     ("algo", "ratio_level"): ("token", "turn"),

@@ -40,6 +40,7 @@ def engine_options(rollout_cfg) -> dict:
             "enforce_eager": rollout_cfg.vllm_enforce_eager,
             "in_process": rollout_cfg.vllm_in_process,
             "release_kv": rollout_cfg.vllm_release_kv,
+            "sleep_level": rollout_cfg.vllm_sleep,
             "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None}
 
 

@@ -28,7 +28,7 @@ like the transformers engine does, so the rollout protocol cannot tell them apar
    starts an engine-core process and a worker process, and code that creates this engine must run under
    ``if __name__ == "__main__":`` (the ``rema`` CLI and pytest do).
 
-On CPU vLLM 0.32 has no sleep mode (``sleep``/``wake_up`` only log a warning), so ``sleep_between_rollouts``
+On CPU vLLM 0.32 has no sleep mode (``sleep``/``wake_up`` only log a warning), so ``sleep_level``
 acts on GPUs; on CPU ``release_kv`` returns the KV cache's pages to the OS between rollout and update.
 """
 
@@ -126,8 +126,11 @@ class VLLMEngine(Engine):
         enforce_eager: skip torch.compile / CUDA graphs. On 2 CPU cores a compiled engine's first start takes
             ~80 s, later ones ~23 s (inductor's cache), an eager one ~4 s; compiled rollouts ran ~1.3x faster.
         enable_prefix_caching: reuse KV of shared prefixes (G samples of a question, growing multi-turn chats).
-        sleep_between_rollouts: ``llm.sleep(level=1)`` in :meth:`release_memory` (GPU only: frees KV cache and
-            moves weights to host memory while the trainer updates); woken before the next call or sync.
+        sleep_level: 1 or 2: ``llm.sleep(level)`` in :meth:`release_memory` (GPU only), woken before the next
+            call or sync. Level 1 frees the KV cache and moves the weights to host memory while the trainer
+            updates; level 2 frees both (the sync after the update reloads the weights anyway). 0: no sleep.
+        external_launcher: one engine per process of a ``torchrun``/``accelerate`` job, inside the process
+            group that exists (vLLM's ``external_launcher`` executor), on this process's device.
         release_kv: on CPU, :meth:`release_memory` returns the KV cache's pages to the OS (``madvise``
             ``MADV_DONTNEED`` after dropping the prefix cache; vLLM has no sleep mode on CPU): the trainer's
             update then runs without the KV budget resident. The pages come back zero-filled as sampling
@@ -161,7 +164,8 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: float = 0.5,
         enforce_eager: bool = False,
         enable_prefix_caching: bool = True,
-        sleep_between_rollouts: bool = False,
+        sleep_level: int = 0,
+        external_launcher: bool = False,
         release_kv: bool = True,
         sync_tolerance: tuple[float, float] | None = None,
         verify_sync: bool = True,
@@ -217,9 +221,9 @@ class VLLMEngine(Engine):
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         from vllm.platforms import current_platform
 
-        self.sleep_between_rollouts = sleep_between_rollouts and current_platform.is_sleep_mode_available()
+        self.sleep_level = sleep_level if current_platform.is_sleep_mode_available() else 0
         self.release_kv = release_kv and self.is_cpu
-        if self.sleep_between_rollouts:
+        if self.sleep_level:
             kwargs["enable_sleep_mode"] = True
         kwargs.update(llm_kwargs or {})
         if cpu_threads_bind == "all":
@@ -229,9 +233,13 @@ class VLLMEngine(Engine):
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
             if cpu_threads_bind not in ("auto",):
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        if external_launcher:  # the engine joins the job's own processes: in this one, on its device
+            in_process = True
+            kwargs.setdefault("distributed_executor_backend", "external_launcher")
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         if in_process:
             kwargs.setdefault("distributed_executor_backend", "uni")
+        self.executor = kwargs.get("distributed_executor_backend", "vLLM's own processes")
         t0 = time.perf_counter()
         self.llm = LLM(**kwargs)
         self.load_s = time.perf_counter() - t0
@@ -261,7 +269,7 @@ class VLLMEngine(Engine):
 
     def describe(self) -> str:
         where = "cpu" if self.is_cpu else "cuda"
-        return f"vLLM ({where}, {self.dtype}, weights synced and checked after every update)"
+        return f"vLLM ({where}, {self.dtype}, {self.executor} executor, weights synced and checked after every update)"
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "calls": self.calls}
@@ -329,8 +337,8 @@ class VLLMEngine(Engine):
 
         Returns ``{"kv_released_gb": ...}`` on CPU (0 when the prefix cache could not be dropped because a
         request is still running; nothing is released then)."""
-        if self.sleep_between_rollouts and not self._asleep:
-            self.llm.sleep(level=1)
+        if self.sleep_level and not self._asleep:
+            self.llm.sleep(level=self.sleep_level)
             self._asleep = True
         if not self.release_kv:
             return {}

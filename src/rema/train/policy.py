@@ -76,6 +76,7 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     model (its weight sync gathers the shards) and the KL reference is sharded like the model."""
     m, t = cfg.model, cfg.train
     sharded = strategy is not None and strategy.sharded
+    multi_process = strategy is not None and strategy.dist.enabled  # vLLM joins the job's processes
     lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, fused=m.lora_fused)
     if t.shared_weights:
         groups = [("shared", roles, m.name)]
@@ -110,7 +111,8 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         if engine_factory is not None:
             engine = engine_factory(served, tok, engine_seed)
         else:
-            engine = make_engine(served, tok, engine=cfg.rollout.engine, seed=engine_seed, **engine_options(cfg.rollout))
+            engine = make_engine(served, tok, engine=cfg.rollout.engine, seed=engine_seed, **engine_options(cfg.rollout),
+                                 external_launcher=multi_process)
         policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref,
                                served if served is not model else None))
     return policies
