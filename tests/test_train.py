@@ -351,3 +351,18 @@ def test_bf16_weights_train_through_fp32_master_weights(tmp_path):
     assert torch.nn.functional.cosine_similarity(moved["float32"], moved["bfloat16"], dim=0) > 0.5
     unchanged = ((low.float() + moved["bfloat16"]).to(torch.bfloat16) == low).float().mean()
     assert unchanged > 0.9  # plain bf16 AdamW: the update is lost (but for weights near 0)
+
+
+def test_phase_timer_adds_up_repeated_phases():
+    from rema.train.metrics import PhaseTimer
+
+    timer = PhaseTimer()
+    for name in ("rollout", "update", "update"):
+        with timer.phase(name):
+            sum(range(10_000))
+    first = timer.seconds["update"]
+    with timer.phase("update"):
+        sum(range(10_000))
+    m = timer.metrics()
+    assert m["time/update"] > first > 0 and m["time/step"] >= m["time/rollout"] + m["time/update"]
+    assert {"perf/peak_rss_gb/rollout", "perf/peak_rss_gb/update"} <= m.keys()

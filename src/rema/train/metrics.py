@@ -9,6 +9,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from .memory import PhasePeak
 
 
@@ -102,21 +104,30 @@ class PhaseTimer:
             ...
         timer.metrics()  # {"time/rollout": s, "perf/peak_rss_gb/rollout": GiB, ..., "time/step": s}
 
-    A phase entered several times (one update per policy) adds up its time and keeps its highest peak."""
+    A phase entered several times (one update per policy) adds up its time and keeps its highest peak. On a
+    GPU each phase's peak allocated memory is kept too (``perf/peak_gpu_gib/<phase>``)."""
 
     def __init__(self):
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
         self.peaks: dict[str, float] = {}
+        self.gpu_peaks: dict[str, float] = {}
         self._peak = PhasePeak()
+        self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
 
     @contextmanager
     def phase(self, name: str):
         self._peak.reset()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         try:
             yield
         finally:
+            if self._cuda:
+                torch.cuda.synchronize()
+                gpu = torch.cuda.max_memory_allocated() / 2**30
+                self.gpu_peaks[name] = max(self.gpu_peaks.get(name, gpu), gpu)
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
             peak = self._peak.read_gb()
             self.peaks[name] = max(self.peaks.get(name, peak), peak)
@@ -124,6 +135,7 @@ class PhaseTimer:
     def metrics(self) -> dict[str, float]:
         out = {f"time/{k}": v for k, v in self.seconds.items()}
         out.update({f"perf/peak_rss_gb/{k}": v for k, v in self.peaks.items()})
+        out.update({f"perf/peak_gpu_gib/{k}": v for k, v in self.gpu_peaks.items()})
         out["time/step"] = time.perf_counter() - self.start
         return out
 

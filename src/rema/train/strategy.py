@@ -34,7 +34,7 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     the model's ``_no_split_modules`` (e.g. ``LlamaDecoderLayer``), the unit FSDP shards one at a time."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = set(getattr(base, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in names]
+    layers = [m for m in model.modules() if type(m).__name__.removeprefix("FSDP") in names]  # sharded or not
     if not layers:
         raise ValueError(f"{type(base).__name__} names no decoder layer class (_no_split_modules); FSDP needs one")
     return layers
