@@ -186,21 +186,16 @@ class TrainConfig:
     micro_batch_tokens: int = 8192
     """Token budget of one forward/backward (gradient accumulation fills a mini-batch)."""
     share_prefix: bool = True
-    """The update computes each GRPO group's common prefix (system prompt and question) once: the group's
-    rows are packed as [prefix, remainder 1, remainder 2, ...], each remainder seeing the prefix and itself,
-    with its own positions, so log-probs and gradients are those of the separate rows. With ``sdpa`` the
-    model is switched to ``rema.train.packed_attention`` (the packs' attention per segment; whole groups
-    packed within ``micro_batch_tokens``); under ``train.compile`` or with ``eager`` the packs run under a
-    dense mask and grow while the prefix they save outweighs the longer attention (see
-    ``rema.train.batch.plan_micro_batches``). Other attention implementations train unpacked."""
+    """The update computes each GRPO group's common prefix (system prompt and question) once: rows packed as
+    [prefix, remainder 1, remainder 2, ...], each remainder seeing the prefix and itself, so log-probs and
+    gradients are those of the separate rows. ``sdpa`` switches to ``rema.train.packed_attention`` (attention
+    per segment); under ``train.compile`` or ``eager`` packs run under a dense mask while that pays
+    (``rema.train.batch.plan_micro_batches``). Other attention implementations train unpacked."""
     malloc_mmap_threshold_mb: float = 4.0
-    """glibc (Linux), during the update and the cold start's SFT on CPU: tensors of at least this many MiB
-    get their own memory map, returned to the OS when freed. glibc's own threshold climbs to 32 MiB after
-    the first large free, after which the update's temporaries fragment the heap and freed activations are
-    not given back. A lower threshold lowers the update's peak at the same speed; much lower (1 MiB) runs
-    slower from page faults. Generation, which a low threshold slows, runs with it at 32 MiB. The RL update
-    also returns freed heap pages to the OS after every micro-batch. Figures: docs/results.md. 0 = leave
-    glibc alone."""
+    """glibc (Linux), during the update and the cold start on CPU: tensors of at least this many MiB get their
+    own memory map, returned to the OS when freed (glibc's own threshold climbs to 32 MiB, after which the
+    update's temporaries fragment the heap and freed activations stay). Lower lowers the update's peak at the
+    same speed; 1 MiB is slower (page faults). Generation runs at 32 MiB. docs/results.md. 0 = leave glibc."""
     lr: float = 1e-6
     """Learning rate (AdamW)."""
     warmup_steps: int = 0
