@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -382,8 +383,7 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     if s.engine == "vllm":
         vw = shape.params * s.vllm_dtype_bytes * s.models / GIB
         out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{two}"
-                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")
-                              + (" (fsdp + vLLM: planned, the trainer refuses it today)" if fsdp else "")))
+                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")))
         if gpu:
             share = s.vllm_gpu_memory_utilization * s.device_gib * s.models
             out.lines.append(Line("vLLM KV cache + workspace", max(share - vw, 0.0),
@@ -393,14 +393,14 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
                                   + (", returned after the rollout" if s.vllm_release_kv else ""),
                                   phases=("rollout",) if s.vllm_release_kv else ()))
     else:
-        if fsdp:  # the transformers engine generates from an unsharded copy (rema.train.policy.build_policies)
-            replica = shape.params * s.model_dtype_bytes * s.models / GIB
-            out.lines.append(Line("engine replica (transformers)", replica,
-                                  f"unsharded {s.model_dtype_bytes * 8}-bit copy the engine generates from{two}"))
         kv = kv_cache_bytes(s.rollout_sequences, s.max_context, layers=shape.layers, kv_width=shape.kv_width,
                             dtype_bytes=s.model_dtype_bytes)
         out.lines.append(Line("KV cache (transformers engine)", kv / GIB,
                               f"{s.rollout_sequences} episodes × {s.max_context} tokens (upper bound)", phases=("rollout",)))
+    if fsdp:  # the engine serves from an unsharded copy the sync gathers into (rema.train.policy.build_policies)
+        width = 2 if gpu and s.bf16 else (s.model_dtype_bytes if lora else 4)
+        out.lines.append(Line("engine replica", shape.params * width * s.models / GIB,
+                              f"unsharded {width * 8}-bit copy the engine is synced from{two}"))
     # the update: one micro-batch's transient
     tokens = s.micro_batch_tokens
     if not s.bf16:
@@ -538,7 +538,11 @@ def verdict(p: Plan, alts: list[tuple[str, Plan]]) -> str:
             f"({p.peak_phase}); largest: {top} GiB")
     if p.fits:
         return head + (f"; headroom {p.capacity_gib - p.peak_gib:.1f} GiB")
-    fixes = [f"{what} → {alt.peak_gib:.1f} GiB" for what, alt in alts if alt.fits]
+    def caveat(alt: Plan) -> str:
+        s = alt.setup
+        return " (vLLM under fsdp: not in the trainer yet)" if s.strategy == "fsdp" and s.engine == "vllm" else ""
+
+    fixes = [f"{what} → {alt.peak_gib:.1f} GiB{caveat(alt)}" for what, alt in alts if alt.fits]
     near = sorted(alts, key=lambda a: a[1].peak_gib)[:2]
     if fixes:
         return head + ". Fits with: " + "; ".join(fixes)
@@ -571,7 +575,7 @@ def cmd_plan(args, config: str | None, overrides: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=130)  # files and pipes get whole rows
     where = f"{args.gpus} × GPU of {gpu_mem:g} GiB" if gpu_mem is not None else f"{args.gpus} CPU process(es)"
     mode = f"{s.strategy}" + (" + CPU offload" if s.cpu_offload and s.strategy == "fsdp" else "")
     table = Table(title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "

@@ -139,23 +139,24 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
     tokens_trained = 0
     trim = train.malloc_mmap_threshold_mb > 0 and fwd.device.type == "cpu"
     t_start = time.perf_counter()
+    together = strategy is not None and strategy.dist.enabled  # other processes wait on our collectives
     model.train()
     for _ in range(train.ppo_epochs):
         perm = torch.randperm(n, generator=gen).tolist()
         for chunk in range(train.mini_batches):
             mb = perm[chunk * n // train.mini_batches:(chunk + 1) * n // train.mini_batches]
-            sharded = strategy is not None and strategy.sharded
-            if not mb and not sharded:
+            if not mb and not together:
                 continue
             # the global unit count: every process's micro-batches are weighted against the whole batch
             total = int(sum_(torch.tensor(float(count_units(full_mask[mb], full_turns[mb], algo.agg)))))
             finite = True
-            plan = list(fwd.micro_batches(model, rows, mb or [0], pad_id))
-            for r in range(strategy.rounds(len(plan) if mb else 0) if sharded else len(plan)):
-                idx, b = plan[min(r, len(plan) - 1)]
-                if r >= len(plan) or not mb:  # a sharded forward is collective: match the busiest process
+            plan = list(fwd.micro_batches(model, rows, mb, pad_id)) if mb else []
+            for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
+                if r >= len(plan):  # a sharded forward is collective: as many as the busiest process, weight 0
+                    _, b = plan[-1] if plan else next(fwd.micro_batches(model, rows, [0], pad_id))
                     (fwd.logp(model, b)[0].sum() * 0.0).backward()
                     continue
+                idx, b = plan[r]
                 width = b["input_ids"].shape[1]
                 mask, turns = b["mask"].to(fwd.device), b["turn_ids"].to(fwd.device)
                 logp, entropy = fwd.logp(model, b, with_entropy=True)
