@@ -123,7 +123,7 @@ def _chat_method(name: str) -> list[tuple[str, object]]:
 
 
 def _add_chat_command(sub) -> None:
-    from .cli_args import Shorthands, add_config_args
+    from .cli_args import Shorthands, add_config_args, add_generation_shorthands
 
     c = sub.add_parser(
         "chat", help="run one MTA↔RA dialogue on a question and print it",
@@ -144,15 +144,8 @@ def _add_chat_command(sub) -> None:
     sh.add(c, "--action-set", action="store_const", const=True,
            key=lambda _: [("rollout.mode", "single_turn"), ("rollout.action_set", True)],
            help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY [rollout.action_set=true, rollout.mode=single_turn]")
-    sh.add(c, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds")
-    sh.add(c, "--max-tokens", type=int, key="rollout.max_tokens_per_turn", help="token limit per message")
-    sh.add(c, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
     sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
-    sh.add(c, "--top-p", type=float, key="rollout.top_p", help="nucleus sampling")
-    sh.add(c, "--seed", type=int, key="eval.seed", help="sampling seed")
-    sh.add(c, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
-    sh.add(c, "--engine", choices=["auto", "hf", "vllm"], key="rollout.engine",
-           help="generation backend (auto: vLLM when installed, else transformers)")
+    add_generation_shorthands(sh, c)
     sh.add(c, "--compile", action="store_const", const=True, key=lambda _: [("rollout.vllm_enforce_eager", False)],
            help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time); chat "
                 "runs eager otherwise [rollout.vllm_enforce_eager=false]")

@@ -59,6 +59,18 @@ class Shorthands:
         return out
 
 
+def add_generation_shorthands(sh: Shorthands, group) -> None:
+    """The sampling and placement flags ``rema chat`` and ``rema eval`` share (each its config key)."""
+    sh.add(group, "--top-p", type=float, key="rollout.top_p", help="nucleus sampling")
+    sh.add(group, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds")
+    sh.add(group, "--max-tokens", type=int, key="rollout.max_tokens_per_turn", help="token limit per message")
+    sh.add(group, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
+    sh.add(group, "--seed", type=int, key="eval.seed", help="sampling seed")
+    sh.add(group, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
+    sh.add(group, "--engine", choices=["auto", "hf", "vllm"], key="rollout.engine",
+           help="generation backend (auto: vLLM when installed, else transformers)")
+
+
 def split_config_args(items: Iterable[str]) -> tuple[str | None, list[str]]:
     """``(config file or None, dotted overrides)`` from ``[CONFIG] [section.key=value ...]`` in any order."""
     items = list(items)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..cli_args import Shorthands, add_config_args, as_override, split_config_args
+from ..cli_args import Shorthands, add_config_args, add_generation_shorthands, as_override, split_config_args
 from ..config import Config
 from .bench_runner import METHODS, EvalError, eval_config, method_overrides
 
@@ -59,16 +59,9 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     gen = e.add_argument_group("generation")
     sh.add(gen, "--n", type=int, key="eval.n", help="samples per question (pass@k, maj@k; needs --temperature > 0)")
     sh.add(gen, "--temperature", type=float, key="rollout.eval_temperature", help="0 = greedy")
-    sh.add(gen, "--top-p", type=float, key="rollout.top_p", help="nucleus sampling")
-    sh.add(gen, "--max-turns", type=int, key="rollout.max_turns", help="multi-turn round limit")
-    sh.add(gen, "--max-tokens", type=int, key="rollout.max_tokens_per_turn", help="token limit per message")
-    sh.add(gen, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
+    add_generation_shorthands(sh, gen)
     sh.add(gen, "--batch-size", type=int, key="eval.batch_size", help="questions per chunk (progress is saved per chunk)")
-    sh.add(gen, "--seed", type=int, key="eval.seed", help="sampling seed")
-    sh.add(gen, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
     sh.add(gen, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
-    sh.add(gen, "--engine", choices=["auto", "hf", "vllm"], key="rollout.engine",
-           help="generation backend (auto: vLLM when installed, else transformers)")
     sh.add(gen, "--eager", action="store_const", const=True, key="rollout.vllm_enforce_eager",
            help="vLLM without compiling its model (starts in seconds, decodes ~1.3x slower)")
     sh.add(gen, "--grader-timeout", type=float, key="reward.grader_timeout_s", help="seconds per graded answer")
