@@ -70,12 +70,12 @@ def test_cold_start_two_processes_match_one(tmp_path):
         assert torch.allclose(g1, g2, atol=1e-6, rtol=1e-4)
 
 
-def _train(tmp_path: Path, name: str, procs: int, steps: int, strategy: str, resume: bool = False) -> Path:
+def _train(tmp_path: Path, name: str, procs: int, steps: int, strategy: str, resume: bool = False, *extra: str) -> Path:
     run = tmp_path / name
     launcher = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                                     str(29700 + os.getpid() % 1000)] if procs > 1 else [])
     subprocess.run([*launcher, str(WORKER.parent / "fsdp_train.py"), str(run), str(steps), strategy,
-                    *(["resume"] if resume else [])], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                    *(["resume"] if resume else []), *extra], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                    timeout=600)
     return run
 
@@ -119,6 +119,18 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     assert _metrics(cut) == m2
     w3 = AutoModelForCausalLM.from_pretrained(cut / "final").state_dict()
     assert all(torch.equal(w3[k], w2[k]) for k in w2)
+
+
+
+def test_fsdp_lora_resumes_exactly_from_adapter_shards(tmp_path):
+    """LoRA under FSDP: the sharded checkpoint holds the adapters and their optimizer state only (the frozen base
+    comes from the model again), and a resumed run repeats the uninterrupted one."""
+    lora = ("model.lora_r=4", "model.lora_alpha=8", "train.lr=1e-2")
+    whole = _train(tmp_path, "whole", 2, 2, "fsdp", False, *lora)
+    cut = _train(tmp_path, "cut", 2, 1, "fsdp", False, *lora)
+    _train(tmp_path, "cut", 2, 2, "fsdp", True)
+    assert _metrics(cut) == _metrics(whole)
+    assert _metrics(whole)[-1]["loss/policy"] != 0.0
 
 
 def test_an_accelerate_fsdp_config_shards_the_cli_run(tmp_path):

@@ -185,6 +185,12 @@ def load_shards(policies: dict, folder) -> None:
     state = _sharded_states(policies)
     dcp.load(state, checkpoint_id=str(folder))
     for name, (model, optimizer) in policies.items():
-        set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
-                       optim_state_dict=state[name]["optimizer"],
-                       options=StateDictOptions(ignore_frozen_params=True))
+        # frozen weights (LoRA's base) are not in the checkpoint: only trainable ones may not be missing
+        result = set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
+                                optim_state_dict=state[name]["optimizer"],
+                                options=StateDictOptions(ignore_frozen_params=True, strict=False))
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        missing = [k for k in result.missing_keys if k in trainable]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"{folder} does not match the model: missing {missing[:3]}, "
+                               f"unexpected {list(result.unexpected_keys)[:3]}")
