@@ -175,20 +175,24 @@ def test_cli_plan_json(capsys):
     assert json.loads(capsys.readouterr().out)["fits"] is True
 
 
-# Peak resident memory per process of real 2-step CPU runs (rollout.engine=hf), measured on an Intel Xeon with
-# AVX-512 BF16 (2 cores, 23 GiB) at commit c008be9, 2026-12-05: the largest `perf/peak_rss_gb/<phase>` over both
-# steps in <run_dir>/metrics.jsonl (the mean of the ranks on 2 processes). Commands (docs/results.md):
+# Peak resident memory per process of real 2-step CPU runs (rollout.engine=hf), measured on 2 cores of an Intel Xeon
+# with AVX-512 BF16 and AMX (23 GiB) at commit c008be9, 2026-12-05: the largest `perf/peak_rss_gb/<phase>` over both
+# steps in <run_dir>/metrics.jsonl (on 2 processes the ranks' mean). Each from (docs/results.md, 2026-12-05):
 #   rema train configs/demo.yaml rollout.engine=hf sft.cold_start=false train.steps=2 log.tensorboard=false \
-#       data.eval=null log.progress=false model.name=M [model.lora_r=0 train.lr=1e-5]
-#   torchrun --nproc_per_node 2 -m rema.cli train <the same>
+#       data.eval=null log.progress=false model.name=M [overrides below] (+ train.lr=1e-5 with lora_r=0)
+#   torchrun --nproc_per_node 2 -m rema.cli train <the same>          (2 processes)
+SMOL = ("train.questions_per_step=2", "rollout.max_tokens_per_turn=32")
 MEASURED_PEAK_GIB = {
-    # (model, processes, extra overrides): GiB
-    ("tiny-random", 1, ()): 0.75,  # calibrates CPU_RUNTIME_GIB (the model's own tensors are < 10 MB)
+    # (model, processes, overrides): GiB
+    ("tiny-random", 1, ()): 0.750,  # calibrates CPU_RUNTIME_GIB (the model's own tensors are < 10 MB)
     ("tiny-random", 2, ()): 0.643,
+    ("smollm2-135m", 1, SMOL): 1.445,  # LoRA r=16 (the demo's), bf16 autocast
+    ("smollm2-135m", 1, (*SMOL, "model.lora_r=0")): 3.546,  # full fine-tuning: fp32 masters + AdamW
+    ("smollm2-135m", 2, (*SMOL, "model.lora_r=0")): 3.511,
 }
 
 
-@pytest.mark.parametrize("key", sorted(MEASURED_PEAK_GIB), ids=lambda k: f"{k[0]}-{k[1]}p{'-' + '-'.join(k[2]) if k[2] else ''}")
+@pytest.mark.parametrize("key", list(MEASURED_PEAK_GIB), ids=lambda k: f"{k[0]}-{k[1]}p-{len(k[2])}")
 def test_cpu_predictions_match_measured_peaks(key):
     """The CPU plan of each measured run predicts its peak within ±20%."""
     name, procs, extra = key

@@ -75,6 +75,11 @@ LAYER_BYTES_PER_TOKEN = {
 }
 """Bytes that one token's pass through one decoder layer saves for the backward, by compute mode."""
 
+PROMPT_TOKENS = 256
+"""Allowance for an episode's prompt (system prompt and question) in the rollout's longest context: the
+demo's first MTA context is 135 SmolLM2 tokens. The context is then bounded by this plus every message
+(``2 · max_turns · max_tokens_per_turn`` in multi-turn) and by ``rollout.max_context_tokens``."""
+
 GRAD_PHASES = ("update", "all-reduce", "optimizer step")
 """Gradients exist from the first backward to the optimizer step (then ``zero_grad(set_to_none=True)``)."""
 
@@ -295,6 +300,7 @@ class Setup:
     rollout_sequences: int = 1
     """Episodes this process rolls out at once (the transformers engine's KV cache)."""
     max_context: int = 4096
+    """The longest context an episode reaches (the transformers engine's KV cache per sequence)."""
     runtime_gib: float | None = None
     """None: :data:`CPU_RUNTIME_GIB` or :data:`GPU_RUNTIME_GIB`."""
 
@@ -476,6 +482,8 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
     bf16 = bf16 or dtype_bytes == 2
     vllm_bytes = {"": 2 if (gpu or bf16) else 4, "bfloat16": 2, "float16": 2, "float32": 4}[r.vllm_dtype]
     per_rank = math.ceil(t.questions_per_step / gpus) * r.samples_per_question
+    messages = 2 * r.max_turns if r.mode == "multi_turn" else 2
+    context = min(r.max_context_tokens, PROMPT_TOKENS + messages * r.max_tokens_per_turn)
     return Setup(processes=gpus, device="cuda" if gpu else "cpu", device_gib=gpu_mem_gib,
                  strategy=t.strategy, cpu_offload=t.fsdp_cpu_offload, bf16=bf16, model_dtype_bytes=dtype_bytes,
                  lora_r=m.lora_r, checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
@@ -484,7 +492,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  models=1 if t.shared_weights else 2, engine=resolve_engine(r.engine), vllm_dtype_bytes=vllm_bytes,
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
                  vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,
-                 rollout_sequences=per_rank, max_context=r.max_context_tokens, runtime_gib=runtime_gib)
+                 rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
 
 
 def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
