@@ -26,7 +26,8 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU, ``rollout.vllm_kv_cache_gib``
    on CPU (released between rollout and update with ``rollout.vllm_release_kv``). The transformers engine
    shares the trainer's weights (under FSDP it generates from an unsharded copy) and holds a KV cache for the
-   rank's episodes during the rollout.
+   rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries, compiled graphs) is not
+   counted: the CPU checks ran on the transformers engine.
 8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
    run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
 
@@ -402,7 +403,7 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
         kv = kv_cache_bytes(s.rollout_sequences, s.max_context, layers=shape.layers, kv_width=shape.kv_width,
                             dtype_bytes=s.model_dtype_bytes)
         out.lines.append(Line("KV cache (transformers engine)", kv / GIB,
-                              f"{s.rollout_sequences} episodes × {s.max_context} tokens (upper bound)", phases=("rollout",)))
+                              f"{s.rollout_sequences} episodes × {s.max_context} tokens (bound)", phases=("rollout",)))
     if fsdp:  # the engine serves from an unsharded copy the sync gathers into (rema.train.policy.build_policies)
         width = 2 if gpu and s.bf16 else (s.model_dtype_bytes if lora else 4)
         out.lines.append(Line("engine replica", shape.params * width * s.models / GIB,
