@@ -90,6 +90,11 @@ def test_gpu_vllm_share_and_fit():
     assert lines["vLLM weights"] + lines["vLLM KV cache + workspace"] == pytest.approx(0.25)
     assert p.fits is True
     assert p.peak_gib < 0.3
+    # rollout.vllm_sleep: vLLM's share is held in the rollout only (level 1 parks its weights in host memory)
+    asleep = plan(SMALL, Setup(**{**s.__dict__, "vllm_sleep": 1, "micro_batch_tokens": 65536}))
+    awake = plan(SMALL, Setup(**{**s.__dict__, "micro_batch_tokens": 65536}))
+    assert asleep.peak_phase == "update" and asleep.peak_gib == pytest.approx(awake.peak_gib - 0.25)
+    assert [x.component for x in asleep.host_lines] == ["vLLM weights"]
     assert plan(SMALL, Setup(**{**s.__dict__, "runtime_gib": 0.8})).fits is False  # 0.8 + the 0.25 share > 1
 
 

@@ -23,7 +23,8 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    ``rema.train.policy.build_policies`` allocates today, an AdamW per model whose state both hold once each
    agent has been updated (the inactive agent's gradients are freed after its step).
 7. **Generation**: vLLM holds its own copy of the weights in ``rollout.vllm_dtype`` and a KV cache:
-   ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU, ``rollout.vllm_kv_cache_gib``
+   ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU — during the rollout only with
+   ``rollout.vllm_sleep`` (level 1 moves the weights to host memory) —, ``rollout.vllm_kv_cache_gib``
    on CPU (released between rollout and update with ``rollout.vllm_release_kv``). The transformers engine
    shares the trainer's weights (under FSDP it generates from an unsharded copy) and holds a KV cache for the
    rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries, compiled graphs) is not
@@ -296,6 +297,8 @@ class Setup:
     vllm_dtype_bytes: int = 2
     vllm_gpu_memory_utilization: float = 0.5
     vllm_kv_cache_gib: float = 1.0
+    vllm_sleep: int = 0
+    """GPU: 1 or 2 = vLLM sleeps through the update (its memory counts in the rollout only)."""
     vllm_release_kv: bool = True
     vllm_in_process: bool = True
     rollout_sequences: int = 1
@@ -389,12 +392,17 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     # generation
     if s.engine == "vllm":
         vw = shape.params * s.vllm_dtype_bytes * s.models / GIB
+        asleep = ("rollout",) if gpu and s.vllm_sleep else ()  # rollout.vllm_sleep: freed during the update
         out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{two}"
-                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")))
+                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")
+                              + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""), phases=asleep))
+        if asleep and s.vllm_sleep == 1:
+            out.host_lines.append(Line("vLLM weights", vw, "moved to host memory while asleep (vllm_sleep=1)"))
         if gpu:
             share = s.vllm_gpu_memory_utilization * s.device_gib * s.models
             out.lines.append(Line("vLLM KV cache + workspace", max(share - vw, 0.0),
-                                  f"vllm_gpu_memory_utilization {s.vllm_gpu_memory_utilization}{two}"))
+                                  f"vllm_gpu_memory_utilization {s.vllm_gpu_memory_utilization}{two}",
+                                  phases=asleep))
         else:
             out.lines.append(Line("vLLM KV cache", s.vllm_kv_cache_gib * s.models, "vllm_kv_cache_gib"
                                   + (", returned after the rollout" if s.vllm_release_kv else ""),
@@ -492,6 +500,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  entropy_grad=cfg.algo.entropy_coef > 0, kl_ref=cfg.algo.kl_coef > 0,
                  models=1 if t.shared_weights else 2, engine=resolve_engine(r.engine), vllm_dtype_bytes=vllm_bytes,
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
+                 vllm_sleep=r.vllm_sleep if gpu else 0,
                  vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,
                  rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
 
@@ -515,6 +524,8 @@ def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
     for mbt in (s.micro_batch_tokens // 2, s.micro_batch_tokens // 4):
         if mbt >= 512:
             tries.append((f"train.micro_batch_tokens={mbt}", replace(s, micro_batch_tokens=mbt)))
+    if s.engine == "vllm" and s.device == "cuda" and not s.vllm_sleep:
+        tries.append(("rollout.vllm_sleep=1", replace(s, vllm_sleep=1)))
     if s.engine == "vllm" and s.device == "cuda":
         for u in (0.3, 0.2):
             if u < s.vllm_gpu_memory_utilization:
@@ -547,11 +558,7 @@ def verdict(p: Plan, alts: list[tuple[str, Plan]]) -> str:
             f"({p.peak_phase}); largest: {top} GiB")
     if p.fits:
         return head + (f"; headroom {p.capacity_gib - p.peak_gib:.1f} GiB")
-    def caveat(alt: Plan) -> str:
-        s = alt.setup
-        return " (vLLM under fsdp: not in the trainer yet)" if s.strategy == "fsdp" and s.engine == "vllm" else ""
-
-    fixes = [f"{what} → {alt.peak_gib:.1f} GiB{caveat(alt)}" for what, alt in alts if alt.fits]
+    fixes = [f"{what} → {alt.peak_gib:.1f} GiB" for what, alt in alts if alt.fits]
     near = sorted(alts, key=lambda a: a[1].peak_gib)[:2]
     if fixes:
         return head + ". Fits with: " + "; ".join(fixes)
