@@ -153,13 +153,59 @@ def _add_chat_command(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    """Print the memory a config needs per device (``rema.plan``), from the model's config alone."""
-    from .plan import cmd_plan as run
+    """Print the memory a config needs per device (``rema.plan``), from the model's config alone: load the
+    config, shape the model on the meta device, print the table (or JSON)."""
+    from .config import load_config
+    from .plan import alternatives, host_memory_gib, model_config, model_shape, plan, setup_from_config, verdict
 
     parsed = _config_and_overrides(args)
     if isinstance(parsed, int):
         return parsed
-    return run(args, *parsed)
+    config, overrides = parsed
+    cfg = load_config(config, overrides)
+    gpu_mem = args.gpu_mem
+    s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
+                          runtime_gib=args.runtime_gib)
+    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
+    shape = model_shape(model_config(names[0]), names[0])
+    if len(names) > 1 and names[1] != names[0]:  # separate weights with another RA model: plan the larger
+        other = model_shape(model_config(names[1]), names[1])
+        shape = max(shape, other, key=lambda x: x.params)
+    p = plan(shape, s)
+    alts = alternatives(shape, s) if p.fits is False else []
+    host = host_memory_gib()
+    if args.json:
+        d = p.to_dict() | {"verdict": verdict(p, alts), "params": shape.params,
+                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits} for w, a in alts}}
+        if gpu_mem is None:
+            d["machine_gib"] = host
+        print(json.dumps(d))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=130)  # files and pipes get whole rows
+    where = f"{args.gpus} × GPU of {gpu_mem:g} GiB" if gpu_mem is not None else f"{args.gpus} CPU process(es)"
+    mode = f"{s.strategy}" + (" + CPU offload" if s.cpu_offload and s.strategy == "fsdp" else "")
+    table = Table(title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "
+                        f"{'GPU' if gpu_mem is not None else 'process'}")
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("when")
+    table.add_column("how counted")
+    for x in p.lines:
+        style = None if x.peak else "dim"
+        when = "always" if not x.phases else ("—" if x.phases == ("info",) else ", ".join(x.phases))
+        table.add_row(x.component, f"{x.gib:.2f}", when, x.note, style=style)
+    table.add_row("peak", f"{p.peak_gib:.2f}", p.peak_phase, "persistent + the largest phase", style="bold")
+    console.print(table)
+    for x in p.host_lines:
+        console.print(f"  host memory per process: {x.component} {x.gib:.2f} GiB ({x.note})")
+    console.print(verdict(p, alts))
+    if gpu_mem is None and host is not None:
+        console.print(f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
+                      f"machine's {host:.1f} GiB")
+    return 0
 
 
 def _add_plan_command(sub) -> None:
