@@ -207,8 +207,8 @@ class Trainer:
         with timer.phase("rollout"):
             episodes = rollout(problems, cfg.rollout, self.engines, self.prompts, first_episode_id=self.episode_counter)
         self.episode_counter += len(episodes)
-        local = {"perf/engine_rss_gb": children_rss_gb(),  # the engine's KV pages go back for the update
-                 **{f"perf/{k}": v for k, v in release_memory(self.engines).items()}}
+        local = {"perf/engine_rss_gb": children_rss_gb(),
+                 **{f"perf/{k}": v for k, v in release_memory(self.engines).items()}}  # KV pages back for the update
         with timer.phase("reward"):
             local.update(score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
                                         correctness_fn=self.correctness_fn))
