@@ -34,11 +34,12 @@ def sft(config: str | Path | None, overrides: list[str] | None = None) -> Traine
     try:
         with trainer.graceful_stop():
             trainer.console.print(f"run dir {trainer.run_dir}; cold start from sft.data={cfg.sft.data}")
-            if trainer.start(cold_start=True) and trainer.dist.is_main:
-                out = trainer.export()
-                print_before_after(trainer.run_dir / "metrics.jsonl", trainer.console)
-                trainer.console.print(f"fine-tuned model: {out}  (RL from it: rema train CONFIG model.name={out}, "
-                                      f"or rema train --resume {trainer.run_dir})")
+            if trainer.start(cold_start=True):
+                out = trainer.export()  # every process: a sharded model is gathered
+                if trainer.dist.is_main:
+                    print_before_after(trainer.run_dir / "metrics.jsonl", trainer.console)
+                    trainer.console.print(f"fine-tuned model: {out}  (RL from it: rema train CONFIG "
+                                          f"model.name={out}, or rema train --resume {trainer.run_dir})")
     finally:
         trainer.logger.close()
         trainer.close()
