@@ -253,6 +253,7 @@ def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     m = tr.train_step()  # rollout (the transformers engine, fp32 callers) and a bf16 update
     assert m["check/update_bf16"] == 1.0 and math.isfinite(m["loss/policy"])
+    assert m["perf/peak_rss_gb"] > 0 and m["perf/peak_rss_gb/update"] > 0  # the run's peak and the phase's
     assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))
 
 

@@ -37,7 +37,7 @@ from .batch import build_rows
 from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, partial_folder, rng_state,
                          save_checkpoint, set_rng_state, trainable_state)
 from .distributed import Dist, merge_metrics
-from .memory import children_rss_gb, release_freed_memory, update_heap
+from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, print_before_after, step_summary
 from .policy import Policy, active_policies, build_policies, sync_engine
 from .sft import cold_start as run_cold_start
@@ -223,6 +223,7 @@ class Trainer:
         release_freed_memory()
         metrics = self._reduce(local, episodes, rollout_s=timer.seconds["rollout"])
         metrics.update(timer.metrics())
+        metrics["perf/peak_rss_gb"] = peak_rss_gb()  # the whole run's so far
         metrics["lr"] = active[0].scheduler.get_last_lr()[0]
         metrics["train/active_agent"] = -1.0 if cfg.train.shared_weights else float(active[0].name == "ra")
         if cfg.train.sample_every and (self.step + 1) % cfg.train.sample_every == 0:
