@@ -18,7 +18,7 @@ MAX_README_LINES = 300
 def test_config_md_matches_the_docstrings():
     committed = (ROOT / "docs" / "config.md").read_text()
     assert committed == render_markdown(), (
-        "docs/config.md is out of date with the docstrings in src/rema/config.py: run `make docs` "
+        "docs/config.md is out of date with the docstrings in src/rema/config/sections.py: run `make docs` "
         "(python -m rema.config_docs docs/config.md) and commit the result"
     )
 

@@ -1,0 +1,33 @@
+"""Configuration: one dataclass per concern, YAML files, dotted command-line overrides.
+
+Every field carries a docstring (the string literal right after it); that text is the single source of
+truth and is what ``rema train --help-config`` prints. ``load_config("configs/x.yaml", ["algo.clip_eps=0.1"])``
+reads the YAML, applies overrides, and validates; an unknown key fails naming the key and the nearest valid
+ones.
+
+- :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train``, ``data``,
+  ``sft``, ``log``, ``eval``) and :class:`Config`;
+- :mod:`.checks`: :func:`validate` and :class:`ConfigError`;
+- :mod:`.files`: :func:`load_config`, :func:`save_config`, :func:`describe_config`, :func:`field_docs`.
+"""
+
+from .checks import ConfigError, validate
+from .files import describe_config, field_docs, load_config, save_config
+from .sections import (
+    AlgoConfig,
+    Config,
+    DataConfig,
+    EvalConfig,
+    LogConfig,
+    ModelConfig,
+    RewardConfig,
+    RolloutConfig,
+    SFTConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LogConfig", "ModelConfig",
+    "RewardConfig", "RolloutConfig", "SFTConfig", "TrainConfig", "describe_config", "field_docs",
+    "load_config", "save_config", "validate",
+]

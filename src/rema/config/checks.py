@@ -1,0 +1,99 @@
+"""Validation of a whole :class:`~rema.config.Config`: choices and combinations, each error naming the key
+and what to change."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sections import Config
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it and what to do."""
+
+
+_CHOICES = {
+    ("rollout", "method"): ("rema", "vrp", "mrp"),
+    ("rollout", "mode"): ("single_turn", "multi_turn"),
+    ("rollout", "task"): ("math", "judge"),
+    ("rollout", "engine"): ("auto", "hf", "vllm"),
+    ("rollout", "vllm_sleep"): (0, 1, 2),
+    ("rollout", "vllm_dtype"): ("", "float32", "bfloat16", "float16"),
+    ("algo", "advantage"): ("grpo", "dr_grpo", "rloo", "reinforce_pp"),
+    ("algo", "ratio_level"): ("token", "turn"),
+    ("algo", "ratio_mean"): ("geometric", "arithmetic"),
+    ("algo", "agg"): ("token", "turn", "trajectory"),
+    ("train", "lr_schedule"): ("constant", "cosine"),
+    ("train", "autocast"): ("off", "bf16", "auto"),
+    ("model", "dtype"): ("float32", "bfloat16", "float16"),
+    ("eval", "task"): ("auto", "math", "judge"),
+    ("eval", "answer_format"): ("auto", "boxed", "gsm8k", "raw"),
+    ("train", "strategy"): ("ddp", "fsdp"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and combinations; every error names the key and what to change."""
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key}={value!r} is not valid; choose one of {list(allowed)}")
+    if cfg.algo.agg == "token" and cfg.algo.ratio_level == "turn":
+        raise ConfigError("algo.agg=token with algo.ratio_level=turn is invalid (a turn ratio has no per-token "
+                          "loss to average); use algo.agg=turn or trajectory, or algo.ratio_level=token")
+    r = cfg.rollout
+    if r.action_set and (r.method != "rema" or r.mode != "single_turn"):
+        raise ConfigError("rollout.action_set=true needs rollout.method=rema and rollout.mode=single_turn")
+    if r.method != "rema" and not cfg.train.shared_weights:
+        raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
+    for key in ("max_turns", "max_tokens_per_turn", "max_context_tokens", "samples_per_question"):
+        if getattr(r, key) < 1:
+            raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(r, key)}")
+    if r.max_tokens_per_turn >= r.max_context_tokens:
+        raise ConfigError(f"rollout.max_tokens_per_turn ({r.max_tokens_per_turn}) must be smaller than "
+                          f"rollout.max_context_tokens ({r.max_context_tokens}); raise rollout.max_context_tokens "
+                          "(chat/eval: --max-context)")
+    if not 0.0 <= cfg.reward.unboxed_credit <= 1.0:
+        raise ConfigError(f"reward.unboxed_credit is a share of the reward and must be in [0, 1], got "
+                          f"{cfg.reward.unboxed_credit}")
+    if cfg.reward.plan_leak_penalty < 0:
+        raise ConfigError(f"reward.plan_leak_penalty is the size of a penalty and must be >= 0, got "
+                          f"{cfg.reward.plan_leak_penalty}")
+    if not 0.0 < cfg.model.checkpoint_layers <= 1.0:
+        raise ConfigError(f"model.checkpoint_layers is a share of the decoder layers and must be in (0, 1], got "
+                          f"{cfg.model.checkpoint_layers} (model.gradient_checkpointing=false turns it off)")
+    t = cfg.train
+    for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    s = cfg.sft
+    for key in ("questions", "samples", "max_per_question", "epochs", "batch_dialogues"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
+    if s.lr <= 0:
+        raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
+    _validate_eval(cfg)
+
+
+def _validate_eval(cfg: Config) -> None:
+    e = cfg.eval
+    if not e.benches:
+        raise ConfigError("eval.benches is empty; name at least one benchmark, e.g. eval.benches=[gsm8k] "
+                          "(rema eval --bench gsm8k)")
+    for key in ("n", "batch_size"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"eval.{key} must be >= 1, got {getattr(e, key)}")
+    if e.limit is not None and e.limit < 1:
+        raise ConfigError(f"eval.limit must be >= 1 (or null for every question), got {e.limit}")
+    if e.checkpoint and not e.run:
+        raise ConfigError(f"eval.checkpoint={e.checkpoint!r} picks a checkpoint of a run; set eval.run=RUN_DIR "
+                          "(rema eval --run RUN_DIR) too")
+    if cfg.rollout.eval_temperature < 0:
+        raise ConfigError(f"rollout.eval_temperature must be >= 0 (0 = greedy), got {cfg.rollout.eval_temperature}")
+    if e.n > 1 and cfg.rollout.eval_temperature == 0:
+        raise ConfigError(f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
+                          "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
+

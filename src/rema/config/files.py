@@ -1,0 +1,152 @@
+"""YAML files and dotted command-line overrides into a validated :class:`~rema.config.Config`, and back."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from .checks import ConfigError
+from .sections import Config
+
+
+def _coerce(value, tp, key: str):
+    """Convert a YAML/CLI value to the field's annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        return [_coerce(v, args[0] if args else str, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or (tp is int and not number.is_integer()):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+        return tp(number)
+    if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as booleans
+            return "on" if value else "off"
+        return str(value)
+    return value
+
+
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown(key: str, valid: list[str]) -> ConfigError:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if not near:  # also match on the last component, e.g. `clip` -> algo.clip_eps
+        leaf = key.rsplit(".", 1)[-1]
+        near = [k for k in valid if leaf in k.rsplit(".", 1)[-1]][:3]
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    return ConfigError(f"unknown config key '{key}'{hint} (see `rema train --help-config`)")
+
+
+def _set(tree: dict, dotted: str, value, valid: list[str]) -> None:
+    if dotted not in valid:
+        raise _unknown(dotted, valid)
+    section, key = dotted.split(".", 1)
+    tree.setdefault(section, {})[key] = value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = _type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in (data or {}).items():
+        if key not in names:
+            raise _unknown(prefix + key, _all_keys(Config))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key}: expected a mapping of fields, got {value!r}")
+            kwargs[key] = _build(tp, value, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, tp, prefix + key)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Config from a YAML file (or defaults) plus ``section.key=value`` overrides, validated."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        tree.pop("description", None)  # free text for humans
+    valid = _all_keys(Config)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value, e.g. algo.clip_eps=0.1")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "", valid)
+    return _build(Config, tree)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Field name -> docstring (the string literal right after the field in the class body)."""
+    src = textwrap.dedent(inspect.getsource(cls))
+    body = ast.parse(src).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def describe_config(cfg: Config | None = None) -> str:
+    """Every key with its current value and documentation (for ``--help-config``)."""
+    cfg = cfg or Config()
+    lines = []
+    for f in dataclasses.fields(Config):
+        section = getattr(cfg, f.name)
+        docs = field_docs(type(section))
+        lines.append(f"[{f.name}]")
+        for sf in dataclasses.fields(section):
+            lines.append(f"  {f.name}.{sf.name} = {getattr(section, sf.name)!r}")
+            lines.append(f"      {docs.get(sf.name, '')}")
+    return "\n".join(lines)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,362 @@
+"""The config's sections: one dataclass per concern, every field documented.
+
+Every field carries a docstring (the string literal right after it); that text is the single source of
+truth and is what ``rema train --help-config`` prints and ``docs/config.md`` renders. Defaults follow the
+reference implementation (SPEC §3) where it has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .checks import validate
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"
+    """Model: ``smollm2-135m`` (embedded, default), ``tiny-random`` (tests), a Hub id or a local folder."""
+    ra_name: str | None = None
+    """Separate weights only: the RA's model (None = a second copy of ``name``)."""
+    dtype: str = "float32"
+    """Dtype the weights are loaded in and kept in where they do not train (the frozen base under LoRA):
+    float32 or bfloat16. Trained parameters are always kept in float32 (master weights: AdamW's small updates
+    would round away in bf16); the compute dtype is ``train.autocast``'s."""
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:1``..."""
+    lora_r: int = 0
+    """LoRA rank; 0 = full fine-tuning. With LoRA the KL reference is the base with the adapter off."""
+    lora_alpha: int = 16
+    """LoRA alpha (scale = alpha / r)."""
+    lora_dropout: float = 0.0
+    """LoRA dropout."""
+    lora_fused: bool = True
+    """Run LoRA layers through rema's fused forward/backward (``rema.models.lora``): the same sums as peft's forward
+    without its output-sized temporaries, so a faster update (docs/results.md); false = peft's own forward."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    checkpoint_layers: float = 1.0
+    """With ``gradient_checkpointing``: the share of decoder layers that recompute their activations, evenly
+    spread (1 = all; 0.5 = every other layer keeps its activations: less recomputation, more memory). The
+    update's time and peak fall between those of all layers and of no checkpointing (docs/results.md)."""
+
+
+@dataclass
+class RolloutConfig:
+    method: str = "rema"
+    """``rema`` (MTA + RA), ``vrp`` (single agent, CoT prompt) or ``mrp`` (single agent, meta-think then solve)."""
+    mode: str = "multi_turn"
+    """``single_turn`` (plan, then answer) or ``multi_turn`` (MTA and RA alternate until [FINISH])."""
+    action_set: bool = False
+    """Single turn only: the MTA answers JSON {"action": DECOMPOSE|REWRITE|EMPTY, "content": ...}."""
+    task: str = "math"
+    """``math`` (graded against a reference answer) or ``judge`` (pairwise verdict [[A]]/[[B]])."""
+    max_turns: int = 30
+    """Multi-turn: most MTA→RA rounds before the episode ends with ``max_turns``."""
+    max_tokens_per_turn: int = 512
+    """Token limit of one message; hitting it marks the turn truncated."""
+    max_context_tokens: int = 4096
+    """An agent's context plus ``max_tokens_per_turn`` must fit here, else the episode ends ``context_exceeded``."""
+    stop_on_truncation: bool = False
+    """End the episode (``truncated``) as soon as a turn hits its token limit."""
+    samples_per_question: int = 16
+    """G: episodes sampled per question (the GRPO group size)."""
+    temperature: float = 1.0
+    """Sampling temperature for training rollouts (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling for training rollouts."""
+    eval_temperature: float = 0.0
+    """Temperature for evaluation (greedy by default, as in the paper)."""
+    engine: str = "auto"
+    """Generation backend: ``vllm`` (when installed), ``hf`` (transformers, always available), or ``auto``:
+    vLLM where it is importable, else transformers (the environment variable ``REMA_ENGINE`` overrides what
+    ``auto`` picks)."""
+    vllm_dtype: str = ""
+    """vLLM's compute dtype; empty = bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16), else fp32."""
+    vllm_kv_cache_gib: float | None = None
+    """GiB reserved for vLLM's KV cache. None: 1 GiB on CPU (trainer and engine share the machine's memory);
+    on a GPU, what ``vllm_gpu_memory_utilization`` leaves after the weights."""
+    vllm_gpu_memory_utilization: float = 0.5
+    """vLLM on a GPU: share of GPU memory it may take (weights + KV cache); the trainer uses the rest."""
+    vllm_cpu_threads_bind: str = "all"
+    """vLLM on CPU: cores its worker computes on (``VLLM_CPU_OMP_THREADS_BIND``): ``all`` (every core this
+    process may use; the trainer waits during generation), a list such as ``0-3``, or empty for vLLM's
+    default (all but one core)."""
+    vllm_in_process: bool = True
+    """vLLM's engine in the trainer's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as TRL's colocated
+    mode does) instead of two processes of its own: one torch runtime instead of three (less memory), no
+    engine process busy-polling beside the computing one (faster rollouts on few cores), a quicker start
+    (docs/results.md). ``false`` gives vLLM's own processes. Process-wide: vLLM freezes
+    its environment settings when its first engine starts."""
+    vllm_enforce_eager: bool = False
+    """``true``: vLLM without torch.compile (and on GPUs without CUDA graphs). The default compiles: the
+    engine's first start on a machine is slow (inductor compiles; its cache in ``/tmp/torchinductor_<user>``
+    shortens later starts; eager starts in seconds) and rollouts run faster (docs/results.md). ``true`` for
+    short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
+    vllm_sleep: int = 0
+    """vLLM on a GPU: put the engine to sleep between the rollout and the update so the update gets its memory:
+    1 frees the KV cache and moves the weights to host memory, 2 frees both (the weight sync after the update
+    reloads them). 0 keeps it awake. CPUs have no sleep mode (see ``vllm_release_kv``)."""
+    vllm_release_kv: bool = True
+    """vLLM on CPU: between the rollout and the update, return its KV cache's pages to the OS (vLLM has no
+    sleep mode on CPU; the prefix cache is dropped first), so the update does not run beside an idle
+    ``vllm_kv_cache_gib`` of resident memory."""
+
+
+@dataclass
+class RewardConfig:
+    mask_unfinished: bool = True
+    """Episodes that did not end ``finished`` get reward 0 (reference default for multi-turn)."""
+    format_terms: bool = False
+    """Single turn: add each agent's format term (MTA leaks no answer; RA ends with one \\boxed{})."""
+    format_penalty: float = 1.0
+    """Size of a format term's penalty."""
+    plan_leak_penalty: float = 0.0
+    """Subtracted from the MTA's reward (only the MTA's) when its first message gives the answer away
+    (a box, "the answer is ...", or ending on "= gold"; ``rewards.mta_format``). One term per episode on the
+    message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
+    terms, SPEC §2). 0 = off (the reference: shared sparse reward only). Not added where the single-turn
+    ``format_terms`` already apply (they include the same check)."""
+    unboxed_credit: float = 1.0
+    """Math: the share of the correctness reward that a right final answer earns when it is not in a
+    ``\\boxed{}`` (found instead on a ``####`` line, in "the answer is ...", or as the last expression).
+    1 = any extraction counts (the reference); 0 = only boxed answers count; in between a model that does not
+    box yet still gets a signal, and boxing is always paid more. Accuracy in evaluations is not affected."""
+    grader_timeout_s: float = 5.0
+    """Hard per-item timeout of the math grader (a timeout scores 0 and is counted)."""
+    grader_workers: int = 1
+    """Grader worker processes."""
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"
+    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``."""
+    ratio_level: str = "turn"
+    """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice)."""
+    ratio_mean: str = "geometric"
+    """Turn ratio: ``geometric`` = exp(mean log-ratio) (reference code) or ``arithmetic`` = mean ratio (paper)."""
+    agg: str = "trajectory"
+    """Loss aggregation: ``token``, ``turn`` or ``trajectory`` (mean over turns, then episodes)."""
+    clip_eps: float = 0.2
+    """PPO clip range (low side, and high side unless ``clip_eps_high`` is set)."""
+    clip_eps_high: float | None = None
+    """Upper clip range (DAPO clip-higher); None = ``clip_eps``."""
+    dual_clip: float | None = 3.0
+    """Dual-clip constant c for negative advantages; null disables."""
+    log_ratio_clamp: float = 3.0
+    """Clamp on the log-ratio before exponentiating."""
+    gamma: float = 1.0
+    """REINFORCE++ discount (returns reset at every turn)."""
+    kl_coef: float = 0.0
+    """KL(π‖π_ref) weight (k3 estimator); 0 = off (reference default)."""
+    kl_in_reward: bool = False
+    """REINFORCE++: fold the KL penalty into the token rewards instead of the loss."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight; 0 = off."""
+    adv_eps: float = 1e-6
+    """ε in the GRPO std division."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    """RL steps (one rollout + update each)."""
+    questions_per_step: int = 128
+    """Questions per step; each is sampled ``samples_per_question`` times."""
+    ppo_epochs: int = 1
+    """Passes over each step's batch."""
+    mini_batches: int = 1
+    """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
+    micro_batch_tokens: int = 8192
+    """Token budget of one forward/backward (gradient accumulation fills a mini-batch)."""
+    share_prefix: bool = True
+    """The update computes each GRPO group's common prefix (system prompt and question) once: rows packed as
+    [prefix, remainder 1, remainder 2, ...], each remainder seeing the prefix and itself, so log-probs and
+    gradients are those of the separate rows. ``sdpa`` switches to ``rema.train.packed_attention`` (attention
+    per segment); under ``train.compile`` or ``eager`` packs run under a dense mask while that pays
+    (``rema.train.batch.plan_micro_batches``). Other attention implementations train unpacked."""
+    malloc_mmap_threshold_mb: float = 4.0
+    """glibc (Linux), during the update and the cold start on CPU: tensors of at least this many MiB get their
+    own memory map, returned to the OS when freed (glibc's own threshold climbs to 32 MiB, after which the
+    update's temporaries fragment the heap and freed activations stay). Lower lowers the update's peak at the
+    same speed; 1 MiB is slower (page faults). Generation runs at 32 MiB. docs/results.md. 0 = leave glibc."""
+    lr: float = 1e-6
+    """Learning rate (AdamW)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``cosine`` after warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    shared_weights: bool = True
+    """One model plays both roles (multi-turn default); False = separate MTA and RA models."""
+    switch_freq: int = 10
+    """Separate weights: update only one agent, switching every this many steps, MTA first."""
+    strategy: str = "ddp"
+    """How several processes (``torchrun`` / ``accelerate launch``) share the work: ``ddp`` (every process holds
+    the whole model and optimizer; gradients are summed) or ``fsdp`` (PyTorch FSDP2, ``fully_shard``: each
+    decoder layer, then the root, sharded over the processes, so parameters, gradients and optimizer state
+    take 1/N of the memory each; needed for 7-8B full fine-tuning on 80 GB GPUs). One process: no effect."""
+    fsdp_cpu_offload: bool = False
+    """``train.strategy=fsdp``: keep the parameter shards, their gradients and the optimizer state in CPU memory
+    (FSDP2's ``CPUOffloadPolicy``), moving each layer to the GPU for its forward and backward: fits larger
+    models at the cost of host-device copies."""
+    autocast: str = "auto"
+    """Compute dtype of the trainer's forward/backward: ``bf16`` (``torch.autocast`` to bfloat16; fp32 master
+    weights, optimizer state and log-softmax; under ``train.strategy=fsdp`` on CUDA, FSDP's mixed-precision
+    policy), ``off`` (the parameters' dtype, fp32) or ``auto`` (bf16 where the device computes it natively:
+    CUDA, CPUs with AVX-512 BF16/AMX; else off)."""
+    compile: bool = False
+    """``torch.compile`` each decoder layer of the trained model(s) in place (dynamic shapes), so inductor fuses
+    the elementwise work around the matmuls (casts, norms, rotary, LoRA's scale-and-add). Every forward of
+    the trainer's model then runs compiled: the update, the cold start's SFT, the post-sync check. The first
+    compilation takes tens of seconds on CPU (inductor's cache shortens later starts; a C++ compiler is
+    needed on CPU), so it pays off on long runs, not on the 8-step demo (docs/results.md)."""
+    recompute_old_logp: bool = True
+    """Recompute π_old under the training forward (True) or use the sampler's log-probs (False)."""
+    seed: int = 0
+    """Seed for data order, sampling and initialisation."""
+    eval_every: int = 10
+    """Held-out evaluation every N steps (0 = never)."""
+    save_every: int = 50
+    """Checkpoint every N steps (and on Ctrl-C)."""
+    sample_every: int = 1
+    """Write sample dialogues every N steps."""
+    samples_to_log: int = 8
+    """Dialogues written per sampling step."""
+    nan_patience: int = 3
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each one is skipped)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep on disk."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "synthetic:levels=1,2,3:n=2000:seed=0"
+    """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``."""
+    eval: str | None = "synthetic:levels=1,2,3:n=60:seed=1"
+    """Held-out questions for periodic evaluation (None = none)."""
+    eval_limit: int | None = None
+    """Use at most this many held-out questions."""
+    data_dir: str | None = None
+    """Folder with local benchmark JSONL (e.g. ../shared/data); None = the Hugging Face Hub."""
+    question_field: str | None = None
+    """Field holding the question (default: problem, question or prompt)."""
+    answer_field: str | None = None
+    """Field holding the reference answer (default: answer, final_answer or solution)."""
+    levels: list[int] | None = None
+    """Keep only these difficulty levels (MATH ``Level N``)."""
+
+
+@dataclass
+class SFTConfig:
+    cold_start: bool = False
+    """``rema train``: fine-tune on dialogues (below) before the first RL step, the cold start of SPEC §3.
+    ``rema sft`` always does this step and then stops."""
+    data: str = "self"
+    """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:
+    sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
+    in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer)."""
+    questions: int = 64
+    """``self``: training questions to sample."""
+    samples: int = 4
+    """``self``: episodes sampled per question."""
+    temperature: float | None = None
+    """``self``: sampling temperature (None = ``rollout.temperature``)."""
+    max_per_question: int = 2
+    """``self``: keep at most this many dialogues of one question (distinct ones)."""
+    epochs: int = 2
+    """Passes over the dialogues."""
+    lr: float = 1e-4
+    """Learning rate of the fine-tuning (AdamW, constant); the RL optimizer starts fresh afterwards."""
+    batch_dialogues: int = 8
+    """Dialogues per optimizer step (both roles' rows of each)."""
+
+
+@dataclass
+class LogConfig:
+    run_dir: str | None = None
+    """Where the run writes config, metrics, samples and checkpoints (default runs/<name>-<time>)."""
+    name: str = "rema"
+    """Run name (used in the default run dir and in wandb)."""
+    tensorboard: bool = True
+    """Also write metrics to tensorboard."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs ``pip install wandb``)."""
+    progress: bool = True
+    """Show a live progress line."""
+
+
+@dataclass
+class EvalConfig:
+    """``rema eval`` / ``rema compare``: what to evaluate and where the results go. How to generate comes
+    from the other sections (``rollout.eval_temperature``, ``rollout.max_turns``, ``model.dtype``, ...)."""
+
+    benches: list[str] = field(default_factory=lambda: ["gsm8k"])
+    """Benchmarks: names (gsm8k math500 aime24 amc23 gaokao2023en minerva_math olympiadbench), file paths, or
+    ``hf:owner/name[:config][:split]``. Give a list (``eval.benches=[gsm8k, math500]``) when a spec has commas."""
+    n: int = 1
+    """Samples per question: pass@k and maj@k for n > 1 (then ``rollout.eval_temperature`` must be > 0)."""
+    limit: int | None = None
+    """Evaluate the first N questions of each benchmark (None = all)."""
+    batch_size: int = 16
+    """Questions per chunk; records are written after every chunk, so an interrupted eval resumes there."""
+    seed: int = 0
+    """Seed of ``rema eval`` and ``rema chat`` (sampling; ``tiny-random``'s weights); training uses ``train.seed``."""
+    run: str | None = None
+    """A training run folder: evaluate its ``final/`` weights. Its ``config.yaml`` is the base config (method,
+    limits, dtype) unless a config file is given."""
+    checkpoint: str | None = None
+    """With ``run``: a checkpoint name under ``checkpoints/`` (e.g. ``step_000050``) or a folder, instead of ``final/``."""
+    label: str | None = None
+    """Model name in tables and in the default output folder (None = the model's, or the run folder's, name)."""
+    out: str | None = None
+    """Output folder (None = ``evals/<label>-<method>-<time>``); an existing one is resumed when its settings match."""
+    task: str = "auto"
+    """File / ``hf:`` benchmarks: ``math``, ``judge`` (pairwise preference rows) or ``auto`` (judge when the rows
+    have prompt/response columns). Questions and answers are read from ``data.question_field`` / ``data.answer_field``."""
+    answer_format: str = "auto"
+    """File / ``hf:`` benchmarks: how answers are written: ``boxed`` (last ``\\boxed{}``), ``gsm8k`` (``#### N``
+    tail), ``raw`` (as is) or ``auto`` (whichever is found)."""
+    split: str | None = None
+    """File / ``hf:`` benchmarks: the split to read (None = the only one; an ``hf:`` spec's own split wins)."""
+    id_field: str | None = None
+    """File / ``hf:`` benchmarks: the id column (None = ``id``, ``unique_id``, ``idx``, else the row number)."""
+    level_field: str | None = None
+    """File / ``hf:`` benchmarks: the difficulty column (None = ``level``, then ``difficulty``)."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def method_name(self) -> str:
+        """The prompt-set name implied by method/mode/action_set/task."""
+        r = self.rollout
+        if r.method != "rema":
+            return r.method
+        if r.task == "judge":
+            return "rema-judge"
+        if r.action_set:
+            return "rema-actions"
+        return "rema-multi" if r.mode == "multi_turn" else "rema-single"
+
