@@ -37,6 +37,7 @@ from rich.progress import (
 )
 
 from ..config import Config, ConfigError, load_config
+from ..models.folders import run_model_folders
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
 from ..rollout.factory import resolve_engine
@@ -75,17 +76,6 @@ class EvalError(RuntimeError):
 # --- setup ----------------------------------------------------------------------------------------------
 
 
-def _model_folder(folder: Path) -> tuple[str, str] | None:
-    """(mta, ra) model paths in a save_pretrained folder: shared (``config.json``) or ``mta/`` + ``ra/``."""
-    if (folder / "config.json").is_file():
-        return str(folder), str(folder)
-    if (folder / "mta" / "config.json").is_file() and (folder / "ra" / "config.json").is_file():
-        return str(folder / "mta"), str(folder / "ra")
-    if (folder / "model" / "config.json").is_file():
-        return str(folder / "model"), str(folder / "model")
-    return None
-
-
 def eval_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The Config an eval runs under, built as ``rema train`` builds its own: ``load_config(base, overrides)``.
 
@@ -112,17 +102,11 @@ def resolve_models(cfg: Config) -> tuple[str, str]:
     MTA and ``model.ra_name`` (default ``model.name``) for the RA."""
     e = cfg.eval
     if e.run:
-        run = Path(e.run)
-        if e.checkpoint:
-            folder = Path(e.checkpoint) if Path(e.checkpoint).is_dir() else run / "checkpoints" / e.checkpoint
-        else:
-            folder = run / "final"
-        found = _model_folder(folder)
-        if found is None:
-            listing = ", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "missing"
-            raise EvalError(f"{folder}: no model found (want config.json, or mta/ and ra/ folders; has: {listing}). "
-                            "Is the run finished? Use --checkpoint step_NNNNNN for an intermediate one.")
-        return found
+        try:
+            mta, ra = run_model_folders(e.run, e.checkpoint)
+        except FileNotFoundError as err:
+            raise EvalError(f"{err}; or use --checkpoint NAME for an intermediate one") from None
+        return str(mta), str(ra)
     return (cfg.model.name, cfg.model.ra_name or cfg.model.name)
 
 
@@ -150,15 +134,12 @@ def method_of(cfg: Config) -> str:
 
 
 def judge_prompts(cfg: Config) -> PromptSet:
-    """The judge prompt set for the config's method (``rema-judge`` or ``<method>-judge``)."""
+    """The judge prompt set for the config's method and mode (``rema-judge``, ``rema-judge-multi``,
+    ``vrp-judge``, ``mrp-judge``: ``Config.method_name`` under ``rollout.task=judge``)."""
     if cfg.rollout.action_set:
-        raise ConfigError("--method rema-actions has no judge prompts; use rema-single or rema-multi for judge data")
-    name = "rema-judge" if cfg.rollout.method == "rema" else f"{cfg.rollout.method}-judge"
-    try:
-        return get_prompt_set(name)
-    except KeyError:
-        raise ConfigError(f"no judge prompt set '{name}' in rema.prompts; judge benchmarks run with the rema "
-                          "methods (rema-single / rema-multi)") from None
+        raise ConfigError("--method rema-actions has no judge prompts; use rema-single, rema-multi, vrp or mrp "
+                          "for judge data")
+    return get_prompt_set(dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, task="judge")).method_name)
 
 
 def load_engines(cfg: Config) -> dict[str, Engine]:
