@@ -81,6 +81,7 @@ def rollout(
     samples_per_question: int | None = None,
     first_episode_id: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    sampling: Sequence[SamplingParams | None] | None = None,
 ) -> list[Episode]:
     """Play ``samples_per_question`` (default ``cfg.samples_per_question``) episodes of every problem.
 
@@ -90,6 +91,9 @@ def rollout(
             methods need only ``"ra"``.
         prompts: the method's prompt set; ``prompts.mta is None`` means a single-agent method.
         greedy: sample at temperature 0 (evaluation), else ``cfg.temperature`` / ``cfg.top_p``.
+        sampling: one entry per problem: how that problem's turns are sampled (``rema serve``'s requests each
+            bring their own temperature and token limit), None for the default above. A ``max_tokens`` over
+            ``cfg.max_tokens_per_turn`` is the caller's to refuse.
     Returns:
         Episodes in problem order, samples of one problem adjacent, each with an end code.
     """
@@ -97,18 +101,22 @@ def rollout(
     two_agents = prompts.mta is not None
     ra = _Agent("ra", engines["ra"], prompts.ra)
     mta = _Agent("mta", engines["mta"], prompts.mta) if two_agents else None
-    params = SamplingParams(
+    default = SamplingParams(
         max_tokens=cfg.max_tokens_per_turn,
         temperature=0.0 if greedy else cfg.temperature,
         top_p=1.0 if greedy else cfg.top_p,
     )
+    if sampling is not None and len(sampling) != len(problems):
+        raise ValueError(f"{len(problems)} problems but {len(sampling)} sampling entries")
     episodes: list[Episode] = []
-    for p in problems:
+    params: dict[int, SamplingParams] = {}  # episode id -> how its turns are sampled
+    for i, p in enumerate(problems):
         for s in range(g):
             ep = Episode(episode_id=first_episode_id + len(episodes), problem_id=str(p.id),
                          question=question_text(p), answer=str(p.answer), sample_index=s,
                          method=prompts.name, meta=dict(getattr(p, "meta", None) or {}))
             ep.views = {"mta": AgentView("mta"), "ra": AgentView("ra")} if two_agents else {"ra": AgentView("ra")}
+            params[ep.episode_id] = (sampling[i] if sampling is not None else None) or default
             episodes.append(ep)
 
     if not two_agents:
@@ -168,19 +176,22 @@ def rollout(
     return episodes
 
 
-def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutConfig, params: SamplingParams) -> None:
-    """Generate ``agent``'s next turn for every episode in one engine call (context check first)."""
+def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutConfig,
+          params: dict[int, SamplingParams]) -> None:
+    """Generate ``agent``'s next turn for every episode in one engine call (context check first);
+    ``params``: episode id -> its sampling parameters."""
     ready = []
     for ep in episodes:
         if ep.end_code is not None:
             continue
-        if len(ep.views[agent.name].input_ids) + cfg.max_tokens_per_turn > cfg.max_context_tokens:
+        if len(ep.views[agent.name].input_ids) + params[ep.episode_id].max_tokens > cfg.max_context_tokens:
             ep.end_code = "context_exceeded"
         else:
             ready.append(ep)
     if not ready:
         return
-    outs = agent.engine.generate([ep.views[agent.name].input_ids for ep in ready], [params] * len(ready))
+    outs = agent.engine.generate([ep.views[agent.name].input_ids for ep in ready],
+                                 [params[ep.episode_id] for ep in ready])
     tok = agent.engine.tokenizer
     for ep, out in zip(ready, outs):
         view = ep.views[agent.name]
