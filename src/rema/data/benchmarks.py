@@ -94,6 +94,16 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             description="math_train + math_test4500, the common 12k pool; levels=(3, 4, 5) gives ~8.9k.",
         ),
         BenchmarkSpec(
+        # The three sets below are Hub-only here. Ids, splits and columns as the Qwen2.5-Math evaluation uses
+        # them (QwenLM/Qwen2.5-Math evaluation/parser.py `parse_question` / `parse_ground_truth` @ a45202b):
+        # gaokao2023en: `question`, `answer` with its `$` removed (Hub: MARIO-Math-Reasoning/Gaokao2023-Math-En,
+        #   one split `train`, columns question, answer, source, lang, sourcename, id; the same rows as Qwen's
+        #   evaluation/data/gaokao2023en/test.jsonl);
+        # minerva_math: Qwen's file has `problem` + `solution` (answer = its last \boxed{}); the Hub copy
+        #   math-ai/minervamath (split `test`) has the question in `question` and the bare answer in `answer`;
+        # olympiadbench: `question`, `final_answer[0]` with its `$` stripped; `final_answer` is a list. Hub: the
+        #   authors' upload Hothan/OlympiadBench (README of OpenBMB/OlympiadBench), config OE_TO_maths_en_COMP
+        #   (open-ended, text-only, maths, English, competition: Qwen's 675 rows), one split `train`.
             "gaokao2023en", "gaokao2023en.jsonl", "MARIO-Math-Reasoning/Gaokao2023-Math-En", "train", None,
             "question", "answer", description="Gaokao 2023 math, English (385); local copy: "
             + _QWEN_EVAL.format("gaokao2023en"),
@@ -103,9 +113,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             description="Minerva math (272); local copy: " + _QWEN_EVAL.format("minerva_math"),
         ),
         BenchmarkSpec(
-            "olympiadbench", "olympiadbench.jsonl", "math-ai/olympiadbench", "test", None, "question",
-            "final_answer", alt_hf_ids=("Hothan/OlympiadBench",),
-            description="OlympiadBench math, English, text-only (675); local copy: "
+            "olympiadbench", "olympiadbench.jsonl", "Hothan/OlympiadBench", "train", "OE_TO_maths_en_COMP",
+            "question", "final_answer", alt_hf_ids=("math-ai/olympiadbench",),
+            description="OlympiadBench math, English, text-only, open-ended (675); local copy: "
             + _QWEN_EVAL.format("olympiadbench"),
         ),
         BenchmarkSpec(

@@ -166,6 +166,8 @@ def _match_braces(text: str, open_idx: int) -> str | None:
 
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
+_MATH_DOLLAR = re.compile(r"(?<!\\)\$")
+"""An unescaped ``$`` (a math-mode delimiter, not ``\\$``)."""
 
 
 def gsm8k_final_answer(text: str) -> str | None:
@@ -186,7 +188,8 @@ def normalize_answer_value(value: Any, *, mode: str = "auto") -> str | None:
     mode:
       * ``"auto"``: GSM8K ``####`` text -> the part after it; text with a ``\\boxed{}`` -> its content;
         numbers -> their shortest exact text (``27.0`` -> ``"27"``); a list (OlympiadBench
-        ``final_answer``) -> its single element, or the elements joined by ", "; surrounding ``$`` removed.
+        ``final_answer``) -> its single element, or the elements joined by ", "; math-mode ``$`` removed
+        (``"$48$, $384$"`` -> ``"48, 384"``; an escaped ``\\$`` stays).
       * ``"boxed"``: require a ``\\boxed{}`` and take the last one's content.
       * ``"gsm8k"``: require ``####`` and take what follows.
       * ``"raw"``: ``str(value).strip()`` and nothing else.
@@ -218,10 +221,9 @@ def normalize_answer_value(value: Any, *, mode: str = "auto") -> str | None:
         boxed = extract_boxed(text)
         if boxed is not None:
             return boxed.strip()
-    text = text.strip()
-    if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
-        text = text.strip("$").strip()
-    return text
+    # Math-mode `$` delimiters go, inner ones too ("$48$, $384$" -> "48, 384", Gaokao's several-answer form;
+    # Qwen2.5-Math's parser drops every `$` of its answers the same way); an escaped `\$` (a dollar) stays.
+    return _MATH_DOLLAR.sub("", text).strip()
 
 
 def parse_level(value: Any) -> int | None:
