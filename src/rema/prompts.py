@@ -6,14 +6,16 @@ records ``PROMPTS_VERSION`` and the prompt set's name in its metadata; change th
 below changes.
 
 Roles: ``mta`` (meta-thinking agent: plans, never solves) and ``ra`` (reasoning agent: follows, answers in
-``\\boxed{}``). Single-agent baselines (VRP, MRP) play the ``ra`` role with their own system prompt.
+``\\boxed{}``). Single-agent baselines (VRP, MRP) play the ``ra`` role with their own system prompt. The
+LLM-as-a-judge task has its own sets (the verdict is ``[[A]]`` or ``[[B]]`` instead of a box), one per method and
+mode, rendered questions from ``JUDGE_QUESTION``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-PROMPTS_VERSION = "2026.12.1"
+PROMPTS_VERSION = "2026.12.2"
 FINISH_MARKER = "[FINISH]"
 ACTIONS = ("DECOMPOSE", "REWRITE", "EMPTY")
 
@@ -66,10 +68,41 @@ JUDGE_RA = (
     "response A is better, [[B]] if response B is better."
 )
 
+# The judge task in multi turn mirrors MTA_MULTI_TURN / RA: the meta-thinker closes with [FINISH] (without it
+# every episode ends ``max_turns`` and unfinished masking scores it 0), the solver gives its verdict when asked.
+MTA_JUDGE_MULTI_TURN = (
+    "You are the meta-thinker in a team of two, guiding how to judge which of two responses answers a user's "
+    "prompt better; a solver does the checking. Each message you write is one short instruction to the "
+    "solver: name a criterion that matters for this prompt (correctness, following instructions, "
+    "helpfulness, safety), ask it to check one claim or step of a response, compare the two on one point, or "
+    "go back when a check looks wrong. Do not give the verdict yourself and never write [[A]] or [[B]]. When "
+    f"you are confident the solver's comparison is sound, end your message with {FINISH_MARKER} and the "
+    "solver will give the final verdict."
+)
+
+JUDGE_RA_MULTI_TURN = (
+    "You are the solver in a team of two, judging which of two responses answers a user's prompt better. A "
+    "meta-thinker gives you instructions. Follow the latest instruction and reason step by step. When you "
+    "give your final verdict, write [[A]] if response A is better or [[B]] if response B is better."
+)
+
+VRP_JUDGE = (
+    "Judge which of two responses answers the user's prompt better. Reason step by step, then end with your "
+    "verdict: [[A]] if response A is better, [[B]] if response B is better."
+)
+
+MRP_JUDGE = (
+    "Judge which of two responses answers the user's prompt better, in two parts. First, under 'Plan:', think "
+    "about how to judge: what the prompt asks, which criteria matter (correctness, following instructions, "
+    "helpfulness, safety), what to check in each response. Then, under 'Judgement:', follow your plan step by "
+    "step and end with your verdict: [[A]] if response A is better, [[B]] if response B is better."
+)
+
 # Message templates: str.format fields only, and no literal braces (the reference code shipped a literal "{{}}").
 RA_FIRST_MESSAGE = "Problem:\n{question}\n\nInstruction from the meta-thinker:\n{instruction}"
 RA_FIRST_MESSAGE_NO_GUIDANCE = "Problem:\n{question}\n\nThe meta-thinker gave no guidance. Solve it."
 RA_FINAL_INSTRUCTION = "Write your final answer."
+JUDGE_FINAL_INSTRUCTION = "Give your final verdict: [[A]] or [[B]]."
 JUDGE_QUESTION = (
     "Which response answers the prompt better?\n\n[Prompt]\n{prompt}\n\n[Response A]\n{response_a}\n\n"
     "[Response B]\n{response_b}"
@@ -78,6 +111,9 @@ JUDGE_QUESTION = (
 # message once the solver's result is right, and the boxed final answer that follows it.
 COLD_START_FINISH = f"Your result is correct. {FINISH_MARKER}"
 COLD_START_ANSWER = "The final answer is $\\boxed{{{answer}}}$."
+# ... and their judge-task counterparts (``answer`` is the label, A or B)
+COLD_START_JUDGE_FINISH = f"Your comparison is sound. {FINISH_MARKER}"
+COLD_START_VERDICT = "My final verdict: [[{answer}]]"
 ACTION_INSTRUCTION = {
     "DECOMPOSE": "Solve these sub-goals in order:\n{content}",
     "REWRITE": "The problem, restated:\n{content}",
@@ -92,6 +128,8 @@ class PromptSet:
     mta: str | None
     ra: str
     version: str = PROMPTS_VERSION
+    final_instruction: str = RA_FINAL_INSTRUCTION
+    """Multi turn: what the RA is told when the MTA's [FINISH] message holds no other instruction."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,9 +140,15 @@ PROMPT_SETS = {
     "rema-multi": PromptSet("rema-multi", MTA_MULTI_TURN, RA),
     "rema-actions": PromptSet("rema-actions", MTA_ACTIONS, RA),
     "rema-judge": PromptSet("rema-judge", MTA_JUDGE, JUDGE_RA),
+    "rema-judge-multi": PromptSet("rema-judge-multi", MTA_JUDGE_MULTI_TURN, JUDGE_RA_MULTI_TURN,
+                                  final_instruction=JUDGE_FINAL_INSTRUCTION),
     "vrp": PromptSet("vrp", None, VRP),
     "mrp": PromptSet("mrp", None, MRP),
+    "vrp-judge": PromptSet("vrp-judge", None, VRP_JUDGE),
+    "mrp-judge": PromptSet("mrp-judge", None, MRP_JUDGE),
 }
+"""Judge-task sets (``rollout.task=judge``): ``rema-judge`` (single turn), ``rema-judge-multi`` (multi turn, with
+[FINISH]), ``vrp-judge`` and ``mrp-judge`` (the single-agent baselines); ``Config.method_name`` picks one."""
 
 
 def get_prompt_set(name: str) -> PromptSet:
@@ -133,3 +177,99 @@ def action_instruction(action: str | None, content: str) -> str:
     if action in ACTION_INSTRUCTION and content.strip():
         return ACTION_INSTRUCTION[action].format(content=content.strip())
     return ""
+
+
+# ---------------------------------------------------------------------------------------------------- teacher
+# `rema distill` (rema.distill) asks a strong teacher model to rewrite a worked solution as a cold-start dialogue
+# (SPEC §3: the paper's ~800 LIMO rewrites). The teacher is shown the student's own system prompts above, so it
+# writes in the roles RL will play, and answers with tagged messages that rema.distill parses strictly (tags,
+# not JSON: LaTeX backslashes inside JSON strings are where teachers slip). Versioned apart from PROMPTS_VERSION
+# (the student's prompts do not change when these do; each dialogue records the teacher prompt's name@version):
+# change TEACHER_VERSION whenever a word below changes. Templates: str.format fields; {{}} renders as {}.
+TEACHER_VERSION = "2026.12.1"
+
+_TEACHER_TEAM = (
+    "You write training data for a team of two language-model agents that solve math problems together. Given "
+    "a problem, a reference solution and its final answer, rewrite the solution as the exchange the team would "
+    "have, in the agents' own voices. Keep the mathematics of the reference solution correct; you may reorganise "
+    "it.\n\nThe meta-thinker's instructions:\n{mta}\n\nThe solver's instructions:\n{ra}\n\nRules:\n"
+)
+
+TEACHER_MULTI_TURN = _TEACHER_TEAM + (
+    "1. The meta-thinker speaks first, then the two alternate; the solver speaks last. Use between 2 and "
+    "{max_rounds} rounds (a round is one meta-thinker message and the solver's reply).\n"
+    "2. A meta-thinker message is one short instruction: what to work out next, which approach to take, what to "
+    "check, or to go back when a step looks wrong. It never does the computation itself and never states a "
+    "result the solver has not found yet. Its first message must not state the final answer in any form and "
+    "must not contain \\boxed.\n"
+    "3. A solver message carries out only the latest instruction, step by step, showing the work.\n"
+    f"4. Once the solver's result has been checked, the meta-thinker's last message says so and ends with "
+    f"{FINISH_MARKER}; {FINISH_MARKER} appears nowhere else. The solver's last message then gives the final "
+    "answer in \\boxed{{}}, equal to the reference answer.\n"
+    "5. Keep each message under about {max_words} words.\n\n"
+    "Reply with the dialogue only, every message inside its own tag, nothing before, between or after the tags:\n"
+    f"<mta>...</mta>\n<ra>...</ra>\n...\n<mta>... {FINISH_MARKER}</mta>\n<ra>... \\boxed{{{{...}}}}</ra>"
+)
+
+TEACHER_SINGLE_TURN = _TEACHER_TEAM + (
+    "1. Exactly two messages: the meta-thinker's plan, then the solver's solution.\n"
+    "2. The plan names what is asked, chooses an approach and breaks it into short numbered steps. It computes "
+    "nothing: no intermediate results, no final answer, no \\boxed.\n"
+    "3. The solution follows the plan step by step, showing the work, and ends with the final answer in "
+    "\\boxed{{}}, equal to the reference answer.\n"
+    "4. Keep each message under about {max_words} words.\n\n"
+    "Reply with the two messages only, each inside its tag, nothing before, between or after them:\n"
+    "<mta>...</mta>\n<ra>...</ra>"
+)
+
+TEACHER_SINGLE_AGENT = (
+    "You write training data for a language model that solves math problems. Given a problem, a reference "
+    "solution and its final answer, rewrite the solution as the model's answer to the problem, in its own "
+    "voice. Keep the mathematics of the reference solution correct; you may reorganise it.\n\n"
+    "The model's instructions:\n{ra}\n\nRules:\n"
+    "1. One message, written as the model's instructions ask, showing the work.\n"
+    "2. It ends with the final answer in \\boxed{{}}, equal to the reference answer.\n"
+    "3. Keep it under about {max_words} words.\n\n"
+    "Reply with the message only, inside the tag, nothing before or after it:\n<ra>...</ra>"
+)
+
+TEACHER_REQUEST = "Problem:\n{question}\n\nReference solution:\n{solution}\n\nReference answer: {answer}"
+
+
+@dataclass(frozen=True)
+class TeacherPrompt:
+    """How ``rema distill`` asks the teacher for one method's dialogue; ``name@version`` goes into every row."""
+
+    name: str
+    system: str
+    """Template with ``{mta}``, ``{ra}`` (the student's system prompts), ``{max_rounds}`` and ``{max_words}``."""
+    request: str = TEACHER_REQUEST
+    version: str = TEACHER_VERSION
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def messages(self, prompts: PromptSet, *, question: str, solution: str, answer: str, max_rounds: int,
+                 max_words: int) -> list[dict[str, str]]:
+        """The chat-completions ``messages`` asking for the dialogue of one solved problem."""
+        system = self.system.format(mta=prompts.mta or "", ra=prompts.ra, max_rounds=max_rounds, max_words=max_words)
+        user = self.request.format(question=question.strip(), solution=solution.strip(), answer=answer.strip())
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+TEACHER_PROMPTS = {
+    "rema-multi": TeacherPrompt("rema-multi", TEACHER_MULTI_TURN),
+    "rema-single": TeacherPrompt("rema-single", TEACHER_SINGLE_TURN),
+    "vrp": TeacherPrompt("vrp", TEACHER_SINGLE_AGENT),
+    "mrp": TeacherPrompt("mrp", TEACHER_SINGLE_AGENT),
+}
+"""Teacher prompts by the student's prompt-set name (the methods whose dialogues ``rema sft`` trains on)."""
+
+
+def get_teacher_prompt(name: str) -> TeacherPrompt:
+    """Teacher prompt for a prompt set; one without (action set, judge task) lists the ones there are."""
+    try:
+        return TEACHER_PROMPTS[name]
+    except KeyError:
+        raise KeyError(f"rema distill writes dialogues for {sorted(TEACHER_PROMPTS)}, not '{name}'") from None

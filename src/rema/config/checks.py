@@ -45,6 +45,9 @@ def validate(cfg: Config) -> None:
     r = cfg.rollout
     if r.action_set and (r.method != "rema" or r.mode != "single_turn"):
         raise ConfigError("rollout.action_set=true needs rollout.method=rema and rollout.mode=single_turn")
+    if r.action_set and r.task == "judge":
+        raise ConfigError("rollout.action_set=true has no judge prompts; set rollout.action_set=false for "
+                          "rollout.task=judge")
     if r.method != "rema" and not cfg.train.shared_weights:
         raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
     for key in ("max_turns", "max_tokens_per_turn", "max_context_tokens", "samples_per_question"):
@@ -96,4 +99,3 @@ def _validate_eval(cfg: Config) -> None:
     if e.n > 1 and cfg.rollout.eval_temperature == 0:
         raise ConfigError(f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
                           "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
-

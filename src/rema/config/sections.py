@@ -352,11 +352,12 @@ class Config:
     def method_name(self) -> str:
         """The prompt-set name implied by method/mode/action_set/task."""
         r = self.rollout
+        if r.task == "judge":  # the judge task's own sets: verdicts [[A]]/[[B]], [FINISH] in multi turn
+            if r.method != "rema":
+                return f"{r.method}-judge"
+            return "rema-judge-multi" if r.mode == "multi_turn" else "rema-judge"
         if r.method != "rema":
             return r.method
-        if r.task == "judge":
-            return "rema-judge"
         if r.action_set:
             return "rema-actions"
         return "rema-multi" if r.mode == "multi_turn" else "rema-single"
-

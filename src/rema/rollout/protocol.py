@@ -21,19 +21,22 @@ import re
 from collections.abc import Callable, Sequence
 
 from ..config import RolloutConfig
-from ..prompts import (JUDGE_QUESTION, RA_FINAL_INSTRUCTION, ACTIONS, PromptSet, action_instruction,
-                       ra_first_message, strip_finish)
+from ..prompts import ACTIONS, JUDGE_QUESTION, PromptSet, action_instruction, ra_first_message, strip_finish
 from .chat import ChatCodec
 from .engine import Engine, SamplingParams, stop_token_ids
 from .episode import AgentView, Episode, Turn
 
 
 def question_text(problem) -> str:
-    """The text the MTA (or single agent) sees first; judge problems are rendered from their parts."""
-    meta = getattr(problem, "meta", None) or {}
-    if {"prompt", "response_a", "response_b"} <= set(meta):
-        return JUDGE_QUESTION.format(prompt=meta["prompt"], response_a=meta["response_a"],
-                                     response_b=meta["response_b"])
+    """The text the MTA (or single agent) sees first. Judge problems are rendered from their parts with
+    ``JUDGE_QUESTION``: a ``Problem``'s own ``prompt``/``response_a``/``response_b`` fields, else the same keys in
+    ``meta`` (how ``rema chat`` and replayed dialogues pass them)."""
+    parts = {k: getattr(problem, k, None) for k in ("prompt", "response_a", "response_b")}
+    if any(v is None for v in parts.values()):
+        meta = getattr(problem, "meta", None) or {}
+        parts = {k: meta.get(k) for k in parts}
+    if all(isinstance(v, str) for v in parts.values()):
+        return JUDGE_QUESTION.format(**parts)
     return problem.question
 
 
@@ -158,7 +161,7 @@ def rollout(
             if r == 0:
                 ep.views["ra"].extend_context(ra.codec.start(ra.system, ra_first_message(ep.question, instruction)))
             else:
-                ep.views["ra"].extend_context(ra.codec.user_turn(instruction or RA_FINAL_INSTRUCTION))
+                ep.views["ra"].extend_context(ra.codec.user_turn(instruction or prompts.final_instruction))
         active = [ep for ep in active if ep.end_code is None]
         _step(ra, active, r, cfg, params)
         for ep in active:
