@@ -151,8 +151,8 @@ def test_every_chat_flag_is_its_config_key():
          ["rollout.max_turns=2", "rollout.max_tokens_per_turn=96", "rollout.max_context_tokens=512"]),
         (["--temperature", "0", "--top-p", "0.9", "--seed", "3"],
          ["rollout.temperature=0", "rollout.top_p=0.9", "eval.seed=3"]),
-        (["--device", "cpu", "--engine", "hf", "--compile"],
-         ["model.device=cpu", "rollout.engine=hf", "rollout.vllm_enforce_eager=false"]),
+        (["--device", "cpu", "--engine", "hf", "--compile", "--dtype", "bfloat16"],
+         ["model.device=cpu", "rollout.engine=hf", "rollout.vllm_enforce_eager=false", "model.dtype=bfloat16"]),
     ]
     for flags, keys in pairs:
         assert _chat(*flags) == _chat(*keys) == load_config(None, CHAT_PRESETS + keys), flags

@@ -1,4 +1,4 @@
-"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report."""
+"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, serve."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ import json
 import signal
 import sys
 from types import SimpleNamespace
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
 
 CHAT_PRESETS = ["rollout.vllm_enforce_eager=true"]
 """``rema chat``'s own starting point over the config: one dialogue does not repay a compiled vLLM start
@@ -31,27 +22,28 @@ def cmd_chat(args) -> int:
     """Run one episode on one question and print the dialogue (scored when ``--answer`` is given)."""
     from rich.console import Console
 
-    from .config import load_config
     from .display import print_episode
-    from .models import load_model
+    from .eval.bench_runner import EvalError, eval_config, load_engines
     from .prompts import get_prompt_set
     from .rollout import rollout
-    from .rollout.factory import engine_options, make_engine, resolve_engine
+    from .rollout.factory import resolve_engine
 
-    parsed = _config_and_overrides(args, chat_overrides(args))
+    # a run folder (--model RUN) is the base config and its final/ weights (shared, or mta/ + ra/)
+    parsed = _config_and_overrides(args, chat_overrides(args), load=eval_config)
     if isinstance(parsed, int):
         return parsed
-    cfg = load_config(*parsed)
-    rcfg = cfg.rollout
     console = Console(stderr=args.json)
-    with console.status(f"loading {cfg.model.name} …"):
-        model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, device=_device(cfg.model.device),
-                                seed=cfg.eval.seed)
-    with console.status(f"starting the {resolve_engine(rcfg.engine)} engine …"):
-        engine = make_engine(model, tok, engine=rcfg.engine, seed=cfg.eval.seed, **engine_options(rcfg))
+    try:
+        cfg = eval_config(*parsed)
+        rcfg = cfg.rollout
+        with console.status(f"loading the model(s) and starting the {resolve_engine(rcfg.engine)} engine …"):
+            engines = load_engines(cfg)
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     problem = SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
     with console.status("generating …"):
-        [ep] = rollout([problem], rcfg, {"mta": engine, "ra": engine}, get_prompt_set(cfg.method_name),
+        [ep] = rollout([problem], rcfg, engines, get_prompt_set(cfg.method_name),
                        greedy=rcfg.temperature == 0, samples_per_question=1)
     if args.answer is not None:
         from .scoring import score_episodes
@@ -65,16 +57,17 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def _config_and_overrides(args, implied: list[str] = ()) -> tuple[str | None, list[str]] | int:
+def _config_and_overrides(args, implied: list[str] = (), load=None) -> tuple[str | None, list[str]] | int:
     """``(config file, overrides)`` from ``CONFIG [key=value ...]``, the ``implied`` overrides (presets and
-    flags) first so that the typed ones win; ``0`` when ``--help-config`` printed the resulting config."""
+    flags) first so that the typed ones win; ``0`` when ``--help-config`` printed the resulting config (built by
+    ``load``, default ``load_config``)."""
     from .cli_args import split_config_args
     from .config import describe_config, load_config
 
     config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
     overrides = [*implied, *explicit]
     if args.help_config:
-        print(describe_config(load_config(config, overrides)))
+        print(describe_config((load or load_config)(config, overrides)))
         return 0
     return config, overrides
 
@@ -123,7 +116,7 @@ def _chat_method(name: str) -> list[tuple[str, object]]:
 
 
 def _add_chat_command(sub) -> None:
-    from .cli_args import Shorthands, add_config_args, add_generation_shorthands
+    from .cli_args import Shorthands, add_config_args, add_generation_shorthands, model_source
 
     c = sub.add_parser(
         "chat", help="run one MTA↔RA dialogue on a question and print it",
@@ -136,7 +129,10 @@ def _add_chat_command(sub) -> None:
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
     sh = Shorthands()
-    sh.add(c, "--model", key="model.name", help="built-in name, Hub id or local folder")
+    sh.add(c, "--model", key=model_source,
+           help="built-in name, Hub id, local folder, or a training run folder: its final/ weights (one model, or "
+                "mta/ + ra/) and its config.yaml as the base [model.name, or eval.run for a run]")
+    sh.add(c, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
     sh.add(c, "--method", key=_chat_method, choices=["rema", "vrp", "mrp"],
            help="two agents or a single-agent baseline [rollout.method; a baseline sets train.shared_weights=true]")
     sh.add(c, "--single-turn", action="store_const", const=True, key=lambda _: [("rollout.mode", "single_turn")],
@@ -254,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval.commands import add_eval_commands
 
     add_eval_commands(sub)  # eval, compare, report
+    from .serve import add_serve_command
+
+    add_serve_command(sub)
     return p
 
 

@@ -88,3 +88,17 @@ def add_config_args(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("overrides", nargs="*", help=f"dotted overrides, applied after the flags, e.g. {example}")
     parser.add_argument("--help-config", action="store_true",
                         help="list every config key with its value (after the flags and overrides) and meaning")
+
+
+def model_source(value: str) -> list[tuple[str, Any]]:
+    """The keys a ``--model`` / ``RUN_OR_MODEL`` value stands for: a training run folder (it holds
+    ``config.yaml``) is ``eval.run`` (its ``final/`` weights, its config as the base); a folder with ``mta/`` and
+    ``ra/`` models is the pair with separate weights; anything else is ``model.name``."""
+    from .models.folders import is_run_folder, model_folders
+
+    if is_run_folder(value):
+        return [("eval.run", value)]
+    found = model_folders(value)
+    if found is not None and found[0] != found[1]:
+        return [("model.name", str(found[0])), ("model.ra_name", str(found[1])), ("train.shared_weights", False)]
+    return [("model.name", value)]

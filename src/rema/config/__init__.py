@@ -6,7 +6,7 @@ reads the YAML, applies overrides, and validates; an unknown key fails naming th
 ones.
 
 - :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train``, ``data``,
-  ``sft``, ``log``, ``eval``) and :class:`Config`;
+  ``sft``, ``log``, ``eval``, ``serve``) and :class:`Config`;
 - :mod:`.checks`: :func:`validate` and :class:`ConfigError`;
 - :mod:`.files`: :func:`load_config`, :func:`save_config`, :func:`describe_config`, :func:`field_docs`.
 """
@@ -22,12 +22,13 @@ from .sections import (
     ModelConfig,
     RewardConfig,
     RolloutConfig,
+    ServeConfig,
     SFTConfig,
     TrainConfig,
 )
 
 __all__ = [
     "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LogConfig", "ModelConfig",
-    "RewardConfig", "RolloutConfig", "SFTConfig", "TrainConfig", "describe_config", "field_docs",
+    "RewardConfig", "RolloutConfig", "ServeConfig", "SFTConfig", "TrainConfig", "describe_config", "field_docs",
     "load_config", "save_config", "validate",
 ]

@@ -79,6 +79,7 @@ def validate(cfg: Config) -> None:
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
     _validate_eval(cfg)
+    _validate_serve(cfg)
 
 
 def _validate_eval(cfg: Config) -> None:
@@ -99,3 +100,14 @@ def _validate_eval(cfg: Config) -> None:
     if e.n > 1 and cfg.rollout.eval_temperature == 0:
         raise ConfigError(f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
                           "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
+
+def _validate_serve(cfg: Config) -> None:
+    v = cfg.serve
+    if not 0 <= v.port <= 65535:
+        raise ConfigError(f"serve.port must be a TCP port (0-65535), got {v.port}")
+    if v.max_concurrency < 1:
+        raise ConfigError(f"serve.max_concurrency must be >= 1, got {v.max_concurrency} (rema serve --max-concurrency)")
+    if v.batch_wait_ms < 0:
+        raise ConfigError(f"serve.batch_wait_ms must be >= 0 (0 = no wait), got {v.batch_wait_ms}")
+    if v.max_request_bytes < 1024:
+        raise ConfigError(f"serve.max_request_bytes must be >= 1024, got {v.max_request_bytes}")

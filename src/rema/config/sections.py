@@ -331,6 +331,30 @@ class EvalConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``rema serve``: the HTTP server. What it runs (method, mode, task, limits per turn and per context) is
+    the other sections' (a run's own ``config.yaml`` plus overrides); the default temperature of a request is
+    ``rollout.eval_temperature``."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on. The server has no authentication: 127.0.0.1 keeps it to this machine, 0.0.0.0
+    opens it to the network (put it behind a proxy that authenticates)."""
+    port: int = 8000
+    """TCP port to listen on."""
+    model_id: str | None = None
+    """The model's name in ``/v1/models``, which a request's ``model`` must match (None = the run folder's name,
+    else the model's)."""
+    max_concurrency: int = 64
+    """Requests held at once (being answered or waiting for the next batch), and so the largest batch; one more
+    gets 429 (retry later) rather than an unbounded queue whose waits grow without limit."""
+    batch_wait_ms: float = 10.0
+    """After a request reaches an idle server, wait this long for others to join its batch, so a burst is one
+    batch (one engine call per turn) instead of one request alone and then the rest."""
+    max_request_bytes: int = 1000000
+    """Largest request body; a larger one gets 413 (the question must also fit ``rollout.max_context_tokens``)."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -341,6 +365,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         validate(self)
