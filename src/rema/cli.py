@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_sft)
 
     _add_plan_command(sub)
+    from .distill import add_distill_command
+
+    add_distill_command(sub)
 
     from .eval.commands import add_eval_commands
 

@@ -78,8 +78,24 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
+    _validate_distill(cfg)
     _validate_eval(cfg)
     _validate_serve(cfg)
+
+
+def _validate_distill(cfg: Config) -> None:
+    d = cfg.distill
+    for key, flag in (("concurrency", "--concurrency"), ("max_tokens", "--max-tokens")):
+        if getattr(d, key) < 1:
+            raise ConfigError(f"distill.{key} must be >= 1, got {getattr(d, key)} (rema distill {flag})")
+    if d.max_retries < 0:
+        raise ConfigError(f"distill.max_retries must be >= 0 (0 = no retry), got {d.max_retries}")
+    if d.backoff_s < 0 or d.timeout_s <= 0:
+        raise ConfigError(f"distill.backoff_s must be >= 0 and distill.timeout_s > 0, got {d.backoff_s} and {d.timeout_s}")
+    if d.temperature < 0:
+        raise ConfigError(f"distill.temperature must be >= 0, got {d.temperature}")
+    if d.limit is not None and d.limit < 1:
+        raise ConfigError(f"distill.limit must be >= 1 (or null for every row), got {d.limit}")
 
 
 def _validate_eval(cfg: Config) -> None:

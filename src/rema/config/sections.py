@@ -278,6 +278,53 @@ class SFTConfig:
 
 
 @dataclass
+class DistillConfig:
+    """``rema distill``: cold-start dialogues written by a teacher model from solved problems (docs/distill.md), in
+    the format of ``rollout.method``/``mode``/``max_turns``, so that ``rema sft`` under the same config reads them."""
+
+    input: str | None = None
+    """Solved problems: a .jsonl/.json/.parquet file, a ``datasets`` folder or ``hf:owner/name[:config][:split]``
+    (``hf:GAIR/LIMO``, the paper's source). Columns: ``data.question_field``, ``data.answer_field``, ``solution_field``."""
+    solution_field: str = "solution"
+    """Column with the worked solution the teacher rewrites (a GSM8K ``answer`` ending in ``#### N`` is its own)."""
+    id_field: str | None = None
+    """Column with a stable row id, the key by which a re-run skips finished rows (None = ``id``, ``unique_id``,
+    ``idx``, else the row number, stable while the file only grows)."""
+    split: str | None = None
+    """Split of a Hub dataset or folder (None = the only one; an ``hf:`` spec's own split wins)."""
+    limit: int | None = None
+    """Distil only the first N rows (None = all): try a teacher and its prompt on a few before paying for all."""
+    out: str = "dialogues.jsonl"
+    """Kept dialogues are appended here (an ``sft.data`` file); rejected rows go beside it to ``<stem>.rejected.jsonl``
+    with their reason. An existing pair is resumed: rows in either file are not asked again."""
+    retry_rejected: bool = False
+    """Ask again for rows recorded as rejected (a new draw at ``temperature``) instead of skipping them."""
+    base_url: str | None = None
+    """The teacher's OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1`` for ``vllm serve`` (None =
+    ``$OPENAI_BASE_URL``, else OpenAI's API)."""
+    teacher: str | None = None
+    """The teacher model's name at that endpoint (``gpt-4o``; for ``vllm serve`` the path or ``--served-model-name``)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key, so the key itself never lands in a config, a log or a shell
+    history. Unset is allowed with ``base_url`` (local servers started without ``--api-key``)."""
+    concurrency: int = 8
+    """Requests in flight at once: a teacher answers one request in tens of seconds, so parallel requests multiply
+    throughput; lower it when the endpoint rate-limits (429s in the progress bar)."""
+    max_retries: int = 5
+    """Retries of one request after a 429, 408/409/5xx, timeout or dropped connection; then the row is left for the
+    next run (not recorded)."""
+    backoff_s: float = 1.0
+    """First wait before a retry, doubled at each further one (minus up to 25% jitter); a server's Retry-After wins."""
+    timeout_s: float = 600.0
+    """Seconds one request may take before it is retried: a long dialogue from a slow or busy teacher takes minutes."""
+    temperature: float = 0.7
+    """Teacher sampling temperature: some variety across hundreds of dialogues, and a different draw when a
+    rejected row is asked again."""
+    max_tokens: int = 8192
+    """Completion-token limit of one reply (the whole dialogue); a reply cut there is rejected as ``truncated``."""
+
+
+@dataclass
 class LogConfig:
     run_dir: str | None = None
     """Where the run writes config, metrics, samples and checkpoints (default runs/<name>-<time>)."""
@@ -363,6 +410,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
