@@ -20,7 +20,9 @@ The metric names are the same for training batches and evaluations, so curves li
 ``reward/<agent>``, ``reward_parts/<agent>/<part>``, ``end/<code>``, ``turns/mean``,
 ``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate`` (an MTA message holds a ``\\boxed{}``),
 ``plan_leak_rate`` (the MTA's first message gives the answer away: box, answer statement or closing
-"= gold"), ``actions/<ACTION>`` and ``actions/<ACTION>/level_<L>`` (action-set mode).
+"= gold"), ``actions/<ACTION>`` and ``actions/<ACTION>/level_<L>`` (action-set mode); judge episodes add
+``judge/verdict_found``, ``judge/verdict_A`` (the share of verdicts that pick A: position bias when the labels
+are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.data.judge_family``).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from .config import Config, RewardConfig
+from .data.judge import judge_family
 from .prompts import PromptSet, get_prompt_set
-from .rewards import grade_math_batch, judge_verdict, mta_format
+from .rewards import grade_math_batch, judge_verdict, last_verdict, mta_format
 from .rewards.terms import get_term, math_correctness, unfinished_mask
 from .rollout import Engine, rollout
 from .rollout.episode import END_CODES, Episode
@@ -73,6 +76,7 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
         correctness = [(s, {"correct": s}) for s in scores]
     elif task == "judge":
         correctness = [judge_verdict(r, ep.answer) for r, ep in zip(responses, episodes)]
+        extracted = [last_verdict(r) for r in responses]
     else:
         grades = grade_math_batch(responses, [ep.answer for ep in episodes], timeout_s=cfg.grader_timeout_s,
                                   workers=cfg.grader_workers)
@@ -144,10 +148,30 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
                 total = sum(counter.values())
                 for a, c in counter.items():
                     m[f"actions/{a}/level_{level}"] = c / total
+    m.update(_judge_metrics(episodes))
     levels = sorted({ep.meta.get("level") for ep in episodes if ep.meta.get("level") is not None}, key=str)
     for level in levels:
         eps = [ep for ep in episodes if ep.meta.get("level") == level]
         m[f"acc/level_{level}"] = sum(bool(ep.meta.get("correct")) for ep in eps) / len(eps)
+    return m
+
+
+def _judge_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Verdict rates and per-family accuracy of the judge-task episodes among ``episodes`` (those scored by
+    ``judge_verdict``: their RA's reward parts hold ``verdict_found``)."""
+    judged = [ep for ep in episodes if "verdict_found" in ep.reward_parts.get("ra", {})]
+    if not judged:
+        return {}
+    verdicts = [v for v in (last_verdict(ep.final_response) for ep in judged) if v is not None]
+    m = {"judge/verdict_found": len(verdicts) / len(judged)}
+    if verdicts:
+        m["judge/verdict_A"] = sum(v == "A" for v in verdicts) / len(verdicts)
+    by_family: dict[str, list[bool]] = defaultdict(list)
+    for ep in judged:
+        family = judge_family(ep.meta.get("subset"))
+        if family is not None:
+            by_family[family].append(bool(ep.meta.get("correct")))
+    m.update({f"acc/family_{f}": sum(v) / len(v) for f, v in sorted(by_family.items())})
     return m
 
 

@@ -6,7 +6,8 @@
     sampler = ProblemSampler(train, batch_size=8, seed=0)
 """
 
-from .benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark, load_split, resolve_dataset
+from .benchmarks import BENCHMARKS, BenchmarkSpec, held_out_split, load_benchmark, load_split, resolve_dataset
+from .judge import judge_family
 from .loaders import ANSWER_FIELDS, QUESTION_FIELDS, load_problems, row_to_problem
 from .problems import (
     DataError,
@@ -18,7 +19,7 @@ from .problems import (
     parse_level,
     stable_int,
 )
-from .sampler import ProblemSampler, stratified_split
+from .sampler import ProblemSampler, split_record, stratified_split
 from .synthetic import LEVELS, SyntheticSplit, make_problem, synthetic_problems, synthetic_split
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "SyntheticSplit",
     "extract_boxed",
     "gsm8k_final_answer",
+    "held_out_split",
+    "judge_family",
     "judge_problem_from_pair",
     "load_benchmark",
     "load_problems",
@@ -42,6 +45,7 @@ __all__ = [
     "parse_level",
     "resolve_dataset",
     "row_to_problem",
+    "split_record",
     "stable_int",
     "stratified_split",
     "synthetic_problems",

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from .loaders import load_problems
 from .problems import DataError, Problem
+from .sampler import stratified_split
 from .synthetic import synthetic_problems, synthetic_split
 
-__all__ = ["BENCHMARKS", "BenchmarkSpec", "load_benchmark", "resolve_dataset"]
+__all__ = ["BENCHMARKS", "BenchmarkSpec", "held_out_split", "load_benchmark", "resolve_dataset"]
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,27 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             task="judge", description="RewardBench preference pairs for the LLM-as-a-judge task "
             "(chosen placed at A or B by a seeded coin).",
         ),
+        BenchmarkSpec(
+            "rewardbench_raw", "rewardbench_raw.jsonl", "allenai/reward-bench", "raw", None, "prompt", None,
+            task="judge", description="RewardBench's 5123 pairs before its filtering (split `raw`), 23 subsets: "
+            "the judge task's training pool (split it with split=train|heldout:heldout=N, stratified by subset).",
+        ),
+        BenchmarkSpec(
+            "judgebench", "judgebench_gpt.jsonl", "ScalerLab/JudgeBench", "gpt", None, "question", "label",
+            task="judge", description="JudgeBench, the 350 pairs of GPT-4o responses (labels A>B / B>A), the "
+            "out-of-domain judge test; local copy: ScalerLab/JudgeBench data/dataset=judgebench,"
+            "response_model=gpt-4o-2024-05-13.jsonl.",
+        ),
+        BenchmarkSpec(
+            "judgebench_claude", "judgebench_claude.jsonl", "ScalerLab/JudgeBench", "claude", None, "question",
+            "label", task="judge", description="JudgeBench, the 270 pairs of Claude-3.5-Sonnet responses; local "
+            "copy: ScalerLab/JudgeBench data/dataset=judgebench,response_model=claude-3-5-sonnet-20240620.jsonl.",
+        ),
     )
 }
 """Benchmark name -> spec. Evaluation set of the paper: math500, gsm8k, aime24, amc23, gaokao2023en,
-minerva_math, olympiadbench; training: math_train (single turn), math12k levels 3-5 (multi turn)."""
+minerva_math, olympiadbench; training: math_train (single turn), math12k levels 3-5 (multi turn). The judge
+task: rewardbench_raw (split into train / held out), judgebench and judgebench_claude (out of domain)."""
 
 
 def _spec(name: str) -> BenchmarkSpec:
@@ -217,6 +235,10 @@ def resolve_dataset(
     * a benchmark name, optionally with options: ``math500``, ``math12k:levels=3,4,5``,
       ``gsm8k:limit=100`` (``levels=3-5`` also works); uses `data_dir` when given, else the Hub;
     * a file or folder path: ``data/train.jsonl``, ``x.parquet`` (relative to `data_dir` first);
+    * either of the two with a seeded held-out split: ``split=train|heldout:heldout=N`` (N problems, or a
+      share such as ``0.2``, held out; ``rewardbench_raw:split=heldout:heldout=970``), stratified by
+      ``meta[by]`` in proportion (``by=subset`` by default; ``by=level`` for MATH), ``seed=S`` (default 0).
+      ``train`` and ``heldout`` of the same options never share a problem (`held_out_split`);
     * synthetic: ``synthetic:levels=1,2,3:n=200:seed=0`` with optional ``word=0|1|0.5`` and
       ``split=all|train|heldout`` (``train``/``heldout`` come from `synthetic_split` with
       ``heldout=N`` problems per level, default 100; for ``split=heldout`` `n` is ignored);
@@ -237,12 +259,21 @@ def resolve_dataset(
     name, _, rest = text.partition(":")
     if name in BENCHMARKS:
         opts = _parse_options([r for r in rest.split(":") if r], spec)
-        unknown = set(opts) - {"levels", "limit"}
+        unknown = set(opts) - {"levels", "limit", *_SPLIT_OPTIONS}
         if unknown:
-            raise DataError(f"{spec!r}: unknown option(s) {sorted(unknown)}; benchmarks take levels=, limit=")
+            raise DataError(f"{spec!r}: unknown option(s) {sorted(unknown)}; benchmarks take levels=, limit=, "
+                            "split=train|heldout with heldout=N, by=, seed=")
         levels = _int_list(opts["levels"], spec) if "levels" in opts else None
         limit = int(opts["limit"]) if "limit" in opts else limit
-        return load_benchmark(name, data_dir=data_dir, limit=limit, levels=levels)
+        if "split" not in opts:
+            return load_benchmark(name, data_dir=data_dir, limit=limit, levels=levels)
+        return held_out_split(load_benchmark(name, data_dir=data_dir, levels=levels), opts, spec, limit)
+    if rest and "=" in rest and not Path(text).expanduser().exists():  # a file with options: "x.jsonl:split=train:..."
+        opts = _parse_options(rest.split(":"), spec)
+        unknown = set(opts) - {"limit", *_SPLIT_OPTIONS}
+        if "split" in opts and not unknown:
+            limit = int(opts["limit"]) if "limit" in opts else limit
+            return held_out_split(load_problems(name, data_dir=data_dir), opts, spec, limit)
 
     candidates = [Path(text).expanduser()]
     if data_dir is not None and not Path(text).is_absolute():
@@ -254,6 +285,35 @@ def resolve_dataset(
         f"cannot resolve dataset {spec!r}: not a benchmark ({', '.join(sorted(BENCHMARKS))}), not an existing "
         f"path{looked}, and not 'synthetic:levels=1,2,3:n=200:seed=0' or 'hf:owner/name[:config][:split]'"
     )
+
+
+_SPLIT_OPTIONS = ("split", "heldout", "by", "seed")
+
+
+def held_out_split(problems: Sequence[Problem], opts: dict[str, str], spec: str,
+                   limit: int | None = None) -> list[Problem]:
+    """One side of a seeded, stratified train / held-out split of ``problems`` (`stratified_split`):
+    ``opts["split"]`` is ``train`` or ``heldout``, ``opts["heldout"]`` how many problems are held out (an
+    integer, or a share below 1 such as ``0.2``), ``opts["by"]`` the ``meta`` key whose groups keep their
+    proportions (default ``subset``), ``opts["seed"]`` the seed (default 0). The same options give the same
+    split on every machine and run (sha256-seeded), so a config re-creates it. `limit` caps the side returned."""
+    which = opts.get("split")
+    if which not in ("train", "heldout"):
+        raise DataError(f"{spec!r}: split must be train or heldout, got {which!r}")
+    if "heldout" not in opts:
+        raise DataError(f"{spec!r}: split={which} needs heldout=N (problems held out, or a share like 0.2)")
+    try:
+        share = float(opts["heldout"])
+        seed = int(opts.get("seed", "0"))
+    except ValueError as e:
+        raise DataError(f"{spec!r}: bad option value ({e})") from None
+    n_test = round(share * len(problems)) if 0 < share < 1 else int(share)
+    if share != n_test and not 0 < share < 1 or not 0 <= n_test <= len(problems):
+        raise DataError(f"{spec!r}: heldout={opts['heldout']} must be a share in (0, 1) or a whole number of "
+                        f"problems up to {len(problems)} (the set has {len(problems)})")
+    train, heldout = stratified_split(problems, n_test, key=opts.get("by", "subset"), seed=seed)
+    side = train if which == "train" else heldout
+    return side[:limit] if limit is not None else side
 
 
 def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:

@@ -10,7 +10,14 @@ order. One JSON object per line::
                {"agent": "ra", "text": "The final answer is $\\\\boxed{7}$."}]}
 
 Two-agent methods alternate ``mta``, ``ra``, … and end with ``ra``; single-turn ones have one round; the
-single-agent baselines (VRP, MRP) have one ``ra`` message. ``id`` and ``meta`` are optional.
+single-agent baselines (VRP, MRP) have one ``ra`` message. ``id`` and ``meta`` are optional. A judge-task
+dialogue (``rollout.task=judge``) gives the pair instead of a question, and its label as the answer::
+
+    {"prompt": "Name a prime above 10.", "response_a": "9", "response_b": "11", "answer": "B",
+     "turns": [{"agent": "mta", "text": "Check whether each number is prime. [FINISH]"},
+               {"agent": "ra", "text": "9 = 3 * 3 is not prime; 11 is. [[B]]"}]}
+
+(it is shown to the agents as ``prompts.JUDGE_QUESTION``, exactly as in RL).
 
 Self-distillation (``sft.data: self``) needs no teacher: the model samples episodes on training questions,
 and :func:`cold_start_dialogue` turns an episode whose reasoner reached the reference answer into a short,
@@ -25,6 +32,10 @@ itself, cut where the format asks:
   ``prompts.COLD_START_ANSWER`` (the reference answer in ``\\boxed{}``); single round: the boxed sentence is
   appended to the reasoner's message when it has no box.
 
+The judge task works the same way with the verdict in place of the box: an RA message is correct when its
+last ``[[A]]``/``[[B]]`` is the label, the plan must not give a verdict, and the closing messages are
+``prompts.COLD_START_JUDGE_FINISH`` and ``prompts.COLD_START_VERDICT``.
+
 Untrained small models almost never box an answer or say [FINISH], so RL alone has nothing to reinforce;
 these dialogues teach the format while keeping the model's own words.
 """
@@ -37,8 +48,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..prompts import COLD_START_ANSWER, COLD_START_FINISH, FINISH_MARKER
-from ..rewards.format_terms import mta_format
+from ..prompts import (
+    COLD_START_ANSWER,
+    COLD_START_FINISH,
+    COLD_START_JUDGE_FINISH,
+    COLD_START_VERDICT,
+    FINISH_MARKER,
+    JUDGE_QUESTION,
+)
+from ..rewards.format_terms import last_verdict, mta_format
+from .loaders import JUDGE_LABELS
+
+JUDGE_PARTS = ("prompt", "response_a", "response_b")
+"""A judge dialogue's pair: top-level keys of its row, kept in ``Dialogue.meta`` (where the rollout reads them)."""
 
 AGENTS = ("mta", "ra")
 
@@ -105,6 +127,8 @@ def load_dialogues(path: str | Path, *, two_agents: bool, multi_turn: bool, max_
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise DialogueError(f"{where}: not valid JSON ({err.msg})") from None
+        if isinstance(row, dict) and any(k in row for k in JUDGE_PARTS):
+            row = _judge_row(row, where)
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("turns"), list):
             raise DialogueError(f"{where}: expected an object with 'question' (text) and 'turns' (a list of "
                                 "{'agent': 'mta'|'ra', 'text': ...})")
@@ -121,6 +145,20 @@ def load_dialogues(path: str | Path, *, two_agents: bool, multi_turn: bool, max_
     if not out:
         raise DialogueError(f"{path}: no dialogues")
     return out
+
+
+def _judge_row(row: dict, where: str) -> dict:
+    """A judge dialogue row with its pair moved into ``meta`` and its label as the answer ('A' or 'B')."""
+    parts = {k: row.get(k) for k in JUDGE_PARTS}
+    missing = [k for k, v in parts.items() if not isinstance(v, str) or not v.strip()]
+    if missing:
+        raise DialogueError(f"{where}: a judge dialogue needs {', '.join(JUDGE_PARTS)} as text; missing or empty: "
+                            f"{', '.join(missing)}")
+    label = JUDGE_LABELS.get(str(row.get("answer", "")).strip().strip("[]").upper())
+    if label is None:
+        raise DialogueError(f"{where}: a judge dialogue's answer is its label, 'A' or 'B'; got {row.get('answer')!r}")
+    meta = {**(row.get("meta") or {}), **parts}
+    return {**row, "question": row.get("question") or JUDGE_QUESTION.format(**parts), "answer": label, "meta": meta}
 
 
 def save_dialogues(dialogues: Sequence[Dialogue], path: str | Path) -> Path:
@@ -151,27 +189,39 @@ def sentence_prefixes(text: str, *, complete: bool) -> list[str]:
     return out
 
 
-def clean_plan(text: str, question: str, answer: str, *, complete: bool) -> str:
+def clean_plan(text: str, question: str, answer: str, *, complete: bool, task: str = "math") -> str:
     """The longest whole-sentence prefix of an MTA message that computes nothing: every number in it is one
-    of the question's, and it states no answer (``mta_format``). "" when even the first sentence fails."""
+    of the question's, and it states no answer (``mta_format``; for the judge task no ``[[A]]``/``[[B]]``
+    verdict either). "" when even the first sentence fails."""
     allowed = set(_NUMBER.findall(question))
     for p in reversed(sentence_prefixes(text, complete=complete)):
+        if task == "judge" and last_verdict(p) is not None:
+            continue
         if set(_NUMBER.findall(p)) <= allowed and mta_format(p, gold=answer)[1]["leak"] == 0:
             return p
     return ""
 
 
+def _closing(task: str, gold: str) -> tuple[str, str, Callable[[str], bool]]:
+    """(the MTA's closing message, the RA's final message, "does this RA text already give the final
+    answer") of a cold-start dialogue of ``task``."""
+    if task == "judge":
+        return COLD_START_JUDGE_FINISH, COLD_START_VERDICT.format(answer=gold), lambda t: last_verdict(t) is not None
+    return COLD_START_FINISH, COLD_START_ANSWER.format(answer=gold), lambda t: "\\boxed" in t
+
+
 def cold_start_dialogue(ep, answer_turn: int, answer_text: str, *, two_agents: bool, multi_turn: bool,
-                        max_turns: int) -> Dialogue | None:
+                        max_turns: int, task: str = "math") -> Dialogue | None:
     """The dialogue made from ``ep`` whose RA message ``answer_turn`` (cut to ``answer_text``) is correct.
 
     None when the episode cannot give a clean dialogue: a plan that computes from its first sentence, an
-    earlier RA message with no whole sentence, or more rounds than ``max_turns`` allows.
+    earlier RA message with no whole sentence, or more rounds than ``max_turns`` allows. ``task`` (``math`` or
+    ``judge``) picks the closing messages (a boxed answer or a verdict).
     """
     gold = ep.answer
-    final = COLD_START_ANSWER.format(answer=gold)
+    finish, final, answered = _closing(task, gold)
     if not two_agents:
-        text = answer_text if "\\boxed" in answer_text else f"{answer_text}\n\n{final}"
+        text = answer_text if answered(answer_text) else f"{answer_text}\n\n{final}"
         return Dialogue(ep.question, gold, [("ra", text)], f"{ep.problem_id}/{ep.sample_index}", dict(ep.meta))
     rounds = answer_turn + 1 + (1 if multi_turn else 0)
     if (not multi_turn and answer_turn != 0) or rounds > max_turns:
@@ -179,7 +229,8 @@ def cold_start_dialogue(ep, answer_turn: int, answer_text: str, *, two_agents: b
     mta, ra = ep.turns_of("mta"), ep.turns_of("ra")
     turns: list[tuple[str, str]] = []
     for k in range(answer_turn + 1):
-        plan = clean_plan(mta[k].text.replace(FINISH_MARKER, ""), ep.question, gold, complete=not mta[k].truncated)
+        plan = clean_plan(mta[k].text.replace(FINISH_MARKER, ""), ep.question, gold, complete=not mta[k].truncated,
+                          task=task)
         if not plan:
             return None
         if k < answer_turn:
@@ -188,9 +239,9 @@ def cold_start_dialogue(ep, answer_turn: int, answer_text: str, *, two_agents: b
                 return None
             turns += [("mta", plan), ("ra", reply[-1])]
         elif multi_turn:
-            turns += [("mta", plan), ("ra", answer_text), ("mta", COLD_START_FINISH), ("ra", final)]
+            turns += [("mta", plan), ("ra", answer_text), ("mta", finish), ("ra", final)]
         else:
-            text = answer_text if "\\boxed" in answer_text else f"{answer_text}\n\n{final}"
+            text = answer_text if answered(answer_text) else f"{answer_text}\n\n{final}"
             turns += [("mta", plan), ("ra", text)]
     return Dialogue(ep.question, gold, turns, f"{ep.problem_id}/{ep.sample_index}", dict(ep.meta))
 
@@ -203,6 +254,7 @@ def dialogues_from_episodes(
     multi_turn: bool,
     max_turns: int,
     max_per_question: int,
+    task: str = "math",
 ) -> tuple[list[Dialogue], dict[str, float]]:
     """Cold-start dialogues from sampled episodes (see the module docstring), at most ``max_per_question``
     distinct ones per question; ``grade(responses, answers) -> correct`` is called once, batched.
@@ -225,7 +277,8 @@ def dialogues_from_episodes(
     unclean = duplicates = 0
     for i, (k, p) in sorted(first.items()):
         ep = episodes[i]
-        d = cold_start_dialogue(ep, k, p, two_agents=two_agents, multi_turn=multi_turn, max_turns=max_turns)
+        d = cold_start_dialogue(ep, k, p, two_agents=two_agents, multi_turn=multi_turn, max_turns=max_turns,
+                                task=task)
         if d is None:
             unclean += 1
             continue

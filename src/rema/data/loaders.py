@@ -24,7 +24,7 @@ QUESTION_FIELDS: tuple[str, ...] = ("problem", "question", "prompt")
 """Question columns tried in order when `question_field` is not given."""
 ANSWER_FIELDS: tuple[str, ...] = ("answer", "final_answer", "solution")
 """Answer columns tried in order when `answer_field` is not given (a `solution` yields its last box)."""
-ID_FIELDS: tuple[str, ...] = ("id", "unique_id", "idx")
+ID_FIELDS: tuple[str, ...] = ("id", "unique_id", "idx", "pair_id")
 LEVEL_FIELDS: tuple[str, ...] = ("level", "difficulty")
 SUBJECT_FIELDS: tuple[str, ...] = ("subject", "type")
 FILE_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".parquet")
@@ -66,7 +66,8 @@ def load_problems(
             ``"Level 3"`` and ``3`` both become ``meta["level"] == 3``.
         answer_format: ``auto`` (GSM8K ``####`` tail, last ``\\boxed{}``, or the value as is),
             ``boxed``, ``gsm8k`` or ``raw`` (see `normalize_answer_value`).
-        task: ``math``, ``judge`` (rows with prompt/chosen/rejected or response_a/response_b/label), or
+        task: ``math``, ``judge`` (rows with prompt/chosen/rejected as in RewardBench, or
+            response_a/response_b/label, also JudgeBench's response_A/response_B with labels ``A>B``/``B>A``), or
             ``auto`` (judge when those columns are present).
         levels: keep only problems whose level is in this set (rows without a level are dropped).
         limit: stop after this many problems (after the level filter).
@@ -152,7 +153,7 @@ def row_to_problem(
     pid = f"{id_prefix}{raw_id if raw_id is not None else index}"
 
     is_pair = "chosen" in row and "rejected" in row
-    is_ab = "response_a" in row and "response_b" in row
+    is_ab = _ab_fields(row) is not None
     if task == "judge" or (task == "auto" and (is_pair or is_ab)):
         return _judge_row(row, location=location, pid=pid, source=source, available=available,
                           question_field=question_field, answer_field=answer_field, judge_seed=judge_seed)
@@ -188,6 +189,19 @@ def row_to_problem(
     return Problem(id=pid, question=question, answer=answer, meta=meta)
 
 
+JUDGE_LABELS: dict[str, str] = {"A": "A", "B": "B", "A>B": "A", "B>A": "B"}
+"""Label spellings of the judge task: plain (also ``[[A]]``, lower case) and JudgeBench's ``A>B`` / ``B>A``."""
+
+
+def _ab_fields(row: dict[str, Any]) -> tuple[str, str] | None:
+    """The names of a row's two response columns: ``response_a``/``response_b``, or JudgeBench's
+    ``response_A``/``response_B``; None when it has neither pair."""
+    for a, b in (("response_a", "response_b"), ("response_A", "response_B")):
+        if a in row and b in row:
+            return a, b
+    return None
+
+
 def _judge_row(
     row: dict[str, Any],
     *,
@@ -199,7 +213,11 @@ def _judge_row(
     answer_field: str | None,
     judge_seed: int,
 ) -> Problem:
-    """A judge Problem from prompt/chosen/rejected (preference pair) or prompt/response_a/response_b/label."""
+    """A judge Problem from prompt/chosen/rejected (preference pair) or prompt/response_a/response_b/label.
+
+    The row's other columns go to ``meta``; a column named ``source`` (JudgeBench: ``mmlu-pro-law``, ...) is kept
+    as ``meta["subset"]`` (RewardBench's name for the same thing), since ``meta["source"]`` names the data source.
+    """
     q_name = question_field or next((k for k in ("prompt", *QUESTION_FIELDS) if k in row), None)
     if q_name is None or q_name not in row:
         raise DataError(f"{location}: judge row has no prompt field (available: {available}); pass question_field=...")
@@ -212,25 +230,35 @@ def _judge_row(
 
     prompt = text(q_name)
     used = {q_name}
+
+    def row_meta() -> dict[str, Any]:
+        meta = {k: v for k, v in row.items() if k not in used}
+        if "source" in meta:
+            meta.setdefault("subset", meta.pop("source"))
+        meta["source"] = source
+        return meta
+
     if "chosen" in row and "rejected" in row:
         used |= {"chosen", "rejected"}
-        meta = {k: v for k, v in row.items() if k not in used}
-        meta["source"] = source
+        meta = row_meta()
         return judge_problem_from_pair(
             id=pid, prompt=prompt, chosen=text("chosen"), rejected=text("rejected"), seed=judge_seed, meta=meta
         )
+    names = _ab_fields(row)
+    if names is None:
+        raise DataError(f"{location}: judge row needs chosen/rejected or response_a/response_b (available: "
+                        f"{available}); fix the row or pass task=math")
     label_name = answer_field or "label"
-    label = str(row.get(label_name, "")).strip().strip("[]").upper()
-    if label not in ("A", "B"):
+    label = JUDGE_LABELS.get(str(row.get(label_name, "")).strip().strip("[]").upper())
+    if label is None:
         raise DataError(
-            f"{location}: judge label in field {label_name!r} must be 'A' or 'B', got {row.get(label_name)!r}; "
-            f"pass answer_field=... (available: {available})"
+            f"{location}: judge label in field {label_name!r} must be 'A' or 'B' (or 'A>B' / 'B>A'), got "
+            f"{row.get(label_name)!r}; pass answer_field=... (available: {available})"
         )
-    used |= {"response_a", "response_b", label_name}
-    meta = {k: v for k, v in row.items() if k not in used}
-    meta["source"] = source
+    used |= {*names, label_name}
+    meta = row_meta()
     return Problem(id=pid, question=prompt, answer=label, meta=meta, prompt=prompt,
-                   response_a=text("response_a"), response_b=text("response_b"), label=label)
+                   response_a=text(names[0]), response_b=text(names[1]), label=label)
 
 
 def _normalized_meta(row: dict[str, Any], *, level_field: str | None, location: str, available: str) -> dict[str, Any]:

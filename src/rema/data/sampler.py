@@ -1,4 +1,4 @@
-"""A resumable batch cursor over problems for RL, and a stratified train/test split.
+"""A resumable batch cursor over problems for RL, a stratified train/test split, and the record of a split.
 
 RL training draws a batch of questions per step. `ProblemSampler` deals them out in shuffled epochs
 (each problem once per epoch) and its whole state is three integers, so a resumed run sees exactly the
@@ -16,7 +16,7 @@ from typing import Any
 
 from .problems import DataError, Problem, stable_int
 
-__all__ = ["ProblemSampler", "stratified_split"]
+__all__ = ["ProblemSampler", "split_record", "stratified_split"]
 
 
 def _fingerprint(problems: Sequence[Problem]) -> str:
@@ -150,3 +150,14 @@ def stratified_split(
     train = [p for i, p in enumerate(problems) if i not in test_idx]
     test = [p for i, p in enumerate(problems) if i in test_idx]
     return train, test
+
+
+def split_record(sets: dict[str, tuple[str | None, Sequence[Problem]]]) -> dict[str, Any]:
+    """What a run trained and evaluated on, for its run folder (``data_split.json``): per named set, the data
+    spec that re-creates it, the number of problems, a fingerprint of their ids in order, and the ids.
+
+    ``{"train": ("rewardbench_raw:split=train:heldout=970", problems), "eval": (...)}`` ->
+    ``{"train": {"spec": ..., "n": 4153, "fingerprint": "3f2a...", "ids": [...]}, ...}``.
+    """
+    return {name: {"spec": spec, "n": len(problems), "fingerprint": _fingerprint(problems),
+                   "ids": [p.id for p in problems]} for name, (spec, problems) in sets.items()}

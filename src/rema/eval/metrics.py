@@ -12,6 +12,8 @@ All functions here are pure (no model, no files) so they can be checked on hand-
   harnesses do; ``\\frac12`` and ``0.5`` therefore vote separately (a documented limitation).
 * **Judge consistency**: every pair is judged in both orders (A/B as given, then swapped). A pair is
   *consistent* when both verdicts pick the same underlying response (``A`` then ``B``, or ``B`` then ``A``).
+  Accuracy is the mean over both orders, overall and per benchmark family (JudgeBench's mmlu-pro,
+  livebench-reasoning, livebench-math, livecodebench; RewardBench's sections: ``rema.data.judge_family``).
 """
 
 from __future__ import annotations
@@ -128,23 +130,42 @@ def judge_summary(pairs: Sequence[dict]) -> dict[str, float]:
 
     Each pair dict needs ``verdict_original``, ``verdict_swapped``, ``correct_original``,
     ``correct_swapped``. Returns ``acc`` (mean over both orders), ``acc/original``, ``acc/swapped``,
-    ``acc/both`` (right in both orders), ``consistency`` (same response picked in both orders) and
-    ``verdict_found`` (share of responses with a verdict).
+    ``acc/both`` (right in both orders), ``consistency`` (same response picked in both orders),
+    ``verdict_found`` (share of responses with a verdict) and ``verdict_A`` (share of the verdicts found that
+    pick position A: 0.5 for a judge without position bias, since each pair is judged in both orders).
     """
     n = len(pairs)
     if n == 0:
         return {}
     acc_o = sum(bool(p["correct_original"]) for p in pairs) / n
     acc_s = sum(bool(p["correct_swapped"]) for p in pairs) / n
-    return {
+    verdicts = [v for p in pairs for v in (p["verdict_original"], p["verdict_swapped"]) if v is not None]
+    out = {
         "acc": (acc_o + acc_s) / 2,
         "acc/original": acc_o,
         "acc/swapped": acc_s,
         "acc/both": sum(bool(p["correct_original"] and p["correct_swapped"]) for p in pairs) / n,
         "consistency": sum(swap_consistent(p["verdict_original"], p["verdict_swapped"]) for p in pairs) / n,
-        "verdict_found": sum((p["verdict_original"] is not None) + (p["verdict_swapped"] is not None)
-                             for p in pairs) / (2 * n),
+        "verdict_found": len(verdicts) / (2 * n),
     }
+    if verdicts:
+        out["verdict_A"] = sum(v == "A" for v in verdicts) / len(verdicts)
+    return out
+
+
+def judge_family_summary(pairs: Sequence[dict]) -> dict[str, float]:
+    """``judge_summary``'s accuracy and consistency per benchmark family (the pairs' ``family``; pairs without
+    one are left out): ``acc/family_<F>``, ``consistency/family_<F>``, ``questions/family_<F>``."""
+    by: dict[str, list[dict]] = {}
+    for p in pairs:
+        if p.get("family"):
+            by.setdefault(str(p["family"]), []).append(p)
+    out: dict[str, float] = {}
+    for family, group in sorted(by.items()):
+        s = judge_summary(group)
+        out.update({f"acc/family_{family}": s["acc"], f"consistency/family_{family}": s["consistency"],
+                    f"questions/family_{family}": float(len(group))})
+    return out
 
 
 # --- records ----------------------------------------------------------------------------------------------

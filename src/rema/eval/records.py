@@ -10,7 +10,8 @@ One line per question (math) or per judged pair (judge task). A math record::
      "seconds"}                                       # wall time of the chunk / questions in it
 
 A judge record holds the same sample lists for both orders (``original``: A/B as given; ``swapped``) plus
-``verdict_*``, ``correct_*`` (majority verdict over the samples of that order) and ``consistent``.
+``verdict_*``, ``correct_*`` (majority verdict over the samples of that order), ``consistent``, and the pair's
+``subset`` and ``family`` (``rema.data.judge_family``; None when the benchmark names no parts).
 
 Summaries are recomputed from the records (not from in-memory state), so a resumed eval reports exactly
 what a single uninterrupted run would.
@@ -23,10 +24,21 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..data.judge import judge_family
 from ..rollout.episode import Episode
 from ..scoring import episode_metrics
-from .metrics import (aggregate_questions, default_ks, episode_from_dict, extract_verdict, judge_summary,
-                      majority_vote, question_stats, swap_consistent, token_counts)
+from .metrics import (
+    aggregate_questions,
+    default_ks,
+    episode_from_dict,
+    extract_verdict,
+    judge_family_summary,
+    judge_summary,
+    majority_vote,
+    question_stats,
+    swap_consistent,
+    token_counts,
+)
 
 
 def sample_record(ep: Episode, *, task: str) -> dict:
@@ -76,9 +88,10 @@ def judge_record(problem, original: Sequence[Episode], swapped: Sequence[Episode
     """One pair's record from the episodes of both orders."""
     s_o, v_o, c_o = _order_summary(original)
     s_s, v_s, c_s = _order_summary(swapped)
+    subset = (problem.meta or {}).get("subset")
     return {
         "id": str(problem.id), "bench": bench, "task": "judge", "question": problem.question,
-        "answer": str(problem.answer), "label": problem.answer,
+        "answer": str(problem.answer), "label": problem.answer, "subset": subset, "family": judge_family(subset),
         "verdict_original": v_o, "verdict_swapped": v_s, "correct_original": c_o, "correct_swapped": c_s,
         "correct": c_o, "consistent": swap_consistent(v_o, v_s), "n": len(s_o),
         "original": s_o, "swapped": s_s, "seconds": seconds,
@@ -152,6 +165,7 @@ def summarize_bench(records: Sequence[dict]) -> dict[str, float]:
     if task == "judge":
         out.update(judge_summary(records))
         out["score"] = out["acc"]
+        out.update(judge_family_summary(records))
     else:
         out.update(aggregate_questions([r["stats"] for r in records]))
         out["acc"] = out["pass@1"]

@@ -62,6 +62,20 @@ def results_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def family_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the judge benchmarks' families (JudgeBench's mmlu-pro, livebench-*, livecodebench;
+    RewardBench's sections): a row per benchmark and family with its pairs, accuracy over both orders and swap
+    consistency. No rows when no benchmark has families."""
+    headers = ["benchmark", "family", "pairs", "acc %", "consistent %"]
+    rows = []
+    for name, b in summary["benchmarks"].items():
+        for key in sorted(k for k in b if k.startswith("acc/family_")):
+            family = key.split("_", 1)[1]
+            rows.append([name, family, str(int(b.get(f"questions/family_{family}", 0))), _pct(b[key]),
+                         _pct(b.get(f"consistency/family_{family}"))])
+    return headers, rows
+
+
 def to_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
                 bold: set[tuple[int, int]] | None = None, label_cols: int = 1) -> str:
     """A GitHub Markdown table; ``bold`` holds (row, column) cells to wrap in ``**``; the first
@@ -106,6 +120,9 @@ def write_results(summary: dict, out: Path) -> None:
     """``results.md`` (title, settings, table) and ``results.csv`` next to ``summary.json``."""
     headers, rows = results_table(summary)
     md = f"# {_title(summary)}\n\n" + to_markdown(headers, rows)
+    fam_headers, fam_rows = family_table(summary)
+    if fam_rows:
+        md += "\nJudge accuracy per family:\n\n" + to_markdown(fam_headers, fam_rows, label_cols=2)
     md += f"\nSettings: `{json.dumps(summary.get('settings', {}))}`\n"
     (out / "results.md").write_text(md)
     (out / "results.csv").write_text(to_csv(headers, rows))
@@ -113,8 +130,11 @@ def write_results(summary: dict, out: Path) -> None:
 
 def print_results(summary: dict, console: Console | None = None) -> None:
     headers, rows = results_table(summary)
-    (console or Console()).print(to_rich(headers, rows, title=_title(summary),
-                                         last_is_total=len(summary["benchmarks"]) > 1))
+    console = console or Console()
+    console.print(to_rich(headers, rows, title=_title(summary), last_is_total=len(summary["benchmarks"]) > 1))
+    fam_headers, fam_rows = family_table(summary)
+    if fam_rows:
+        console.print(to_rich(fam_headers, fam_rows, title="judge accuracy per family", label_cols=2))
 
 
 # --- comparison -----------------------------------------------------------------------------------------

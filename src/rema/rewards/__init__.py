@@ -20,10 +20,10 @@ the grader and the text rewards stay importable without the rollout layer.
 
 from __future__ import annotations
 
-from .format_terms import judge_verdict, mta_format, ra_format
+from .format_terms import judge_verdict, last_verdict, mta_format, ra_format
 from .math_grader import MathGrade, close, grade_math, grade_math_batch, pool_respawns, summarize
 
 __all__ = [
-    "MathGrade", "close", "grade_math", "grade_math_batch", "judge_verdict", "mta_format", "pool_respawns",
+    "MathGrade", "close", "grade_math", "grade_math_batch", "judge_verdict", "last_verdict", "mta_format", "pool_respawns",
     "ra_format", "summarize",
 ]

@@ -86,6 +86,12 @@ def ra_format(text: str, reference: str | None = None, *, penalty: float = -1.0,
     return (0.0 if ok else penalty), {"n_boxed": float(len(boxes)), "boxed_last": _b(boxed_last)}
 
 
+def last_verdict(text: str) -> str | None:
+    """The last ``[[A]]``/``[[B]]`` in ``text`` ('A' or 'B'), None when there is none: the judge's verdict."""
+    verdicts = _VERDICT.findall(text or "")
+    return verdicts[-1] if verdicts else None
+
+
 def judge_verdict(text: str, label: str) -> tuple[float, dict[str, float]]:
     """LLM-as-a-judge reward: 1 when the LAST ``[[A]]``/``[[B]]`` in ``text`` equals ``label``, else 0.
 
@@ -95,6 +101,6 @@ def judge_verdict(text: str, label: str) -> tuple[float, dict[str, float]]:
     want = label.strip().strip("[]").upper()
     if want not in ("A", "B"):
         raise ValueError(f"judge label must be 'A' or 'B', got {label!r}")
-    verdicts = _VERDICT.findall(text)
-    correct = bool(verdicts) and verdicts[-1] == want
-    return _b(correct), {"correct": _b(correct), "verdict_found": _b(bool(verdicts))}
+    verdict = last_verdict(text)
+    correct = verdict == want
+    return _b(correct), {"correct": _b(correct), "verdict_found": _b(verdict is not None)}

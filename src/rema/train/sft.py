@@ -22,7 +22,7 @@ from ..algos import sft_nll
 from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
 from ..prompts import PromptSet
-from ..rewards import grade_math_batch
+from ..rewards import grade_math_batch, judge_verdict
 from ..rollout import rollout
 from ..rollout.engine import release_memory
 from ..rollout.scripted import replay
@@ -41,10 +41,9 @@ def cold_start(tr) -> dict[str, float]:
     two_agents, multi = tr.prompts.mta is not None, cfg.rollout.mode == "multi_turn"
     t0 = time.perf_counter()
     if s.data == "self":
-        if cfg.rollout.task != "math" or tr.correctness_fn is not None:
-            raise ConfigError("sft.data=self keeps episodes whose answer the math grader accepts: it needs "
-                              "rollout.task=math (and no custom correctness function); give sft.data a "
-                              "dialogue file instead")
+        if tr.correctness_fn is not None:
+            raise ConfigError("sft.data=self keeps episodes the task's grader accepts (math answers, judge "
+                              "verdicts), not a custom correctness function's; give sft.data a dialogue file instead")
         rng = random.Random(cfg.train.seed * 7919 + 17)
         problems = rng.sample(tr.train_problems, min(s.questions, len(tr.train_problems)))
         with tr.progress("cold start: sampling") as progress:
@@ -96,20 +95,23 @@ def cold_start(tr) -> dict[str, float]:
 def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Dialogue], dict[str, float]]:
     """Sample ``sft.samples`` episodes of each problem with the current model and keep the correct ones as
-    cold-start dialogues; returns ``(dialogues, stats)`` (stats as in ``dialogues_from_episodes``)."""
+    cold-start dialogues; returns ``(dialogues, stats)`` (stats as in ``dialogues_from_episodes``). Correct is
+    the math grader's verdict, or for ``rollout.task=judge`` a last ``[[A]]``/``[[B]]`` equal to the label."""
     s, r = cfg.sft, cfg.rollout
     rcfg = dataclasses.replace(r, temperature=r.temperature if s.temperature is None else s.temperature)
     episodes = rollout(problems, rcfg, engines, prompts, samples_per_question=s.samples, on_progress=on_progress)
     release_memory(engines)  # fine-tuning comes next: no KV cache needed until the next rollout
 
     def grade(responses: list[str], golds: list[str]) -> list[bool]:
+        if r.task == "judge":
+            return [judge_verdict(text, gold)[0] == 1.0 for text, gold in zip(responses, golds)]
         grades = grade_math_batch(responses, golds, timeout_s=cfg.reward.grader_timeout_s,
                                   workers=cfg.reward.grader_workers)
         return [g.correct for g in grades]
 
     return dialogues_from_episodes(episodes, grade, two_agents=prompts.mta is not None,
                                    multi_turn=r.mode == "multi_turn", max_turns=r.max_turns,
-                                   max_per_question=s.max_per_question)
+                                   max_per_question=s.max_per_question, task=r.task)
 
 
 def dialogue_rows(dialogues: Sequence[Dialogue], cfg: Config, prompts: PromptSet, tokenizer,

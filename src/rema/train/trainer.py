@@ -27,7 +27,7 @@ import torch
 
 from .. import __version__
 from ..config import Config, save_config
-from ..data import ProblemSampler, load_split
+from ..data import ProblemSampler, load_split, split_record
 from ..models import describe, export_model, native_bf16
 from ..prompts import get_prompt_set
 from ..rollout import rollout
@@ -121,6 +121,9 @@ class Trainer:
                     "update_bf16_autocast": self.bf16, "strategy": self.strategy.name,
                     "processes": self.dist.world}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            # the ids trained and evaluated on (a held-out split's too), and the specs that re-create them
+            split = split_record({"train": (d.train, self.train_problems), "eval": (d.eval, self.eval_problems)})
+            (self.run_dir / "data_split.json").write_text(json.dumps(split) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
                                     enabled=self.dist.is_main)
