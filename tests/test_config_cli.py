@@ -147,6 +147,7 @@ def test_every_chat_flag_is_its_config_key():
         (["--method", "rema"], ["rollout.method=rema"]),
         (["--single-turn"], ["rollout.mode=single_turn"]),
         (["--action-set"], ["rollout.mode=single_turn", "rollout.action_set=true"]),
+        (["--task", "judge"], ["rollout.task=judge"]),
         (["--max-turns", "2", "--max-tokens", "96", "--max-context", "512"],
          ["rollout.max_turns=2", "rollout.max_tokens_per_turn=96", "rollout.max_context_tokens=512"]),
         (["--temperature", "0", "--top-p", "0.9", "--seed", "3"],

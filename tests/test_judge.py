@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -349,3 +350,28 @@ def test_judge_rl_trains_the_tiny_model_and_evaluates_the_held_out_split(tmp_pat
     assert split["train"]["n"] == 16 and split["eval"]["n"] == 4
     assert not set(split["train"]["ids"]) & set(split["eval"]["ids"])
     assert split["eval"]["ids"] == [p.id for p in resolve_dataset(split["eval"]["spec"], limit=4)]
+
+
+# --- rema chat --task judge ---------------------------------------------------------------------------------
+
+
+def test_chat_task_judge_plays_and_scores_one_pair(tmp_path, capsys):
+    from rema.cli import main
+
+    (tmp_path / "b.txt").write_text("11 is prime: its only divisors are 1 and 11.\n")
+    argv = ["chat", "Name a prime above 10.", "--task", "judge", "--response-a", "9", "--response-b",
+            f"@{tmp_path / 'b.txt'}", "--model", "tiny-random", "--max-turns", "1", "--max-tokens", "6", "--json"]
+    assert main([*argv, "--answer", "B>A"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["method"] == "rema-judge-multi" and record["answer"] == "B"
+    assert record["question"] == JUDGE_QUESTION.format(prompt="Name a prime above 10.", response_a="9",
+                                                       response_b="11 is prime: its only divisors are 1 and 11.")
+    assert set(record["reward_parts"]["ra"]) >= {"correct", "verdict_found"}  # scored as training scores judge
+
+    judge = ["--task", "judge", "--response-a", "x"]
+    for bad, message in [(["--task", "judge", "--response-b", "x"], "compares two responses .* give --response-a"),
+                         ([*judge, "--response-b", "@/no/such"], "--response-b @/no/such: no such file"),
+                         ([*judge, "--response-b", "y", "--answer", "C"], "the better response, A or B"),
+                         (["--response-a", "x"], "add --task judge")]:
+        assert main(["chat", "q", "--model", "tiny-random", *bad]) == 2, bad
+        assert re.search(message, capsys.readouterr().err), bad

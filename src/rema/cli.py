@@ -36,12 +36,12 @@ def cmd_chat(args) -> int:
     try:
         cfg = eval_config(*parsed)
         rcfg = cfg.rollout
+        problem = chat_problem(args, rcfg.task)  # a missing response fails before any model loads
         with console.status(f"loading the model(s) and starting the {resolve_engine(rcfg.engine)} engine …"):
             engines = load_engines(cfg)
     except EvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    problem = SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
     with console.status("generating …"):
         [ep] = rollout([problem], rcfg, engines, get_prompt_set(cfg.method_name),
                        greedy=rcfg.temperature == 0, samples_per_question=1)
@@ -55,6 +55,41 @@ def cmd_chat(args) -> int:
     else:
         print_episode(ep, console)
     return 0
+
+
+def chat_problem(args, task: str) -> SimpleNamespace:
+    """The one problem ``rema chat`` plays: QUESTION with ``--answer`` as its reference answer; under
+    ``--task judge`` QUESTION is the user prompt, ``--response-a`` / ``--response-b`` the two responses (text, or
+    ``@FILE`` to read one from a file) and ``--answer`` the better one, A or B (also ``A>B`` / ``B>A``)."""
+    from pathlib import Path
+
+    from .config import ConfigError
+    from .data.loaders import JUDGE_LABELS
+
+    flags = {"response_a": "--response-a", "response_b": "--response-b"}
+    given = {k: getattr(args, k, None) for k in flags}
+    if task != "judge":
+        if any(v is not None for v in given.values()):
+            raise ConfigError("--response-a / --response-b are the two responses of a judge dialogue; add --task judge")
+        return SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
+    missing = [flags[k] for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(f"--task judge compares two responses to QUESTION (the user prompt): give "
+                          f"{' and '.join(missing)} (the text, or @FILE to read it from a file)")
+    pair = {}
+    for key, value in given.items():
+        if value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{flags[key]} {value}: no such file (@FILE reads the response from FILE)")
+            value = path.read_text(encoding="utf-8").strip()
+        pair[key] = value
+    answer = ""
+    if args.answer is not None:
+        answer = JUDGE_LABELS.get(args.answer.strip().strip("[]").upper())
+        if answer is None:
+            raise ConfigError(f"--answer under --task judge names the better response, A or B; got {args.answer!r}")
+    return SimpleNamespace(id="chat", question=args.question, answer=answer, meta={"prompt": args.question, **pair})
 
 
 def _config_and_overrides(args, implied: list[str] = (), load=None) -> tuple[str | None, list[str]] | int:
@@ -123,9 +158,14 @@ def _add_chat_command(sub) -> None:
         description="rema chat QUESTION [CONFIG] [section.key=value ...] [flags]: one episode under a config "
                     "(default: the built-in defaults), as `rema train` would play and score it. Each flag is a "
                     "shorthand for the config key in brackets; dotted overrides win over flags.")
-    c.add_argument("question", help="the problem to solve")
+    c.add_argument("question", help="the problem to solve (with --task judge: the user prompt whose two responses "
+                                    "are judged)")
     add_config_args(c, "rollout.max_turns=2 reward.format_terms=true")
-    c.add_argument("--answer", default=None, help="reference answer: grade the final response (config's rewards)")
+    c.add_argument("--answer", default=None, help="reference answer: grade the final response (config's rewards); "
+                                                  "with --task judge the better response, A or B")
+    c.add_argument("--response-a", default=None, metavar="TEXT|@FILE",
+                   help="--task judge: response A to QUESTION (@FILE reads it from a file)")
+    c.add_argument("--response-b", default=None, metavar="TEXT|@FILE", help="--task judge: response B")
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
     sh = Shorthands()
@@ -140,6 +180,8 @@ def _add_chat_command(sub) -> None:
     sh.add(c, "--action-set", action="store_const", const=True,
            key=lambda _: [("rollout.mode", "single_turn"), ("rollout.action_set", True)],
            help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY [rollout.action_set=true, rollout.mode=single_turn]")
+    sh.add(c, "--task", choices=["math", "judge"], key="rollout.task",
+           help="judge: which of --response-a / --response-b answers QUESTION better, verdict [[A]] or [[B]]")
     sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
     add_generation_shorthands(sh, c)
     sh.add(c, "--compile", action="store_const", const=True, key=lambda _: [("rollout.vllm_enforce_eager", False)],
