@@ -18,7 +18,8 @@ from rema.rewards import (
     MathGrade, close, grade_math, grade_math_batch, judge_verdict, mta_format, pool_respawns, ra_format, summarize,
 )
 from rema.rewards import math_grader
-from rema.rewards.terms import TERMS, get_term, math_correctness, plan_leak, single_turn_format, unfinished_mask
+from rema.rewards.terms import (TERMS, action_format, get_term, math_correctness, plan_leak, single_turn_format,
+                               unfinished_mask)
 from rema.rollout.episode import END_CODES, AgentView, Episode, Turn
 from rema.scoring import score_episodes, selected_terms
 from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
@@ -316,12 +317,12 @@ def test_plan_leak_term_hand_values() -> None:
 
 def test_term_registry_is_uniform_and_names_the_valid_terms() -> None:
     ep = _episode([("mta", r"\boxed{7}"), ("ra", r"\boxed{7}")])
-    assert TERMS == {"format": single_turn_format, "plan_leak": plan_leak}
+    assert TERMS == {"format": single_turn_format, "plan_leak": plan_leak, "action_format": action_format}
     for name in TERMS:
         for agent in ("mta", "ra"):
             value, parts = get_term(name)(ep, agent, penalty=-1.0)
             assert isinstance(value, float) and all(isinstance(v, float) for v in parts.values())
-    with pytest.raises(KeyError, match="valid: format, plan_leak"):
+    with pytest.raises(KeyError, match="valid: action_format, format, plan_leak"):
         get_term("nope")
 
 

@@ -14,13 +14,15 @@ The reward of an agent in an episode (every component kept in ``episode.reward_p
 3. plus the shaping terms ``selected_terms`` picks from the config: the single-turn format terms
    (``reward.format_terms``: the MTA is penalised for leaking an answer, the RA for not ending with exactly
    one ``\\boxed{}``), otherwise the plan-leak term (``reward.plan_leak_penalty``: the MTA alone, when its
-   first message gives the answer away).
+   first message gives the answer away); and in action-set mode ``reward.action_format_penalty`` (the MTA
+   alone, when its choice is not valid JSON).
 
 The metric names are the same for training batches and evaluations, so curves line up: ``acc``,
 ``reward/<agent>``, ``reward_parts/<agent>/<part>``, ``end/<code>``, ``turns/mean``,
 ``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate`` (an MTA message holds a ``\\boxed{}``),
 ``plan_leak_rate`` (the MTA's first message gives the answer away: box, answer statement or closing
-"= gold"), ``actions/<ACTION>`` and ``actions/<ACTION>/level_<L>`` (action-set mode); judge episodes add
+"= gold"), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and ``action_level/<ACTION>/...`` (action-set
+mode, ``action_metrics``); judge episodes add
 ``judge/verdict_found``, ``judge/verdict_A`` (the share of verdicts that pick A: position bias when the labels
 are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.data.judge_family``).
 """
@@ -51,13 +53,17 @@ def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, fl
 
     Format terms apply only to ``single_turn`` episodes (per-turn format rewards in multi-turn are exploitable,
     SPEC §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
-    plan-leak term is added only where they are not. This rule lives here so training, evaluation and
+    plan-leak term is added only where they are not. The action-set term (``cfg.action_format_penalty``) comes on
+    top of either. This rule lives here so training, evaluation and
     ``rema chat`` score an episode the same way."""
+    terms: list[tuple[str, dict[str, float]]] = []
     if cfg.format_terms and mode == "single_turn":
-        return [("format", {"penalty": -cfg.format_penalty})]
-    if cfg.plan_leak_penalty > 0:
-        return [("plan_leak", {"penalty": -cfg.plan_leak_penalty})]
-    return []
+        terms.append(("format", {"penalty": -cfg.format_penalty}))
+    elif cfg.plan_leak_penalty > 0:
+        terms.append(("plan_leak", {"penalty": -cfg.plan_leak_penalty}))
+    if cfg.action_format_penalty > 0:  # inert on episodes whose MTA made no action-set choice
+        terms.append(("action_format", {"penalty": -cfg.action_format_penalty}))
+    return terms
 
 
 def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "math", mode: str = "multi_turn",
@@ -134,20 +140,7 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         # answer away in any way ``mta_format`` flags: a box, an answer statement, or a closing "= gold"
         firsts = [ep.turns_of("mta")[0].text if ep.turns_of("mta") else "" for ep in episodes]
         m["plan_leak_rate"] = sum(mta_format(t, gold=ep.answer)[1]["leak"] for t, ep in zip(firsts, episodes)) / n
-        actions = [t for ep in episodes for t in ep.turns_of("mta") if t.format_ok is not None]
-        if actions:
-            by_action = Counter(t.action or "INVALID" for t in actions)
-            for a, c in by_action.items():
-                m[f"actions/{a}"] = c / len(actions)
-            by_level: dict[object, Counter] = defaultdict(Counter)
-            for ep in episodes:
-                for t in ep.turns_of("mta"):
-                    if t.format_ok is not None:
-                        by_level[ep.meta.get("level")][t.action or "INVALID"] += 1
-            for level, counter in by_level.items():
-                total = sum(counter.values())
-                for a, c in counter.items():
-                    m[f"actions/{a}/level_{level}"] = c / total
+        m.update(action_metrics(episodes))
     m.update(_judge_metrics(episodes))
     levels = sorted({ep.meta.get("level") for ep in episodes if ep.meta.get("level") is not None}, key=str)
     for level in levels:
@@ -172,6 +165,37 @@ def _judge_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         if family is not None:
             by_family[family].append(bool(ep.meta.get("correct")))
     m.update({f"acc/family_{f}": sum(v) / len(v) for f, v in sorted(by_family.items())})
+    return m
+
+
+def action_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """What the MTA chose in action-set mode, over its messages that carry a choice (``format_ok`` set), each
+    paired with its question's difficulty level (``meta["level"]``; questions without a numeric level count in
+    ``actions/<A>`` only). ``A`` is DECOMPOSE / REWRITE / EMPTY, or INVALID when the JSON did not parse.
+
+    * ``actions/<A>``: P(A), the share of those messages choosing A;
+    * ``actions/<A>/level_<L>``: P(A | level L), the share of level-L messages choosing A;
+    * ``action_level/<A>/mean``: E[level | A], the mean difficulty of the questions A was chosen for (the paper's
+      Fig. 4 follows this per action over training: an MTA that adapts picks DECOMPOSE for harder questions);
+    * ``action_level/<A>/level_<L>``: P(level L | A), the distribution behind that mean.
+
+    Empty when no message carries a choice (not action-set mode)."""
+    choices = [(t.action or "INVALID", ep.meta.get("level")) for ep in episodes for t in ep.turns_of("mta")
+               if t.format_ok is not None]
+    if not choices:
+        return {}
+    m: dict[str, float] = {}
+    for a, c in Counter(a for a, _ in choices).items():
+        m[f"actions/{a}"] = c / len(choices)
+    leveled = [(a, lv) for a, lv in choices if isinstance(lv, int) and not isinstance(lv, bool)]
+    for lv, n in Counter(lv for _, lv in leveled).items():
+        for a, c in Counter(a for a, l2 in leveled if l2 == lv).items():
+            m[f"actions/{a}/level_{lv}"] = c / n
+    for a, n in Counter(a for a, _ in leveled).items():
+        levels = [lv for a2, lv in leveled if a2 == a]
+        m[f"action_level/{a}/mean"] = sum(levels) / n
+        for lv, c in Counter(levels).items():
+            m[f"action_level/{a}/level_{lv}"] = c / n
     return m
 
 

@@ -63,6 +63,16 @@ def validate(cfg: Config) -> None:
     if cfg.reward.plan_leak_penalty < 0:
         raise ConfigError(f"reward.plan_leak_penalty is the size of a penalty and must be >= 0, got "
                           f"{cfg.reward.plan_leak_penalty}")
+    if cfg.reward.action_format_penalty < 0:
+        raise ConfigError(f"reward.action_format_penalty is the size of a penalty and must be >= 0, got "
+                          f"{cfg.reward.action_format_penalty}")
+    if cfg.reward.action_format_penalty > 0 and not r.action_set:
+        raise ConfigError("reward.action_format_penalty only acts in action-set mode; set rollout.action_set=true "
+                          "(with rollout.mode=single_turn) or reward.action_format_penalty=0")
+    if isinstance(cfg.data.eval, list) and (not cfg.data.eval or not all(
+            isinstance(spec, str) and spec.strip() for spec in cfg.data.eval)):
+        raise ConfigError(f"data.eval={cfg.data.eval!r}: give one or more non-empty data specs, e.g. "
+                          "data.eval=[gsm8k,math500], or data.eval=null for no held-out evaluation")
     if not 0.0 < cfg.model.checkpoint_layers <= 1.0:
         raise ConfigError(f"model.checkpoint_layers is a share of the decoder layers and must be in (0, 1], got "
                           f"{cfg.model.checkpoint_layers} (model.gradient_checkpointing=false turns it off)")

@@ -26,6 +26,9 @@ def _coerce(value, tp, key: str):
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
+        lists = [a for a in inner if typing.get_origin(a) is list]
+        if isinstance(value, (list, tuple)) and lists:  # `str | list[str]`: a YAML list is the list form
+            return _coerce(value, lists[0], key)
         return _coerce(value, inner[0], key)
     if origin is list:
         if isinstance(value, str):

@@ -118,6 +118,11 @@ class RewardConfig:
     message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
     terms, SPEC §2). 0 = off (the reference: shared sparse reward only). Not added where the single-turn
     ``format_terms`` already apply (they include the same check)."""
+    action_format_penalty: float = 0.0
+    """``rollout.action_set`` only: subtracted from the MTA's reward when its choice is not the JSON object the
+    prompt asks for (no object, unparsable, or an action outside DECOMPOSE/REWRITE/EMPTY). Without it an invalid
+    choice costs the MTA nothing (the RA just gets no guidance), so it can drift off the format whose actions
+    the paper's Fig. 4 reads. 0 = off (the paper names no such term)."""
     unboxed_credit: float = 1.0
     """Math: the share of the correctness reward that a right final answer earns when it is not in a
     ``\\boxed{}`` (found instead on a ``####`` line, in "the answer is ...", or as the last expression).
@@ -238,10 +243,13 @@ class TrainConfig:
 class DataConfig:
     train: str = "synthetic:levels=1,2,3:n=2000:seed=0"
     """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``."""
-    eval: str | None = "synthetic:levels=1,2,3:n=60:seed=1"
-    """Held-out questions for periodic evaluation (None = none)."""
+    eval: str | list[str] | None = "synthetic:levels=1,2,3:n=60:seed=1"
+    """Held-out questions for periodic evaluation (None = none), in the forms of ``data.train``; a list
+    (``data.eval=[gsm8k,math500]``) evaluates each set and logs ``eval/<set>/...`` plus ``eval/avg/...``, the
+    unweighted mean over sets (the paper's Fig. 5 averages its 7 benchmarks); one set logs ``eval/...``. In a
+    dotted list quote a spec holding commas (``'synthetic:levels=1,2:n=50'``) or write ``levels=1-2``."""
     eval_limit: int | None = None
-    """Use at most this many held-out questions."""
+    """Use at most this many held-out questions of each ``data.eval`` set."""
     data_dir: str | None = None
     """Folder with local benchmark JSONL (e.g. ../shared/data); None = the Hugging Face Hub."""
     question_field: str | None = None
@@ -250,6 +258,13 @@ class DataConfig:
     """Field holding the reference answer (default: answer, final_answer or solution)."""
     levels: list[int] | None = None
     """Keep only these difficulty levels (MATH ``Level N``)."""
+
+    @property
+    def eval_specs(self) -> list[str]:
+        """``eval`` as a list of data specs (one string is one set; None is none)."""
+        if self.eval is None:
+            return []
+        return [self.eval] if isinstance(self.eval, str) else list(self.eval)
 
 
 @dataclass

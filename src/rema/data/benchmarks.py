@@ -12,6 +12,7 @@ the field mapping, and update `alt_hf_ids` here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,6 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "math12k", "", None, parts=("math_train", "math_test4500"), level_field="level",
             description="math_train + math_test4500, the common 12k pool; levels=(3, 4, 5) gives ~8.9k.",
         ),
-        BenchmarkSpec(
         # The three sets below are Hub-only here. Ids, splits and columns as the Qwen2.5-Math evaluation uses
         # them (QwenLM/Qwen2.5-Math evaluation/parser.py `parse_question` / `parse_ground_truth` @ a45202b):
         # gaokao2023en: `question`, `answer` with its `$` removed (Hub: MARIO-Math-Reasoning/Gaokao2023-Math-En,
@@ -105,6 +105,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         # olympiadbench: `question`, `final_answer[0]` with its `$` stripped; `final_answer` is a list. Hub: the
         #   authors' upload Hothan/OlympiadBench (README of OpenBMB/OlympiadBench), config OE_TO_maths_en_COMP
         #   (open-ended, text-only, maths, English, competition: Qwen's 675 rows), one split `train`.
+        BenchmarkSpec(
             "gaokao2023en", "gaokao2023en.jsonl", "MARIO-Math-Reasoning/Gaokao2023-Math-En", "train", None,
             "question", "answer", description="Gaokao 2023 math, English (385); local copy: "
             + _QWEN_EVAL.format("gaokao2023en"),
@@ -343,6 +344,31 @@ def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
     else:
         raise DataError(f"{text!r}: split must be all, train or heldout, got {which!r}")
     return problems[:limit] if limit is not None else problems
+
+
+def dataset_names(specs: Sequence[str]) -> list[str]:
+    """Short, distinct names for data specs, used in metric keys (``eval/<name>/acc``): a benchmark's registry
+    name without its options (``math12k:levels=3-5`` -> ``math12k``), ``synthetic``, a Hub dataset's name
+    (``hf:openai/gsm8k:main:test`` -> ``gsm8k``), or a file's stem; characters outside ``[A-Za-z0-9_.-]``
+    become ``_``. Repeats get ``-2``, ``-3``...; ``avg`` (the average's key) is never a set's name."""
+    names: list[str] = []
+    for spec in specs:
+        text = spec.strip()
+        head = text.partition(":")[0]
+        if head in BENCHMARKS or head == "synthetic":
+            base = head
+        elif text.startswith("hf:"):
+            base = text[3:].split(":")[0].rstrip("/").split("/")[-1]
+        else:
+            path = Path(text.rstrip("/"))
+            base = path.stem if path.suffix in (".jsonl", ".json", ".parquet") else path.name
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "set"
+        name, k = base, 1
+        while name in names or name == "avg":
+            k += 1
+            name = f"{base}-{k}"
+        names.append(name)
+    return names
 
 
 def load_split(spec: str | None, *, data_dir: str | None = None, question_field: str | None = None,

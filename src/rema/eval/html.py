@@ -70,7 +70,8 @@ def _last(metrics: Sequence[dict], key: str) -> tuple[int | None, float | None]:
 def summary_figures(metrics: Sequence[dict], samples: Sequence[dict]) -> list[dict]:
     """Headline chips: latest train/eval accuracy, finished share, rounds, steps, dialogues."""
     chips = []
-    for key, label, pct in (("train/acc", "train acc", True), ("eval/acc", "eval acc", True),
+    eval_acc = "eval/acc" if any("eval/acc" in r for r in metrics) else "eval/avg/acc"  # several sets: their mean
+    for key, label, pct in (("train/acc", "train acc", True), (eval_acc, "eval acc", True),
                             ("train/end/finished", "finished", True), ("train/turns/mean", "rounds", False)):
         step, v = _last(metrics, key)
         if v is not None:

@@ -147,7 +147,8 @@ def _episodes(records: Sequence[dict]) -> list[Episode]:
     return eps
 
 
-_KEEP_EPISODE_KEYS = ("end/", "turns/mean", "tokens_per_turn/", "boxed_rate", "leak_rate", "plan_leak_rate", "actions/", "reward/")
+_KEEP_EPISODE_KEYS = ("end/", "turns/mean", "tokens_per_turn/", "boxed_rate", "leak_rate", "plan_leak_rate", "actions/",
+                     "action_level/", "reward/")
 
 
 def summarize_bench(records: Sequence[dict]) -> dict[str, float]:

@@ -12,7 +12,12 @@ Plots (file: what):
     tokens_per_turn.png   generated tokens per message, per agent
     end_codes.png         share of episodes by end code (stacked)
     optimization.png      KL, entropy, clip fraction, grad norm
-    actions_by_level.png  share of DECOMPOSE / REWRITE / EMPTY per MATH level over steps (paper Fig. 4)
+    actions_by_level.png  share of DECOMPOSE / REWRITE / EMPTY per MATH level over steps
+    action_difficulty.png mean difficulty level of the questions each action was chosen for (paper Fig. 4)
+    eval_sets.png         held-out accuracy of each ``data.eval`` set and their average (paper Fig. 5)
+
+A run with several eval sets logs ``eval/<set>/…`` and their average ``eval/avg/…`` instead of ``eval/…``;
+the reward, accuracy and rounds plots then draw the average.
 """
 
 from __future__ import annotations
@@ -97,6 +102,21 @@ def keys_matching(rows: Sequence[dict], pattern: str) -> list[re.Match]:
     return list(seen.values())
 
 
+def eval_key(rows: Sequence[dict], metric: str) -> str:
+    """The key of held-out ``metric``: ``eval/<metric>`` (one eval set), else ``eval/avg/<metric>`` (several)."""
+    plain = f"eval/{metric}"
+    if any(plain in r for r in rows) or not any(f"eval/avg/{metric}" in r for r in rows):
+        return plain
+    return f"eval/avg/{metric}"
+
+
+def eval_sets(rows: Sequence[dict]) -> list[str]:
+    """Names of the eval sets of a run that evaluated several (``eval/<set>/acc`` beside ``eval/avg/acc``)."""
+    if not any("eval/avg/acc" in r for r in rows):
+        return []
+    return [m.group(1) for m in keys_matching(rows, r"eval/([^/]+)/acc") if m.group(1) != "avg"]
+
+
 def ema(values: Sequence[float], alpha: float = 0.1) -> list[float]:
     """Exponential moving average (bias-corrected, so the first points are not pulled to 0)."""
     out, acc, norm = [], 0.0, 0.0
@@ -157,7 +177,8 @@ def plot_reward(rows, out: Path) -> str | None:
         color = AGENT_COLORS.get(a, "#2563eb")
         width = 1.8 + 2.4 * (len(agents) - 1 - i)  # the shared reward makes agents coincide: keep both visible
         drawn |= _line(ax, rows, f"train/reward/{a}", f"train · {a.upper()}", color, width=width)
-        drawn |= _line(ax, rows, f"eval/reward/{a}", f"eval · {a.upper()}", color, dashed=True, width=width)
+        drawn |= _line(ax, rows, eval_key(rows, f"reward/{a}"), f"eval · {a.upper()}", color, dashed=True,
+                       width=width)
     if not drawn:
         plt.close(fig)
         return None
@@ -170,12 +191,13 @@ def plot_accuracy(rows, out: Path) -> str | None:
     levels = sorted({m.group(2) for m in keys_matching(rows, r"(train|eval)/acc/level_(.+)")}, key=str)
     fig, axes = plt.subplots(1, 2 if levels else 1, figsize=(12 if levels else 7, 3.6), squeeze=False)
     ax = axes[0][0]
-    drawn = _line(ax, rows, "train/acc", "train", "#2563eb") | _line(ax, rows, "eval/acc", "held-out eval",
+    held_out = "held-out eval" + (f" (average of {len(eval_sets(rows))} sets)" if eval_sets(rows) else "")
+    drawn = _line(ax, rows, "train/acc", "train", "#2563eb") | _line(ax, rows, eval_key(rows, "acc"), held_out,
                                                                         "#dc2626", dashed=True)
     if not drawn:
         plt.close(fig)
         return None
-    xs, ys = series(rows, "base_eval/acc")
+    xs, ys = series(rows, "base_" + eval_key(rows, "acc"))
     if xs:  # a cold start ran at step 0: the model before it, then eval/acc at step 0 is after it
         ax.plot(xs, ys, "X", color="#6b7280", markersize=8, label="held-out, before the cold start (SFT)")
     _style(ax, "Accuracy", percent=True)
@@ -193,8 +215,8 @@ def plot_accuracy(rows, out: Path) -> str | None:
 
 def plot_turns(rows, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    drawn = _line(ax, rows, "train/turns/mean", "train", "#2563eb") | _line(ax, rows, "eval/turns/mean", "eval",
-                                                                           "#dc2626", dashed=True)
+    drawn = _line(ax, rows, "train/turns/mean", "train", "#2563eb") | _line(ax, rows, eval_key(rows, "turns/mean"),
+                                                                           "eval", "#dc2626", dashed=True)
     if not drawn:
         plt.close(fig)
         return None
@@ -294,6 +316,35 @@ def plot_actions_by_level(rows, out: Path) -> str | None:
     return "actions_by_level.png"
 
 
+def plot_action_difficulty(rows, out: Path) -> str | None:
+    """Paper Fig. 4: per MTA action, the mean difficulty level of the questions it was chosen for, over training
+    (``train/action_level/<A>/mean``); an MTA that adapts keeps DECOMPOSE for the harder questions."""
+    actions = [m.group(1) for m in keys_matching(rows, r"train/action_level/([A-Z_]+)/mean")]
+    if not actions:
+        return None
+    actions = [a for a in ACTION_COLORS if a in actions] + sorted(set(actions) - set(ACTION_COLORS))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for a in actions:
+        _line(ax, rows, f"train/action_level/{a}/mean", a, ACTION_COLORS.get(a, "#2563eb"))
+    _style(ax, "Difficulty behind each action", "mean level of its questions")
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, out, "action_difficulty.png")
+
+
+def plot_eval_sets(rows, out: Path) -> str | None:
+    """Paper Fig. 5: held-out accuracy of each ``data.eval`` set (dashed) and their average (thick), over steps."""
+    names = eval_sets(rows)
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    _line(ax, rows, "eval/avg/acc", f"average of {len(names)}", "#9ca3af", width=4.0)  # under the sets' lines
+    for i, name in enumerate(names):
+        _line(ax, rows, f"eval/{name}/acc", name, LINE_COLORS[i % len(LINE_COLORS)], dashed=True, width=1.6)
+    _style(ax, "Held-out accuracy per benchmark", percent=True)
+    ax.legend(fontsize=8, frameon=False, ncol=2)
+    return _save(fig, out, "eval_sets.png")
+
+
 PLOTS = (
     ("reward.png", "Reward per agent", plot_reward),
     ("accuracy.png", "Accuracy", plot_accuracy),
@@ -301,7 +352,9 @@ PLOTS = (
     ("tokens_per_turn.png", "Tokens per message", plot_tokens),
     ("end_codes.png", "End codes", plot_end_codes),
     ("optimization.png", "Optimisation", plot_optimization),
-    ("actions_by_level.png", "Actions by level (Fig. 4)", plot_actions_by_level),
+    ("actions_by_level.png", "Actions by level", plot_actions_by_level),
+    ("action_difficulty.png", "Difficulty per action (Fig. 4)", plot_action_difficulty),
+    ("eval_sets.png", "Held-out accuracy per benchmark (Fig. 5)", plot_eval_sets),
 )
 
 

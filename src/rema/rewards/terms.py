@@ -7,8 +7,8 @@
    or a user's ``correctness_fn``.
 2. ``unfinished_mask``: an episode not ended ``finished`` scores 0 (``reward.mask_unfinished``).
 3. Shaping terms, registered in ``TERMS`` with one signature ``fn(episode, agent, *, penalty) -> (value, parts)``
-   and added to one agent's reward: ``format`` (single-turn format terms) and ``plan_leak`` (the MTA's first
-   message gives the answer away).
+   and added to one agent's reward: ``format`` (single-turn format terms), ``plan_leak`` (the MTA's first
+   message gives the answer away) and ``action_format`` (the MTA's action-set choice is not valid JSON).
 
 Every function returns ``(value, parts)``, and ``parts`` already carry the names they are logged under in
 ``episode.reward_parts[agent]`` (so metrics show them as ``reward_parts/<agent>/<name>``).
@@ -86,9 +86,27 @@ def plan_leak(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict[s
     return term, {"plan_leak": float(parts["leak"]), "plan_leak_term": term}
 
 
+def action_format(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict[str, float]]:
+    """The MTA's action-set format term: ``penalty`` when a message it wrote in action-set mode was not the JSON
+    choice the prompt asks for (``Turn.format_ok`` False: no object, unparsable, or an unknown action), else 0.
+    Without it an invalid choice costs nothing: the RA then simply gets no guidance.
+
+    penalty: the term on an invalid choice (negative).
+    parts: action_invalid (0/1), action_format (the term). For another agent, or messages that carry no choice
+    (not action-set mode): (0, {}).
+    """
+    choices = [t.format_ok for t in ep.turns_of("mta") if t.format_ok is not None]
+    if agent != "mta" or not choices:
+        return 0.0, {}
+    invalid = not all(choices)
+    term = penalty if invalid else 0.0
+    return term, {"action_invalid": _b(invalid), "action_format": term}
+
+
 TERMS: dict[str, Term] = {
     "format": single_turn_format,
     "plan_leak": plan_leak,
+    "action_format": action_format,
 }
 
 

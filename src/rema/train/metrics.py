@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,12 +141,29 @@ class PhaseTimer:
         return out
 
 
+def eval_record(per_set: dict[str, dict[str, float]], prefix: str = "eval") -> dict[str, float]:
+    """The logged keys of one held-out evaluation from each set's metrics (``{set name: {metric: value}}``).
+
+    One set: ``<prefix>/<metric>`` (the keys of every run before several sets existed). Several:
+    ``<prefix>/<set>/<metric>`` for each, and ``<prefix>/avg/<metric>`` for each metric every set has: the mean
+    over sets, each set weighing the same whatever its size (the paper's Fig. 5 average of its 7 benchmarks).
+    """
+    if len(per_set) == 1:
+        (metrics,) = per_set.values()
+        return {f"{prefix}/{k}": v for k, v in metrics.items()}
+    out = {f"{prefix}/{name}/{k}": v for name, metrics in per_set.items() for k, v in metrics.items()}
+    shared = set.intersection(*(set(metrics) for metrics in per_set.values())) if per_set else set()
+    for k in sorted(shared):
+        out[f"{prefix}/avg/{k}"] = sum(metrics[k] for metrics in per_set.values()) / len(per_set)
+    return out
+
+
 def step_summary(m: dict, roles: tuple[str, ...]) -> str:
     """One line for the progress bar: rewards, accuracy, turns, speed and where the time went."""
     parts = [f"{a} {m[f'train/reward/{a}']:+.2f}" for a in roles if f"train/reward/{a}" in m]
     parts.append(f"acc {m.get('train/acc', 0):.2f}")
-    if "eval/acc" in m:
-        parts.append(f"eval {m['eval/acc']:.2f}")
+    if "eval/acc" in m or "eval/avg/acc" in m:
+        parts.append(f"eval {m.get('eval/acc', m.get('eval/avg/acc')):.2f}")
     parts.append(f"turns {m.get('train/turns/mean', 0):.1f}")
     parts.append(f"{m.get('perf/tokens_per_s', 0):.0f} tok/s")
     parts.append(f"roll {m.get('time/rollout', 0):.0f}s upd {m.get('time/update', 0):.0f}s")
@@ -153,15 +171,19 @@ def step_summary(m: dict, roles: tuple[str, ...]) -> str:
 
 
 def print_before_after(metrics_path: Path, console) -> None:
-    """Held-out accuracy (overall and per level) at the first and last evaluation of a run's metrics file."""
+    """Held-out accuracy (overall and per level; with several eval sets, their average and each set) at the first
+    and last evaluation of a run's metrics file."""
+    def has(row: dict, prefix: str) -> bool:
+        return f"{prefix}/acc" in row or f"{prefix}/avg/acc" in row
+
     evals = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    evals = [e for e in evals if "eval/acc" in e or "base_eval/acc" in e]
-    if len(evals) < 2 and not (evals and "base_eval/acc" in evals[0]):
+    evals = [e for e in evals if has(e, "eval") or has(e, "base_eval")]
+    if len(evals) < 2 and not (evals and has(evals[0], "base_eval")):
         return
     from rich.table import Table
 
     first, last = evals[0], evals[-1]
-    base = "base_eval/acc" in first
+    base = has(first, "base_eval")
     if base and len(evals) == 1:  # `rema sft`: before and after the cold start
         last, first = first, {"step": first["step"], **{k.replace("base_eval/", "eval/", 1): v
                                                          for k, v in first.items() if k.startswith("base_eval/")}}
@@ -172,11 +194,19 @@ def print_before_after(metrics_path: Path, console) -> None:
     columns = (("base", "after SFT", "after RL", "RL change") if base else ("before", "after", "change"))
     for col in columns:
         table.add_column(col, justify="right")
-    keys = ["eval/acc"] + sorted(k for k in last if k.startswith("eval/acc/level_"))
-    keys += [k for k in ("eval/boxed_rate", "eval/leak_rate", "eval/plan_leak_rate", "eval/end/finished") if k in last]
+    head = "eval/avg/" if "eval/avg/acc" in last else "eval/"  # several sets: their average, then each set
+    keys = [f"{head}acc"]
+    if head == "eval/avg/":
+        keys += [k for k in last if re.fullmatch(r"eval/[^/]+/acc", k) and k != "eval/avg/acc"]
+    else:
+        keys += sorted(k for k in last if k.startswith("eval/acc/level_"))
+    keys += [f"{head}{k}" for k in ("boxed_rate", "leak_rate", "plan_leak_rate", "end/finished") if f"{head}{k}" in last]
     for k in keys:
         if k in first:
             label = k.removeprefix("eval/").replace("acc/level_", "level ")
+            if head == "eval/avg/":
+                label = "average" if label == "avg/acc" else (label.removesuffix("/acc") if label.endswith("/acc")
+                                                             else f"{label.removeprefix('avg/')} (avg)")
             cells = [f"{first[k]:.1%}", f"{last[k]:.1%}", f"{last[k] - first[k]:+.1%}"]
             if base:
                 cells.insert(0, f"{first.get(k.replace('eval/', 'base_eval/', 1), float('nan')):.1%}")

@@ -28,6 +28,7 @@ import torch
 from .. import __version__
 from ..config import Config, save_config
 from ..data import ProblemSampler, load_split, split_record
+from ..data.benchmarks import dataset_names
 from ..models import describe, export_model, native_bf16
 from ..prompts import get_prompt_set
 from ..rollout import rollout
@@ -38,7 +39,7 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
                          save_checkpoint, set_rng_state, trainable_state)
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
-from .metrics import MetricsLogger, PhaseTimer, print_before_after, step_summary
+from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
 from .policy import Policy, active_policies, build_policies, sync_engine
 from .sft import cold_start as run_cold_start
 from .strategy import load_shards, local_elements, make_strategy, save_shards
@@ -102,7 +103,10 @@ class Trainer:
         d = cfg.data
         fields = dict(data_dir=d.data_dir, question_field=d.question_field, answer_field=d.answer_field, levels=d.levels)
         self.train_problems = load_split(d.train, **fields)
-        self.eval_problems = load_split(d.eval, **fields, limit=d.eval_limit) if d.eval else []
+        self.eval_sets = {name: load_split(spec, **fields, limit=d.eval_limit)
+                          for name, spec in zip(dataset_names(d.eval_specs), d.eval_specs)}
+        """Held-out sets by name (:func:`~rema.data.benchmarks.dataset_names` of ``data.eval``), evaluated in turn."""
+        self.eval_problems = [p for problems in self.eval_sets.values() for p in problems]
         self.sampler = ProblemSampler(self.train_problems, cfg.train.questions_per_step, seed=seed)
         resume_step = None
         if resume:
@@ -267,17 +271,28 @@ class Trainer:
     # -------------------------------------------------------------------------------- eval, save, restore
 
     def _log_eval(self, step: int, log: bool = True, prefix: str = "eval") -> dict:
-        metrics, episodes = run_eval(self.dist.shard(self.eval_problems), self.engines, self.cfg, greedy=True,
-                                     prompts=self.prompts, correctness_fn=self.correctness_fn)
-        release_freed_memory()
-        metrics = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
-        out = {f"{prefix}/{k}": v for k, v in metrics.items()}
-        self.logger.samples(step, prefix, episodes[:self.cfg.train.samples_to_log])
+        """Greedy evaluation on each ``data.eval`` set; returns (and with ``log`` logs) :func:`eval_record`'s keys:
+        ``<prefix>/<metric>`` for one set, ``<prefix>/<set>/<metric>`` and ``<prefix>/avg/<metric>`` for several.
+        Samples go to ``samples.jsonl`` under the split ``<prefix>`` (one set) or ``<prefix>/<set>``."""
+        per_set = {}
+        for name, problems in self.eval_sets.items():
+            metrics, episodes = run_eval(self.dist.shard(problems), self.engines, self.cfg, greedy=True,
+                                         prompts=self.prompts, correctness_fn=self.correctness_fn)
+            release_freed_memory()
+            per_set[name] = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
+            split = prefix if len(self.eval_sets) == 1 else f"{prefix}/{name}"
+            self.logger.samples(step, split, episodes[:self.cfg.train.samples_to_log])
+        out = eval_record(per_set, prefix)
         if log:
             self.logger.log(step, out)
         what = "before the cold start" if prefix == "base_eval" else f"@ step {step}"
-        self.console.print(f"eval {what}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
-            f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_")))
+        if len(per_set) == 1:
+            (metrics,) = per_set.values()
+            self.console.print(f"eval {what}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
+                f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_")))
+        else:
+            self.console.print(f"eval {what}: average acc {out.get(f'{prefix}/avg/acc', 0):.3f}  " + "  ".join(
+                f"{name} {m.get('acc', 0):.3f}" for name, m in per_set.items()))
         return out
 
     def state_dict(self) -> dict:
