@@ -77,6 +77,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .teacher import TeacherError
 
     console = Console(stderr=True)
+    if not console.is_terminal:  # a log file: whole progress lines, not rich's 80 columns
+        console = Console(stderr=True, width=160)
     try:
         config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
         cfg = load_config(config, args.shorthands.overrides(args) + explicit)
