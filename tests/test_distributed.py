@@ -11,6 +11,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).parent / "helpers" / "ddp_step.py"
+HELPERS = Path(__file__).parent / "helpers"
 
 
 def _run(tmp_path: Path, procs: int, *args: str) -> dict:
@@ -120,6 +121,11 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     w3 = AutoModelForCausalLM.from_pretrained(cut / "final").state_dict()
     assert all(torch.equal(w3[k], w2[k]) for k in w2)
 
+    from rema.train.export_run import export_checkpoint  # the shards of two processes, read by one without a group
+
+    w4 = AutoModelForCausalLM.from_pretrained(export_checkpoint(two, 3)).state_dict()
+    assert all(torch.equal(w4[k], w2[k]) for k in w2)
+
 
 
 def test_fsdp_lora_resumes_exactly_from_adapter_shards(tmp_path):
@@ -165,8 +171,9 @@ def test_an_accelerate_fsdp_config_shards_the_cli_run(tmp_path):
 @pytest.mark.slow  # the embedded model, two vLLM engines
 def test_vllm_one_engine_per_process_under_fsdp(tmp_path):
     """Two processes, each with its own vLLM engine inside the job's process group (``external_launcher``),
-    training sharded: every update's weights are gathered from the shards into what vLLM serves, and the
-    post-sync check (vLLM's log-probs against the trainer's) passes on both ranks."""
+    training sharded: vLLM starts on placeholder weights and every sync streams the weights to it gathered
+    from the shards one tensor at a time (no unsharded copy of the model is kept), and the post-sync check
+    (vLLM's log-probs against the trainer's) passes on both ranks."""
     pytest.importorskip("vllm")
     import json
 
@@ -183,6 +190,39 @@ def test_vllm_one_engine_per_process_under_fsdp(tmp_path):
     assert "external_launcher executor" in " ".join(out.stderr.split())  # the console wraps long lines
     [record] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert record["dist/param_shard_frac"] == pytest.approx(0.5, abs=0.01)
-    assert record["train/episodes"] == 4 and record["sync/gather_s"] > 0
+    assert record["train/episodes"] == 4 and record["sync/sync_reload_s"] > 0 and "sync/gather_s" not in record
     assert record["sync/sync_check_max_abs_diff"] < 1.5 and record["check/sampler_logp_abs_diff"] < 0.1
     assert (run / "final" / "config.json").is_file()
+
+
+@pytest.mark.slow  # two processes, one vLLM engine spanning both (tensor parallel)
+def test_vllm_tensor_parallel_across_two_processes(tmp_path):
+    """``rollout.vllm_tensor_parallel_size=2`` under FSDP on 2 CPU processes: one vLLM engine spans both
+    (each holds half of every layer), the ranks bring different questions (3 over 2 ranks) and generate
+    together; the updates move the weights, every sync streams the gathered shards into the engine and the
+    post-sync check passes, the held-out eval runs, and the export loads with transformers."""
+    pytest.importorskip("vllm")
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(HELPERS))
+    from tp_model import write_tp_model
+
+    model_dir = write_tp_model(str(tmp_path / "model"))
+    run = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29700 + os.getpid() % 100), str(HELPERS / "tp_train.py"), str(run), model_dir],
+        env={**os.environ, "REMA_ENGINE": "vllm", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "tensor parallel over 2 processes" in out.stdout
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r.get("train/episodes")]
+    assert [r["train/episodes"] for r in steps] == [12, 12]  # 3 questions x 4 samples, over both ranks
+    assert steps[-1]["sync/sync_check_trainer_moved"] > 0  # the update moved the weights; vLLM followed
+    assert all(r["sync/sync_check_max_abs_diff"] < 0.1 and r["check/sampler_logp_abs_diff"] < 0.1 for r in steps)
+    assert "eval/acc" in records[-1]
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    assert model.config.head_dim == 64

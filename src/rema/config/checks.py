@@ -50,6 +50,10 @@ def validate(cfg: Config) -> None:
                           "rollout.task=judge")
     if r.method != "rema" and not cfg.train.shared_weights:
         raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
+    if r.vllm_tensor_parallel_size < 1:
+        raise ConfigError(f"rollout.vllm_tensor_parallel_size must be >= 1, got {r.vllm_tensor_parallel_size}")
+    if r.vllm_tensor_parallel_size > 1 and r.engine == "hf":
+        raise ConfigError("rollout.vllm_tensor_parallel_size > 1 is vLLM's; set rollout.engine=vllm (or auto)")
     for key in ("max_turns", "max_tokens_per_turn", "max_context_tokens", "samples_per_question"):
         if getattr(r, key) < 1:
             raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(r, key)}")

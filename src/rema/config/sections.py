@@ -98,6 +98,12 @@ class RolloutConfig:
     """vLLM on a GPU: put the engine to sleep between the rollout and the update so the update gets its memory:
     1 frees the KV cache and moves the weights to host memory, 2 frees both (the weight sync after the update
     reloads them). 0 keeps it awake. CPUs have no sleep mode (see ``vllm_release_kv``)."""
+    vllm_tensor_parallel_size: int = 1
+    """Under several processes (torchrun / accelerate): how many consecutive ranks one vLLM engine spans,
+    each holding a slice of every layer (vLLM's ``external_launcher``). For a model whose weights and KV cache
+    do not fit one GPU beside the trainer, or to decode faster. The ranks of a group generate together (each
+    keeps training on its own share of the questions); it must divide the number of processes. 1: one whole
+    engine per process."""
     vllm_release_kv: bool = True
     """vLLM on CPU: between the rollout and the update, return its KV cache's pages to the OS (vLLM has no
     sleep mode on CPU; the prefix cache is dropped first), so the update does not run beside an idle

@@ -11,8 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from .folders import atomic_save, pretrained_writer
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a shard (a collective: every process calls it in the same order), or ``t``."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def is_sharded(model) -> bool:
+    """Whether ``model``'s parameters are sharded over processes (FSDP2's DTensors)."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
@@ -23,7 +34,8 @@ def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     ``modules_to_save`` copy replaces its original; the model itself is not modified (no merge/unmerge round
     trip, whose float error would accumulate over steps). A merged weight is made only when its turn comes,
     so a consumer that handles one at a time holds one layer's copy, not the whole model's (in fp32, the
-    merged linears of SmolLM2-135M are 0.43 GB).
+    merged linears of SmolLM2-135M are 0.43 GB). Sharded weights (FSDP2) are gathered one at a time the same
+    way: a collective, so every process iterates in step.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -37,7 +49,7 @@ def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
             continue
         name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))
         module = lora.get(name)
-        yield name, value if module is None else _merged_weight(module)
+        yield name, full_tensor(value) if module is None else _merged_weight(module)
 
 
 def _merged_weight(module) -> torch.Tensor:
@@ -49,7 +61,8 @@ def _merged_weight(module) -> torch.Tensor:
     the base is kept in 16 bits: no (out × in) temporaries, which cut SmolLM2-135M's merge and cast for a bf16
     sync from 0.50 to 0.11 s on 2 CPU cores. Any other adapter goes through ``get_delta_weight``."""
     weight = module.get_base_layer().weight.detach()
-    own = weight.dtype in (torch.bfloat16, torch.float16)
+    own = isinstance(weight, DTensor) or weight.dtype in (torch.bfloat16, torch.float16)
+    weight = full_tensor(weight)
     if own:  # merge in fp32 (the base may be kept in bf16), in a copy of our own
         weight = weight.float()
     if not module.merged and not module.disable_adapters:
@@ -62,10 +75,11 @@ def _merged_weight(module) -> torch.Tensor:
                      and not getattr(module, "fan_in_fan_out", False)
                      and a.weight.dtype == b.weight.dtype == weight.dtype)
             scale = float(module.scaling[adapter])
+            wb, wa = full_tensor(b.weight.detach()), full_tensor(a.weight.detach())
             if plain and own:
-                weight.addmm_(b.weight.detach(), a.weight.detach(), alpha=scale)
+                weight.addmm_(wb, wa, alpha=scale)
             elif plain:  # never in place: ``weight`` is the model's own
-                weight = torch.addmm(weight, b.weight.detach(), a.weight.detach(), alpha=scale)
+                weight = torch.addmm(weight, wb, wa, alpha=scale)
             else:
                 weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
             own = True
@@ -77,7 +91,7 @@ EXPORT_SHARD_MB = 128
 
 
 def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = True,
-                 shard_mb: float = EXPORT_SHARD_MB) -> Path:
+                 shard_mb: float = EXPORT_SHARD_MB, write: bool = True) -> Path:
     """Write a ``save_pretrained`` folder that transformers and vLLM can load (LoRA merged unless told not to).
 
     Weights kept in a lower precision for the update (:func:`store_frozen_weights`) are saved in the dtype
@@ -85,13 +99,24 @@ def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = Tr
     (:func:`iter_merged_weights`) into safetensors shards of at most ``shard_mb`` MiB with the usual
     ``model.safetensors.index.json``: the export holds one shard beside the model, not a merged copy of it
     (the copy took 0.5 GB more than the rest of the demo's last step). The model is not modified.
+
+    A sharded model (FSDP2) is written the same way, each weight gathered in turn: every process must call
+    this (the gathers are collectives); only the one with ``write=True`` writes the folder.
     """
     import copy
 
     out = Path(out_dir)
+    if is_sharded(model):
+        if not write:
+            for _ in iter_merged_weights(model):  # take part in every gather
+                pass
+            return out
+        merge_lora = True
+    elif not write:
+        return out
     if out.exists():
         shutil.rmtree(out)
-    if hasattr(model, "get_base_model") and merge_lora:
+    if (hasattr(model, "get_base_model") or is_sharded(model)) and merge_lora:
         def write(folder: Path) -> None:
             _write_merged_shards(model, folder, int(shard_mb * 2**20))
             tokenizer.save_pretrained(folder)
@@ -110,19 +135,23 @@ def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = Tr
 def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
     """The weights of :func:`iter_merged_weights` as safetensors shards (``model.safetensors`` when one is
     enough), plus the base model's config and generation config."""
-    from peft.tuners.lora import LoraLayer
     from safetensors.torch import save_file
 
-    base = model.get_base_model()
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # no peft: nothing can be a LoRA layer
+        LoraLayer = ()  # noqa: N806
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     tied = bool(getattr(base.config, "tie_word_embeddings", False))
     dtypes = {}  # weights kept in 16 bits (merged ones come in fp32): saved in the dtype they were loaded in
     for name, module in base.named_modules():
-        if isinstance(module, LoraLayer):
+        if LoraLayer and isinstance(module, LoraLayer):
             layer = module.get_base_layer()
             dtypes[f"{name}.weight"] = getattr(layer, "rema_loaded_dtype", layer.weight.dtype)
         elif hasattr(module, "rema_loaded_dtype") and ".base_layer" not in name:
             dtypes.update({f"{name}.{p}": module.rema_loaded_dtype for p, _ in module.named_parameters(recurse=False)})
-    own = {t.untyped_storage().data_ptr() for t in base.state_dict().values()}  # live: addresses stay unique
+    own = {t.untyped_storage().data_ptr() for t in base.state_dict().values()  # live: addresses stay unique
+           if not isinstance(t, DTensor)}  # (gathered shards are fresh tensors)
     seen: set[int] = set()
     shards: list[list[str]] = []  # the names in each shard written so far
     pending: dict[str, torch.Tensor] = {}
@@ -136,6 +165,8 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
         pending, size = {}, 0
 
     for name, tensor in iter_merged_weights(model):
+        if tied and name == "lm_head.weight":  # the tied LM head (a gathered copy has storage of its own)
+            continue
         ptr = tensor.untyped_storage().data_ptr()  # a merged weight is a temporary: never one of ``own``
         if ptr in seen:
             if tied:  # the tied LM head: from_pretrained ties it again

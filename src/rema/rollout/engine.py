@@ -59,6 +59,11 @@ class Engine(ABC):
         """Make the engine sample from ``model``'s current weights; returns timing/check metrics."""
         return {}
 
+    def end_rollout(self) -> None:  # noqa: B027 - engines that serve one process keep this
+        """Called once at the end of every rollout, after its last ``generate``: an engine whose calls are
+        collective over several processes (:class:`rema.rollout.tp_group.TPGroupEngine`) waits there until
+        they have all ended theirs."""
+
     def release_memory(self) -> dict:
         """Called between a rollout and the update: give back memory only sampling needs (e.g. a KV cache).
 

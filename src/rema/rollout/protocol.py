@@ -130,6 +130,7 @@ def rollout(
             if ep.end_code is None:
                 ep.end_code = "truncated" if (ep.turns[-1].truncated and cfg.stop_on_truncation) else "finished"
         _report(on_progress, episodes)
+        _end_rollout(engines)
         return episodes
 
     multi = cfg.mode == "multi_turn"
@@ -176,7 +177,19 @@ def rollout(
         if ep.end_code is None:
             ep.end_code = "max_turns"
     _report(on_progress, episodes)
+    _end_rollout(engines)
     return episodes
+
+
+def _end_rollout(engines: dict[str, Engine]) -> None:
+    """Tell each distinct engine, in role order, that this rollout is over (an engine shared with other
+    processes waits there for theirs: :mod:`rema.rollout.tp_group`)."""
+    seen: set[int] = set()
+    for role in ("mta", "ra"):
+        engine = engines.get(role)
+        if engine is not None and id(engine) not in seen:
+            seen.add(id(engine))
+            engine.end_rollout()
 
 
 def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutConfig,

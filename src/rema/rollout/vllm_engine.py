@@ -130,7 +130,13 @@ class VLLMEngine(Engine):
             call or sync. Level 1 frees the KV cache and moves the weights to host memory while the trainer
             updates; level 2 frees both (the sync after the update reloads the weights anyway). 0: no sleep.
         external_launcher: one engine per process of a ``torchrun``/``accelerate`` job, inside the process
-            group that exists (vLLM's ``external_launcher`` executor), on this process's device.
+            group that exists (vLLM's ``external_launcher`` executor), on this process's device. vLLM starts
+            with placeholder weights (``load_format="dummy"``, nothing written to disk) and is then given the
+            trainer's, one tensor at a time: gathered shard by shard when the model is sharded (FSDP2), on the
+            device, never through a whole copy in host memory.
+        tensor_parallel_size: processes one engine spans (with ``external_launcher``: consecutive ranks of
+            the job; every process of the group must make the same calls, see
+            :class:`rema.rollout.tp_group.TPGroupEngine`).
         release_kv: on CPU, :meth:`release_memory` returns the KV cache's pages to the OS (``madvise``
             ``MADV_DONTNEED`` after dropping the prefix cache; vLLM has no sleep mode on CPU): the trainer's
             update then runs without the KV budget resident. The pages come back zero-filled as sampling
@@ -166,6 +172,7 @@ class VLLMEngine(Engine):
         enable_prefix_caching: bool = True,
         sleep_level: int = 0,
         external_launcher: bool = False,
+        tensor_parallel_size: int = 1,
         release_kv: bool = True,
         sync_tolerance: tuple[float, float] | None = None,
         verify_sync: bool = True,
@@ -190,7 +197,8 @@ class VLLMEngine(Engine):
         self.folder, lock_fd = claim_served_folder(parent)
         self._finalizer = weakref.finalize(self, release_served_folder, str(self.folder), lock_fd)
         t0 = time.perf_counter()
-        self._write_model_folder(model)
+        self._served: str | None = None  # the fingerprint of the weights vLLM holds
+        self._write_model_folder(model, weights=not external_launcher)
         self.write_s = time.perf_counter() - t0
 
         self.is_cpu = _is_cpu_platform()
@@ -236,6 +244,9 @@ class VLLMEngine(Engine):
         if external_launcher:  # the engine joins the job's own processes: in this one, on its device
             in_process = True
             kwargs.setdefault("distributed_executor_backend", "external_launcher")
+            kwargs.setdefault("load_format", "dummy")  # the trainer's weights follow, streamed in this process
+        if tensor_parallel_size > 1:
+            kwargs["tensor_parallel_size"] = tensor_parallel_size
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         if in_process:
             kwargs.setdefault("distributed_executor_backend", "uni")
@@ -248,13 +259,18 @@ class VLLMEngine(Engine):
         self._asleep = False
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder), lock_fd)
+        if self._served is None:  # started on placeholder weights: load the trainer's
+            t0 = time.perf_counter()
+            self._served, _ = self._reload(model)
+            self.load_s += time.perf_counter() - t0
         # A first check at start: proves the served weights are the trainer's (dtype, tied embeddings, names)
         # and records the baseline that lets the next sync detect a reload that did nothing.
         self.start_check = self.check_weights(model) if verify_sync else {}
 
     # -- the served model folder -------------------------------------------------------------------------
 
-    def _write_model_folder(self, model) -> None:
+    def _write_model_folder(self, model, *, weights: bool = True) -> None:
+        """Config, generation config and tokenizer in the served folder, and (``weights``) the weights."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.config.save_pretrained(self.folder)
         config = json.loads((self.folder / "config.json").read_text())
@@ -263,7 +279,8 @@ class VLLMEngine(Engine):
         if getattr(base, "generation_config", None) is not None:
             base.generation_config.save_pretrained(self.folder)
         self.tokenizer.save_pretrained(self.folder)
-        self._served = write_weights(model, self.folder, self.torch_dtype)
+        if weights:
+            self._served = write_weights(model, self.folder, self.torch_dtype)
 
     # -- Engine interface ---------------------------------------------------------------------------------
 
@@ -367,24 +384,9 @@ class VLLMEngine(Engine):
         self.model = model
         t0 = time.perf_counter()
         self._wake()
-        if self.in_process:
-            # vLLM's worker is in this process: it takes the tensors one by one as they are merged and cast
-            # (no file in between, one layer's copy alive at a time); they are fingerprinted on the way
-            digest = Fingerprint()
-            source = {"tensors": digest.tap(iter_served_tensors(model, self.torch_dtype))}
-        else:
-            served, source = write_weights(model, self.folder, self.torch_dtype), {"weights_path": str(self.folder)}
-        t1 = time.perf_counter()
-        if not _skip_reload:
-            self.llm.collective_rpc("rema_reload_weights", kwargs=source)
-            self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
-        elif self.in_process:
-            for _ in source["tensors"]:  # nothing loaded, but the fingerprint is still taken
-                pass
-        if self.in_process:
-            served = digest.hexdigest()
+        served, write_s = self._reload(model, skip=_skip_reload)
+        t1 = t0 + write_s
         weights_changed, self._served = served != self._served, served
-        del source
         t2 = time.perf_counter()
         metrics = {"sync_write_s": t1 - t0, "sync_reload_s": t2 - t1}
         if self.verify_sync:
@@ -392,6 +394,27 @@ class VLLMEngine(Engine):
         metrics["sync_check_s"] = time.perf_counter() - t2
         metrics["sync_s"] = time.perf_counter() - t0
         return metrics
+
+    def _reload(self, model, *, skip: bool = False) -> tuple[str, float]:
+        """Load ``model``'s weights into vLLM (``skip``: only fingerprint them); returns their fingerprint and
+        the seconds spent writing them to a file first (vLLM in processes of its own; 0 in this one)."""
+        t0 = time.perf_counter()
+        if self.in_process:
+            # vLLM's worker is in this process: it takes the tensors one by one as they are merged and cast,
+            # where they are (no file in between, no trip through host memory on a GPU, one layer's copy
+            # alive at a time); they are fingerprinted on the way
+            digest = Fingerprint()
+            source = {"tensors": digest.tap(iter_served_tensors(model, self.torch_dtype, device=None))}
+        else:
+            served, source = write_weights(model, self.folder, self.torch_dtype), {"weights_path": str(self.folder)}
+        write_s = time.perf_counter() - t0
+        if not skip:
+            self.llm.collective_rpc("rema_reload_weights", kwargs=source)
+            self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        elif self.in_process:
+            for _ in source["tensors"]:  # nothing loaded, but the fingerprint is still taken
+                pass
+        return (digest.hexdigest() if self.in_process else served), write_s
 
     def probe_ids(self) -> list[int]:
         """Token ids of the fixed probe sequence (ChatML text; any tokenizer can encode it)."""
