@@ -214,6 +214,47 @@ def test_a_client_leaving_mid_stream_does_not_break_the_server(server, monkeypat
         server.app.state.batcher.run = run_batch
 
 
+def test_a_full_server_answers_429(server):
+    """Past ``serve.max_concurrency`` requests held, one more is refused with 429 at once, not queued."""
+    batcher = server.app.state.batcher
+    server.engine.delay_s, batcher.max_pending = 0.2, 1
+    try:
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "What is 5 + 5?"}]}
+        holder = threading.Thread(target=lambda: httpx.post(f"{server.url}/v1/chat/completions", json=msg,
+                                                            timeout=30))
+        holder.start()
+        for _ in range(200):
+            if batcher.pending:
+                break
+            time.sleep(0.01)
+        r = httpx.post(f"{server.url}/v1/chat/completions", json=msg, timeout=30)
+        assert r.status_code == 429 and "serve.max_concurrency=1" in r.json()["error"]["message"]
+        holder.join()
+    finally:
+        server.engine.delay_s, batcher.max_pending = 0.0, server.cfg.serve.max_concurrency
+
+
+def test_a_judge_run_renders_the_pair_from_a_json_question(tiny):
+    """rollout.task=judge: the question's prompt/response_a/response_b are rendered by the judge template."""
+    from fastapi.testclient import TestClient
+
+    model, tok = tiny
+    engine = CountingEngine(HFEngine(model, tok, seed=0))
+    seen: list[list[int]] = []
+    real = engine.generate
+    engine.generate = lambda prompts, params: (seen.extend(prompts), real(prompts, params))[1]
+    cfg = load_config(None, ["rollout.task=judge", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=4",
+                             "rollout.max_context_tokens=1024"])
+    service = Service(cfg, {"mta": engine, "ra": engine}, "judge")
+    pair = {"prompt": "Name a colour.", "response_a": "Blue.", "response_b": "Seven."}
+    with TestClient(create_app(service, cfg.serve)) as client:
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": json.dumps(pair)}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["rema"]["method"] == cfg.method_name
+    first = tok.decode(seen[0])
+    assert "[Response A]\nBlue." in first and "[Response B]\nSeven." in first and '"response_a"' not in first
+
+
 # --- pieces -----------------------------------------------------------------------------------------------
 
 
