@@ -19,7 +19,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "data" / "golden_runs.json").read_text())
-ADDED = {"dist/param_shard_frac"}
+ADDED = {"dist/param_shard_frac", "train/updated/mta", "train/updated/ra"}
 """Metrics logged since the golden runs were captured (new keys, not changed values)."""
 
 

@@ -1,4 +1,4 @@
-"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, serve."""
+"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve."""
 
 from __future__ import annotations
 
@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval.commands import add_eval_commands
 
     add_eval_commands(sub)  # eval, compare, report
+    from .eval.export_cmd import add_export_command
+
+    add_export_command(sub)
     from .serve import add_serve_command
 
     add_serve_command(sub)

@@ -21,7 +21,8 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    (sharded under FSDP); with LoRA the base with the adapter off is the reference (nothing extra).
 6. **Separate weights** (``train.shared_weights=false``): two models, two generation engines, and, as
    ``rema.train.policy.build_policies`` allocates today, an AdamW per model whose state both hold once each
-   agent has been updated (the inactive agent's gradients are freed after its step).
+   agent has been updated (the inactive agent's gradients are freed after its step); one AdamW only when
+   ``train.update_agents`` freezes an agent.
 7. **Generation**: vLLM holds its own copy of the weights in ``rollout.vllm_dtype`` and a KV cache:
    ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU — during the rollout only with
    ``rollout.vllm_sleep`` (level 1 moves the weights to host memory) —, ``rollout.vllm_kv_cache_gib``
@@ -292,6 +293,8 @@ class Setup:
     entropy_grad: bool = False
     kl_ref: bool = False
     models: int = 1
+    optimizers: int | None = None
+    """Models whose AdamW holds state (None = ``models``): 1 when ``train.update_agents`` freezes an agent."""
     engine: str = "hf"
     vllm_dtype_bytes: int = 2
     vllm_gpu_memory_utilization: float = 0.5
@@ -374,12 +377,14 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     # persistent: model state
     w = weight_bytes(frozen, trainable, frozen_bytes=frozen_bytes, shards=shards) * s.models
     g = grad_bytes(trainable, shards=shards)
-    o = adamw_bytes(trainable, shards=shards, models=s.models)
+    optimizers = s.models if s.optimizers is None else s.optimizers
+    o = adamw_bytes(trainable, shards=shards, models=optimizers)
     state = [Line("weights", w / GIB, f"{trainable / 1e6:,.1f}M trainable in fp32"
                   + (f" + {frozen / 1e6:,.0f}M frozen in {frozen_bytes * 8}-bit" if frozen else "") + f"{two}, {per}"),
              Line("gradients", g / GIB, f"fp32, the updated model's, {per}", phases=GRAD_PHASES),
-             Line("optimizer state", o / GIB, f"AdamW 2 × fp32{two}, {per}"
-                  + (" (the inactive agent's too, as allocated today)" if s.models > 1 else ""))]
+             Line("optimizer state", o / GIB, f"AdamW 2 × fp32{f' × {optimizers} models' if optimizers > 1 else ''}, "
+                  f"{per}" + (" (the inactive agent's too, as allocated today)" if optimizers > 1 else
+                              ", the updated agent's only (train.update_agents)" if s.models > 1 else ""))]
     if s.kl_ref and not lora:
         ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=shards) * s.models
         state.append(Line("KL reference", ref / GIB, f"frozen copy of the fp32 weights{two}, {per}"))
@@ -498,6 +503,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  micro_batch_tokens=t.micro_batch_tokens, trained_share=trained_share,
                  entropy_grad=cfg.algo.entropy_coef > 0, kl_ref=cfg.algo.kl_coef > 0,
                  models=1 if t.shared_weights else 2, engine=resolve_engine(r.engine), vllm_dtype_bytes=vllm_bytes,
+                 optimizers=1 if t.shared_weights or t.update_agents != "both" else 2,
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
                  vllm_sleep=r.vllm_sleep if gpu else 0,
                  vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,

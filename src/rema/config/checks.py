@@ -30,6 +30,7 @@ _CHOICES = {
     ("eval", "task"): ("auto", "math", "judge"),
     ("eval", "answer_format"): ("auto", "boxed", "gsm8k", "raw"),
     ("train", "strategy"): ("ddp", "fsdp"),
+    ("train", "update_agents"): ("both", "mta", "ra"),
 }
 
 
@@ -50,6 +51,9 @@ def validate(cfg: Config) -> None:
                           "rollout.task=judge")
     if r.method != "rema" and not cfg.train.shared_weights:
         raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
+    if r.method != "rema" and cfg.train.update_agents == "mta":
+        raise ConfigError(f"train.update_agents=mta freezes the only agent of rollout.method={r.method} (its "
+                          "reasoner); use train.update_agents=both")
     if r.vllm_tensor_parallel_size < 1:
         raise ConfigError(f"rollout.vllm_tensor_parallel_size must be >= 1, got {r.vllm_tensor_parallel_size}")
     if r.vllm_tensor_parallel_size > 1 and r.engine == "hf":

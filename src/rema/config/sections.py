@@ -207,6 +207,12 @@ class TrainConfig:
     """One model plays both roles (multi-turn default); False = separate MTA and RA models."""
     switch_freq: int = 10
     """Separate weights: update only one agent, switching every this many steps, MTA first."""
+    update_agents: str = "both"
+    """Which agents RL updates: ``both``, or ``mta`` / ``ra`` to keep the other one frozen at its starting (e.g.
+    cold-start) weights, as in the paper's Fig. 3 ablation (RL under a fixed SFT-trained MTA). Separate weights:
+    the frozen agent gets no optimizer and ``switch_freq`` never switches to it. Shared weights: the frozen role
+    still plays and is scored, and advantages are computed on all rows (GRPO groups whole, REINFORCE++ whitening
+    as with ``both``) before its rows are left out of the loss."""
     strategy: str = "ddp"
     """How several processes (``torchrun`` / ``accelerate launch``) share the work: ``ddp`` (every process holds
     the whole model and optimizer; gradients are summed) or ``fsdp`` (PyTorch FSDP2, ``fully_shard``: each
@@ -379,7 +385,9 @@ class EvalConfig:
     """A training run folder: evaluate its ``final/`` weights. Its ``config.yaml`` is the base config (method,
     limits, dtype) unless a config file is given."""
     checkpoint: str | None = None
-    """With ``run``: a checkpoint name under ``checkpoints/`` (e.g. ``step_000050``) or a folder, instead of ``final/``."""
+    """With ``run``: evaluate a checkpoint instead of ``final/``: ``step_N`` (or ``N``), ``latest``, ``final``, or a
+    model folder. Checkpoints hold training state, so one is exported to ``RUN/exports/step_N`` on first use (as
+    ``rema export`` does) and that folder is reused."""
     label: str | None = None
     """Model name in tables and in the default output folder (None = the model's, or the run folder's, name)."""
     out: str | None = None

@@ -37,7 +37,6 @@ from rich.progress import (
 )
 
 from ..config import Config, ConfigError, load_config
-from ..models.folders import run_model_folders
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
 from ..rollout.factory import resolve_engine
@@ -102,10 +101,12 @@ def resolve_models(cfg: Config) -> tuple[str, str]:
     MTA and ``model.ra_name`` (default ``model.name``) for the RA."""
     e = cfg.eval
     if e.run:
-        try:
-            mta, ra = run_model_folders(e.run, e.checkpoint)
-        except FileNotFoundError as err:
-            raise EvalError(f"{err}; or use --checkpoint NAME for an intermediate one") from None
+        from ..train.export_run import CheckpointError, run_models
+
+        try:  # a checkpoint (training state) is exported to RUN/exports/step_N on first use
+            mta, ra = run_models(e.run, e.checkpoint)
+        except CheckpointError as err:
+            raise EvalError(str(err)) from None
         return str(mta), str(ra)
     return (cfg.model.name, cfg.model.ra_name or cfg.model.name)
 

@@ -38,7 +38,8 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     sh.add(src, "--ra-model", key="model.ra_name", help="separate weights: the reasoner's model")
     sh.add(src, "--run", key="eval.run",
            help="training run folder: evaluate its final/ weights; its config.yaml is the base config")
-    sh.add(src, "--checkpoint", key="eval.checkpoint", help="with --run: checkpoints/<name> (or a path) instead of final/")
+    sh.add(src, "--checkpoint", key="eval.checkpoint",
+           help="with --run: step_N, latest or final (or a model folder); a checkpoint is exported to RUN/exports first")
     sh.add(src, "--method", choices=list(METHODS), key=method_overrides,
            help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]")
     sh.add(src, "--label", key="eval.label", help="model name shown in tables")

@@ -3,7 +3,9 @@ its optimizer, learning-rate schedule, generation engine and KL reference, built
 
 Shared weights: one model plays both roles, both roles' rows train it in the same step. Separate weights:
 both models roll out every step, only one is updated at a time (:func:`active_policies`), switching every
-``train.switch_freq`` steps, MTA first (SPEC §3).
+``train.switch_freq`` steps, MTA first (SPEC §3). ``train.update_agents`` (``mta`` or ``ra``) freezes the other
+agent: with separate weights its policy gets no RL optimizer (nor schedule) and is never active; with shared
+weights the update leaves the frozen role's rows out of the loss (:func:`rema.train.update.update_policy`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class Policy:
     roles: tuple[str, ...]
     model: torch.nn.Module
     tokenizer: object
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    optimizer: torch.optim.Optimizer | None
+    """None: a frozen agent's weights (``train.update_agents``), which RL never updates."""
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None
     engine: object
     ref: torch.nn.Module | None
     """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
@@ -67,6 +70,16 @@ def keep_trainable_fp32(model) -> int:
     return cast
 
 
+def set_training_dtypes(model, *, bf16: bool, lora: bool, sharded: bool) -> None:
+    """The dtypes the trainer keeps a freshly loaded model in: fp32 master copies of the trained parameters
+    (:func:`keep_trainable_fp32`), and under LoRA with bf16 autocast on one process or DDP the frozen base in
+    bf16 (autocast rounds it to bf16 anyway; under FSDP a unit has one dtype). ``rema export`` rebuilds a
+    checkpoint's model the same way, so its weights are the trainer's."""
+    keep_trainable_fp32(model)
+    if bf16 and lora and not sharded:
+        store_frozen_weights(model, torch.bfloat16)
+
+
 def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
                    engine_factory=None, strategy: Strategy | None = None) -> list[Policy]:
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
@@ -85,9 +98,7 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     policies = []
     for i, (name, group_roles, model_name) in enumerate(groups):
         model, tok = load_model(model_name, dtype=m.dtype, device=device, lora=lora, seed=t.seed)
-        keep_trainable_fp32(model)
-        if bf16 and m.lora_r > 0 and not sharded:  # autocast rounds them to bf16 anyway (FSDP: one dtype a unit)
-            store_frozen_weights(model, torch.bfloat16)
+        set_training_dtypes(model, bf16=bf16, lora=m.lora_r > 0, sharded=sharded)
         if m.gradient_checkpointing:
             enable_checkpointing(model, m.checkpoint_layers)
         model.config.use_cache = False
@@ -106,9 +117,11 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
             strategy.prepare(model)
             if ref is not None:
                 strategy.prepare(ref)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
+        opt = sched = None
+        if t.update_agents in ("both", *group_roles):  # a frozen agent (separate weights) has no optimizer state
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
         engine_seed = t.seed * 1000 + i + 7919 * rank
         if engine_factory is not None:
             engine = engine_factory(served, tok, engine_seed)
@@ -131,8 +144,11 @@ def sync_engine(pol: Policy) -> dict[str, float]:
 
 
 def active_policies(policies: list[Policy], step: int, *, switch_freq: int) -> list[Policy]:
-    """Policies updated at ``step``: all with shared weights; one, alternating, with separate weights."""
+    """Policies updated at ``step``: all with shared weights; one, alternating, with separate weights; only
+    the one with an optimizer when the other agent is frozen (``train.update_agents``)."""
     if len(policies) == 1:
         return policies
+    if any(p.optimizer is None for p in policies):
+        return [p for p in policies if p.optimizer is not None]
     which = ("mta", "ra")[(step // switch_freq) % 2]
     return [p for p in policies if p.name == which]

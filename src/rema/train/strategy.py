@@ -159,12 +159,17 @@ def gather_into(whole, model) -> None:
 
 
 def _sharded_states(policies: dict) -> dict:
-    """``{name: {"model": ..., "optimizer": ...}}`` of sharded policies, trainable entries only (DCP layout)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    """``{name: {"model": ..., "optimizer": ...}}`` of sharded policies, trainable entries only (DCP layout); a
+    policy without an optimizer (an agent frozen by ``train.update_agents``) has ``model`` only."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
     out = {}
+    options = StateDictOptions(ignore_frozen_params=True)
     for name, (model, optimizer) in policies.items():
-        msd, osd = get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+        if optimizer is None:
+            out[name] = {"model": get_model_state_dict(model, options=options)}
+            continue
+        msd, osd = get_state_dict(model, optimizer, options=options)
         out[name] = {"model": msd, "optimizer": osd}
     return out
 
@@ -180,15 +185,22 @@ def save_shards(policies: dict, folder) -> None:
 def load_shards(policies: dict, folder) -> None:
     """Read what :func:`save_shards` wrote back into each ``{name: (model, optimizer)}`` (a collective)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
 
+    saved = dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    # an agent frozen when the checkpoint was written (train.update_agents) has no optimizer state: it starts afresh
+    policies = {name: (model, optimizer if any(k.startswith(f"{name}.optimizer.") for k in saved) else None)
+                for name, (model, optimizer) in policies.items()}
     state = _sharded_states(policies)
     dcp.load(state, checkpoint_id=str(folder))
     for name, (model, optimizer) in policies.items():
         # frozen weights (LoRA's base) are not in the checkpoint: only trainable ones may not be missing
-        result = set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
-                                optim_state_dict=state[name]["optimizer"],
-                                options=StateDictOptions(ignore_frozen_params=True, strict=False))
+        options = StateDictOptions(ignore_frozen_params=True, strict=False)
+        if optimizer is None:
+            result = set_model_state_dict(model, state[name]["model"], options=options)
+        else:
+            result = set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
+                                    optim_state_dict=state[name]["optimizer"], options=options)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         missing = [k for k in result.missing_keys if k in trainable]
         if missing or result.unexpected_keys:

@@ -95,6 +95,8 @@ class Trainer:
                                share_prefix=cfg.train.share_prefix)
         self.prompts = prompts or get_prompt_set(cfg.method_name)
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
+        self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
+        """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
         self.strategy = make_strategy(cfg.train.strategy, self.dist, self.device, bf16=self.bf16,
                                       cpu_offload=cfg.train.fsdp_cpu_offload)
         self.policies: list[Policy] = build_policies(cfg, self.roles, self.device, bf16=self.bf16,
@@ -227,12 +229,14 @@ class Trainer:
             with timer.phase("sync"):
                 local.update({f"sync/{k}": v for k, v in sync_engine(pol).items()})
             pol.scheduler.step()
+        updated = {r for pol in active for r in pol.roles if r in self.updated_roles}
         release_freed_memory()
         metrics = self._reduce(local, episodes, rollout_s=timer.seconds["rollout"])
         metrics.update(timer.metrics())
         metrics["perf/peak_rss_gb"] = peak_rss_gb()  # the whole run's so far
         metrics["lr"] = active[0].scheduler.get_last_lr()[0]
         metrics["train/active_agent"] = -1.0 if cfg.train.shared_weights else float(active[0].name == "ra")
+        metrics.update({f"train/updated/{r}": float(r in updated) for r in self.roles})  # 1: its rows were trained
         if cfg.train.sample_every and (self.step + 1) % cfg.train.sample_every == 0:
             self.logger.samples(self.step + 1, "train", episodes[:cfg.train.samples_to_log])
         return metrics
@@ -246,7 +250,7 @@ class Trainer:
         with update_heap(self.cfg.train.malloc_mmap_threshold_mb, self.device):  # freed memory goes back to the OS
             out = update_policy(pol.model, pol.optimizer, rows, algo=self.cfg.algo, train=self.cfg.train,
                                 fwd=self.forward, pad_id=pol.tokenizer.pad_token_id, step=self.step, ref=pol.ref,
-                                strategy=self.strategy)
+                                strategy=self.strategy, agents=self.updated_roles)
         local, whole = local_elements(pol.model)
         out["dist/param_shard_frac"] = local / whole  # 1 replicated; ~1/N sharded over N processes
         skipped, taken = out["stats/skipped_updates"], out["stats/optimizer_steps"]
@@ -299,10 +303,11 @@ class Trainer:
         """What a resumed run needs besides sharded weights (those go through :meth:`save`'s shard files)."""
         policies = {}
         for p in self.policies:
-            policies[p.name] = {"scheduler": p.scheduler.state_dict(),
+            policies[p.name] = {"scheduler": p.scheduler.state_dict() if p.scheduler else None,  # None: frozen
                                 "engine": self.dist.gather(p.engine.state_dict())}  # one per rank
             if not self.strategy.sharded:
-                policies[p.name].update(model=trainable_state(p.model), optimizer=p.optimizer.state_dict())
+                policies[p.name].update(model=trainable_state(p.model),
+                                        optimizer=p.optimizer.state_dict() if p.optimizer else None)
         return {"step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
                 "sampler": self.sampler.state_dict(), "rng": rng_state(), "strategy": self.strategy.name,
                 "policies": policies}
@@ -323,8 +328,10 @@ class Trainer:
             s = state["policies"][p.name]
             if not self.strategy.sharded:
                 load_trainable_state(p.model, s["model"])
-                p.optimizer.load_state_dict(s["optimizer"])
-            p.scheduler.load_state_dict(s["scheduler"])
+                if p.optimizer is not None and s["optimizer"] is not None:  # an agent frozen before starts afresh
+                    p.optimizer.load_state_dict(s["optimizer"])
+            if p.scheduler is not None and s["scheduler"] is not None:
+                p.scheduler.load_state_dict(s["scheduler"])
             engines = s["engine"]
             if len(engines) != self.dist.world:
                 raise RuntimeError(f"checkpoint was written by {len(engines)} process(es); resume with the same number")

@@ -18,6 +18,10 @@ How the update departs from / chooses among the paper and the reference code:
    process makes on the global batch. Batch-wide advantage statistics (REINFORCE++) use global moments.
 5. A non-finite loss or gradient skips that optimizer step (``stats/skipped_updates``); the trainer stops
    after ``train.nan_patience`` steps in a row without a good one.
+6. A frozen agent under shared weights (``train.update_agents``, the paper's RL under a fixed MTA): advantages
+   are computed on *all* rows first, then only the updated agents' rows enter the loss. GRPO groups are per
+   (question, agent), so they are whole either way; REINFORCE++ whitens over both agents' tokens exactly as
+   with ``both``: the trained agent's advantages are those it would get if both agents were trained.
 """
 
 from __future__ import annotations
@@ -78,13 +82,15 @@ class Forward:
             yield idx, collate(rows, idx, pad_id, units=units, attn_impl=impl)
 
     @torch.no_grad()
-    def per_row(self, fn, model, rows: Rows, pad_id: int, strategy: Strategy | None = None) -> torch.Tensor:
-        """``fn(batch) -> (B, T)`` over all rows' micro-batches, scattered into an ``(N, T_max)`` tensor (a
-        sharded model runs as many forwards as the busiest process, the extra ones discarded)."""
+    def per_row(self, fn, model, rows: Rows, pad_id: int, strategy: Strategy | None = None,
+                index: list[int] | None = None) -> torch.Tensor:
+        """``fn(batch) -> (B, T)`` over the micro-batches of ``index``'s rows (None: all), scattered into an
+        ``(N, T_max)`` tensor, 0 on other rows (a sharded model runs as many forwards as the busiest process, the
+        extra ones discarded)."""
         out = torch.zeros((len(rows), max(rows.lengths)))
-        plan = list(self.micro_batches(model, rows, list(range(len(rows))), pad_id))
+        plan = list(self.micro_batches(model, rows, list(range(len(rows))) if index is None else index, pad_id))
         for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
-            idx, b = plan[min(r, len(plan) - 1)]
+            idx, b = plan[min(r, len(plan) - 1)] if plan else next(self.micro_batches(model, rows, [0], pad_id))
             result = fn(b)
             if r < len(plan):
                 out[idx, :b["input_ids"].shape[1]] = result.float().cpu()
@@ -100,14 +106,18 @@ class Forward:
 
 
 def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: AlgoConfig, train: TrainConfig,
-                  fwd: Forward, pad_id: int, step: int, ref=None, strategy: Strategy | None = None) -> dict[str, float]:
+                  fwd: Forward, pad_id: int, step: int, ref=None, strategy: Strategy | None = None,
+                  agents: tuple[str, ...] | None = None) -> dict[str, float]:
     """Advantages for ``rows`` (scored, one agent's view of one episode each), then ``train.ppo_epochs`` ×
     ``train.mini_batches`` optimizer steps of the policy loss. Returns the update's metrics (``loss/*``,
     ``stats/*``, ``adv/*``, ``check/*``); ``stats/optimizer_steps`` and ``stats/skipped_updates`` count the
     steps taken and skipped. ``ref`` is the frozen KL reference (None with LoRA: the adapter is turned off);
-    ``step`` seeds the mini-batch shuffle; ``strategy`` joins the other data-parallel processes (None: alone)."""
+    ``step`` seeds the mini-batch shuffle; ``strategy`` joins the other data-parallel processes (None: alone).
+    ``agents``: the agents whose rows enter the loss (None: all); advantages are computed on all rows first
+    (note 6). ``train/rows`` counts the rows in the loss."""
     sum_ = strategy.sum_ if strategy is not None else (lambda t: t)
     n = len(rows)
+    trained = [i for i in range(n) if agents is None or rows.agent[i] in agents]  # rows in the loss
     full_mask = pad(rows.mask, 0, torch.float32)  # (N, T_max)
     full_turns = pad(rows.turn_ids, -1, torch.long)  # (N, T_max)
     need_ref = algo.kl_coef > 0
@@ -126,7 +136,8 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
     source = "sampler" if not train.recompute_old_logp else ("same_forward" if single_pass else "recomputed")
     old_full = None  # (N, T_max) π_old log-probs, or None: the same forward's, detached
     if source == "recomputed":
-        old_full = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id, strategy)
+        old_full = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id, strategy,
+                               index=trained if len(trained) < n else None)
     elif source == "sampler":
         old_full = pad(rows.sampler_logp, 0.0, torch.float32)
 
@@ -142,9 +153,9 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
     together = strategy is not None and strategy.dist.enabled  # other processes wait on our collectives
     model.train()
     for _ in range(train.ppo_epochs):
-        perm = torch.randperm(n, generator=gen).tolist()
+        perm = [trained[i] for i in torch.randperm(len(trained), generator=gen).tolist()]
         for chunk in range(train.mini_batches):
-            mb = perm[chunk * n // train.mini_batches:(chunk + 1) * n // train.mini_batches]
+            mb = perm[chunk * len(perm) // train.mini_batches:(chunk + 1) * len(perm) // train.mini_batches]
             if not mb and not together:
                 continue
             # the global unit count: every process's micro-batches are weighted against the whole batch
@@ -214,6 +225,6 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
         "check/update_bf16": float(fwd.bf16),
         "check/sampler_logp_abs_diff": first_diff if first_diff is not None else float("nan"),
         "perf/update_tokens_per_s": tokens_trained / max(elapsed, 1e-9),
-        "train/rows": float(sum_(torch.tensor(float(n)))),  # global count
+        "train/rows": float(sum_(torch.tensor(float(len(trained))))),  # global count
     })
     return out
