@@ -202,6 +202,9 @@ def test_distill_stops_on_an_unknown_model_and_fails_fast_on_bad_input(tmp_path,
         assert main(_distill_args(inp, tmp_path / "d.jsonl", server.url)) == 2
         assert "HTTP 404" in capsys.readouterr().err and sum(server.calls.values()) == 0
     assert not _ids(tmp_path / "d.jsonl")
+    # nothing listens on port 9: connection refused, retried, then the run stops (every row would fail alike)
+    assert main(_distill_args(inp, tmp_path / "d.jsonl", "http://127.0.0.1:9/v1", "--max-retries", "1")) == 2
+    assert "gave up after 1 retries; last: APIConnectionError" in capsys.readouterr().err
     (tmp_path / "nosol.jsonl").write_text(json.dumps({"question": "q", "answer": "1"}) + "\n")
     assert main(_distill_args(tmp_path / "nosol.jsonl", tmp_path / "d.jsonl", "http://127.0.0.1:9/v1")) == 2
     assert "no worked solution in field 'solution'" in capsys.readouterr().err

@@ -228,10 +228,14 @@ async def _distill(pending, cfg: Config, fmt: Format, prompts: PromptSet, tpromp
                 summary.total_rejected[verdict.reason] += 1
             progress.advance()
 
+    workers = [asyncio.create_task(worker()) for _ in range(min(d.concurrency, len(pending)))]
     try:
         with progress:
-            await asyncio.gather(*(worker() for _ in range(min(d.concurrency, len(pending)))))
-    finally:
+            await asyncio.gather(*workers)
+    finally:  # a fatal error in one worker (or Ctrl-C) stops the others before the files close
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         kept.close()
         rejected.close()
         await client.close()
