@@ -98,6 +98,24 @@ def test_gpu_vllm_share_and_fit():
     assert plan(SMALL, Setup(**{**s.__dict__, "runtime_gib": 0.8})).fits is False  # 0.8 + the 0.25 share > 1
 
 
+def test_sharded_vllm_keeps_no_engine_copy_and_tensor_parallel_splits_its_weights():
+    """Under FSDP vLLM is synced one gathered weight at a time: no unsharded copy, only the largest weight in
+    fp32 plus its bf16 cast while syncing (the transformers engine keeps its replica); a k-way tensor-parallel
+    engine holds 1/k of vLLM's weights on each process, with the same share of the GPU."""
+    s = Setup(processes=4, strategy="fsdp", device="cuda", device_gib=1.0, engine="vllm",
+              vllm_gpu_memory_utilization=0.25, runtime_gib=0.0, micro_batch_tokens=128)
+    lines = {x.component: x for x in plan(SMALL, s).lines}
+    assert "engine replica" not in lines
+    assert lines["weight sync"].gib * GIB == 128 * 64 * (4 + 2) and lines["weight sync"].phases == ("sync",)
+    hf = {x.component: x.gib * GIB for x in plan(SMALL, Setup(**{**s.__dict__, "engine": "hf"})).lines}
+    assert hf["engine replica"] == 100_000 * 4 and "weight sync" not in hf
+    tp = {x.component: x.gib for x in plan(SMALL, Setup(**{**s.__dict__, "vllm_tp": 2})).lines}
+    assert tp["vLLM weights"] * GIB == 100_000 * 2 / 2
+    assert tp["vLLM weights"] + tp["vLLM KV cache + workspace"] == pytest.approx(0.25)
+    cfg = load_config(None, ["rollout.vllm_tensor_parallel_size=2"])
+    assert setup_from_config(cfg, gpus=4, gpu_mem_gib=80).vllm_tp == 2
+
+
 def _saved_bytes_per_layer(mode: str, tokens: int = 128, **dims) -> float:
     """Bytes autograd saves for one decoder layer of a random Llama: (2 layers - 1 layer) / tokens, weights and
     (under autocast) their bf16 casts left out."""

@@ -26,9 +26,11 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
 7. **Generation**: vLLM holds its own copy of the weights in ``rollout.vllm_dtype`` and a KV cache:
    ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU — during the rollout only with
    ``rollout.vllm_sleep`` (level 1 moves the weights to host memory) —, ``rollout.vllm_kv_cache_gib``
-   on CPU (released between rollout and update with ``rollout.vllm_release_kv``). The transformers engine
-   shares the trainer's weights (under FSDP it generates from an unsharded copy) and holds a KV cache for the
-   rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries, compiled graphs) is not
+   on CPU (released between rollout and update with ``rollout.vllm_release_kv``); with
+   ``rollout.vllm_tensor_parallel_size`` = tp each process holds 1/tp of vLLM's weights. Under FSDP vLLM is
+   synced one gathered tensor at a time (the largest weight in fp32 plus its cast, while syncing). The
+   transformers engine shares the trainer's weights (under FSDP it generates from an unsharded copy) and
+   holds a KV cache for the rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries, compiled graphs) is not
    counted: the CPU checks ran on the transformers engine.
 8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
    run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
@@ -303,6 +305,8 @@ class Setup:
     """GPU: 1 or 2 = vLLM sleeps through the update (its memory counts in the rollout only)."""
     vllm_release_kv: bool = True
     vllm_in_process: bool = True
+    vllm_tp: int = 1
+    """Processes one vLLM engine spans (``rollout.vllm_tensor_parallel_size``): each holds 1/tp of its weights."""
     rollout_sequences: int = 1
     """Episodes this process rolls out at once (the transformers engine's KV cache)."""
     max_context: int = 4096
@@ -395,9 +399,10 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     out.lines += state
     # generation
     if s.engine == "vllm":
-        vw = shape.params * s.vllm_dtype_bytes * s.models / GIB
+        vw = shape.params * s.vllm_dtype_bytes * s.models / s.vllm_tp / GIB
         asleep = ("rollout",) if gpu and s.vllm_sleep else ()  # rollout.vllm_sleep: freed during the update
         out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{two}"
+                              + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
                               + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")
                               + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""), phases=asleep))
         if asleep and s.vllm_sleep == 1:
@@ -416,7 +421,11 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
                             dtype_bytes=s.model_dtype_bytes)
         out.lines.append(Line("KV cache (transformers engine)", kv / GIB,
                               f"{s.rollout_sequences} episodes × {s.max_context} tokens (bound)", phases=("rollout",)))
-    if fsdp:  # the engine serves from an unsharded copy the sync gathers into (rema.train.policy.build_policies)
+    if fsdp and s.engine == "vllm":  # the sync gathers one tensor at a time and casts it (VLLMEngine._reload)
+        largest = max(shape.vocab, shape.intermediate) * shape.hidden
+        out.lines.append(Line("weight sync", largest * (4 + s.vllm_dtype_bytes) / GIB,
+                              "the largest weight gathered in fp32 and cast, one at a time", phases=("sync",)))
+    elif fsdp:  # the transformers engine serves an unsharded copy the sync gathers into (build_policies)
         width = 2 if gpu and s.bf16 else (s.model_dtype_bytes if lora else 4)
         out.lines.append(Line("engine replica", shape.params * width * s.models / GIB,
                               f"unsharded {width * 8}-bit copy the engine is synced from{two}"))
@@ -507,7 +516,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
                  vllm_sleep=r.vllm_sleep if gpu else 0,
                  vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,
-                 rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
+                 vllm_tp=r.vllm_tensor_parallel_size, rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
 
 
 def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:

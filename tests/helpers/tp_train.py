@@ -18,7 +18,7 @@ def main(run_dir: str, model_dir: str, *extra: str) -> None:
         "rollout.samples_per_question=4", "rollout.temperature=1", "train.questions_per_step=3", "train.steps=2",
         "train.lr=1e-3", "data.train=synthetic:levels=2:n=16:seed=0:word=0", "data.eval=synthetic:levels=1:n=3:seed=1",
         "train.eval_every=2", "reward.mask_unfinished=false", f"log.run_dir={run_dir}", "log.progress=false",
-        "log.tensorboard=false", "train.micro_batch_tokens=512", "train.save_every=10", "train.strategy=fsdp",
+        "log.tensorboard=false", "train.micro_batch_tokens=512", "train.save_every=0", "train.strategy=fsdp",
         "sft.cold_start=false", *extra,
     ]
     tr = Trainer(load_config(None, overrides), run_dir, correctness_fn=upper_share)

@@ -88,6 +88,9 @@ def validate(cfg: Config) -> None:
     for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    for key in ("eval_every", "save_every", "sample_every"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0 (see `rema train --help-config`), got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     s = cfg.sft

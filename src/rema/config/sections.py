@@ -240,7 +240,7 @@ class TrainConfig:
     eval_every: int = 10
     """Held-out evaluation every N steps (0 = never)."""
     save_every: int = 50
-    """Checkpoint every N steps (and on Ctrl-C)."""
+    """Checkpoint every N steps (and on Ctrl-C); 0 = only at the end and on a stop."""
     sample_every: int = 1
     """Write sample dialogues every N steps."""
     samples_to_log: int = 8
@@ -254,9 +254,7 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     train: str = "synthetic:levels=1,2,3:n=2000:seed=0"
-    """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``. A name
-    or file with ``:split=train:heldout=N`` leaves N problems out, stratified and seeded, for ``data.eval`` to take
-    with ``:split=heldout:heldout=N`` (the judge task's RewardBench split, docs/judge.md)."""
+    """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``."""
     eval: str | list[str] | None = "synthetic:levels=1,2,3:n=60:seed=1"
     """Held-out questions for periodic evaluation (None = none), in the forms of ``data.train``; a list
     (``data.eval=[gsm8k,math500]``) evaluates each set and logs ``eval/<set>/...`` plus ``eval/avg/...``, the
@@ -289,8 +287,7 @@ class SFTConfig:
     data: str = "self"
     """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:
     sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
-    in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer; for
-    ``rollout.task=judge`` a right [[A]]/[[B]] verdict). Judge dialogue files give the pair: docs/judge.md."""
+    in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer)."""
     questions: int = 64
     """``self``: training questions to sample."""
     samples: int = 4

@@ -286,7 +286,7 @@ class VLLMEngine(Engine):
 
     def describe(self) -> str:
         where = "cpu" if self.is_cpu else "cuda"
-        return f"vLLM ({where}, {self.dtype}, {self.executor} executor, weights synced and checked after every update)"
+        return f"vLLM ({where}, {self.dtype}, {self.executor} executor)"
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "calls": self.calls}

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
-from ..rollout.factory import engine_options, make_engine
+from ..rollout.factory import engine_options, make_engine, resolve_engine
+from ..rollout.tp_group import TPGroupEngine, make_tp_group
 from .packed_attention import use_packed_attention
 from .strategy import Strategy, gather_into
 
@@ -40,8 +41,8 @@ class Policy:
     ref: torch.nn.Module | None
     """Frozen reference for KL (None: not needed, or LoRA, where the base with the adapter off is used)."""
     served: torch.nn.Module | None = None
-    """Under a sharded strategy: the unsharded replica the engine generates from, kept equal to the trained
-    weights by the engine's weight sync (the export writes it); None: the model itself is whole."""
+    """Under a sharded strategy with the transformers engine: the unsharded replica it generates from, kept
+    equal to the trained weights by :func:`sync_engine`; None: the engine is given the model itself."""
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -85,11 +86,22 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
     checkpointing, compiled layers or per-segment attention, sharding by ``strategy``) and attach optimizer,
     schedule, engine and KL reference. ``engine_factory(model, tokenizer, seed)`` replaces :func:`make_engine`
-    (tests reuse one engine). Under a sharded strategy the engine generates from an unsharded replica of the
-    model (its weight sync gathers the shards) and the KL reference is sharded like the model."""
+    (tests reuse one engine). Under a sharded strategy the KL reference is sharded like the model; vLLM is
+    given the model's weights gathered one at a time by its weight sync, while the transformers engine
+    generates from an unsharded replica (its ``generate`` is not a collective the processes could share).
+    With ``rollout.vllm_tensor_parallel_size`` > 1 each engine spans that many consecutive processes
+    (:mod:`rema.rollout.tp_group`)."""
     m, t = cfg.model, cfg.train
     sharded = strategy is not None and strategy.sharded
     multi_process = strategy is not None and strategy.dist.enabled  # vLLM joins the job's processes
+    tp = cfg.rollout.vllm_tensor_parallel_size
+    vllm = engine_factory is None and resolve_engine(cfg.rollout.engine) == "vllm"
+    tp_group = None
+    if tp > 1:
+        if not (vllm and multi_process):
+            raise ConfigError(f"rollout.vllm_tensor_parallel_size={tp} spans processes of a torchrun/accelerate "
+                              "job with the vLLM engine; launch several processes, or set it to 1")
+        tp_group = make_tp_group(strategy.dist.world, rank, tp)
     lora = LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, fused=m.lora_fused)
     if t.shared_weights:
         groups = [("shared", roles, m.name)]
@@ -110,10 +122,11 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         if cfg.algo.kl_coef > 0 and m.lora_r == 0:
             ref = copy.deepcopy(model).eval().requires_grad_(False)
         served = model
-        if sharded:
+        if sharded and not vllm:
             served = copy.deepcopy(model).eval().requires_grad_(False)  # the engine's unsharded replica
             if bf16 and device.type == "cuda":  # it only generates: half the memory, faster decoding
                 served.to(torch.bfloat16)
+        if sharded:
             strategy.prepare(model)
             if ref is not None:
                 strategy.prepare(ref)
@@ -122,22 +135,38 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
-        engine_seed = t.seed * 1000 + i + 7919 * rank
+        engine_seed = t.seed * 1000 + i + 7919 * (rank // tp)  # the ranks of one engine sample alike
         if engine_factory is not None:
             engine = engine_factory(served, tok, engine_seed)
+        elif tp_group is not None:
+            engine = TPGroupEngine(make_engine(served, tok, engine="vllm", seed=engine_seed, external_launcher=True,
+                                               tensor_parallel_size=tp, **engine_options(cfg.rollout)),
+                                   tp_group, name)
         else:
             engine = make_engine(served, tok, engine=cfg.rollout.engine, seed=engine_seed, **engine_options(cfg.rollout),
                                  external_launcher=multi_process)
+        reshard(model)
         policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref,
                                served if served is not model else None))
     return policies
 
 
+def reshard(model) -> None:
+    """Shard a FSDP2 model's weights again after a forward outside training (vLLM's post-sync check): FSDP
+    keeps the root's weights gathered after a forward, for the backward it expects, and the update would then
+    find plain tensors among the sharded parameters."""
+    if hasattr(model, "reshard"):
+        model.reshard()
+
+
 def sync_engine(pol: Policy) -> dict[str, float]:
     """Give the policy's engine the weights it has now (after an update, the cold start, a resume). A sharded
-    model is first gathered into the unsharded replica the engine serves (every process calls this)."""
+    model is gathered (a collective: every process calls this): by vLLM's weight sync one tensor at a time,
+    or into the unsharded replica the transformers engine serves."""
     if pol.served is None:
-        return pol.engine.sync_weights(pol.model)
+        metrics = pol.engine.sync_weights(pol.model)
+        reshard(pol.model)
+        return metrics
     t0 = time.perf_counter()
     gather_into(pol.served, pol.model)
     return {"gather_s": time.perf_counter() - t0, **pol.engine.sync_weights(pol.served)}

@@ -25,6 +25,7 @@ import os
 import torch
 from torch.distributed.tensor import DTensor
 
+from ..models.export import full_tensor
 from .distributed import Dist
 from .logprobs import shard_logprobs
 
@@ -47,11 +48,6 @@ def local_elements(model) -> tuple[int, int]:
         whole += p.numel()
         local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
     return local, whole
-
-
-def full_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a shard (a collective: every process calls it in the same order), or ``t``."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 class Strategy:

@@ -128,9 +128,7 @@ class Trainer:
                     "processes": self.dist.world}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
             # the ids trained and evaluated on (a held-out split's too), and the specs that re-create them
-            evals = {"eval" if len(self.eval_sets) == 1 else f"eval/{name}": (spec, self.eval_sets[name])
-                     for name, spec in zip(self.eval_sets, d.eval_specs)}  # keyed as their metrics are
-            split = split_record({"train": (d.train, self.train_problems), **evals})
+            split = split_record({"train": (d.train, self.train_problems), "eval": (d.eval, self.eval_problems)})
             (self.run_dir / "data_split.json").write_text(json.dumps(split) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
@@ -174,7 +172,8 @@ class Trainer:
                     bar(self.step, cfg.train.steps, step_summary(last, self.roles))
                     if not cfg.log.progress and self.dist.is_main:
                         self.console.print(f"step {self.step}: {step_summary(last, self.roles)}")
-                    if self.step % cfg.train.save_every == 0 or self.step == end or self.stop_requested:
+                    if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or self.step == end \
+                            or self.stop_requested:
                         self.save()
             if self.step >= cfg.train.steps:
                 self.export()
@@ -363,12 +362,12 @@ class Trainer:
 
     def export(self) -> Path:
         """Final model(s) as ``save_pretrained`` folders (LoRA merged): ``final/`` or ``final/{mta,ra}/``,
-        written by rank 0 (a sharded model's whole weights are its engine's replica, synced after each update)."""
+        written by rank 0 (a sharded model's weights gathered one at a time, every process taking part)."""
         root = self.run_dir / "final"
         release_memory(self.engines)  # the engines' KV pages are not needed while the weights are written
         for p in self.policies:
-            if self.dist.is_main:
-                export_model(p.served or p.model, p.tokenizer, root if p.name == "shared" else root / p.name)
+            export_model(p.model, p.tokenizer, root if p.name == "shared" else root / p.name,
+                         write=self.dist.is_main)
         self.dist.barrier()
         return root
 
