@@ -23,7 +23,7 @@ from conftest import ScriptedEngine
 from rema.config import ConfigError, RolloutConfig, load_config
 from rema.data import BENCHMARKS, DataError, judge_family, load_benchmark, load_problems, resolve_dataset, split_record
 from rema.data.dialogues import DialogueError, dialogues_from_episodes, load_dialogues
-from rema.eval.bench_runner import eval_config, run_benchmarks
+from rema.eval.bench_runner import eval_config, load_bench, run_benchmarks
 from rema.prompts import (
     COLD_START_JUDGE_FINISH,
     COLD_START_VERDICT,
@@ -114,6 +114,7 @@ def test_rewardbench_split_is_seeded_stratified_disjoint_and_recreated_by_its_sp
     assert {p.id for p in train} | {p.id for p in held} == {p.id for p in everything}
     assert not {p.id for p in train} & {p.id for p in held}
     assert [p.id for p in resolve_dataset(spec.format("heldout"))] == [p.id for p in held]  # re-created
+    assert [p.id for p in load_bench(spec.format("heldout"), load_config(None))] == [p.id for p in held]  # rema eval
     assert [p.id for p in resolve_dataset(spec.format("heldout").replace("seed=3", "seed=4"))] != [p.id for p in held]
     # stratified: xstest-should-respond has 2 of the 24 pairs, so 8/24 * 2 = 0.67 of them held out, rounded by
     # largest remainder; math-prm (2 pairs) likewise; no subset loses more than its share + 1
@@ -141,8 +142,10 @@ def test_rewardbench_split_is_seeded_stratified_disjoint_and_recreated_by_its_sp
 
 def test_shipped_judge_config_trains_and_evaluates_on_the_two_sides_of_one_split():
     cfg = load_config(Path(__file__).parents[1] / "configs" / "rema_judge.yaml")
-    train_opts, eval_opts = cfg.data.train.split(":"), cfg.data.eval.split(":")
+    held_out, out_of_domain = cfg.data.eval_specs
+    train_opts, eval_opts = cfg.data.train.split(":"), held_out.split(":")
     assert cfg.rollout.task == "judge" and train_opts[0] == eval_opts[0] == "rewardbench_raw"
+    assert out_of_domain == "judgebench"
     assert "split=train" in train_opts and "split=heldout" in eval_opts
     assert sorted(set(train_opts) - {"split=train"}) == sorted(set(eval_opts) - {"split=heldout"})
 
@@ -324,11 +327,13 @@ def _verdict_script(tok):
 
 def test_judge_rl_trains_the_tiny_model_and_evaluates_the_held_out_split(tmp_path):
     """Judge RL end to end on the real trainer and the tiny model: rollouts with the judge prompts (scripted
-    verdicts), judge rewards, a real update (finite loss, weights move), the held-out side of the split
-    evaluated with judge metrics, the split's ids in the run folder."""
+    verdicts), judge rewards, a real update (finite loss, weights move), the held-out side of the split and
+    JudgeBench rows evaluated with judge metrics, the split's ids in the run folder."""
     from rema.train import Trainer
 
-    tr = Trainer(_tiny_judge_cfg(tmp_path), engine_factory=lambda model, tok, seed: ScriptedEngine(tok, _verdict_script(tok)))
+    held_out = f"{REWARDBENCH}:split=heldout:heldout=8:seed=0"
+    cfg = _tiny_judge_cfg(tmp_path, f"data.eval=[{held_out}, {JUDGEBENCH}]")
+    tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, _verdict_script(tok)))
     try:
         before = [p.detach().clone() for p in tr.policies[0].model.parameters()]
         assert tr.prompts.name == "rema-judge-multi" and tr.train_problems[0].is_judge
@@ -343,13 +348,17 @@ def test_judge_rl_trains_the_tiny_model_and_evaluates_the_held_out_split(tmp_pat
         assert r["train/episodes"] == 8 and r["train/end/finished"] == 1.0  # [FINISH] ends every episode
         assert r["train/reward/ra"] == 0.5 and r["train/judge/verdict_found"] == 1.0
     assert moved
-    for r in (records[0], records[2]):  # the held-out split, at the start and after the last step
-        assert r["eval/episodes"] == 4 and r["eval/judge/verdict_found"] == 1.0
-        assert "eval/judge/verdict_A" in r and any(k.startswith("eval/acc/family_") for k in r)
+    for r in (records[0], records[2]):  # held-out pairs and JudgeBench, at the start and after the last step
+        for name in ("rewardbench_sample", "judgebench_sample"):
+            assert r[f"eval/{name}/episodes"] == 4 and r[f"eval/{name}/judge/verdict_found"] == 1.0
+            assert f"eval/{name}/judge/verdict_A" in r
+        assert r["eval/rewardbench_sample/acc/family_chat"] >= 0 and "eval/judgebench_sample/acc/family_mmlu-pro" in r
+        assert "eval/avg/acc" in r
     split = json.loads((tmp_path / "run" / "data_split.json").read_text())
-    assert split["train"]["n"] == 16 and split["eval"]["n"] == 4
-    assert not set(split["train"]["ids"]) & set(split["eval"]["ids"])
-    assert split["eval"]["ids"] == [p.id for p in resolve_dataset(split["eval"]["spec"], limit=4)]
+    held = split["eval/rewardbench_sample"]
+    assert split["train"]["n"] == 16 and held["n"] == 4 and split["eval/judgebench_sample"]["n"] == 4
+    assert not set(split["train"]["ids"]) & set(held["ids"])
+    assert held["spec"] == held_out and held["ids"] == [p.id for p in resolve_dataset(held_out, limit=4)]
 
 
 # --- rema chat --task judge ---------------------------------------------------------------------------------
@@ -375,3 +384,25 @@ def test_chat_task_judge_plays_and_scores_one_pair(tmp_path, capsys):
                          (["--response-a", "x"], "add --task judge")]:
         assert main(["chat", "q", "--model", "tiny-random", *bad]) == 2, bad
         assert re.search(message, capsys.readouterr().err), bad
+
+
+def test_sft_self_on_the_judge_task_distils_the_right_verdicts(tmp_path):
+    """``sft.data=self`` under ``rollout.task=judge`` through the trainer's cold start: the judge grader keeps
+    the episodes whose verdict is right, and the model is fine-tuned on them."""
+    from rema.train import Trainer
+    from rema.train.sft import cold_start
+
+    cfg = _tiny_judge_cfg(tmp_path, "sft.cold_start=true", "sft.data=self", "sft.questions=4", "sft.samples=2",
+                          "sft.epochs=1", "sft.batch_dialogues=2", "data.eval=null", "train.eval_every=0")
+    tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, _verdict_script(tok)))
+    try:
+        metrics = cold_start(tr)
+    finally:
+        tr.close()
+    dialogues = [json.loads(x) for x in (tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()]
+    # 4 pairs x 2 samples, verdicts A then B: one of each pair's two samples is right
+    assert metrics["sft/data/episodes"] == 8 and metrics["sft/data/with_correct_answer"] == 4
+    assert len(dialogues) == metrics["sft/data/dialogues"] == 4 and metrics["sft/steps"] == 2
+    for d in dialogues:
+        assert [t["text"] for t in d["turns"]] == ["Check the facts.", f"[[{d['answer']}]]", COLD_START_JUDGE_FINISH,
+                                                   COLD_START_VERDICT.format(answer=d["answer"])]

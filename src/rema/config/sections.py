@@ -254,7 +254,9 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     train: str = "synthetic:levels=1,2,3:n=2000:seed=0"
-    """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``."""
+    """Training questions: a benchmark name, a file, ``synthetic:...`` or ``hf:owner/name[:config][:split]``. A name
+    or file with ``:split=train:heldout=N`` leaves N problems out, stratified and seeded, for ``data.eval`` to take
+    with ``:split=heldout:heldout=N`` (the judge task's RewardBench split, docs/judge.md)."""
     eval: str | list[str] | None = "synthetic:levels=1,2,3:n=60:seed=1"
     """Held-out questions for periodic evaluation (None = none), in the forms of ``data.train``; a list
     (``data.eval=[gsm8k,math500]``) evaluates each set and logs ``eval/<set>/...`` plus ``eval/avg/...``, the
@@ -287,7 +289,8 @@ class SFTConfig:
     data: str = "self"
     """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:
     sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
-    in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer)."""
+    in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer; for
+    ``rollout.task=judge`` a right [[A]]/[[B]] verdict). Judge dialogue files give the pair: docs/judge.md."""
     questions: int = 64
     """``self``: training questions to sample."""
     samples: int = 4

@@ -349,8 +349,9 @@ def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
 def dataset_names(specs: Sequence[str]) -> list[str]:
     """Short, distinct names for data specs, used in metric keys (``eval/<name>/acc``): a benchmark's registry
     name without its options (``math12k:levels=3-5`` -> ``math12k``), ``synthetic``, a Hub dataset's name
-    (``hf:openai/gsm8k:main:test`` -> ``gsm8k``), or a file's stem; characters outside ``[A-Za-z0-9_.-]``
-    become ``_``. Repeats get ``-2``, ``-3``...; ``avg`` (the average's key) is never a set's name."""
+    (``hf:openai/gsm8k:main:test`` -> ``gsm8k``), or a file's stem, also without options (``pairs.jsonl:split=
+    heldout:heldout=8`` -> ``pairs``); characters outside ``[A-Za-z0-9_.-]`` become ``_``. Repeats get ``-2``,
+    ``-3``...; ``avg`` (the average's key) is never a set's name."""
     names: list[str] = []
     for spec in specs:
         text = spec.strip()
@@ -360,7 +361,8 @@ def dataset_names(specs: Sequence[str]) -> list[str]:
         elif text.startswith("hf:"):
             base = text[3:].split(":")[0].rstrip("/").split("/")[-1]
         else:
-            path = Path(text.rstrip("/"))
+            options = text.partition(":")[2]
+            path = Path((head if "=" in options else text).rstrip("/"))
             base = path.stem if path.suffix in (".jsonl", ".json", ".parquet") else path.name
         base = re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "set"
         name, k = base, 1

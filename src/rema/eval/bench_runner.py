@@ -185,7 +185,7 @@ def load_bench(spec: str, cfg: Config) -> list:
     e, d = cfg.eval, cfg.data
     mapping = {"question_field": d.question_field, "answer_field": d.answer_field, "id_field": e.id_field,
                "level_field": e.level_field, "answer_format": e.answer_format, "task": e.task}
-    if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic"):
+    if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic") or ":split=" in spec:  # a held-out side
         return resolve_dataset(spec, d.data_dir, limit=e.limit)
     if spec.startswith("hf:"):
         parts = spec[3:].split(":")

@@ -128,7 +128,9 @@ class Trainer:
                     "processes": self.dist.world}
             (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
             # the ids trained and evaluated on (a held-out split's too), and the specs that re-create them
-            split = split_record({"train": (d.train, self.train_problems), "eval": (d.eval, self.eval_problems)})
+            evals = {"eval" if len(self.eval_sets) == 1 else f"eval/{name}": (spec, self.eval_sets[name])
+                     for name, spec in zip(self.eval_sets, d.eval_specs)}  # keyed as their metrics are
+            split = split_record({"train": (d.train, self.train_problems), **evals})
             (self.run_dir / "data_split.json").write_text(json.dumps(split) + "\n")
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
