@@ -138,6 +138,7 @@ def _validate_eval(cfg: Config) -> None:
         raise ConfigError(f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
                           "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
 
+
 def _validate_serve(cfg: Config) -> None:
     v = cfg.serve
     if not 0 <= v.port <= 65535:
