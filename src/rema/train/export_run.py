@@ -10,8 +10,8 @@ without a process group: DCP reads every shard of a tensor into one whole tensor
 LoRA merged by :func:`~rema.models.export_model`: ``OUT/`` for shared weights, ``OUT/mta`` and ``OUT/ra`` for
 separate ones. Optimizer states are not read.
 
-Differences from the run's own ``final/`` export: an FSDP run on CUDA writes ``final/`` from its bf16
-generation replica, a checkpoint export from the fp32 master weights.
+The export of a run's last checkpoint equals its own ``final/``: both are the fp32 master weights (an FSDP run
+gathers them from the shards for ``final/``).
 """
 
 from __future__ import annotations

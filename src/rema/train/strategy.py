@@ -14,8 +14,9 @@ How it departs from a plain FSDP setup:
 2. On CUDA with bf16 compute, FSDP's ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` over
    fp32 shards: fp32 master weights and optimizer state, bf16 all-gathers and matmuls, fp32 gradient
    reduction. On CPU (gloo) the shards stay fp32 and bf16 compute comes from autocast, as on one process.
-3. The generation engine never runs on the sharded model: the transformers engine gets an unsharded
-   replica (:func:`rema.train.policy.build_policies`) whose weights are refreshed by the engine's weight sync.
+3. The generation engine never generates with the sharded model: vLLM is given its weights gathered one
+   at a time by each sync, the transformers engine an unsharded replica the sync gathers into
+   (:func:`rema.train.policy.build_policies`).
 """
 
 from __future__ import annotations
