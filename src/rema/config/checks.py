@@ -3,11 +3,6 @@ and what to change."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .sections import Config
-
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it and what to do."""
@@ -34,8 +29,9 @@ _CHOICES = {
 }
 
 
-def validate(cfg: Config) -> None:
-    """Check choices and combinations; every error names the key and what to change."""
+def validate(cfg) -> None:
+    """Check a :class:`~rema.config.Config`'s choices and combinations; every error names the key and what to
+    change. (``cfg`` is not annotated: this module sits below the one that defines ``Config``, which calls it.)"""
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
@@ -104,7 +100,7 @@ def validate(cfg: Config) -> None:
     _validate_serve(cfg)
 
 
-def _validate_distill(cfg: Config) -> None:
+def _validate_distill(cfg) -> None:
     d = cfg.distill
     for key, flag in (("concurrency", "--concurrency"), ("max_tokens", "--max-tokens")):
         if getattr(d, key) < 1:
@@ -119,7 +115,7 @@ def _validate_distill(cfg: Config) -> None:
         raise ConfigError(f"distill.limit must be >= 1 (or null for every row), got {d.limit}")
 
 
-def _validate_eval(cfg: Config) -> None:
+def _validate_eval(cfg) -> None:
     e = cfg.eval
     if not e.benches:
         raise ConfigError("eval.benches is empty; name at least one benchmark, e.g. eval.benches=[gsm8k] "
@@ -139,7 +135,7 @@ def _validate_eval(cfg: Config) -> None:
                           "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
 
 
-def _validate_serve(cfg: Config) -> None:
+def _validate_serve(cfg) -> None:
     v = cfg.serve
     if not 0 <= v.port <= 65535:
         raise ConfigError(f"serve.port must be a TCP port (0-65535), got {v.port}")
