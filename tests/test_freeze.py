@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,10 +32,11 @@ def _metrics(run_dir) -> list[dict]:
 @pytest.mark.parametrize("train,frozen", [("ra", "mta"), ("mta", "ra")])
 def test_separate_weights_freeze_one_agent_bit_for_bit_without_its_optimizer(tmp_path, train, frozen):
     tr = make(tmp_path, "train.shared_weights=false", "train.switch_freq=1", "algo.ratio_level=token",
-              f"train.update_agents={train}", "train.steps=3", "train.save_every=1")
+              f"train.update_agents={train}", "train.steps=3", "train.save_every=1", "algo.kl_coef=0.01")
     pol = {p.name: p for p in tr.policies}
     assert pol[frozen].optimizer is None and pol[frozen].scheduler is None  # no optimizer state at all
-    assert pol[train].optimizer is not None
+    assert pol[frozen].ref is None  # nor a KL reference copy: a frozen agent has no KL term
+    assert pol[train].optimizer is not None and pol[train].ref is not None
     before = _weights(tr)
     tr.fit()
     assert _same(before[frozen], pol[frozen].model.parameters())  # bit-identical after 3 steps
@@ -164,3 +166,7 @@ def test_rema_plan_counts_one_optimizer_when_an_agent_is_frozen():
                        tied=True, params=100_000, embedding=6_400, head=0, layer_params=40_000, lora_params_per_rank=1_000)
     state = [{x.component: x.gib for x in plan(shape, s).lines}["optimizer state"] for s in (both, frozen)]
     assert state[0] == 2 * state[1]
+    # the KL reference: a copy per trained model only
+    with_kl = [replace(s, kl_ref=True) for s in (both, frozen)]
+    ref = [{x.component: x.gib for x in plan(shape, s).lines}["KL reference"] for s in with_kl]
+    assert ref[0] == 2 * ref[1]

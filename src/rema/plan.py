@@ -389,9 +389,10 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
              Line("optimizer state", o / GIB, f"AdamW 2 × fp32{f' × {optimizers} models' if optimizers > 1 else ''}, "
                   f"{per}" + (" (the inactive agent's too, as allocated today)" if optimizers > 1 else
                               ", the updated agent's only (train.update_agents)" if s.models > 1 else ""))]
-    if s.kl_ref and not lora:
-        ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=shards) * s.models
-        state.append(Line("KL reference", ref / GIB, f"frozen copy of the fp32 weights{two}, {per}"))
+    if s.kl_ref and not lora:  # the trained models' only (a frozen agent has no KL term)
+        ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=shards) * optimizers
+        state.append(Line("KL reference", ref / GIB, "frozen copy of the fp32 weights"
+                          + (f" × {optimizers} models" if optimizers > 1 else "") + f", {per}"))
     offload = fsdp and s.cpu_offload
     if offload:
         out.host_lines = [replace(x, note=x.note + ", in host memory") for x in state]

@@ -118,8 +118,9 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
             compile_decoder_layers(model)
         elif t.share_prefix:  # packs' attention per segment (compiled layers keep the dense mask)
             use_packed_attention(model)
+        trained = t.update_agents in ("both", *group_roles)  # False: an agent train.update_agents freezes
         ref = None
-        if cfg.algo.kl_coef > 0 and m.lora_r == 0:
+        if cfg.algo.kl_coef > 0 and m.lora_r == 0 and trained:  # a frozen agent has no KL term to compute
             ref = copy.deepcopy(model).eval().requires_grad_(False)
         served = model
         if sharded and not vllm:
@@ -131,7 +132,7 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
             if ref is not None:
                 strategy.prepare(ref)
         opt = sched = None
-        if t.update_agents in ("both", *group_roles):  # a frozen agent (separate weights) has no optimizer state
+        if trained:  # a frozen agent (separate weights) has no optimizer state
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
