@@ -263,6 +263,8 @@ def test_parse_request_maps_sampling_onto_the_config_limits():
     msg = [{"role": "user", "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "2 + 2?"}]}]
     req = api.parse_request({"messages": msg}, limits)
     assert (req.question, req.temperature, req.top_p, req.max_tokens) == ("What is\n2 + 2?", 0.0, 1.0, 64)
+    nulls = api.parse_request({"messages": msg, "n": None, "stream": None, "temperature": None}, limits)
+    assert (nulls.stream, nulls.temperature) == (False, 0.0)  # null means the default, as OpenAI reads it
     req = api.parse_request({"messages": msg, "temperature": 0.7, "max_completion_tokens": 10, "max_tokens": 99},
                             limits)
     assert (req.temperature, req.top_p, req.max_tokens) == (0.7, 0.9, 10)
@@ -297,7 +299,18 @@ def test_batcher_batches_refuses_when_full_and_survives_a_failing_batch():
         dropped = b.submit(5)
         dropped.cancel()  # its client left before the batch began
         assert (await b.submit(7))[0] == 14
+        assert b.pending == 0  # the dropped job left the count when its batch skipped it
+        # a job in a batch the engine is still running when the server stops: it gets an error, and stop()
+        # returns only once the engine thread is done (the caller closes the engines next)
+        slow = threading.Event()
+        b.run = lambda items: (slow.wait(5), [x for x in items])[1]
+        held = b.submit(9)
+        await asyncio.sleep(0.05)
+        asyncio.get_running_loop().call_later(0.1, slow.set)
         await b.stop()
+        with pytest.raises(RuntimeError, match="shutting down"):
+            held.result()
+        assert slow.is_set()
 
     asyncio.run(scenario())
     assert seen == [[1, 2, 3], ["boom"], [7]]

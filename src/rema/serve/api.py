@@ -125,7 +125,7 @@ def parse_request(body: dict, limits: Limits) -> ChatRequest:
     if question is None or not question.strip():
         raise RequestError(400, "no user message: the last user message is the question the agents answer",
                            param="messages")
-    n = body.get("n", 1)
+    n = 1 if body.get("n") is None else body["n"]  # null = the default, as OpenAI takes it
     if n != 1:
         raise RequestError(400, f"n={n!r}: one answer per request (send several requests; they are batched)",
                            param="n")
@@ -135,7 +135,7 @@ def parse_request(body: dict, limits: Limits) -> ChatRequest:
     asked = body.get(key)
     if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
         raise RequestError(400, f"{key} must be a positive integer, got {asked!r}", param=key)
-    stream = body.get("stream", False)
+    stream = False if body.get("stream") is None else body["stream"]
     if not isinstance(stream, bool):
         raise RequestError(400, f"stream must be true or false, got {stream!r}", param="stream")
     options = body.get("stream_options") or {}

@@ -58,6 +58,7 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rema-engine")
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
+        self._running: list[_Job] = []  # the batch the engine thread is working on
 
     def start(self) -> None:
         """Start the loop on the running event loop (the app's startup)."""
@@ -66,6 +67,7 @@ class Batcher:
 
     async def stop(self) -> None:
         """Stop the loop; requests still held get an error (the app's shutdown)."""
+        held = list(self._running)  # (cancelling the loop clears it)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -73,10 +75,12 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
         while self._queue is not None and not self._queue.empty():
-            job = self._queue.get_nowait()
+            held.append(self._queue.get_nowait())
+        for job in held:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # a batch still generating finishes before the engines are closed by the caller
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
 
     def submit(self, item) -> asyncio.Future:
         """Queue ``item``; the future resolves to ``(result, BatchInfo)``. Raises :class:`Busy` when full."""
@@ -86,26 +90,28 @@ class Batcher:
             raise Busy(f"{self.pending} requests are being answered or waiting (serve.max_concurrency="
                        f"{self.max_pending}); retry later")
         future = asyncio.get_running_loop().create_future()
-        self.pending += 1
-        future.add_done_callback(self._release)
+        self.pending += 1  # until the job leaves the queue unrun (its client left) or its batch ends
         self._queue.put_nowait(_Job(item, future, time.perf_counter()))
         return future
-
-    def _release(self, _future) -> None:
-        self.pending -= 1
 
     async def _loop(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
-            if self.wait_s > 0:
-                await asyncio.sleep(self.wait_s)
+            if self._queue.empty():  # an idle server: wait a moment for the requests arriving with this one
+                jobs = [await self._queue.get()]
+                if self.wait_s > 0:
+                    await asyncio.sleep(self.wait_s)
+            else:  # requests queued behind the last batch: run them now
+                jobs = [self._queue.get_nowait()]
             while not self._queue.empty() and len(jobs) < self.max_pending:
                 jobs.append(self._queue.get_nowait())
-            jobs = [j for j in jobs if not j.future.done()]  # their clients left before the batch began
+            live = [j for j in jobs if not j.future.done()]  # the others' clients left before the batch began
+            self.pending -= len(jobs) - len(live)
+            jobs = live
             if not jobs:
                 continue
+            self._running = jobs
             start = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self.executor, self.run, [j.item for j in jobs])
@@ -121,6 +127,8 @@ class Batcher:
                 continue
             finally:
                 self.batches += 1
+                self.pending -= len(jobs)
+                self._running = []
             rollout_s = time.perf_counter() - start
             for j, result in zip(jobs, results):
                 if not j.future.done():
