@@ -72,8 +72,8 @@ def test_a_round_serves_each_engine_once_with_the_union_in_rank_order():
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_ranks_with_different_questions_and_turn_counts_make_identical_engine_calls(tiny, shared):
-    """Rank 0's questions finish after 1 and 3 turns, rank 1's single one after 2: rank 0 ends its rollout
-    first and keeps serving rank 1's rounds; every rank gets the episodes it would have got alone, and both
+    """Rank 0's questions finish after 1 and 3 turns, rank 1's single one after 2: rank 1 ends its rollout
+    first and keeps serving rank 0's rounds; every rank gets the episodes it would have got alone, and both
     ranks' inner engines see the same calls."""
     _, tok = tiny
     finish_after = {"alpha": 1, "beta": 3, "gamma": 2}
@@ -96,11 +96,17 @@ def test_ranks_with_different_questions_and_turn_counts_make_identical_engine_ca
              for q in questions]
 
     threads, results, engines, errors = Threads(2), [None, None], [None, None], []
+    own_rounds = [0, 0]
 
     def rank(r):
         try:
             group = TPGroup(None, r, 2, exchange=threads.exchange_for(r))
             engines[r] = engines_for(group)
+            for engine in set(engines[r].values()):  # count the rounds this rank asked for itself
+                def counted(prompts, params, _generate=engine.generate):
+                    own_rounds[r] += 1
+                    return _generate(prompts, params)
+                engine.generate = counted
             results[r] = rollout(problems(questions[r]), cfg, engines[r], prompts)
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
@@ -121,6 +127,37 @@ def test_ranks_with_different_questions_and_turn_counts_make_identical_engine_ca
     for key in engines[0]:
         calls = [engines[r][key].inner.calls for r in range(2)]
         assert calls[0] == calls[1] and calls[0]  # the same prompts, in the same order, on both ranks
-    # rank 0 took part in rounds after its own rollout ended: as many as rank 1 in all
-    group0, group1 = engines[0]["ra"].group, engines[1]["ra"].group
-    assert group0.rounds == group1.rounds
+    # rank 1's rollout (2 turns) ended first: it went on taking part in rank 0's rounds (3 turns)
+    group1 = engines[1]["ra"].group
+    assert own_rounds[0] > own_rounds[1] and group1.rounds > own_rounds[1]
+
+
+def test_a_rank_without_questions_serves_its_peers_rollouts_twice_in_a_row(tiny):
+    """A rank with no questions (fewer questions than processes, an eval shard) only serves the other's
+    rounds, rollout after rollout, with separate weights' two engines in one group."""
+    _, tok = tiny
+    finish_after = {"alpha": 2}
+    cfg = RolloutConfig(mode="multi_turn", max_turns=3, max_tokens_per_turn=64, max_context_tokens=2048,
+                        samples_per_question=1)
+    prompts = get_prompt_set("rema-multi")
+    threads, results, errors = Threads(2), [[], []], []
+
+    def rank(r):
+        try:
+            group = TPGroup(None, r, 2, exchange=threads.exchange_for(r))
+            engines = {role: TPGroupEngine(Echo(tok, finish_after), group, role) for role in ("mta", "ra")}
+            problems = [SimpleNamespace(id="alpha", question="What is alpha?", answer="1", meta={})] if r == 0 else []
+            for _ in range(2):
+                results[r].append(rollout(problems, cfg, engines, prompts))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+            threads.barrier.abort()
+
+    workers = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    assert not errors, errors
+    assert not any(w.is_alive() for w in workers), "a rank is still waiting for its group"
+    assert [[len(ep.turns_of("ra")) for ep in eps] for eps in results[0]] == [[2], [2]] and results[1] == [[], []]
