@@ -157,6 +157,22 @@ def test_explicit_field_mapping(tmp_path: Path) -> None:
     assert "q" not in p.meta and "gold" not in p.meta
 
 
+def test_field_mapping_reaches_files_with_split_options(tmp_path: Path) -> None:
+    """data.question_field / data.answer_field apply to a file whether or not it carries a held-out split."""
+    from rema.data import load_split
+
+    path = tmp_path / "custom.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "target": str(i + 1)}) + "\n"
+                            for i in range(10)))
+    fields = {"question_field": "prompt", "answer_field": "target"}
+    whole = load_split(str(path), **fields)
+    train = load_split(f"{path}:split=train:heldout=3:seed=0", **fields)
+    held = load_split(f"{path}:split=heldout:heldout=3:seed=0", **fields)
+    assert len(whole) == 10 and (len(train), len(held)) == (7, 3)
+    assert {p.question for p in train} | {p.question for p in held} == {p.question for p in whole}
+    assert all(p.answer == str(int(p.question.split()[2]) + 1) for p in held)
+
+
 def test_saved_dataset_dir(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     ds = datasets.DatasetDict({

@@ -230,6 +230,8 @@ def resolve_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     limit: int | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
 ) -> list[Problem]:
     """Problems from one string, so the CLI and YAML configs need a single field. Accepted forms:
 
@@ -245,7 +247,8 @@ def resolve_dataset(
       ``heldout=N`` problems per level, default 100; for ``split=heldout`` `n` is ignored);
     * a Hub dataset: ``hf:owner/name[:config][:split]``, e.g. ``hf:openai/gsm8k:main:test``.
 
-    `limit` caps the result (a ``limit=`` option in the string wins).
+    `limit` caps the result (a ``limit=`` option in the string wins). `question_field` / `answer_field` name the
+    columns of a file or Hub dataset (with or without options); benchmarks know their own.
     """
     text = spec.strip()
     if text.startswith("synthetic"):
@@ -256,7 +259,8 @@ def resolve_dataset(
             raise DataError(f"{spec!r}: expected hf:owner/name[:config][:split]")
         config = (parts[1] or None) if len(parts) > 1 else None
         split_name = (parts[2] or None) if len(parts) > 2 else None
-        return load_problems(parts[0], config=config, split=split_name, limit=limit)
+        return load_problems(parts[0], config=config, split=split_name, limit=limit, question_field=question_field,
+                             answer_field=answer_field)
     name, _, rest = text.partition(":")
     if name in BENCHMARKS:
         opts = _parse_options([r for r in rest.split(":") if r], spec)
@@ -274,13 +278,15 @@ def resolve_dataset(
         unknown = set(opts) - {"limit", *_SPLIT_OPTIONS}
         if "split" in opts and not unknown:
             limit = int(opts["limit"]) if "limit" in opts else limit
-            return held_out_split(load_problems(name, data_dir=data_dir), opts, spec, limit)
+            return held_out_split(load_problems(name, data_dir=data_dir, question_field=question_field,
+                                                answer_field=answer_field), opts, spec, limit)
 
     candidates = [Path(text).expanduser()]
     if data_dir is not None and not Path(text).is_absolute():
         candidates.insert(0, Path(data_dir).expanduser() / text)
     if any(c.exists() for c in candidates):
-        return load_problems(text, data_dir=data_dir, limit=limit)
+        return load_problems(text, data_dir=data_dir, limit=limit, question_field=question_field,
+                             answer_field=answer_field)
     looked = f" (also looked in {os.fspath(data_dir)})" if data_dir is not None else ""
     raise DataError(
         f"cannot resolve dataset {spec!r}: not a benchmark ({', '.join(sorted(BENCHMARKS))}), not an existing "
@@ -381,11 +387,7 @@ def load_split(spec: str | None, *, data_dir: str | None = None, question_field:
     ``None`` gives no problems; a spec that yields none fails, naming the filter."""
     if spec is None:
         return []
-    if (question_field or answer_field) and Path(spec).suffix in (".jsonl", ".json", ".parquet"):
-        problems = load_problems(spec, question_field=question_field, answer_field=answer_field, data_dir=data_dir,
-                                 limit=limit)
-    else:
-        problems = resolve_dataset(spec, data_dir, limit=limit)
+    problems = resolve_dataset(spec, data_dir, limit=limit, question_field=question_field, answer_field=answer_field)
     if levels:
         problems = [p for p in problems if p.meta.get("level") in set(levels)]
     if not problems:
