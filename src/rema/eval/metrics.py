@@ -22,13 +22,13 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
+from ..rewards.format_terms import last_verdict
 from ..rollout.episode import AgentView, Episode, Turn
 
 _DROP = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s|\$|\\displaystyle")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
-_VERDICT = re.compile(r"\[\[([AB])\]\]")
 
 
 def normalize_for_vote(answer: str | None) -> str | None:
@@ -114,10 +114,8 @@ def aggregate_questions(per_question: Sequence[dict[str, float]]) -> dict[str, f
 # --- judge task -----------------------------------------------------------------------------------------
 
 
-def extract_verdict(text: str) -> str | None:
-    """The last ``[[A]]``/``[[B]]`` in a judge response ('A', 'B' or None); same rule as ``judge_verdict``."""
-    found = _VERDICT.findall(text or "")
-    return found[-1] if found else None
+extract_verdict = last_verdict
+"""The last ``[[A]]``/``[[B]]`` in a judge response ('A', 'B' or None): the reward's own rule."""
 
 
 def swap_consistent(verdict_original: str | None, verdict_swapped: str | None) -> bool:
