@@ -350,6 +350,11 @@ def test_a_run_with_separate_weights_is_served(separate_run):
     assert engines["mta"].model.name_or_path.endswith("mta") and engines["ra"].model.name_or_path.endswith("ra")
     service = Service(cfg, engines, model_id(cfg))
     assert service.model_id == "sep-run" and "separate weights" in service.describe()
+    hub = Config()
+    hub.model.name = "Qwen/Qwen2.5-0.5B-Instruct"
+    assert model_id(hub) == "Qwen/Qwen2.5-0.5B-Instruct"  # a Hub id stays whole, as vllm serve names it
+    hub.model.name = str(separate_run / "final" / "mta") + "/"
+    assert model_id(hub) == "mta"  # a model folder: its name
     with TestClient(create_app(service, cfg.serve)) as client:
         r = client.post("/v1/chat/completions", json={"model": "sep-run",
                                                       "messages": [{"role": "user", "content": "What is 2 + 3?"}]})

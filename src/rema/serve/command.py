@@ -58,12 +58,14 @@ def serve_config(args: argparse.Namespace) -> Config:
 
 
 def model_id(cfg: Config) -> str:
-    """The served name: ``serve.model_id``, else the run folder's name, else the model's."""
+    """The served name: ``serve.model_id``, else the run folder's name, else a model folder's name, else the
+    model's own name (a Hub id stays whole, ``Qwen/Qwen2.5-0.5B-Instruct``, as ``vllm serve`` names it)."""
     if cfg.serve.model_id:
         return cfg.serve.model_id
     if cfg.eval.run:
         return Path(cfg.eval.run).resolve().name
-    return Path(cfg.model.name.rstrip("/")).name or cfg.model.name
+    folder = Path(cfg.model.name.rstrip("/")).expanduser()
+    return (folder.resolve().name or cfg.model.name) if folder.is_dir() else cfg.model.name
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
