@@ -35,7 +35,7 @@ def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     trip, whose float error would accumulate over steps). A merged weight is made only when its turn comes,
     so a consumer that handles one at a time holds one layer's copy, not the whole model's (in fp32, the
     merged linears of SmolLM2-135M are 0.43 GB). Sharded weights (FSDP2) are gathered one at a time the same
-    way: a collective, so every process iterates in step.
+    way: a collective, so every process iterates in step. A tied LM head is left out (it is the embedding).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -44,8 +44,11 @@ def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
         LoraLayer = ()  # noqa: N806
     lora = {f"{name}.weight": module for name, module in base.named_modules()
             if LoraLayer and isinstance(module, LoraLayer)}
+    tied = bool(getattr(base.config, "tie_word_embeddings", False))
     for key, value in base.state_dict().items():
         if ".lora_" in key or "lora_magnitude_vector" in key or ".original_module." in key:
+            continue
+        if tied and key == "lm_head.weight":  # embed_tokens' own tensor: loaders (vLLM, from_pretrained) tie it
             continue
         name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))
         module = lora.get(name)
@@ -142,7 +145,6 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
     except ImportError:  # no peft: nothing can be a LoRA layer
         LoraLayer = ()  # noqa: N806
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tied = bool(getattr(base.config, "tie_word_embeddings", False))
     dtypes = {}  # weights kept in 16 bits (merged ones come in fp32): saved in the dtype they were loaded in
     for name, module in base.named_modules():
         if LoraLayer and isinstance(module, LoraLayer):
@@ -165,12 +167,8 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
         pending, size = {}, 0
 
     for name, tensor in iter_merged_weights(model):
-        if tied and name == "lm_head.weight":  # the tied LM head (a gathered copy has storage of its own)
-            continue
         ptr = tensor.untyped_storage().data_ptr()  # a merged weight is a temporary: never one of ``own``
         if ptr in seen:
-            if tied:  # the tied LM head: from_pretrained ties it again
-                continue
             tensor = tensor.clone()  # safetensors refuses tensors that share memory
         if ptr in own:
             seen.add(ptr)

@@ -62,11 +62,7 @@ def iter_served_tensors(model, dtype: torch.dtype, device: str | None = "cpu") -
     ``device`` (None: where they are, e.g. the GPU both the trainer and an in-process vLLM use, so a sync
     never goes through host memory), contiguous. Sharded weights are gathered one at a time (every process
     iterates in step)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tied = getattr(base.config, "tie_word_embeddings", False)
-    for name, value in iter_merged_weights(model):
-        if tied and name == "lm_head.weight":
-            continue  # the same tensor as embed_tokens (safetensors refuses shared storage); vLLM ties it itself
+    for name, value in iter_merged_weights(model):  # (a tied LM head is not among them: vLLM ties it itself)
         yield name, value.detach().to(device or value.device,
                                       dtype if value.is_floating_point() else value.dtype).contiguous()
 
