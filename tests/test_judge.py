@@ -133,6 +133,9 @@ def test_rewardbench_split_is_seeded_stratified_disjoint_and_recreated_by_its_sp
         resolve_dataset("rewardbench_raw:split=test:heldout=3", tmp_path)
     with pytest.raises(DataError, match="heldout=30 must be"):
         resolve_dataset("rewardbench_raw:split=train:heldout=30", tmp_path)
+    for bad in ("nan", "inf"):
+        with pytest.raises(DataError, match=f"heldout={bad} must be"):
+            resolve_dataset(f"rewardbench_raw:split=train:heldout={bad}", tmp_path)
     assert BENCHMARKS["rewardbench_raw"].hf_split == "raw" and BENCHMARKS["rewardbench"].hf_split == "filtered"
 
     record = split_record({"train": ("x:split=train", train), "eval": ("x:split=heldout", held)})

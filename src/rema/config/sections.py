@@ -271,7 +271,8 @@ class DataConfig:
     answer_field: str | None = None
     """Field holding the reference answer (default: answer, final_answer or solution)."""
     levels: list[int] | None = None
-    """Keep only these difficulty levels (MATH ``Level N``)."""
+    """Keep only these difficulty levels (MATH ``Level N``), in ``data.train`` and in every ``data.eval`` set
+    (a set without levels then has no problems: give one set its own filter instead, e.g. ``math500:levels=3-5``)."""
 
     @property
     def eval_specs(self) -> list[str]:

@@ -11,6 +11,7 @@ the field mapping, and update `alt_hf_ids` here.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -314,6 +315,8 @@ def held_out_split(problems: Sequence[Problem], opts: dict[str, str], spec: str,
         seed = int(opts.get("seed", "0"))
     except ValueError as e:
         raise DataError(f"{spec!r}: bad option value ({e})") from None
+    if not math.isfinite(share):
+        raise DataError(f"{spec!r}: heldout={opts['heldout']} must be a share in (0, 1) or a whole number of problems")
     n_test = round(share * len(problems)) if 0 < share < 1 else int(share)
     if share != n_test and not 0 < share < 1 or not 0 <= n_test <= len(problems):
         raise DataError(f"{spec!r}: heldout={opts['heldout']} must be a share in (0, 1) or a whole number of "
