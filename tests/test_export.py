@@ -50,7 +50,7 @@ def test_a_mid_run_checkpoint_exports_the_trainers_weights(tmp_path):
     assert not torch.allclose(seen[1]["shared"], seen[3]["shared"])  # and not the final ones
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template and len(tok) == model.config.vocab_size
-    assert main(["export", str(tr.run_dir)]) == 0  # the latest checkpoint is the run's end: equal to final/
+    assert main(["export", str(tr.run_dir), "--step", "latest"]) == 0  # the run's end: equal to final/
     from safetensors.torch import load_file
 
     latest, final = (load_file(tr.run_dir / d / "model.safetensors") for d in ("exports/step_000003", "final"))

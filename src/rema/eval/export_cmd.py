@@ -22,10 +22,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, soft_wrap=True)  # a path in an error message stays on one line
     step = None
-    if args.step is not None:
+    if args.step is not None and args.step != "latest":
         step = parse_step(args.step)
         if step is None:
-            console.print(f"[red]error:[/red] --step {args.step!r}: give a step number (4, or step_000004)")
+            console.print(f"[red]error:[/red] --step {args.step!r}: give a step number (4, or step_000004) or latest")
             return 2
     try:
         with console.status(f"exporting {args.run} …"):
@@ -45,6 +45,6 @@ def add_export_command(sub) -> None:
                     "a checkpoint's weights (state.pt or FSDP shards) and write save_pretrained folders with LoRA "
                     "merged: OUT/ for shared weights, OUT/mta and OUT/ra for separate ones. Prints OUT.")
     x.add_argument("run", help="training run folder (config.yaml, checkpoints/)")
-    x.add_argument("--step", help="checkpoint step (4 or step_000004; default: the latest)")
+    x.add_argument("--step", help="checkpoint step (4, step_000004 or latest; default: latest)")
     x.add_argument("--out", help="output folder (default RUN/exports/step_N)")
     x.set_defaults(func=cmd_export)
