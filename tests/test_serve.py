@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -363,12 +364,19 @@ def test_a_run_with_separate_weights_is_served(separate_run):
     assert rema["method"] == "rema-single" and [t["agent"] for t in rema["dialogue"]] == ["mta", "ra"]
 
 
-def test_chat_takes_a_run_folder_with_separate_weights_and_a_dtype(separate_run, capsys):
+def test_chat_takes_a_run_folder_with_separate_weights_and_a_dtype(separate_run, capsys, monkeypatch):
+    import rema.eval.bench_runner as bench_runner
     from rema.cli import main
 
+    loaded = []
+    real = bench_runner.load_engines
+    monkeypatch.setattr(bench_runner, "load_engines", lambda cfg: loaded.append(real(cfg)) or loaded[-1])
     assert main(["chat", "What is 2 + 3?", "--model", str(separate_run), "--dtype", "bfloat16", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["method"] == "rema-single" and [t["agent"] for t in record["turns"]] == ["mta", "ra"]
+    [engines] = loaded  # two models, each from its own folder, in the dtype asked for
+    assert engines["mta"].model.name_or_path.endswith("mta") and engines["ra"].model.name_or_path.endswith("ra")
+    assert {next(e.model.parameters()).dtype for e in engines.values()} == {torch.bfloat16}
     # a folder of two models (no config.yaml): the pair, under the default config
     assert main(["chat", "What is 2 + 3?", "--model", str(separate_run / "final"), "--max-turns", "1",
                  "--max-tokens", "4", "--json"]) == 0
