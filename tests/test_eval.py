@@ -387,7 +387,7 @@ def test_eval_eager_flag_reaches_the_engine_options():
 
 def test_every_eval_flag_is_its_config_key(tmp_path):
     """Each ``rema eval`` flag gives the same Config as the dotted key it stands for."""
-    from rema.eval.bench_runner import METHODS
+    from rema.cli_args import METHODS
 
     run = tmp_path / "run"
     run.mkdir()

@@ -24,6 +24,24 @@ Translate = Callable[[Any], list[tuple[str, Any]]]
 """A flag's value -> the ``(config key, value)`` pairs it stands for (flags that set several keys)."""
 
 
+METHODS: dict[str, dict] = {
+    "vrp": {"method": "vrp", "mode": "single_turn", "action_set": False},
+    "mrp": {"method": "mrp", "mode": "single_turn", "action_set": False},
+    "rema-single": {"method": "rema", "mode": "single_turn", "action_set": False},
+    "rema-multi": {"method": "rema", "mode": "multi_turn", "action_set": False},
+    "rema-actions": {"method": "rema", "mode": "single_turn", "action_set": True},
+}
+"""``--method`` name -> rollout settings (the prompt set follows from them, see ``Config.method_name``)."""
+
+
+def method_overrides(name: str) -> list[tuple[str, object]]:
+    """The config keys a ``--method`` name stands for; single-agent methods share one model's weights."""
+    if name not in METHODS:
+        raise ConfigError(f"method {name!r} is not valid; choose one of {list(METHODS)} (rema eval --method)")
+    pairs = [(f"rollout.{key}", value) for key, value in METHODS[name].items()]
+    return pairs + ([("train.shared_weights", True)] if METHODS[name]["method"] != "rema" else [])
+
+
 def as_override(key: str, value: Any) -> str:
     """``key=value`` with the value JSON-encoded (JSON is YAML, so ``load_config`` reads it back exactly)."""
     return f"{key}={json.dumps(value)}"

@@ -12,18 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-_METHODS = {
-    "rema-multi": [("rollout.method", "rema"), ("rollout.mode", "multi_turn"), ("rollout.action_set", False)],
-    "rema-single": [("rollout.method", "rema"), ("rollout.mode", "single_turn"), ("rollout.action_set", False)],
-    "vrp": [("rollout.method", "vrp"), ("rollout.mode", "single_turn"), ("train.shared_weights", True)],
-    "mrp": [("rollout.method", "mrp"), ("rollout.mode", "single_turn"), ("train.shared_weights", True)],
-}
-"""``--method`` -> the rollout keys of that dialogue format (the names ``rema eval --method`` uses)."""
-
-
 def add_distill_command(sub) -> None:
     """Register ``rema distill`` on the ``rema`` sub-command parser."""
-    from ..cli_args import Shorthands, add_config_args
+    from ..cli_args import METHODS, Shorthands, add_config_args, method_overrides
 
     c = sub.add_parser(
         "distill", help="cold-start dialogues from a teacher model (any OpenAI-compatible endpoint) for rema sft",
@@ -48,7 +39,7 @@ def add_distill_command(sub) -> None:
     sh.add(src, "--retry-rejected", action="store_const", const=True, key="distill.retry_rejected",
            help="ask again for rows recorded as rejected")
     fmt = c.add_argument_group("dialogue format (what rema sft will read)")
-    sh.add(fmt, "--method", choices=list(_METHODS), key=lambda name: _METHODS[name],
+    sh.add(fmt, "--method", choices=[m for m in METHODS if m != "rema-actions"], key=method_overrides,
            help="default: the config's [rollout.method, rollout.mode]")
     sh.add(fmt, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds of a multi-turn dialogue")
     t = c.add_argument_group("teacher")

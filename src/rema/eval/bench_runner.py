@@ -36,6 +36,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..cli_args import METHODS
 from ..config import Config, ConfigError, load_config
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
@@ -49,24 +50,6 @@ from .records import (
     read_records,
     summarize_bench,
 )
-
-METHODS: dict[str, dict] = {
-    "vrp": {"method": "vrp", "mode": "single_turn", "action_set": False},
-    "mrp": {"method": "mrp", "mode": "single_turn", "action_set": False},
-    "rema-single": {"method": "rema", "mode": "single_turn", "action_set": False},
-    "rema-multi": {"method": "rema", "mode": "multi_turn", "action_set": False},
-    "rema-actions": {"method": "rema", "mode": "single_turn", "action_set": True},
-}
-"""``--method`` name -> rollout settings (the prompt set follows from them, see ``Config.method_name``)."""
-
-
-def method_overrides(name: str) -> list[tuple[str, object]]:
-    """The config keys a ``--method`` name stands for; single-agent methods share one model's weights."""
-    if name not in METHODS:
-        raise ConfigError(f"method {name!r} is not valid; choose one of {list(METHODS)} (rema eval --method)")
-    pairs = [(f"rollout.{key}", value) for key, value in METHODS[name].items()]
-    return pairs + ([("train.shared_weights", True)] if METHODS[name]["method"] != "rema" else [])
-
 
 class EvalError(RuntimeError):
     """A setup problem the user must fix (wrong run folder, resume with other settings, ...)."""

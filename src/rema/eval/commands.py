@@ -21,9 +21,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..cli_args import Shorthands, add_config_args, add_generation_shorthands, as_override, split_config_args
+from ..cli_args import (METHODS, Shorthands, add_config_args, add_generation_shorthands, as_override, method_overrides,
+                        split_config_args)
 from ..config import Config
-from .bench_runner import METHODS, EvalError, eval_config, method_overrides
+from .bench_runner import EvalError, eval_config
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
 """A ``section.key=value`` override (benchmark specs such as ``math500:levels=1,2`` have a colon first)."""

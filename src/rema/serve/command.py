@@ -33,7 +33,7 @@ def _add_serve_args(c: argparse.ArgumentParser) -> Shorthands:
            help="requests held at once (answered or waiting; the largest batch); one more gets 429")
     sh.add(net, "--served-model-name", key="serve.model_id", help="the model's name in /v1/models and in requests")
     gen = c.add_argument_group("what runs")
-    from ..eval.bench_runner import METHODS, method_overrides
+    from ..cli_args import METHODS, method_overrides
 
     sh.add(gen, "--ra-model", key="model.ra_name", help="with a model: separate weights, the reasoner's model")
     sh.add(gen, "--method", choices=list(METHODS), key=method_overrides,
