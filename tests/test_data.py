@@ -157,6 +157,18 @@ def test_explicit_field_mapping(tmp_path: Path) -> None:
     assert "q" not in p.meta and "gold" not in p.meta
 
 
+def test_parse_hf_spec() -> None:
+    from rema.data import DataError, parse_hf_spec
+
+    assert parse_hf_spec("hf:openai/gsm8k:main:test") == ("openai/gsm8k", "main", "test")
+    assert parse_hf_spec("hf:GAIR/LIMO") == ("GAIR/LIMO", None, None)
+    assert parse_hf_spec("hf:a/b::validation", "train") == ("a/b", None, "validation")
+    assert parse_hf_spec("hf:a/b:cfg", "train") == ("a/b", "cfg", "train")  # the caller's default split
+    for bad in ("hf:", "hf:a/b:c:d:e", "gsm8k"):
+        with pytest.raises(DataError, match=r"expected hf:owner/name\[:config\]\[:split\]"):
+            parse_hf_spec(bad)
+
+
 def test_field_mapping_reaches_files_with_split_options(tmp_path: Path) -> None:
     """data.question_field / data.answer_field apply to a file whether or not it carries a held-out split."""
     from rema.data import load_split

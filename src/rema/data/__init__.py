@@ -6,7 +6,8 @@
     sampler = ProblemSampler(train, batch_size=8, seed=0)
 """
 
-from .benchmarks import BENCHMARKS, BenchmarkSpec, held_out_split, load_benchmark, load_split, resolve_dataset
+from .benchmarks import (BENCHMARKS, BenchmarkSpec, held_out_split, load_benchmark, load_split, parse_hf_spec,
+                         resolve_dataset)
 from .judge import judge_family
 from .loaders import ANSWER_FIELDS, QUESTION_FIELDS, load_problems, row_to_problem
 from .problems import (
@@ -43,6 +44,7 @@ __all__ = [
     "make_problem",
     "normalize_answer_value",
     "parse_level",
+    "parse_hf_spec",
     "resolve_dataset",
     "row_to_problem",
     "split_record",

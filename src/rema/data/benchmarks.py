@@ -226,6 +226,17 @@ def _int_list(value: str, where: str) -> tuple[int, ...]:
         raise DataError(f"{where}: levels must look like 1,2,3 or 3-5, got {value!r}") from None
 
 
+def parse_hf_spec(spec: str, default_split: str | None = None) -> tuple[str, str | None, str | None]:
+    """``hf:owner/name[:config][:split]`` -> ``(owner/name, config, split)`` (empty parts are None; the split
+    defaults to ``default_split``). Anything else is a :class:`DataError` naming the form."""
+    parts = spec.strip()[3:].split(":") if spec.strip().startswith("hf:") else []
+    if not parts or not parts[0] or len(parts) > 3:
+        raise DataError(f"{spec!r}: expected hf:owner/name[:config][:split], e.g. hf:openai/gsm8k:main:test")
+    config = (parts[1] or None) if len(parts) > 1 else None
+    split = (parts[2] or None) if len(parts) > 2 else default_split
+    return parts[0], config, split
+
+
 def resolve_dataset(
     spec: str,
     data_dir: str | os.PathLike[str] | None = None,
@@ -255,12 +266,8 @@ def resolve_dataset(
     if text.startswith("synthetic"):
         return _resolve_synthetic(text, limit)
     if text.startswith("hf:"):
-        parts = text[3:].split(":")
-        if not parts[0] or len(parts) > 3:
-            raise DataError(f"{spec!r}: expected hf:owner/name[:config][:split]")
-        config = (parts[1] or None) if len(parts) > 1 else None
-        split_name = (parts[2] or None) if len(parts) > 2 else None
-        return load_problems(parts[0], config=config, split=split_name, limit=limit, question_field=question_field,
+        source, config, split_name = parse_hf_spec(text)
+        return load_problems(source, config=config, split=split_name, limit=limit, question_field=question_field,
                              answer_field=answer_field)
     name, _, rest = text.partition(":")
     if name in BENCHMARKS:

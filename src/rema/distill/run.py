@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config, ConfigError
-from ..data import DataError, Problem, load_problems
+from ..data import DataError, Problem, load_problems, parse_hf_spec
 from ..prompts import PromptSet, TeacherPrompt, get_prompt_set, get_teacher_prompt
 from .replies import REASONS, Format, check_reply
 from .store import Appender, DistillError, read_rows, rejected_path, rewrite_rows
@@ -87,11 +87,10 @@ def load_input(cfg: Config) -> list[tuple[Problem, str]]:
                            "hf:owner/name[:config][:split], e.g. hf:GAIR/LIMO)")
     source, config, split = d.input, None, d.split
     if source.startswith("hf:"):
-        parts = source[3:].split(":")
-        if not parts[0] or len(parts) > 3:
-            raise DistillError(f"distill.input={source!r}: expected hf:owner/name[:config][:split]")
-        source, config = parts[0], (parts[1] or None) if len(parts) > 1 else None
-        split = (parts[2] or None) if len(parts) > 2 else split
+        try:
+            source, config, split = parse_hf_spec(source, split)
+        except DataError as err:
+            raise DistillError(f"distill.input: {err}") from None
     problems = load_problems(source, split=split, config=config, question_field=cfg.data.question_field,
                              answer_field=cfg.data.answer_field, id_field=d.id_field, task="math", limit=d.limit,
                              data_dir=cfg.data.data_dir)

@@ -163,7 +163,7 @@ def bench_name(spec: str) -> str:
 
 def load_bench(spec: str, cfg: Config) -> list:
     """Problems of one ``eval.benches`` entry (benchmark name, file, or ``hf:`` spec read with the field keys)."""
-    from ..data import BENCHMARKS, load_problems, resolve_dataset
+    from ..data import BENCHMARKS, load_problems, parse_hf_spec, resolve_dataset
 
     e, d = cfg.eval, cfg.data
     mapping = {"question_field": d.question_field, "answer_field": d.answer_field, "id_field": e.id_field,
@@ -171,10 +171,8 @@ def load_bench(spec: str, cfg: Config) -> list:
     if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic") or ":split=" in spec:  # a held-out side
         return resolve_dataset(spec, d.data_dir, limit=e.limit)
     if spec.startswith("hf:"):
-        parts = spec[3:].split(":")
-        config = parts[1] or None if len(parts) > 1 else None
-        split = parts[2] or None if len(parts) > 2 else e.split
-        return load_problems(parts[0], config=config, split=split, limit=e.limit, **mapping)
+        source, config, split = parse_hf_spec(spec, e.split)
+        return load_problems(source, config=config, split=split, limit=e.limit, **mapping)
     return load_problems(spec, data_dir=d.data_dir, split=e.split, limit=e.limit, **mapping)
 
 
