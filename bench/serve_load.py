@@ -21,22 +21,11 @@ import time
 
 
 def questions(n: int, seed: int) -> list[tuple[str, str]]:
-    """``n`` (question, answer) pairs like the demo's synthetic levels 1-3."""
+    """``n`` (question, answer) pairs of the demo's synthetic levels 1-3, asked plainly."""
+    from rema.data.synthetic import make_problem
+
     rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        level = i % 3 + 1
-        if level == 1:
-            a, b = rng.randint(1, 9), rng.randint(1, 9)
-            q, ans = f"What is {a} + {b}?", a + b
-        elif level == 2:
-            a, b = rng.randint(10, 99), rng.randint(1, 9)
-            q, ans = (f"What is {a} + {b}?", a + b) if rng.random() < 0.5 else (f"What is {a} - {b}?", a - b)
-        else:
-            a, b = rng.randint(2, 9), rng.randint(2, 9)
-            q, ans = f"What is {a} * {b}?", a * b
-        out.append((q, str(ans)))
-    return out
+    return [(p.question, p.answer) for p in (make_problem(i % 3 + 1, rng, word=False) for i in range(n))]
 
 
 async def ask(client, model: str, q: str, max_tokens: int | None) -> tuple[float, object]:
