@@ -221,12 +221,6 @@ def _swap(p):
                                label=flip, answer=flip)
 
 
-def _for_rollout(p):
-    """Judge problems carry their parts in ``meta`` too, where the rollout's question template reads them."""
-    return dataclasses.replace(p, meta={**p.meta, "prompt": p.prompt, "response_a": p.response_a,
-                                        "response_b": p.response_b})
-
-
 def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cfg: Config, out: Path,
                    progress: Progress | None = None, console: Console | None = None) -> dict:
     """Evaluate the problems not yet recorded under ``out/records/<name>.jsonl``; return the bench summary."""
@@ -248,7 +242,7 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
     for chunk in _chunks(todo, max(1, batch_size)):
         t0 = time.perf_counter()
         start = n_done
-        units = [_for_rollout(p) for p in chunk] + [_for_rollout(_swap(p)) for p in chunk] if judge else list(chunk)
+        units = list(chunk) + [_swap(p) for p in chunk] if judge else list(chunk)  # judge: both orders
 
         def on_progress(done_eps: int, total_eps: int, start: int = start, size: int = len(chunk)) -> None:
             if progress:
