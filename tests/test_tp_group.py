@@ -26,6 +26,26 @@ class Threads:
         self.n, self.slots = n, [None] * n
         self.barrier = threading.Barrier(n)
 
+    def run(self, rank_fn) -> None:
+        """Run ``rank_fn(rank, group)`` on ``n`` threads, one TPGroup each; fail on an error or a rank left
+        waiting for its group."""
+        errors = []
+
+        def target(r):
+            try:
+                rank_fn(r, TPGroup(None, r, self.n, exchange=self.exchange_for(r)))
+            except BaseException as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+                self.barrier.abort()
+
+        workers = [threading.Thread(target=target, args=(r,), daemon=True) for r in range(self.n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=30)
+        assert not errors, errors
+        assert not any(w.is_alive() for w in workers), "a rank is still waiting for its group"
+
     def exchange_for(self, rank: int):
         def exchange(obj):
             self.slots[rank] = pickle.dumps(obj)
@@ -95,30 +115,18 @@ def test_ranks_with_different_questions_and_turn_counts_make_identical_engine_ca
     alone = [rollout(problems(q), cfg, {"mta": Echo(tok, finish_after), "ra": Echo(tok, finish_after)}, prompts)
              for q in questions]
 
-    threads, results, engines, errors = Threads(2), [None, None], [None, None], []
-    own_rounds = [0, 0]
+    results, engines, own_rounds = [None, None], [None, None], [0, 0]
 
-    def rank(r):
-        try:
-            group = TPGroup(None, r, 2, exchange=threads.exchange_for(r))
-            engines[r] = engines_for(group)
-            for engine in set(engines[r].values()):  # count the rounds this rank asked for itself
-                def counted(prompts, params, _generate=engine.generate):
-                    own_rounds[r] += 1
-                    return _generate(prompts, params)
-                engine.generate = counted
-            results[r] = rollout(problems(questions[r]), cfg, engines[r], prompts)
-        except BaseException as err:  # noqa: BLE001 - reported below
-            errors.append(err)
-            threads.barrier.abort()
+    def rank(r, group):
+        engines[r] = engines_for(group)
+        for engine in set(engines[r].values()):  # count the rounds this rank asked for itself
+            def counted(prompts, params, _generate=engine.generate):
+                own_rounds[r] += 1
+                return _generate(prompts, params)
+            engine.generate = counted
+        results[r] = rollout(problems(questions[r]), cfg, engines[r], prompts)
 
-    workers = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=30)
-    assert not errors, errors
-    assert not any(w.is_alive() for w in workers), "a rank is still waiting for its group"
+    Threads(2).run(rank)
     for r in range(2):
         got = [(ep.problem_id, [t.text for t in ep.turns], ep.end_code) for ep in results[r]]
         want = [(ep.problem_id, [t.text for t in ep.turns], ep.end_code) for ep in alone[r]]
@@ -140,24 +148,13 @@ def test_a_rank_without_questions_serves_its_peers_rollouts_twice_in_a_row(tiny)
     cfg = RolloutConfig(mode="multi_turn", max_turns=3, max_tokens_per_turn=64, max_context_tokens=2048,
                         samples_per_question=1)
     prompts = get_prompt_set("rema-multi")
-    threads, results, errors = Threads(2), [[], []], []
+    results = [[], []]
 
-    def rank(r):
-        try:
-            group = TPGroup(None, r, 2, exchange=threads.exchange_for(r))
-            engines = {role: TPGroupEngine(Echo(tok, finish_after), group, role) for role in ("mta", "ra")}
-            problems = [SimpleNamespace(id="alpha", question="What is alpha?", answer="1", meta={})] if r == 0 else []
-            for _ in range(2):
-                results[r].append(rollout(problems, cfg, engines, prompts))
-        except BaseException as err:  # noqa: BLE001 - reported below
-            errors.append(err)
-            threads.barrier.abort()
+    def rank(r, group):
+        engines = {role: TPGroupEngine(Echo(tok, finish_after), group, role) for role in ("mta", "ra")}
+        problems = [SimpleNamespace(id="alpha", question="What is alpha?", answer="1", meta={})] if r == 0 else []
+        for _ in range(2):
+            results[r].append(rollout(problems, cfg, engines, prompts))
 
-    workers = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=30)
-    assert not errors, errors
-    assert not any(w.is_alive() for w in workers), "a rank is still waiting for its group"
+    Threads(2).run(rank)
     assert [[len(ep.turns_of("ra")) for ep in eps] for eps in results[0]] == [[2], [2]] and results[1] == [[], []]
