@@ -196,6 +196,20 @@ def test_distill_keeps_checked_dialogues_records_rejects_retries_and_resumes(tmp
     assert code == 0 and len((tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()) == 3
 
 
+def test_resume_refuses_rows_longer_than_the_runs_max_turns(tmp_path):
+    """Dialogues written under a larger --max-turns would make `rema sft` refuse the whole file: fail first."""
+    from types import SimpleNamespace
+
+    from rema.distill.run import DistillError, _check_resume
+
+    turns = [{"agent": a, "text": "x"} for a in ("mta", "ra") * 3]  # 3 rounds
+    row = {"id": "p0", "question": "q", "turns": turns, "meta": {"prompt_set": "rema-multi"}}
+    by_id = {"p0": SimpleNamespace(question="q")}
+    _check_resume([row], by_id, tmp_path / "d.jsonl", "rema-multi", max_turns=3)
+    with pytest.raises(DistillError, match="3 rounds, more than rollout.max_turns=2"):
+        _check_resume([row], by_id, tmp_path / "d.jsonl", "rema-multi", max_turns=2)
+
+
 def test_distill_stops_on_an_unknown_model_and_fails_fast_on_bad_input(tmp_path, capsys):
     inp = _problems(tmp_path / "solved.jsonl", ["good", "good"])
     with TeacherServer(model="other") as server:

@@ -111,8 +111,10 @@ def load_input(cfg: Config) -> list[tuple[Problem, str]]:
     return out
 
 
-def _check_resume(rows: list[dict], by_id: dict[str, Problem], where: Path, prompt_set: str) -> None:
-    """An output made from another input or for another method fails instead of mixing rows."""
+def _check_resume(rows: list[dict], by_id: dict[str, Problem], where: Path, prompt_set: str,
+                  max_turns: int | None = None) -> None:
+    """An output made from another input, for another method, or with dialogues longer than ``max_turns``
+    rounds (``rema sft`` would refuse the file) fails instead of mixing rows."""
     for row in rows:
         p = by_id.get(row["id"])
         if p is not None and row.get("question") != p.question:
@@ -123,6 +125,11 @@ def _check_resume(rows: list[dict], by_id: dict[str, Problem], where: Path, prom
         if made_for is not None and made_for != prompt_set:
             raise DistillError(f"{where}: holds {made_for} dialogues, this run writes {prompt_set} ones; use another "
                                "--out (or the same --method as before)")
+        rounds = sum(t.get("agent") == "mta" for t in row.get("turns") or [])
+        if max_turns is not None and rounds > max_turns:
+            raise DistillError(f"{where}: row {row['id']!r} has {rounds} rounds, more than rollout.max_turns="
+                               f"{max_turns} (--max-turns) allows; use the --max-turns it was made with, or another "
+                               "--out")
 
 
 def api_key(cfg: Config) -> str:
@@ -153,7 +160,8 @@ def run_distill(cfg: Config, *, console=None, client=None) -> Summary:
     kept_rows, torn_kept = read_rows(out)
     rej_rows, torn_rej = read_rows(rej)
     by_id = {p.id: p for p, _ in jobs}
-    _check_resume(kept_rows + rej_rows, by_id, out, prompts.name)
+    _check_resume(kept_rows, by_id, out, prompts.name, fmt.max_turns if fmt.multi_turn else None)
+    _check_resume(rej_rows, by_id, out, prompts.name)
     if d.retry_rejected:
         retry = {r["id"] for r in rej_rows if r["id"] in by_id}
         if retry:
