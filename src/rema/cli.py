@@ -64,7 +64,7 @@ def chat_problem(args, task: str) -> SimpleNamespace:
     from pathlib import Path
 
     from .config import ConfigError
-    from .data.loaders import JUDGE_LABELS
+    from .data.loaders import judge_label
 
     flags = {"response_a": "--response-a", "response_b": "--response-b"}
     given = {k: getattr(args, k, None) for k in flags}
@@ -86,7 +86,7 @@ def chat_problem(args, task: str) -> SimpleNamespace:
         pair[key] = value
     answer = ""
     if args.answer is not None:
-        answer = JUDGE_LABELS.get(args.answer.strip().strip("[]").upper())
+        answer = judge_label(args.answer)
         if answer is None:
             raise ConfigError(f"--answer under --task judge names the better response, A or B; got {args.answer!r}")
     return SimpleNamespace(id="chat", question=args.question, answer=answer, meta={"prompt": args.question, **pair})

@@ -57,9 +57,8 @@ from ..prompts import (
     JUDGE_QUESTION,
 )
 from ..rewards.format_terms import last_verdict, mta_format
-from .loaders import JUDGE_LABELS
+from .loaders import JUDGE_PARTS, judge_label
 
-JUDGE_PARTS = ("prompt", "response_a", "response_b")
 """A judge dialogue's pair: top-level keys of its row, kept in ``Dialogue.meta`` (where the rollout reads them)."""
 
 AGENTS = ("mta", "ra")
@@ -154,7 +153,7 @@ def _judge_row(row: dict, where: str) -> dict:
     if missing:
         raise DialogueError(f"{where}: a judge dialogue needs {', '.join(JUDGE_PARTS)} as text; missing or empty: "
                             f"{', '.join(missing)}")
-    label = JUDGE_LABELS.get(str(row.get("answer", "")).strip().strip("[]").upper())
+    label = judge_label(row.get("answer"))
     if label is None:
         raise DialogueError(f"{where}: a judge dialogue's answer is its label, 'A' or 'B'; got {row.get('answer')!r}")
     meta = {**(row.get("meta") or {}), **parts}

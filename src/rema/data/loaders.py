@@ -190,6 +190,14 @@ def row_to_problem(
 
 
 JUDGE_LABELS: dict[str, str] = {"A": "A", "B": "B", "A>B": "A", "B>A": "B"}
+JUDGE_PARTS = ("prompt", "response_a", "response_b")
+"""The fields of a judge pair (a row, a dialogue file's row, a served request's JSON question)."""
+
+
+def judge_label(value) -> str | None:
+    """'A' or 'B' from a judge label as rows and users write it (``A``, ``[[b]]``, ``A>B``, ``B>A``); None
+    for anything else."""
+    return JUDGE_LABELS.get(str(value if value is not None else "").strip().strip("[]").upper())
 """Label spellings of the judge task: plain (also ``[[A]]``, lower case) and JudgeBench's ``A>B`` / ``B>A``."""
 
 
@@ -249,7 +257,7 @@ def _judge_row(
         raise DataError(f"{location}: judge row needs chosen/rejected or response_a/response_b (available: "
                         f"{available}); fix the row or pass task=math")
     label_name = answer_field or "label"
-    label = JUDGE_LABELS.get(str(row.get(label_name, "")).strip().strip("[]").upper())
+    label = judge_label(row.get(label_name))
     if label is None:
         raise DataError(
             f"{location}: judge label in field {label_name!r} must be 'A' or 'B' (or 'A>B' / 'B>A'), got "

@@ -23,9 +23,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..data.loaders import JUDGE_PARTS
 from ..rollout.episode import Episode
 
-JUDGE_PARTS = ("prompt", "response_a", "response_b")
 
 
 class RequestError(Exception):
