@@ -1,4 +1,4 @@
-"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve."""
+"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve, reproduce."""
 
 from __future__ import annotations
 
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import add_serve_command
 
     add_serve_command(sub)
+    from .reproduce import add_reproduce_command
+
+    add_reproduce_command(sub)
     return p
 
 
