@@ -55,10 +55,10 @@ _MTA_FIRST = ("First, {do}.", "Let's go one step at a time. First, {do}.", "Star
 _MTA_NEXT = ("Now {do}.", "Next, {do}.", "Good. Now {do}.", "That is right. Next step: {do}.")
 _MTA_LAST = ("Finally, {do}.", "Now the last step: {do}.", "Good. To finish, {do}.", "Right. Last, {do}.")
 _MTA_FINISH = ("That is the answer. ", "Your result is correct. ", "That answers the question. ",
-               "Correct, we are done. ")
+               "Correct, we are done. ", "Good, that is the final result. ")
 _RA_STEP = ("{l} {s} {r} = {v}.", "{l} {s} {r} is {v}.", "I compute {l} {s} {r} = {v}.", "We get {l} {s} {r} = {v}.")
 _RA_FINAL = ("The answer is \\boxed{{{v}}}.", "The final answer is $\\boxed{{{v}}}$.", "So the answer is \\boxed{{{v}}}.",
-             "The result is \\boxed{{{v}}}.")
+             "The result is \\boxed{{{v}}}.", "Final answer: \\boxed{{{v}}}.")
 _PLAN_INTRO = ("", "Plan:", "Steps to follow:", "Work it out in order:")
 _SOLVE_INTRO = ("", "Let's solve it step by step.", "Step by step:", "I work it out one step at a time.")
 
