@@ -1,9 +1,9 @@
 """A program teacher for the synthetic arithmetic domain: exact cold-start dialogues written from each problem's
 expression, with no model sampling (``sft.data: teacher``).
 
-The paper's cold start used a strong teacher (GPT-4o) to convert worked solutions into ~800 dialogues (SPEC §3 is
-``docs/design.md`` §3 here). For the synthetic levels of :mod:`rema.data.synthetic` the generator already knows the
-solution: :func:`~rema.data.synthetic.arithmetic_steps` gives every step (``3 + 4 = 7``, then ``7 × 5 = 35``). This
+The ReMA paper's cold start used a strong teacher (GPT-4o) to convert worked solutions into ~800 dialogues (what
+``rema distill`` does with any teacher model). For the synthetic levels of :mod:`rema.data.synthetic` the
+generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_steps` gives every step (``3 + 4 = 7``, then ``7 × 5 = 35``). This
 module writes them in the format of each method, so every method's "RL from SFT" starts from the same teacher's
 knowledge (the same steps and numbers), each in its own format:
 
