@@ -89,15 +89,22 @@ def validate(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0 (see `rema train --help-config`), got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    _validate_sft(cfg)
+    _validate_distill(cfg)
+    _validate_eval(cfg)
+    _validate_serve(cfg)
+
+
+def _validate_sft(cfg) -> None:
     s = cfg.sft
     for key in ("questions", "samples", "max_per_question", "epochs", "batch_dialogues"):
         if getattr(s, key) < 1:
             raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
-    _validate_distill(cfg)
-    _validate_eval(cfg)
-    _validate_serve(cfg)
+    if s.data == "teacher" and (cfg.rollout.task == "judge" or cfg.rollout.action_set):
+        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+                          "rollout.action_set; use sft.data=self or a dialogue file")
 
 
 def _validate_distill(cfg) -> None:

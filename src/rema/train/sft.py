@@ -1,8 +1,9 @@
 """The cold start (SPEC §3): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
 
 ``rema train`` runs it before the first RL step when ``sft.cold_start`` is on; ``rema sft`` runs only it and
-exports the model. Dialogues come from a JSONL file or from the model itself (``sft.data: self``, see
-:mod:`rema.data.dialogues`). Each dialogue is replayed through the rollout protocol
+exports the model. Dialogues come from a JSONL file, from the model itself (``sft.data: self``, see
+:mod:`rema.data.dialogues`) or, for synthetic arithmetic, from a program teacher (``sft.data: teacher``, see
+:mod:`rema.data.teacher`). Each dialogue is replayed through the rollout protocol
 (:func:`rema.rollout.scripted.replay`), so its rows have exactly the token layout RL trains on; the loss is
 the token-mean NLL (:func:`rema.algos.sft_nll`) of the tokens each role wrote, end-of-turn tokens included
 (the model learns where its messages stop).
@@ -21,6 +22,7 @@ import torch
 from ..algos import sft_nll
 from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..data.teacher import teacher_dialogues
 from ..prompts import PromptSet
 from ..rewards import grade_math_batch, judge_verdict
 from ..rollout import rollout
@@ -40,12 +42,13 @@ def cold_start(tr) -> dict[str, float]:
     cfg, s = tr.cfg, tr.cfg.sft
     two_agents, multi = tr.prompts.mta is not None, cfg.rollout.mode == "multi_turn"
     t0 = time.perf_counter()
-    if s.data == "self":
+    if s.data == "teacher":  # exact dialogues from the synthetic problems' expressions (rema.data.teacher)
+        dialogues, stats = teacher_dialogues(_cold_start_questions(tr), cfg)
+    elif s.data == "self":
         if tr.correctness_fn is not None:
             raise ConfigError("sft.data=self keeps episodes the task's grader accepts (math answers, judge "
                               "verdicts), not a custom correctness function's; give sft.data a dialogue file instead")
-        rng = random.Random(cfg.train.seed * 7919 + 17)
-        problems = rng.sample(tr.train_problems, min(s.questions, len(tr.train_problems)))
+        problems = _cold_start_questions(tr)
         with tr.progress("cold start: sampling") as progress:
             dialogues, stats = self_dialogues(tr.dist.shard(problems), tr.engines, tr.prompts, cfg,
                                               on_progress=progress)
@@ -90,6 +93,12 @@ def cold_start(tr) -> dict[str, float]:
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out
+
+
+def _cold_start_questions(tr) -> list:
+    """``sft.questions`` training problems, drawn with the run's seed (the same ones for ``self`` and ``teacher``)."""
+    rng = random.Random(tr.cfg.train.seed * 7919 + 17)
+    return rng.sample(tr.train_problems, min(tr.cfg.sft.questions, len(tr.train_problems)))
 
 
 def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
