@@ -81,7 +81,9 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.checkpoint_layers is a share of the decoder layers and must be in (0, 1], got "
                           f"{cfg.model.checkpoint_layers} (model.gradient_checkpointing=false turns it off)")
     t = cfg.train
-    for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
+    if t.steps < 0:
+        raise ConfigError(f"train.steps must be >= 0 (0: evaluate the starting model and stop), got {t.steps}")
+    for key in ("questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     for key in ("eval_every", "save_every", "sample_every"):

@@ -173,7 +173,8 @@ class AlgoConfig:
 @dataclass
 class TrainConfig:
     steps: int = 500
-    """RL steps (one rollout + update each)."""
+    """RL steps (one rollout + update each); 0 evaluates the starting model (after the cold start, if any) and
+    stops: a prompting-only baseline."""
     questions_per_step: int = 128
     """Questions per step; each is sampled ``samples_per_question`` times."""
     ppo_epochs: int = 1
