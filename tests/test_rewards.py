@@ -15,14 +15,29 @@ import pytest
 
 from rema.config import RewardConfig
 from rema.rewards import (
-    MathGrade, close, grade_math, grade_math_batch, judge_verdict, mta_format, pool_respawns, ra_format, summarize,
+    MathGrade,
+    close,
+    grade_math,
+    grade_math_batch,
+    judge_verdict,
+    math_grader,
+    mta_format,
+    pool_respawns,
+    ra_format,
+    summarize,
 )
-from rema.rewards import math_grader
-from rema.rewards.terms import (TERMS, action_format, get_term, math_correctness, plan_leak, single_turn_format,
-                               unfinished_mask)
+from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
+from rema.rewards.terms import (
+    TERMS,
+    action_format,
+    get_term,
+    math_correctness,
+    plan_leak,
+    single_turn_format,
+    unfinished_mask,
+)
 from rema.rollout.episode import END_CODES, AgentView, Episode, Turn
 from rema.scoring import score_episodes, selected_terms
-from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 

@@ -30,7 +30,8 @@ Shapes: N rows (episodes × agents), T tokens. ``mask`` is 1 on trained tokens.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Protocol, Tuple
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -51,7 +52,7 @@ __all__ = [
     "reinforce_pp_advantages",
 ]
 
-Stats = Dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
 
 
 class AdvantageFn(Protocol):
@@ -84,13 +85,13 @@ class AdvantageFn(Protocol):
         *,
         eps: float = 1e-6,
         gamma: float = 1.0,
-        kl: Optional[torch.Tensor] = None,
+        kl: torch.Tensor | None = None,
         kl_coef: float = 0.0,
-        all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-    ) -> Tuple[torch.Tensor, Stats]: ...
+        all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, Stats]: ...
 
 
-ADVANTAGE_ESTIMATORS: Dict[str, AdvantageFn] = {}
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
 
 
 def register_advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
@@ -203,7 +204,7 @@ def broadcast_to_tokens(episode_adv: torch.Tensor, mask: torch.Tensor) -> torch.
 # ----------------------------------------------------------------------------- REINFORCE++ returns
 
 
-def _turn_positions(mask: torch.Tensor, turns: TurnIndex) -> Tuple[torch.Tensor, torch.Tensor]:
+def _turn_positions(mask: torch.Tensor, turns: TurnIndex) -> tuple[torch.Tensor, torch.Tensor]:
     """For every trained token: its position among the row's trained tokens, and how many trained
     tokens of its own turn come after it. Raises if a turn's tokens are interleaved with another's."""
     m = mask.bool()
@@ -228,7 +229,7 @@ def reinforce_pp_returns(
     turn_ids: torch.Tensor,
     *,
     gamma: float = 1.0,
-    kl: Optional[torch.Tensor] = None,
+    kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
 ) -> torch.Tensor:
     """Per-token discounted returns that reset at every turn boundary (REINFORCE++ before whitening).

@@ -32,8 +32,6 @@ glue and padding.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
-
 import torch
 
 from rema.algos.segments import TurnIndex, masked_mean, segment_mean, turn_index
@@ -44,10 +42,10 @@ AGG_MODES = ("token", "turn", "trajectory")
 RATIO_LEVELS = ("token", "turn")
 RATIO_MEANS = ("geometric", "arithmetic")
 
-Stats = Dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
 
 
-def _choice(name: str, value: str, valid: Tuple[str, ...]) -> None:
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(v) for v in valid)}")
 
@@ -56,9 +54,9 @@ def aggregate(
     values: torch.Tensor,
     mask: torch.Tensor,
     mode: str,
-    turn_ids: Optional[torch.Tensor] = None,
+    turn_ids: torch.Tensor | None = None,
     *,
-    turns: Optional[TurnIndex] = None,
+    turns: TurnIndex | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token quantity (a loss, a KL, an entropy) to a scalar. Owns all normalisation.
 
@@ -111,8 +109,8 @@ def ppo_surrogate(
     *,
     clip_eps: float,
     clip_eps_high: float,
-    dual_clip: Optional[float],
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dual_clip: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Elementwise dual-clip PPO surrogate loss (to minimise).
 
     ``pg_loss1 = -A r``, ``pg_loss2 = -A clip(r, 1 - clip_eps, 1 + clip_eps_high)``,
@@ -150,10 +148,10 @@ def policy_loss(
     ratio_mean: str = "geometric",
     agg: str = "trajectory",
     clip_eps: float = 0.2,
-    clip_eps_high: Optional[float] = None,
-    dual_clip: Optional[float] = 3.0,
-    log_ratio_clamp: Optional[float] = 3.0,
-) -> Tuple[torch.Tensor, Stats]:
+    clip_eps_high: float | None = None,
+    dual_clip: float | None = 3.0,
+    log_ratio_clamp: float | None = 3.0,
+) -> tuple[torch.Tensor, Stats]:
     """Dual-clip PPO policy loss with token- or turn-level ratios.
 
     Token level (``ratio_level="token"``): per token ``r = exp(clamp(logp - old_logp, -c, c))`` and the
@@ -265,7 +263,7 @@ def policy_loss(
     return loss, stats
 
 
-def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: Optional[int] = None) -> torch.Tensor:
+def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: int | None = None) -> torch.Tensor:
     """Supervised fine-tuning loss: the negative log-likelihood of the masked tokens, averaged over tokens.
 
     Args:

@@ -19,7 +19,8 @@ Shapes: B rows (one agent's trajectory of one episode each), T tokens, K turns i
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -135,7 +136,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def masked_whiten(
     values: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-6, shift_mean: bool = True,
-    all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Standardise ``values`` over the positions where ``mask`` is 1.
 

@@ -93,7 +93,8 @@ class RolloutConfig:
     """``true``: vLLM without torch.compile (and on GPUs without CUDA graphs). The default compiles: the
     engine's first start on a machine is slow (inductor compiles; its cache in ``/tmp/torchinductor_<user>``
     shortens later starts; eager starts in seconds) and rollouts run faster (docs/results.md). ``true`` for
-    short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
+    short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs
+    eager."""
     vllm_sleep: int = 0
     """vLLM on a GPU: put the engine to sleep between the rollout and the update so the update gets its memory:
     1 frees the KV cache and moves the weights to host memory, 2 frees both (the weight sync after the update
@@ -315,7 +316,8 @@ class DistillConfig:
 
     input: str | None = None
     """Solved problems: a .jsonl/.json/.parquet file, a ``datasets`` folder or ``hf:owner/name[:config][:split]``
-    (``hf:GAIR/LIMO``, the paper's source). Columns: ``data.question_field``, ``data.answer_field``, ``solution_field``."""
+    (``hf:GAIR/LIMO``, the paper's source). Columns: ``data.question_field``, ``data.answer_field``,
+    ``solution_field``."""
     solution_field: str = "solution"
     """Column with the worked solution the teacher rewrites (a GSM8K ``answer`` ending in ``#### N`` is its own)."""
     id_field: str | None = None
@@ -334,7 +336,8 @@ class DistillConfig:
     """The teacher's OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1`` for ``vllm serve`` (None =
     ``$OPENAI_BASE_URL``, else OpenAI's API)."""
     teacher: str | None = None
-    """The teacher model's name at that endpoint (``gpt-4o``; for ``vllm serve`` the path or ``--served-model-name``)."""
+    """The teacher model's name at that endpoint (``gpt-4o``; for ``vllm serve`` the path or
+    ``--served-model-name``)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key, so the key itself never lands in a config, a log or a shell
     history. Unset is allowed with ``base_url`` (local servers started without ``--api-key``)."""
@@ -398,7 +401,8 @@ class EvalConfig:
     """Output folder (None = ``evals/<label>-<method>-<time>``); an existing one is resumed when its settings match."""
     task: str = "auto"
     """File / ``hf:`` benchmarks: ``math``, ``judge`` (pairwise preference rows) or ``auto`` (judge when the rows
-    have prompt/response columns). Questions and answers are read from ``data.question_field`` / ``data.answer_field``."""
+    have prompt/response columns). Questions and answers are read from ``data.question_field`` /
+    ``data.answer_field``."""
     answer_format: str = "auto"
     """File / ``hf:`` benchmarks: how answers are written: ``boxed`` (last ``\\boxed{}``), ``gsm8k`` (``#### N``
     tail), ``raw`` (as is) or ``auto`` (whichever is found)."""

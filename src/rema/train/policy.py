@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config, ConfigError
-from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
+from ..models import LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights
 from ..rollout.factory import engine_options, make_engine, resolve_engine
 from ..rollout.tp_group import TPGroupEngine, make_tp_group
 from .packed_attention import use_packed_attention

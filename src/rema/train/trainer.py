@@ -35,8 +35,16 @@ from ..rollout import rollout
 from ..rollout.engine import release_memory
 from ..scoring import episode_metrics, run_eval, score_episodes
 from .batch import build_rows
-from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, partial_folder, rng_state,
-                         save_checkpoint, set_rng_state, trainable_state)
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable_state,
+    partial_folder,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
