@@ -146,9 +146,14 @@ class AlgoConfig:
     advantage: str = "grpo"
     """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``."""
     ratio_level: str = "turn"
-    """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice)."""
+    """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice). Acts only when
+    π_old differs from π, i.e. with ``train.mini_batches`` > 1 or ``train.ppo_epochs`` > 1: with one of each (every
+    shipped config) every ratio is 1, the clip never acts, and ``token`` and ``turn`` give the same gradient; only
+    ``agg`` (the normalisation) then changes the update (docs/design.md §5). (``train.recompute_old_logp=false``
+    takes π_old from the sampler: ratios then differ from 1 by the engines' numerical mismatch only.)"""
     ratio_mean: str = "geometric"
-    """Turn ratio: ``geometric`` = exp(mean log-ratio) (reference code) or ``arithmetic`` = mean ratio (paper)."""
+    """Turn ratio: ``geometric`` = exp(mean log-ratio) (the authors' code) or ``arithmetic`` = mean ratio (the
+    paper). Like ``ratio_level``, it changes nothing with one PPO epoch and one mini-batch (docs/design.md §5)."""
     agg: str = "trajectory"
     """Loss aggregation: ``token``, ``turn`` or ``trajectory`` (mean over turns, then episodes)."""
     clip_eps: float = 0.2
