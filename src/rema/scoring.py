@@ -6,7 +6,7 @@ rollout → ``score_episodes`` → ``episode_metrics`` (``rema eval`` and the tr
 
 The reward of an agent in an episode (every component kept in ``episode.reward_parts[agent]``):
 
-1. correctness, shared by both agents and every turn (SPEC §2): the RA's final response graded against the
+1. correctness, shared by both agents and every turn (docs/design.md §2): the RA's final response graded against the
    reference answer (one batched call to the grader pool, hard timeout per item; a right answer given
    outside ``\\boxed{}`` earns ``reward.unboxed_credit`` of it), the judge verdict, or a custom
    ``correctness_fn``;
@@ -52,7 +52,7 @@ def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, fl
     episodes played in rollout ``mode``.
 
     Format terms apply only to ``single_turn`` episodes (per-turn format rewards in multi-turn are exploitable,
-    SPEC §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
+    docs/design.md §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
     plan-leak term is added only where they are not. The action-set term (``cfg.action_format_penalty``) comes on
     top of either. This rule lives here so training, evaluation and
     ``rema chat`` score an episode the same way."""

@@ -1,16 +1,17 @@
 """Advantage estimators: GRPO, Dr.GRPO, RLOO and REINFORCE++, registered by name.
 
-How we depart from / choose among the paper and the reference code:
+How we depart from / choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public;
+docs/design.md §3 and §9):
 
 1. Groups are whatever the caller passes in ``group_ids``; ReMA groups by (question, agent), so the
    MTA's and the RA's samples of one question are normalised separately. Ids may be any integers.
 2. GRPO uses the *unbiased* group std (``torch.std`` default) and ``(R - mean) / (std + eps)``, as the
-   reference code does. A group of size 1 gets advantage 0 (the reference divides by a std of 1 and a
+   authors' code does. A group of size 1 gets advantage 0 (the authors' code divides by a std of 1 and a
    mean of 0 there, i.e. gives the raw reward, which silently mixes scales); no NaN is ever produced.
 3. RLOO: ``A_i = R_i - mean_{j != i} R_j`` (= ``n/(n-1) (R_i - mean)``); size-1 groups get 0.
 4. REINFORCE++ with "per-token return (gamma = 1, reset per turn)": the episode's sparse reward ``R`` is
-   placed on the **last trained token of every turn** of the row (SPEC §2: the final reward is shared by
-   both agents and every turn), the optional KL penalty ``-kl_coef * kl_t`` on every trained token, and
+   placed on the **last trained token of every turn** of the row (docs/design.md §2: the final reward is shared
+   by both agents and every turn), the optional KL penalty ``-kl_coef * kl_t`` on every trained token, and
    returns are discounted backwards *within* a turn, counting trained tokens only; the return resets at
    each turn boundary, so a turn's credit never includes another turn's reward. With gamma = 1 and no
    KL every trained token's return is exactly ``R``; REINFORCE++ then differs from GRPO only in its

@@ -2,7 +2,7 @@
 
 Every field carries a docstring (the string literal right after it); that text is the single source of
 truth and is what ``rema train --help-config`` prints and ``docs/config.md`` renders. Defaults follow the
-reference implementation (SPEC §3) where it has one.
+authors' code (https://github.com/ziyuwan/ReMA-public) where it has one (docs/design.md §8).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class RolloutConfig:
 @dataclass
 class RewardConfig:
     mask_unfinished: bool = True
-    """Episodes that did not end ``finished`` get reward 0 (reference default for multi-turn)."""
+    """Episodes that did not end ``finished`` get reward 0 (the authors' default for multi-turn)."""
     format_terms: bool = False
     """Single turn: add each agent's format term (MTA leaks no answer; RA ends with one \\boxed{})."""
     format_penalty: float = 1.0
@@ -123,7 +123,7 @@ class RewardConfig:
     """Subtracted from the MTA's reward (only the MTA's) when its first message gives the answer away
     (a box, "the answer is ...", or ending on "= gold"; ``rewards.mta_format``). One term per episode on the
     message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
-    terms, SPEC §2). 0 = off (the reference: shared sparse reward only). Not added where the single-turn
+    terms, docs/design.md §2). 0 = off (the authors' code: shared sparse reward only). Not added where the single-turn
     ``format_terms`` already apply (they include the same check)."""
     action_format_penalty: float = 0.0
     """``rollout.action_set`` only: subtracted from the MTA's reward when its choice is not the JSON object the
@@ -133,7 +133,7 @@ class RewardConfig:
     unboxed_credit: float = 1.0
     """Math: the share of the correctness reward that a right final answer earns when it is not in a
     ``\\boxed{}`` (found instead on a ``####`` line, in "the answer is ...", or as the last expression).
-    1 = any extraction counts (the reference); 0 = only boxed answers count; in between a model that does not
+    1 = any extraction counts (the authors' code); 0 = only boxed answers count; in between a model that does not
     box yet still gets a signal, and boxing is always paid more. Accuracy in evaluations is not affected."""
     grader_timeout_s: float = 5.0
     """Hard per-item timeout of the math grader (a timeout scores 0 and is counted)."""
@@ -167,7 +167,7 @@ class AlgoConfig:
     gamma: float = 1.0
     """REINFORCE++ discount (returns reset at every turn)."""
     kl_coef: float = 0.0
-    """KL(π‖π_ref) weight (k3 estimator); 0 = off (reference default)."""
+    """KL(π‖π_ref) weight (k3 estimator); 0 = off (the authors' default)."""
     kl_in_reward: bool = False
     """REINFORCE++: fold the KL penalty into the token rewards instead of the loss."""
     entropy_coef: float = 0.0
@@ -291,7 +291,7 @@ class DataConfig:
 @dataclass
 class SFTConfig:
     cold_start: bool = False
-    """``rema train``: fine-tune on dialogues (below) before the first RL step, the cold start of SPEC §3.
+    """``rema train``: fine-tune on dialogues (below) before the first RL step, the cold start of docs/design.md §7.
     ``rema sft`` always does this step and then stops."""
     data: str = "self"
     """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:

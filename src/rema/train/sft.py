@@ -1,4 +1,4 @@
-"""The cold start (SPEC §3): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
+"""The cold start (docs/design.md §7): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
 
 ``rema train`` runs it before the first RL step when ``sft.cold_start`` is on; ``rema sft`` runs only it and
 exports the model. Dialogues come from a JSONL file or from the model itself (``sft.data: self``, see
