@@ -16,8 +16,11 @@ from test_train import SHORT_PROMPTS, tiny_cfg, upper_share
 from rema.algos import aggregate, grpo_advantages, policy_loss, reinforce_pp_advantages
 from rema.train import Trainer
 
-MODES = {"token": ("token", "geometric"), "turn-geometric": ("turn", "geometric"),
-         "turn-arithmetic": ("turn", "arithmetic")}
+MODES = {
+    "token": ("token", "geometric"),
+    "turn-geometric": ("turn", "geometric"),
+    "turn-arithmetic": ("turn", "arithmetic"),
+}
 
 
 def batch():
@@ -29,12 +32,21 @@ def batch():
     B, T, V = 3, 12, 7
     theta = torch.randn(B, T, V, generator=g, dtype=torch.float64)
     tokens = torch.randint(V, (B, T), generator=g)
-    mask = torch.tensor([[0, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0],
-                         [0, 0, 1, 0, 1, 1, 1, 1, 1, 0, 1, 0],
-                         [1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0]], dtype=torch.float64)
-    turn_ids = torch.tensor([[-1, 0, 0, 0, -1, 1, 1, -1, -1, -1, -1, -1],
-                             [-1, -1, 0, -1, 1, 1, 1, 1, 1, -1, 2, -1],
-                             [0, 0, 0, 0, 0, -1, -1, 1, -1, -1, -1, -1]])
+    mask = torch.tensor(
+        [
+            [0, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0],
+            [0, 0, 1, 0, 1, 1, 1, 1, 1, 0, 1, 0],
+            [1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0],
+        ],
+        dtype=torch.float64,
+    )
+    turn_ids = torch.tensor(
+        [
+            [-1, 0, 0, 0, -1, 1, 1, -1, -1, -1, -1, -1],
+            [-1, -1, 0, -1, 1, 1, 1, 1, 1, -1, 2, -1],
+            [0, 0, 0, 0, 0, -1, -1, 1, -1, -1, -1, -1],
+        ]
+    )
     rewards = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
     adv, _ = grpo_advantages(rewards, torch.zeros(3, dtype=torch.long), mask, turn_ids)
     return theta, tokens, mask, turn_ids, adv
@@ -82,11 +94,13 @@ def test_only_the_normalisation_differs_between_aggregations_at_ratio_one():
 def test_once_old_logp_differs_the_ratio_modes_part(agg):
     theta, tokens, mask, turn_ids, adv = batch()
     shift = 0.15 * torch.randn(mask.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    grads = {name: gradient(theta, tokens, mask, turn_ids, adv, level=level, mean=mean, agg=agg, old_shift=shift)[0]
-             for name, (level, mean) in MODES.items()}
+    grads = {
+        name: gradient(theta, tokens, mask, turn_ids, adv, level=level, mean=mean, agg=agg, old_shift=shift)[0]
+        for name, (level, mean) in MODES.items()
+    }
     names = list(grads)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert (grads[a] - grads[b]).abs().max() > 1e-4, (a, b)
 
 
@@ -119,9 +133,15 @@ def test_the_trainer_update_gives_one_gradient_for_the_three_ratio_modes_until_t
     for every ratio mode; the second (after one step with a large learning rate) is not."""
     steps = {}
     for name, (level, mean) in MODES.items():
-        cfg = tiny_cfg(tmp_path / name, "rollout.mode=multi_turn", "algo.agg=trajectory",
-                       f"algo.ratio_level={level}", f"algo.ratio_mean={mean}", "train.mini_batches=2",
-                       "train.seed=3")
+        cfg = tiny_cfg(
+            tmp_path / name,
+            "rollout.mode=multi_turn",
+            "algo.agg=trajectory",
+            f"algo.ratio_level={level}",
+            f"algo.ratio_mean={mean}",
+            "train.mini_batches=2",
+            "train.seed=3",
+        )
         tr = Trainer(cfg, correctness_fn=upper_share, prompts=SHORT_PROMPTS)
         pol = tr.policies[0]
         pol.optimizer = RecordingSGD((p for p in pol.model.parameters() if p.requires_grad), lr=3.0)

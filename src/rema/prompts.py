@@ -151,6 +151,15 @@ PROMPT_SETS = {
 [FINISH]), ``vrp-judge`` and ``mrp-judge`` (the single-agent baselines); ``Config.method_name`` picks one."""
 
 
+def register_prompt_set(prompts: PromptSet) -> PromptSet:
+    """Add ``prompts`` under ``prompts.name`` (``rollout.prompts=<name>`` selects it; docs/extending.md); a name
+    already taken fails. ``mta=None`` makes a single-agent set (``rollout.method=vrp`` or ``mrp``)."""
+    if prompts.name in PROMPT_SETS:
+        raise ValueError(f"prompt set {prompts.name!r} is already registered")
+    PROMPT_SETS[prompts.name] = prompts
+    return prompts
+
+
 def get_prompt_set(name: str) -> PromptSet:
     """Prompt set by name; an unknown name lists the valid ones."""
     try:

@@ -51,7 +51,12 @@ class RolloutConfig:
     action_set: bool = False
     """Single turn only: the MTA answers JSON {"action": DECOMPOSE|REWRITE|EMPTY, "content": ...}."""
     task: str = "math"
-    """``math`` (graded against a reference answer) or ``judge`` (pairwise verdict [[A]]/[[B]])."""
+    """How the RA's final response is graded (``rema.rewards.tasks``): ``math`` (against a reference answer),
+    ``judge`` (pairwise verdict [[A]]/[[B]]) or a task registered with ``register_task`` (docs/extending.md)."""
+    prompts: str | None = None
+    """A prompt set registered with ``rema.prompts.register_prompt_set`` (a new task's prompts: docs/extending.md)
+    to play instead of the one ``method``/``mode``/``action_set``/``task`` imply (None). It must fit ``method``: an
+    MTA prompt for ``rema``, none for ``vrp``/``mrp``."""
     max_turns: int = 30
     """Multi-turn: most MTA→RA rounds before the episode ends with ``max_turns``."""
     max_tokens_per_turn: int = 512
@@ -125,6 +130,11 @@ class RewardConfig:
     message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
     terms, docs/design.md §2). 0 = off (the authors' code: shared sparse reward only). Not added where the single-turn
     ``format_terms`` already apply (they include the same check)."""
+    extra_terms: dict[str, float] = field(default_factory=dict)
+    """Shaping terms registered with ``rema.rewards.terms.register_term``, by name, each with the number passed to it
+    as ``penalty`` (what it adds to an agent's reward when it fires; negative to penalise), e.g.
+    ``reward.extra_terms={truncation: -0.2}``. Added after the terms the keys above select, in every mode
+    (docs/extending.md)."""
     action_format_penalty: float = 0.0
     """``rollout.action_set`` only: subtracted from the MTA's reward when its choice is not the JSON object the
     prompt asks for (no object, unparsable, or an action outside DECOMPOSE/REWRITE/EMPTY). Without it an invalid
@@ -466,8 +476,10 @@ class Config:
 
     @property
     def method_name(self) -> str:
-        """The prompt-set name implied by method/mode/action_set/task."""
+        """The prompt-set name: ``rollout.prompts``, else the one method/mode/action_set/task imply."""
         r = self.rollout
+        if r.prompts:
+            return r.prompts
         if r.task == "judge":  # the judge task's own sets: verdicts [[A]]/[[B]], [FINISH] in multi turn
             if r.method != "rema":
                 return f"{r.method}-judge"

@@ -9,6 +9,7 @@
 3. Shaping terms, registered in ``TERMS`` with one signature ``fn(episode, agent, *, penalty) -> (value, parts)``
    and added to one agent's reward: ``format`` (single-turn format terms), ``plan_leak`` (the MTA's first
    message gives the answer away) and ``action_format`` (the MTA's action-set choice is not valid JSON).
+   :func:`register_term` adds one; ``reward.extra_terms`` selects it by name (docs/extending.md).
 
 Every function returns ``(value, parts)``, and ``parts`` already carry the names they are logged under in
 ``episode.reward_parts[agent]`` (so metrics show them as ``reward_parts/<agent>/<name>``).
@@ -108,6 +109,19 @@ TERMS: dict[str, Term] = {
     "plan_leak": plan_leak,
     "action_format": action_format,
 }
+
+
+def register_term(name: str) -> Callable[[Term], Term]:
+    """Decorator: register a shaping term ``fn(episode, agent, *, penalty) -> (value, parts)`` under ``name``, for
+    ``reward.extra_terms`` to select (``{name: penalty}``). A name already taken fails."""
+
+    def deco(fn: Term) -> Term:
+        if name in TERMS:
+            raise ValueError(f"reward term {name!r} is already registered")
+        TERMS[name] = fn
+        return fn
+
+    return deco
 
 
 def get_term(name: str) -> Term:
