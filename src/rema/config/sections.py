@@ -154,7 +154,8 @@ class RewardConfig:
 @dataclass
 class AlgoConfig:
     advantage: str = "grpo"
-    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``."""
+    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp`` (docs/design.md §3), or one registered
+    with ``rema.algos.register_advantage_estimator`` (docs/extending.md)."""
     ratio_level: str = "turn"
     """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice). Acts only when
     π_old differs from π, i.e. with ``train.mini_batches`` > 1 or ``train.ppo_epochs`` > 1: with one of each (every
