@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+
 def add_distill_command(sub) -> None:
     """Register ``rema distill`` on the ``rema`` sub-command parser."""
     from ..cli_args import METHODS, Shorthands, add_config_args, method_overrides

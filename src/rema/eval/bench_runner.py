@@ -51,6 +51,7 @@ from .records import (
     summarize_bench,
 )
 
+
 class EvalError(RuntimeError):
     """A setup problem the user must fix (wrong run folder, resume with other settings, ...)."""
 

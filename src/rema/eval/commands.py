@@ -21,8 +21,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..cli_args import (METHODS, Shorthands, add_config_args, add_generation_shorthands, as_override, method_overrides,
-                        split_config_args)
+from ..cli_args import (
+    METHODS,
+    Shorthands,
+    add_config_args,
+    add_generation_shorthands,
+    as_override,
+    method_overrides,
+    split_config_args,
+)
 from ..config import Config
 from .bench_runner import EvalError, eval_config
 

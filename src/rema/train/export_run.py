@@ -30,7 +30,8 @@ from .checkpoint import LATEST, latest_checkpoint, load_checkpoint, load_trainab
 from .policy import set_training_dtypes
 
 EXPORTS = "exports"
-"""Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models: ``RUN/exports/step_N``."""
+"""Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models:
+``RUN/exports/step_N``."""
 
 
 class CheckpointError(RuntimeError):

@@ -33,10 +33,18 @@ from ..models import describe, export_model, native_bf16
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
-from ..scoring import episode_metrics, run_eval, score_episodes
+from ..scoring import check_scoring, episode_metrics, run_eval, score_episodes
 from .batch import build_rows
-from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, partial_folder, rng_state,
-                         save_checkpoint, set_rng_state, trainable_state)
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable_state,
+    partial_folder,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
@@ -94,6 +102,7 @@ class Trainer:
                                entropy_grad=cfg.algo.entropy_coef > 0, micro_batch_tokens=cfg.train.micro_batch_tokens,
                                share_prefix=cfg.train.share_prefix)
         self.prompts = prompts or get_prompt_set(cfg.method_name)
+        check_scoring(cfg, custom_correctness=correctness_fn is not None)  # before any model loads
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
         self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
         """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
