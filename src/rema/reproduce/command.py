@@ -40,6 +40,8 @@ def add_parser(sub) -> None:
                         "models and data from the Hub, 8 GPUs")
     p.add_argument("--ood", default=None, metavar="SPEC",
                    help="replace the out-of-distribution set (table1) with this data spec or JSONL file")
+    p.add_argument("--arms", default=None, help="comma-separated arms to run now (default: all); the figure and verdicts "
+                                                "use every finished run")
     p.add_argument("--dry-run", action="store_true", help="print every run and its estimated time; run nothing")
     p.add_argument("--configs", default=None, help="the configs/reproduce folder (default: the checkout's)")
     p.add_argument("--keep-weights", action="store_true", help="keep each run's exported final/ model (~0.5 GB each)")
@@ -57,6 +59,7 @@ def cmd_reproduce(args) -> int:
                              ood=args.ood if exp.ood else None,
                              configs_root=Path(args.configs) if args.configs else None)
             plans.append((exp, seeds, runs))
+        todo = _chosen_arms(args.arms, plans)
     except (ConfigError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -68,11 +71,23 @@ def cmd_reproduce(args) -> int:
     failed = 0
     for exp, seeds, runs in plans:
         with grid_lock(out / exp.name):
-            failed += run_grid(exp, runs, keep_weights=args.keep_weights)
+            failed += run_grid(exp, [r for r in runs if todo is None or r.arm.name in todo],
+                               keep_weights=args.keep_weights)
             write_outputs(exp, runs, seeds, out / exp.name, command=" ".join(["rema", "reproduce", *sys.argv[2:]]))
     if is_reproduce_folder(out):
         print(f"all experiments on one page: {build_page(out)}  (rema report {out})")
     return 1 if failed else 0
+
+
+def _chosen_arms(arms: str | None, plans) -> set[str] | None:
+    """The arms ``--arms`` names (None: all); an arm no planned experiment has raises listing the valid ones."""
+    if arms is None:
+        return None
+    chosen = {a.strip() for a in arms.split(",") if a.strip()}
+    valid = {r.arm.name for _, _, runs in plans for r in runs}
+    if chosen - valid:
+        raise ValueError(f"--arms: unknown arm(s) {', '.join(sorted(chosen - valid))}; valid: {', '.join(sorted(valid))}")
+    return chosen
 
 
 def dry_run(plans, scale: str) -> int:
