@@ -22,7 +22,6 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-from ..rewards.format_terms import last_verdict
 from ..rollout.episode import AgentView, Episode, Turn
 
 _DROP = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s|\$|\\displaystyle")
@@ -112,10 +111,6 @@ def aggregate_questions(per_question: Sequence[dict[str, float]]) -> dict[str, f
 
 
 # --- judge task -----------------------------------------------------------------------------------------
-
-
-extract_verdict = last_verdict
-"""The last ``[[A]]``/``[[B]]`` in a judge response ('A', 'B' or None): the reward's own rule."""
 
 
 def swap_consistent(verdict_original: str | None, verdict_swapped: str | None) -> bool:

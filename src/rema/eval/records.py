@@ -25,13 +25,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..data.judge import judge_family
+from ..rewards.format_terms import last_verdict
 from ..rollout.episode import Episode
 from ..scoring import episode_metrics
 from .metrics import (
     aggregate_questions,
     default_ks,
     episode_from_dict,
-    extract_verdict,
     judge_family_summary,
     judge_summary,
     majority_vote,
@@ -43,7 +43,7 @@ from .metrics import (
 
 def sample_record(ep: Episode, *, task: str) -> dict:
     """What is kept of one scored episode (the dialogue plus the fields tables are built from)."""
-    extracted = extract_verdict(ep.final_response) if task == "judge" else ep.meta.get("extracted")
+    extracted = last_verdict(ep.final_response) if task == "judge" else ep.meta.get("extracted")
     return {
         "extracted": extracted,
         "correct": bool(ep.meta.get("correct")),
