@@ -21,7 +21,7 @@ import torch
 from conftest import ScriptedEngine
 
 from rema.config import ConfigError, RolloutConfig, load_config
-from rema.data import BENCHMARKS, DataError, judge_family, load_benchmark, load_problems, resolve_dataset, split_record
+from rema.data import BENCHMARKS, DataError, load_benchmark, load_problems, resolve_dataset, split_record
 from rema.data.dialogues import DialogueError, dialogues_from_episodes, load_dialogues
 from rema.eval.bench_runner import load_bench, run_benchmarks
 from rema.prompts import (
@@ -291,7 +291,7 @@ def test_self_distilled_judge_dialogues_keep_right_verdicts_in_the_judge_format(
     episodes = rollout(problems, cfg, {"mta": eng, "ra": eng}, get_prompt_set("rema-judge-multi"))
 
     def grade(responses, golds):  # what sft.self_dialogues uses for rollout.task=judge
-        from rema.rewards import judge_verdict
+        from rema.rewards import judge_family, judge_verdict
 
         return [judge_verdict(r, g)[0] == 1.0 for r, g in zip(responses, golds)]
 

@@ -13,7 +13,7 @@ All functions here are pure (no model, no files) so they can be checked on hand-
 * **Judge consistency**: every pair is judged in both orders (A/B as given, then swapped). A pair is
   *consistent* when both verdicts pick the same underlying response (``A`` then ``B``, or ``B`` then ``A``).
   Accuracy is the mean over both orders, overall and per benchmark family (JudgeBench's mmlu-pro,
-  livebench-reasoning, livebench-math, livecodebench; RewardBench's sections: ``rema.data.judge_family``).
+  livebench-reasoning, livebench-math, livecodebench; RewardBench's sections: ``rema.rewards.judge_family``).
 """
 
 from __future__ import annotations

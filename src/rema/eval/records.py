@@ -11,7 +11,7 @@ One line per question (math) or per judged pair (judge task). A math record::
 
 A judge record holds the same sample lists for both orders (``original``: A/B as given; ``swapped``) plus
 ``verdict_*``, ``correct_*`` (majority verdict over the samples of that order), ``consistent``, and the pair's
-``subset`` and ``family`` (``rema.data.judge_family``; None when the benchmark names no parts).
+``subset`` and ``family`` (``rema.rewards.judge_family``; None when the benchmark names no parts).
 
 Summaries are recomputed from the records (not from in-memory state), so a resumed eval reports exactly
 what a single uninterrupted run would.
@@ -24,8 +24,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..data.judge import judge_family
-from ..rewards.format_terms import last_verdict
+from ..rewards import judge_family, last_verdict
 from ..rollout.episode import Episode
 from ..scoring import episode_metrics
 from .metrics import (
