@@ -33,6 +33,7 @@ from rema.prompts import (
     MTA_JUDGE_MULTI_TURN,
     get_prompt_set,
 )
+from rema.rewards import judge_family
 from rema.rollout import rollout
 from rema.rollout.scripted import replay
 from rema.runtime import command_config
@@ -291,7 +292,7 @@ def test_self_distilled_judge_dialogues_keep_right_verdicts_in_the_judge_format(
     episodes = rollout(problems, cfg, {"mta": eng, "ra": eng}, get_prompt_set("rema-judge-multi"))
 
     def grade(responses, golds):  # what sft.self_dialogues uses for rollout.task=judge
-        from rema.rewards import judge_family, judge_verdict
+        from rema.rewards import judge_verdict
 
         return [judge_verdict(r, g)[0] == 1.0 for r, g in zip(responses, golds)]
 
