@@ -1,9 +1,9 @@
-"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve, distill.
+"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve, distill, reproduce.
 
 The front door: each command's parser and what it runs. ``train``, ``sft`` and ``plan`` are here; the other
 commands stand beside them in their own modules (:mod:`rema.chat`, :mod:`rema.eval.commands`,
-:mod:`rema.eval.export_cmd`, :mod:`rema.serve`, :mod:`rema.distill`). Every one builds its Config through
-:func:`rema.cli_args.config_from_args`.
+:mod:`rema.eval.export_cmd`, :mod:`rema.serve`, :mod:`rema.distill`, :mod:`rema.reproduce`). Every one builds
+its Config through :func:`rema.cli_args.config_from_args`.
 """
 
 from __future__ import annotations
@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import add_serve_command
 
     add_serve_command(sub)
+    from .reproduce import add_reproduce_command
+
+    add_reproduce_command(sub)
     return p
 
 

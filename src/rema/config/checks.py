@@ -81,7 +81,9 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.checkpoint_layers is a share of the decoder layers and must be in (0, 1], got "
                           f"{cfg.model.checkpoint_layers} (model.gradient_checkpointing=false turns it off)")
     t = cfg.train
-    for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
+    if t.steps < 0:
+        raise ConfigError(f"train.steps must be >= 0 (0: evaluate the starting model and stop), got {t.steps}")
+    for key in ("questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     for key in ("eval_every", "save_every", "sample_every"):
@@ -89,15 +91,22 @@ def validate(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0 (see `rema train --help-config`), got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    _validate_sft(cfg)
+    _validate_distill(cfg)
+    _validate_eval(cfg)
+    _validate_serve(cfg)
+
+
+def _validate_sft(cfg) -> None:
     s = cfg.sft
     for key in ("questions", "samples", "max_per_question", "epochs", "batch_dialogues"):
         if getattr(s, key) < 1:
             raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
-    _validate_distill(cfg)
-    _validate_eval(cfg)
-    _validate_serve(cfg)
+    if s.data == "teacher" and (cfg.rollout.task == "judge" or cfg.rollout.action_set):
+        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+                          "rollout.action_set; use sft.data=self or a dialogue file")
 
 
 def _validate_distill(cfg) -> None:

@@ -173,7 +173,8 @@ class AlgoConfig:
 @dataclass
 class TrainConfig:
     steps: int = 500
-    """RL steps (one rollout + update each)."""
+    """RL steps (one rollout + update each); 0 evaluates the starting model (after the cold start, if any) and
+    stops: a prompting-only baseline."""
     questions_per_step: int = 128
     """Questions per step; each is sampled ``samples_per_question`` times."""
     ppo_epochs: int = 1
@@ -291,9 +292,14 @@ class SFTConfig:
     """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:
     sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
     in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer; for
-    ``rollout.task=judge`` a right [[A]]/[[B]] verdict). Judge dialogue files give the pair: docs/judge.md."""
+    ``rollout.task=judge`` a right [[A]]/[[B]] verdict), or ``teacher``: a program teacher writes one exact
+    dialogue per synthetic training question from its expression, no sampling (multi-turn: one MTA
+    instruction and one RA step per round, then [FINISH] and the boxed answer, so a k-step problem needs
+    ``rollout.max_turns`` >= k + 1; single-turn: a plan without results, then the steps; vrp/mrp: the same
+    steps in one message; several seeded phrasings each). ``teacher`` needs synthetic ``data.train`` and no
+    judge task or action set. Judge dialogue files give the pair: docs/judge.md."""
     questions: int = 64
-    """``self``: training questions to sample."""
+    """``self`` and ``teacher``: training questions to draw (seeded by ``train.seed``)."""
     samples: int = 4
     """``self``: episodes sampled per question."""
     temperature: float | None = None

@@ -1,8 +1,9 @@
 """The cold start (SPEC §3): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
 
 ``rema train`` runs it before the first RL step when ``sft.cold_start`` is on; ``rema sft`` runs only it and
-exports the model. Dialogues come from a JSONL file or from the model itself (``sft.data: self``, see
-:mod:`rema.data.dialogues`). Each dialogue is replayed through the rollout protocol
+exports the model. Dialogues come from a JSONL file, from the model itself (``sft.data: self``, see
+:mod:`rema.data.dialogues`) or, for synthetic arithmetic, from a program teacher (``sft.data: teacher``, see
+:mod:`rema.data.teacher`). Each dialogue is replayed through the rollout protocol
 (:func:`rema.rollout.scripted.replay`), so its rows have exactly the token layout RL trains on; the loss is
 the token-mean NLL (:func:`rema.algos.sft_nll`) of the tokens each role wrote, end-of-turn tokens included
 (the model learns where its messages stop).
@@ -24,6 +25,7 @@ import torch
 from ..algos import sft_nll
 from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..data.teacher import teacher_dialogues
 from ..prompts import PromptSet
 from ..rewards import grade_math_batch, judge_verdict
 from ..rollout import rollout
@@ -60,12 +62,13 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
     s = cfg.sft
     two_agents, multi = prompts.mta is not None, cfg.rollout.mode == "multi_turn"
     t0 = time.perf_counter()
-    if s.data == "self":
+    if s.data == "teacher":  # exact dialogues from the synthetic problems' expressions (rema.data.teacher)
+        dialogues, stats = teacher_dialogues(_cold_start_questions(cfg, train_problems), cfg)
+    elif s.data == "self":
         if correctness_fn is not None:
             raise ConfigError("sft.data=self keeps episodes the task's grader accepts (math answers, judge "
                               "verdicts), not a custom correctness function's; give sft.data a dialogue file instead")
-        rng = random.Random(cfg.train.seed * 7919 + 17)
-        problems = rng.sample(train_problems, min(s.questions, len(train_problems)))
+        problems = _cold_start_questions(cfg, train_problems)
         with bars("cold start: sampling") as progress:
             dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg,
                                               on_progress=progress)
@@ -110,6 +113,12 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out
+
+
+def _cold_start_questions(cfg: Config, train_problems: Sequence) -> list:
+    """``sft.questions`` training problems, drawn with the run's seed (the same ones for ``self`` and ``teacher``)."""
+    rng = random.Random(cfg.train.seed * 7919 + 17)
+    return rng.sample(train_problems, min(cfg.sft.questions, len(train_problems)))
 
 
 def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
