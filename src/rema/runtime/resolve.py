@@ -24,17 +24,27 @@ class SetupError(RuntimeError):
     checkpoint, an eval folder holding other settings); the message says what exists and what to give."""
 
 
-def resolved(cfg: Config) -> Config:
-    """``cfg`` with ``rollout.engine`` resolved (:func:`~rema.rollout.factory.resolve_engine`); the same
-    object when it names an engine already. A name the resolver refuses (``$REMA_ENGINE=sglang``) is a
-    :class:`~rema.config.ConfigError`."""
+def engine_of(cfg: Config) -> str:
+    """The engine ``rollout.engine`` stands for here (:func:`~rema.rollout.factory.resolve_engine`: ``auto`` is
+    ``$REMA_ENGINE``, else vLLM where it is installed, else ``hf``); a name the resolver refuses
+    (``$REMA_ENGINE=sglang``) is a :class:`~rema.config.ConfigError`."""
     try:
-        engine = resolve_engine(cfg.rollout.engine)
+        return resolve_engine(cfg.rollout.engine)
     except ValueError as err:
         raise ConfigError(f"rollout.engine: {err}") from None
+
+
+def resolved(cfg: Config) -> Config:
+    """``cfg`` with ``rollout.engine`` resolved (:func:`engine_of`); the same object when it names an engine
+    already. A setting the resolved engine cannot take fails naming what ``auto`` became."""
+    engine = engine_of(cfg)
     if engine == cfg.rollout.engine:
         return cfg
-    return dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, engine=engine))
+    try:
+        return dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, engine=engine))
+    except ConfigError as err:
+        raise ConfigError(f"rollout.engine=auto is {engine} here ($REMA_ENGINE, or whether vLLM is installed), "
+                          f"and then: {err}") from None
 
 
 def run_base(overrides: list[str]) -> Path | None:
