@@ -230,8 +230,9 @@ def test_judgebench_eval_reports_families_swap_consistency_and_position_bias(tin
     script.good.append((wrong.response_b if wrong.label == "A" else wrong.response_a)[:40])
 
     def cfg(out):
-        return command_config(None, ["model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=16",
-                                  "eval.benches=[judgebench]", f"data.data_dir={tmp_path}", f"eval.out={out}"])
+        return command_config(None, ["model.name=tiny-random", "rollout.mode=single_turn",
+                                     "rollout.max_tokens_per_turn=16", "eval.benches=[judgebench]",
+                                     f"data.data_dir={tmp_path}", f"eval.out={out}"])
 
     out, summary = run_benchmarks(cfg(tmp_path / "fair"), engines={"mta": eng, "ra": eng})
     b = summary["benchmarks"]["judgebench"]

@@ -1,8 +1,8 @@
 """Entry points behind ``rema train`` and ``rema sft``: a config in, a finished (or resumable) run out.
 
 The config comes from the command line's one front door (:func:`rema.cli_args.config_from_args`, through
-:func:`rema.runtime.command_config`); an accelerate FSDP config's settings (:func:`~rema.train.strategy.launcher_overrides`)
-are among its overrides.
+:func:`rema.runtime.command_config`); an accelerate FSDP config's settings
+(:func:`~rema.train.strategy.launcher_overrides`) are among its overrides.
 """
 
 from __future__ import annotations
