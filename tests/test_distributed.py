@@ -52,8 +52,9 @@ def test_cold_start_two_processes_match_one(tmp_path):
     is normalised by the global token count, and the summed gradient equals one process's."""
     import json
 
-    turns = lambda a, b: [{"agent": "mta", "text": f"Add {a} and {b}."}, {"agent": "ra", "text": f"{a} + {b} = {a + b}."},  # noqa: E731
-                          {"agent": "mta", "text": "Good. [FINISH]"}, {"agent": "ra", "text": f"\\boxed{{{a + b}}}" * (1 + a % 3)}]
+    def turns(a, b):
+        return [{"agent": "mta", "text": f"Add {a} and {b}."}, {"agent": "ra", "text": f"{a} + {b} = {a + b}."},
+                {"agent": "mta", "text": "Good. [FINISH]"}, {"agent": "ra", "text": f"\\boxed{{{a + b}}}" * (1 + a % 3)}]
     path = tmp_path / "dialogues.jsonl"
     path.write_text("".join(json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b), "turns": turns(a, b)}) + "\n"
                             for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9)]))

@@ -15,7 +15,6 @@ from rema.cli import parse_args
 from rema.config import Config, ConfigError, RolloutConfig, load_config, save_config
 from rema.eval.bench_runner import EvalError, bench_name, run_benchmarks
 from rema.eval.commands import eval_config_from_args
-from rema.runtime import SetupError
 from rema.eval.metrics import (
     default_ks,
     episode_from_dict,
@@ -35,6 +34,7 @@ from rema.eval.tables import (
     to_markdown,
 )
 from rema.prompts import JUDGE_RA
+from rema.runtime import SetupError
 from rema.scoring import episode_metrics
 
 # --- pure metrics --------------------------------------------------------------------------------------

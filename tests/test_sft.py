@@ -11,9 +11,23 @@ from conftest import ScriptedEngine, problem
 from rema.algos import sft_nll
 from rema.cli import main
 from rema.config import ConfigError, RolloutConfig, load_config
-from rema.data.dialogues import (Dialogue, DialogueError, clean_plan, cold_start_dialogue, dialogues_from_episodes,
-                                 load_dialogues, sentence_prefixes)
-from rema.prompts import COLD_START_ANSWER, COLD_START_FINISH, FINISH_MARKER, PromptSet, get_prompt_set, ra_first_message
+from rema.data.dialogues import (
+    Dialogue,
+    DialogueError,
+    clean_plan,
+    cold_start_dialogue,
+    dialogues_from_episodes,
+    load_dialogues,
+    sentence_prefixes,
+)
+from rema.prompts import (
+    COLD_START_ANSWER,
+    COLD_START_FINISH,
+    FINISH_MARKER,
+    PromptSet,
+    get_prompt_set,
+    ra_first_message,
+)
 from rema.rollout import HFEngine, rollout
 from rema.rollout.scripted import end_of_turn_id, replay
 from rema.train import Trainer

@@ -201,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.command == "report" and args.run_dir:  # a rema reproduce folder: its experiments on one page
+        from .reproduce.page import build_page, is_reproduce_folder
+
+        if is_reproduce_folder(args.run_dir):
+            print(f"wrote {build_page(args.run_dir)}")
+            return 0
     try:
         return args.func(args)
     except (ModelNotFoundError, ConfigError, SetupError) as err:

@@ -30,8 +30,8 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    ``rollout.vllm_tensor_parallel_size`` = tp each process holds 1/tp of vLLM's weights. Under FSDP vLLM is
    synced one gathered tensor at a time (the largest weight in fp32 plus its cast, while syncing). The
    transformers engine shares the trainer's weights (under FSDP it generates from an unsharded copy) and
-   holds a KV cache for the rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries, compiled graphs) is not
-   counted: the CPU checks ran on the transformers engine.
+   holds a KV cache for the rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries,
+   compiled graphs) is not counted: the CPU checks ran on the transformers engine.
 8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
    run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
 

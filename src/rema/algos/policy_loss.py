@@ -1,25 +1,26 @@
 """Clipped policy-gradient loss with token- or turn-level importance ratios, and loss aggregation.
 
-How we depart from / choose among the paper and the reference code:
+How we depart from / choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public,
+``compute_policy_loss`` in ``src/verl/verl/rema_trainer/ppo/core_algos.py``; docs/design.md §4 and §9):
 
-1. Turn-level ratio, both forms selectable: ``ratio_mean="geometric"`` (reference code, our default):
+1. Turn-level ratio, both forms selectable: ``ratio_mean="geometric"`` (the authors' code, our default):
    ``r = exp(clamp(mean_turn(log pi - log pi_old), -c, c))``; ``"arithmetic"`` (the paper's formula):
    ``r = mean_turn(exp(clamp(log pi - log pi_old, -c, c)))``. The turn is clipped once; its advantage is
    the mean of its tokens' advantages.
-2. The log-ratio clamp is symmetric, ``[-c, c]`` (c = ``log_ratio_clamp`` = 3). The reference clamps only
+2. The log-ratio clamp is symmetric, ``[-c, c]`` (c = ``log_ratio_clamp`` = 3). The authors' code clamps only
    from above; a ratio below e^-3 ≈ 0.05 is already far outside the trust region and clipped anyway,
    and the symmetric clamp keeps ``exp`` finite when the new policy all but rules a token out.
-3. Dual clip (c = 3) for negative advantages, as in the reference: the loss of a token/turn with A < 0 is
+3. Dual clip (c = 3) for negative advantages, as in the authors' code: the loss of a token/turn with A < 0 is
    at most ``-A * dual_clip``, so one wildly off-policy sample cannot dominate the batch.
 4. ``trajectory`` aggregation is mean over turns within a row, then over rows *that have a trained
-   token*. The reference averages tokens (not turns) within a row for token-level ratios and averages
-   over all rows (an agent row with no trained token dilutes the loss); ``turn`` matches the reference.
+   token*. The authors' code averages tokens (not turns) within a row for token-level ratios and averages
+   over all rows (an agent row with no trained token dilutes the loss); ``turn`` matches it.
 5. Aggregation lives in one function, :func:`aggregate`, over a per-token ``(B, T)`` loss. For
    turn-level ratios the per-turn loss is written onto each of the turn's tokens first; since it is
    constant over the turn, the turn mean of those tokens is exactly the turn's loss.
 6. ``approx_kl`` is Schulman's k3 estimate of KL(pi_old || pi) from the sampled tokens, ``mean((r - 1) -
    log r)`` with ``r = pi / pi_old`` (per token, log-ratio clamped to ±20 only to stay finite); it is
-   >= 0 per token, unlike the reference's k1 (``mean(-log r)``), which can go negative.
+   >= 0 per token, unlike the authors' k1 (``mean(-log r)``), which can go negative.
 7. Statistics are shares of the *units the loss clips*: tokens for token-level ratios, turns for
    turn-level ratios (``log_ratio_clip_frac`` for the arithmetic turn ratio counts tokens, since that is
    where the clamp acts). The counts ``num_tokens``, ``num_turns``, ``num_rows`` are returned so a caller
@@ -32,7 +33,7 @@ glue and padding.
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 
@@ -44,10 +45,10 @@ AGG_MODES = ("token", "turn", "trajectory")
 RATIO_LEVELS = ("token", "turn")
 RATIO_MEANS = ("geometric", "arithmetic")
 
-Stats = Dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
 
 
-def _choice(name: str, value: str, valid: Tuple[str, ...]) -> None:
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(v) for v in valid)}")
 
@@ -56,9 +57,9 @@ def aggregate(
     values: torch.Tensor,
     mask: torch.Tensor,
     mode: str,
-    turn_ids: Optional[torch.Tensor] = None,
+    turn_ids: torch.Tensor | None = None,
     *,
-    turns: Optional[TurnIndex] = None,
+    turns: TurnIndex | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token quantity (a loss, a KL, an entropy) to a scalar. Owns all normalisation.
 
@@ -111,8 +112,8 @@ def ppo_surrogate(
     *,
     clip_eps: float,
     clip_eps_high: float,
-    dual_clip: Optional[float],
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dual_clip: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Elementwise dual-clip PPO surrogate loss (to minimise).
 
     ``pg_loss1 = -A r``, ``pg_loss2 = -A clip(r, 1 - clip_eps, 1 + clip_eps_high)``,
@@ -150,10 +151,10 @@ def policy_loss(
     ratio_mean: str = "geometric",
     agg: str = "trajectory",
     clip_eps: float = 0.2,
-    clip_eps_high: Optional[float] = None,
-    dual_clip: Optional[float] = 3.0,
-    log_ratio_clamp: Optional[float] = 3.0,
-) -> Tuple[torch.Tensor, Stats]:
+    clip_eps_high: float | None = None,
+    dual_clip: float | None = 3.0,
+    log_ratio_clamp: float | None = 3.0,
+) -> tuple[torch.Tensor, Stats]:
     """Dual-clip PPO policy loss with token- or turn-level ratios.
 
     Token level (``ratio_level="token"``): per token ``r = exp(clamp(logp - old_logp, -c, c))`` and the
@@ -171,7 +172,7 @@ def policy_loss(
         mask: (B, T), 1 on trained tokens. Values at untrained positions of the other tensors are ignored.
         turn_ids: (B, T) long turn index of each token within its row (>= 0 on trained tokens).
         ratio_level: ``"token"`` or ``"turn"``.
-        ratio_mean: ``"geometric"`` (reference code) or ``"arithmetic"`` (paper); turn level only.
+        ratio_mean: ``"geometric"`` (the authors' code) or ``"arithmetic"`` (paper); turn level only.
         agg: ``"token"``, ``"turn"`` or ``"trajectory"``; ``"token"`` is invalid with turn-level ratios.
         clip_eps: lower clip range, ratio >= 1 - clip_eps (0 < clip_eps < 1).
         clip_eps_high: upper clip range, ratio <= 1 + clip_eps_high; defaults to ``clip_eps``.
@@ -225,8 +226,8 @@ class _Units(NamedTuple):
 
 
 def _check_args(logp, old_logp, advantages, mask, turn_ids, *, ratio_level: str, ratio_mean: str, agg: str,
-                clip_eps: float, clip_eps_high: Optional[float], dual_clip: Optional[float],
-                log_ratio_clamp: Optional[float]) -> float:
+                clip_eps: float, clip_eps_high: float | None, dual_clip: float | None,
+                log_ratio_clamp: float | None) -> float:
     """Refuse :func:`policy_loss`'s invalid arguments (each error names the argument and its valid range);
     returns ``clip_eps_high`` with its default (``clip_eps``) filled in."""
     _choice("ratio_level", ratio_level, RATIO_LEVELS)
@@ -255,12 +256,12 @@ def _check_args(logp, old_logp, advantages, mask, turn_ids, *, ratio_level: str,
     return clip_eps_high
 
 
-def _clamp(x: torch.Tensor, c: Optional[float]) -> torch.Tensor:
+def _clamp(x: torch.Tensor, c: float | None) -> torch.Tensor:
     """``x`` clamped to ``[-c, c]``; unchanged when ``c`` is None."""
     return x.clamp(-c, c) if c is not None else x
 
 
-def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *, c: Optional[float],
+def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *, c: float | None,
                  surrogate: dict) -> _Units:
     """Token-level ratios: ``r = exp(clamp(log pi - log pi_old, -c, c))`` per token (B, T), each with its own
     advantage; statistics are over the trained tokens."""
@@ -271,7 +272,7 @@ def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *,
 
 
 def _turn_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, turns: TurnIndex, *,
-                c: Optional[float], geometric: bool, surrogate: dict) -> _Units:
+                c: float | None, geometric: bool, surrogate: dict) -> _Units:
     """Turn-level ratios (K turns): the geometric ``exp(clamp(mean_turn(log r)))`` or the arithmetic
     ``mean_turn(exp(clamp(log r)))`` (module note 1), clipped once with the turn's mean advantage; the turn's
     loss is written onto its tokens; statistics are over turns."""
@@ -318,7 +319,7 @@ def _loss_stats(units: _Units, log_ratio: torch.Tensor, m: torch.Tensor, turns: 
         }
 
 
-def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: Optional[int] = None) -> torch.Tensor:
+def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: int | None = None) -> torch.Tensor:
     """Supervised fine-tuning loss: the negative log-likelihood of the masked tokens, averaged over tokens.
 
     Args:

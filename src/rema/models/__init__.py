@@ -11,9 +11,20 @@ frozen weights, training-time changes, LoRA's fused layers, and export.
 """
 
 from .export import EXPORT_SHARD_MB, export_model, iter_merged_weights
-from .loading import (CHATML_TEMPLATE, EMBEDDED_NAME, TINY_NAME, LoraSpec, ModelNotFoundError, cache_dir,
-                      describe, load_model, load_tokenizer, locate_embedded_gguf, materialize_embedded,
-                      resolve_path)
+from .loading import (
+                      CHATML_TEMPLATE,
+                      EMBEDDED_NAME,
+                      TINY_NAME,
+                      LoraSpec,
+                      ModelNotFoundError,
+                      cache_dir,
+                      describe,
+                      load_model,
+                      load_tokenizer,
+                      locate_embedded_gguf,
+                      materialize_embedded,
+                      resolve_path,
+)
 from .low_precision import keep_trainable_fp32, native_bf16, set_training_dtypes, store_frozen_weights
 from .surgery import compile_decoder_layers, enable_checkpointing, has_cpp_compiler, linear_per_attention
 

@@ -63,6 +63,13 @@ class Run:
         prefix = self.eval_prefix(index)
         return self.final(prefix + metric) if prefix else float("nan")
 
+    def ood_final(self, metric: str = "acc") -> float:
+        """The mean over the out-of-distribution sets (every ``data.eval`` set after the first) of their last
+        ``metric`` (NaN without such a set)."""
+        specs = self.config.get("data", {}).get("eval") or []
+        values = [self.eval_final(i, metric) for i in range(1, len(specs) if isinstance(specs, list) else 1)]
+        return sum(values) / len(values) if values else float("nan")
+
     def samples_per_step(self) -> int:
         """Episodes per RL step: questions per step × samples per question."""
         t, r = self.config.get("train", {}), self.config.get("rollout", {})
@@ -125,9 +132,9 @@ def table1(results: Results) -> Analysis:
     header = ["method", "in-distribution", "out-of-distribution", "boxed (OOD)", "seeds"]
     rows = []
     for arm, runs in results.items():
-        rows.append([arm, _est(runs, lambda r: r.eval_final(0)).fmt(), _est(runs, lambda r: r.eval_final(1)).fmt(),
-                     _est(runs, lambda r: r.eval_final(1, "boxed_rate")).fmt(), str(len({r.seed for r in runs}))])
-    ood = lambda r: r.eval_final(1)  # noqa: E731
+        rows.append([arm, _est(runs, lambda r: r.eval_final(0)).fmt(), _est(runs, lambda r: r.ood_final()).fmt(),
+                     _est(runs, lambda r: r.ood_final("boxed_rate")).fmt(), str(len({r.seed for r in runs}))])
+    ood = lambda r: r.ood_final()  # noqa: E731
     ind = lambda r: r.eval_final(0)  # noqa: E731
     remas = [a for a in ("rema_multi", "rema_single") if results.get(a)]
     best = max(remas, key=lambda a: _est(results[a], ood).mean) if remas else None

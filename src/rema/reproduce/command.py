@@ -24,6 +24,7 @@ from ..config import ConfigError
 from .analysis import Analysis
 from .experiments import EXPERIMENTS, Experiment, get_experiments
 from .grid import PlannedRun, estimate_minutes, execute, grid_lock, load_results, machine, plan_grid
+from .page import build_page, is_reproduce_folder
 
 
 def add_parser(sub) -> None:
@@ -69,6 +70,8 @@ def cmd_reproduce(args) -> int:
         with grid_lock(out / exp.name):
             failed += run_grid(exp, runs, keep_weights=args.keep_weights)
             write_outputs(exp, runs, seeds, out / exp.name, command=" ".join(["rema", "reproduce", *sys.argv[2:]]))
+    if is_reproduce_folder(out):
+        print(f"all experiments on one page: {build_page(out)}  (rema report {out})")
     return 1 if failed else 0
 
 

@@ -80,7 +80,7 @@ def table1(results: Results, out: Path) -> None:
     width = 0.38
     for j, (index, name) in enumerate(((0, "in-distribution"), (1, "out-of-distribution"))):
         for i, arm in enumerate(arms):
-            vals = [r.eval_final(index) for r in results[arm] if not math.isnan(r.eval_final(index))]
+            vals = [v for r in results[arm] if not math.isnan(v := r.eval_final(0) if index == 0 else r.ood_final())]
             if not vals:
                 continue
             x = i + (j - 0.5) * width

@@ -93,7 +93,8 @@ def arm_config_path(exp: Experiment, arm: Arm, scale: str, root: Path | None = N
 def plan_grid(exp: Experiment, *, scale: str, seeds: tuple[int, ...], out: Path, overrides: list[str],
               ood: str | None = None, configs_root: Path | None = None) -> list[PlannedRun]:
     """Every run of ``exp``: each arm × each seed (an unseeded arm once, as the first seed), configs resolved
-    (the arm's YAML, then the seed, the run folder, ``ood`` as the second ``data.eval`` set, then ``overrides``)."""
+    (the arm's YAML, then the seed, the run folder, ``ood`` in place of every ``data.eval`` set after the first,
+    then ``overrides``)."""
     from ..cli_args import as_override
     from ..runtime import command_config
 

@@ -13,11 +13,14 @@ module                 what it holds
                        per family: RewardBench's sections, JudgeBench's sources)
 ``terms``              episode-level terms that ``rema.scoring.score_episodes`` composes:
                        ``math_correctness`` (with ``unboxed_credit``), ``unfinished_mask``, and the
-                       shaping terms registered in ``TERMS`` (``format``, ``plan_leak``)
+                       shaping terms registered in ``TERMS`` (``format``, ``plan_leak``,
+                       ``action_format``; ``register_term`` adds one)
+``tasks``              ``rollout.task`` by name: the grader of the final responses (``math``,
+                       ``judge``; ``register_task`` adds one)
 =====================  =========================================================================
 
-``terms`` reads episode records (``rema.rollout.episode``), so it is imported from its module, not here:
-the grader and the text rewards stay importable without the rollout layer.
+``terms`` and ``tasks`` read episode records (``rema.rollout.episode``), so they are imported from their
+modules, not here: the grader and the text rewards stay importable without the rollout layer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The MTA/RA rollout protocol (SPEC §1): questions in, episodes (token ids, log-probs, tags, end codes) out.
+"""The MTA/RA rollout protocol (docs/design.md §1): questions in, episodes (token ids, log-probs, tags, end codes) out.
 
 Single turn:  x → MTA plan m → RA answer y (graded).
 Multi turn:   x → m1 → y1 → m2 → y2 → … until the MTA ends a message with [FINISH]; the RA's reply to that

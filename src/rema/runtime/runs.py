@@ -30,7 +30,8 @@ from .checkpoints import LATEST, latest_checkpoint, load_checkpoint, load_traina
 from .resolve import SetupError
 
 EXPORTS = "exports"
-"""Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models: ``RUN/exports/step_N``."""
+"""Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models:
+``RUN/exports/step_N``."""
 
 
 class CheckpointError(SetupError):

@@ -27,7 +27,6 @@ from ..data.loaders import JUDGE_PARTS
 from ..rollout.episode import Episode
 
 
-
 class RequestError(Exception):
     """A request the server refuses: ``status`` (4xx), a message saying what to change, OpenAI's error type."""
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli_args import (Shorthands, add_config_args, add_generation_shorthands, as_override, config_from_args,
-                        model_source)
+from ..cli_args import (
+    Shorthands,
+    add_config_args,
+    add_generation_shorthands,
+    as_override,
+    config_from_args,
+    model_source,
+)
 from ..config import METHODS, Config, method_overrides
 
 

@@ -3,8 +3,8 @@ its optimizer, learning-rate schedule, generation engine and KL reference, built
 
 Shared weights: one model plays both roles, both roles' rows train it in the same step. Separate weights:
 both models roll out every step, only one is updated at a time (:func:`active_policies`), switching every
-``train.switch_freq`` steps, MTA first (SPEC §3). ``train.update_agents`` (``mta`` or ``ra``) freezes the other
-agent: with separate weights its policy gets no RL optimizer (nor schedule) and is never active; with shared
+``train.switch_freq`` steps, MTA first (docs/design.md §6). ``train.update_agents`` (``mta`` or ``ra``) freezes
+the other agent: with separate weights its policy gets no RL optimizer (nor schedule) and is never active; with shared
 weights the update leaves the frozen role's rows out of the loss (:func:`rema.train.update.update_policy`).
 """
 

@@ -1,4 +1,4 @@
-"""The cold start (SPEC §3): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
+"""The cold start (docs/design.md §7): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
 
 ``rema train`` runs it before the first RL step when ``sft.cold_start`` is on; ``rema sft`` runs only it and
 exports the model. Dialogues come from a JSONL file, from the model itself (``sft.data: self``, see
@@ -27,7 +27,7 @@ from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
 from ..data.teacher import teacher_dialogues
 from ..prompts import PromptSet
-from ..rewards import grade_math_batch, judge_verdict
+from ..rewards.tasks import get_task
 from ..rollout import rollout
 from ..rollout.engine import Engine, release_memory
 from ..rollout.scripted import replay
@@ -125,18 +125,15 @@ def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: C
                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Dialogue], dict[str, float]]:
     """Sample ``sft.samples`` episodes of each problem with the current model and keep the correct ones as
     cold-start dialogues; returns ``(dialogues, stats)`` (stats as in ``dialogues_from_episodes``). Correct is
-    the math grader's verdict, or for ``rollout.task=judge`` a last ``[[A]]``/``[[B]]`` equal to the label."""
+    the verdict of ``rollout.task``'s grader (``rema.rewards.tasks``: the math verifier, for ``judge`` a last
+    ``[[A]]``/``[[B]]`` equal to the label)."""
     s, r = cfg.sft, cfg.rollout
     rcfg = dataclasses.replace(r, temperature=r.temperature if s.temperature is None else s.temperature)
     episodes = rollout(problems, rcfg, engines, prompts, samples_per_question=s.samples, on_progress=on_progress)
     release_memory(engines)  # fine-tuning comes next: no KV cache needed until the next rollout
 
     def grade(responses: list[str], golds: list[str]) -> list[bool]:
-        if r.task == "judge":
-            return [judge_verdict(text, gold)[0] == 1.0 for text, gold in zip(responses, golds)]
-        grades = grade_math_batch(responses, golds, timeout_s=cfg.reward.grader_timeout_s,
-                                  workers=cfg.reward.grader_workers)
-        return [g.correct for g in grades]
+        return [parts["correct"] >= 1.0 for _, parts, _ in get_task(r.task)(responses, golds, cfg.reward)]
 
     return dialogues_from_episodes(episodes, grade, two_agents=prompts.mta is not None,
                                    multi_turn=r.mode == "multi_turn", max_turns=r.max_turns,

@@ -34,9 +34,17 @@ from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import release_memory
 from ..runtime import device_for, resolved
-from ..runtime.checkpoints import (latest_checkpoint, load_checkpoint, load_trainable_state, partial_folder,
-                                   rng_state, save_checkpoint, set_rng_state, trainable_state)
-from ..scoring import episode_metrics, run_eval, score_episodes
+from ..runtime.checkpoints import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable_state,
+    partial_folder,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
+from ..scoring import check_scoring, episode_metrics, run_eval, score_episodes
 from .batch import build_rows
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
@@ -90,6 +98,7 @@ class Trainer:
                                entropy_grad=cfg.algo.entropy_coef > 0, micro_batch_tokens=cfg.train.micro_batch_tokens,
                                share_prefix=cfg.train.share_prefix)
         self.prompts = prompts or get_prompt_set(cfg.method_name)
+        check_scoring(cfg, custom_correctness=correctness_fn is not None)  # before any model loads
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
         self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
         """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
