@@ -122,7 +122,7 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     w3 = AutoModelForCausalLM.from_pretrained(cut / "final").state_dict()
     assert all(torch.equal(w3[k], w2[k]) for k in w2)
 
-    from rema.train.export_run import export_checkpoint  # the shards of two processes, read by one without a group
+    from rema.runtime import export_checkpoint  # the shards of two processes, read by one without a group
 
     w4 = AutoModelForCausalLM.from_pretrained(export_checkpoint(two, 3)).state_dict()
     assert all(torch.equal(w4[k], w2[k]) for k in w2)

@@ -31,7 +31,7 @@ from rema.prompts import (
 from rema.rollout import HFEngine, rollout
 from rema.rollout.scripted import end_of_turn_id, replay
 from rema.train import Trainer
-from rema.train.sft import cold_start, dialogue_rows, sft_train
+from rema.train.sft import dialogue_rows, sft_train
 
 MULTI = RolloutConfig(mode="multi_turn", max_turns=2, samples_per_question=1, max_tokens_per_turn=64)
 SHORT = PromptSet("test", "plan", "solve")
@@ -259,7 +259,7 @@ def test_self_distilled_cold_start_keeps_only_correct_graded_dialogues(tmp_path)
                "train.eval_every=0", "rollout.max_tokens_per_turn=24")
     tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, lambda c, p: script(c, p, tok)))
     try:
-        metrics = cold_start(tr)
+        metrics = tr.cold_start()
     finally:
         tr.close()
     dialogues = [json.loads(x) for x in (tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()]

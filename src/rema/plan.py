@@ -485,8 +485,9 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                       runtime_gib: float | None = None, native_bf16_cpu: bool | None = None) -> Setup:
     """The :class:`Setup` of a ``Config`` on ``gpus`` processes: GPUs of ``gpu_mem_gib`` GiB each, or CPU
     processes when None. ``train.autocast=auto`` means bf16 on a GPU and, on CPU, where this machine computes
-    bf16 natively (``native_bf16_cpu``; None = ask this machine)."""
-    from .rollout.factory import resolve_engine
+    bf16 natively (``native_bf16_cpu``; None = ask this machine). ``rollout.engine=auto`` is what the runtime
+    resolves it to on this machine (:func:`rema.runtime.engine_of`; a command's config is resolved already)."""
+    from .runtime import engine_of
 
     gpu = gpu_mem_gib is not None
     t, m, r = cfg.train, cfg.model, cfg.rollout
@@ -512,7 +513,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  lora_r=m.lora_r, checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
                  micro_batch_tokens=t.micro_batch_tokens, trained_share=trained_share,
                  entropy_grad=cfg.algo.entropy_coef > 0, kl_ref=cfg.algo.kl_coef > 0,
-                 models=1 if t.shared_weights else 2, engine=resolve_engine(r.engine), vllm_dtype_bytes=vllm_bytes,
+                 models=1 if t.shared_weights else 2, engine=engine_of(cfg), vllm_dtype_bytes=vllm_bytes,
                  optimizers=1 if t.shared_weights or t.update_agents != "both" else 2,
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
                  vllm_sleep=r.vllm_sleep if gpu else 0,

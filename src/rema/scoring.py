@@ -24,7 +24,7 @@ The metric names are the same for training batches and evaluations, so curves li
 "= gold"), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and ``action_level/<ACTION>/...`` (action-set
 mode, ``action_metrics``); judge episodes add
 ``judge/verdict_found``, ``judge/verdict_A`` (the share of verdicts that pick A: position bias when the labels
-are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.data.judge_family``).
+are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.rewards.judge_family``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from .config import Config, ConfigError, RewardConfig
-from .data.judge import judge_family
 from .prompts import PromptSet, get_prompt_set
-from .rewards import last_verdict, mta_format
+from .rewards import judge_family, last_verdict, mta_format
 from .rewards.tasks import get_task
 from .rewards.terms import TERMS, get_term, unfinished_mask
 from .rollout import Engine, rollout

@@ -33,6 +33,8 @@ glue and padding.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from rema.algos.segments import TurnIndex, masked_mean, segment_mean, turn_index
@@ -183,6 +185,51 @@ def policy_loss(
         ``log_ratio_clip_frac``, ``approx_kl`` (k3, see module notes), ``ratio_mean``, ``ratio_max``,
         ``ratio_min``, ``num_tokens``, ``num_turns``, ``num_rows`` (rows with a trained token).
     """
+    clip_eps_high = _check_args(logp, old_logp, advantages, mask, turn_ids, ratio_level=ratio_level,
+                                ratio_mean=ratio_mean, agg=agg, clip_eps=clip_eps, clip_eps_high=clip_eps_high,
+                                dual_clip=dual_clip, log_ratio_clamp=log_ratio_clamp)
+    m = mask.bool()
+    dtype = logp.dtype
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    # Sanitise first: untrained positions become exact zeros, so padding garbage (NaN, inf) can reach
+    # neither the loss nor its gradient.
+    log_ratio = torch.where(m, logp - old_logp.detach().to(dtype), zero)  # (B, T)
+    adv = torch.where(m, advantages.detach().to(dtype), zero)  # (B, T)
+    turns = turn_index(m, turn_ids)
+    surrogate = dict(clip_eps=clip_eps, clip_eps_high=clip_eps_high, dual_clip=dual_clip)
+    if ratio_level == "token":
+        units = _token_units(log_ratio, adv, m, c=log_ratio_clamp, surrogate=surrogate)
+    else:
+        units = _turn_units(log_ratio, adv, m, turns, c=log_ratio_clamp, geometric=ratio_mean == "geometric",
+                            surrogate=surrogate)
+    loss = aggregate(units.loss_tok, m, agg, turns=turns)
+    return loss, _loss_stats(units, log_ratio, m, turns)
+
+
+class _Units(NamedTuple):
+    """What the surrogate computed over the units the loss clips (tokens, or turns), for the loss and its stats."""
+
+    loss_tok: torch.Tensor
+    """(B, T) per-token loss (a turn's loss written onto each of its tokens; 0 off-mask)."""
+    is_clipped: torch.Tensor
+    """Per unit: the clipped branch is taken."""
+    is_dual: torch.Tensor
+    """Per unit: ``A < 0`` and the dual-clip bound is taken."""
+    unit_mask: torch.Tensor
+    """Per unit: which units count (trained tokens; every turn)."""
+    unit_ratio: torch.Tensor
+    """Per unit: the importance ratio."""
+    clamped: torch.Tensor
+    """Where the log-ratio clamp acted (tokens, or turns for the geometric turn ratio)."""
+    clamped_mask: torch.Tensor
+    """Which entries of ``clamped`` count."""
+
+
+def _check_args(logp, old_logp, advantages, mask, turn_ids, *, ratio_level: str, ratio_mean: str, agg: str,
+                clip_eps: float, clip_eps_high: float | None, dual_clip: float | None,
+                log_ratio_clamp: float | None) -> float:
+    """Refuse :func:`policy_loss`'s invalid arguments (each error names the argument and its valid range);
+    returns ``clip_eps_high`` with its default (``clip_eps``) filled in."""
     _choice("ratio_level", ratio_level, RATIO_LEVELS)
     _choice("ratio_mean", ratio_mean, RATIO_MEANS)
     _choice("agg", agg, AGG_MODES)
@@ -206,62 +253,70 @@ def policy_loss(
         raise ValueError(f"dual_clip must be > 1 (or None to disable), got {dual_clip}")
     if log_ratio_clamp is not None and log_ratio_clamp <= 0.0:
         raise ValueError(f"log_ratio_clamp must be > 0 (or None to disable), got {log_ratio_clamp}")
+    return clip_eps_high
 
-    m = mask.bool()
-    dtype = logp.dtype
-    zero = torch.zeros((), dtype=dtype, device=logp.device)
-    # Sanitise first: untrained positions become exact zeros, so padding garbage (NaN, inf) can reach
-    # neither the loss nor its gradient.
-    log_ratio = torch.where(m, logp - old_logp.detach().to(dtype), zero)  # (B, T)
-    adv = torch.where(m, advantages.detach().to(dtype), zero)  # (B, T)
-    turns = turn_index(m, turn_ids)
-    c = log_ratio_clamp
-    clamp = (lambda x: x.clamp(-c, c)) if c is not None else (lambda x: x)
-    surrogate = dict(clip_eps=clip_eps, clip_eps_high=clip_eps_high, dual_clip=dual_clip)
 
-    if ratio_level == "token":
-        ratio = torch.exp(clamp(log_ratio))  # (B, T); exactly 1 on untrained tokens
-        loss_tok, is_clipped, is_dual = ppo_surrogate(ratio, adv, **surrogate)  # (B, T) each; 0 off-mask as adv = 0
-        unit_mask = m  # statistics are over tokens
-        unit_ratio = ratio
+def _clamp(x: torch.Tensor, c: float | None) -> torch.Tensor:
+    """``x`` clamped to ``[-c, c]``; unchanged when ``c`` is None."""
+    return x.clamp(-c, c) if c is not None else x
+
+
+def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *, c: float | None,
+                 surrogate: dict) -> _Units:
+    """Token-level ratios: ``r = exp(clamp(log pi - log pi_old, -c, c))`` per token (B, T), each with its own
+    advantage; statistics are over the trained tokens."""
+    ratio = torch.exp(_clamp(log_ratio, c))  # (B, T); exactly 1 on untrained tokens
+    loss_tok, is_clipped, is_dual = ppo_surrogate(ratio, adv, **surrogate)  # (B, T) each; 0 off-mask as adv = 0
+    clamped = log_ratio.abs() > c if c is not None else torch.zeros_like(m)
+    return _Units(loss_tok, is_clipped, is_dual, unit_mask=m, unit_ratio=ratio, clamped=clamped, clamped_mask=m)
+
+
+def _turn_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, turns: TurnIndex, *,
+                c: float | None, geometric: bool, surrogate: dict) -> _Units:
+    """Turn-level ratios (K turns): the geometric ``exp(clamp(mean_turn(log r)))`` or the arithmetic
+    ``mean_turn(exp(clamp(log r)))`` (module note 1), clipped once with the turn's mean advantage; the turn's
+    loss is written onto its tokens; statistics are over turns."""
+    adv_turn = segment_mean(adv, turns)  # (K,)
+    if geometric:
+        mean_log_ratio = segment_mean(log_ratio, turns)  # (K,)
+        unit_ratio = torch.exp(_clamp(mean_log_ratio, c))
+        clamped = mean_log_ratio.abs() > c if c is not None else torch.zeros_like(adv_turn, dtype=torch.bool)
+        clamped_mask = torch.ones_like(clamped)
+    else:
+        unit_ratio = segment_mean(torch.exp(_clamp(log_ratio, c)), turns)  # (K,)
         clamped = log_ratio.abs() > c if c is not None else torch.zeros_like(m)
         clamped_mask = m
-    else:
-        adv_turn = segment_mean(adv, turns)  # (K,)
-        if ratio_mean == "geometric":
-            mean_log_ratio = segment_mean(log_ratio, turns)  # (K,)
-            unit_ratio = torch.exp(clamp(mean_log_ratio))
-            clamped = mean_log_ratio.abs() > c if c is not None else torch.zeros_like(adv_turn, dtype=torch.bool)
-            clamped_mask = torch.ones_like(clamped)
-        else:
-            unit_ratio = segment_mean(torch.exp(clamp(log_ratio)), turns)  # (K,)
-            clamped = log_ratio.abs() > c if c is not None else torch.zeros_like(m)
-            clamped_mask = m
-        loss_turn, is_clipped, is_dual = ppo_surrogate(unit_ratio, adv_turn, **surrogate)  # (K,) each
-        unit_mask = torch.ones_like(is_clipped)  # statistics are over turns
-        # Write each turn's loss onto its tokens (slot K, the dump for untrained tokens, holds 0).
-        loss_tok = torch.cat([loss_turn, zero.reshape(1)])[turns.token_turn]  # (B, T)
+    loss_turn, is_clipped, is_dual = ppo_surrogate(unit_ratio, adv_turn, **surrogate)  # (K,) each
+    # Write each turn's loss onto its tokens (slot K, the dump for untrained tokens, holds 0).
+    zero = torch.zeros((), dtype=log_ratio.dtype, device=log_ratio.device)
+    loss_tok = torch.cat([loss_turn, zero.reshape(1)])[turns.token_turn]  # (B, T)
+    return _Units(loss_tok, is_clipped, is_dual, unit_mask=torch.ones_like(is_clipped), unit_ratio=unit_ratio,
+                  clamped=clamped, clamped_mask=clamped_mask)
 
-    loss = aggregate(loss_tok, m, agg, turns=turns)
 
+def _loss_stats(units: _Units, log_ratio: torch.Tensor, m: torch.Tensor, turns: TurnIndex) -> Stats:
+    """:func:`policy_loss`'s statistics (detached 0-dim tensors): shares of the clipped units, the k3 KL
+    estimate over trained tokens (module note 6), the ratios' mean/max/min and the counts."""
+    dtype = log_ratio.dtype
+    zero = torch.zeros((), dtype=dtype, device=log_ratio.device)
+    unit_mask = units.unit_mask
     with torch.no_grad():
         lr = log_ratio.detach().clamp(-20.0, 20.0)
         k3 = torch.expm1(lr) - lr  # (r - 1) - log r >= 0; exactly 0 off-mask
-        ur = unit_ratio.detach()
+        ur = units.unit_ratio.detach()
         any_unit = bool(unit_mask.any())
-        stats: Stats = {
-            "clip_frac": masked_mean(is_clipped.to(dtype), unit_mask),
-            "clip_frac_lower": masked_mean(is_dual.to(dtype), unit_mask),
-            "log_ratio_clip_frac": masked_mean(clamped.to(dtype), clamped_mask),
+        return {
+            "clip_frac": masked_mean(units.is_clipped.to(dtype), unit_mask),
+            "clip_frac_lower": masked_mean(units.is_dual.to(dtype), unit_mask),
+            "log_ratio_clip_frac": masked_mean(units.clamped.to(dtype), units.clamped_mask),
             "approx_kl": masked_mean(k3, m),
             "ratio_mean": masked_mean(ur, unit_mask),
             "ratio_max": torch.where(unit_mask, ur, -torch.inf).max() if any_unit else zero,
             "ratio_min": torch.where(unit_mask, ur, torch.inf).min() if any_unit else zero,
             "num_tokens": m.sum().to(dtype),
-            "num_turns": torch.tensor(float(turns.num_turns), dtype=dtype, device=logp.device),
+            "num_turns": torch.tensor(float(turns.num_turns), dtype=dtype, device=log_ratio.device),
             "num_rows": m.any(dim=1).sum().to(dtype),
         }
-    return loss, stats
 
 
 def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: int | None = None) -> torch.Tensor:

@@ -76,7 +76,8 @@ class RolloutConfig:
     engine: str = "auto"
     """Generation backend: ``vllm`` (when installed), ``hf`` (transformers, always available), or ``auto``:
     vLLM where it is importable, else transformers (the environment variable ``REMA_ENGINE`` overrides what
-    ``auto`` picks)."""
+    ``auto`` picks). ``auto`` is resolved once, when a command builds its config: a run's ``config.yaml`` and
+    ``meta.json`` name the engine that ran, and ``--resume`` keeps it."""
     vllm_dtype: str = ""
     """vLLM's compute dtype; empty = bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16), else fp32."""
     vllm_kv_cache_gib: float | None = None

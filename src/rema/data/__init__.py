@@ -15,7 +15,6 @@ from .benchmarks import (
                          parse_hf_spec,
                          resolve_dataset,
 )
-from .judge import judge_family
 from .loaders import ANSWER_FIELDS, QUESTION_FIELDS, load_problems, row_to_problem
 from .problems import (
                          DataError,
@@ -43,7 +42,6 @@ __all__ = [
     "extract_boxed",
     "gsm8k_final_answer",
     "held_out_split",
-    "judge_family",
     "judge_problem_from_pair",
     "load_benchmark",
     "load_problems",

@@ -96,6 +96,7 @@ def plan_grid(exp: Experiment, *, scale: str, seeds: tuple[int, ...], out: Path,
     (the arm's YAML, then the seed, the run folder, ``ood`` in place of every ``data.eval`` set after the first,
     then ``overrides``)."""
     from ..cli_args import as_override
+    from ..runtime import command_config
 
     runs = []
     for arm in exp.arms:
@@ -110,7 +111,7 @@ def plan_grid(exp: Experiment, *, scale: str, seeds: tuple[int, ...], out: Path,
                     raise ConfigError(f"--ood: {exp.name} has no out-of-distribution set (only table1 has one)")
                 base = load_config(path).data.eval_specs
                 fixed.append(as_override("data.eval", [base[0], ood]))
-            cfg = load_config(path, [*fixed, *overrides])
+            cfg = command_config(path, [*fixed, *overrides])  # as `rema train` will build it: the engine resolved
             runs.append(PlannedRun(exp.name, arm, seed, cfg, out / exp.name / "configs" / f"{name}.yaml", run_dir,
                                    out / exp.name / "logs" / f"{name}.log"))
     return runs

@@ -1,4 +1,6 @@
-"""Training: batch building, the policy update, the RL loop, the SFT cold start, checkpoints, metrics."""
+"""Training, behind ``rema train`` and ``rema sft``: batch building, the policy update, the RL loop, the SFT cold
+start, metrics. Checkpoints are written in :mod:`rema.runtime.checkpoints`'s format; the config comes from the
+runtime (:func:`rema.runtime.command_config`)."""
 
 from .run import sft, train
 from .trainer import Trainer, TrainingDiverged
