@@ -89,6 +89,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0 (see `rema train --help-config`), got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if t.dist_timeout_min <= 0:
+        raise ConfigError(f"train.dist_timeout_min must be > 0 (minutes a collective waits), got {t.dist_timeout_min}")
     s = cfg.sft
     for key in ("questions", "samples", "max_per_question", "epochs", "batch_dialogues"):
         if getattr(s, key) < 1:

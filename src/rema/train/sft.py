@@ -166,7 +166,7 @@ def sft_train(
             n_local = sum(sum(rows.mask[i]) for i in mine)
             n_tokens = n_local
             if strategy is not None:
-                n_tokens = int(strategy.sum_(torch.tensor(float(n_local))))
+                n_tokens = int(strategy.sum_value(n_local))
             loss_sum = 0.0
             plan = list(micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens)) if mine else []
             for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
@@ -188,7 +188,7 @@ def sft_train(
                     p.grad = torch.zeros_like(p)
             if strategy is not None:
                 strategy.reduce_grads_(params)
-                loss_sum = float(strategy.sum_(torch.tensor(loss_sum)))
+                loss_sum = strategy.sum_value(loss_sum)
             if math.isfinite(loss_sum):
                 if strategy is not None:
                     strategy.clip_grad_norm_(params, grad_clip)

@@ -64,6 +64,10 @@ class Strategy:
         """``tensor`` summed over processes (in place)."""
         return self.dist.sum_(tensor)
 
+    def sum_value(self, value: float) -> float:
+        """``value`` summed over processes."""
+        return self.dist.sum_value(value)
+
     def prepare(self, model) -> None:
         """Make ``model`` ready for training under this strategy (in place)."""
 

@@ -15,6 +15,7 @@ optimizers, engines) in :mod:`rema.train.policy`, the cold start in :mod:`rema.t
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -51,8 +52,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def _device(name: str, local_rank: int = 0) -> torch.device:
+    """``model.device`` for the process of ``LOCAL_RANK`` ``local_rank``: ``auto`` and a bare ``cuda`` are its
+    own GPU (``cuda:<local_rank>``)."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -68,7 +73,8 @@ class Trainer:
 
         self.cfg = cfg
         self.correctness_fn = correctness_fn
-        self.dist = Dist()
+        self.device = _device(cfg.model.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = Dist(self.device, timeout_min=cfg.train.dist_timeout_min)  # collectives go through this device
         self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
         default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
         self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
@@ -88,7 +94,6 @@ class Trainer:
         seed = cfg.train.seed
         random.seed(seed)
         torch.manual_seed(seed)
-        self.device = _device(cfg.model.device, self.dist.local_rank)
         self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
         self.forward = Forward(self.device, bf16=self.bf16, temperature=cfg.rollout.temperature,
                                entropy_grad=cfg.algo.entropy_coef > 0, micro_batch_tokens=cfg.train.micro_batch_tokens,
