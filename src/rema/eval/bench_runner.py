@@ -131,7 +131,7 @@ def load_engines(cfg: Config) -> dict[str, Engine]:
     import torch
 
     from ..models import load_model
-    from ..rollout.factory import engine_options, make_engine
+    from ..rollout.factory import engine_options, make_engine, resolve_engine, vllm_shares
 
     seed = cfg.eval.seed
     torch.manual_seed(seed)
@@ -140,12 +140,17 @@ def load_engines(cfg: Config) -> dict[str, Engine]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     mta_name, ra_name = resolve_models(cfg)
     model, tok = load_model(ra_name, dtype=cfg.model.dtype, device=device, seed=seed)
+    pair = cfg.rollout.method == "rema" and mta_name != ra_name
+    m_model, m_tok = load_model(mta_name, dtype=cfg.model.dtype, device=device, seed=seed) if pair else (None, None)
     opts = engine_options(cfg.rollout)
-    ra = make_engine(model, tok, engine=cfg.rollout.engine, seed=seed, **opts)
+    # two vLLM engines on one GPU split vLLM's share, so that the second starts too
+    shares = vllm_shares(cfg.rollout, [model, m_model] if pair else [model], device) \
+        if resolve_engine(cfg.rollout.engine) == "vllm" else [None, None]
+    share = lambda s: {} if s is None else {"gpu_memory_utilization": s}  # noqa: E731
+    ra = make_engine(model, tok, engine=cfg.rollout.engine, seed=seed, **opts | share(shares[0]))
     engines = {"ra": ra, "mta": ra}
-    if cfg.rollout.method == "rema" and mta_name != ra_name:
-        m_model, m_tok = load_model(mta_name, dtype=cfg.model.dtype, device=device, seed=seed)
-        engines["mta"] = make_engine(m_model, m_tok, engine=cfg.rollout.engine, seed=seed + 1, **opts)
+    if pair:
+        engines["mta"] = make_engine(m_model, m_tok, engine=cfg.rollout.engine, seed=seed + 1, **opts | share(shares[1]))
     return engines
 
 

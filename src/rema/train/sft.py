@@ -29,7 +29,7 @@ from ..rollout.scripted import replay
 from .batch import Rows, build_rows, collate, micro_batches
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
-from .policy import sync_engine
+from .policy import resync_engines, sync_engine
 
 
 def cold_start(tr) -> dict[str, float]:
@@ -66,6 +66,7 @@ def cold_start(tr) -> dict[str, float]:
                         "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
     t1 = time.perf_counter()
     out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
+    synced = []
     for pol in tr.policies:
         rows = dialogue_rows(dialogues, cfg, tr.prompts, pol.tokenizer, tuple(r for r in pol.roles if r in tr.roles))
         if not len(rows):
@@ -82,11 +83,13 @@ def cold_start(tr) -> dict[str, float]:
                                should_stop=lambda: tr.stop_requested)
         del optimizer
         sync = sync_engine(pol)
+        synced.append(pol)
         tag = "" if pol.name == "shared" else f"{pol.name}/"
         out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
         out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})
         tr.console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
                          f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
+    out.update(resync_engines(tr.policies, synced=synced))  # a policy without rows, asleep at level 2
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out

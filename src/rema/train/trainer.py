@@ -41,7 +41,7 @@ from .checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_stat
 from .distributed import Dist, merge_metrics
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
-from .policy import Policy, active_policies, build_policies, sync_engine
+from .policy import Policy, active_policies, build_policies, resync_engines, sync_engine
 from .sft import cold_start as run_cold_start
 from .strategy import load_shards, local_elements, make_strategy, save_shards
 from .update import Forward, update_policy
@@ -237,6 +237,8 @@ class Trainer:
             with timer.phase("sync"):
                 local.update({f"sync/{k}": v for k, v in sync_engine(pol).items()})
             pol.scheduler.step()
+        with timer.phase("sync"):  # engines a level-2 sleep left without weights, not updated this step
+            local.update(resync_engines(self.policies, synced=active))
         updated = {r for pol in active for r in pol.roles if r in self.updated_roles}
         release_freed_memory()
         metrics = self._reduce(local, episodes, rollout_s=timer.seconds["rollout"])
