@@ -22,6 +22,7 @@ Read against vLLM 0.32 (``vllm/v1/worker/utils.py``, ``gpu_worker.py``, ``v1/cor
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 GIB = 2**30
 
@@ -100,3 +101,52 @@ def device_memory(device) -> tuple[float, float] | None:
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
     return float(free), float(total)
+
+
+@dataclass
+class EngineMemory:
+    """What one vLLM engine of a process holds on its GPU, and whether it starts (:func:`plan_engines`)."""
+
+    share: float
+    """Its ``gpu_memory_utilization``."""
+    weights: float
+    """Bytes of its weights (1/tp of the model under tensor parallelism)."""
+    kv: float
+    """Bytes of its KV cache: what the share leaves after weights and workspace, or ``kv_cache_memory_bytes``."""
+    footprint: float
+    """Bytes it holds awake: the whole share, or weights + workspace + the given KV cache."""
+    sleeps: bool
+    """Whether it sleeps through the update (one engine per process can)."""
+    problems: list[str] = field(default_factory=list)
+    """Why it would not start (vLLM's start condition, its KV floor)."""
+
+
+def plan_engines(*, total: float, share: float, weights: list[float], workspace: float, kv_cache: float | None,
+                 held_at_start: float, sleepers: int, max_model_len: int, per_token: int) -> list[EngineMemory]:
+    """A process's vLLM engines, started in order on a device of ``total`` bytes where the trainer holds
+    ``held_at_start`` when the first starts: each engine's share (:func:`engine_shares` for several), footprint
+    and KV cache (``kv_cache``: ``rollout.vllm_kv_cache_gib`` in bytes, or None), and the problems that stop
+    its start: too little free for its share (note 1), a KV cache below one ``max_model_len`` sequence
+    (note 2). The first ``sleepers`` engines sleep through the update."""
+    try:
+        shares = engine_shares(share, weights, total) if len(weights) > 1 else [share]
+        split_error = None
+    except VLLMMemoryError as err:
+        shares, split_error = [share / len(weights)] * len(weights), str(err)
+    out, held = [], held_at_start
+    for i, (s, w) in enumerate(zip(shares, weights)):
+        kv = s * total - w - workspace if kv_cache is None else kv_cache
+        engine = EngineMemory(s, w, kv, s * total if kv_cache is None else w + workspace + kv_cache, i < sleepers)
+        name = f"vLLM engine {i + 1} of {len(weights)}" if len(weights) > 1 else "vLLM"
+        if split_error:
+            engine.problems += [split_error] if i == 0 else []
+        elif total - held < math.ceil(s * total) and not any(e.problems for e in out):  # the first that fails
+            engine.problems.append(f"{name} would not start: it asks for {s:.3f} of the GPU ({s * total / GIB:.1f} GiB) "
+                                   f"and {max(total - held, 0) / GIB:.1f} GiB are free then (vLLM: \"Free memory on device "
+                                   "... is less than desired GPU memory utilization\")")
+        floor = kv_floor_error(kv, max_model_len=max_model_len, per_token=per_token)
+        if floor and not split_error:
+            engine.problems.append(f"{name} would stop at its start: \"{floor}\"")
+        out.append(engine)
+        held += engine.footprint
+    return out
