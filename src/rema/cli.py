@@ -80,11 +80,12 @@ def cmd_plan(args) -> int:
         other = model_shape(model_config(names[1]), names[1])
         shape = max(shape, other, key=lambda x: x.params)
     p = plan(shape, s)
-    alts = alternatives(shape, s) if p.fits is False else []
+    alts = alternatives(shape, s) if p.works is False else []
     host = host_memory_gib()
     if args.json:
         d = p.to_dict() | {"verdict": verdict(p, alts), "params": shape.params,
-                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits} for w, a in alts}}
+                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits, "works": a.works}
+                                            for w, a in alts}}
         if gpu_mem is None:
             d["machine_gib"] = host
         print(json.dumps(d))
@@ -93,7 +94,8 @@ def cmd_plan(args) -> int:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=130)  # files and pipes get whole rows
-    where = f"{args.gpus} × GPU of {gpu_mem:g} GiB" if gpu_mem is not None else f"{args.gpus} CPU process(es)"
+    where = (f"{args.gpus} × GPU of {gpu_mem:g} GiB" + (f" ({s.device_gib:g} GiB reported)" if s.device_gib != gpu_mem
+                                                        else "") if gpu_mem is not None else f"{args.gpus} CPU process(es)")
     mode = f"{s.strategy}" + (" + CPU offload" if s.cpu_offload and s.strategy == "fsdp" else "")
     table = Table(title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "
                         f"{'GPU' if gpu_mem is not None else 'process'}")
@@ -109,6 +111,8 @@ def cmd_plan(args) -> int:
     console.print(table)
     for x in p.host_lines:
         console.print(f"  host memory per process: {x.component} {x.gib:.2f} GiB ({x.note})")
+    for note in p.notes:
+        console.print(f"  note: {note}")
     console.print(verdict(p, alts))
     if gpu_mem is None and host is not None:
         console.print(f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "

@@ -96,6 +96,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0 (see `rema train --help-config`), got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if t.dist_timeout_min <= 0:
+        raise ConfigError(f"train.dist_timeout_min must be > 0 (minutes a collective waits), got {t.dist_timeout_min}")
     _validate_sft(cfg)
     _validate_distill(cfg)
     _validate_eval(cfg)

@@ -240,7 +240,13 @@ class TrainConfig:
     fsdp_cpu_offload: bool = False
     """``train.strategy=fsdp``: keep the parameter shards, their gradients and the optimizer state in CPU memory
     (FSDP2's ``CPUOffloadPolicy``), moving each layer to the GPU for its forward and backward: fits larger
-    models at the cost of host-device copies."""
+    models at the cost of host-device copies. Weights gathered outside a forward (the vLLM sync, the export,
+    checkpoints) are moved to the GPU before they are gathered."""
+    dist_timeout_min: float = 60.0
+    """Several processes: how long (minutes) a collective waits for the other ranks before the job fails. Ranks
+    wait on each other through a whole rollout, an evaluation and rank 0's writes (checkpoints, the export), so
+    it is generous; NCCL's own default is 10 minutes. The process group is ``cuda:nccl,cpu:gloo`` on GPUs
+    (``rema.train.distributed``)."""
     autocast: str = "auto"
     """Compute dtype of the trainer's forward/backward: ``bf16`` (``torch.autocast`` to bfloat16; fp32 master
     weights, optimizer state and log-softmax; under ``train.strategy=fsdp`` on CUDA, FSDP's mixed-precision

@@ -195,8 +195,11 @@ def load_model(
         path = resolve_path(name)
         if os.path.isdir(path) and not (Path(path) / "config.json").is_file():
             raise ModelNotFoundError(f"'{path}' is a folder but holds no config.json: not a transformers model.")
+        # on an accelerator the checkpoint's tensors are read straight onto it (transformers' device_map; one
+        # shard file at a time), not first into a whole model in host memory that every process would hold
+        placement = {} if torch.device(device).type == "cpu" else {"device_map": {"": torch.device(device)}}
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **placement)
         except OSError as err:
             raise ModelNotFoundError(
                 f"cannot load model '{name}': {err}. Pass a local model folder, a Hub id (needs network), "

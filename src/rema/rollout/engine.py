@@ -59,6 +59,12 @@ class Engine(ABC):
         """Make the engine sample from ``model``'s current weights; returns timing/check metrics."""
         return {}
 
+    @property
+    def needs_sync(self) -> bool:
+        """Whether the engine lost its weights (vLLM's level-2 sleep) and must be synced before it generates,
+        whether or not its model changed."""
+        return False
+
     def end_rollout(self) -> None:  # noqa: B027 - engines that serve one process keep this
         """Called once at the end of every rollout, after its last ``generate``: an engine whose calls are
         collective over several processes (:class:`rema.rollout.tp_group.TPGroupEngine`) waits there until

@@ -35,7 +35,7 @@ from .batch import Rows, build_rows, collate, micro_batches
 from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
-from .policy import Policy, sync_engine
+from .policy import Policy, resync_engines, sync_engine
 from .strategy import Strategy
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
                      "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
     t1 = time.perf_counter()
     out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
+    synced = []
     for pol in policies:
         rows = dialogue_rows(dialogues, cfg, prompts, pol.tokenizer, tuple(r for r in pol.roles if r in roles))
         if not len(rows):
@@ -105,11 +106,13 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
                                should_stop=should_stop)
         del optimizer
         sync = sync_engine(pol)
+        synced.append(pol)
         tag = "" if pol.name == "shared" else f"{pol.name}/"
         out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
         out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})
         console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
                       f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
+    out.update(resync_engines(policies, synced=synced))  # a policy without rows, asleep at level 2
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out
@@ -192,7 +195,7 @@ def sft_train(
             n_local = sum(sum(rows.mask[i]) for i in mine)
             n_tokens = n_local
             if strategy is not None:
-                n_tokens = int(strategy.sum_(torch.tensor(float(n_local))))
+                n_tokens = int(strategy.sum_value(n_local))
             loss_sum = 0.0
             plan = list(micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens)) if mine else []
             for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
@@ -214,7 +217,7 @@ def sft_train(
                     p.grad = torch.zeros_like(p)
             if strategy is not None:
                 strategy.reduce_grads_(params)
-                loss_sum = float(strategy.sum_(torch.tensor(loss_sum)))
+                loss_sum = strategy.sum_value(loss_sum)
             if math.isfinite(loss_sum):
                 if strategy is not None:
                     strategy.clip_grad_norm_(params, grad_clip)
