@@ -2,11 +2,10 @@
 master weights, a few RL steps, update MFU and peak memory against ``rema plan``'s prediction; then separate
 weights, a checkpoint and resume, the export, vLLM asleep through the update, and all of it on 2 processes.
 
-Nothing is downloaded: the models are random weights in the shapes of Qwen2.5-0.5B (``bench/roofline.py``'s
-shape) and Qwen2.5-1.5B (the shape rema ships in ``rema/assets/model_shapes``), written by this script with
-``save_pretrained`` into a temporary folder together with rema's byte-level tiny tokenizer (its 259 ids lie
-far below the Qwen vocabulary), so ``model.name=<folder>`` loads them as any local model. ``tiny`` is
-roofline's 2-layer shape, for a CPU smoke run. vLLM is used where it is installed and a GPU is there.
+Nothing is downloaded: the models are random weights in the shapes of Qwen2.5-0.5B (``bench/roofline.py``'s)
+and Qwen2.5-1.5B (rema's shipped shape), saved with rema's byte-level tiny tokenizer into a temporary folder
+and loaded as ``model.name=<folder>``; ``tiny`` is roofline's 2-layer shape, for a CPU smoke run. vLLM is
+used where it is installed and a GPU is there.
 
 What runs, per shape (path ``fsdp``):
 
@@ -15,29 +14,16 @@ What runs, per shape (path ``fsdp``):
    then the root, wrapped by ``fully_shard``; on CUDA with bf16 compute its
    ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` over fp32 shards. Under ``torchrun`` the
    job's own group (rema's ``cuda:nccl,cpu:gloo``) is used instead.
-2. ``rema.train.Trainer`` builds the run from ``rema.config.load_config`` overrides (ReMA multi-turn, the
-   transformers engine, gradient checkpointing) and ``Trainer.train_step()`` runs ``--steps`` RL steps; the
-   first is a warm-up (kernel selection, the allocator's first growth), the summary is the median of the rest.
-   The reward is a content reward (the share of even token ids in the RA's last reply, ``correctness_fn``):
-   a random model never writes a right answer, and a reward that varies within a GRPO group gives the update
-   non-zero advantages.
-3. Figures, one JSON line each (``"bench": "gpu_check"``):
-
-   * ``device``: the GPU, its data-sheet bf16 peak (roofline's table) and a measured bf16 matmul rate;
-   * ``step``: per step, ``time/rollout``, ``time/update``, ``time/sync`` (the trainer's own phase timer,
-     with the device synchronised at each phase's end), ``perf/update_tokens_per_s``, the update's model
-     TFLOP/s and MFU (roofline's FLOP counting over the rows actually trained: 3 × the forward of each row's
-     layers, its causal attention and the LM head on its trained positions; HFU adds the forward that
-     checkpointing recomputes) against the data-sheet and the measured peak, and the peak memory of each
-     phase (``torch.cuda.max_memory_allocated``, reset at each phase's start; on CPU the phase's peak RSS);
-   * ``summary``: medians over the measured steps;
-   * ``memory``: per phase (rollout, update) the peak ``rema plan`` predicts for the same config
-     (``rema.plan.setup_from_config`` / ``plan``) against the measured one, and their ratio. On a GPU the
-     plan's runtime allowance (CUDA context, NCCL) is left out of the compared figure, since
-     ``max_memory_allocated`` counts tensors only; ``reserved_gib`` is the caching allocator's footprint;
-   * ``checks``: FSDP in use, ``dist/param_shard_frac`` = 1 / processes, every trained parameter an fp32
-     master, ``check/update_bf16`` = 1, and the dtype the decoder's matmul weights have during the update's
-     forward (bf16 under FSDP's mixed precision on CUDA; fp32 under autocast on CPU).
+2. ``rema.train.Trainer`` (ReMA multi-turn, the transformers engine, gradient checkpointing) runs
+   ``--steps`` RL steps, the first a warm-up. The reward is the share of even token ids in the RA's last
+   reply (a random model never answers right; this varies within a GRPO group, so advantages are non-zero).
+3. Figures, one JSON line each (``"bench": "gpu_check"``; each described in bench/README.md): ``device`` (the
+   GPU, its data-sheet and a measured bf16 peak), ``step`` (the trainer's phase times, update tok/s, the
+   update's model TFLOP/s, MFU and HFU by roofline's FLOP counting, each phase's peak memory), ``summary``
+   (medians over the measured steps), ``memory`` (``rema plan``'s peak per phase against the measured one; on
+   a GPU without the plan's runtime allowance, since ``max_memory_allocated`` counts tensors only), ``plan``
+   and ``checks`` (FSDP in use, ``dist/param_shard_frac`` = 1 / processes, fp32 masters, bf16 compute where
+   it should be: FSDP's mixed precision on CUDA, fp32 weights under autocast on CPU).
 
 Then, on the first shape, one ``path`` line (with ``ok``) or ``skip`` line (with its reason) for each of
 :data:`PATHS` beyond ``fsdp``: ``separate``, ``resume``, ``export``, ``vllm_sleep`` (CUDA with vLLM only) and
@@ -48,8 +34,7 @@ Run (from the repository root)::
     python bench/gpu_check.py                                  # 0.5B and 1.5B on CUDA, then the paths on 0.5B
     python bench/gpu_check.py --device cpu --shape tiny        # smoke run, ~1 min on 2 cores
     python bench/gpu_check.py --shape 0.5b --paths vllm_sleep,two_procs   # only those paths
-    python bench/gpu_check.py --shape 1.5b --steps 4 --set train.micro_batch_tokens=16384
-"""
+    python bench/gpu_check.py --shape 1.5b --steps 4 --set train.micro_batch_tokens=16384 --paths fsdp"""
 
 from __future__ import annotations
 
@@ -252,6 +237,85 @@ def phase_predictions(p) -> dict[str, float]:
             "runtime": runtime}
 
 
+def step_fields(m: dict, record: dict, rshape: Shape, cfg, peaks: dict, *, shape: str, step: int, cuda: bool) -> dict:
+    """One ``step`` line from the step's metrics ``m`` and what :func:`instrumented` recorded."""
+    flops, hw_flops = rows_flops(rshape, record["rows"], cfg.train.ppo_epochs)
+    upd = m["time/update"]
+    rows = record["rows"]
+    fields = dict(
+        part="step", shape=shape, step=step, warmup=step == 1,
+        time_rollout=round(m["time/rollout"], 3), time_update=round(upd, 3),
+        time_sync=round(m.get("time/sync", 0.0), 3), time_step=round(m["time/step"], 3),
+        generated_tokens=int(m["perf/generated_tokens"]), rollout_tokens_per_s=round(m["perf/tokens_per_s"], 1),
+        update_rows=sum(len(r) for r in rows), update_tokens=sum(sum(r.lengths) for r in rows),
+        update_tokens_per_s=round(m["perf/update_tokens_per_s"], 1),
+        update_model_tflops=round(flops / upd / 1e12, 4),
+        reward=round(m.get("train/reward/ra", float("nan")), 4), grad_norm=m.get("stats/grad_norm"),
+        param_shard_frac=m.get("dist/param_shard_frac"), update_bf16=m.get("check/update_bf16"),
+        optimizer_steps=m.get("stats/optimizer_steps"))
+    for label, pk in peaks.items():
+        if pk:
+            fields[f"mfu_{label}"] = round(flops / upd / pk, 4)
+            if cfg.model.gradient_checkpointing:
+                fields[f"hfu_{label}"] = round(hw_flops / upd / pk, 4)
+    for phase in ("rollout", "update", "sync"):
+        if cuda and phase in record["gpu"]:
+            fields[f"peak_gib_{phase}"] = round(record["gpu"][phase][0], 3)
+            fields[f"reserved_gib_{phase}"] = round(record["gpu"][phase][1], 3)
+        elif f"perf/peak_rss_gb/{phase}" in m:
+            fields[f"peak_rss_gib_{phase}"] = round(m[f"perf/peak_rss_gb/{phase}"], 3)
+    return fields
+
+
+def emit_memory(predicted, steps: list[dict], *, shape: str, cuda: bool) -> None:
+    """The ``memory`` lines (plan against measured, per phase) and the ``plan`` line."""
+    pred = phase_predictions(predicted)
+    planned_fsdp = any(x.component == "gathered layers" for x in predicted.lines)
+    for phase in ("rollout", "update"):
+        if cuda:
+            alloc = max(s.get(f"peak_gib_{phase}", 0.0) for s in steps)
+            reserved = max(s.get(f"reserved_gib_{phase}", 0.0) for s in steps)
+            compared = pred[phase] - pred["runtime"]  # tensors only, like max_memory_allocated
+            emit(part="memory", shape=shape, phase=phase, measure="torch.cuda.max_memory_allocated",
+                 predicted_gib=round(compared, 3), predicted_with_runtime_gib=round(pred[phase], 3),
+                 measured_gib=round(alloc, 3), reserved_gib=round(reserved, 3),
+                 ratio=round(alloc / compared, 3) if compared else None, planned_as_fsdp=planned_fsdp)
+        else:
+            rss = max(s.get(f"peak_rss_gib_{phase}", 0.0) for s in steps)
+            emit(part="memory", shape=shape, phase=phase, measure="peak RSS of the process",
+                 predicted_gib=round(pred[phase], 3), measured_gib=round(rss, 3),
+                 ratio=round(rss / pred[phase], 3) if pred[phase] else None, planned_as_fsdp=planned_fsdp)
+    emit(part="plan", shape=shape, peak_gib=round(predicted.peak_gib, 3), peak_phase=predicted.peak_phase,
+         lines={x.component: round(x.gib, 3) for x in predicted.lines if x.phases != ("info",)})
+
+
+def emit_summary(steps: list[dict], *, shape: str) -> None:
+    """The ``summary`` line: medians over the measured (not warm-up) steps."""
+    measured = [s for s in steps if not s["warmup"]] or steps
+    keys = ["time_rollout", "time_update", "time_sync", "time_step", "rollout_tokens_per_s", "update_tokens",
+            "update_tokens_per_s", "update_model_tflops", *(k for k in measured[0] if k.startswith(("mfu_", "hfu_")))]
+    summary = {k: statistics.median(s[k] for s in measured) for k in keys}
+    emit(part="summary", shape=shape, steps=len(measured), **{k: round(v, 4) for k, v in summary.items()})
+
+
+def emit_checks(trainer, steps: list[dict], master: list[str], layer_dtypes: set[str], *, shape: str,
+                cuda: bool) -> None:
+    """The ``checks`` line: FSDP in use and sharding as expected, fp32 masters, bf16 compute where it should be,
+    every step taking an optimizer step."""
+    last = steps[-1]
+    expect_compute = "torch.bfloat16" if (cuda and trainer.bf16) else "torch.float32"
+    checks = {
+        "fsdp": trainer.strategy.name == "fsdp",
+        "param_shard_frac_is_1_over_processes": abs(last["param_shard_frac"] - 1 / rank_world()[1]) < 0.01,
+        "master_fp32": master == ["torch.float32"],
+        "update_bf16": last["update_bf16"] == 1.0,
+        "update_compute_weights": sorted(layer_dtypes) == [expect_compute],
+        "optimizer_stepped": all(s["optimizer_steps"] and s["optimizer_steps"] >= 1 for s in steps),
+    }
+    emit(part="checks", shape=shape, ok=all(checks.values()), compute_weight_dtypes=sorted(layer_dtypes),
+         **checks)
+
+
 def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, work: Path) -> None:
     from rema.config import load_config
     from rema.plan import model_shape, plan, setup_from_config
@@ -295,74 +359,17 @@ def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, 
                 record["gpu"].clear()
                 m = trainer.train_step()
                 trainer.step += 1
-                flops, hw_flops = rows_flops(rshape, record["rows"], cfg.train.ppo_epochs)
-                upd = m["time/update"]
-                rows = record["rows"]
-                fields = dict(
-                    part="step", shape=name, step=i + 1, warmup=i == 0,
-                    time_rollout=round(m["time/rollout"], 3), time_update=round(upd, 3),
-                    time_sync=round(m.get("time/sync", 0.0), 3), time_step=round(m["time/step"], 3),
-                    generated_tokens=int(m["perf/generated_tokens"]), rollout_tokens_per_s=round(m["perf/tokens_per_s"], 1),
-                    update_rows=sum(len(r) for r in rows), update_tokens=sum(sum(r.lengths) for r in rows),
-                    update_tokens_per_s=round(m["perf/update_tokens_per_s"], 1),
-                    update_model_tflops=round(flops / upd / 1e12, 4),
-                    reward=round(m.get("train/reward/ra", float("nan")), 4), grad_norm=m.get("stats/grad_norm"),
-                    param_shard_frac=m.get("dist/param_shard_frac"), update_bf16=m.get("check/update_bf16"),
-                    optimizer_steps=m.get("stats/optimizer_steps"))
-                for label, pk in peaks.items():
-                    if pk:
-                        fields[f"mfu_{label}"] = round(flops / upd / pk, 4)
-                        if cfg.model.gradient_checkpointing:
-                            fields[f"hfu_{label}"] = round(hw_flops / upd / pk, 4)
-                for phase in ("rollout", "update", "sync"):
-                    if cuda and phase in record["gpu"]:
-                        fields[f"peak_gib_{phase}"] = round(record["gpu"][phase][0], 3)
-                        fields[f"reserved_gib_{phase}"] = round(record["gpu"][phase][1], 3)
-                    elif f"perf/peak_rss_gb/{phase}" in m:
-                        fields[f"peak_rss_gib_{phase}"] = round(m[f"perf/peak_rss_gb/{phase}"], 3)
+                fields = step_fields(m, record, rshape, cfg, peaks, shape=name, step=i + 1, cuda=cuda)
                 emit(**fields)
                 steps.append(fields)
         finally:
             hook.remove()
             _close(trainer)
 
-    measured = [s for s in steps if not s["warmup"]] or steps
-    keys = ["time_rollout", "time_update", "time_sync", "time_step", "rollout_tokens_per_s", "update_tokens",
-            "update_tokens_per_s", "update_model_tflops", *(k for k in measured[0] if k.startswith(("mfu_", "hfu_")))]
-    summary = {k: statistics.median(s[k] for s in measured) for k in keys}
-    emit(part="summary", shape=name, steps=len(measured), **{k: round(v, 4) for k, v in summary.items()})
+    emit_summary(steps, shape=name)
+    emit_memory(predicted, steps, shape=name, cuda=cuda)
 
-    pred = phase_predictions(predicted)
-    planned_fsdp = any(x.component == "gathered layers" for x in predicted.lines)
-    for phase in ("rollout", "update"):
-        if cuda:
-            alloc = max(s.get(f"peak_gib_{phase}", 0.0) for s in steps)
-            reserved = max(s.get(f"reserved_gib_{phase}", 0.0) for s in steps)
-            compared = pred[phase] - pred["runtime"]  # tensors only, like max_memory_allocated
-            emit(part="memory", shape=name, phase=phase, measure="torch.cuda.max_memory_allocated",
-                 predicted_gib=round(compared, 3), predicted_with_runtime_gib=round(pred[phase], 3),
-                 measured_gib=round(alloc, 3), reserved_gib=round(reserved, 3),
-                 ratio=round(alloc / compared, 3) if compared else None, planned_as_fsdp=planned_fsdp)
-        else:
-            rss = max(s.get(f"peak_rss_gib_{phase}", 0.0) for s in steps)
-            emit(part="memory", shape=name, phase=phase, measure="peak RSS of the process",
-                 predicted_gib=round(pred[phase], 3), measured_gib=round(rss, 3),
-                 ratio=round(rss / pred[phase], 3) if pred[phase] else None, planned_as_fsdp=planned_fsdp)
-    emit(part="plan", shape=name, peak_gib=round(predicted.peak_gib, 3), peak_phase=predicted.peak_phase,
-         lines={x.component: round(x.gib, 3) for x in predicted.lines if x.phases != ("info",)})
-
-    last = steps[-1]
-    expect_compute = "torch.bfloat16" if (cuda and trainer.bf16) else "torch.float32"
-    checks = {
-        "fsdp": trainer.strategy.name == "fsdp",
-        "param_shard_frac_is_1_over_processes": abs(last["param_shard_frac"] - 1 / rank_world()[1]) < 0.01,
-        "master_fp32": master == ["torch.float32"],
-        "update_bf16": last["update_bf16"] == 1.0,
-        "update_compute_weights": sorted(layer_dtypes) == [expect_compute],
-        "optimizer_stepped": all(s["optimizer_steps"] and s["optimizer_steps"] >= 1 for s in steps),
-    }
-    emit(part="checks", shape=name, ok=all(checks.values()), compute_weight_dtypes=sorted(layer_dtypes),
-         **checks)
+    emit_checks(trainer, steps, master, layer_dtypes, shape=name, cuda=cuda)
     del trainer, pol, trained
     gc.collect()
     if cuda:

@@ -68,7 +68,8 @@ class AdvantageFn(Protocol):
         gamma: per-token discount within a turn (REINFORCE++ only; others require 1.0).
         kl: (N, T) float or None, per-token KL estimate to fold into the reward (REINFORCE++ only).
         kl_coef: weight of ``kl`` in the reward; 0 disables (others require 0).
-        all_reduce: ``t -> sum of t over the data-parallel processes`` (None on one process). Batch-wide
+        all_reduce: ``t -> sum of t over the data-parallel processes`` (None on one process), for ``t`` on any
+            device (the trainer's ``Dist.sum_`` sends it through the communication device). Batch-wide
             statistics (REINFORCE++'s whitening) use it so N processes compute what one process would on the
             whole batch; group estimators ignore it (a group never straddles processes).
 
