@@ -10,13 +10,13 @@ frozen weights, training-time changes, LoRA's fused layers, and export.
 """
 
 from .export import EXPORT_SHARD_MB, export_model, iter_merged_weights
-from .loading import (CHATML_TEMPLATE, EMBEDDED_NAME, TINY_NAME, LoraSpec, ModelNotFoundError, cache_dir,
+from .loading import (CHATML_TEMPLATE, DTYPES, EMBEDDED_NAME, TINY_NAME, LoraSpec, ModelNotFoundError, cache_dir,
                       describe, load_model, load_tokenizer, locate_embedded_gguf, materialize_embedded,
                       resolve_path)
 from .low_precision import native_bf16, store_frozen_weights
 from .surgery import compile_decoder_layers, enable_checkpointing, has_cpp_compiler, linear_per_attention
 
-__all__ = ["CHATML_TEMPLATE", "EMBEDDED_NAME", "EXPORT_SHARD_MB", "TINY_NAME", "LoraSpec", "ModelNotFoundError",
+__all__ = ["CHATML_TEMPLATE", "DTYPES", "EMBEDDED_NAME", "EXPORT_SHARD_MB", "TINY_NAME", "LoraSpec", "ModelNotFoundError",
            "cache_dir", "compile_decoder_layers", "describe", "enable_checkpointing", "export_model",
            "has_cpp_compiler", "iter_merged_weights", "linear_per_attention", "load_model", "load_tokenizer",
            "locate_embedded_gguf", "materialize_embedded", "native_bf16", "resolve_path", "store_frozen_weights"]

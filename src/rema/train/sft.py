@@ -20,12 +20,12 @@ import torch
 
 from ..algos import sft_nll
 from ..config import Config, ConfigError
-from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..data.dialogues import Dialogue, DialogueError, dialogues_from_episodes, load_dialogues, save_dialogues
 from ..prompts import PromptSet
 from ..rewards import grade_math_batch, judge_verdict
 from ..rollout import rollout
 from ..rollout.engine import release_memory
-from ..rollout.scripted import replay
+from ..rollout.scripted import fit_dialogues, replay
 from .batch import Rows, build_rows, collate, micro_batches
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
@@ -59,6 +59,13 @@ def cold_start(tr) -> dict[str, float]:
     else:
         dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
         stats = {"dialogues": float(len(dialogues))}
+    if s.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
+        dialogues, fit = fit_dialogues(dialogues, cfg.rollout, tr.prompts, tr.policies[0].tokenizer,
+                                       over_limit="truncate")
+        stats.update(fit)
+        if not dialogues:
+            raise DialogueError(f"cold start: no dialogue of sft.data={s.data} fits the rollout limits even cut "
+                                "(rollout.max_context_tokens, rollout.max_tokens_per_turn); raise them")
     if tr.dist.is_main:
         save_dialogues(dialogues, tr.run_dir / "cold_start_dialogues.jsonl")
     tr.console.print(f"cold start: {len(dialogues)} dialogues"
