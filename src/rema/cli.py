@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from types import SimpleNamespace
+
+DRY_RUN_HELP = ("check everything a run reads before it loads weights (config, the first rows of every data set, "
+                "a dialogue file, the tokenizer, one episode's prompts against the context) and print the plan; "
+                "writes nothing")
 
 CHAT_PRESETS = ["rollout.vllm_enforce_eager=true"]
 """``rema chat``'s own starting point over the config: one dialogue does not repay a compiled vLLM start
@@ -107,9 +112,14 @@ def _config_and_overrides(args, implied: list[str] = (), load=None) -> tuple[str
     return config, overrides
 
 
+def _print_dry_run(lines: list[str]) -> int:
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_train(args) -> int:
-    """Train from a YAML config with dotted overrides, or resume a run directory."""
-    from .train import TrainingDiverged, train
+    """Train from a YAML config with dotted overrides, or resume a run directory (``--dry-run``: check and plan)."""
+    from .train import TrainingDiverged, dry_run, train, training_config
 
     parsed = _config_and_overrides(args)
     if isinstance(parsed, int):
@@ -118,6 +128,12 @@ def cmd_train(args) -> int:
     if config is None and args.resume is None and not overrides:
         print("error: give a config (e.g. configs/demo.yaml) or --resume RUN_DIR", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from .config import load_config
+
+        cfg = (load_config(f"{args.resume}/config.yaml", overrides) if args.resume
+               else training_config(config, overrides))
+        return _print_dry_run(dry_run(cfg, command="train"))
     try:
         trainer = train(config, overrides, resume=args.resume, max_steps=args.max_steps)
     except TrainingDiverged as err:
@@ -130,12 +146,14 @@ def cmd_train(args) -> int:
 def cmd_sft(args) -> int:
     """The cold start alone: fine-tune on dialogues (a file, or the model's own correct episodes), export."""
     from .data.dialogues import DialogueError
-    from .train import sft
+    from .train import dry_run, sft, training_config
 
     parsed = _config_and_overrides(args)
     if isinstance(parsed, int):
         return parsed
     config, overrides = parsed
+    if args.dry_run:
+        return _print_dry_run(dry_run(training_config(config, overrides), command="sft"))
     try:
         trainer = sft(config, overrides)
     except DialogueError as err:
@@ -152,6 +170,7 @@ def _chat_method(name: str) -> list[tuple[str, object]]:
 
 def _add_chat_command(sub) -> None:
     from .cli_args import Shorthands, add_config_args, add_generation_shorthands, model_source
+    from .config.choices import ROLLOUT_METHODS
 
     c = sub.add_parser(
         "chat", help="run one MTA↔RA dialogue on a question and print it",
@@ -172,15 +191,15 @@ def _add_chat_command(sub) -> None:
     sh.add(c, "--model", key=model_source,
            help="built-in name, Hub id, local folder, or a training run folder: its final/ weights (one model, or "
                 "mta/ + ra/) and its config.yaml as the base [model.name, or eval.run for a run]")
-    sh.add(c, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
-    sh.add(c, "--method", key=_chat_method, choices=["rema", "vrp", "mrp"],
+    sh.add(c, "--dtype", key="model.dtype", help="weights' dtype")
+    sh.add(c, "--method", key=_chat_method, choices=list(ROLLOUT_METHODS),
            help="two agents or a single-agent baseline [rollout.method; a baseline sets train.shared_weights=true]")
     sh.add(c, "--single-turn", action="store_const", const=True, key=lambda _: [("rollout.mode", "single_turn")],
            help="plan once, answer once [rollout.mode=single_turn]")
     sh.add(c, "--action-set", action="store_const", const=True,
            key=lambda _: [("rollout.mode", "single_turn"), ("rollout.action_set", True)],
            help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY [rollout.action_set=true, rollout.mode=single_turn]")
-    sh.add(c, "--task", choices=["math", "judge"], key="rollout.task",
+    sh.add(c, "--task", key="rollout.task",
            help="judge: which of --response-a / --response-b answers QUESTION better, verdict [[A]] or [[B]]")
     sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
     add_generation_shorthands(sh, c)
@@ -194,7 +213,7 @@ def cmd_plan(args) -> int:
     """Print the memory a config needs per device (``rema.plan``), from the model's config alone: load the
     config, shape the model on the meta device, print the table (or JSON)."""
     from .config import load_config
-    from .plan import alternatives, host_memory_gib, model_config, model_shape, plan, setup_from_config, verdict
+    from .plan import alternatives, config_shape, host_memory_gib, plan, setup_from_config, verdict
 
     parsed = _config_and_overrides(args)
     if isinstance(parsed, int):
@@ -204,11 +223,7 @@ def cmd_plan(args) -> int:
     gpu_mem = args.gpu_mem
     s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
                           runtime_gib=args.runtime_gib)
-    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
-    shape = model_shape(model_config(names[0]), names[0])
-    if len(names) > 1 and names[1] != names[0]:  # separate weights with another RA model: plan the larger
-        other = model_shape(model_config(names[1]), names[1])
-        shape = max(shape, other, key=lambda x: x.params)
+    shape = config_shape(cfg)  # separate weights with another RA model: the larger
     p = plan(shape, s)
     alts = alternatives(shape, s) if p.fits is False else []
     host = host_memory_gib()
@@ -278,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     t.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     t.set_defaults(func=cmd_train)
 
     f = sub.add_parser("sft", help="cold start: fine-tune on MTA/RA dialogues before RL (loss on each role's turns)",
@@ -285,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (its sft section)")
     f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=3 sft.data=my_dialogues.jsonl")
     f.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    f.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     f.set_defaults(func=cmd_sft)
 
     _add_plan_command(sub)
@@ -317,23 +334,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that say what the user must change (a key, a file:line, a name): exit code 2, one line."""
     from .config import ConfigError
+    from .data import DataError
+    from .data.dialogues import DialogueError
+    from .distill.store import DistillError
+    from .eval.bench_runner import EvalError
+    from .eval.report import ReportError
     from .models import ModelNotFoundError
+    from .rollout.chat import ChatTemplateError
+    from .train.export_run import CheckpointError
 
-    args = parse_args(argv)
+    return (ConfigError, DataError, DialogueError, ModelNotFoundError, ChatTemplateError, EvalError, CheckpointError,
+            ReportError, DistillError, FileNotFoundError)
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a library's multi-line message, e.g. the Hub's, squeezed)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rema ...``: every error is one line on stderr without a traceback (exit 2 for the user's to fix, 1 for
+    others); ``--debug`` anywhere on the line, or ``REMA_DEBUG=1``, lets the traceback through."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REMA_DEBUG", "").strip() not in ("", "0")
+    args = parse_args([a for a in argv if a != "--debug"])
     # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return args.func(args)
-    except (ModelNotFoundError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if debug:
+            raise
+        if isinstance(err, user_errors()):
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"error: {type(err).__name__}: {one_line(err)} (rema --debug, or REMA_DEBUG=1, shows where)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -520,6 +520,14 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  vllm_tp=r.vllm_tensor_parallel_size, rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
 
 
+def config_shape(cfg) -> ModelShape:
+    """The shape of the model a ``Config`` trains: ``model.name``, or under separate weights with another
+    ``model.ra_name`` the larger of the two (the plan is per process, and each process holds both)."""
+    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
+    shapes = [model_shape(model_config(name), name) for name in dict.fromkeys(names)]
+    return max(shapes, key=lambda x: x.params)
+
+
 def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
     """What to change when a plan does not fit: each single change worth trying, planned (LoRA, FSDP, CPU
     offload, more GPUs, smaller micro-batches, checkpointing, a smaller vLLM share)."""

@@ -39,11 +39,15 @@ def register_dialogue_source(name: str, description: str) -> None:
     DIALOGUE_SOURCES[name] = description
 
 
-def choice_table() -> dict[str, tuple]:
-    """Dotted key -> its valid values, the registries' lists read now."""
+def choice_table(*, shipped: bool = False) -> dict[str, tuple]:
+    """Dotted key -> its valid values, the registries' lists read now; ``shipped``: only what rema itself
+    registers (docs/config.md lists those, whatever a user's code registered in this process)."""
     from ..algos import ADVANTAGE_ESTIMATORS, AGG_MODES, RATIO_LEVELS, RATIO_MEANS
     from ..algos.schedule import LR_SCHEDULES
     from ..models.loading import DTYPES
+
+    estimators = tuple(name for name, fn in ADVANTAGE_ESTIMATORS.items()
+                       if not shipped or getattr(fn, "__module__", "").startswith("rema."))
 
     return {
         "model.dtype": DTYPES,
@@ -53,7 +57,7 @@ def choice_table() -> dict[str, tuple]:
         "rollout.engine": ENGINES,
         "rollout.vllm_sleep": (0, 1, 2),
         "rollout.vllm_dtype": ("", *DTYPES),
-        "algo.advantage": tuple(ADVANTAGE_ESTIMATORS),
+        "algo.advantage": estimators,
         "algo.ratio_level": RATIO_LEVELS,
         "algo.ratio_mean": RATIO_MEANS,
         "algo.agg": AGG_MODES,

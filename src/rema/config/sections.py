@@ -143,7 +143,9 @@ class RewardConfig:
 @dataclass
 class AlgoConfig:
     advantage: str = "grpo"
-    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``."""
+    """Advantage estimator, by its registered name (``rema.algos.register_advantage_estimator`` adds one): ``grpo``,
+    ``dr_grpo`` and ``rloo`` score whole episodes, ``reinforce_pp`` takes per-token rewards (``gamma``,
+    ``kl_in_reward``)."""
     ratio_level: str = "turn"
     """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice)."""
     ratio_mean: str = "geometric"

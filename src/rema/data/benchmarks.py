@@ -401,5 +401,5 @@ def load_split(spec: str | None, *, data_dir: str | None = None, question_field:
     if levels:
         problems = [p for p in problems if p.meta.get("level") in set(levels)]
     if not problems:
-        raise ValueError(f"data spec {spec!r} gave no problems (levels filter: {levels})")
+        raise DataError(f"data spec {spec!r} gave no problems (levels filter: {levels}); check the spec and data.levels")
     return problems

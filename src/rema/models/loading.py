@@ -140,14 +140,20 @@ def resolve_path(name: str) -> str:
     return name
 
 
-def load_tokenizer(name: str):
-    """Tokenizer for ``name`` (built-in name, Hub id or path), with a pad token and a chat template."""
+def load_tokenizer(name: str, *, materialize: bool = True):
+    """Tokenizer for ``name`` (built-in name, Hub id or path), with a pad token and a chat template.
+    ``materialize=False``: the embedded model's tokenizer is read from its GGUF file when its cached folder is
+    not there yet, so nothing is written (``--dry-run``)."""
     if name == TINY_NAME:
         return _tiny_tokenizer()
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_path(name))
+        if name == EMBEDDED_NAME and not materialize and not (cache_dir() / "models" / name / "REMA_COMPLETE").is_file():
+            gguf = locate_embedded_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_path(name))
     except OSError as err:
         raise ModelNotFoundError(
             f"cannot load tokenizer '{name}': {err}. Pass a local model folder, a Hub id (needs network), "
