@@ -268,6 +268,8 @@ def _check_train(cfg) -> None:
         raise ConfigError(f"train.mini_batches={t.mini_batches} is more than the {episodes} episodes of a step "
                           f"(train.questions_per_step x rollout.samples_per_question): some optimizer steps would "
                           f"have nothing to train on; lower train.mini_batches to at most {episodes}")
+    if not cfg.data.train.strip():
+        raise ConfigError("data.train is empty; give a benchmark name, a file, synthetic:... or hf:owner/name")
     if not cfg.sft.data.strip():
         raise ConfigError("sft.data is empty; give a dialogue file (.jsonl) or a source such as self")
 

@@ -59,6 +59,11 @@ def _coerce(value, tp, key: str):
     return value
 
 
+def _squash(text) -> str:
+    """A library's message on one line."""
+    return " ".join(str(text).split())
+
+
 def _type_hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
@@ -80,7 +85,7 @@ def _unknown(key: str, valid: list[str]) -> ConfigError:
         leaf = key.rsplit(".", 1)[-1]
         near = [k for k in valid if leaf in k.rsplit(".", 1)[-1]][:3]
     hint = f"; did you mean {', '.join(near)}?" if near else ""
-    return ConfigError(f"unknown config key '{key}'{hint} (see `rema train --help-config`)")
+    return ConfigError(f"unknown config key {key!r}{hint} (see `rema train --help-config`)")
 
 
 def _set(tree: dict, dotted: str, value, valid: list[str]) -> None:
@@ -122,7 +127,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+            raise ConfigError(f"{where}: invalid YAML ({_squash(getattr(err, 'problem', None) or err)})") from None
         except (UnicodeDecodeError, IsADirectoryError) as err:
             raise ConfigError(f"{path}: not a YAML text file ({err})") from None
         if not isinstance(tree, dict):
@@ -136,7 +141,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err}); "
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_squash(getattr(err, 'problem', None) or err)}); "
                               "quote it, e.g. key='a: b'") from None
         _set(tree, key.strip(), value, valid)
     return _build(Config, tree)

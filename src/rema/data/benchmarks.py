@@ -263,6 +263,8 @@ def resolve_dataset(
     columns of a file or Hub dataset (with or without options); benchmarks know their own.
     """
     text = spec.strip()
+    if not text:
+        raise DataError("empty data spec: give a benchmark name, a file, synthetic:... or hf:owner/name")
     if text.startswith("synthetic"):
         return _resolve_synthetic(text, limit)
     if text.startswith("hf:"):

@@ -400,10 +400,14 @@ def _iter_dataset(ds: Any, where: str) -> Rows:
 def _dataset_dir_rows(path: Path, shown: str, *, split: str | None, config: str | None) -> Rows:
     import datasets
 
-    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        ds = datasets.load_from_disk(str(path))  # written by Dataset(Dict).save_to_disk
-    else:
-        ds = datasets.load_dataset(str(path), config)  # a folder of data files `datasets` can infer
+    try:
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            ds = datasets.load_from_disk(str(path))  # written by Dataset(Dict).save_to_disk
+        else:
+            ds = datasets.load_dataset(str(path), config)  # a folder of data files `datasets` can infer
+    except Exception as e:  # `datasets` raises many types (EmptyDatasetError, FileNotFoundError, ValueError, ...)
+        raise DataError(f"{shown}: a folder, but not a dataset `datasets` can read ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}); give a .jsonl/.json/.parquet file") from e
     ds, split_name = _choose_split(ds, split, shown)
     yield from _iter_dataset(ds, f"{shown}[{split_name}]")
 
