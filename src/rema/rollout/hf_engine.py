@@ -60,6 +60,12 @@ def sample_from_logits(
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
+def _own_generators(prompts: list[list[int]], params: list[SamplingParams]) -> dict[int, torch.Generator]:
+    """Row -> a generator of its own, for the rows whose sampling has a ``seed`` (:func:`sequence_seed`)."""
+    return {i: torch.Generator(device="cpu").manual_seed(sequence_seed(p.seed, prompts[i]))
+            for i, p in enumerate(params) if p.seed is not None}
+
+
 class HFEngine(Engine):
     """Batched sampling with a transformers causal LM (the model object is shared with the trainer)."""
 
@@ -113,8 +119,7 @@ class HFEngine(Engine):
         temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32)
         top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
         max_new = [p.max_tokens for p in params]
-        own = {i: torch.Generator(device="cpu").manual_seed(sequence_seed(p.seed, prompts[i]))
-               for i, p in enumerate(params) if p.seed is not None}
+        own = _own_generators(prompts, params)
         out_ids: list[list[int]] = [[] for _ in range(n)]
         out_logp: list[list[float]] = [[] for _ in range(n)]
         finish: list[tuple[str, object] | None] = [None] * n

@@ -117,14 +117,9 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
             strategy.prepare(model)
             if ref is not None:
                 strategy.prepare(ref)
-        opt = sched = None
-        if trained:  # a frozen agent (separate weights) has no optimizer state
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-            # the schedule runs over this policy's own updates (separate weights: every other switch_freq steps)
-            agent = i if not t.shared_weights and t.update_agents == "both" else None
-            warmup, total = (own_steps(n, agent, switch_freq=t.switch_freq) for n in (t.warmup_steps, t.steps))
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, t.lr_schedule))
+        # a frozen agent (separate weights) has no optimizer state
+        opt, sched = _optimizer(model, t, i if not t.shared_weights and t.update_agents == "both" else None) \
+            if trained else (None, None)
         engine_seed = t.seed * 1000 + i + 7919 * (rank // tp)  # the ranks of one engine sample alike
         if engine_factory is not None:
             engine = engine_factory(served, tok, engine_seed)
@@ -139,6 +134,15 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         policies.append(Policy(name, group_roles, model, tok, opt, sched, engine, ref,
                                served if served is not model else None))
     return policies
+
+
+def _optimizer(model, t, agent: int | None):
+    """AdamW over ``model``'s trained parameters and its learning-rate schedule, laid over this policy's own
+    updates (:func:`~rema.algos.schedule.own_steps`: ``agent`` 0 / 1 alternate under separate weights; None, every
+    step trains it)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
+    warmup, total = (own_steps(n, agent, switch_freq=t.switch_freq) for n in (t.warmup_steps, t.steps))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, t.lr_schedule))
 
 
 def reshard(model) -> None:
