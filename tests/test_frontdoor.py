@@ -22,9 +22,10 @@ from rema.config.choices import choice_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
-TINY = ["model.name=tiny-random", "rollout.max_turns=2", "rollout.max_tokens_per_turn=8", "rollout.max_context_tokens=1024",
-        "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=2", "log.progress=false",
-        "log.tensorboard=false", "data.train=synthetic:levels=1:n=8:seed=0:word=0", "data.eval=null", "train.eval_every=0"]
+TINY = ["model.name=tiny-random", "rollout.max_turns=2", "rollout.max_tokens_per_turn=8",
+        "rollout.max_context_tokens=1024", "rollout.samples_per_question=2", "train.questions_per_step=2",
+        "train.steps=2", "log.progress=false", "log.tensorboard=false",
+        "data.train=synthetic:levels=1:n=8:seed=0:word=0", "data.eval=null", "train.eval_every=0"]
 
 # --- every rejected setting: at load, for every command --------------------------------------------------
 
@@ -139,7 +140,8 @@ def test_every_numeric_key_has_a_range_and_every_choice_a_registry_list():
     for section in dataclasses.fields(Config):
         cls = section.default_factory
         for f in dataclasses.fields(cls):
-            kinds = {a for a in typing.get_args(typing.get_type_hints(cls)[f.name]) or (typing.get_type_hints(cls)[f.name],)}
+            hint = typing.get_type_hints(cls)[f.name]
+            kinds = set(typing.get_args(hint) or (hint,))
             if kinds & {int, float} and f"{section.name}.{f.name}" not in choice_table():
                 numeric.append(f"{section.name}.{f.name}")
     assert sorted(set(numeric) - set(RANGES)) == []
@@ -223,7 +225,7 @@ def test_a_bad_row_is_named_by_file_and_line(capsys, tmp_path, monkeypatch):
 def test_a_dialogue_rl_could_not_reproduce_is_refused_or_cut(capsys, tmp_path, monkeypatch, tiny):
     from rema.data.dialogues import load_dialogues
     from rema.prompts import get_prompt_set
-    from rema.rollout.scripted import fit_dialogues
+    from rema.preflight import fit_dialogues
 
     long = {"question": "q", "answer": "7", "turns": [{"agent": "mta", "text": "Add. [FINISH]"},
                                                        {"agent": "ra", "text": "seven " * 20 + "\\boxed{7}"}]}

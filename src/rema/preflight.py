@@ -7,7 +7,8 @@ A run of the paper's setup costs a day of 8 GPUs; a mistake in its inputs must c
 2. the data: every data set (``data.train``, each ``data.eval`` set; ``rema eval``'s benchmarks), every row
    converted, so a bad row stops the command with its ``file:line`` (:func:`load_data`);
 3. a dialogue file (``sft.data``) for the cold start: read, checked row by row, and replayed under the rollout
-   limits: a dialogue that RL could not reproduce is refused (``sft.over_limit``) (:func:`load_dialogue_file`);
+   limits: a dialogue that RL could not reproduce is refused (``sft.over_limit``; :func:`load_dialogue_file`,
+   :func:`fit_dialogues`, which the cold start also uses to cut dialogues under ``sft.over_limit=truncate``);
 4. the model's name: its tokenizer and chat template load (no weights), and one episode's opening prompts for each
    agent are rendered and must leave room for the turn budget in ``rollout.max_context_tokens`` (:func:`budget`).
 
@@ -18,14 +19,17 @@ process from ``rema plan``'s model. Nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, RolloutConfig
 from .config.checks import turn_budget
 from .config.choices import DIALOGUE_SOURCES
 from .data import DataError, load_split
 from .data.benchmarks import dataset_names
+from .data.dialogues import DialogueError
 from .prompts import PromptSet, get_prompt_set, ra_first_message
+from .rollout.scripted import replay
 
 FIRST_ROWS = 8
 """Rows a dry run reads of each data set."""
@@ -69,7 +73,6 @@ def load_dialogue_file(cfg: Config, prompts: PromptSet, tokenizer) -> list | Non
     """The dialogues of ``sft.data`` when it is a file (None for a source such as ``self``), each checked against
     the method and, under ``sft.over_limit=refuse``, replayed under the rollout limits."""
     from .data.dialogues import load_dialogues
-    from .rollout.scripted import fit_dialogues
 
     s, r = cfg.sft, cfg.rollout
     if s.data in DIALOGUE_SOURCES:
@@ -103,6 +106,63 @@ def check_training_inputs(cfg: Config, *, cold_start: bool, limit: int | None = 
     dialogues = load_dialogue_file(cfg, prompts, tokenizer) if cold_start else None
     budget(cfg, prompts, tokenizer, train[:FIRST_ROWS * 8]).refuse_unless_it_fits(every_round=True)
     return Inputs(train, evals, dialogues, tokenizer, prompts)
+
+
+# ------------------------------------------------------------------------------------------ the dialogues
+
+
+def over_limits(ep, cfg: RolloutConfig) -> str | None:
+    """Why RL under ``cfg`` could not produce the replayed episode ``ep`` (None when it could): a message longer
+    than ``max_tokens_per_turn`` (the sampler would cut it there), or a turn whose context plus
+    ``max_tokens_per_turn`` passes ``max_context_tokens`` (the episode would end ``context_exceeded`` before it).
+    Rounds over ``max_turns`` are refused when a dialogue file is read (``rema.data.dialogues.check_dialogue``)."""
+    for t in ep.turns:
+        if len(t.token_ids) > cfg.max_tokens_per_turn:
+            return (f"its {t.agent} message of round {t.index + 1} takes {len(t.token_ids)} tokens, over "
+                    f"rollout.max_tokens_per_turn={cfg.max_tokens_per_turn}")
+        if t.context_len + cfg.max_tokens_per_turn > cfg.max_context_tokens:
+            return (f"its {t.agent} message of round {t.index + 1} starts at {t.context_len} tokens of context, and "
+                    f"{t.context_len} + rollout.max_tokens_per_turn={cfg.max_tokens_per_turn} is over "
+                    f"rollout.max_context_tokens={cfg.max_context_tokens}")
+    return None
+
+
+def _cut(dialogue, tokenizer, max_tokens: int):
+    """``dialogue`` with every message cut to ``max_tokens - 1`` tokens (its end-of-turn token is the last one
+    RL's limit allows), and how many messages were cut."""
+    turns, cut = [], 0
+    for agent, text in dialogue.turns:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens - 1:
+            text, cut = tokenizer.decode(ids[:max_tokens - 1], skip_special_tokens=True), cut + 1
+        turns.append((agent, text))
+    return dataclasses.replace(dialogue, turns=turns), cut
+
+
+def fit_dialogues(dialogues, cfg: RolloutConfig, prompts: PromptSet, tokenizer, *, over_limit: str = "refuse",
+                  source: str = "") -> tuple[list, dict[str, float]]:
+    """The cold-start dialogues that RL under ``cfg`` could reproduce (:func:`over_limits` on their replay).
+
+    ``over_limit="refuse"``: the first one that RL could not reproduce raises :class:`DialogueError` naming it
+    (``source``: where the dialogues came from) and what to change. ``"truncate"``: messages over
+    ``max_tokens_per_turn`` are cut to it, as the sampler would cut them, and dialogues whose context still does
+    not fit are left out. Returns ``(dialogues, {"truncated_messages": n, "dropped_dialogues": m})``."""
+    kept, truncated, dropped = [], 0, 0
+    for d in dialogues:
+        why = over_limits(replay(d, cfg, prompts, tokenizer), cfg)
+        if why and over_limit == "refuse":
+            where = f"{source}: " if source else ""
+            raise DialogueError(f"{where}dialogue {d.id or '?'}: {why}; RL could not reproduce it: shorten it, raise "
+                                "the limit, or set sft.over_limit=truncate (cuts long messages, leaves out what still "
+                                "does not fit)")
+        if why:
+            d, n = _cut(d, tokenizer, cfg.max_tokens_per_turn)
+            truncated += n
+            if over_limits(replay(d, cfg, prompts, tokenizer), cfg):
+                dropped += 1
+                continue
+        kept.append(d)
+    return kept, {"truncated_messages": float(truncated), "dropped_dialogues": float(dropped)}
 
 
 # --------------------------------------------------------------------------------------------- the budget

@@ -141,8 +141,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_squash(getattr(err, 'problem', None) or err)}); "
-                              "quote it, e.g. key='a: b'") from None
+            why = _squash(getattr(err, "problem", None) or err)
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({why}); quote it, e.g. "
+                              "key='a: b'") from None
         _set(tree, key.strip(), value, valid)
     return _build(Config, tree)
 

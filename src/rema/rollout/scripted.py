@@ -13,7 +13,6 @@ import dataclasses
 from types import SimpleNamespace
 
 from ..config import RolloutConfig
-from ..data.dialogues import DialogueError
 from ..prompts import PromptSet
 from .chat import ChatCodec
 from .engine import Completion, Engine, SamplingParams, stop_token_ids
@@ -75,56 +74,3 @@ def replay(dialogue, cfg: RolloutConfig, prompts: PromptSet, tokenizer) -> Episo
     ep.reward = {a: 0.0 for a in ep.views}
     return ep
 
-
-def over_limits(ep: Episode, cfg: RolloutConfig) -> str | None:
-    """Why RL under ``cfg`` could not produce the replayed episode ``ep`` (None when it could): a message longer
-    than ``max_tokens_per_turn`` (the sampler would cut it there), or a turn whose context plus
-    ``max_tokens_per_turn`` passes ``max_context_tokens`` (the episode would end ``context_exceeded`` before it).
-    Rounds over ``max_turns`` are refused when a dialogue file is read (``rema.data.dialogues.check_dialogue``)."""
-    for t in ep.turns:
-        if len(t.token_ids) > cfg.max_tokens_per_turn:
-            return (f"its {t.agent} message of round {t.index + 1} takes {len(t.token_ids)} tokens, over "
-                    f"rollout.max_tokens_per_turn={cfg.max_tokens_per_turn}")
-        if t.context_len + cfg.max_tokens_per_turn > cfg.max_context_tokens:
-            return (f"its {t.agent} message of round {t.index + 1} starts at {t.context_len} tokens of context, and "
-                    f"{t.context_len} + rollout.max_tokens_per_turn={cfg.max_tokens_per_turn} is over "
-                    f"rollout.max_context_tokens={cfg.max_context_tokens}")
-    return None
-
-
-def _cut(dialogue, tokenizer, max_tokens: int):
-    """``dialogue`` with every message cut to ``max_tokens - 1`` tokens (its end-of-turn token is the last one
-    RL's limit allows), and how many messages were cut."""
-    turns, cut = [], 0
-    for agent, text in dialogue.turns:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_tokens - 1:
-            text, cut = tokenizer.decode(ids[:max_tokens - 1], skip_special_tokens=True), cut + 1
-        turns.append((agent, text))
-    return dataclasses.replace(dialogue, turns=turns), cut
-
-
-def fit_dialogues(dialogues, cfg: RolloutConfig, prompts: PromptSet, tokenizer, *, over_limit: str = "refuse",
-                  source: str = "") -> tuple[list, dict[str, float]]:
-    """The cold-start dialogues that RL under ``cfg`` could reproduce (:func:`over_limits` on their replay).
-
-    ``over_limit="refuse"``: the first one that RL could not reproduce raises :class:`DialogueError` naming it (``source``:
-    where the dialogues came from) and what to change. ``"truncate"``: messages over ``max_tokens_per_turn`` are cut
-    to it, as the sampler would cut them, and dialogues whose context still does not fit are left out. Returns
-    ``(dialogues, {"truncated_messages": n, "dropped_dialogues": m})``."""
-    kept, truncated, dropped = [], 0, 0
-    for d in dialogues:
-        why = over_limits(replay(d, cfg, prompts, tokenizer), cfg)
-        if why and over_limit == "refuse":
-            where = f"{source}: " if source else ""
-            raise DialogueError(f"{where}dialogue {d.id or '?'}: {why}; RL could not reproduce it: shorten it, raise the "
-                             "limit, or set sft.over_limit=truncate (cuts long messages, leaves out what still does "
-                             "not fit)")
-        if why:
-            d, n = _cut(d, tokenizer, cfg.max_tokens_per_turn)
-            truncated += n
-            if over_limits(replay(d, cfg, prompts, tokenizer), cfg):
-                dropped += 1
-                continue
-        kept.append(d)
-    return kept, {"truncated_messages": float(truncated), "dropped_dialogues": float(dropped)}

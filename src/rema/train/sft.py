@@ -21,11 +21,12 @@ import torch
 from ..algos import sft_nll
 from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, DialogueError, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..preflight import fit_dialogues
 from ..prompts import PromptSet
 from ..rewards import grade_math_batch, judge_verdict
 from ..rollout import rollout
 from ..rollout.engine import release_memory
-from ..rollout.scripted import fit_dialogues, replay
+from ..rollout.scripted import replay
 from .batch import Rows, build_rows, collate, micro_batches
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
