@@ -100,6 +100,9 @@ def check_training_inputs(cfg: Config, *, cold_start: bool, limit: int | None = 
     """Everything ``rema train`` (``cold_start``: ``sft.cold_start``) or ``rema sft`` (always) reads before
     loading weights: the data sets, the dialogue file, the tokenizer, and the turn budget of the longest
     question read (:func:`budget`). Raises a one-line error naming what to fix."""
+    from .scoring import check_scoring
+
+    check_scoring(cfg)  # rollout.task and reward.extra_terms name registered graders and terms
     train, evals = load_data(cfg, limit=limit)
     prompts = get_prompt_set(cfg.method_name)
     tokenizer = load_tokenizers(cfg, materialize=materialize)

@@ -99,7 +99,7 @@ RANGES: dict[str, Range] = {
     "algo.kl_coef": _at_least(0, "0 = off; a negative weight would reward drifting from the reference"),
     "algo.entropy_coef": _at_least(0, "0 = off; a negative weight would punish exploration"),
     "algo.adv_eps": _positive(),
-    "train.steps": _at_least(1),
+    "train.steps": _at_least(0, "0 evaluates the starting model and stops"),
     "train.questions_per_step": _at_least(1),
     "train.ppo_epochs": _at_least(1),
     "train.mini_batches": _at_least(1),
@@ -210,6 +210,7 @@ def _check_method(cfg) -> None:
     if cfg.method_name not in PROMPT_SETS:
         raise ConfigError(f"no prompt set {cfg.method_name!r} for rollout.method={r.method}, rollout.mode={r.mode}, "
                           f"rollout.task={r.task}; the sets are {sorted(PROMPT_SETS)} (rema.prompts)")
+    _check_prompt_set(cfg)
     if r.method != "rema" and not cfg.train.shared_weights:
         raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
     if r.method != "rema" and cfg.train.update_agents == "mta":
@@ -218,6 +219,23 @@ def _check_method(cfg) -> None:
     if cfg.model.ra_name is not None and cfg.train.shared_weights:
         raise ConfigError(f"model.ra_name={cfg.model.ra_name!r} is the reasoner's model under separate weights; set "
                           "train.shared_weights=false too (rema eval/serve --ra-model does), or drop model.ra_name")
+
+
+def _check_prompt_set(cfg) -> None:
+    """``rollout.prompts``: a registered prompt set that fits ``rollout.method``."""
+    from ..prompts import PROMPT_SETS
+
+    r = cfg.rollout
+    if not r.prompts:
+        return
+    if r.prompts not in PROMPT_SETS:
+        raise ConfigError(f"rollout.prompts={r.prompts!r} is not a registered prompt set; choose one of "
+                          f"{sorted(PROMPT_SETS)} or register one with rema.prompts.register_prompt_set")
+    two_agents = PROMPT_SETS[r.prompts].mta is not None
+    if two_agents != (r.method == "rema"):
+        has = "an MTA prompt" if two_agents else "no MTA prompt"
+        raise ConfigError(f"rollout.prompts={r.prompts!r} has {has} but rollout.method={r.method}; use a set with "
+                          f"{'none' if two_agents else 'one'}, or rollout.method={'rema' if two_agents else 'vrp'}")
 
 
 def _check_algo(cfg) -> None:
@@ -252,6 +270,9 @@ def _check_rollout(cfg) -> None:
 
 
 def _check_reward(cfg) -> None:
+    bad = {k: v for k, v in cfg.reward.extra_terms.items() if not math.isfinite(v)}
+    if bad:
+        raise ConfigError(f"reward.extra_terms: each term's number must be finite, got {bad}")
     if cfg.reward.action_format_penalty > 0 and not cfg.rollout.action_set:
         raise ConfigError("reward.action_format_penalty only acts in action-set mode; set rollout.action_set=true "
                           "(with rollout.mode=single_turn) or reward.action_format_penalty=0")
@@ -272,6 +293,9 @@ def _check_train(cfg) -> None:
         raise ConfigError("data.train is empty; give a benchmark name, a file, synthetic:... or hf:owner/name")
     if not cfg.sft.data.strip():
         raise ConfigError("sft.data is empty; give a dialogue file (.jsonl) or a source such as self")
+    if cfg.sft.data == "teacher" and (r.task == "judge" or r.action_set):
+        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+                          "rollout.action_set; use sft.data=self or a dialogue file")
 
 
 def _check_eval(cfg) -> None:
@@ -291,6 +315,12 @@ def _changed(section, *names: str) -> bool:
     """Whether any of ``section``'s fields ``names`` differs from its default."""
     fields = {f.name: f for f in dataclasses.fields(section)}
     return any(getattr(section, n) != fields[n].default for n in names)
+
+
+WARN_ONLY = ("reward.plan_leak_penalty penalises", "train.switch_freq alternates")
+"""The no-effect messages (their beginnings) that training warns about instead of refusing: the shipped arm
+configs of ``rema reproduce`` share one base across arms (a baseline arm keeps the plan-leak penalty and the
+switching period of the ReMA arms it is compared with), so refusing them would break shipped configs."""
 
 
 def no_effect(cfg) -> list[str]:
@@ -338,11 +368,11 @@ def turn_budget(r) -> tuple[int, int]:
 
 def check_training(cfg) -> None:
     """What ``rema train`` and ``rema sft`` refuse on top of :func:`validate`, before anything loads: keys set
-    where they have no effect (:func:`no_effect`), a turn budget the context cannot hold, groups without a
-    learning signal, a warm-up longer than the run."""
-    found = no_effect(cfg)
-    if found:
-        raise ConfigError(found[0])
+    where they have no effect (:func:`no_effect`; those of :data:`WARN_ONLY` stay warnings), a turn budget the
+    context cannot hold, groups without a learning signal, a warm-up longer than the run."""
+    for message in no_effect(cfg):
+        if not message.startswith(WARN_ONLY):
+            raise ConfigError(message)
     r, t = cfg.rollout, cfg.train
     need, rounds = turn_budget(r)
     if need >= r.max_context_tokens:
@@ -358,7 +388,7 @@ def check_training(cfg) -> None:
         raise ConfigError(f"rollout.samples_per_question=1 gives algo.advantage={cfg.algo.advantage} groups of one "
                           "episode, whose advantage is 0: nothing would be learned; sample 2 or more per question "
                           "(the paper: 16), or use algo.advantage=reinforce_pp")
-    if t.warmup_steps > t.steps:
+    if 0 < t.steps < t.warmup_steps:  # (train.steps=0 evaluates only: no schedule to speak of)
         raise ConfigError(f"train.warmup_steps={t.warmup_steps} is longer than the run (train.steps={t.steps}): the "
                           "learning rate would never reach train.lr; lower train.warmup_steps")
     if r.action_set and cfg.reward.action_format_penalty == 0:

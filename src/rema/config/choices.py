@@ -18,14 +18,16 @@ ROLLOUT_METHODS: tuple[str, ...] = ("rema", "vrp", "mrp")
 """``rollout.method``: the two agents, or one of the single-agent baselines."""
 MODES: tuple[str, ...] = ("single_turn", "multi_turn")
 """``rollout.mode``."""
-TASKS: tuple[str, ...] = ("math", "judge")
-"""``rollout.task``: graded math answers, or pairwise verdicts."""
+ROW_TASKS: tuple[str, ...] = ("auto", "math", "judge")
+"""``eval.task``: how a file's rows are read (``rema.data.load_problems``). (``rollout.task`` names a grader of
+``rema.rewards.tasks``, a registry above the config: it is checked where it is used, before any model loads.)"""
 ANSWER_FORMATS: tuple[str, ...] = ("auto", "boxed", "gsm8k", "raw")
 """``eval.answer_format`` (``rema.data.normalize_answer_value``'s modes)."""
 OVER_LIMIT: tuple[str, ...] = ("refuse", "truncate")
 """``sft.over_limit``: what the cold start does with a dialogue RL could not reproduce (``rema.rollout.scripted``)."""
 DIALOGUE_SOURCES: dict[str, str] = {
     "self": "the model's own correct episodes on data.train, rewritten in the method's format",
+    "teacher": "exact dialogues a program teacher writes from synthetic problems' expressions (rema.data.teacher)",
 }
 """``sft.data`` values that name a source of cold-start dialogues (-> what it gives); any other value is a
 dialogue file, which the commands read and check before a model loads. A new source registers here
@@ -53,7 +55,6 @@ def choice_table(*, shipped: bool = False) -> dict[str, tuple]:
         "model.dtype": DTYPES,
         "rollout.method": ROLLOUT_METHODS,
         "rollout.mode": MODES,
-        "rollout.task": TASKS,
         "rollout.engine": ENGINES,
         "rollout.vllm_sleep": (0, 1, 2),
         "rollout.vllm_dtype": ("", *DTYPES),
@@ -65,7 +66,7 @@ def choice_table(*, shipped: bool = False) -> dict[str, tuple]:
         "train.autocast": ("off", "bf16", "auto"),
         "train.strategy": ("ddp", "fsdp"),
         "train.update_agents": ("both", "mta", "ra"),
-        "eval.task": ("auto", *TASKS),
+        "eval.task": ROW_TASKS,
         "eval.answer_format": ANSWER_FORMATS,
         "sft.over_limit": OVER_LIMIT,
     }

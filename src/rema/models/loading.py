@@ -149,7 +149,8 @@ def load_tokenizer(name: str, *, materialize: bool = True):
     from transformers import AutoTokenizer
 
     try:
-        if name == EMBEDDED_NAME and not materialize and not (cache_dir() / "models" / name / "REMA_COMPLETE").is_file():
+        cached = (cache_dir() / "models" / name / "REMA_COMPLETE").is_file()
+        if name == EMBEDDED_NAME and not materialize and not cached:
             gguf = locate_embedded_gguf()
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         else:

@@ -3,7 +3,7 @@
 Every reward is a pure function returning ``(reward, parts)`` where ``parts`` maps component names to
 floats (booleans as 0.0/1.0) so each component can be logged (nano-aha-moment style).
 
-Format terms are single-turn only (SPEC §2): in multi-turn, per-turn format rewards are exploitable (an RA
+Format terms are single-turn only (docs/design.md §2): in multi-turn, per-turn format rewards are exploitable (an RA
 boxes every turn), so there only the sparse shared correctness reward is used.
 """
 
@@ -86,7 +86,8 @@ def ra_format(text: str, reference: str | None = None, *, penalty: float = -1.0,
     return (0.0 if ok else penalty), {"n_boxed": float(len(boxes)), "boxed_last": _b(boxed_last)}
 
 
-def ra_verdict_format(text: str, *, penalty: float = -1.0, max_trailing_chars: int = 200) -> tuple[float, dict[str, float]]:
+def ra_verdict_format(text: str, *, penalty: float = -1.0,
+                      max_trailing_chars: int = 200) -> tuple[float, dict[str, float]]:
     """The judge's reasoner format term (single turn): 0 for exactly one ``[[A]]``/``[[B]]`` verdict at the end
     (at most ``max_trailing_chars`` non-blank characters after it), else ``penalty``. ``ra_format`` asks a math
     answer for its box; a judge answers with a verdict, so a right ``[[A]]`` is not penalised for having no box.

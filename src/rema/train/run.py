@@ -1,28 +1,21 @@
 """Entry points behind ``rema train`` and ``rema sft``: a config in, a finished (or resumable) run out.
 
-Before a model loads or the run directory exists, the config is checked (:func:`training_config`) and every input
-is read (:func:`rema.preflight.check_training_inputs`: data sets, a dialogue file, the tokenizer, the turn budget),
-so a mistake costs seconds and leaves nothing behind; ``dry_run`` stops there and returns the plan.
+The config comes from the command line's one front door (:func:`rema.cli_args.config_from_args`, through
+:func:`rema.runtime.command_config`); an accelerate FSDP config's settings
+(:func:`~rema.train.strategy.launcher_overrides`) are among its overrides, and the command refuses what only a
+training run must (:func:`~rema.config.check_training`). Before a model loads or the run directory exists, every
+input is read (:func:`rema.preflight.check_training_inputs`: data sets, a dialogue file, the tokenizer, the turn
+budget), so a mistake costs seconds and leaves nothing behind; :func:`dry_run` stops there and returns the plan.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config, check_training, load_config
+from ..config import Config
 from ..preflight import FIRST_ROWS, check_training_inputs, training_plan
 from .metrics import print_before_after
-from .strategy import launcher_overrides
 from .trainer import Trainer
-
-
-def training_config(config: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """The config of a new run: the YAML file, an accelerate FSDP config's settings, then the command line's
-    overrides (they win); validated, and checked for what only a training run refuses
-    (:func:`~rema.config.check_training`)."""
-    cfg = load_config(config, [*launcher_overrides(), *(overrides or [])])
-    check_training(cfg)
-    return cfg
 
 
 def dry_run(cfg: Config, *, command: str) -> list[str]:
@@ -33,16 +26,12 @@ def dry_run(cfg: Config, *, command: str) -> list[str]:
     return training_plan(cfg, inputs, command=command, cold_start=cold_start)
 
 
-def train(config: str | Path | None, overrides: list[str] | None = None, *, resume: str | Path | None = None,
-          max_steps: int | None = None) -> Trainer:
-    """Build a Trainer from a YAML file and dotted overrides (or resume a run directory) and fit."""
-    if resume is not None:  # the run continues under the settings it started with
-        cfg = load_config(Path(resume) / "config.yaml", overrides)
-        trainer = Trainer(cfg, resume, resume=True)
-    else:
-        cfg = training_config(config, overrides)
+def train(cfg: Config, *, resume: str | Path | None = None, max_steps: int | None = None) -> Trainer:
+    """Build a Trainer for ``cfg`` (continuing the run directory ``resume`` from its latest checkpoint) and fit. A new
+    run reads its inputs first (a resumed one continues under the settings it started with)."""
+    if resume is None:
         check_training_inputs(cfg, cold_start=cfg.sft.cold_start)
-        trainer = Trainer(cfg)
+    trainer = Trainer(cfg, resume, resume=True) if resume is not None else Trainer(cfg)
     try:
         trainer.fit(max_steps=max_steps)
     finally:
@@ -50,10 +39,9 @@ def train(config: str | Path | None, overrides: list[str] | None = None, *, resu
     return trainer
 
 
-def sft(config: str | Path | None, overrides: list[str] | None = None) -> Trainer:
+def sft(cfg: Config) -> Trainer:
     """The cold start alone (held-out evaluation before and after), then the model is exported to
     ``<run_dir>/final`` and a step-0 checkpoint is kept, so ``rema train --resume RUN_DIR`` continues with RL."""
-    cfg = training_config(config, overrides)
     check_training_inputs(cfg, cold_start=True)
     trainer = Trainer(cfg)
     try:
