@@ -278,7 +278,7 @@ def test_dry_run_checks_and_plans_without_writing(capsys, tmp_path, monkeypatch)
                  "--max-tokens", "8", "--dry-run"]) == 0
     assert "bench        synthetic" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
     assert main(["train", *TINY, "rollout.max_context_tokens=40", "--dry-run"]) == 2  # the prompt leaves no room
-    assert "over rollout.max_context_tokens=40" in _one_error_line(capsys.readouterr().err)
+    assert "over rollout.max_context_tokens=40, so no turn could be played" in _one_error_line(capsys.readouterr().err)
 
 
 # --- the LR schedule counts each agent's own updates ---------------------------------------------------------

@@ -10,7 +10,9 @@ A run of the paper's setup costs a day of 8 GPUs; a mistake in its inputs must c
    limits: a dialogue that RL could not reproduce is refused (``sft.over_limit``; :func:`load_dialogue_file`,
    :func:`fit_dialogues`, which the cold start also uses to cut dialogues under ``sft.over_limit=truncate``);
 4. the model's name: its tokenizer and chat template load (no weights), and one episode's opening prompts for each
-   agent are rendered and must leave room for the turn budget in ``rollout.max_context_tokens`` (:func:`budget`).
+   agent are rendered (:func:`budget`): they must leave room for a first turn in ``rollout.max_context_tokens``,
+   and a warning says how many rounds fit at full length when not all of them do (the messages alone must fit:
+   :func:`~rema.config.check_training`).
 
 ``--dry-run`` does the same on the first rows of every data set and prints the plan instead of running it
 (:func:`training_plan`): the prompts' sizes, the budget, steps, rows and tokens per step, and the memory per
@@ -23,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .config import Config, ConfigError, RolloutConfig
-from .config.checks import turn_budget
+from .config.checks import turn_budget, warn_once
 from .config.choices import DIALOGUE_SOURCES
 from .data import DataError, load_split
 from .data.benchmarks import dataset_names
@@ -107,7 +109,12 @@ def check_training_inputs(cfg: Config, *, cold_start: bool, limit: int | None = 
     prompts = get_prompt_set(cfg.method_name)
     tokenizer = load_tokenizers(cfg, materialize=materialize)
     dialogues = load_dialogue_file(cfg, prompts, tokenizer) if cold_start else None
-    budget(cfg, prompts, tokenizer, train[:FIRST_ROWS * 8]).refuse_unless_it_fits(every_round=True)
+    b = budget(cfg, prompts, tokenizer, train[:FIRST_ROWS * 8])
+    b.refuse_unless_a_turn_fits()
+    if b.rounds_that_fit < b.rounds:  # the messages alone fit (check_training); with the prompt the last ones do not
+        warn_once(f"rollout: with the longest question read ({max(b.opening.values())} tokens of opening prompt), "
+                  f"{b.rounds_that_fit} of {b.rounds} rounds fit rollout.max_context_tokens={b.context} at full "
+                  f"length (the context reaches {b.need}); longer dialogues end context_exceeded")
     return Inputs(train, evals, dialogues, tokenizer, prompts)
 
 
@@ -196,14 +203,14 @@ class Budget:
         room = self.context - max(self.opening.values()) - self.max_tokens
         return 0 if room < 0 else min(self.rounds, 1 + (room // self.per_round if self.per_round else self.rounds))
 
-    def refuse_unless_it_fits(self, *, every_round: bool) -> None:
-        """A :class:`ConfigError` when the first turn (or, ``every_round``, the last one) cannot fit the context."""
-        if self.rounds_that_fit < (self.rounds if every_round else 1):
+    def refuse_unless_a_turn_fits(self) -> None:
+        """A :class:`ConfigError` when not even the first turn fits the context (every episode would end
+        ``context_exceeded`` before it)."""
+        if self.rounds_that_fit < 1:
             raise ConfigError(
-                f"rollout: the longest question read opens at {max(self.opening.values())} tokens; with "
-                f"{self.rounds} round(s) of {self.max_tokens}-token messages an agent's context reaches {self.need} "
-                f"tokens, over rollout.max_context_tokens={self.context} ({self.rounds_that_fit} round(s) fit): raise "
-                "it, or lower rollout.max_turns or rollout.max_tokens_per_turn")
+                f"rollout: the longest question read opens at {max(self.opening.values())} tokens; with a "
+                f"{self.max_tokens}-token message that is over rollout.max_context_tokens={self.context}, so no turn "
+                "could be played: raise it, or lower rollout.max_tokens_per_turn")
 
 
 def budget(cfg: Config, prompts: PromptSet, tokenizer, problems) -> Budget:
@@ -259,7 +266,8 @@ def training_plan(cfg: Config, inputs: Inputs, *, command: str, cold_start: bool
     lines += [f"  model        {cfg.model.name}: tokenizer and chat template load",
               f"  prompts      {inputs.prompts.name}: opening tokens of the longest question read: {openings}",
               f"  budget       {b.rounds} round(s) x {r.max_tokens_per_turn} tokens per message: an agent's context "
-              f"reaches {b.need} of rollout.max_context_tokens={b.context}"]
+              f"reaches {b.need} of rollout.max_context_tokens={b.context}"
+              + ("" if b.rounds_that_fit == b.rounds else f" ({b.rounds_that_fit} rounds fit at full length)")]
     if command == "train":
         roles = 2 if inputs.prompts.mta is not None else 1
         episodes = t.questions_per_step * r.samples_per_question

@@ -207,10 +207,10 @@ def _check_method(cfg) -> None:
     if r.action_set and r.task == "judge":
         raise ConfigError("rollout.action_set=true has no judge prompts; set rollout.action_set=false for "
                           "rollout.task=judge")
+    _check_prompt_set(cfg)
     if cfg.method_name not in PROMPT_SETS:
         raise ConfigError(f"no prompt set {cfg.method_name!r} for rollout.method={r.method}, rollout.mode={r.mode}, "
                           f"rollout.task={r.task}; the sets are {sorted(PROMPT_SETS)} (rema.prompts)")
-    _check_prompt_set(cfg)
     if r.method != "rema" and not cfg.train.shared_weights:
         raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
     if r.method != "rema" and cfg.train.update_agents == "mta":

@@ -277,7 +277,7 @@ def dry_run(cfg: Config) -> list[str]:
         judge = any(getattr(p, "is_judge", False) for p in problems)
         prompts = judge_prompts(cfg) if judge else get_prompt_set(cfg.method_name)
         b = budget(cfg, prompts, tokenizer, problems)
-        b.refuse_unless_it_fits(every_round=False)  # every episode would end context_exceeded at once
+        b.refuse_unless_a_turn_fits()
         openings = ", ".join(f"{agent.upper()} {n}" for agent, n in b.opening.items())
         cut = "" if b.rounds_that_fit == b.rounds else f"; {b.rounds_that_fit} of {b.rounds} rounds fit at full length"
         lines.append(f"  bench        {name}: first {len(problems)} rows read ({prompts.name}; opening tokens "
