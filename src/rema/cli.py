@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
+DRY_RUN_HELP = ("check everything a run reads before it loads weights (config, the first rows of every data set, "
+                "a dialogue file, the tokenizer, one episode's prompts against the context) and print the plan; "
+                "writes nothing")
+
 
 def cmd_train(args) -> int:
-    """Train from a YAML config with dotted overrides, or resume a run directory."""
+    """Train from a YAML config with dotted overrides, or resume a run directory (``--dry-run``: check and plan)."""
     from .cli_args import config_from_args
-    from .train import TrainingDiverged, train
+    from .config import check_training
+    from .train import TrainingDiverged, dry_run, train
     from .train.strategy import launcher_overrides
 
     if args.resume is not None and args.config is not None:
@@ -34,6 +40,11 @@ def cmd_train(args) -> int:
         cfg = config_from_args(args, launcher_overrides())
     if cfg is None:
         return 0
+    if args.resume is None:  # a resumed run continues under the settings it started with
+        check_training(cfg)
+    if args.dry_run:
+        print("\n".join(dry_run(cfg, command="train")))
+        return 0
     try:
         trainer = train(cfg, resume=args.resume, max_steps=args.max_steps)
     except TrainingDiverged as err:
@@ -46,12 +57,17 @@ def cmd_train(args) -> int:
 def cmd_sft(args) -> int:
     """The cold start alone: fine-tune on dialogues (a file, or the model's own correct episodes), export."""
     from .cli_args import config_from_args
+    from .config import check_training
     from .data.dialogues import DialogueError
-    from .train import sft
+    from .train import dry_run, sft
     from .train.strategy import launcher_overrides
 
     cfg = config_from_args(args, launcher_overrides())
     if cfg is None:
+        return 0
+    check_training(cfg)
+    if args.dry_run:
+        print("\n".join(dry_run(cfg, command="sft")))
         return 0
     try:
         trainer = sft(cfg)
@@ -66,7 +82,7 @@ def cmd_plan(args) -> int:
     """Print the memory a config needs per device (``rema.plan``), from the model's config alone: load the
     config, shape the model on the meta device, print the table (or JSON)."""
     from .cli_args import config_from_args
-    from .plan import alternatives, host_memory_gib, model_config, model_shape, plan, setup_from_config, verdict
+    from .plan import alternatives, config_shape, host_memory_gib, plan, setup_from_config, verdict
 
     cfg = config_from_args(args)
     if cfg is None:
@@ -74,11 +90,7 @@ def cmd_plan(args) -> int:
     gpu_mem = args.gpu_mem
     s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
                           runtime_gib=args.runtime_gib)
-    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
-    shape = model_shape(model_config(names[0]), names[0])
-    if len(names) > 1 and names[1] != names[0]:  # separate weights with another RA model: plan the larger
-        other = model_shape(model_config(names[1]), names[1])
-        shape = max(shape, other, key=lambda x: x.params)
+    shape = config_shape(cfg)  # separate weights with another RA model: the larger
     p = plan(shape, s)
     alts = alternatives(shape, s) if p.works is False else []
     host = host_memory_gib()
@@ -153,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     t.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     t.set_defaults(func=cmd_train)
 
     f = sub.add_parser("sft", help="cold start: fine-tune on MTA/RA dialogues before RL (loss on each role's turns)",
@@ -160,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (its sft section)")
     f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=3 sft.data=my_dialogues.jsonl")
     f.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    f.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     f.set_defaults(func=cmd_sft)
 
     _add_plan_command(sub)
@@ -195,30 +209,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that say what the user must change (a key, a file:line, a name): exit code 2, one line."""
     from .config import ConfigError
+    from .data import DataError
+    from .data.dialogues import DialogueError
+    from .distill.store import DistillError
+    from .eval.bench_runner import EvalError
+    from .eval.report import ReportError
     from .models import ModelNotFoundError
-    from .runtime import SetupError
+    from .rollout.chat import ChatTemplateError
+    from .runtime import CheckpointError, SetupError
 
-    args = parse_args(argv)
+    return (ConfigError, DataError, DialogueError, ModelNotFoundError, ChatTemplateError, EvalError, CheckpointError,
+            SetupError, ReportError, DistillError, FileNotFoundError)
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a library's multi-line message, e.g. the Hub's, squeezed)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rema ...``: every error is one line on stderr without a traceback (exit 2 for the user's to fix, 1 for
+    others); ``--debug`` anywhere on the line, or ``REMA_DEBUG=1``, lets the traceback through."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REMA_DEBUG", "").strip() not in ("", "0")
+    args = parse_args([a for a in argv if a != "--debug"])
     # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        if isinstance(err, user_errors()):
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"error: {type(err).__name__}: {one_line(err)} (rema --debug, or REMA_DEBUG=1, shows where)",
+              file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "report" and args.run_dir:  # a rema reproduce folder: its experiments on one page
         from .reproduce.page import build_page, is_reproduce_folder
 
         if is_reproduce_folder(args.run_dir):
             print(f"wrote {build_page(args.run_dir)}")
             return 0
-    try:
-        return args.func(args)
-    except (ModelNotFoundError, ConfigError, SetupError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import textwrap
 from pathlib import Path
 
 from rema.config import Config, field_docs
+from rema.config.checks import RANGES
+from rema.config.choices import choice_table
 
 HEADER = """\
 # Configuration reference
@@ -57,9 +59,15 @@ def _cell(text: str) -> str:
     return text.replace("``", "`").replace("|", "\\|")
 
 
+def _choices(values) -> str:
+    """`` One of: `a`, `b`.`` for a key's valid values (``""`` is shown as `""`)."""
+    return " One of: " + ", ".join(f"`{_value(v)}`" for v in values) + "."
+
+
 def render_markdown() -> str:
     """The whole of docs/config.md."""
     defaults = Config()
+    table = choice_table(shipped=True)
     parts = [HEADER]
     sections = dataclasses.fields(Config)
     parts.append("Sections: " + " · ".join(f"[`{f.name}`](#{f.name})" for f in sections) + "\n")
@@ -75,7 +83,9 @@ def render_markdown() -> str:
             kind = sf.type if isinstance(sf.type, str) else getattr(sf.type, "__name__", str(sf.type))
             rows.append(
                 f"| `{f.name}.{sf.name}` | `{_cell(kind)}` | `{_cell(_value(getattr(section, sf.name)))}` "
-                f"| {_cell(docs.get(sf.name, ''))} |"
+                f"| {_cell(docs.get(sf.name, ''))}"
+                f"{_cell(_choices(table[key])) if (key := f'{f.name}.{sf.name}') in table else ''}"
+                f"{f' Valid: {_cell(RANGES[key].describe())}.' if key in RANGES else ''} |"
             )
         parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)

@@ -540,6 +540,14 @@ def device_total_gib(gpu_mem_gib: float | None) -> float | None:
     return None if gpu_mem_gib is None else DEVICE_TOTAL_GIB.get(gpu_mem_gib, gpu_mem_gib)
 
 
+def config_shape(cfg) -> ModelShape:
+    """The shape of the model a ``Config`` trains: ``model.name``, or under separate weights with another
+    ``model.ra_name`` the larger of the two (the plan is per process, and each process holds both)."""
+    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
+    shapes = [model_shape(model_config(name), name) for name in dict.fromkeys(names)]
+    return max(shapes, key=lambda x: x.params)
+
+
 def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
     """What to change when a plan does not fit or does not start: each single change worth trying, planned
     (LoRA, FSDP, CPU offload, more GPUs, smaller micro-batches, checkpointing, another vLLM share)."""

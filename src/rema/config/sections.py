@@ -156,7 +156,8 @@ class RewardConfig:
 class AlgoConfig:
     advantage: str = "grpo"
     """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp`` (docs/design.md §3), or one registered
-    with ``rema.algos.register_advantage_estimator`` (docs/extending.md)."""
+    with ``rema.algos.register_advantage_estimator`` (docs/extending.md). ``grpo``, ``dr_grpo`` and ``rloo`` score
+    whole episodes; ``reinforce_pp`` takes per-token rewards (``gamma``, ``kl_in_reward``)."""
     ratio_level: str = "turn"
     """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice). Acts only when
     π_old differs from π, i.e. with ``train.mini_batches`` > 1 or ``train.ppo_epochs`` > 1: with one of each (every
@@ -336,6 +337,13 @@ class SFTConfig:
     """Learning rate of the fine-tuning (AdamW, constant); the RL optimizer starts fresh afterwards."""
     batch_dialogues: int = 8
     """Dialogues per optimizer step (both roles' rows of each)."""
+    over_limit: str = "refuse"
+    """A dialogue that RL could not reproduce under the ``rollout`` limits (a message over ``max_tokens_per_turn``, a
+    turn that starts past ``max_context_tokens - max_tokens_per_turn``; more rounds than ``max_turns`` are always
+    refused): ``refuse`` (``rema train`` / ``rema sft`` check a dialogue file before any model loads and stop, naming
+    the dialogue) or ``truncate`` (messages are cut to ``max_tokens_per_turn``, as the sampler would cut them, and
+    dialogues that still do not fit are left out; counted as ``sft/data/truncated_messages`` and
+    ``sft/data/dropped_dialogues``)."""
 
 
 @dataclass

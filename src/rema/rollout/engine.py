@@ -8,6 +8,8 @@ those of the distribution the token was drawn from *before* top-p truncation: ``
 
 from __future__ import annotations
 
+import array
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -24,6 +26,17 @@ class SamplingParams:
     """Nucleus sampling mass (1.0 = off)."""
     stop: tuple[str, ...] = ()
     """Stop strings: generation ends once the decoded new text contains one (the tokens are kept)."""
+    seed: int | None = None
+    """This sequence's own sampling seed (``rema serve``'s ``seed``): its draws come from
+    :func:`sequence_seed` of it and the prompt, so the same seed and prompt sample the same tokens whatever else is
+    in the batch. None: the engine's own generator (training)."""
+
+
+def sequence_seed(seed: int, prompt: list[int]) -> int:
+    """The seed of one sequence's draws: ``seed`` mixed with its prompt, so each turn of a seeded dialogue (a longer
+    prompt every time) draws afresh, and the same dialogue replays exactly."""
+    digest = hashlib.blake2b(f"{seed}:".encode() + array.array("q", prompt).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 @dataclass

@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from ..config.choices import ENGINES
 from .engine import Engine
 from .hf_engine import HFEngine
 from .vllm_memory import device_memory, engine_shares
 
-ENGINES = ("auto", "hf", "vllm")
 ENV_VAR = "REMA_ENGINE"
 
 

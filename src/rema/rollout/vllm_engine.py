@@ -61,7 +61,7 @@ from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an ins
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
 from ..models import compute_device, has_cpp_compiler, native_bf16  # noqa: E402
-from .engine import Completion, Engine, SamplingParams, stop_token_ids  # noqa: E402
+from .engine import Completion, Engine, SamplingParams, sequence_seed, stop_token_ids  # noqa: E402
 from .served_weights import (Fingerprint, claim_served_folder, iter_served_tensors,  # noqa: E402
                              release_served_folder, write_weights)
 from .vllm_memory import check_start, device_memory  # noqa: E402
@@ -371,7 +371,8 @@ class VLLMEngine(Engine):
         if not todo:
             return results  # type: ignore[return-value]
         self._wake()
-        vparams = [self._vllm_params(params[i], _row_seed(self.seed, call, i)) for i in todo]
+        vparams = [self._vllm_params(params[i], _row_seed(self.seed, call, i) if params[i].seed is None
+                                     else sequence_seed(params[i].seed, prompts[i])) for i in todo]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in todo], vparams,
                                  use_tqdm=False)
         for i, out in zip(todo, outs):

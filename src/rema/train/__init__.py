@@ -2,8 +2,8 @@
 start, metrics. Checkpoints are written in :mod:`rema.runtime.checkpoints`'s format; the config comes from the
 runtime (:func:`rema.runtime.command_config`)."""
 
-from .run import sft, train
+from .run import dry_run, sft, train
 from .trainer import Trainer, TrainingDiverged
 from .update import Forward, update_policy
 
-__all__ = ["Forward", "Trainer", "TrainingDiverged", "sft", "train", "update_policy"]
+__all__ = ["Forward", "Trainer", "TrainingDiverged", "dry_run", "sft", "train", "update_policy"]

@@ -11,12 +11,12 @@ weights the update leaves the frozen role's rows out of the loss (:func:`rema.tr
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from ..algos.schedule import lr_lambda, own_steps, updates_agent
 from ..config import Config, ConfigError
 from ..models import LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, set_training_dtypes
 from ..rollout.factory import engine_options, make_engine, vllm_shares
@@ -46,18 +46,6 @@ class Policy:
     equal to the trained weights by :func:`sync_engine`; None: the engine is given the model itself."""
 
 
-def lr_lambda(warmup: int, total: int, schedule: str):
-    """The learning-rate factor at each step: linear warm-up over ``warmup`` steps, then constant or cosine
-    decay to 0 at ``total``."""
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return f
 
 
 def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
@@ -81,8 +69,10 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         groups = [("shared", roles, cfg.model.name)]
     else:
         groups = [("mta", ("mta",), cfg.model.name), ("ra", ("ra",), cfg.model.ra_name or cfg.model.name)]
+    # under separate weights with both agents trained, each schedule counts its own updates (agent 0, 1)
+    agents = [i if not t.shared_weights and t.update_agents == "both" else None for i in range(len(groups))]
     policies = [_trainable(cfg, name, group_roles, model_name, device, bf16=bf16, sharded=sharded, vllm=vllm,
-                           strategy=strategy) for name, group_roles, model_name in groups]
+                           strategy=strategy, agent=agent) for (name, group_roles, model_name), agent in zip(groups, agents)]
     shares = vllm_shares(cfg.rollout, [p.model for p in policies], device) if vllm else [None] * len(policies)
     for i, (pol, share) in enumerate(zip(policies, shares)):
         pol.engine = _engine(cfg, pol, t.seed * 1000 + i, rank=rank, engine_factory=engine_factory,
@@ -103,7 +93,7 @@ def _tp_group(cfg: Config, vllm: bool, strategy: Strategy | None, rank: int):
 
 
 def _trainable(cfg: Config, name: str, roles: tuple[str, ...], model_name: str, device: torch.device, *,
-               bf16: bool, sharded: bool, vllm: bool, strategy: Strategy | None) -> Policy:
+               bf16: bool, sharded: bool, vllm: bool, strategy: Strategy | None, agent: int | None) -> Policy:
     """One policy without its engine: the model loaded and prepared for training, its KL reference, the
     transformers engine's unsharded replica (sharded runs), and (unless frozen) optimizer and schedule."""
     m, t = cfg.model, cfg.train
@@ -132,11 +122,8 @@ def _trainable(cfg: Config, name: str, roles: tuple[str, ...], model_name: str, 
             ref = sharded_copy(model, skeleton, strategy)
     elif want_ref:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = sched = None
-    if trained:  # a frozen agent (separate weights) has no optimizer state
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps, t.lr_schedule))
+    # a frozen agent (separate weights) has no optimizer state
+    opt, sched = _optimizer(model, t, agent) if trained else (None, None)
     return Policy(name, roles, model, tok, opt, sched, None, ref, served if served is not model else None)
 
 
@@ -159,6 +146,15 @@ def _engine(cfg: Config, pol: Policy, seed: int, *, rank: int, engine_factory, t
         return TPGroupEngine(inner, tp_group, pol.name)
     return make_engine(model, pol.tokenizer, engine=cfg.rollout.engine, seed=engine_seed, **options,
                        external_launcher=multi_process)
+
+
+def _optimizer(model, t, agent: int | None):
+    """AdamW over ``model``'s trained parameters and its learning-rate schedule, laid over this policy's own
+    updates (:func:`~rema.algos.schedule.own_steps`: ``agent`` 0 / 1 alternate under separate weights; None, every
+    step trains it)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
+    warmup, total = (own_steps(n, agent, switch_freq=t.switch_freq) for n in (t.warmup_steps, t.steps))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, t.lr_schedule))
 
 
 def reshard(model) -> None:
@@ -202,5 +198,5 @@ def active_policies(policies: list[Policy], step: int, *, switch_freq: int) -> l
         return policies
     if any(p.optimizer is None for p in policies):
         return [p for p in policies if p.optimizer is not None]
-    which = ("mta", "ra")[(step // switch_freq) % 2]
+    which = ("mta", "ra")[0 if updates_agent(step, 0, switch_freq=switch_freq) else 1]
     return [p for p in policies if p.name == which]

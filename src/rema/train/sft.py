@@ -24,8 +24,9 @@ import torch
 
 from ..algos import sft_nll
 from ..config import Config, ConfigError
-from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..data.dialogues import Dialogue, DialogueError, dialogues_from_episodes, load_dialogues, save_dialogues
 from ..data.teacher import teacher_dialogues
+from ..preflight import fit_dialogues
 from ..prompts import PromptSet
 from ..rewards.tasks import get_task
 from ..rollout import rollout
@@ -82,6 +83,8 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
     else:
         dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
         stats = {"dialogues": float(len(dialogues))}
+    if s.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
+        dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
     if dist.is_main:
         save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
     console.print(f"cold start: {len(dialogues)} dialogues"
@@ -122,6 +125,17 @@ def _cold_start_questions(cfg: Config, train_problems: Sequence) -> list:
     """``sft.questions`` training problems, drawn with the run's seed (the same ones for ``self`` and ``teacher``)."""
     rng = random.Random(cfg.train.seed * 7919 + 17)
     return rng.sample(train_problems, min(cfg.sft.questions, len(train_problems)))
+
+
+def _cut_to_limits(dialogues: list[Dialogue], cfg: Config, prompts: PromptSet, tokenizer, stats: dict) -> list:
+    """``sft.over_limit=truncate``: the dialogues cut to what RL could reproduce (:func:`rema.preflight.fit_dialogues`),
+    the counts added to ``stats``; none left is an error."""
+    dialogues, fit = fit_dialogues(dialogues, cfg.rollout, prompts, tokenizer, over_limit="truncate")
+    stats.update(fit)
+    if not dialogues:
+        raise DialogueError(f"cold start: no dialogue of sft.data={cfg.sft.data} fits the rollout limits even cut "
+                            "(rollout.max_context_tokens, rollout.max_tokens_per_turn); raise them")
+    return dialogues
 
 
 def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,

@@ -305,12 +305,13 @@ class Trainer:
     # -------------------------------------------------------------------------------- eval, save, restore
 
     def _log_eval(self, step: int, log: bool = True, prefix: str = "eval") -> dict:
-        """Greedy evaluation on each ``data.eval`` set; returns (and with ``log`` logs) :func:`eval_record`'s keys:
+        """Evaluation on each ``data.eval`` set at ``rollout.eval_temperature`` (greedy at 0); returns (and with
+        ``log`` logs) :func:`eval_record`'s keys:
         ``<prefix>/<metric>`` for one set, ``<prefix>/<set>/<metric>`` and ``<prefix>/avg/<metric>`` for several.
         Samples go to ``samples.jsonl`` under the split ``<prefix>`` (one set) or ``<prefix>/<set>``."""
         per_set = {}
         for name, problems in self.eval_sets.items():
-            metrics, episodes = run_eval(self.dist.shard(problems), self.engines, self.cfg, greedy=True,
+            metrics, episodes = run_eval(self.dist.shard(problems), self.engines, self.cfg,
                                          prompts=self.prompts, correctness_fn=self.correctness_fn)
             release_freed_memory()
             per_set[name] = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
