@@ -109,7 +109,7 @@ def _config_and_overrides(args, implied: list[str] = (), load=None) -> tuple[str
 
 def cmd_train(args) -> int:
     """Train from a YAML config with dotted overrides, or resume a run directory."""
-    from .train import TrainingDiverged, train
+    from .train import RunUnhealthy, TrainingDiverged, train
 
     parsed = _config_and_overrides(args)
     if isinstance(parsed, int):
@@ -123,6 +123,9 @@ def cmd_train(args) -> int:
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except RunUnhealthy as err:  # a health check fired and stopped the run (train.health)
+        print(f"error: {err}", file=sys.stderr)
+        return 4
     print(f"run directory: {trainer.run_dir}")
     return 130 if trainer.stop_requested else 0
 

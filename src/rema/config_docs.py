@@ -57,27 +57,38 @@ def _cell(text: str) -> str:
     return text.replace("``", "`").replace("|", "\\|")
 
 
+def _section(name: str, section) -> tuple[str, list[tuple[str, object]]]:
+    """One section's Markdown (heading, intro, table) and the nested sections it holds (``train.health``)."""
+    cls = type(section)
+    docs = field_docs(cls)
+    intro = _class_doc(cls)
+    parts = [f"## {name}\n", f"`{cls.__name__}` in `rema.config`." + (f" {intro.replace('``', '`')}" if intro else "") + "\n"]
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    nested = []
+    for sf in dataclasses.fields(cls):
+        kind = sf.type if isinstance(sf.type, str) else getattr(sf.type, "__name__", str(sf.type))
+        value = getattr(section, sf.name)
+        if dataclasses.is_dataclass(value):
+            nested.append((f"{name}.{sf.name}", value))
+            default = f"[{name}.{sf.name}](#{name}{sf.name})"  # GitHub's anchor drops the dot
+        else:
+            default = f"`{_cell(_value(value))}`"
+        rows.append(f"| `{name}.{sf.name}` | `{_cell(kind)}` | {default} | {_cell(docs.get(sf.name, ''))} |")
+    parts.append("\n".join(rows) + "\n")
+    return "\n".join(parts), nested
+
+
 def render_markdown() -> str:
     """The whole of docs/config.md."""
     defaults = Config()
     parts = [HEADER]
-    sections = dataclasses.fields(Config)
-    parts.append("Sections: " + " · ".join(f"[`{f.name}`](#{f.name})" for f in sections) + "\n")
-    for f in sections:
-        section = getattr(defaults, f.name)
-        cls = type(section)
-        docs = field_docs(cls)
-        parts.append(f"## {f.name}\n")
-        intro = _class_doc(cls)
-        parts.append(f"`{cls.__name__}` in `rema.config`." + (f" {intro.replace('``', '`')}" if intro else "") + "\n")
-        rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for sf in dataclasses.fields(cls):
-            kind = sf.type if isinstance(sf.type, str) else getattr(sf.type, "__name__", str(sf.type))
-            rows.append(
-                f"| `{f.name}.{sf.name}` | `{_cell(kind)}` | `{_cell(_value(getattr(section, sf.name)))}` "
-                f"| {_cell(docs.get(sf.name, ''))} |"
-            )
-        parts.append("\n".join(rows) + "\n")
+    sections = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(Config)]
+    parts.append("Sections: " + " · ".join(f"[`{name}`](#{name})" for name, _ in sections) + "\n")
+    while sections:
+        name, section = sections.pop(0)
+        text, nested = _section(name, section)
+        parts.append(text)
+        sections[:0] = nested  # right after its parent
     return "\n".join(parts)
 
 

@@ -5,8 +5,8 @@ truth and is what ``rema train --help-config`` prints. ``load_config("configs/x.
 reads the YAML, applies overrides, and validates; an unknown key fails naming the key and the nearest valid
 ones.
 
-- :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train``, ``data``,
-  ``sft``, ``log``, ``eval``, ``serve``) and :class:`Config`;
+- :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train`` and its nested
+  ``train.health``, ``data``, ``sft``, ``log``, ``eval``, ``serve``) and :class:`Config`;
 - :mod:`.checks`: :func:`validate` and :class:`ConfigError`;
 - :mod:`.files`: :func:`load_config`, :func:`save_config`, :func:`describe_config`, :func:`field_docs`.
 """
@@ -18,6 +18,7 @@ from .sections import (
     Config,
     DataConfig,
     EvalConfig,
+    HealthConfig,
     LogConfig,
     ModelConfig,
     RewardConfig,
@@ -28,7 +29,7 @@ from .sections import (
 )
 
 __all__ = [
-    "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LogConfig", "ModelConfig",
+    "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "HealthConfig", "LogConfig", "ModelConfig",
     "RewardConfig", "RolloutConfig", "ServeConfig", "SFTConfig", "TrainConfig", "describe_config", "field_docs",
     "load_config", "save_config", "validate",
 ]

@@ -28,6 +28,10 @@ _CHOICES = {
     ("train", "update_agents"): ("both", "mta", "ra"),
 }
 
+HEALTH_CHECKS = ("entropy", "turns_collapse", "turns_pinned", "length_pinned", "format", "degenerate", "reward_cliff",
+                 "eval_cliff", "kl_spike", "grad_spike", "logp_drift")
+"""The names of ``train.health``'s checks (``rema.train.health.CHECKS`` implements each one)."""
+
 
 def validate(cfg) -> None:
     """Check a :class:`~rema.config.Config`'s choices and combinations; every error names the key and what to
@@ -95,9 +99,35 @@ def validate(cfg) -> None:
             raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
+    _validate_health(cfg.train.health)
     _validate_distill(cfg)
     _validate_eval(cfg)
     _validate_serve(cfg)
+
+
+def _validate_health(h) -> None:
+    if h.action not in ("warn", "stop", "rollback"):
+        raise ConfigError(f"train.health.action={h.action!r} is not valid; choose one of ['warn', 'stop', 'rollback']")
+    for key in ("warn_only", "skip"):
+        unknown = [name for name in getattr(h, key) if name not in HEALTH_CHECKS]
+        if unknown:
+            raise ConfigError(f"train.health.{key}: unknown check(s) {unknown}; the checks are {list(HEALTH_CHECKS)}")
+    for key in ("patience", "eval_patience", "min_history", "window", "smooth"):
+        if getattr(h, key) < 1:
+            raise ConfigError(f"train.health.{key} must be >= 1, got {getattr(h, key)}")
+    if h.max_rollbacks < 0:
+        raise ConfigError(f"train.health.max_rollbacks must be >= 0 (0: the first firing check stops), got {h.max_rollbacks}")
+    if not 0.0 < h.lr_factor <= 1.0:
+        raise ConfigError(f"train.health.lr_factor multiplies the learning rate at a rollback and must be in (0, 1], "
+                          f"got {h.lr_factor}")
+    for key in ("turns_collapse", "pinned_share", "pinned_from", "format_drop", "format_from", "degenerate_share",
+                "degenerate_from", "cliff_ratio"):
+        if not 0.0 <= getattr(h, key) <= 1.0:
+            raise ConfigError(f"train.health.{key} is a share and must be in [0, 1], got {getattr(h, key)}")
+    for key in ("entropy_floor", "turns_collapse_from", "reward_cliff", "eval_cliff", "spike_factor", "kl_floor",
+                "logp_drift"):
+        if getattr(h, key) < 0:
+            raise ConfigError(f"train.health.{key} must be >= 0, got {getattr(h, key)}")
 
 
 def _validate_distill(cfg) -> None:

@@ -130,6 +130,9 @@ class TPGroupEngine(Engine):
     def load_state_dict(self, state: dict) -> None:
         self.inner.load_state_dict(state)
 
+    def reseed(self, salt: int) -> None:
+        self.inner.reseed(salt)
+
 
 def make_tp_group(world: int, rank: int, tp: int) -> TPGroup:
     """This rank's :class:`TPGroup`: every process of the job must call this (creating subgroups is a

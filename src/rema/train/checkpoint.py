@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -55,15 +56,19 @@ def partial_folder(ckpt_root: Path, step: int) -> Path:
     return ckpt_root / f".step_{step:06d}.partial"
 
 
-def save_checkpoint(ckpt_root: Path, step: int, state: dict, *, keep: int = 2, partial: Path | None = None) -> Path:
+def save_checkpoint(ckpt_root: Path, step: int, state: dict, *, keep: int = 2, partial: Path | None = None,
+                    files: dict[str, str] | None = None, spare: Collection[Path] = ()) -> Path:
     """Write ``state`` as ``ckpt_root/step_{step:06d}`` atomically; keep the newest ``keep`` checkpoints.
     ``partial``: a folder already holding the run's weight shards (:func:`partial_folder`), completed with
-    ``state.pt`` and renamed into place in the same way."""
+    ``state.pt`` and renamed into place in the same way. ``files``: small text files written into the folder
+    with it (name -> text: the health mark). ``spare``: checkpoints kept besides (those a rollback may need)."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:06d}"
     tmp = partial or Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=ckpt_root))
     try:
         torch.save(state, tmp / "state.pt")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -73,8 +78,17 @@ def save_checkpoint(ckpt_root: Path, step: int, state: dict, *, keep: int = 2, p
     _atomic_write_text(ckpt_root / LATEST, final.name + "\n")
     steps = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
     for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        if old not in spare:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def drop_checkpoints_after(ckpt_root: Path, step: int) -> None:
+    """Delete the checkpoints taken after ``step`` (a rollback abandons them) and point ``latest`` at ``step``'s."""
+    for path in ckpt_root.glob("step_*"):
+        if path.is_dir() and path.name[5:].isdigit() and int(path.name[5:]) > step:
+            shutil.rmtree(path, ignore_errors=True)
+    _atomic_write_text(ckpt_root / LATEST, f"step_{step:06d}\n")
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:

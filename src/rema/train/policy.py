@@ -59,6 +59,20 @@ def lr_lambda(warmup: int, total: int, schedule: str):
     return f
 
 
+def set_base_lr(pol: Policy, lr: float) -> None:
+    """Make ``lr`` the policy's learning rate from now on (a rollback lowers it): the schedule's base, and the
+    optimizer's current rate at the schedule's position (a warm-up or cosine factor is kept). A frozen agent
+    (no optimizer) is left alone."""
+    sched = pol.scheduler
+    if sched is None:
+        return
+    sched.base_lrs = [lr for _ in sched.base_lrs]
+    for group, factor in zip(pol.optimizer.param_groups, sched.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in pol.optimizer.param_groups]
+
+
 def keep_trainable_fp32(model) -> int:
     """Master weights: trained parameters loaded in a 16-bit dtype become float32, so AdamW's updates are not
     rounded away (at lr 1e-6 most updates of a bf16 weight are below its resolution); frozen ones keep their

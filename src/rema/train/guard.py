@@ -1,0 +1,242 @@
+"""The health guard: runs the checks of :mod:`rema.train.health` after every step and decides what happens.
+
+The trainer owns one :class:`HealthGuard` and calls it once per step (``Trainer._health``). The guard keeps the
+recent steps' watched metrics, which checks are firing, the spans of steps it judged unhealthy, every event so
+far and the number of rollbacks; all of it goes into each checkpoint, so a resumed run keeps it.
+
+1. **Which weights are suspect.** A check's streak that began at step S fires at step N. Step S's rollout was
+   sampled from the weights of step S - 1, so steps S - 1 .. N are unhealthy: their checkpoints are marked so
+   (``health.json`` in the checkpoint folder) and a rollback goes to the newest healthy checkpoint before S - 1.
+2. **One decision per firing.** A check fires once when its condition starts to hold (not again on every step
+   it keeps holding); the action is the most severe of the firing checks' (``rollback`` > ``stop`` > ``warn``;
+   ``train.health.warn_only`` checks only warn), and ``rollback`` after ``max_rollbacks`` becomes ``stop``.
+3. **Every rank takes the same decision.** Each rank observes the same reduced metrics; the trainer acts on
+   rank 0's verdict, broadcast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import HealthConfig
+from .health import WATCHED, Finding, run_checks
+
+HEALTH_FILE = "health.json"
+"""A checkpoint's health mark: ``{"step", "healthy", "rollbacks", "firing"}``."""
+
+
+class RunUnhealthy(RuntimeError):
+    """A health check fired and the run stopped (``train.health.action=stop``, or rollbacks exhausted)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the guard decided at ``step``: ``action`` (warn / stop / rollback) for the checks that started firing
+    (``findings``); the weights of steps ``unhealthy_from`` .. ``step`` are suspect."""
+
+    step: int
+    action: str
+    findings: tuple[Finding, ...]
+    unhealthy_from: int
+
+    @property
+    def checks(self) -> str:
+        return ", ".join(f.check for f in self.findings)
+
+    @property
+    def message(self) -> str:
+        return "; ".join(f"{f.check}: {f.message}" for f in self.findings)
+
+
+class HealthGuard:
+    """The checks' state across steps (see the module doc). ``observe`` after each step's metrics are complete."""
+
+    def __init__(self, cfg: HealthConfig, *, eval_every: int = 0):
+        self.cfg = cfg
+        self.eval_every = eval_every
+        """``train.eval_every``: how far apart the held-out evaluations ``eval_cliff`` reads are."""
+        self.history: list[dict] = []
+        """The recent steps' watched metrics, oldest first (as many as the checks read)."""
+        self.firing: list[str] = []
+        """The checks firing at the last step observed."""
+        self.unhealthy: list[list[int]] = []
+        """``[first, last]`` step spans judged unhealthy on the current branch (a rollback drops later ones)."""
+        self.events: list[dict] = []
+        """Every event so far, rollbacks included, as logged to ``metrics.jsonl``."""
+        self.rollbacks = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.enabled
+
+    @property
+    def lr_scale(self) -> float:
+        """What the learning rate is multiplied by after the rollbacks so far."""
+        return self.cfg.lr_factor ** self.rollbacks
+
+    @property
+    def reach(self) -> int:
+        """How many steps back a check firing later can still judge unhealthy: a streak of ``patience`` steps (or
+        of ``eval_patience`` evaluations ``eval_every`` steps apart), and the step before it."""
+        return max(self.cfg.patience, self.cfg.eval_patience * self.eval_every) + 1
+
+    @property
+    def can_roll_back(self) -> bool:
+        """Whether a firing check may roll back: the run then checkpoints step 0 (a rollback always has somewhere
+        to go) and rotation spares the healthy checkpoints a rollback may need."""
+        return self.cfg.enabled and self.cfg.action == "rollback"
+
+    def observe(self, step: int, metrics: dict) -> Verdict | None:
+        """Run the checks on the history with this step's ``metrics`` added; a Verdict when a check starts
+        firing, else None (a check still firing extends the unhealthy span silently)."""
+        if not self.cfg.enabled:
+            return None
+        self.history.append({"step": step, **{k: float(v) for k, v in metrics.items()
+                                              if WATCHED.fullmatch(k) and isinstance(v, (int, float))}})
+        c = self.cfg
+        del self.history[:-(c.window + c.patience + c.smooth + c.eval_patience)]
+        findings = run_checks(self.history, c)
+        new = tuple(f for f in findings if f.check not in self.firing)
+        self.firing = [f.check for f in findings]
+        if not findings:
+            return None
+        start = max(0, min(f.since for f in findings) - 1)
+        self._mark(start, step)
+        return Verdict(step, self._action(new), new, start) if new else None
+
+    def _mark(self, first: int, last: int) -> None:
+        """Add ``[first, last]`` to the unhealthy spans, merged with the last one when they touch."""
+        if self.unhealthy and first <= self.unhealthy[-1][1] + 1:
+            self.unhealthy[-1] = [min(first, self.unhealthy[-1][0]), max(last, self.unhealthy[-1][1])]
+        else:
+            self.unhealthy.append([first, last])
+
+    def _action(self, findings: tuple[Finding, ...]) -> str:
+        actions = {"warn" if f.check in self.cfg.warn_only else self.cfg.action for f in findings}
+        action = next(a for a in ("rollback", "stop", "warn") if a in actions)
+        if action == "rollback" and self.rollbacks >= self.cfg.max_rollbacks:
+            return "stop"
+        return action
+
+    def healthy(self, step: int) -> bool:
+        """Whether no unhealthy span of the current branch covers ``step``."""
+        return not any(first <= step <= last for first, last in self.unhealthy)
+
+    def mark(self, step: int) -> dict:
+        """The health mark of a checkpoint taken at ``step`` (``health.json``)."""
+        return {"step": step, "healthy": self.healthy(step), "rollbacks": self.rollbacks, "firing": list(self.firing)}
+
+    def event(self, verdict: Verdict, action: str, **extra) -> dict:
+        """Record an event for ``verdict`` (``action`` as taken) and return its ``metrics.jsonl`` keys."""
+        record = {"health/event": len(self.events), "health/check": verdict.checks, "health/action": action,
+                  "health/message": verdict.message, "health/since": verdict.unhealthy_from + 1,
+                  "health/rollbacks": self.rollbacks, **{f"health/{k}": v for k, v in extra.items()}}
+        self.events.append({"step": verdict.step, **record})
+        return record
+
+    def rolled_back(self, to_step: int) -> None:
+        """The run went back to ``to_step``: count it, forget the abandoned steps and their spans."""
+        self.rollbacks += 1
+        self.history = [r for r in self.history if r["step"] <= to_step]
+        self.unhealthy = [s for s in self.unhealthy if s[0] <= to_step]
+        self.firing = []
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "firing": self.firing, "unhealthy": self.unhealthy, "events": self.events,
+                "rollbacks": self.rollbacks}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restore :meth:`state_dict` (None: a checkpoint written before the guard existed; a fresh guard)."""
+        state = state or {}
+        self.history = list(state.get("history", []))
+        self.firing = list(state.get("firing", []))
+        self.unhealthy = [list(s) for s in state.get("unhealthy", [])]
+        self.events = list(state.get("events", []))
+        self.rollbacks = int(state.get("rollbacks", 0))
+
+
+# ---------------------------------------------------------------------------------- checkpoint marks
+
+
+def read_mark(ckpt: Path) -> dict | None:
+    """A checkpoint folder's health mark, or None (written with the guard off, or before it existed)."""
+    path = Path(ckpt) / HEALTH_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_healthy(ckpt: Path) -> bool:
+    """Marked healthy, or not marked at all (nothing says otherwise)."""
+    return bool((read_mark(ckpt) or {}).get("healthy", True))
+
+
+def mark_text(mark: dict) -> str:
+    return json.dumps(mark) + "\n"
+
+
+def remark(ckpt_root: Path, guard: HealthGuard) -> None:
+    """Rewrite the marks of checkpoints that a span found since has made unhealthy (atomic per file)."""
+    for ckpt in sorted(Path(ckpt_root).glob("step_*")):
+        mark = read_mark(ckpt)
+        if mark is not None and mark.get("healthy") and not guard.healthy(int(mark["step"])):
+            tmp = ckpt / (HEALTH_FILE + ".tmp")
+            tmp.write_text(mark_text({**mark, "healthy": False, "firing": list(guard.firing)}))
+            tmp.replace(ckpt / HEALTH_FILE)
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    return int(Path(ckpt).name.removeprefix("step_"))
+
+
+def healthy_checkpoints(ckpt_root: Path) -> list[Path]:
+    """The complete checkpoints of ``ckpt_root`` that are healthy (see :func:`is_healthy`), oldest first."""
+    found = [p for p in Path(ckpt_root).glob("step_*") if (p / "state.pt").is_file() and p.name[5:].isdigit()
+             and is_healthy(p)]
+    return sorted(found, key=checkpoint_step)
+
+
+def healthy_before(ckpt_root: Path, step: int) -> Path | None:
+    """The newest healthy checkpoint taken before ``step``."""
+    found = [p for p in healthy_checkpoints(ckpt_root) if checkpoint_step(p) < step]
+    return found[-1] if found else None
+
+
+def needed_for_rollback(ckpt_root: Path, step: int, reach: int) -> set[Path]:
+    """The healthy checkpoints a rollback from a step after ``step`` may go to: those of the last ``reach`` steps
+    (a check may still judge them unhealthy) and the newest one before them. Checkpoint rotation spares them."""
+    healthy = healthy_checkpoints(ckpt_root)
+    older = [p for p in healthy if checkpoint_step(p) < step - reach]
+    return {p for p in healthy if checkpoint_step(p) >= step - reach} | set(older[-1:])
+
+
+def best_healthy(run: str | Path) -> Path | None:
+    """The healthy checkpoint of ``run`` with the best held-out accuracy at its step (``eval/acc``, or
+    ``eval/avg/acc``; ties: the newer); when none of them was evaluated, the newest healthy one. None when the run
+    has no healthy checkpoint."""
+    found = healthy_checkpoints(Path(run) / "checkpoints")
+    if not found:
+        return None
+    acc = _held_out_accuracy(Path(run) / "metrics.jsonl")
+    scored = [(acc[checkpoint_step(p)], checkpoint_step(p), p) for p in found if checkpoint_step(p) in acc]
+    return max(scored)[2] if scored else found[-1]
+
+
+def _held_out_accuracy(path: Path) -> dict[int, float]:
+    """Step -> held-out accuracy of a run's ``metrics.jsonl`` (the last record of a step wins)."""
+    out: dict[int, float] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        value = record.get("eval/acc", record.get("eval/avg/acc"))
+        if isinstance(value, (int, float)) and math.isfinite(value) and "step" in record:
+            out[int(record["step"])] = float(value)
+    return out
