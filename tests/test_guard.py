@@ -59,7 +59,7 @@ CASES = {  # failure: (overrides, a check expected to fire, the step its streak 
     "reward": (["train.health.smooth=1"], "reward_cliff", 4),
     "turns": (["rollout.mode=multi_turn", "rollout.max_turns=3"], "turns_collapse", 4),
     "eval": (["data.eval=synthetic:levels=1:n=2:seed=1:word=0", "train.eval_every=1",
-              "train.health.skip=[reward_cliff]"], "eval_cliff", 3),
+              "train.health.skip=[reward_cliff]", "train.health.eval_min_episodes=2"], "eval_cliff", 3),
 }
 
 

@@ -112,7 +112,7 @@ def _validate_health(h) -> None:
         unknown = [name for name in getattr(h, key) if name not in HEALTH_CHECKS]
         if unknown:
             raise ConfigError(f"train.health.{key}: unknown check(s) {unknown}; the checks are {list(HEALTH_CHECKS)}")
-    for key in ("patience", "eval_patience", "min_history", "window", "smooth"):
+    for key in ("patience", "eval_patience", "min_history", "window", "smooth", "eval_min_episodes"):
         if getattr(h, key) < 1:
             raise ConfigError(f"train.health.{key} must be >= 1, got {getattr(h, key)}")
     if h.max_rollbacks < 0:

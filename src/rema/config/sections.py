@@ -193,7 +193,7 @@ class HealthConfig:
     eval_patience: int = 1
     """Consecutive held-out evaluations below the cliff before ``eval_cliff`` fires (evaluations are rare)."""
     min_history: int = 3
-    """Steps a relative check needs before the ones it judges (its baseline: best, median or lowest value)."""
+    """Steps a relative check needs before the ones it judges (its baseline: their median or lowest value)."""
     window: int = 20
     """How many steps back the baseline of a relative check reaches."""
     smooth: int = 3
@@ -201,10 +201,10 @@ class HealthConfig:
     entropy_floor: float = 0.01
     """``entropy``: the policy's mean token entropy (``stats/entropy``, nats) at or below this."""
     turns_collapse: float = 0.4
-    """``turns_collapse``: mean rounds per episode (``train/turns/mean``) below this share of their recent best
-    (the meta-thinker stops thinking) ..."""
+    """``turns_collapse``: mean rounds per episode (``train/turns/mean``) below this share of their recent level
+    (the median over ``window``: the meta-thinker stops thinking) ..."""
     turns_collapse_from: float = 2.5
-    """... when that best was at least this many rounds."""
+    """... when that level was at least this many rounds."""
     pinned_share: float = 0.95
     """``turns_pinned`` / ``length_pinned``: the share of episodes ending at ``rollout.max_turns``
     (``train/end/max_turns``), or of an agent's messages cut at ``rollout.max_tokens_per_turn``
@@ -213,9 +213,11 @@ class HealthConfig:
     """... after it was at or below this within ``window`` (a model that never learned to stop does not fire)."""
     format_drop: float = 0.5
     """``format``: the share of episodes closed by [FINISH] (``train/end/finished``), of boxed answers
-    (``train/boxed_rate``) or of judge verdicts found below this share of its recent best ..."""
-    format_from: float = 0.5
-    """... when that best was at least this."""
+    (``train/boxed_rate``) or of judge verdicts found below this share of its recent level (the median over
+    ``window``) ..."""
+    format_from: float = 0.75
+    """... when that level was at least this (a format the run had learned; below it, batches of a few
+    questions swing too much)."""
     degenerate_share: float = 0.5
     """``degenerate``: the share of messages that repeat themselves (``train/degenerate/repetitive``) or are not
     text (``train/degenerate/non_text``) at or above this ..."""
@@ -223,12 +225,15 @@ class HealthConfig:
     """... after it was at or below this within ``window``."""
     reward_cliff: float = 0.4
     """``reward_cliff``: training accuracy or an agent's reward (running mean over ``smooth`` steps) this far
-    below its recent best, and below ``1 - cliff_ratio`` of it when the best is positive."""
+    below its recent level (the median over ``window``), and below ``1 - cliff_ratio`` of it when positive."""
     eval_cliff: float = 0.2
-    """``eval_cliff``: held-out accuracy (``eval/acc``, or ``eval/avg/acc``) this far below the best evaluation
-    within ``window``, and below ``1 - cliff_ratio`` of it."""
+    """``eval_cliff``: held-out accuracy (``eval/acc``, or ``eval/avg/acc``) this far below the median
+    evaluation within ``window``, and below ``1 - cliff_ratio`` of it."""
+    eval_min_episodes: int = 20
+    """``eval_cliff`` judges only evaluations of at least this many episodes per set (on 4 questions one answer
+    moves accuracy by 25 points)."""
     cliff_ratio: float = 0.5
-    """The relative part of the two cliffs: a value must also fall below ``(1 - cliff_ratio) x best``."""
+    """The relative part of the two cliffs: a value must also fall below ``(1 - cliff_ratio) x level``."""
     spike_factor: float = 10.0
     """``kl_spike`` / ``grad_spike`` / ``logp_drift``: a value above this many times its median over ``window``."""
     kl_floor: float = 0.05
