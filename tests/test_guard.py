@@ -83,3 +83,85 @@ def test_each_failure_is_named_rolled_back_and_the_run_finishes(tmp_path, case):
     assert tr.guard.rollbacks == 1 and tr.guard.firing == []
     marks = {p.name: json.loads((p / "health.json").read_text()) for p in (tr.run_dir / "checkpoints").glob("step_*")}
     assert all(m["healthy"] for m in marks.values()), marks  # the abandoned ones are gone
+
+
+def test_stop_checkpoints_marks_it_unhealthy_and_names_the_check(tmp_path):
+    tr = collapsing(tmp_path, "length", "train.health.action=stop", "train.keep_checkpoints=0")
+    with pytest.raises(RunUnhealthy, match=r"health check length_pinned, format fired at step 5: "
+                                           r".*train/truncated_turns/ra.*train.health.action=stop.*--checkpoint best"):
+        tr.fit()
+    assert tr.step == 5 and not (tr.run_dir / "final").exists()
+    [event] = events(tr.run_dir)
+    assert event["health/action"] == "stop" and event["step"] == 5
+    marks = {p.name: json.loads((p / "health.json").read_text())["healthy"]
+             for p in (tr.run_dir / "checkpoints").glob("step_*")}
+    assert marks["step_000005"] is False and marks["step_000003"] is False and marks["step_000002"] is True
+
+
+def test_rollbacks_run_out_then_the_run_stops(tmp_path):
+    tr = collapsing(tmp_path, "degenerate", "train.health.max_rollbacks=1", "train.steps=10", safe_lr=1e-4)
+    with pytest.raises(RunUnhealthy, match=r"fired at step 5: .*after 1 rollback\(s\), train.health.max_rollbacks=1"):
+        tr.fit()
+    assert [(e["step"], e["health/action"]) for e in events(tr.run_dir)] == [(5, "rollback"), (5, "stop")]
+
+
+def test_warn_logs_the_event_marks_checkpoints_and_goes_on(tmp_path, capsys):
+    from rema.train.guard import best_healthy
+
+    tr = collapsing(tmp_path, "format", "rollout.mode=multi_turn", "train.health.action=warn", "train.keep_checkpoints=0")
+    tr.fit()
+    [event] = events(tr.run_dir)
+    assert (event["step"], event["health/action"], event["health/since"]) == (5, "warn", 4)
+    assert steps_logged(tr.run_dir) == [1, 2, 3, 4, 5, 6] and tr.guard.rollbacks == 0
+    marks = {p.name: json.loads((p / "health.json").read_text())["healthy"]
+             for p in sorted((tr.run_dir / "checkpoints").glob("step_*"))}
+    assert marks == {f"step_00000{s}": s < 3 for s in range(1, 7)}  # collapsed to the end: 3 .. 6 unhealthy
+    assert best_healthy(tr.run_dir).name == "step_000002"
+    assert "health: step 5: " in capsys.readouterr().err
+
+
+def test_resume_keeps_the_guard_state_and_continues_the_rolled_back_run(tmp_path):
+    whole = collapsing(tmp_path / "whole", "degenerate")
+    whole.fit()
+    cut = collapsing(tmp_path / "cut", "degenerate")
+
+    def ctrl_c_after_the_rollback(ep):  # as Ctrl-C does: finish the step, save, return
+        cut.stop_requested |= cut.guard.rollbacks == 1 and cut.step == 3
+        return correct(ep)
+
+    cut.correctness_fn = ctrl_c_after_the_rollback
+    cut.fit()  # steps 1-5, the rollback to 2 at step 5, then 3 and 4 again
+    assert cut.step == 4 and cut.guard.rollbacks == 1 and not (cut.run_dir / "final").exists()
+    cfg = load_config(cut.run_dir / "config.yaml")
+    holder: dict = {}
+    again = Trainer(cfg, cut.run_dir, resume=True, correctness_fn=correct, prompts=SHORT_PROMPTS,
+                    engine_factory=lambda model, tok, seed: CollapsingEngine(tok, "degenerate", 4, 6e-3, holder))
+    holder["trainer"] = again
+    assert again.guard.state_dict() == cut.guard.state_dict()
+    assert again.policies[0].optimizer.param_groups[0]["lr"] == 5e-3  # the lowered learning rate came back too
+    again.fit()
+
+    def clean(run, name="metrics.jsonl"):
+        return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in records(run, name)]
+
+    assert clean(again.run_dir) == clean(whole.run_dir)
+    assert clean(again.run_dir, "metrics_rolled_back.jsonl") == clean(whole.run_dir, "metrics_rolled_back.jsonl")
+    for p, q in zip(whole.policies[0].model.parameters(), again.policies[0].model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_an_absurd_learning_rate_collapses_the_tiny_model_and_the_guard_recovers(tmp_path):
+    """The real tiny model (no script) at lr 1.0 collapses: it games the upper-case reward by repeating one letter,
+    its entropy at 0; the guard rolls back with the learning rate x 1e-3 and the run ends all its steps, its last
+    checkpoint healthy."""
+    from test_train import make, upper_share  # noqa: F401 - the same run settings as the trainer's tests
+
+    tr = make(tmp_path, "train.steps=8", "train.lr=1.0", "train.health.lr_factor=0.001", "train.save_every=2",
+              "train.questions_per_step=2", "rollout.max_tokens_per_turn=24")
+    tr.fit()
+    fired = events(tr.run_dir)
+    assert fired and all(e["health/action"] == "rollback" for e in fired)
+    assert fired[0]["health/to_step"] < fired[0]["health/since"] - 1
+    assert tr.step == 8 and (tr.run_dir / "final" / "config.json").is_file()
+    assert json.loads((tr.run_dir / "checkpoints" / "step_000008" / "health.json").read_text())["healthy"]
+    assert records(tr.run_dir)[-1]["lr"] == pytest.approx(1e-3 ** len(fired))

@@ -120,11 +120,14 @@ def test_guard_decides_once_per_firing_marks_the_suspect_steps_and_escalates():
     assert guard.unhealthy == [[3, 6]] and guard.firing == ["turns_pinned"]
     assert [guard.healthy(s) for s in (2, 3, 6)] == [True, False, False]
     assert "time/step" not in guard.history[-1]  # only the watched keys are kept
-    guard.rolled_back(2)
+    guard.rolled_back(2, 5)
     assert guard.rollbacks == 1 and guard.lr_scale == 0.5 and guard.unhealthy == [] and guard.firing == []
     assert [r["step"] for r in guard.history] == [1, 2]
     verdicts = feed(guard, [0.0, 1.0, 1.0], start=3)
     assert verdicts[2].action == "stop"  # train.health.max_rollbacks=1 reached
+    assert guard.rollback_before(verdicts[2]) == 2  # not past step 5 yet: before the last rollback's target
+    feed(guard, [0.0, 0.0, 0.0], start=6)
+    assert guard.retreat is None  # got past step 5: that rollback helped
 
 
 def test_guard_actions_warn_only_and_state_round_trip():
@@ -151,11 +154,14 @@ def _ckpt(root, step, healthy, **kw):
 
 def test_rotation_spares_the_checkpoints_a_rollback_needs_and_marks_are_rewritten(tmp_path):
     root = tmp_path / "checkpoints"
+    guard = HealthGuard(HealthConfig(patience=2))  # reach: 3 steps
     for step, healthy in ((0, True), (2, True), (4, False), (6, True), (8, False)):
-        spare = needed_for_rollback(root, step, reach=3)
-        _ckpt(root, step, healthy, keep=1, spare=spare)
+        _ckpt(root, step, healthy, keep=1, spare=needed_for_rollback(root, step, guard))
     # step 8: healthy ones of steps >= 5 (6) and the newest healthy before (2) survive keep=1
     assert sorted(p.name for p in root.glob("step_*")) == ["step_000002", "step_000006", "step_000008"]
+    assert {p.name for p in needed_for_rollback(root, 10, guard)} == {"step_000006"}
+    guard.retreat = [6, 9]  # a rollback to step 6 that has not helped yet: the one before it is needed too
+    assert {p.name for p in needed_for_rollback(root, 10, guard)} == {"step_000002", "step_000006"}
     assert healthy_before(root, 7).name == "step_000006" and healthy_before(root, 6).name == "step_000002"
     guard = HealthGuard(HealthConfig())
     guard.unhealthy = [[5, 8]]

@@ -7,10 +7,13 @@ far and the number of rollbacks; all of it goes into each checkpoint, so a resum
 1. **Which weights are suspect.** A check's streak that began at step S fires at step N. Step S's rollout was
    sampled from the weights of step S - 1, so steps S - 1 .. N are unhealthy: their checkpoints are marked so
    (``health.json`` in the checkpoint folder) and a rollback goes to the newest healthy checkpoint before S - 1.
-2. **One decision per firing.** A check fires once when its condition starts to hold (not again on every step
+2. **A rollback that did not help goes further back.** Until the run gets past the step that triggered a
+   rollback, a new rollback goes to a healthy checkpoint before the previous one's (the collapse had begun
+   before the checks had history enough to see it).
+3. **One decision per firing.** A check fires once when its condition starts to hold (not again on every step
    it keeps holding); the action is the most severe of the firing checks' (``rollback`` > ``stop`` > ``warn``;
    ``train.health.warn_only`` checks only warn), and ``rollback`` after ``max_rollbacks`` becomes ``stop``.
-3. **Every rank takes the same decision.** Each rank observes the same reduced metrics; the trainer acts on
+4. **Every rank takes the same decision.** Each rank observes the same reduced metrics; the trainer acts on
    rank 0's verdict, broadcast.
 """
 
@@ -67,6 +70,9 @@ class HealthGuard:
         self.events: list[dict] = []
         """Every event so far, rollbacks included, as logged to ``metrics.jsonl``."""
         self.rollbacks = 0
+        self.retreat: list[int] | None = None
+        """``[target, trigger]`` of the last rollback until the run gets past its trigger step: a new rollback
+        before then goes to a checkpoint before ``target``."""
 
     @property
     def enabled(self) -> bool:
@@ -98,6 +104,8 @@ class HealthGuard:
                                               if WATCHED.fullmatch(k) and isinstance(v, (int, float))}})
         c = self.cfg
         del self.history[:-(c.window + c.patience + c.smooth + c.eval_patience)]
+        if self.retreat is not None and step > self.retreat[1]:
+            self.retreat = None  # past the step that triggered the last rollback: it helped
         findings = run_checks(self.history, c)
         new = tuple(f for f in findings if f.check not in self.firing)
         self.firing = [f.check for f in findings]
@@ -137,16 +145,22 @@ class HealthGuard:
         self.events.append({"step": verdict.step, **record})
         return record
 
-    def rolled_back(self, to_step: int) -> None:
-        """The run went back to ``to_step``: count it, forget the abandoned steps and their spans."""
+    def rollback_before(self, verdict: Verdict) -> int:
+        """A rollback for ``verdict`` goes to the newest healthy checkpoint before this step."""
+        return min(verdict.unhealthy_from, self.retreat[0]) if self.retreat is not None else verdict.unhealthy_from
+
+    def rolled_back(self, to_step: int, trigger: int) -> None:
+        """The run went back to ``to_step`` from step ``trigger``: count it, forget the abandoned steps and their
+        spans."""
         self.rollbacks += 1
+        self.retreat = [to_step, trigger]
         self.history = [r for r in self.history if r["step"] <= to_step]
         self.unhealthy = [s for s in self.unhealthy if s[0] <= to_step]
         self.firing = []
 
     def state_dict(self) -> dict:
         return {"history": self.history, "firing": self.firing, "unhealthy": self.unhealthy, "events": self.events,
-                "rollbacks": self.rollbacks}
+                "rollbacks": self.rollbacks, "retreat": self.retreat}
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore :meth:`state_dict` (None: a checkpoint written before the guard existed; a fresh guard)."""
@@ -156,6 +170,7 @@ class HealthGuard:
         self.unhealthy = [list(s) for s in state.get("unhealthy", [])]
         self.events = list(state.get("events", []))
         self.rollbacks = int(state.get("rollbacks", 0))
+        self.retreat = state.get("retreat")
 
 
 # ---------------------------------------------------------------------------------- checkpoint marks
@@ -206,12 +221,16 @@ def healthy_before(ckpt_root: Path, step: int) -> Path | None:
     return found[-1] if found else None
 
 
-def needed_for_rollback(ckpt_root: Path, step: int, reach: int) -> set[Path]:
-    """The healthy checkpoints a rollback from a step after ``step`` may go to: those of the last ``reach`` steps
-    (a check may still judge them unhealthy) and the newest one before them. Checkpoint rotation spares them."""
+def needed_for_rollback(ckpt_root: Path, step: int, guard: HealthGuard) -> set[Path]:
+    """The healthy checkpoints a rollback from a step after ``step`` may go to: those of the last ``guard.reach``
+    steps (a check may still judge them unhealthy), the newest one before them, and while a rollback has not
+    helped yet, the newest one before its target. Checkpoint rotation spares them."""
     healthy = healthy_checkpoints(ckpt_root)
-    older = [p for p in healthy if checkpoint_step(p) < step - reach]
-    return {p for p in healthy if checkpoint_step(p) >= step - reach} | set(older[-1:])
+    cut = step - guard.reach
+    keep = {p for p in healthy if checkpoint_step(p) >= cut}
+    for bound in (cut, *(guard.retreat[:1] if guard.retreat else [])):
+        keep |= set([p for p in healthy if checkpoint_step(p) < bound][-1:])
+    return keep
 
 
 def best_healthy(run: str | Path) -> Path | None:

@@ -369,7 +369,7 @@ class Trainer:
             guarded = self.guard.enabled
             mark = {HEALTH_FILE: mark_text(self.guard.mark(self.step))} if guarded else None
             can = self.guard.can_roll_back
-            spare = needed_for_rollback(self.ckpt_root, self.step, self.guard.reach) if can else ()
+            spare = needed_for_rollback(self.ckpt_root, self.step, self.guard) if can else ()
             path = save_checkpoint(self.ckpt_root, self.step, state, keep=self.cfg.train.keep_checkpoints,
                                    partial=partial, files=mark, spare=spare)
             self.console.print(f"checkpoint: {path}")
@@ -389,7 +389,7 @@ class Trainer:
             return False
         target = None
         if verdict.action == "rollback":
-            target = self.dist.gather(healthy_before(self.ckpt_root, verdict.unhealthy_from))[0]
+            target = self.dist.gather(healthy_before(self.ckpt_root, self.guard.rollback_before(verdict)))[0]
         if target is not None:
             self._rollback(verdict, target)
             return True
@@ -403,7 +403,7 @@ class Trainer:
         why = ("train.health.action=stop" if h.action == "stop" else
                f"after {self.guard.rollbacks} rollback(s), train.health.max_rollbacks={h.max_rollbacks}"
                if self.guard.rollbacks >= h.max_rollbacks else
-               f"no healthy checkpoint before step {verdict.unhealthy_from} to roll back to")
+               f"no healthy checkpoint before step {self.guard.rollback_before(verdict)} to roll back to")
         raise RunUnhealthy(f"health check {verdict.checks} fired at step {verdict.step}: {verdict.message}; the run "
                            f"stopped ({why}); its best healthy checkpoint: rema eval --run {self.run_dir} "
                            "--checkpoint best")
@@ -415,7 +415,7 @@ class Trainer:
         saved again with the guard's state, so a resumed run continues the rolled-back one."""
         cfg = self.cfg.train
         self._restore(load_checkpoint(target), target)
-        self.guard.rolled_back(self.step)
+        self.guard.rolled_back(self.step, verdict.step)
         for p in self.policies:
             set_base_lr(p, cfg.lr * self.guard.lr_scale)
         if cfg.health.reseed:
