@@ -165,3 +165,34 @@ def test_an_absurd_learning_rate_collapses_the_tiny_model_and_the_guard_recovers
     assert tr.step == 8 and (tr.run_dir / "final" / "config.json").is_file()
     assert json.loads((tr.run_dir / "checkpoints" / "step_000008" / "health.json").read_text())["healthy"]
     assert records(tr.run_dir)[-1]["lr"] == pytest.approx(1e-3 ** len(fired))
+
+
+def test_report_marks_the_events_and_eval_takes_the_best_healthy_checkpoint(tmp_path, capsys):
+    from rema.cli import main
+    from rema.eval.report import build_report
+    from rema.train.export_run import run_models
+
+    tr = collapsing(tmp_path, "reward", *CASES["eval"][0], "train.keep_checkpoints=0")
+    tr.fit()
+    [event] = events(tr.run_dir)
+    assert main(["report", str(tr.run_dir), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "1 health event(s)" in out and f"step {event['step']}: rollback to step 1" in out
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "eval_cliff" in page and "Health events" in page
+    # the healthy checkpoints' held-out accuracy is 1.0 (steps 1, 2, then the replayed 3-6): the newest of the ties
+    mta, ra = run_models(tr.run_dir, "best")
+    assert mta == ra == tr.run_dir / "exports" / "step_000006" and (mta / "config.json").is_file()
+    assert build_report(tr.run_dir).name == "report"
+
+
+def test_the_cli_exits_4_naming_the_check(tmp_path, monkeypatch, capsys):
+    import rema.train as train_pkg
+    from rema.cli import main
+
+    def unhealthy(*args, **kwargs):
+        raise RunUnhealthy("health check format fired at step 5: ...")
+
+    monkeypatch.setattr(train_pkg, "train", unhealthy)
+    assert main(["train", "model.name=tiny-random"]) == 4
+    assert "health check format fired at step 5" in capsys.readouterr().err

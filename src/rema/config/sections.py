@@ -472,7 +472,8 @@ class EvalConfig:
     """A training run folder: evaluate its ``final/`` weights. Its ``config.yaml`` is the base config (method,
     limits, dtype) unless a config file is given."""
     checkpoint: str | None = None
-    """With ``run``: evaluate a checkpoint instead of ``final/``: ``step_N`` (or ``N``), ``latest``, ``final``, or a
+    """With ``run``: evaluate a checkpoint instead of ``final/``: ``step_N`` (or ``N``), ``latest``, ``best`` (the
+    checkpoint marked healthy by ``train.health`` with the best held-out accuracy at its step), ``final``, or a
     model folder. Checkpoints hold training state, so one is exported to ``RUN/exports/step_N`` on first use (as
     ``rema export`` does) and that folder is reused."""
     label: str | None = None
