@@ -8,7 +8,7 @@ PYTHON ?= python3
 # transformers). On CUDA machines install the regular wheel yourself: pip install -e ".[vllm]".
 VLLM ?= auto
 
-.PHONY: setup demo test test-fast docs chat clean
+.PHONY: setup demo test test-fast lint format docs clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# the house rules (pyproject.toml [tool.ruff]); .ci/run fails on either
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
 
 # docs/config.md from the config's docstrings (tests/test_docs.py fails when it is stale)
 docs: $(STAMP)

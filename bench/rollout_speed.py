@@ -61,7 +61,7 @@ class TreeRSS:
             self.overall, self.overall_self = max(self.overall, total), max(self.overall_self, own)
             time.sleep(self.interval)
 
-    def start(self) -> "TreeRSS":
+    def start(self) -> TreeRSS:
         self._thread.start()
         return self
 

@@ -1,8 +1,9 @@
 """rema's trainer vs TRL's GRPOTrainer on identical work, run alternately in one session; prints ratios.
 
 Identical work per step: the embedded SmolLM2-135M-Instruct (fp32 weights, LoRA r=16 / alpha=32 on all linear
-layers, gradient checkpointing on both sides unless ``--gradient-checkpointing off``; computing in fp32, or with ``--dtype bf16`` in bf16 on both sides: rema's
-``train.autocast=bf16`` and vLLM in bfloat16, TRL's ``bf16=True``), the VRP chat prompt (rema.prompts) on synthetic arithmetic questions,
+layers, gradient checkpointing on both sides unless ``--gradient-checkpointing off``; computing in fp32, or
+with ``--dtype bf16`` in bf16 on both sides: rema's ``train.autocast=bf16`` and vLLM in bfloat16, TRL's
+``bf16=True``), the VRP chat prompt (rema.prompts) on synthetic arithmetic questions,
 G = 4 completions for each of 2 questions (8 per step), up to 128 new tokens, T = 1.0, top-p 1, reward =
 rema's math grader (math-verify) on the completion, GRPO advantages, one optimizer step per generation, no
 KL term, lr 1e-4. rema generates with its default engine (vLLM where installed); TRL with its default

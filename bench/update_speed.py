@@ -9,14 +9,14 @@ the trainer runs. Settings vary
 gradient checkpointing, the micro-batch size and the compute dtype: ``:bf16`` = ``torch.autocast`` to
 bfloat16 with LoRA's frozen weights stored in bf16, as the trainer does under ``train.autocast=bf16``;
 ``:bf16cast`` = the same autocast over fp32 weights (cast at every matmul, as before 2026-12-01); fp32
-otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of
-rema's hand-written head function. ``:share`` packs each group's rows around their common prefix
-(``train.share_prefix``): with ``--group-size G --prefix P`` the rows come in groups of G that share their
-first P tokens, as a GRPO group's rows share the prompt. With ``:share`` the packs' attention runs per segment (``rema.train.packed_attention``, as the trainer does),
-with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through peft's own
-forward instead of rema's fused one (``model.lora_fused=false``). ``:bf16attn``
-keeps every per-segment attention in bf16 on CPU (by default small segments compute in fp32, which sdpa's CPU
-flash kernel runs faster: ``rema.train.packed_attention.CPU_FP32_MAX_SCORES``). ``ckpt:...:layers0.5``
+otherwise. ``:autograd`` sends the LM head through autograd (the path an entropy bonus needs) instead of rema's
+hand-written head function. ``:share`` packs each group's rows around their common prefix (``train.share_prefix``):
+with ``--group-size G --prefix P`` the rows come in groups of G that share their first P tokens, as a GRPO group's
+rows share the prompt. With ``:share`` the packs' attention runs per segment (``rema.train.packed_attention``, as
+the trainer does), with ``:share:dense`` under one dense mask per pack. ``:peft`` runs the LoRA layers through
+peft's own forward instead of rema's fused one (``model.lora_fused=false``). ``:bf16attn`` keeps every per-segment
+attention in bf16 on CPU (by default small segments compute in fp32, which sdpa's CPU flash kernel runs faster:
+``rema.train.packed_attention.CPU_FP32_MAX_SCORES``). ``ckpt:...:layers0.5``
 checkpoints half of the layers (``model.checkpoint_layers``; ``ckpt`` alone: all, ``nockpt``: none).
 
 With ``--profile N`` each setting's last repeat runs under ``torch.profiler`` and its N costliest ops (self CPU time)
@@ -46,12 +46,12 @@ import torch
 
 
 def main() -> None:
-    from rema.models.lora import fuse_lora_layers, unfuse_lora_layers
+    import rema.train.packed_attention as packed_attention_module
     from rema.config import AlgoConfig, TrainConfig
     from rema.models import LoraSpec, enable_checkpointing, load_model, store_frozen_weights
+    from rema.models.lora import fuse_lora_layers, unfuse_lora_layers
     from rema.train import Forward, update_policy
     from rema.train.batch import Rows
-    import rema.train.packed_attention as packed_attention_module
     from rema.train.memory import PhasePeak, release_freed_memory
     from rema.train.packed_attention import use_packed_attention
 

@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rema.cli import (
-    CHAT_PRESETS,
-    _config_and_overrides,
-    chat_overrides,
-    main,
-    parse_args,
-)
+from rema.chat import CHAT_PRESETS
+from rema.cli import main, parse_args
+from rema.cli_args import config_from_args
 from rema.config import (
     Config,
     ConfigError,
@@ -27,6 +23,7 @@ from rema.config import (
     validate,
 )
 from rema.prompts import get_prompt_set
+from rema.runtime import command_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -135,18 +132,17 @@ def test_cli_reports_a_bad_config_key(capsys):
 
 def _chat(*argv: str) -> Config:
     """The Config of ``rema chat QUESTION ARGV`` as the command builds it: presets, flags, typed overrides."""
-    args = parse_args(["chat", "What is 2 + 3?", *argv])
-    return load_config(*_config_and_overrides(args, chat_overrides(args)))
+    return config_from_args(parse_args(["chat", "What is 2 + 3?", *argv]), CHAT_PRESETS)
 
 
 def test_every_chat_flag_is_its_config_key():
     """Each ``rema chat`` flag gives the same Config as the dotted key it stands for."""
     pairs = [  # (flags, the overrides they stand for)
         (["--model", "tiny-random"], ["model.name=tiny-random"]),
-        (["--method", "vrp"], ["rollout.method=vrp", "train.shared_weights=true"]),
-        (["--method", "rema"], ["rollout.method=rema"]),
-        (["--single-turn"], ["rollout.mode=single_turn"]),
-        (["--action-set"], ["rollout.mode=single_turn", "rollout.action_set=true"]),
+        (["--method", "vrp"], ["rollout.method=vrp", "rollout.mode=single_turn", "rollout.action_set=false",
+                               "train.shared_weights=true"]),
+        (["--method", "rema-single"], ["rollout.method=rema", "rollout.mode=single_turn", "rollout.action_set=false"]),
+        (["--method", "rema-actions"], ["rollout.method=rema", "rollout.mode=single_turn", "rollout.action_set=true"]),
         (["--task", "judge"], ["rollout.task=judge"]),
         (["--max-turns", "2", "--max-tokens", "96", "--max-context", "512"],
          ["rollout.max_turns=2", "rollout.max_tokens_per_turn=96", "rollout.max_context_tokens=512"]),
@@ -156,7 +152,7 @@ def test_every_chat_flag_is_its_config_key():
          ["model.device=cpu", "rollout.engine=hf", "rollout.vllm_enforce_eager=false", "model.dtype=bfloat16"]),
     ]
     for flags, keys in pairs:
-        assert _chat(*flags) == _chat(*keys) == load_config(None, CHAT_PRESETS + keys), flags
+        assert _chat(*flags) == _chat(*keys) == command_config(None, CHAT_PRESETS + keys), flags
     shorthands = parse_args(["chat", "q"]).shorthands
     assert {shorthands.flags[f] for flags, _ in pairs for f in flags if f.startswith("--")} == set(shorthands.keys)
 
@@ -165,9 +161,9 @@ def test_chat_has_one_default_per_knob(tmp_path):
     """No chat flag has a default of its own: without ``--max-turns`` chat plays ``RolloutConfig.max_turns``
     rounds (it used to play 4); a config file is the base, flags go on top, typed keys win over flags."""
     assert _chat().rollout.max_turns == RolloutConfig.max_turns
-    assert _chat() == load_config(None, CHAT_PRESETS)
+    assert _chat() == command_config(None, CHAT_PRESETS)
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    assert _chat(str(demo)) == load_config(demo, CHAT_PRESETS)
+    assert _chat(str(demo)) == command_config(demo, CHAT_PRESETS)
     cfg = _chat("--max-turns", "3", str(demo), "--temperature", "0")  # CONFIG between the flags
     assert (cfg.rollout.max_turns, cfg.rollout.temperature, cfg.rollout.max_tokens_per_turn) == (3, 0.0, 64)
     assert _chat(str(demo), "rollout.max_turns=5", "--max-turns", "3").rollout.max_turns == 5
@@ -176,7 +172,7 @@ def test_chat_has_one_default_per_knob(tmp_path):
         _chat(str(demo), str(demo))
 
 
-@pytest.mark.parametrize("flags", [["--single-turn"], []], ids=["single_turn", "multi_turn"])
+@pytest.mark.parametrize("flags", [["--method", "rema-single"], []], ids=["single_turn", "multi_turn"])
 def test_chat_scores_an_episode_as_training_does(flags, capsys):
     """``rema chat --answer`` scores with ``score_episodes(episodes, cfg.reward, task=, mode=)``, the call
     training makes: format terms only where the config asks for them and only on single-turn episodes."""
@@ -191,7 +187,7 @@ def test_chat_scores_an_episode_as_training_does(flags, capsys):
     ep = episode_from_dict(record)
     score_episodes([ep], cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode)
     assert (ep.reward, ep.reward_parts) == (record["reward"], record["reward_parts"])
-    assert ("format" in record["reward_parts"]["ra"]) == (flags == ["--single-turn"])
+    assert ("format" in record["reward_parts"]["ra"]) == bool(flags)
 
 
 @pytest.mark.slow

@@ -75,7 +75,8 @@ def test_check_reply_keeps_a_good_dialogue_in_the_sft_format():
 @pytest.mark.parametrize("text, fmt, problem", [
     # multi turn: the validator sft.data uses (roles, rounds), and a closing [FINISH]
     ("<ra>7</ra><mta>x</mta>", MULTI, "alternate"),
-    ("<mta>a</mta><ra>b</ra><mta>c</mta><ra>d</ra><mta>e</mta><ra>f</ra><mta>g</mta><ra>h</ra><mta>i [FINISH]</mta>"
+    ("<mta>a</mta><ra>b</ra><mta>c</mta><ra>d</ra><mta>e</mta><ra>f</ra><mta>g</mta><ra>h</ra>"
+     "<mta>i [FINISH]</mta>"
      "<ra>\\boxed{7}</ra>", MULTI, "5 rounds exceed rollout.max_turns=4"),
     ("<mta>Add.</mta><ra>3 + 4 = 7</ra><mta>Good.</mta><ra>\\boxed{7}</ra>", MULTI, "does not end the dialogue with [FINISH]"),
     ("<mta>Add. [FINISH]</mta><ra>7</ra><mta>Ok [FINISH]</mta><ra>\\boxed{7}</ra>", MULTI, "before the last MTA"),

@@ -52,8 +52,9 @@ def test_cold_start_two_processes_match_one(tmp_path):
     is normalised by the global token count, and the summed gradient equals one process's."""
     import json
 
-    turns = lambda a, b: [{"agent": "mta", "text": f"Add {a} and {b}."}, {"agent": "ra", "text": f"{a} + {b} = {a + b}."},  # noqa: E731
-                          {"agent": "mta", "text": "Good. [FINISH]"}, {"agent": "ra", "text": f"\\boxed{{{a + b}}}" * (1 + a % 3)}]
+    def turns(a, b):
+        return [{"agent": "mta", "text": f"Add {a} and {b}."}, {"agent": "ra", "text": f"{a} + {b} = {a + b}."},
+                {"agent": "mta", "text": "Good. [FINISH]"}, {"agent": "ra", "text": f"\\boxed{{{a + b}}}" * (1 + a % 3)}]
     path = tmp_path / "dialogues.jsonl"
     path.write_text("".join(json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b), "turns": turns(a, b)}) + "\n"
                             for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9)]))
@@ -121,7 +122,7 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     w3 = AutoModelForCausalLM.from_pretrained(cut / "final").state_dict()
     assert all(torch.equal(w3[k], w2[k]) for k in w2)
 
-    from rema.train.export_run import export_checkpoint  # the shards of two processes, read by one without a group
+    from rema.runtime import export_checkpoint  # the shards of two processes, read by one without a group
 
     w4 = AutoModelForCausalLM.from_pretrained(export_checkpoint(two, 3)).state_dict()
     assert all(torch.equal(w4[k], w2[k]) for k in w2)

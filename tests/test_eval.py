@@ -13,7 +13,7 @@ from conftest import ScriptedEngine
 
 from rema.cli import parse_args
 from rema.config import Config, ConfigError, RolloutConfig, load_config, save_config
-from rema.eval.bench_runner import EvalError, bench_name, eval_config, run_benchmarks
+from rema.eval.bench_runner import EvalError, bench_name, run_benchmarks
 from rema.eval.commands import eval_config_from_args
 from rema.eval.metrics import (
     default_ks,
@@ -34,6 +34,7 @@ from rema.eval.tables import (
     to_markdown,
 )
 from rema.prompts import JUDGE_RA
+from rema.runtime import SetupError
 from rema.scoring import episode_metrics
 
 # --- pure metrics --------------------------------------------------------------------------------------
@@ -387,7 +388,8 @@ def test_eval_eager_flag_reaches_the_engine_options():
 
 def test_every_eval_flag_is_its_config_key(tmp_path):
     """Each ``rema eval`` flag gives the same Config as the dotted key it stands for."""
-    from rema.cli_args import METHODS
+    from rema.config import METHODS
+    from rema.runtime import command_config
 
     run = tmp_path / "run"
     run.mkdir()
@@ -413,7 +415,7 @@ def test_every_eval_flag_is_its_config_key(tmp_path):
     ] + [(["--method", m], [f"rollout.{k}={str(v).lower()}" for k, v in values.items()]
           + (["train.shared_weights=true"] if values["method"] != "rema" else [])) for m, values in METHODS.items()]
     for flags, keys in pairs:
-        assert _flags(*flags) == eval_config(None, keys), flags
+        assert _flags(*flags) == command_config(None, keys), flags
     shorthands = parse_args(["eval"]).shorthands
     assert {shorthands.flags[f] for flags, _ in pairs for f in flags if f.startswith("--")} == set(shorthands.keys)
 
@@ -422,7 +424,9 @@ def test_eval_has_one_default_per_knob_and_explicit_keys_win(tmp_path):
     """No flag carries a default of its own: ``rema eval`` alone is the config's defaults; a dotted override
     beats the flag for the same key wherever it stands; a trailing CONFIG or override after ``--bench``'s
     list is not taken for a benchmark."""
-    assert _flags() == load_config(None)
+    from rema.runtime import resolved
+
+    assert _flags() == resolved(load_config(None))
     assert _flags().rollout.max_turns == RolloutConfig.max_turns and _flags().eval.benches == ["gsm8k"]
     assert _flags("rollout.max_turns=5", "--max-turns", "2").rollout.max_turns == 5
     assert _flags("--max-turns", "2", "rollout.max_turns=5").rollout.max_turns == 5
@@ -445,7 +449,7 @@ def test_eval_run_config_is_the_base(tmp_path):
     assert (cfg.method_name, cfg.rollout.max_turns, cfg.model.dtype) == ("rema-single", 6, "bfloat16")
     cfg = _flags("--run", str(run), "--method", "vrp", "--dtype", "float32")
     assert (cfg.method_name, cfg.model.dtype, cfg.eval.run) == ("vrp", "float32", str(run))
-    with pytest.raises(EvalError, match="no config.yaml"):
+    with pytest.raises(SetupError, match="no config.yaml"):
         _flags("--run", str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="eval.checkpoint.*set eval.run"):
         _flags("--checkpoint", "step_000001")

@@ -10,8 +10,8 @@ from test_train import make
 
 from rema.cli import main
 from rema.models import iter_merged_weights
+from rema.runtime import export_checkpoint
 from rema.train import Trainer
-from rema.train.export_run import export_checkpoint
 
 PROBE = torch.tensor([[60, 5, 17, 42, 99, 200, 7, 61]])
 """Token ids whose logits are compared (the tiny model's byte-level vocabulary)."""

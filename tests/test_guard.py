@@ -106,7 +106,7 @@ def test_rollbacks_run_out_then_the_run_stops(tmp_path):
 
 
 def test_warn_logs_the_event_marks_checkpoints_and_goes_on(tmp_path, capsys):
-    from rema.train.guard import best_healthy
+    from rema.runtime.checkpoints import best_healthy
 
     tr = collapsing(tmp_path, "format", "rollout.mode=multi_turn", "train.health.action=warn", "train.keep_checkpoints=0")
     tr.fit()
@@ -170,7 +170,7 @@ def test_an_absurd_learning_rate_collapses_the_tiny_model_and_the_guard_recovers
 def test_report_marks_the_events_and_eval_takes_the_best_healthy_checkpoint(tmp_path, capsys):
     from rema.cli import main
     from rema.eval.report import build_report
-    from rema.train.export_run import run_models
+    from rema.runtime.runs import run_models
 
     tr = collapsing(tmp_path, "reward", *CASES["eval"][0], "train.keep_checkpoints=0")
     tr.fit()

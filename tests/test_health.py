@@ -10,9 +10,8 @@ import torch
 
 from rema.config import ConfigError, HealthConfig, load_config
 from rema.scoring import non_text, repeated_share, repetitive
-from rema.train.checkpoint import save_checkpoint
-from rema.train.guard import (HEALTH_FILE, HealthGuard, best_healthy, healthy_before, mark_text,
-                              needed_for_rollback, remark)
+from rema.runtime.checkpoints import HEALTH_FILE, best_healthy, healthy_before, mark_text, save_checkpoint
+from rema.train.guard import HealthGuard, needed_for_rollback, remark
 from rema.train.health import CHECKS, at_most, cliff, falls, rises, run_checks, spike
 from rema.train.metrics import truncate_jsonl
 

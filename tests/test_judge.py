@@ -21,9 +21,9 @@ import torch
 from conftest import ScriptedEngine
 
 from rema.config import ConfigError, RolloutConfig, load_config
-from rema.data import BENCHMARKS, DataError, judge_family, load_benchmark, load_problems, resolve_dataset, split_record
+from rema.data import BENCHMARKS, DataError, load_benchmark, load_problems, resolve_dataset, split_record
 from rema.data.dialogues import DialogueError, dialogues_from_episodes, load_dialogues
-from rema.eval.bench_runner import eval_config, load_bench, run_benchmarks
+from rema.eval.bench_runner import load_bench, run_benchmarks
 from rema.prompts import (
     COLD_START_JUDGE_FINISH,
     COLD_START_VERDICT,
@@ -33,8 +33,10 @@ from rema.prompts import (
     MTA_JUDGE_MULTI_TURN,
     get_prompt_set,
 )
+from rema.rewards import judge_family
 from rema.rollout import rollout
 from rema.rollout.scripted import replay
+from rema.runtime import command_config
 from rema.scoring import episode_metrics, score_episodes
 
 DATA = Path(__file__).parent / "data"
@@ -228,8 +230,9 @@ def test_judgebench_eval_reports_families_swap_consistency_and_position_bias(tin
     script.good.append((wrong.response_b if wrong.label == "A" else wrong.response_a)[:40])
 
     def cfg(out):
-        return eval_config(None, ["model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=16",
-                                  "eval.benches=[judgebench]", f"data.data_dir={tmp_path}", f"eval.out={out}"])
+        return command_config(None, ["model.name=tiny-random", "rollout.mode=single_turn",
+                                     "rollout.max_tokens_per_turn=16", "eval.benches=[judgebench]",
+                                     f"data.data_dir={tmp_path}", f"eval.out={out}"])
 
     out, summary = run_benchmarks(cfg(tmp_path / "fair"), engines={"mta": eng, "ra": eng})
     b = summary["benchmarks"]["judgebench"]
@@ -393,13 +396,12 @@ def test_sft_self_on_the_judge_task_distils_the_right_verdicts(tmp_path):
     """``sft.data=self`` under ``rollout.task=judge`` through the trainer's cold start: the judge grader keeps
     the episodes whose verdict is right, and the model is fine-tuned on them."""
     from rema.train import Trainer
-    from rema.train.sft import cold_start
 
     cfg = _tiny_judge_cfg(tmp_path, "sft.cold_start=true", "sft.data=self", "sft.questions=4", "sft.samples=2",
                           "sft.epochs=1", "sft.batch_dialogues=2", "data.eval=null", "train.eval_every=0")
     tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, _verdict_script(tok)))
     try:
-        metrics = cold_start(tr)
+        metrics = tr.cold_start()
     finally:
         tr.close()
     dialogues = [json.loads(x) for x in (tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()]

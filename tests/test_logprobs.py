@@ -371,7 +371,7 @@ def test_packs_grow_while_the_shared_prefix_outweighs_the_longer_attention():
     pack of L tokens pays while 2·30·(L - 20) < 20·(100 + 20) = 2400: at L = 50 (1800) yes, at L = 80 (3600)
     no, so a group of 4 gives two packs of 2; the token budget caps a pack too; a group whose rows share fewer
     than ``min_shared`` tokens, or another group, is not packed with it."""
-    from rema.models import load_model, linear_per_attention
+    from rema.models import linear_per_attention, load_model
     from rema.train.batch import Rows, plan_micro_batches
 
     prefix = list(range(100, 120))

@@ -206,7 +206,7 @@ def test_checkpointing_a_share_of_the_layers_recomputes_those_and_keeps_the_grad
         count = [0] * len(layers)
         for i, layer in enumerate(layers):
             # a pre-hook: the recompute stops once it has what the backward needs, before a forward hook would run
-            layer.register_forward_pre_hook(lambda *_, i=i: count.__setitem__(i, count[i] + 1))
+            layer.register_forward_pre_hook(lambda *_, i=i, count=count: count.__setitem__(i, count[i] + 1))
         model(input_ids=ids, labels=ids).loss.backward()
         calls[share] = count
         grads[share] = [p.grad for p in model.parameters() if p.requires_grad]

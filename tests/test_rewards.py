@@ -15,14 +15,29 @@ import pytest
 
 from rema.config import RewardConfig
 from rema.rewards import (
-    MathGrade, close, grade_math, grade_math_batch, judge_verdict, mta_format, pool_respawns, ra_format, summarize,
+    MathGrade,
+    close,
+    grade_math,
+    grade_math_batch,
+    judge_verdict,
+    math_grader,
+    mta_format,
+    pool_respawns,
+    ra_format,
+    summarize,
 )
-from rema.rewards import math_grader
-from rema.rewards.terms import (TERMS, action_format, get_term, math_correctness, plan_leak, single_turn_format,
-                               unfinished_mask)
+from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
+from rema.rewards.terms import (
+    TERMS,
+    action_format,
+    get_term,
+    math_correctness,
+    plan_leak,
+    single_turn_format,
+    unfinished_mask,
+)
 from rema.rollout.episode import END_CODES, AgentView, Episode, Turn
 from rema.scoring import score_episodes, selected_terms
-from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -403,7 +418,7 @@ def test_plan_leak_penalty_charges_only_the_mtas_first_message(tiny):
     assert [ep.reward["ra"] for ep in (leaky, clean, late)] == [1.0, 1.0, 1.0]
     assert leaky.reward_parts["mta"]["plan_leak"] == 1.0 and clean.reward_parts["mta"]["plan_leak"] == 0.0
     assert "plan_leak" not in leaky.reward_parts["ra"]
-    score_episodes([leaky], RewardConfig(), correctness_fn=lambda ep: 1.0)  # default: the reference's shared reward
+    score_episodes([leaky], RewardConfig(), correctness_fn=lambda ep: 1.0)  # default: the authors' shared reward
     assert leaky.reward == {"mta": 1.0, "ra": 1.0}
     score_episodes([leaky], RewardConfig(plan_leak_penalty=0.5, format_penalty=1.0, format_terms=True), mode="single_turn",
                    correctness_fn=lambda ep: 1.0)  # the single-turn terms already include the check: not twice
@@ -419,7 +434,8 @@ def test_plan_leak_penalty_must_not_be_negative():
 
 def test_unboxed_credit_pays_a_right_unboxed_answer_only_its_share(tiny):
     """The real grader: a right boxed answer earns 1, a right answer stated without a box earns
-    ``unboxed_credit`` (1 by default, the reference), a wrong one 0; accuracy (``meta['correct']``) is unchanged."""
+    ``unboxed_credit`` (1 by default, as in the authors' code), a wrong one 0; accuracy (``meta['correct']``) is
+    unchanged."""
     from rema.config import RewardConfig, RolloutConfig
     from rema.data.dialogues import Dialogue
     from rema.prompts import get_prompt_set

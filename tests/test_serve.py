@@ -340,7 +340,7 @@ def test_a_run_with_separate_weights_is_served(separate_run):
     from fastapi.testclient import TestClient
 
     from rema.cli import parse_args
-    from rema.eval.bench_runner import load_engines
+    from rema.runtime import load_engines
     from rema.serve.command import model_id, serve_config
 
     cfg = serve_config(parse_args(["serve", str(separate_run), "--port", "9999", "serve.max_concurrency=4"]))
@@ -365,12 +365,12 @@ def test_a_run_with_separate_weights_is_served(separate_run):
 
 
 def test_chat_takes_a_run_folder_with_separate_weights_and_a_dtype(separate_run, capsys, monkeypatch):
-    import rema.eval.bench_runner as bench_runner
+    import rema.runtime as runtime
     from rema.cli import main
 
     loaded = []
-    real = bench_runner.load_engines
-    monkeypatch.setattr(bench_runner, "load_engines", lambda cfg: loaded.append(real(cfg)) or loaded[-1])
+    real = runtime.load_engines
+    monkeypatch.setattr(runtime, "load_engines", lambda cfg: loaded.append(real(cfg)) or loaded[-1])
     assert main(["chat", "What is 2 + 3?", "--model", str(separate_run), "--dtype", "bfloat16", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["method"] == "rema-single" and [t["agent"] for t in record["turns"]] == ["mta", "ra"]

@@ -11,13 +11,27 @@ from conftest import ScriptedEngine, problem
 from rema.algos import sft_nll
 from rema.cli import main
 from rema.config import ConfigError, RolloutConfig, load_config
-from rema.data.dialogues import (Dialogue, DialogueError, clean_plan, cold_start_dialogue, dialogues_from_episodes,
-                                 load_dialogues, sentence_prefixes)
-from rema.prompts import COLD_START_ANSWER, COLD_START_FINISH, FINISH_MARKER, PromptSet, get_prompt_set, ra_first_message
+from rema.data.dialogues import (
+    Dialogue,
+    DialogueError,
+    clean_plan,
+    cold_start_dialogue,
+    dialogues_from_episodes,
+    load_dialogues,
+    sentence_prefixes,
+)
+from rema.prompts import (
+    COLD_START_ANSWER,
+    COLD_START_FINISH,
+    FINISH_MARKER,
+    PromptSet,
+    get_prompt_set,
+    ra_first_message,
+)
 from rema.rollout import HFEngine, rollout
 from rema.rollout.scripted import end_of_turn_id, replay
 from rema.train import Trainer
-from rema.train.sft import cold_start, dialogue_rows, sft_train
+from rema.train.sft import dialogue_rows, sft_train
 
 MULTI = RolloutConfig(mode="multi_turn", max_turns=2, samples_per_question=1, max_tokens_per_turn=64)
 SHORT = PromptSet("test", "plan", "solve")
@@ -245,7 +259,7 @@ def test_self_distilled_cold_start_keeps_only_correct_graded_dialogues(tmp_path)
                "train.eval_every=0", "rollout.max_tokens_per_turn=24")
     tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, lambda c, p: script(c, p, tok)))
     try:
-        metrics = cold_start(tr)
+        metrics = tr.cold_start()
     finally:
         tr.close()
     dialogues = [json.loads(x) for x in (tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()]

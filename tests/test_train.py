@@ -9,8 +9,8 @@ import signal
 
 import pytest
 import torch
-
 from helpers.recording import RecordingOptimizer
+
 from rema.config import load_config
 from rema.prompts import PromptSet
 from rema.train import Trainer, TrainingDiverged

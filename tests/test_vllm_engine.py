@@ -19,10 +19,10 @@ pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'rema[vll
 from conftest import assert_token_in_token_out, problem, record_prompts  # noqa: E402
 
 from rema.config import RolloutConfig  # noqa: E402
+from rema.models import iter_merged_weights  # noqa: E402
 from rema.prompts import get_prompt_set  # noqa: E402
 from rema.rollout import HFEngine, SamplingParams, rollout  # noqa: E402
 from rema.rollout.chat import ChatCodec  # noqa: E402
-from rema.models import iter_merged_weights  # noqa: E402
 from rema.rollout.served_weights import Fingerprint, fingerprint  # noqa: E402
 from rema.rollout.vllm_engine import VLLMEngine, WeightSyncError, trainer_logprobs  # noqa: E402
 

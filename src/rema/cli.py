@@ -1,4 +1,10 @@
-"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve."""
+"""The ``rema`` command line: chat, train, sft, plan, eval, compare, report, export, serve, distill, reproduce.
+
+The front door: each command's parser and what it runs. ``train``, ``sft`` and ``plan`` are here; the other
+commands stand beside them in their own modules (:mod:`rema.chat`, :mod:`rema.eval.commands`,
+:mod:`rema.eval.export_cmd`, :mod:`rema.serve`, :mod:`rema.distill`, :mod:`rema.reproduce`). Every one builds
+its Config through :func:`rema.cli_args.config_from_args`.
+"""
 
 from __future__ import annotations
 
@@ -6,120 +12,30 @@ import argparse
 import json
 import signal
 import sys
-from types import SimpleNamespace
-
-CHAT_PRESETS = ["rollout.vllm_enforce_eager=true"]
-"""``rema chat``'s own starting point over the config: one dialogue does not repay a compiled vLLM start
-(~20-80 s), so it runs eager unless ``--compile`` (or ``rollout.vllm_enforce_eager=false``)."""
-
-
-def chat_overrides(args) -> list[str]:
-    """The overrides ``rema chat``'s presets and flags stand for; the typed dotted ones go after these."""
-    return CHAT_PRESETS + args.shorthands.overrides(args)
-
-
-def cmd_chat(args) -> int:
-    """Run one episode on one question and print the dialogue (scored when ``--answer`` is given)."""
-    from rich.console import Console
-
-    from .display import print_episode
-    from .eval.bench_runner import EvalError, eval_config, load_engines
-    from .prompts import get_prompt_set
-    from .rollout import rollout
-    from .rollout.factory import resolve_engine
-
-    # a run folder (--model RUN) is the base config and its final/ weights (shared, or mta/ + ra/)
-    parsed = _config_and_overrides(args, chat_overrides(args), load=eval_config)
-    if isinstance(parsed, int):
-        return parsed
-    console = Console(stderr=args.json)
-    try:
-        cfg = eval_config(*parsed)
-        rcfg = cfg.rollout
-        problem = chat_problem(args, rcfg.task)  # a missing response fails before any model loads
-        with console.status(f"loading the model(s) and starting the {resolve_engine(rcfg.engine)} engine …"):
-            engines = load_engines(cfg)
-    except EvalError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    with console.status("generating …"):
-        [ep] = rollout([problem], rcfg, engines, get_prompt_set(cfg.method_name),
-                       greedy=rcfg.temperature == 0, samples_per_question=1)
-    if args.answer is not None:
-        from .scoring import score_episodes
-
-        # the same call as training's: the config decides every reward term (format terms, plan leak, ...)
-        score_episodes([ep], cfg.reward, task=rcfg.task, mode=rcfg.mode, correctness_fn=None)
-    if args.json:
-        print(json.dumps(ep.to_dict(with_tokens=args.tokens), ensure_ascii=False))
-    else:
-        print_episode(ep, console)
-    return 0
-
-
-def chat_problem(args, task: str) -> SimpleNamespace:
-    """The one problem ``rema chat`` plays: QUESTION with ``--answer`` as its reference answer; under
-    ``--task judge`` QUESTION is the user prompt, ``--response-a`` / ``--response-b`` the two responses (text, or
-    ``@FILE`` to read one from a file) and ``--answer`` the better one, A or B (also ``A>B`` / ``B>A``)."""
-    from pathlib import Path
-
-    from .config import ConfigError
-    from .data.loaders import judge_label
-
-    flags = {"response_a": "--response-a", "response_b": "--response-b"}
-    given = {k: getattr(args, k, None) for k in flags}
-    if task != "judge":
-        if any(v is not None for v in given.values()):
-            raise ConfigError("--response-a / --response-b are the two responses of a judge dialogue; add --task judge")
-        return SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
-    missing = [flags[k] for k, v in given.items() if v is None]
-    if missing:
-        raise ConfigError(f"--task judge compares two responses to QUESTION (the user prompt): give "
-                          f"{' and '.join(missing)} (the text, or @FILE to read it from a file)")
-    pair = {}
-    for key, value in given.items():
-        if value.startswith("@"):
-            path = Path(value[1:]).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{flags[key]} {value}: no such file (@FILE reads the response from FILE)")
-            value = path.read_text(encoding="utf-8").strip()
-        pair[key] = value
-    answer = ""
-    if args.answer is not None:
-        answer = judge_label(args.answer)
-        if answer is None:
-            raise ConfigError(f"--answer under --task judge names the better response, A or B; got {args.answer!r}")
-    return SimpleNamespace(id="chat", question=args.question, answer=answer, meta={"prompt": args.question, **pair})
-
-
-def _config_and_overrides(args, implied: list[str] = (), load=None) -> tuple[str | None, list[str]] | int:
-    """``(config file, overrides)`` from ``CONFIG [key=value ...]``, the ``implied`` overrides (presets and
-    flags) first so that the typed ones win; ``0`` when ``--help-config`` printed the resulting config (built by
-    ``load``, default ``load_config``)."""
-    from .cli_args import split_config_args
-    from .config import describe_config, load_config
-
-    config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
-    overrides = [*implied, *explicit]
-    if args.help_config:
-        print(describe_config((load or load_config)(config, overrides)))
-        return 0
-    return config, overrides
+from pathlib import Path
 
 
 def cmd_train(args) -> int:
     """Train from a YAML config with dotted overrides, or resume a run directory."""
+    from .cli_args import config_from_args
     from .train import RunUnhealthy, TrainingDiverged, train
+    from .train.strategy import launcher_overrides
 
-    parsed = _config_and_overrides(args)
-    if isinstance(parsed, int):
-        return parsed
-    config, overrides = parsed
-    if config is None and args.resume is None and not overrides:
+    if args.resume is not None and args.config is not None:
+        print(f"error: --resume {args.resume} continues with the run's config.yaml; drop {args.config} (dotted "
+              "overrides still apply)", file=sys.stderr)
+        return 2
+    if args.config is None and args.resume is None and not args.overrides and not args.help_config:
         print("error: give a config (e.g. configs/demo.yaml) or --resume RUN_DIR", file=sys.stderr)
         return 2
+    if args.resume is not None:  # the run's own settings; an accelerate config does not re-plan a running run
+        cfg = config_from_args(args, base=Path(args.resume) / "config.yaml")
+    else:  # an accelerate FSDP config speaks first; the command line's overrides win
+        cfg = config_from_args(args, launcher_overrides())
+    if cfg is None:
+        return 0
     try:
-        trainer = train(config, overrides, resume=args.resume, max_steps=args.max_steps)
+        trainer = train(cfg, resume=args.resume, max_steps=args.max_steps)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
@@ -132,15 +48,16 @@ def cmd_train(args) -> int:
 
 def cmd_sft(args) -> int:
     """The cold start alone: fine-tune on dialogues (a file, or the model's own correct episodes), export."""
+    from .cli_args import config_from_args
     from .data.dialogues import DialogueError
     from .train import sft
+    from .train.strategy import launcher_overrides
 
-    parsed = _config_and_overrides(args)
-    if isinstance(parsed, int):
-        return parsed
-    config, overrides = parsed
+    cfg = config_from_args(args, launcher_overrides())
+    if cfg is None:
+        return 0
     try:
-        trainer = sft(config, overrides)
+        trainer = sft(cfg)
     except DialogueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -148,62 +65,15 @@ def cmd_sft(args) -> int:
     return 130 if trainer.stop_requested else 0
 
 
-def _chat_method(name: str) -> list[tuple[str, object]]:
-    """``--method``: a single-agent baseline plays both roles with one model."""
-    return [("rollout.method", name)] + ([("train.shared_weights", True)] if name != "rema" else [])
-
-
-def _add_chat_command(sub) -> None:
-    from .cli_args import Shorthands, add_config_args, add_generation_shorthands, model_source
-
-    c = sub.add_parser(
-        "chat", help="run one MTA↔RA dialogue on a question and print it",
-        description="rema chat QUESTION [CONFIG] [section.key=value ...] [flags]: one episode under a config "
-                    "(default: the built-in defaults), as `rema train` would play and score it. Each flag is a "
-                    "shorthand for the config key in brackets; dotted overrides win over flags.")
-    c.add_argument("question", help="the problem to solve (with --task judge: the user prompt whose two responses "
-                                    "are judged)")
-    add_config_args(c, "rollout.max_turns=2 reward.format_terms=true")
-    c.add_argument("--answer", default=None, help="reference answer: grade the final response (config's rewards); "
-                                                  "with --task judge the better response, A or B")
-    c.add_argument("--response-a", default=None, metavar="TEXT|@FILE",
-                   help="--task judge: response A to QUESTION (@FILE reads it from a file)")
-    c.add_argument("--response-b", default=None, metavar="TEXT|@FILE", help="--task judge: response B")
-    c.add_argument("--json", action="store_true", help="print the episode record as JSON")
-    c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
-    sh = Shorthands()
-    sh.add(c, "--model", key=model_source,
-           help="built-in name, Hub id, local folder, or a training run folder: its final/ weights (one model, or "
-                "mta/ + ra/) and its config.yaml as the base [model.name, or eval.run for a run]")
-    sh.add(c, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
-    sh.add(c, "--method", key=_chat_method, choices=["rema", "vrp", "mrp"],
-           help="two agents or a single-agent baseline [rollout.method; a baseline sets train.shared_weights=true]")
-    sh.add(c, "--single-turn", action="store_const", const=True, key=lambda _: [("rollout.mode", "single_turn")],
-           help="plan once, answer once [rollout.mode=single_turn]")
-    sh.add(c, "--action-set", action="store_const", const=True,
-           key=lambda _: [("rollout.mode", "single_turn"), ("rollout.action_set", True)],
-           help="MTA answers JSON DECOMPOSE/REWRITE/EMPTY [rollout.action_set=true, rollout.mode=single_turn]")
-    sh.add(c, "--task", choices=["math", "judge"], key="rollout.task",
-           help="judge: which of --response-a / --response-b answers QUESTION better, verdict [[A]] or [[B]]")
-    sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
-    add_generation_shorthands(sh, c)
-    sh.add(c, "--compile", action="store_const", const=True, key=lambda _: [("rollout.vllm_enforce_eager", False)],
-           help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time); chat "
-                "runs eager otherwise [rollout.vllm_enforce_eager=false]")
-    c.set_defaults(func=cmd_chat, shorthands=sh)
-
-
 def cmd_plan(args) -> int:
     """Print the memory a config needs per device (``rema.plan``), from the model's config alone: load the
     config, shape the model on the meta device, print the table (or JSON)."""
-    from .config import load_config
+    from .cli_args import config_from_args
     from .plan import alternatives, host_memory_gib, model_config, model_shape, plan, setup_from_config, verdict
 
-    parsed = _config_and_overrides(args)
-    if isinstance(parsed, int):
-        return parsed
-    config, overrides = parsed
-    cfg = load_config(config, overrides)
+    cfg = config_from_args(args)
+    if cfg is None:
+        return 0
     gpu_mem = args.gpu_mem
     s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
                           runtime_gib=args.runtime_gib)
@@ -271,8 +141,9 @@ def _add_plan_command(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rema", description="ReMA: meta-thinking agents trained with multi-agent RL")
     sub = p.add_subparsers(dest="command", required=True)
+    from .chat import add_chat_command
 
-    _add_chat_command(sub)
+    add_chat_command(sub)
 
     t = sub.add_parser("train", help="RL-train the meta-thinker and the reasoner (GRPO / REINFORCE++)",
                        description="rema train CONFIG [section.key=value ...]  |  rema train --resume RUN_DIR")
@@ -304,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import add_serve_command
 
     add_serve_command(sub)
+    from .reproduce import add_reproduce_command
+
+    add_reproduce_command(sub)
     return p
 
 
@@ -323,15 +197,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .models import ModelNotFoundError
+    from .runtime import SetupError
 
     args = parse_args(argv)
     # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.command == "report" and args.run_dir:  # a rema reproduce folder: its experiments on one page
+        from .reproduce.page import build_page, is_reproduce_folder
+
+        if is_reproduce_folder(args.run_dir):
+            print(f"wrote {build_page(args.run_dir)}")
+            return 0
     try:
         return args.func(args)
-    except (ModelNotFoundError, ConfigError) as err:
+    except (ModelNotFoundError, ConfigError, SetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

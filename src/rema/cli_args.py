@@ -1,45 +1,31 @@
-"""One way in for every setting: command-line flags are shorthands for dotted config keys.
+"""One way in for every setting: the command line's front door, where flags are shorthands for dotted config keys.
 
-Every ``rema`` command that builds a ``Config`` reads ``[CONFIG] [section.key=value ...]`` the way
-``rema train`` does, and its flags only spell common keys shorter: ``--max-turns 2`` is the override
-``rollout.max_turns=2``. A flag's default is None (not given), so each knob has one default: its config
-field's. Overrides apply in this order, later wins:
+Every ``rema`` command that builds a ``Config`` reads ``[CONFIG] [section.key=value ...]`` and
+``--help-config`` the same way, through :func:`config_from_args`, and its flags only spell common keys shorter:
+``--max-turns 2`` is the override ``rollout.max_turns=2``. A flag's default is None (not given), so each knob
+has one default: its config field's. Overrides apply in this order, later wins:
 
-1. the config file (or the dataclass defaults);
-2. the command's presets (``rema chat`` asks vLLM for eager mode: one dialogue does not repay a compile);
+1. the config file (or a training run's ``config.yaml`` when ``eval.run`` names one, or the defaults);
+2. what the command implies: its presets (``rema chat`` asks vLLM for eager mode: one dialogue does not repay
+   a compile), what a positional stands for (``rema serve RUN_OR_MODEL``), an accelerate FSDP config;
 3. the flags, translated to keys;
 4. the dotted ``section.key=value`` overrides typed on the line: explicit beats implicit.
+
+The ``--method`` names are the config's :data:`~rema.config.METHODS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .config import Config, ConfigError, describe_config
 
 Translate = Callable[[Any], list[tuple[str, Any]]]
 """A flag's value -> the ``(config key, value)`` pairs it stands for (flags that set several keys)."""
-
-
-METHODS: dict[str, dict] = {
-    "vrp": {"method": "vrp", "mode": "single_turn", "action_set": False},
-    "mrp": {"method": "mrp", "mode": "single_turn", "action_set": False},
-    "rema-single": {"method": "rema", "mode": "single_turn", "action_set": False},
-    "rema-multi": {"method": "rema", "mode": "multi_turn", "action_set": False},
-    "rema-actions": {"method": "rema", "mode": "single_turn", "action_set": True},
-}
-"""``--method`` name -> rollout settings (the prompt set follows from them, see ``Config.method_name``)."""
-
-
-def method_overrides(name: str) -> list[tuple[str, object]]:
-    """The config keys a ``--method`` name stands for; single-agent methods share one model's weights."""
-    if name not in METHODS:
-        raise ConfigError(f"method {name!r} is not valid; choose one of {list(METHODS)} (rema eval --method)")
-    pairs = [(f"rollout.{key}", value) for key, value in METHODS[name].items()]
-    return pairs + ([("train.shared_weights", True)] if METHODS[name]["method"] != "rema" else [])
 
 
 def as_override(key: str, value: Any) -> str:
@@ -97,6 +83,26 @@ def split_config_args(items: Iterable[str]) -> tuple[str | None, list[str]]:
     if len(configs) > 1:
         raise ConfigError(f"one config file expected, got {configs}; overrides look like section.key=value")
     return (configs[0] if configs else None), overrides
+
+
+def config_from_args(args: argparse.Namespace, implied: Sequence[str] = (), *,
+                     base: str | Path | None = None) -> Config | None:
+    """The Config of a parsed command line, built one way for every command: ``[CONFIG] [section.key=value
+    ...]`` (in any order, around the flags) over the command's ``implied`` overrides and its flags
+    (``args.shorthands``), in the order of the module docstring; ``base`` stands in for a CONFIG not given
+    (``rema train --resume RUN``: the run's ``config.yaml``). :func:`rema.runtime.command_config` builds it (a
+    run's ``config.yaml`` as the base when ``eval.run`` is set; the engine resolved). None when
+    ``--help-config`` was given: the Config was printed instead, and the command exits 0."""
+    from .runtime import command_config
+
+    config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
+    shorthands = getattr(args, "shorthands", None)
+    flags = shorthands.overrides(args) if shorthands is not None else []
+    cfg = command_config(config if config is not None else base, [*implied, *flags, *explicit])
+    if args.help_config:
+        print(describe_config(cfg))
+        return None
+    return cfg
 
 
 def add_config_args(parser: argparse.ArgumentParser, example: str) -> None:

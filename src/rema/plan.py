@@ -30,8 +30,8 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    ``rollout.vllm_tensor_parallel_size`` = tp each process holds 1/tp of vLLM's weights. Under FSDP vLLM is
    synced one gathered tensor at a time (the largest weight in fp32 plus its cast, while syncing). The
    transformers engine shares the trainer's weights (under FSDP it generates from an unsharded copy) and
-   holds a KV cache for the rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries, compiled graphs) is not
-   counted: the CPU checks ran on the transformers engine.
+   holds a KV cache for the rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries,
+   compiled graphs) is not counted: the CPU checks ran on the transformers engine.
 8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
    run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
 
@@ -485,8 +485,9 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                       runtime_gib: float | None = None, native_bf16_cpu: bool | None = None) -> Setup:
     """The :class:`Setup` of a ``Config`` on ``gpus`` processes: GPUs of ``gpu_mem_gib`` GiB each, or CPU
     processes when None. ``train.autocast=auto`` means bf16 on a GPU and, on CPU, where this machine computes
-    bf16 natively (``native_bf16_cpu``; None = ask this machine)."""
-    from .rollout.factory import resolve_engine
+    bf16 natively (``native_bf16_cpu``; None = ask this machine). ``rollout.engine=auto`` is what the runtime
+    resolves it to on this machine (:func:`rema.runtime.engine_of`; a command's config is resolved already)."""
+    from .runtime import engine_of
 
     gpu = gpu_mem_gib is not None
     t, m, r = cfg.train, cfg.model, cfg.rollout
@@ -512,7 +513,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  lora_r=m.lora_r, checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
                  micro_batch_tokens=t.micro_batch_tokens, trained_share=trained_share,
                  entropy_grad=cfg.algo.entropy_coef > 0, kl_ref=cfg.algo.kl_coef > 0,
-                 models=1 if t.shared_weights else 2, engine=resolve_engine(r.engine), vllm_dtype_bytes=vllm_bytes,
+                 models=1 if t.shared_weights else 2, engine=engine_of(cfg), vllm_dtype_bytes=vllm_bytes,
                  optimizers=1 if t.shared_weights or t.update_agents != "both" else 2,
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
                  vllm_sleep=r.vllm_sleep if gpu else 0,

@@ -1,9 +1,9 @@
 """Every role prompt and message template, in one place and versioned.
 
 The same :class:`PromptSet` is used to build SFT data, RL rollouts and evaluation, so the model is never
-trained on one wording and tested on another (the reference code's SFT and RL prompts differ). Each run
-records ``PROMPTS_VERSION`` and the prompt set's name in its metadata; change the version whenever a word
-below changes.
+trained on one wording and tested on another (the authors' SFT and RL prompts differ: docs/design.md §9,
+departure 9). Each run records ``PROMPTS_VERSION`` and the prompt set's name in its metadata; change the version
+whenever a word below changes.
 
 Roles: ``mta`` (meta-thinking agent: plans, never solves) and ``ra`` (reasoning agent: follows, answers in
 ``\\boxed{}``). Single-agent baselines (VRP, MRP) play the ``ra`` role with their own system prompt. The
@@ -98,7 +98,7 @@ MRP_JUDGE = (
     "step and end with your verdict: [[A]] if response A is better, [[B]] if response B is better."
 )
 
-# Message templates: str.format fields only, and no literal braces (the reference code shipped a literal "{{}}").
+# Message templates: str.format fields only, and no literal braces (the authors' code shipped a literal "{{}}").
 RA_FIRST_MESSAGE = "Problem:\n{question}\n\nInstruction from the meta-thinker:\n{instruction}"
 RA_FIRST_MESSAGE_NO_GUIDANCE = "Problem:\n{question}\n\nThe meta-thinker gave no guidance. Solve it."
 RA_FINAL_INSTRUCTION = "Write your final answer."
@@ -151,6 +151,15 @@ PROMPT_SETS = {
 [FINISH]), ``vrp-judge`` and ``mrp-judge`` (the single-agent baselines); ``Config.method_name`` picks one."""
 
 
+def register_prompt_set(prompts: PromptSet) -> PromptSet:
+    """Add ``prompts`` under ``prompts.name`` (``rollout.prompts=<name>`` selects it; docs/extending.md); a name
+    already taken fails. ``mta=None`` makes a single-agent set (``rollout.method=vrp`` or ``mrp``)."""
+    if prompts.name in PROMPT_SETS:
+        raise ValueError(f"prompt set {prompts.name!r} is already registered")
+    PROMPT_SETS[prompts.name] = prompts
+    return prompts
+
+
 def get_prompt_set(name: str) -> PromptSet:
     """Prompt set by name; an unknown name lists the valid ones."""
     try:
@@ -181,11 +190,11 @@ def action_instruction(action: str | None, content: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------- teacher
 # `rema distill` (rema.distill) asks a strong teacher model to rewrite a worked solution as a cold-start dialogue
-# (SPEC §3: the paper's ~800 LIMO rewrites). The teacher is shown the student's own system prompts above, so it
-# writes in the roles RL will play, and answers with tagged messages that rema.distill parses strictly (tags,
-# not JSON: LaTeX backslashes inside JSON strings are where teachers slip). Versioned apart from PROMPTS_VERSION
-# (the student's prompts do not change when these do; each dialogue records the teacher prompt's name@version):
-# change TEACHER_VERSION whenever a word below changes. Templates: str.format fields; {{}} renders as {}.
+# (docs/design.md §7: the paper's ~800 LIMO rewrites). The teacher is shown the student's own system prompts
+# above, so it writes in the roles RL will play, and answers with tagged messages that rema.distill parses
+# strictly (tags, not JSON: LaTeX backslashes inside JSON strings are where teachers slip). Versioned apart from
+# PROMPTS_VERSION (the student's prompts do not change when these do; each dialogue records the teacher prompt's
+# name@version): change TEACHER_VERSION whenever a word below changes. Templates: str.format fields; {{}} renders as {}.
 TEACHER_VERSION = "2026.12.1"
 
 _TEACHER_TEAM = (

@@ -6,7 +6,7 @@ rollout → ``score_episodes`` → ``episode_metrics`` (``rema eval`` and the tr
 
 The reward of an agent in an episode (every component kept in ``episode.reward_parts[agent]``):
 
-1. correctness, shared by both agents and every turn (SPEC §2): the RA's final response graded against the
+1. correctness, shared by both agents and every turn (docs/design.md §2): the RA's final response graded against the
    reference answer (one batched call to the grader pool, hard timeout per item; a right answer given
    outside ``\\boxed{}`` earns ``reward.unboxed_credit`` of it), the judge verdict, or a custom
    ``correctness_fn``;
@@ -25,7 +25,7 @@ The metric names are the same for training batches and evaluations, so curves li
 are not text: ``repetitive``, ``non_text``), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and ``action_level/<ACTION>/...`` (action-set
 mode, ``action_metrics``); judge episodes add
 ``judge/verdict_found``, ``judge/verdict_A`` (the share of verdicts that pick A: position bias when the labels
-are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.data.judge_family``).
+are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.rewards.judge_family``).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
-from .config import Config, RewardConfig
-from .data.judge import judge_family
+from .config import Config, ConfigError, RewardConfig
 from .prompts import PromptSet, get_prompt_set
-from .rewards import grade_math_batch, judge_verdict, last_verdict, mta_format
-from .rewards.terms import get_term, math_correctness, unfinished_mask
+from .rewards import judge_family, last_verdict, mta_format
+from .rewards.tasks import get_task
+from .rewards.terms import TERMS, get_term, unfinished_mask
 from .rollout import Engine, rollout
 from .rollout.episode import END_CODES, Episode
 
@@ -54,7 +54,7 @@ def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, fl
     episodes played in rollout ``mode``.
 
     Format terms apply only to ``single_turn`` episodes (per-turn format rewards in multi-turn are exploitable,
-    SPEC §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
+    docs/design.md §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
     plan-leak term is added only where they are not. The action-set term (``cfg.action_format_penalty``) comes on
     top of either. This rule lives here so training, evaluation and
     ``rema chat`` score an episode the same way."""
@@ -65,7 +65,20 @@ def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, fl
         terms.append(("plan_leak", {"penalty": -cfg.plan_leak_penalty}))
     if cfg.action_format_penalty > 0:  # inert on episodes whose MTA made no action-set choice
         terms.append(("action_format", {"penalty": -cfg.action_format_penalty}))
+    for name, penalty in cfg.extra_terms.items():  # registered with rewards.terms.register_term
+        if name not in TERMS:
+            raise ConfigError(f"reward.extra_terms: no reward term {name!r}; registered: {sorted(TERMS)} (add one with "
+                              "rema.rewards.terms.register_term, docs/extending.md)")
+        terms.append((name, {"penalty": float(penalty)}))
     return terms
+
+
+def check_scoring(cfg: Config, *, custom_correctness: bool = False) -> None:
+    """Fail now, naming the key, when ``rollout.task`` or ``reward.extra_terms`` names nothing registered (callers
+    run it before loading models). ``custom_correctness``: a ``correctness_fn`` replaces the task's grader."""
+    selected_terms(cfg.reward, cfg.rollout.mode)
+    if not custom_correctness:
+        get_task(cfg.rollout.task)
 
 
 def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "math", mode: str = "multi_turn",
@@ -74,25 +87,16 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
     grading counters.
 
     ``mode`` is the rollout mode the episodes were played in (it decides the shaping terms, see
-    ``selected_terms``); ``task`` picks the correctness reward (``math`` grader or ``judge`` verdict) unless
-    ``correctness_fn`` replaces it."""
-    responses = [ep.final_response for ep in episodes]
-    timeouts = 0
-    extracted: list[str | None] = [None] * len(episodes)
+    ``selected_terms``); ``task`` picks the correctness reward (the grader registered under that name in
+    ``rewards.tasks``: ``math``, ``judge``, or a user's) unless ``correctness_fn`` replaces it."""
+    terms = [(get_term(name), kwargs) for name, kwargs in selected_terms(cfg, mode)]
     if correctness_fn is not None:
         scores = [float(correctness_fn(ep)) for ep in episodes]
-        correctness = [(s, {"correct": s}) for s in scores]
-    elif task == "judge":
-        correctness = [judge_verdict(r, ep.answer) for r, ep in zip(responses, episodes)]
-        extracted = [last_verdict(r) for r in responses]
+        graded = [(s, {"correct": s}, None) for s in scores]
     else:
-        grades = grade_math_batch(responses, [ep.answer for ep in episodes], timeout_s=cfg.grader_timeout_s,
-                                  workers=cfg.grader_workers)
-        correctness = [math_correctness(g, unboxed_credit=cfg.unboxed_credit) for g in grades]
-        extracted = [g.extracted for g in grades]
-        timeouts = sum(g.timed_out for g in grades)
-    terms = [(get_term(name), kwargs) for name, kwargs in selected_terms(cfg, mode)]
-    for ep, (r, parts), ext in zip(episodes, correctness, extracted):
+        graded = get_task(task)([ep.final_response for ep in episodes], [ep.answer for ep in episodes], cfg)
+    timeouts = sum(parts.get("timed_out", 0.0) for _, parts, _ in graded)
+    for ep, (r, parts, ext) in zip(episodes, graded):
         ep.meta["correct"] = parts["correct"] >= 1.0
         ep.meta["extracted"] = ext
         shared, mask_parts = unfinished_mask(r, ep.end_code, enabled=cfg.mask_unfinished)

@@ -74,7 +74,7 @@ class TeacherServer:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}}
 
-    def __enter__(self) -> "TeacherServer":
+    def __enter__(self) -> TeacherServer:
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30

@@ -1,12 +1,13 @@
 """The learning algorithm as pure tensor functions: advantages, policy loss, aggregation, KL.
 
-How we depart from / choose among the paper and the reference code (details in each module):
+How we depart from / choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public;
+details in each module, the whole list in docs/design.md §9):
 
 1. Advantage estimators (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``) share one signature and are
    looked up by name with :func:`get_advantage_estimator` (:mod:`rema.algos.advantages`).
 2. REINFORCE++ puts the shared episode reward on the last trained token of *every* turn and resets
    the return at turn boundaries; with gamma = 1 every trained token's return is the episode reward.
-3. The policy loss offers token- and turn-level ratios, the turn ratio as geometric (reference code,
+3. The policy loss offers token- and turn-level ratios, the turn ratio as geometric (the authors' code,
    default) or arithmetic (paper) mean; the log-ratio clamp is symmetric (:mod:`rema.algos.policy_loss`).
 4. One :func:`aggregate` owns normalisation (``token`` / ``turn`` / ``trajectory``); ``trajectory``
    averages over rows that have a trained token only.

@@ -1,16 +1,17 @@
 """Advantage estimators: GRPO, Dr.GRPO, RLOO and REINFORCE++, registered by name.
 
-How we depart from / choose among the paper and the reference code:
+How we depart from / choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public;
+docs/design.md §3 and §9):
 
 1. Groups are whatever the caller passes in ``group_ids``; ReMA groups by (question, agent), so the
    MTA's and the RA's samples of one question are normalised separately. Ids may be any integers.
 2. GRPO uses the *unbiased* group std (``torch.std`` default) and ``(R - mean) / (std + eps)``, as the
-   reference code does. A group of size 1 gets advantage 0 (the reference divides by a std of 1 and a
+   authors' code does. A group of size 1 gets advantage 0 (the authors' code divides by a std of 1 and a
    mean of 0 there, i.e. gives the raw reward, which silently mixes scales); no NaN is ever produced.
 3. RLOO: ``A_i = R_i - mean_{j != i} R_j`` (= ``n/(n-1) (R_i - mean)``); size-1 groups get 0.
 4. REINFORCE++ with "per-token return (gamma = 1, reset per turn)": the episode's sparse reward ``R`` is
-   placed on the **last trained token of every turn** of the row (SPEC §2: the final reward is shared by
-   both agents and every turn), the optional KL penalty ``-kl_coef * kl_t`` on every trained token, and
+   placed on the **last trained token of every turn** of the row (docs/design.md §2: the final reward is shared
+   by both agents and every turn), the optional KL penalty ``-kl_coef * kl_t`` on every trained token, and
    returns are discounted backwards *within* a turn, counting trained tokens only; the return resets at
    each turn boundary, so a turn's credit never includes another turn's reward. With gamma = 1 and no
    KL every trained token's return is exactly ``R``; REINFORCE++ then differs from GRPO only in its
@@ -30,7 +31,8 @@ Shapes: N rows (episodes × agents), T tokens. ``mask`` is 1 on trained tokens.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Protocol, Tuple
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -51,7 +53,7 @@ __all__ = [
     "reinforce_pp_advantages",
 ]
 
-Stats = Dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
 
 
 class AdvantageFn(Protocol):
@@ -84,13 +86,13 @@ class AdvantageFn(Protocol):
         *,
         eps: float = 1e-6,
         gamma: float = 1.0,
-        kl: Optional[torch.Tensor] = None,
+        kl: torch.Tensor | None = None,
         kl_coef: float = 0.0,
-        all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-    ) -> Tuple[torch.Tensor, Stats]: ...
+        all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, Stats]: ...
 
 
-ADVANTAGE_ESTIMATORS: Dict[str, AdvantageFn] = {}
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
 
 
 def register_advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
@@ -203,7 +205,7 @@ def broadcast_to_tokens(episode_adv: torch.Tensor, mask: torch.Tensor) -> torch.
 # ----------------------------------------------------------------------------- REINFORCE++ returns
 
 
-def _turn_positions(mask: torch.Tensor, turns: TurnIndex) -> Tuple[torch.Tensor, torch.Tensor]:
+def _turn_positions(mask: torch.Tensor, turns: TurnIndex) -> tuple[torch.Tensor, torch.Tensor]:
     """For every trained token: its position among the row's trained tokens, and how many trained
     tokens of its own turn come after it. Raises if a turn's tokens are interleaved with another's."""
     m = mask.bool()
@@ -228,7 +230,7 @@ def reinforce_pp_returns(
     turn_ids: torch.Tensor,
     *,
     gamma: float = 1.0,
-    kl: Optional[torch.Tensor] = None,
+    kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
 ) -> torch.Tensor:
     """Per-token discounted returns that reset at every turn boundary (REINFORCE++ before whitening).

@@ -1,25 +1,26 @@
 """Clipped policy-gradient loss with token- or turn-level importance ratios, and loss aggregation.
 
-How we depart from / choose among the paper and the reference code:
+How we depart from / choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public,
+``compute_policy_loss`` in ``src/verl/verl/rema_trainer/ppo/core_algos.py``; docs/design.md §4 and §9):
 
-1. Turn-level ratio, both forms selectable: ``ratio_mean="geometric"`` (reference code, our default):
+1. Turn-level ratio, both forms selectable: ``ratio_mean="geometric"`` (the authors' code, our default):
    ``r = exp(clamp(mean_turn(log pi - log pi_old), -c, c))``; ``"arithmetic"`` (the paper's formula):
    ``r = mean_turn(exp(clamp(log pi - log pi_old, -c, c)))``. The turn is clipped once; its advantage is
    the mean of its tokens' advantages.
-2. The log-ratio clamp is symmetric, ``[-c, c]`` (c = ``log_ratio_clamp`` = 3). The reference clamps only
+2. The log-ratio clamp is symmetric, ``[-c, c]`` (c = ``log_ratio_clamp`` = 3). The authors' code clamps only
    from above; a ratio below e^-3 ≈ 0.05 is already far outside the trust region and clipped anyway,
    and the symmetric clamp keeps ``exp`` finite when the new policy all but rules a token out.
-3. Dual clip (c = 3) for negative advantages, as in the reference: the loss of a token/turn with A < 0 is
+3. Dual clip (c = 3) for negative advantages, as in the authors' code: the loss of a token/turn with A < 0 is
    at most ``-A * dual_clip``, so one wildly off-policy sample cannot dominate the batch.
 4. ``trajectory`` aggregation is mean over turns within a row, then over rows *that have a trained
-   token*. The reference averages tokens (not turns) within a row for token-level ratios and averages
-   over all rows (an agent row with no trained token dilutes the loss); ``turn`` matches the reference.
+   token*. The authors' code averages tokens (not turns) within a row for token-level ratios and averages
+   over all rows (an agent row with no trained token dilutes the loss); ``turn`` matches it.
 5. Aggregation lives in one function, :func:`aggregate`, over a per-token ``(B, T)`` loss. For
    turn-level ratios the per-turn loss is written onto each of the turn's tokens first; since it is
    constant over the turn, the turn mean of those tokens is exactly the turn's loss.
 6. ``approx_kl`` is Schulman's k3 estimate of KL(pi_old || pi) from the sampled tokens, ``mean((r - 1) -
    log r)`` with ``r = pi / pi_old`` (per token, log-ratio clamped to ±20 only to stay finite); it is
-   >= 0 per token, unlike the reference's k1 (``mean(-log r)``), which can go negative.
+   >= 0 per token, unlike the authors' k1 (``mean(-log r)``), which can go negative.
 7. Statistics are shares of the *units the loss clips*: tokens for token-level ratios, turns for
    turn-level ratios (``log_ratio_clip_frac`` for the arithmetic turn ratio counts tokens, since that is
    where the clamp acts). The counts ``num_tokens``, ``num_turns``, ``num_rows`` are returned so a caller
@@ -32,7 +33,7 @@ glue and padding.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 
@@ -44,10 +45,10 @@ AGG_MODES = ("token", "turn", "trajectory")
 RATIO_LEVELS = ("token", "turn")
 RATIO_MEANS = ("geometric", "arithmetic")
 
-Stats = Dict[str, torch.Tensor]
+Stats = dict[str, torch.Tensor]
 
 
-def _choice(name: str, value: str, valid: Tuple[str, ...]) -> None:
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(v) for v in valid)}")
 
@@ -56,9 +57,9 @@ def aggregate(
     values: torch.Tensor,
     mask: torch.Tensor,
     mode: str,
-    turn_ids: Optional[torch.Tensor] = None,
+    turn_ids: torch.Tensor | None = None,
     *,
-    turns: Optional[TurnIndex] = None,
+    turns: TurnIndex | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token quantity (a loss, a KL, an entropy) to a scalar. Owns all normalisation.
 
@@ -111,8 +112,8 @@ def ppo_surrogate(
     *,
     clip_eps: float,
     clip_eps_high: float,
-    dual_clip: Optional[float],
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dual_clip: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Elementwise dual-clip PPO surrogate loss (to minimise).
 
     ``pg_loss1 = -A r``, ``pg_loss2 = -A clip(r, 1 - clip_eps, 1 + clip_eps_high)``,
@@ -150,10 +151,10 @@ def policy_loss(
     ratio_mean: str = "geometric",
     agg: str = "trajectory",
     clip_eps: float = 0.2,
-    clip_eps_high: Optional[float] = None,
-    dual_clip: Optional[float] = 3.0,
-    log_ratio_clamp: Optional[float] = 3.0,
-) -> Tuple[torch.Tensor, Stats]:
+    clip_eps_high: float | None = None,
+    dual_clip: float | None = 3.0,
+    log_ratio_clamp: float | None = 3.0,
+) -> tuple[torch.Tensor, Stats]:
     """Dual-clip PPO policy loss with token- or turn-level ratios.
 
     Token level (``ratio_level="token"``): per token ``r = exp(clamp(logp - old_logp, -c, c))`` and the
@@ -171,7 +172,7 @@ def policy_loss(
         mask: (B, T), 1 on trained tokens. Values at untrained positions of the other tensors are ignored.
         turn_ids: (B, T) long turn index of each token within its row (>= 0 on trained tokens).
         ratio_level: ``"token"`` or ``"turn"``.
-        ratio_mean: ``"geometric"`` (reference code) or ``"arithmetic"`` (paper); turn level only.
+        ratio_mean: ``"geometric"`` (the authors' code) or ``"arithmetic"`` (paper); turn level only.
         agg: ``"token"``, ``"turn"`` or ``"trajectory"``; ``"token"`` is invalid with turn-level ratios.
         clip_eps: lower clip range, ratio >= 1 - clip_eps (0 < clip_eps < 1).
         clip_eps_high: upper clip range, ratio <= 1 + clip_eps_high; defaults to ``clip_eps``.
@@ -184,6 +185,51 @@ def policy_loss(
         ``log_ratio_clip_frac``, ``approx_kl`` (k3, see module notes), ``ratio_mean``, ``ratio_max``,
         ``ratio_min``, ``num_tokens``, ``num_turns``, ``num_rows`` (rows with a trained token).
     """
+    clip_eps_high = _check_args(logp, old_logp, advantages, mask, turn_ids, ratio_level=ratio_level,
+                                ratio_mean=ratio_mean, agg=agg, clip_eps=clip_eps, clip_eps_high=clip_eps_high,
+                                dual_clip=dual_clip, log_ratio_clamp=log_ratio_clamp)
+    m = mask.bool()
+    dtype = logp.dtype
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    # Sanitise first: untrained positions become exact zeros, so padding garbage (NaN, inf) can reach
+    # neither the loss nor its gradient.
+    log_ratio = torch.where(m, logp - old_logp.detach().to(dtype), zero)  # (B, T)
+    adv = torch.where(m, advantages.detach().to(dtype), zero)  # (B, T)
+    turns = turn_index(m, turn_ids)
+    surrogate = dict(clip_eps=clip_eps, clip_eps_high=clip_eps_high, dual_clip=dual_clip)
+    if ratio_level == "token":
+        units = _token_units(log_ratio, adv, m, c=log_ratio_clamp, surrogate=surrogate)
+    else:
+        units = _turn_units(log_ratio, adv, m, turns, c=log_ratio_clamp, geometric=ratio_mean == "geometric",
+                            surrogate=surrogate)
+    loss = aggregate(units.loss_tok, m, agg, turns=turns)
+    return loss, _loss_stats(units, log_ratio, m, turns)
+
+
+class _Units(NamedTuple):
+    """What the surrogate computed over the units the loss clips (tokens, or turns), for the loss and its stats."""
+
+    loss_tok: torch.Tensor
+    """(B, T) per-token loss (a turn's loss written onto each of its tokens; 0 off-mask)."""
+    is_clipped: torch.Tensor
+    """Per unit: the clipped branch is taken."""
+    is_dual: torch.Tensor
+    """Per unit: ``A < 0`` and the dual-clip bound is taken."""
+    unit_mask: torch.Tensor
+    """Per unit: which units count (trained tokens; every turn)."""
+    unit_ratio: torch.Tensor
+    """Per unit: the importance ratio."""
+    clamped: torch.Tensor
+    """Where the log-ratio clamp acted (tokens, or turns for the geometric turn ratio)."""
+    clamped_mask: torch.Tensor
+    """Which entries of ``clamped`` count."""
+
+
+def _check_args(logp, old_logp, advantages, mask, turn_ids, *, ratio_level: str, ratio_mean: str, agg: str,
+                clip_eps: float, clip_eps_high: float | None, dual_clip: float | None,
+                log_ratio_clamp: float | None) -> float:
+    """Refuse :func:`policy_loss`'s invalid arguments (each error names the argument and its valid range);
+    returns ``clip_eps_high`` with its default (``clip_eps``) filled in."""
     _choice("ratio_level", ratio_level, RATIO_LEVELS)
     _choice("ratio_mean", ratio_mean, RATIO_MEANS)
     _choice("agg", agg, AGG_MODES)
@@ -207,65 +253,73 @@ def policy_loss(
         raise ValueError(f"dual_clip must be > 1 (or None to disable), got {dual_clip}")
     if log_ratio_clamp is not None and log_ratio_clamp <= 0.0:
         raise ValueError(f"log_ratio_clamp must be > 0 (or None to disable), got {log_ratio_clamp}")
+    return clip_eps_high
 
-    m = mask.bool()
-    dtype = logp.dtype
-    zero = torch.zeros((), dtype=dtype, device=logp.device)
-    # Sanitise first: untrained positions become exact zeros, so padding garbage (NaN, inf) can reach
-    # neither the loss nor its gradient.
-    log_ratio = torch.where(m, logp - old_logp.detach().to(dtype), zero)  # (B, T)
-    adv = torch.where(m, advantages.detach().to(dtype), zero)  # (B, T)
-    turns = turn_index(m, turn_ids)
-    c = log_ratio_clamp
-    clamp = (lambda x: x.clamp(-c, c)) if c is not None else (lambda x: x)
-    surrogate = dict(clip_eps=clip_eps, clip_eps_high=clip_eps_high, dual_clip=dual_clip)
 
-    if ratio_level == "token":
-        ratio = torch.exp(clamp(log_ratio))  # (B, T); exactly 1 on untrained tokens
-        loss_tok, is_clipped, is_dual = ppo_surrogate(ratio, adv, **surrogate)  # (B, T) each; 0 off-mask as adv = 0
-        unit_mask = m  # statistics are over tokens
-        unit_ratio = ratio
+def _clamp(x: torch.Tensor, c: float | None) -> torch.Tensor:
+    """``x`` clamped to ``[-c, c]``; unchanged when ``c`` is None."""
+    return x.clamp(-c, c) if c is not None else x
+
+
+def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *, c: float | None,
+                 surrogate: dict) -> _Units:
+    """Token-level ratios: ``r = exp(clamp(log pi - log pi_old, -c, c))`` per token (B, T), each with its own
+    advantage; statistics are over the trained tokens."""
+    ratio = torch.exp(_clamp(log_ratio, c))  # (B, T); exactly 1 on untrained tokens
+    loss_tok, is_clipped, is_dual = ppo_surrogate(ratio, adv, **surrogate)  # (B, T) each; 0 off-mask as adv = 0
+    clamped = log_ratio.abs() > c if c is not None else torch.zeros_like(m)
+    return _Units(loss_tok, is_clipped, is_dual, unit_mask=m, unit_ratio=ratio, clamped=clamped, clamped_mask=m)
+
+
+def _turn_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, turns: TurnIndex, *,
+                c: float | None, geometric: bool, surrogate: dict) -> _Units:
+    """Turn-level ratios (K turns): the geometric ``exp(clamp(mean_turn(log r)))`` or the arithmetic
+    ``mean_turn(exp(clamp(log r)))`` (module note 1), clipped once with the turn's mean advantage; the turn's
+    loss is written onto its tokens; statistics are over turns."""
+    adv_turn = segment_mean(adv, turns)  # (K,)
+    if geometric:
+        mean_log_ratio = segment_mean(log_ratio, turns)  # (K,)
+        unit_ratio = torch.exp(_clamp(mean_log_ratio, c))
+        clamped = mean_log_ratio.abs() > c if c is not None else torch.zeros_like(adv_turn, dtype=torch.bool)
+        clamped_mask = torch.ones_like(clamped)
+    else:
+        unit_ratio = segment_mean(torch.exp(_clamp(log_ratio, c)), turns)  # (K,)
         clamped = log_ratio.abs() > c if c is not None else torch.zeros_like(m)
         clamped_mask = m
-    else:
-        adv_turn = segment_mean(adv, turns)  # (K,)
-        if ratio_mean == "geometric":
-            mean_log_ratio = segment_mean(log_ratio, turns)  # (K,)
-            unit_ratio = torch.exp(clamp(mean_log_ratio))
-            clamped = mean_log_ratio.abs() > c if c is not None else torch.zeros_like(adv_turn, dtype=torch.bool)
-            clamped_mask = torch.ones_like(clamped)
-        else:
-            unit_ratio = segment_mean(torch.exp(clamp(log_ratio)), turns)  # (K,)
-            clamped = log_ratio.abs() > c if c is not None else torch.zeros_like(m)
-            clamped_mask = m
-        loss_turn, is_clipped, is_dual = ppo_surrogate(unit_ratio, adv_turn, **surrogate)  # (K,) each
-        unit_mask = torch.ones_like(is_clipped)  # statistics are over turns
-        # Write each turn's loss onto its tokens (slot K, the dump for untrained tokens, holds 0).
-        loss_tok = torch.cat([loss_turn, zero.reshape(1)])[turns.token_turn]  # (B, T)
+    loss_turn, is_clipped, is_dual = ppo_surrogate(unit_ratio, adv_turn, **surrogate)  # (K,) each
+    # Write each turn's loss onto its tokens (slot K, the dump for untrained tokens, holds 0).
+    zero = torch.zeros((), dtype=log_ratio.dtype, device=log_ratio.device)
+    loss_tok = torch.cat([loss_turn, zero.reshape(1)])[turns.token_turn]  # (B, T)
+    return _Units(loss_tok, is_clipped, is_dual, unit_mask=torch.ones_like(is_clipped), unit_ratio=unit_ratio,
+                  clamped=clamped, clamped_mask=clamped_mask)
 
-    loss = aggregate(loss_tok, m, agg, turns=turns)
 
+def _loss_stats(units: _Units, log_ratio: torch.Tensor, m: torch.Tensor, turns: TurnIndex) -> Stats:
+    """:func:`policy_loss`'s statistics (detached 0-dim tensors): shares of the clipped units, the k3 KL
+    estimate over trained tokens (module note 6), the ratios' mean/max/min and the counts."""
+    dtype = log_ratio.dtype
+    zero = torch.zeros((), dtype=dtype, device=log_ratio.device)
+    unit_mask = units.unit_mask
     with torch.no_grad():
         lr = log_ratio.detach().clamp(-20.0, 20.0)
         k3 = torch.expm1(lr) - lr  # (r - 1) - log r >= 0; exactly 0 off-mask
-        ur = unit_ratio.detach()
+        ur = units.unit_ratio.detach()
         any_unit = bool(unit_mask.any())
-        stats: Stats = {
-            "clip_frac": masked_mean(is_clipped.to(dtype), unit_mask),
-            "clip_frac_lower": masked_mean(is_dual.to(dtype), unit_mask),
-            "log_ratio_clip_frac": masked_mean(clamped.to(dtype), clamped_mask),
+        return {
+            "clip_frac": masked_mean(units.is_clipped.to(dtype), unit_mask),
+            "clip_frac_lower": masked_mean(units.is_dual.to(dtype), unit_mask),
+            "log_ratio_clip_frac": masked_mean(units.clamped.to(dtype), units.clamped_mask),
             "approx_kl": masked_mean(k3, m),
             "ratio_mean": masked_mean(ur, unit_mask),
             "ratio_max": torch.where(unit_mask, ur, -torch.inf).max() if any_unit else zero,
             "ratio_min": torch.where(unit_mask, ur, torch.inf).min() if any_unit else zero,
             "num_tokens": m.sum().to(dtype),
-            "num_turns": torch.tensor(float(turns.num_turns), dtype=dtype, device=logp.device),
+            "num_turns": torch.tensor(float(turns.num_turns), dtype=dtype, device=log_ratio.device),
             "num_rows": m.any(dim=1).sum().to(dtype),
         }
-    return loss, stats
 
 
-def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: Optional[int] = None) -> torch.Tensor:
+def sft_nll(logp: torch.Tensor, mask: torch.Tensor, n_tokens: int | None = None) -> torch.Tensor:
     """Supervised fine-tuning loss: the negative log-likelihood of the masked tokens, averaged over tokens.
 
     Args:

@@ -1,10 +1,10 @@
 """KL to a frozen reference policy, per token (reduce it with ``aggregate``).
 
-How we depart from / choose among the paper and the reference code:
+How we depart from / choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public):
 
-1. KL uses Schulman's low-variance k3 estimator (SPEC §3): ``exp(ref - logp) - (ref - logp) - 1``,
+1. KL uses Schulman's low-variance k3 estimator (docs/design.md §4): ``exp(ref - logp) - (ref - logp) - 1``,
    an unbiased, always non-negative estimate of KL(pi || pi_ref) from tokens sampled by pi. The
-   reference code clamps the *result* to [-10, 10]; we clamp the log-ratio to ±``log_ratio_clamp``
+   authors' code clamps the *result* to [-10, 10]; we clamp the log-ratio to ±``log_ratio_clamp``
    (20) before ``exp`` instead, which keeps it finite without flattening moderate values. ``kl_k1``
    (``logp - ref``) is provided for KL-in-reward (REINFORCE++), where the unbiased per-token k1 is usual.
 2. Both return per-token tensors with 0 on untrained tokens; normalisation is ``aggregate``'s job.

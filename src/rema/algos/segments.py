@@ -1,10 +1,10 @@
 """Masked reductions and turn segments: the index plumbing every loss and estimator shares.
 
-How we choose among the paper and the reference code:
+How we choose among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public):
 
 1. A *turn* is the set of trained tokens (``mask == 1``) of one row that share a ``turn_id``; it is
    identified by ``(row, turn_id)``. Tokens with ``mask == 0`` belong to no turn, whatever their
-   ``turn_id`` says (conventionally -1). The reference code builds a dense ``(B, T, max_turns)``
+   ``turn_id`` says (conventionally -1). The authors' code builds a dense ``(B, T, max_turns)``
    one-hot tensor per step; we compact the ``(row, turn_id)`` pairs (a ``bincount`` over
    ``row * (max_turn_id + 1) + turn_id``, or a sort when turn ids are huge) and reduce with
    ``index_add`` into ``K`` turn slots, so memory is O(B·T), not O(B·T·max_turns).
@@ -19,7 +19,8 @@ Shapes: B rows (one agent's trajectory of one episode each), T tokens, K turns i
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -135,7 +136,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def masked_whiten(
     values: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-6, shift_mean: bool = True,
-    all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Standardise ``values`` over the positions where ``mask`` is 1.
 

@@ -8,11 +8,13 @@ ones.
 - :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train`` and its nested
   ``train.health``, ``data``, ``sft``, ``log``, ``eval``, ``serve``) and :class:`Config`;
 - :mod:`.checks`: :func:`validate` and :class:`ConfigError`;
-- :mod:`.files`: :func:`load_config`, :func:`save_config`, :func:`describe_config`, :func:`field_docs`.
+- :mod:`.files`: :func:`load_config`, :func:`save_config`, :func:`describe_config`, :func:`field_docs`;
+- :mod:`.methods`: the methods by name (``METHODS``, the ``--method`` vocabulary) and the keys each sets.
 """
 
 from .checks import ConfigError, validate
 from .files import describe_config, field_docs, load_config, save_config
+from .methods import METHODS, method_of, method_overrides
 from .sections import (
     AlgoConfig,
     Config,
@@ -29,7 +31,7 @@ from .sections import (
 )
 
 __all__ = [
-    "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "HealthConfig", "LogConfig", "ModelConfig",
-    "RewardConfig", "RolloutConfig", "ServeConfig", "SFTConfig", "TrainConfig", "describe_config", "field_docs",
-    "load_config", "save_config", "validate",
+    "METHODS", "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "HealthConfig", "LogConfig",
+    "ModelConfig", "RewardConfig", "RolloutConfig", "ServeConfig", "SFTConfig", "TrainConfig", "describe_config",
+    "field_docs", "load_config", "method_of", "method_overrides", "save_config", "validate",
 ]

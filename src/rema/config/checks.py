@@ -3,6 +3,9 @@ and what to change."""
 
 from __future__ import annotations
 
+from ..algos.advantages import ADVANTAGE_ESTIMATORS
+from ..prompts import PROMPT_SETS
+
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it and what to do."""
@@ -11,11 +14,9 @@ class ConfigError(ValueError):
 _CHOICES = {
     ("rollout", "method"): ("rema", "vrp", "mrp"),
     ("rollout", "mode"): ("single_turn", "multi_turn"),
-    ("rollout", "task"): ("math", "judge"),
     ("rollout", "engine"): ("auto", "hf", "vllm"),
     ("rollout", "vllm_sleep"): (0, 1, 2),
     ("rollout", "vllm_dtype"): ("", "float32", "bfloat16", "float16"),
-    ("algo", "advantage"): ("grpo", "dr_grpo", "rloo", "reinforce_pp"),
     ("algo", "ratio_level"): ("token", "turn"),
     ("algo", "ratio_mean"): ("geometric", "arithmetic"),
     ("algo", "agg"): ("token", "turn", "trajectory"),
@@ -36,10 +37,14 @@ HEALTH_CHECKS = ("entropy", "turns_collapse", "turns_pinned", "length_pinned", "
 def validate(cfg) -> None:
     """Check a :class:`~rema.config.Config`'s choices and combinations; every error names the key and what to
     change. (``cfg`` is not annotated: this module sits below the one that defines ``Config``, which calls it.)"""
-    for (section, key), allowed in _CHOICES.items():
+    # the registries are the lists: an estimator added with register_advantage_estimator is valid from then on
+    # (rollout.task is checked against rema.rewards.tasks where it is used: that registry sits above this layer)
+    choices = {**_CHOICES, ("algo", "advantage"): tuple(ADVANTAGE_ESTIMATORS)}
+    for (section, key), allowed in choices.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key}={value!r} is not valid; choose one of {list(allowed)}")
+    _validate_prompts(cfg)
     if cfg.algo.agg == "token" and cfg.algo.ratio_level == "turn":
         raise ConfigError("algo.agg=token with algo.ratio_level=turn is invalid (a turn ratio has no per-token "
                           "loss to average); use algo.agg=turn or trajectory, or algo.ratio_level=token")
@@ -85,7 +90,9 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.checkpoint_layers is a share of the decoder layers and must be in (0, 1], got "
                           f"{cfg.model.checkpoint_layers} (model.gradient_checkpointing=false turns it off)")
     t = cfg.train
-    for key in ("steps", "questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
+    if t.steps < 0:
+        raise ConfigError(f"train.steps must be >= 0 (0: evaluate the starting model and stop), got {t.steps}")
+    for key in ("questions_per_step", "ppo_epochs", "mini_batches", "switch_freq", "nan_patience"):
         if getattr(t, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
     for key in ("eval_every", "save_every", "sample_every"):
@@ -93,16 +100,37 @@ def validate(cfg) -> None:
             raise ConfigError(f"train.{key} must be >= 0 (see `rema train --help-config`), got {getattr(t, key)}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    _validate_sft(cfg)
+    _validate_health(cfg.train.health)
+    _validate_distill(cfg)
+    _validate_eval(cfg)
+    _validate_serve(cfg)
+
+
+def _validate_sft(cfg) -> None:
     s = cfg.sft
     for key in ("questions", "samples", "max_per_question", "epochs", "batch_dialogues"):
         if getattr(s, key) < 1:
             raise ConfigError(f"sft.{key} must be >= 1, got {getattr(s, key)}")
     if s.lr <= 0:
         raise ConfigError(f"sft.lr must be > 0, got {s.lr}")
-    _validate_health(cfg.train.health)
-    _validate_distill(cfg)
-    _validate_eval(cfg)
-    _validate_serve(cfg)
+    if s.data == "teacher" and (cfg.rollout.task == "judge" or cfg.rollout.action_set):
+        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+                          "rollout.action_set; use sft.data=self or a dialogue file")
+
+
+def _validate_prompts(cfg) -> None:
+    r = cfg.rollout
+    if not r.prompts:
+        return
+    if r.prompts not in PROMPT_SETS:
+        raise ConfigError(f"rollout.prompts={r.prompts!r} is not a registered prompt set; choose one of "
+                          f"{sorted(PROMPT_SETS)} or register one with rema.prompts.register_prompt_set")
+    two_agents = PROMPT_SETS[r.prompts].mta is not None
+    if two_agents != (r.method == "rema"):
+        has = "an MTA prompt" if two_agents else "no MTA prompt"
+        raise ConfigError(f"rollout.prompts={r.prompts!r} has {has} but rollout.method={r.method}; use a set with "
+                          f"{'none' if two_agents else 'one'}, or rollout.method={'rema' if two_agents else 'vrp'}")
 
 
 def _validate_health(h) -> None:
@@ -116,7 +144,8 @@ def _validate_health(h) -> None:
         if getattr(h, key) < 1:
             raise ConfigError(f"train.health.{key} must be >= 1, got {getattr(h, key)}")
     if h.max_rollbacks < 0:
-        raise ConfigError(f"train.health.max_rollbacks must be >= 0 (0: the first firing check stops), got {h.max_rollbacks}")
+        raise ConfigError(f"train.health.max_rollbacks must be >= 0 (0: the first firing check stops), got "
+                          f"{h.max_rollbacks}")
     if not 0.0 < h.lr_factor <= 1.0:
         raise ConfigError(f"train.health.lr_factor multiplies the learning rate at a rollback and must be in (0, 1], "
                           f"got {h.lr_factor}")

@@ -30,6 +30,10 @@ def _coerce(value, tp, key: str):
         if isinstance(value, (list, tuple)) and lists:  # `str | list[str]`: a YAML list is the list form
             return _coerce(value, lists[0], key)
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping such as {{name: 0.5}}, got {value!r}")
+        return {str(k): _coerce(v, args[1] if args else str, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]

@@ -2,7 +2,7 @@
 
 Every field carries a docstring (the string literal right after it); that text is the single source of
 truth and is what ``rema train --help-config`` prints and ``docs/config.md`` renders. Defaults follow the
-reference implementation (SPEC §3) where it has one.
+authors' code (https://github.com/ziyuwan/ReMA-public) where it has one (docs/design.md §8).
 """
 
 from __future__ import annotations
@@ -51,7 +51,12 @@ class RolloutConfig:
     action_set: bool = False
     """Single turn only: the MTA answers JSON {"action": DECOMPOSE|REWRITE|EMPTY, "content": ...}."""
     task: str = "math"
-    """``math`` (graded against a reference answer) or ``judge`` (pairwise verdict [[A]]/[[B]])."""
+    """How the RA's final response is graded (``rema.rewards.tasks``): ``math`` (against a reference answer),
+    ``judge`` (pairwise verdict [[A]]/[[B]]) or a task registered with ``register_task`` (docs/extending.md)."""
+    prompts: str | None = None
+    """A prompt set registered with ``rema.prompts.register_prompt_set`` (a new task's prompts: docs/extending.md)
+    to play instead of the one ``method``/``mode``/``action_set``/``task`` imply (None). It must fit ``method``: an
+    MTA prompt for ``rema``, none for ``vrp``/``mrp``."""
     max_turns: int = 30
     """Multi-turn: most MTA→RA rounds before the episode ends with ``max_turns``."""
     max_tokens_per_turn: int = 512
@@ -71,7 +76,8 @@ class RolloutConfig:
     engine: str = "auto"
     """Generation backend: ``vllm`` (when installed), ``hf`` (transformers, always available), or ``auto``:
     vLLM where it is importable, else transformers (the environment variable ``REMA_ENGINE`` overrides what
-    ``auto`` picks)."""
+    ``auto`` picks). ``auto`` is resolved once, when a command builds its config: a run's ``config.yaml`` and
+    ``meta.json`` name the engine that ran, and ``--resume`` keeps it."""
     vllm_dtype: str = ""
     """vLLM's compute dtype; empty = bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16), else fp32."""
     vllm_kv_cache_gib: float | None = None
@@ -93,7 +99,8 @@ class RolloutConfig:
     """``true``: vLLM without torch.compile (and on GPUs without CUDA graphs). The default compiles: the
     engine's first start on a machine is slow (inductor compiles; its cache in ``/tmp/torchinductor_<user>``
     shortens later starts; eager starts in seconds) and rollouts run faster (docs/results.md). ``true`` for
-    short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs eager."""
+    short interactive runs on a fresh machine. Without a C++ compiler (inductor needs one on CPU) the engine runs
+    eager."""
     vllm_sleep: int = 0
     """vLLM on a GPU: put the engine to sleep between the rollout and the update so the update gets its memory:
     1 frees the KV cache and moves the weights to host memory, 2 frees both (the weight sync after the update
@@ -113,7 +120,7 @@ class RolloutConfig:
 @dataclass
 class RewardConfig:
     mask_unfinished: bool = True
-    """Episodes that did not end ``finished`` get reward 0 (reference default for multi-turn)."""
+    """Episodes that did not end ``finished`` get reward 0 (the authors' default for multi-turn)."""
     format_terms: bool = False
     """Single turn: add each agent's format term (MTA leaks no answer; RA ends with one \\boxed{})."""
     format_penalty: float = 1.0
@@ -122,8 +129,13 @@ class RewardConfig:
     """Subtracted from the MTA's reward (only the MTA's) when its first message gives the answer away
     (a box, "the answer is ...", or ending on "= gold"; ``rewards.mta_format``). One term per episode on the
     message written before the RA has worked, so an agent cannot farm it turn by turn (the exploit of per-turn
-    terms, SPEC §2). 0 = off (the reference: shared sparse reward only). Not added where the single-turn
+    terms, docs/design.md §2). 0 = off (the authors' code: shared sparse reward only). Not added where the single-turn
     ``format_terms`` already apply (they include the same check)."""
+    extra_terms: dict[str, float] = field(default_factory=dict)
+    """Shaping terms registered with ``rema.rewards.terms.register_term``, by name, each with the number passed to it
+    as ``penalty`` (what it adds to an agent's reward when it fires; negative to penalise), e.g.
+    ``reward.extra_terms={truncation: -0.2}``. Added after the terms the keys above select, in every mode
+    (docs/extending.md)."""
     action_format_penalty: float = 0.0
     """``rollout.action_set`` only: subtracted from the MTA's reward when its choice is not the JSON object the
     prompt asks for (no object, unparsable, or an action outside DECOMPOSE/REWRITE/EMPTY). Without it an invalid
@@ -132,7 +144,7 @@ class RewardConfig:
     unboxed_credit: float = 1.0
     """Math: the share of the correctness reward that a right final answer earns when it is not in a
     ``\\boxed{}`` (found instead on a ``####`` line, in "the answer is ...", or as the last expression).
-    1 = any extraction counts (the reference); 0 = only boxed answers count; in between a model that does not
+    1 = any extraction counts (the authors' code); 0 = only boxed answers count; in between a model that does not
     box yet still gets a signal, and boxing is always paid more. Accuracy in evaluations is not affected."""
     grader_timeout_s: float = 5.0
     """Hard per-item timeout of the math grader (a timeout scores 0 and is counted)."""
@@ -143,11 +155,17 @@ class RewardConfig:
 @dataclass
 class AlgoConfig:
     advantage: str = "grpo"
-    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo`` or ``reinforce_pp``."""
+    """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp`` (docs/design.md §3), or one registered
+    with ``rema.algos.register_advantage_estimator`` (docs/extending.md)."""
     ratio_level: str = "turn"
-    """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice)."""
+    """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice). Acts only when
+    π_old differs from π, i.e. with ``train.mini_batches`` > 1 or ``train.ppo_epochs`` > 1: with one of each (every
+    shipped config) every ratio is 1, the clip never acts, and ``token`` and ``turn`` give the same gradient; only
+    ``agg`` (the normalisation) then changes the update (docs/design.md §5). (``train.recompute_old_logp=false``
+    takes π_old from the sampler: ratios then differ from 1 by the engines' numerical mismatch only.)"""
     ratio_mean: str = "geometric"
-    """Turn ratio: ``geometric`` = exp(mean log-ratio) (reference code) or ``arithmetic`` = mean ratio (paper)."""
+    """Turn ratio: ``geometric`` = exp(mean log-ratio) (the authors' code) or ``arithmetic`` = mean ratio (the
+    paper). Like ``ratio_level``, it changes nothing with one PPO epoch and one mini-batch (docs/design.md §5)."""
     agg: str = "trajectory"
     """Loss aggregation: ``token``, ``turn`` or ``trajectory`` (mean over turns, then episodes)."""
     clip_eps: float = 0.2
@@ -161,7 +179,7 @@ class AlgoConfig:
     gamma: float = 1.0
     """REINFORCE++ discount (returns reset at every turn)."""
     kl_coef: float = 0.0
-    """KL(π‖π_ref) weight (k3 estimator); 0 = off (reference default)."""
+    """KL(π‖π_ref) weight (k3 estimator); 0 = off (the authors' default)."""
     kl_in_reward: bool = False
     """REINFORCE++: fold the KL penalty into the token rewards instead of the loss."""
     entropy_coef: float = 0.0
@@ -253,7 +271,8 @@ class HealthConfig:
 @dataclass
 class TrainConfig:
     steps: int = 500
-    """RL steps (one rollout + update each)."""
+    """RL steps (one rollout + update each); 0 evaluates the starting model (after the cold start, if any) and
+    stops: a prompting-only baseline."""
     questions_per_step: int = 128
     """Questions per step; each is sampled ``samples_per_question`` times."""
     ppo_epochs: int = 1
@@ -368,15 +387,20 @@ class DataConfig:
 @dataclass
 class SFTConfig:
     cold_start: bool = False
-    """``rema train``: fine-tune on dialogues (below) before the first RL step, the cold start of SPEC §3.
+    """``rema train``: fine-tune on dialogues (below) before the first RL step, the cold start of docs/design.md §7.
     ``rema sft`` always does this step and then stops."""
     data: str = "self"
     """Dialogues to fine-tune on: a JSONL file (one dialogue per line: question, answer, turns), or ``self``:
     sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
     in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer; for
-    ``rollout.task=judge`` a right [[A]]/[[B]] verdict). Judge dialogue files give the pair: docs/judge.md."""
+    ``rollout.task=judge`` a right [[A]]/[[B]] verdict), or ``teacher``: a program teacher writes one exact
+    dialogue per synthetic training question from its expression, no sampling (multi-turn: one MTA
+    instruction and one RA step per round, then [FINISH] and the boxed answer, so a k-step problem needs
+    ``rollout.max_turns`` >= k + 1; single-turn: a plan without results, then the steps; vrp/mrp: the same
+    steps in one message; several seeded phrasings each). ``teacher`` needs synthetic ``data.train`` and no
+    judge task or action set. Judge dialogue files give the pair: docs/judge.md."""
     questions: int = 64
-    """``self``: training questions to sample."""
+    """``self`` and ``teacher``: training questions to draw (seeded by ``train.seed``)."""
     samples: int = 4
     """``self``: episodes sampled per question."""
     temperature: float | None = None
@@ -398,7 +422,8 @@ class DistillConfig:
 
     input: str | None = None
     """Solved problems: a .jsonl/.json/.parquet file, a ``datasets`` folder or ``hf:owner/name[:config][:split]``
-    (``hf:GAIR/LIMO``, the paper's source). Columns: ``data.question_field``, ``data.answer_field``, ``solution_field``."""
+    (``hf:GAIR/LIMO``, the paper's source). Columns: ``data.question_field``, ``data.answer_field``,
+    ``solution_field``."""
     solution_field: str = "solution"
     """Column with the worked solution the teacher rewrites (a GSM8K ``answer`` ending in ``#### N`` is its own)."""
     id_field: str | None = None
@@ -417,7 +442,8 @@ class DistillConfig:
     """The teacher's OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1`` for ``vllm serve`` (None =
     ``$OPENAI_BASE_URL``, else OpenAI's API)."""
     teacher: str | None = None
-    """The teacher model's name at that endpoint (``gpt-4o``; for ``vllm serve`` the path or ``--served-model-name``)."""
+    """The teacher model's name at that endpoint (``gpt-4o``; for ``vllm serve`` the path or
+    ``--served-model-name``)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key, so the key itself never lands in a config, a log or a shell
     history. Unset is allowed with ``base_url`` (local servers started without ``--api-key``)."""
@@ -482,7 +508,8 @@ class EvalConfig:
     """Output folder (None = ``evals/<label>-<method>-<time>``); an existing one is resumed when its settings match."""
     task: str = "auto"
     """File / ``hf:`` benchmarks: ``math``, ``judge`` (pairwise preference rows) or ``auto`` (judge when the rows
-    have prompt/response columns). Questions and answers are read from ``data.question_field`` / ``data.answer_field``."""
+    have prompt/response columns). Questions and answers are read from ``data.question_field`` /
+    ``data.answer_field``."""
     answer_format: str = "auto"
     """File / ``hf:`` benchmarks: how answers are written: ``boxed`` (last ``\\boxed{}``), ``gsm8k`` (``#### N``
     tail), ``raw`` (as is) or ``auto`` (whichever is found)."""
@@ -541,8 +568,10 @@ class Config:
 
     @property
     def method_name(self) -> str:
-        """The prompt-set name implied by method/mode/action_set/task."""
+        """The prompt-set name: ``rollout.prompts``, else the one method/mode/action_set/task imply."""
         r = self.rollout
+        if r.prompts:
+            return r.prompts
         if r.task == "judge":  # the judge task's own sets: verdicts [[A]]/[[B]], [FINISH] in multi turn
             if r.method != "rema":
                 return f"{r.method}-judge"

@@ -6,19 +6,25 @@
     sampler = ProblemSampler(train, batch_size=8, seed=0)
 """
 
-from .benchmarks import (BENCHMARKS, BenchmarkSpec, held_out_split, load_benchmark, load_split, parse_hf_spec,
-                         resolve_dataset)
-from .judge import judge_family
+from .benchmarks import (
+                         BENCHMARKS,
+                         BenchmarkSpec,
+                         held_out_split,
+                         load_benchmark,
+                         load_split,
+                         parse_hf_spec,
+                         resolve_dataset,
+)
 from .loaders import ANSWER_FIELDS, QUESTION_FIELDS, load_problems, row_to_problem
 from .problems import (
-    DataError,
-    Problem,
-    extract_boxed,
-    gsm8k_final_answer,
-    judge_problem_from_pair,
-    normalize_answer_value,
-    parse_level,
-    stable_int,
+                         DataError,
+                         Problem,
+                         extract_boxed,
+                         gsm8k_final_answer,
+                         judge_problem_from_pair,
+                         normalize_answer_value,
+                         parse_level,
+                         stable_int,
 )
 from .sampler import ProblemSampler, split_record, stratified_split
 from .synthetic import LEVELS, SyntheticSplit, make_problem, synthetic_problems, synthetic_split
@@ -36,7 +42,6 @@ __all__ = [
     "extract_boxed",
     "gsm8k_final_answer",
     "held_out_split",
-    "judge_family",
     "judge_problem_from_pair",
     "load_benchmark",
     "load_problems",

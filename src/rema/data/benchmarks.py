@@ -254,7 +254,9 @@ def resolve_dataset(
       share such as ``0.2``, held out; ``rewardbench_raw:split=heldout:heldout=970``), stratified by
       ``meta[by]`` in proportion (``by=subset`` by default; ``by=level`` for MATH), ``seed=S`` (default 0).
       ``train`` and ``heldout`` of the same options never share a problem (`held_out_split`);
-    * synthetic: ``synthetic:levels=1,2,3:n=200:seed=0`` with optional ``word=0|1|0.5`` and
+    * synthetic: ``synthetic:levels=1,2,3:n=200:seed=0`` with optional ``word=0|1|0.5``,
+      ``phrasing=all|train|heldout`` (which wordings: ``train`` and ``heldout`` share no template, so a model
+      trained on one is tested on phrasings it never saw; default ``all``, see :mod:`rema.data.synthetic`) and
       ``split=all|train|heldout`` (``train``/``heldout`` come from `synthetic_split` with
       ``heldout=N`` problems per level, default 100; for ``split=heldout`` `n` is ignored);
     * a Hub dataset: ``hf:owner/name[:config][:split]``, e.g. ``hf:openai/gsm8k:main:test``.
@@ -334,14 +336,17 @@ def held_out_split(problems: Sequence[Problem], opts: dict[str, str], spec: str,
 
 
 def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
-    """``synthetic:levels=1,2,3:n=200:seed=0[:word=1][:split=all|train|heldout][:heldout=100][:limit=N]``."""
+    """``synthetic:levels=1,2,3:n=200:seed=0[:word=1][:phrasing=all|train|heldout][:split=all|train|heldout]
+    [:heldout=100][:limit=N]``."""
     head, *rest = text.split(":")
     if head != "synthetic":
         raise DataError(f"{text!r}: did you mean 'synthetic:levels=1,2,3:n=200:seed=0'?")
     opts = _parse_options(rest, text)
-    unknown = set(opts) - {"levels", "n", "seed", "word", "split", "heldout", "limit"}
+    unknown = set(opts) - {"levels", "n", "seed", "word", "phrasing", "split", "heldout", "limit"}
     if unknown:
-        raise DataError(f"{text!r}: unknown option(s) {sorted(unknown)}; use levels, n, seed, word, split, heldout")
+        raise DataError(f"{text!r}: unknown option(s) {sorted(unknown)}; use levels, n, seed, word, phrasing, split, "
+                        "heldout")
+    phrasing = opts.get("phrasing", "all")
     try:
         levels = _int_list(opts.get("levels", "1,2,3"), text)
         n, seed = int(opts.get("n", "200")), int(opts.get("seed", "0"))
@@ -353,9 +358,10 @@ def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
         raise DataError(f"{text!r}: bad option value ({e})") from None
     which = opts.get("split", "all")
     if which == "all":
-        problems = synthetic_problems(n, levels=levels, seed=seed, word_problems=word)
+        problems = synthetic_problems(n, levels=levels, seed=seed, word_problems=word, phrasing=phrasing)
     elif which in ("train", "heldout"):
-        split = synthetic_split(levels, n if which == "train" else 0, n_heldout, seed, word_problems=word)
+        split = synthetic_split(levels, n if which == "train" else 0, n_heldout, seed, word_problems=word,
+                                phrasing=phrasing)
         problems = split.train if which == "train" else [p for lv in levels for p in split.heldout[lv]]
     else:
         raise DataError(f"{text!r}: split must be all, train or heldout, got {which!r}")

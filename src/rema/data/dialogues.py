@@ -1,4 +1,5 @@
-"""Cold-start dialogues (SPEC §3): reading them from JSONL, and making them from a model's own correct episodes.
+"""Cold-start dialogues (docs/design.md §7): reading them from JSONL, and making them from a model's own correct
+episodes.
 
 A dialogue is what the SFT step trains on: a question, its reference answer and the messages of both roles in
 order. One JSON object per line::

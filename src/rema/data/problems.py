@@ -5,7 +5,7 @@ use it:
 
 * **math** (the default): `question` is the problem text, `answer` the final reference answer
   (already extracted: the content of the last ``\\boxed{}`` for MATH, the text after ``####`` for GSM8K).
-* **LLM-as-a-judge** (SPEC §2): `prompt`, `response_a`, `response_b` hold the conversation to judge and
+* **LLM-as-a-judge** (docs/design.md §2): `prompt`, `response_a`, `response_b` hold the conversation to judge and
   `label` ('A' or 'B') the better response. `question` is the user prompt and `answer` repeats the label,
   so code that only reads (question, answer) still sees a consistent record; the judge template in
   `rema.prompts` renders the three fields into what the agents actually see.

@@ -13,7 +13,22 @@ from there:
     level 6  three-step word problems         4 × 6 + 5 - 3,  (7 + 2) × 3 - 4,  (9 - 4) × 6 + 2
 
 Each problem is rendered plain ("What is 7 + 5?") or as a short story from several templates per
-operation. `meta["expression"]` is the Python expression (``(3 + 4) * 5``) whose value is the answer.
+operation. `meta["expression"]` is the Python expression (``(3 + 4) * 5``) whose value is the answer;
+`arithmetic_steps` gives the steps that compute it, in order (what the program teacher of
+:mod:`rema.data.teacher` explains).
+
+Phrasings, for out-of-distribution evaluation (`phrasing=`):
+
+    all      every story template and the plain "What is 7 + 5?" (the default; what every spec without
+             ``phrasing=`` has always produced)
+    train    the story templates of the training side (all but the last template of each operation) and
+             the plain "What is 7 + 5?"
+    heldout  the last story template of each operation, and plain phrasings used nowhere else:
+             "Find the value of (3 + 4) × 5.", "Compute 7 plus 5.", "Calculate 6 times 3, then add 7.",
+             "How much is 47 - 6?"
+
+Train on ``phrasing=train`` and evaluate on ``phrasing=heldout`` to measure questions worded as never in
+training (the same arithmetic can appear on both sides: combine with harder levels for new depths).
 
 Determinism: every random choice comes from an explicit `random.Random` seeded through sha256
 (`stable_int`), never the global RNG or `hash()`, so the same seed gives the same problems in every
@@ -30,7 +45,8 @@ from typing import NamedTuple
 
 from .problems import DataError, Problem, stable_int
 
-__all__ = ["LEVELS", "SyntheticSplit", "make_problem", "synthetic_problems", "synthetic_split"]
+__all__ = ["LEVELS", "PHRASINGS", "Step", "SyntheticSplit", "arithmetic_steps", "make_problem", "synthetic_problems",
+           "synthetic_split"]
 
 LEVELS: dict[int, str] = {
     1: "one-digit + one-digit sums",
@@ -67,6 +83,48 @@ def _value(op: str, a: int, b: int, c: int = 0, d: int = 0) -> int:
         "add_mul_sub": (a + b) * c - d,
         "sub_mul_add": (a - b) * c + d,
     }[op]
+
+
+# The operators applied left to right: step 1 is ``a OP b``, each later step ``previous result OP next operand``.
+_CHAINS: dict[str, tuple[str, ...]] = {
+    "add": ("+",),
+    "sub": ("-",),
+    "mul": ("×",),
+    "add_mul": ("+", "×"),
+    "mul_add": ("×", "+"),
+    "mul_add_sub": ("×", "+", "-"),
+    "add_mul_sub": ("+", "×", "-"),
+    "sub_mul_add": ("-", "×", "+"),
+}
+
+
+class Step(NamedTuple):
+    """One arithmetic step ``left symbol right = result``; ``symbol`` is ``+``, ``-`` or ``×``."""
+
+    symbol: str
+    left: int
+    right: int
+    result: int
+
+    @property
+    def text(self) -> str:
+        """``"3 × 4"``."""
+        return f"{self.left} {self.symbol} {self.right}"
+
+
+def arithmetic_steps(op: str, operands: dict[str, int]) -> list[Step]:
+    """The steps computing a synthetic problem of operation ``op`` (``meta["op"]``, ``meta["operands"]``), in
+    order: ``("add_mul", {a: 3, b: 4, c: 5})`` -> ``[3 + 4 = 7, 7 × 5 = 35]``. The last result is the answer."""
+    if op not in _CHAINS:
+        raise DataError(f"unknown synthetic operation {op!r}; known: {sorted(_CHAINS)}")
+    values = [int(operands[k]) for k in "abcd"[:len(_CHAINS[op]) + 1]]
+    steps: list[Step] = []
+    left = values[0]
+    for symbol, right in zip(_CHAINS[op], values[1:]):
+        result = {"+": left + right, "-": left - right, "×": left * right}[symbol]
+        steps.append(Step(symbol, left, right, result))
+        left = result
+    return steps
 
 
 def _sample_operands(level: int, rng: random.Random) -> tuple[str, dict[str, int]]:
@@ -168,9 +226,48 @@ def _plural(noun: str) -> str:
     return f"{head} {last}" if head else last
 
 
-def _render_word(op: str, operands: dict[str, int], rng: random.Random) -> tuple[str, str]:
+PHRASINGS = ("all", "train", "heldout")
+"""Values of ``phrasing`` (module docstring): which templates a problem may be worded with."""
+
+# Plain phrasings of the held-out side only; {expression} is "(3 + 4) × 5", {words} "(3 plus 4) times 5",
+# {chain} "3 plus 4, then multiply by 5".
+_HELDOUT_PLAIN: tuple[str, ...] = (
+    "Find the value of {expression}.",
+    "Compute {words}.",
+    "Calculate {chain}.",
+    "How much is {expression}?",
+)
+_WORDS = {"+": "plus", "-": "minus", "×": "times"}
+_THEN = {"+": "add", "-": "subtract", "×": "multiply by"}
+
+
+def _story_index(op: str, phrasing: str, rng: random.Random) -> int:
+    """The story template of `op` for `phrasing`: any (the default draw, unchanged), all but the last, or the last."""
+    n = len(_TEMPLATES[op])
+    if phrasing == "all":
+        return rng.randrange(n)
+    if phrasing == "train":
+        return rng.randrange(n - 1)
+    return n - 1
+
+
+def _render_plain(op: str, operands: dict[str, int], expression: str, phrasing: str,
+                  rng: random.Random) -> tuple[str, str]:
+    """(question text, template id) of a plain question: "What is 7 + 5?", or a held-out phrasing."""
+    shown = expression.replace("*", "×")
+    if phrasing != "heldout":
+        return f"What is {shown}?", "plain"
+    index = rng.randrange(len(_HELDOUT_PLAIN))
+    steps = arithmetic_steps(op, operands)
+    words = re.sub(r"[+\-×]", lambda m: _WORDS[m.group(0)], shown)
+    chain = ", ".join([f"{steps[0].left} {_WORDS[steps[0].symbol]} {steps[0].right}"]
+                      + [f"then {_THEN[s.symbol]} {s.right}" for s in steps[1:]])
+    return _HELDOUT_PLAIN[index].format(expression=shown, words=words, chain=chain), f"plain/{index}"
+
+
+def _render_word(op: str, operands: dict[str, int], rng: random.Random, phrasing: str = "all") -> tuple[str, str]:
     """(question text, template id) for a word problem of `op`."""
-    t_index = rng.randrange(len(_TEMPLATES[op]))
+    t_index = _story_index(op, phrasing, rng)
     template = _TEMPLATES[op][t_index]
     name, pronoun = rng.choice(_PEOPLE)
     item = rng.choice(_ITEMS)
@@ -185,15 +282,16 @@ def _render_word(op: str, operands: dict[str, int], rng: random.Random) -> tuple
     return text, f"{op}/{t_index}"
 
 
-def make_problem(level: int, rng: random.Random, *, word: bool = True) -> Problem:
-    """One synthetic problem of `level`, drawing every choice from `rng` (advanced in place)."""
+def make_problem(level: int, rng: random.Random, *, word: bool = True, phrasing: str = "all") -> Problem:
+    """One synthetic problem of `level`, drawing every choice from `rng` (advanced in place); `phrasing` (one of
+    `PHRASINGS`) picks the side of the templates it is worded with."""
     op, operands = _sample_operands(level, rng)
     expression = _EXPRESSIONS[op].format(**operands)
     answer = _value(op, **operands)
     if word:
-        question, template = _render_word(op, operands, rng)
+        question, template = _render_word(op, operands, rng, phrasing)
     else:
-        question, template = f"What is {expression.replace('*', '×')}?", "plain"
+        question, template = _render_plain(op, operands, expression, phrasing, rng)
     # The id is a content hash: the same question always gets the same id, in any process.
     digest = hashlib.sha256(question.encode("utf-8")).hexdigest()[:10]
     meta = {
@@ -213,7 +311,9 @@ def _wants_word(word_problems: bool | float, rng: random.Random) -> bool:
     return rng.random() < float(word_problems)
 
 
-def _check_args(levels: Sequence[int], word_problems: bool | float) -> tuple[int, ...]:
+def _check_args(levels: Sequence[int], word_problems: bool | float, phrasing: str = "all") -> tuple[int, ...]:
+    if phrasing not in PHRASINGS:
+        raise DataError(f"phrasing must be one of {', '.join(PHRASINGS)}, got {phrasing!r}")
     levels = tuple(int(lv) for lv in levels)
     if not levels:
         raise DataError("levels is empty; pass e.g. levels=(1, 2, 3)")
@@ -226,18 +326,21 @@ def _check_args(levels: Sequence[int], word_problems: bool | float) -> tuple[int
 
 
 def synthetic_problems(
-    n: int, *, levels: Sequence[int] = (1, 2, 3), seed: int = 0, word_problems: bool | float = True
+    n: int, *, levels: Sequence[int] = (1, 2, 3), seed: int = 0, word_problems: bool | float = True,
+    phrasing: str = "all",
 ) -> list[Problem]:
     """`n` problems cycling through `levels` (equal shares, in order), deterministic in `seed`.
 
     `word_problems`: True = all stories, False = all plain ("What is 7 + 5?"), a float = that fraction
-    of stories. Problems may repeat (level 1 has only 81 sums); use `synthetic_split` for a held-out set.
+    of stories. `phrasing`: which templates (module docstring). Problems may repeat (level 1 has only 81
+    sums); use `synthetic_split` for a held-out set.
     """
-    levels = _check_args(levels, word_problems)
+    levels = _check_args(levels, word_problems, phrasing)
     if n < 0:
         raise DataError(f"n must be >= 0, got {n}")
     rng = random.Random(stable_int("synthetic", seed))
-    return [make_problem(levels[i % len(levels)], rng, word=_wants_word(word_problems, rng)) for i in range(n)]
+    return [make_problem(levels[i % len(levels)], rng, word=_wants_word(word_problems, rng), phrasing=phrasing)
+            for i in range(n)]
 
 
 class SyntheticSplit(NamedTuple):
@@ -255,10 +358,11 @@ def synthetic_split(
     *,
     word_problems: bool | float = True,
     disjoint_by: str = "question",
+    phrasing: str = "all",
 ) -> SyntheticSplit:
     """A training list and a FIXED held-out set per level, never overlapping.
 
-    The held-out set of a level depends only on (seed, level, word_problems): adding levels or changing
+    The held-out set of a level depends only on (seed, level, word_problems, phrasing): adding levels or changing
     `n_train` leaves it unchanged, and a larger `n_heldout_per_level` extends a smaller one, so eval
     numbers stay comparable across runs. Held-out problems are distinct; training problems are drawn
     cycling through `levels` and any that collide with a held-out one are redrawn.
@@ -266,7 +370,7 @@ def synthetic_split(
     `disjoint_by`: ``"question"`` compares question text; ``"expression"`` compares the arithmetic
     (stricter: "7 + 5" as a story about apples and as one about coins count as the same problem).
     """
-    levels = _check_args(levels, word_problems)
+    levels = _check_args(levels, word_problems, phrasing)
     if disjoint_by not in ("question", "expression"):
         raise DataError(f"disjoint_by must be 'question' or 'expression', got {disjoint_by!r}")
     if n_train < 0 or n_heldout_per_level < 0:
@@ -287,7 +391,7 @@ def synthetic_split(
         for _ in range(budget(n_heldout_per_level)):
             if len(chosen) == n_heldout_per_level:
                 break
-            p = make_problem(level, rng, word=_wants_word(word_problems, rng))
+            p = make_problem(level, rng, word=_wants_word(word_problems, rng), phrasing=phrasing)
             if key(p) not in seen:
                 seen.add(key(p))
                 chosen.append(_with_split(p, "heldout"))
@@ -304,7 +408,8 @@ def synthetic_split(
     for _ in range(budget(n_train)):
         if len(train) == n_train:
             break
-        p = make_problem(levels[len(train) % len(levels)], rng, word=_wants_word(word_problems, rng))
+        p = make_problem(levels[len(train) % len(levels)], rng, word=_wants_word(word_problems, rng),
+                         phrasing=phrasing)
         if key(p) not in taken:
             train.append(_with_split(p, "train"))
     if len(train) < n_train:

@@ -1,5 +1,5 @@
-"""``rema distill``: cold-start dialogues written by a teacher model (SPEC §3: the paper fine-tunes on ~800 LIMO
-solutions a strong teacher rewrote as meta-thinker/reasoner dialogues).
+"""``rema distill``: cold-start dialogues written by a teacher model (docs/design.md §7: the paper fine-tunes on
+~800 LIMO solutions a strong teacher rewrote as meta-thinker/reasoner dialogues).
 
 =================  ==========================================================================================
 module             what it holds

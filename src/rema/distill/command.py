@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_args import Shorthands, add_config_args, config_from_args
+from ..config import METHODS, method_overrides
+
+
 def add_distill_command(sub) -> None:
     """Register ``rema distill`` on the ``rema`` sub-command parser."""
-    from ..cli_args import METHODS, Shorthands, add_config_args, method_overrides
 
     c = sub.add_parser(
         "distill", help="cold-start dialogues from a teacher model (any OpenAI-compatible endpoint) for rema sft",
@@ -60,8 +63,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     a setup error."""
     from rich.console import Console
 
-    from ..cli_args import split_config_args
-    from ..config import ConfigError, describe_config, load_config
+    from ..config import ConfigError
     from ..data import DataError
     from .run import run_distill
     from .store import DistillError
@@ -71,10 +73,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log file: whole progress lines, not rich's 80 columns
         console = Console(stderr=True, width=160)
     try:
-        config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
-        cfg = load_config(config, args.shorthands.overrides(args) + explicit)
-        if args.help_config:
-            print(describe_config(cfg))
+        cfg = config_from_args(args)
+        if cfg is None:
             return 0
         summary = run_distill(cfg, console=console)
     except (ConfigError, DataError, DistillError) as err:

@@ -181,71 +181,98 @@ def run_distill(cfg: Config, *, console=None, client=None) -> Summary:
 
 async def _distill(pending, cfg: Config, fmt: Format, prompts: PromptSet, tprompt: TeacherPrompt, summary: Summary,
                    *, console, client) -> None:
-    from ..rewards.math_grader import grade_math
-
+    """Ask the teacher for every pending ``(problem, solution)``, ``distill.concurrency`` requests at a time, and
+    record each reply's verdict (:class:`_Asker`); the files and the client are closed however it ends."""
     d = cfg.distill
-    if client is None:
-        try:
-            from openai import AsyncOpenAI
-        except ImportError:
-            raise DistillError("rema distill needs the openai client: pip install 'rema[distill]'") from None
-        client = AsyncOpenAI(base_url=d.base_url, api_key=api_key(cfg), max_retries=0, timeout=d.timeout_s)
+    client = client if client is not None else _client(cfg)
     teacher = Teacher(client, d.teacher, temperature=d.temperature, max_tokens=d.max_tokens,
                       max_retries=d.max_retries, backoff_base_s=d.backoff_s)
     summary.usage = teacher.usage
-    max_words = max(16, int(cfg.rollout.max_tokens_per_turn * WORDS_PER_TOKEN))
-    timeout_s = cfg.reward.grader_timeout_s
-
-    def grade(response: str, gold: str):
-        return grade_math(response, gold, timeout_s=timeout_s)
-
     queue: asyncio.Queue = asyncio.Queue()
     for job in pending:
         queue.put_nowait(job)
-    kept, rejected = Appender(summary.out), Appender(summary.rejected)
-    progress = _Progress(len(pending), summary, console, enabled=cfg.log.progress)
+    asker = _Asker(cfg, fmt, prompts, tprompt, teacher, summary, kept=Appender(summary.out),
+                   rejected=Appender(summary.rejected),
+                   progress=_Progress(len(pending), summary, console, enabled=cfg.log.progress))
 
     async def worker() -> None:
         while not queue.empty():
-            p, solution = queue.get_nowait()
-            messages = tprompt.messages(prompts, question=p.question, solution=solution, answer=p.answer,
-                                        max_rounds=cfg.rollout.max_turns, max_words=max_words)
-            try:
-                reply = await teacher.ask(messages)
-            except TeacherError as err:
-                if err.fatal:
-                    raise
-                summary.failed[p.id] = str(err)
-                progress.advance()
-                continue
-            meta = {"source": p.meta.get("source"), "teacher": d.teacher, "teacher_prompt": tprompt.tag,
-                    "prompt_set": prompts.name, "prompts_version": prompts.version,
-                    "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
-            verdict = await asyncio.to_thread(check_reply, reply.text, reply.finish_reason, question=p.question,
-                                              answer=p.answer, fmt=fmt, grade=grade, id=p.id, meta=meta)
-            if verdict.kept:
-                kept.write(verdict.dialogue.to_dict())
-                summary.run_kept += 1
-                summary.total_kept += 1
-            else:
-                rejected.write({"id": p.id, "reason": verdict.reason, "detail": verdict.detail, "question": p.question,
-                                "answer": p.answer, "reply": reply.text, "finish_reason": reply.finish_reason,
-                                "meta": meta})
-                summary.run_rejected[verdict.reason] += 1
-                summary.total_rejected[verdict.reason] += 1
-            progress.advance()
+            await asker.ask(*queue.get_nowait())
 
     workers = [asyncio.create_task(worker()) for _ in range(min(d.concurrency, len(pending)))]
     try:
-        with progress:
+        with asker.progress:
             await asyncio.gather(*workers)
     finally:  # a fatal error in one worker (or Ctrl-C) stops the others before the files close
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        kept.close()
-        rejected.close()
+        asker.kept.close()
+        asker.rejected.close()
         await client.close()
+
+
+def _client(cfg: Config):
+    """An ``openai.AsyncOpenAI`` client for ``distill.base_url`` (retries are the :class:`Teacher`'s own)."""
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:
+        raise DistillError("rema distill needs the openai client: pip install 'rema[distill]'") from None
+    d = cfg.distill
+    return AsyncOpenAI(base_url=d.base_url, api_key=api_key(cfg), max_retries=0, timeout=d.timeout_s)
+
+
+@dataclass
+class _Asker:
+    """One request's work: the teacher's messages for a problem, its reply checked (:func:`check_reply`) and
+    written to the kept or the rejected file, the counts of :class:`Summary` and the progress bar advanced."""
+
+    cfg: Config
+    fmt: Format
+    prompts: PromptSet
+    tprompt: TeacherPrompt
+    teacher: Teacher
+    summary: Summary
+    kept: Appender
+    rejected: Appender
+    progress: _Progress
+
+    def grade(self, response: str, gold: str):
+        from ..rewards.math_grader import grade_math
+
+        return grade_math(response, gold, timeout_s=self.cfg.reward.grader_timeout_s)
+
+    async def ask(self, p: Problem, solution: str) -> None:
+        """Ask for ``p``'s dialogue and record the verdict; a request that failed for good is counted in
+        ``summary.failed`` (a re-run asks again), a fatal teacher error is raised."""
+        cfg, summary, tprompt, prompts = self.cfg, self.summary, self.tprompt, self.prompts
+        max_words = max(16, int(cfg.rollout.max_tokens_per_turn * WORDS_PER_TOKEN))
+        messages = tprompt.messages(prompts, question=p.question, solution=solution, answer=p.answer,
+                                    max_rounds=cfg.rollout.max_turns, max_words=max_words)
+        try:
+            reply = await self.teacher.ask(messages)
+        except TeacherError as err:
+            if err.fatal:
+                raise
+            summary.failed[p.id] = str(err)
+            self.progress.advance()
+            return
+        meta = {"source": p.meta.get("source"), "teacher": cfg.distill.teacher, "teacher_prompt": tprompt.tag,
+                "prompt_set": prompts.name, "prompts_version": prompts.version,
+                "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
+        verdict = await asyncio.to_thread(check_reply, reply.text, reply.finish_reason, question=p.question,
+                                          answer=p.answer, fmt=self.fmt, grade=self.grade, id=p.id, meta=meta)
+        if verdict.kept:
+            self.kept.write(verdict.dialogue.to_dict())
+            summary.run_kept += 1
+            summary.total_kept += 1
+        else:
+            self.rejected.write({"id": p.id, "reason": verdict.reason, "detail": verdict.detail, "question": p.question,
+                                 "answer": p.answer, "reply": reply.text, "finish_reason": reply.finish_reason,
+                                 "meta": meta})
+            summary.run_rejected[verdict.reason] += 1
+            summary.total_rejected[verdict.reason] += 1
+        self.progress.advance()
 
 
 class _Progress:

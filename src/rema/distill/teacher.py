@@ -23,7 +23,8 @@ MAX_BACKOFF_S = 60.0
 
 
 FATAL_STATUS = frozenset({401, 403, 404})
-"""HTTP statuses that stop the whole run: a bad key, no permission, an unknown model or endpoint fail every row alike."""
+"""HTTP statuses that stop the whole run: a bad key, no permission, an unknown model or endpoint fail every row
+alike."""
 
 
 class TeacherError(RuntimeError):

@@ -8,4 +8,7 @@ Modules:
     report        ``rema report``: training-curve PNGs
     html          the self-contained HTML dialogue browser (template in html_template)
     commands      argparse wiring of eval / compare / report
+    export_cmd    ``rema export``: a run's checkpoint as model folders (``rema.runtime.runs``)
+
+The models and engines an eval runs come from :mod:`rema.runtime`; nothing here imports another command.
 """

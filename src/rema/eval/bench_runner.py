@@ -13,7 +13,9 @@ never mixes two setups.
 
 Settings are a ``Config`` like training's (``rema.config``): what to evaluate is its ``eval`` section, how to
 generate its ``rollout``/``model``/``reward`` sections (``rollout.eval_temperature``, ``rollout.max_turns``,
-``model.dtype``, ``reward.grader_timeout_s``, ...). ``eval_config`` builds it the way ``rema train`` does.
+``model.dtype``, ``reward.grader_timeout_s``, ...). :func:`rema.runtime.command_config` builds it the way
+every command does (a run's ``config.yaml`` as the base for ``--run RUN``, the engine resolved); the models
+and engines come from :func:`rema.runtime.load_engines`.
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..cli_args import METHODS
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, method_of
 from ..prompts import PROMPTS_VERSION, PromptSet, get_prompt_set
 from ..rollout import Engine
-from ..rollout.factory import resolve_engine
+from ..runtime import SetupError, load_engines, resolve_models
 from ..scoring import run_eval
 from .records import (
     append_records,
@@ -51,47 +52,12 @@ from .records import (
     summarize_bench,
 )
 
-class EvalError(RuntimeError):
-    """A setup problem the user must fix (wrong run folder, resume with other settings, ...)."""
+
+class EvalError(SetupError):
+    """A setup problem the user must fix (an eval folder holding other settings, a compare file's unknown key, ...)."""
 
 
 # --- setup ----------------------------------------------------------------------------------------------
-
-
-def eval_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """The Config an eval runs under, built as ``rema train`` builds its own: ``load_config(base, overrides)``.
-
-    The base is ``config`` when given, else the run's ``config.yaml`` when the overrides set ``eval.run``
-    (``rema eval --run RUN``), else the defaults."""
-    import yaml
-
-    overrides = list(overrides or [])
-    runs = [x.split("=", 1)[1] for x in overrides if x.split("=", 1)[0].strip() == "eval.run"]
-    try:
-        run = yaml.safe_load(runs[-1]) if runs else None
-    except yaml.YAMLError:
-        run = None  # load_config reports the bad value
-    if config is None and run:
-        config = Path(str(run)) / "config.yaml"
-        if not config.is_file():
-            raise EvalError(f"{config.parent}: not a training run folder (no config.yaml); eval.run (--run) takes "
-                            "a folder written by `rema train`")
-    return load_config(config, overrides)
-
-
-def resolve_models(cfg: Config) -> tuple[str, str]:
-    """The (MTA, RA) model names/paths the config points at: the run's weights, else ``model.name`` for the
-    MTA and ``model.ra_name`` (default ``model.name``) for the RA."""
-    e = cfg.eval
-    if e.run:
-        from ..train.export_run import CheckpointError, run_models
-
-        try:  # a checkpoint (training state) is exported to RUN/exports/step_N on first use
-            mta, ra = run_models(e.run, e.checkpoint)
-        except CheckpointError as err:
-            raise EvalError(str(err)) from None
-        return str(mta), str(ra)
-    return (cfg.model.name, cfg.model.ra_name or cfg.model.name)
 
 
 def model_label(cfg: Config) -> str:
@@ -108,15 +74,6 @@ def model_label(cfg: Config) -> str:
     return short(ra) if mta == ra else f"{short(mta)}+{short(ra)}"
 
 
-def method_of(cfg: Config) -> str:
-    """The ``--method`` name of a config (``rema-judge`` reported by mode)."""
-    r = cfg.rollout
-    for name, values in METHODS.items():
-        if all(getattr(r, k) == v for k, v in values.items()) or (r.method == values["method"] != "rema"):
-            return name
-    return cfg.method_name
-
-
 def judge_prompts(cfg: Config) -> PromptSet:
     """The judge prompt set for the config's method and mode (``rema-judge``, ``rema-judge-multi``,
     ``vrp-judge``, ``mrp-judge``: ``Config.method_name`` under ``rollout.task=judge``)."""
@@ -124,29 +81,6 @@ def judge_prompts(cfg: Config) -> PromptSet:
         raise ConfigError("--method rema-actions has no judge prompts; use rema-single, rema-multi, vrp or mrp "
                           "for judge data")
     return get_prompt_set(dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, task="judge")).method_name)
-
-
-def load_engines(cfg: Config) -> dict[str, Engine]:
-    """Load the model(s) and wrap them in engines: ``{"mta": ..., "ra": ...}`` (one object when shared)."""
-    import torch
-
-    from ..models import load_model
-    from ..rollout.factory import engine_options, make_engine
-
-    seed = cfg.eval.seed
-    torch.manual_seed(seed)
-    device = cfg.model.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    mta_name, ra_name = resolve_models(cfg)
-    model, tok = load_model(ra_name, dtype=cfg.model.dtype, device=device, seed=seed)
-    opts = engine_options(cfg.rollout)
-    ra = make_engine(model, tok, engine=cfg.rollout.engine, seed=seed, **opts)
-    engines = {"ra": ra, "mta": ra}
-    if cfg.rollout.method == "rema" and mta_name != ra_name:
-        m_model, m_tok = load_model(mta_name, dtype=cfg.model.dtype, device=device, seed=seed)
-        engines["mta"] = make_engine(m_model, m_tok, engine=cfg.rollout.engine, seed=seed + 1, **opts)
-    return engines
 
 
 def bench_name(spec: str) -> str:
@@ -183,7 +117,7 @@ def fingerprint(cfg: Config) -> dict:
     return {"mta_model": mta if r.method == "rema" else None, "ra_model": ra, "method": method_of(cfg),
             "n": cfg.eval.n, "temperature": r.eval_temperature, "top_p": r.top_p, "max_turns": r.max_turns,
             "max_tokens": r.max_tokens_per_turn, "max_context": r.max_context_tokens, "seed": cfg.eval.seed,
-            "engine": resolve_engine(r.engine), "dtype": cfg.model.dtype, "prompts_version": PROMPTS_VERSION}
+            "engine": r.engine, "dtype": cfg.model.dtype, "prompts_version": PROMPTS_VERSION}
 
 
 def default_out(cfg: Config) -> Path:
@@ -272,8 +206,8 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
 
 def run_benchmarks(cfg: Config, *, engines: dict[str, Engine] | None = None, console: Console | None = None,
                    write_tables: bool = True) -> tuple[Path, dict]:
-    """Run ``rema eval`` under ``cfg`` (see ``eval_config``): returns (output folder, summary). ``engines``
-    skips model loading (tests)."""
+    """Run ``rema eval`` under ``cfg`` (built by :func:`rema.runtime.command_config`: ``rollout.engine``
+    resolved): returns (output folder, summary). ``engines`` skips model loading (tests)."""
     from .tables import print_results, write_results
 
     console = console or Console()

@@ -1,7 +1,8 @@
 """CLI commands of the evaluation package: ``rema eval``, ``rema compare``, ``rema report``.
 
-``rema eval`` builds its ``Config`` as ``rema train`` does, ``[CONFIG] [section.key=value ...]``, with flags as
-shorthands for config keys (``rema.cli_args``); what to evaluate is the config's ``eval`` section.
+``rema eval`` builds its ``Config`` as every command does, ``[CONFIG] [section.key=value ...]``, with flags as
+shorthands for config keys (:func:`rema.cli_args.config_from_args`); what to evaluate is the config's ``eval``
+section.
 
     rema eval --model smollm2-135m --method vrp --bench gsm8k --limit 50 --data-dir ../shared/data
     rema eval --run runs/x --bench math500 gsm8k aime24 --data-dir ../shared/data
@@ -21,10 +22,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..cli_args import (METHODS, Shorthands, add_config_args, add_generation_shorthands, as_override, method_overrides,
-                        split_config_args)
-from ..config import Config
-from .bench_runner import EvalError, eval_config
+from ..cli_args import Shorthands, add_config_args, add_generation_shorthands, as_override, config_from_args
+from ..config import METHODS, Config, method_of, method_overrides
+from ..runtime import SetupError, command_config, load_engines, resolve_models
+from .bench_runner import EvalError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
 """A ``section.key=value`` override (benchmark specs such as ``math500:levels=1,2`` have a colon first)."""
@@ -81,31 +82,29 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def eval_config_from_args(args: argparse.Namespace) -> Config:
-    """The Config of a parsed ``rema eval`` line: base (CONFIG, else the ``--run``'s config.yaml, else the
-    defaults), then the flags as config keys, then the dotted overrides (explicit beats implicit)."""
-    items = ([args.config] if args.config else []) + list(args.overrides)
+def eval_config_from_args(args: argparse.Namespace) -> Config | None:
+    """The Config of a parsed ``rema eval`` line (:func:`~rema.cli_args.config_from_args`: base CONFIG, else the
+    ``--run``'s config.yaml, else the defaults; then the flags; then the dotted overrides); None when
+    ``--help-config`` printed it."""
     bench = list(args.bench or [])
     # `--bench a b CONFIG k=v`: argparse hands the trailing config file and overrides to --bench's list
-    items += [b for b in bench if _OVERRIDE.match(b) or b.endswith((".yaml", ".yml"))]
-    args.bench = [b for b in bench if b not in items] or None
-    config, explicit = split_config_args(items)
-    return eval_config(config, args.shorthands.overrides(args) + explicit)
+    trailing = [b for b in bench if _OVERRIDE.match(b) or b.endswith((".yaml", ".yml"))]
+    args.overrides = list(args.overrides) + trailing
+    args.bench = [b for b in bench if b not in trailing] or None
+    return config_from_args(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..config import describe_config
     from ..data import DataError
     from .bench_runner import run_benchmarks
 
     console = _console()
     try:
         cfg = eval_config_from_args(args)
-        if args.help_config:
-            print(describe_config(cfg))
+        if cfg is None:
             return 0
         run_benchmarks(cfg, console=console)
-    except (EvalError, DataError) as err:
+    except (SetupError, DataError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     return 0
@@ -153,13 +152,7 @@ def run_compare_config(path: str | Path, *, console: Console | None = None, engi
     """
     import yaml
 
-    from .bench_runner import (
-        load_engines,
-        method_of,
-        model_label,
-        resolve_models,
-        run_benchmarks,
-    )
+    from .bench_runner import model_label, run_benchmarks
 
     spec = yaml.safe_load(Path(path).read_text()) or {}
     unknown = set(spec) - {"models", "methods", "benchmarks", "data_dir", "out", "eval", "config", "description"}
@@ -176,7 +169,7 @@ def run_compare_config(path: str | Path, *, console: Console | None = None, engi
         entry = _compare_overrides({"model": m} if isinstance(m, str) else dict(m), f"{path}: models")
         for method in spec.get("methods") or [None]:
             chosen = [as_override(k, v) for k, v in method_overrides(method)] if method else []
-            cfg = eval_config(spec.get("config"), common + entry + shared + chosen)
+            cfg = command_config(spec.get("config"), common + entry + shared + chosen)
             cfg.eval.out = str(parent / re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{model_label(cfg)}-{method_of(cfg)}"))
             key = (resolve_models(cfg), cfg.model.dtype, cfg.model.device, cfg.rollout.engine,
                    cfg.rollout.method == "rema")
@@ -194,7 +187,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         summaries = [load_summary(d) for d in args.results]
         if args.config:
             summaries += run_compare_config(args.config, console=console)
-    except (EvalError, FileNotFoundError) as err:
+    except (SetupError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     if not summaries:

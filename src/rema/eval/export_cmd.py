@@ -3,7 +3,7 @@
 Checkpoints hold training state (trainable weights, optimizer states, RNG, data cursor), not models; this
 command rebuilds the run's model(s) from its ``config.yaml``, loads a checkpoint's weights (``state.pt``, or
 the sharded ``torch.distributed.checkpoint`` form of ``train.strategy=fsdp``) and writes them with LoRA merged
-(:mod:`rema.train.export_run`): ``OUT/`` for shared weights, ``OUT/mta`` and ``OUT/ra`` for separate ones,
+(:mod:`rema.runtime.runs`): ``OUT/`` for shared weights, ``OUT/mta`` and ``OUT/ra`` for separate ones,
 loadable by transformers, vLLM, ``rema chat --model`` and ``rema eval --model``.
 
     rema export runs/demo                      # the latest checkpoint -> runs/demo/exports/step_000008
@@ -18,7 +18,8 @@ import argparse
 def cmd_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..train.export_run import BEST, CheckpointError, export_checkpoint, parse_step, resolve_best
+    from ..runtime import CheckpointError, export_checkpoint, parse_step
+    from ..runtime.runs import BEST, resolve_best
 
     console = Console(stderr=True, soft_wrap=True)  # a path in an error message stays on one line
     step = None

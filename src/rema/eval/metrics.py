@@ -13,7 +13,7 @@ All functions here are pure (no model, no files) so they can be checked on hand-
 * **Judge consistency**: every pair is judged in both orders (A/B as given, then swapped). A pair is
   *consistent* when both verdicts pick the same underlying response (``A`` then ``B``, or ``B`` then ``A``).
   Accuracy is the mean over both orders, overall and per benchmark family (JudgeBench's mmlu-pro,
-  livebench-reasoning, livebench-math, livecodebench; RewardBench's sections: ``rema.data.judge_family``).
+  livebench-reasoning, livebench-math, livecodebench; RewardBench's sections: ``rema.rewards.judge_family``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-from ..rewards.format_terms import last_verdict
 from ..rollout.episode import AgentView, Episode, Turn
 
 _DROP = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s|\$|\\displaystyle")
@@ -112,10 +111,6 @@ def aggregate_questions(per_question: Sequence[dict[str, float]]) -> dict[str, f
 
 
 # --- judge task -----------------------------------------------------------------------------------------
-
-
-extract_verdict = last_verdict
-"""The last ``[[A]]``/``[[B]]`` in a judge response ('A', 'B' or None): the reward's own rule."""
 
 
 def swap_consistent(verdict_original: str | None, verdict_swapped: str | None) -> bool:

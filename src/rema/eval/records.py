@@ -11,7 +11,7 @@ One line per question (math) or per judged pair (judge task). A math record::
 
 A judge record holds the same sample lists for both orders (``original``: A/B as given; ``swapped``) plus
 ``verdict_*``, ``correct_*`` (majority verdict over the samples of that order), ``consistent``, and the pair's
-``subset`` and ``family`` (``rema.data.judge_family``; None when the benchmark names no parts).
+``subset`` and ``family`` (``rema.rewards.judge_family``; None when the benchmark names no parts).
 
 Summaries are recomputed from the records (not from in-memory state), so a resumed eval reports exactly
 what a single uninterrupted run would.
@@ -24,14 +24,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..data.judge import judge_family
+from ..rewards import judge_family, last_verdict
 from ..rollout.episode import Episode
 from ..scoring import episode_metrics
 from .metrics import (
     aggregate_questions,
     default_ks,
     episode_from_dict,
-    extract_verdict,
     judge_family_summary,
     judge_summary,
     majority_vote,
@@ -43,7 +42,7 @@ from .metrics import (
 
 def sample_record(ep: Episode, *, task: str) -> dict:
     """What is kept of one scored episode (the dialogue plus the fields tables are built from)."""
-    extracted = extract_verdict(ep.final_response) if task == "judge" else ep.meta.get("extracted")
+    extracted = last_verdict(ep.final_response) if task == "judge" else ep.meta.get("extracted")
     return {
         "extracted": extracted,
         "correct": bool(ep.meta.get("correct")),

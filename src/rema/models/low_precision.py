@@ -2,7 +2,8 @@
 
 :func:`store_frozen_weights` swaps the class of each frozen linear layer / embedding to
 :class:`StoredLowLinear` / :class:`StoredLowEmbedding` in place (the module tree and parameter names do not
-change); :func:`native_bf16` says where bf16 is worth it.
+change); :func:`native_bf16` says where bf16 is worth it; :func:`set_training_dtypes` is the dtype layout the
+trainer keeps a freshly loaded model in (fp32 master weights, a LoRA base in bf16).
 """
 
 from __future__ import annotations
@@ -104,3 +105,25 @@ def store_frozen_weights(model, dtype: torch.dtype) -> int:
                 if not t.requires_grad and t.dtype != dtype:
                     t.data = t.data.clone()
     return count
+
+
+def keep_trainable_fp32(model) -> int:
+    """Master weights: trained parameters loaded in a 16-bit dtype become float32, so AdamW's updates are not
+    rounded away (at lr 1e-6 most updates of a bf16 weight are below its resolution); frozen ones keep their
+    dtype. Returns the number of parameters cast."""
+    cast = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+            cast += 1
+    return cast
+
+
+def set_training_dtypes(model, *, bf16: bool, lora: bool, sharded: bool) -> None:
+    """The dtypes the trainer keeps a freshly loaded model in: fp32 master copies of the trained parameters
+    (:func:`keep_trainable_fp32`), and under LoRA with bf16 autocast on one process or DDP the frozen base in
+    bf16 (autocast rounds it to bf16 anyway; under FSDP a unit has one dtype). ``rema export`` rebuilds a
+    checkpoint's model the same way (:mod:`rema.runtime.runs`), so its weights are the trainer's."""
+    keep_trainable_fp32(model)
+    if bf16 and lora and not sharded:
+        store_frozen_weights(model, torch.bfloat16)

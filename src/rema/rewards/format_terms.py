@@ -3,7 +3,7 @@
 Every reward is a pure function returning ``(reward, parts)`` where ``parts`` maps component names to
 floats (booleans as 0.0/1.0) so each component can be logged (nano-aha-moment style).
 
-Format terms are single-turn only (SPEC §2): in multi-turn, per-turn format rewards are exploitable (an RA
+Format terms are single-turn only (docs/design.md §2): in multi-turn, per-turn format rewards are exploitable (an RA
 boxes every turn), so there only the sparse shared correctness reward is used.
 """
 

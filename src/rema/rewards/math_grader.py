@@ -24,10 +24,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Sequence
 
 SOFT_FRACTION = 0.8
 """The worker stops an item itself after this fraction of ``timeout_s``; the parent kills at 100%."""
@@ -169,7 +169,8 @@ class GraderPool:
         except (EOFError, OSError):
             if not w.ready:
                 self._discard(w)
-                raise RuntimeError(f"math grader worker exited during start-up (rc={w.proc.returncode}); see stderr")
+                raise RuntimeError(
+                    f"math grader worker exited during start-up (rc={w.proc.returncode}); see stderr") from None
             if w.job is not None:  # e.g. a segfault on hostile input: count it, keep going
                 results[w.job] = MathGrade(False, error=f"worker_died (rc={_exit_code(w.proc)})")
             return self._replace(w)

@@ -39,8 +39,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 TAIL_CHARS = 4000
 """Rules 3-4 look at this many trailing characters of the response."""

@@ -2,13 +2,14 @@
 
     reward[agent] = unfinished_mask(correctness) + sum of the shaping terms the config selects
 
-1. Correctness, one number per episode shared by both agents and every turn (SPEC §2):
+1. Correctness, one number per episode shared by both agents and every turn (docs/design.md §2):
    ``math_correctness`` of the grader's verdict on the RA's final response, ``judge_verdict`` for judge data,
    or a user's ``correctness_fn``.
 2. ``unfinished_mask``: an episode not ended ``finished`` scores 0 (``reward.mask_unfinished``).
 3. Shaping terms, registered in ``TERMS`` with one signature ``fn(episode, agent, *, penalty) -> (value, parts)``
    and added to one agent's reward: ``format`` (single-turn format terms), ``plan_leak`` (the MTA's first
    message gives the answer away) and ``action_format`` (the MTA's action-set choice is not valid JSON).
+   :func:`register_term` adds one; ``reward.extra_terms`` selects it by name (docs/extending.md).
 
 Every function returns ``(value, parts)``, and ``parts`` already carry the names they are logged under in
 ``episode.reward_parts[agent]`` (so metrics show them as ``reward_parts/<agent>/<name>``).
@@ -35,7 +36,7 @@ def math_correctness(grade: MathGrade, *, unboxed_credit: float) -> tuple[float,
     right answer found elsewhere (a ``####`` line, "the answer is ...", the last expression), else 0.
 
     grade: the grader's verdict (``rewards.grade_math_batch``); a timeout is wrong, hence 0.
-    unboxed_credit: in [0, 1]; 1 = the reference's lenient grading (any extraction counts).
+    unboxed_credit: in [0, 1]; 1 = the authors' lenient grading (any extraction counts).
     parts: correct (0/1, the answer is right however it was given), boxed (0/1, it came from a box),
     timed_out (0/1).
     """
@@ -45,7 +46,7 @@ def math_correctness(grade: MathGrade, *, unboxed_credit: float) -> tuple[float,
 
 
 def unfinished_mask(reward: float, end_code: str, *, enabled: bool = True) -> tuple[float, dict[str, float]]:
-    """Zero the reward of an episode that did not end 'finished' (multi-turn default, SPEC §2).
+    """Zero the reward of an episode that did not end 'finished' (multi-turn default, docs/design.md §2).
 
     end_code: one of ``END_CODES``; an unknown code is a bug upstream: ValueError.
     parts: unfinished (0/1, independent of ``enabled``), masked (1 if the mask applied, i.e. enabled and unfinished).
@@ -74,7 +75,7 @@ def single_turn_format(ep: Episode, agent: str, *, penalty: float) -> tuple[floa
 def plan_leak(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict[str, float]]:
     """The MTA's plan-leak term: ``penalty`` when its first message gives the answer away (``mta_format``: a
     box, an answer statement, or a closing "= gold"), else 0. One term per episode, on the message written
-    before the RA has worked, so it cannot be farmed turn by turn (SPEC §2).
+    before the RA has worked, so it cannot be farmed turn by turn (docs/design.md §2).
 
     penalty: the term on a leak (negative).
     parts: plan_leak (0/1), plan_leak_term (the term). For another agent, or an MTA that never spoke: (0, {}).
@@ -108,6 +109,19 @@ TERMS: dict[str, Term] = {
     "plan_leak": plan_leak,
     "action_format": action_format,
 }
+
+
+def register_term(name: str) -> Callable[[Term], Term]:
+    """Decorator: register a shaping term ``fn(episode, agent, *, penalty) -> (value, parts)`` under ``name``, for
+    ``reward.extra_terms`` to select (``{name: penalty}``). A name already taken fails."""
+
+    def deco(fn: Term) -> Term:
+        if name in TERMS:
+            raise ValueError(f"reward term {name!r} is already registered")
+        TERMS[name] = fn
+        return fn
+
+    return deco
 
 
 def get_term(name: str) -> Term:

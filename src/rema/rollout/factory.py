@@ -1,4 +1,8 @@
-"""Choosing a generation engine by name (``rollout.engine``): ``auto``, ``hf`` or ``vllm``."""
+"""Choosing a generation engine by name (``rollout.engine``): ``auto``, ``hf`` or ``vllm``.
+
+:func:`resolve_engine` decides what ``auto`` stands for; a command calls it once, through
+:func:`rema.runtime.resolved`, and everything after reads the concrete name (:func:`make_engine` takes no
+``auto``)."""
 
 from __future__ import annotations
 
@@ -44,11 +48,14 @@ def engine_options(rollout_cfg) -> dict:
             "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None}
 
 
-def make_engine(model, tokenizer, *, engine: str = "auto", seed: int = 0, **kwargs) -> Engine:
-    """An engine that samples from ``model``: ``hf`` (transformers, shares the model object), ``vllm`` (its
-    own processes and copy of the weights, synced by :meth:`Engine.sync_weights`) or ``auto`` (see
-    :func:`resolve_engine`). ``kwargs`` go to the vLLM engine and are ignored by the transformers one."""
-    engine = resolve_engine(engine)
+def make_engine(model, tokenizer, *, engine: str, seed: int = 0, **kwargs) -> Engine:
+    """An engine that samples from ``model``: ``hf`` (transformers, shares the model object) or ``vllm`` (its
+    own processes and copy of the weights, synced by :meth:`Engine.sync_weights`); ``auto`` is resolved
+    before (:func:`rema.runtime.resolved`). ``kwargs`` go to the vLLM engine and are ignored by the
+    transformers one."""
+    if engine not in ENGINES[1:]:
+        raise ValueError(f"make_engine(engine={engine!r}): give hf or vllm (resolve auto first: "
+                         "rema.runtime.resolved(cfg))")
     if engine == "hf":
         return HFEngine(model, tokenizer, seed=seed)
     try:

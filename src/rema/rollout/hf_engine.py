@@ -95,26 +95,14 @@ class HFEngine(Engine):
             model.train(was_training)
 
     def _generate(self, model, dev, prompts, params) -> list[Completion]:
+        """Decode every prompt together (left-padded, one KV cache); a row leaves the batch when it finishes."""
         n = len(prompts)
-        lengths = [len(p) for p in prompts]
-        width = max(lengths)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding, so every row's next token sits in the last column
-            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            attn[i, width - len(p):] = 1
-        input_ids, attn = input_ids.to(dev), attn.to(dev)
-        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, T): positions ignore the padding
-
+        input_ids, attn, position_ids = _left_padded(prompts, self.pad_id, dev)
         temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32)
         top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
-        max_new = [p.max_tokens for p in params]
         out_ids: list[list[int]] = [[] for _ in range(n)]
         out_logp: list[list[float]] = [[] for _ in range(n)]
-        finish: list[tuple[str, object] | None] = [None] * n
-        for i in range(n):
-            if max_new[i] <= 0:
-                finish[i] = ("length", None)
+        finish: list[tuple[str, object] | None] = [("length", None) if p.max_tokens <= 0 else None for p in params]
 
         from transformers import DynamicCache
 
@@ -131,18 +119,7 @@ class HFEngine(Engine):
             logits = out.logits[:, -1, :]  # (B_live, V)
             live = torch.tensor(rows, dtype=torch.long)
             tokens, logps = sample_from_logits(logits, temperature[live], top_p[live], self.generator)
-            still: list[int] = []  # batch positions that keep going
-            for b, (i, tok, lp) in enumerate(zip(rows, tokens.tolist(), logps.tolist())):  # one device sync
-                out_ids[i].append(tok)
-                out_logp[i].append(lp)
-                if tok in self.eos_ids:
-                    finish[i] = ("stop", tok)
-                elif params[i].stop and (hit := self._stop_hit(out_ids[i], params[i].stop)):
-                    finish[i] = ("stop", hit)
-                elif len(out_ids[i]) >= max_new[i]:
-                    finish[i] = ("length", None)
-                else:
-                    still.append(b)
+            still = self._record(rows, tokens.tolist(), logps.tolist(), params, out_ids, out_logp, finish)
             if not still:
                 break
             sel = torch.tensor(still, dtype=torch.long, device=dev)
@@ -160,6 +137,25 @@ class HFEngine(Engine):
             Completion(out_ids[i], out_logp[i], finish[i][0], finish[i][1]) for i in range(n)  # type: ignore[index]
         ]
 
+    def _record(self, rows: list[int], tokens: list[int], logps: list[float], params: list[SamplingParams],
+                out_ids: list[list[int]], out_logp: list[list[float]], finish: list) -> list[int]:
+        """Append each live row's sampled token (``rows[b]``: the prompt index of batch row ``b``) and mark the
+        rows it finishes (an end-of-turn token, a stop string, the token limit); returns the batch positions
+        that keep going."""
+        still: list[int] = []
+        for b, (i, tok, lp) in enumerate(zip(rows, tokens, logps)):  # one device sync, by the caller's tolist()
+            out_ids[i].append(tok)
+            out_logp[i].append(lp)
+            if tok in self.eos_ids:
+                finish[i] = ("stop", tok)
+            elif params[i].stop and (hit := self._stop_hit(out_ids[i], params[i].stop)):
+                finish[i] = ("stop", hit)
+            elif len(out_ids[i]) >= params[i].max_tokens:
+                finish[i] = ("length", None)
+            else:
+                still.append(b)
+        return still
+
     def _stop_hit(self, ids: list[int], stops: tuple[str, ...]) -> str | None:
         # Decode only a tail wide enough to contain the longest stop string (tokens are >= 1 char).
         tail = self.tokenizer.decode(ids[-(max(len(s) for s in stops) + 2):], skip_special_tokens=False)
@@ -167,3 +163,16 @@ class HFEngine(Engine):
             if s in tail:
                 return s
         return None
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int, dev) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, position_ids)``, each (B, T) on ``dev``: the prompts left-padded, so every
+    row's next token sits in the last column, with positions that ignore the padding."""
+    n, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p):] = 1
+    input_ids, attn = input_ids.to(dev), attn.to(dev)
+    return input_ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)

@@ -1,4 +1,4 @@
-"""The MTA/RA rollout protocol (SPEC §1): questions in, episodes (token ids, log-probs, tags, end codes) out.
+"""The MTA/RA rollout protocol (docs/design.md §1): questions in, episodes (token ids, log-probs, tags, end codes) out.
 
 Single turn:  x → MTA plan m → RA answer y (graded).
 Multi turn:   x → m1 → y1 → m2 → y2 → … until the MTA ends a message with [FINISH]; the RA's reply to that
@@ -100,7 +100,6 @@ def rollout(
     Returns:
         Episodes in problem order, samples of one problem adjacent, each with an end code.
     """
-    g = samples_per_question or cfg.samples_per_question
     two_agents = prompts.mta is not None
     ra = _Agent("ra", engines["ra"], prompts.ra)
     mta = _Agent("mta", engines["mta"], prompts.mta) if two_agents else None
@@ -111,67 +110,22 @@ def rollout(
     )
     if sampling is not None and len(sampling) != len(problems):
         raise ValueError(f"{len(problems)} problems but {len(sampling)} sampling entries")
-    episodes: list[Episode] = []
-    params: dict[int, SamplingParams] = {}  # episode id -> how its turns are sampled
-    for i, p in enumerate(problems):
-        for s in range(g):
-            ep = Episode(episode_id=first_episode_id + len(episodes), problem_id=str(p.id),
-                         question=question_text(p), answer=str(p.answer), sample_index=s,
-                         method=prompts.name, meta=dict(getattr(p, "meta", None) or {}))
-            ep.views = {"mta": AgentView("mta"), "ra": AgentView("ra")} if two_agents else {"ra": AgentView("ra")}
-            params[ep.episode_id] = (sampling[i] if sampling is not None else None) or default
-            episodes.append(ep)
-
+    episodes, params = _new_episodes(problems, samples_per_question or cfg.samples_per_question, prompts,
+                                     first_episode_id=first_episode_id, sampling=sampling, default=default)
     if not two_agents:
-        for ep in episodes:
-            ep.views["ra"].extend_context(ra.codec.start(ra.system, ep.question))
-        _step(ra, episodes, 0, cfg, params)
-        for ep in episodes:
-            if ep.end_code is None:
-                ep.end_code = "truncated" if (ep.turns[-1].truncated and cfg.stop_on_truncation) else "finished"
+        _single_agent(ra, episodes, cfg, params)
         _report(on_progress, episodes)
         _end_rollout(engines)
         return episodes
 
-    multi = cfg.mode == "multi_turn"
-    rounds = cfg.max_turns if multi else 1
+    rounds = cfg.max_turns if cfg.mode == "multi_turn" else 1
     for ep in episodes:
         ep.views["mta"].extend_context(mta.codec.start(mta.system, ep.question))
     for r in range(rounds):
         active = [ep for ep in episodes if ep.end_code is None]
         if not active:
             break
-        if r > 0:  # the MTA reads the RA's last reply
-            for ep in active:
-                ep.views["mta"].extend_context(mta.codec.user_turn(ep.turns_of("ra")[-1].text))
-        _step(mta, active, r, cfg, params)
-        finished: set[int] = set()
-        for ep in active:
-            if ep.end_code is not None:
-                continue
-            turn = ep.turns[-1]
-            instruction, had_finish = strip_finish(turn.text)
-            if cfg.action_set:
-                turn.action, content, turn.format_ok = parse_action(turn.text)
-                instruction = action_instruction(turn.action, content)
-            if turn.truncated and cfg.stop_on_truncation:
-                ep.end_code = "truncated"
-                continue
-            if had_finish or not multi:
-                finished.add(ep.episode_id)
-            if r == 0:
-                ep.views["ra"].extend_context(ra.codec.start(ra.system, ra_first_message(ep.question, instruction)))
-            else:
-                ep.views["ra"].extend_context(ra.codec.user_turn(instruction or prompts.final_instruction))
-        active = [ep for ep in active if ep.end_code is None]
-        _step(ra, active, r, cfg, params)
-        for ep in active:
-            if ep.end_code is not None:
-                continue
-            if ep.turns[-1].truncated and cfg.stop_on_truncation:
-                ep.end_code = "truncated"
-            elif ep.episode_id in finished:
-                ep.end_code = "finished"
+        _round(mta, ra, active, r, cfg, params, prompts)
         _report(on_progress, episodes)
     for ep in episodes:
         if ep.end_code is None:
@@ -179,6 +133,75 @@ def rollout(
     _report(on_progress, episodes)
     _end_rollout(engines)
     return episodes
+
+
+def _new_episodes(problems: Sequence, g: int, prompts: PromptSet, *, first_episode_id: int,
+                  sampling: Sequence[SamplingParams | None] | None,
+                  default: SamplingParams) -> tuple[list[Episode], dict[int, SamplingParams]]:
+    """``g`` empty episodes per problem (samples of one problem adjacent, ids from ``first_episode_id``), each
+    with a view per role, and how each one's turns are sampled: ``(episodes, {episode id: params})``."""
+    roles = ("mta", "ra") if prompts.mta is not None else ("ra",)
+    episodes: list[Episode] = []
+    params: dict[int, SamplingParams] = {}
+    for i, p in enumerate(problems):
+        for s in range(g):
+            ep = Episode(episode_id=first_episode_id + len(episodes), problem_id=str(p.id),
+                         question=question_text(p), answer=str(p.answer), sample_index=s,
+                         method=prompts.name, meta=dict(getattr(p, "meta", None) or {}))
+            ep.views = {role: AgentView(role) for role in roles}
+            params[ep.episode_id] = (sampling[i] if sampling is not None else None) or default
+            episodes.append(ep)
+    return episodes, params
+
+
+def _single_agent(ra: _Agent, episodes: list[Episode], cfg: RolloutConfig, params: dict[int, SamplingParams]) -> None:
+    """The single-agent baselines (VRP, MRP): x → y, one turn of the one agent (the ``ra`` role)."""
+    for ep in episodes:
+        ep.views["ra"].extend_context(ra.codec.start(ra.system, ep.question))
+    _step(ra, episodes, 0, cfg, params)
+    for ep in episodes:
+        if ep.end_code is None:
+            ep.end_code = "truncated" if (ep.turns[-1].truncated and cfg.stop_on_truncation) else "finished"
+
+
+def _round(mta: _Agent, ra: _Agent, active: list[Episode], r: int, cfg: RolloutConfig,
+           params: dict[int, SamplingParams], prompts: PromptSet) -> None:
+    """Round ``r`` of the active episodes: the MTA's message (after reading the RA's last reply), handed to the
+    RA without its finish marker (an action-set message as its instruction), then the RA's reply. An episode
+    ends on a truncated turn (``rollout.stop_on_truncation``), or ``finished`` after the RA answers an MTA
+    message that finished (every message does in single turn)."""
+    multi = cfg.mode == "multi_turn"
+    if r > 0:  # the MTA reads the RA's last reply
+        for ep in active:
+            ep.views["mta"].extend_context(mta.codec.user_turn(ep.turns_of("ra")[-1].text))
+    _step(mta, active, r, cfg, params)
+    finished: set[int] = set()
+    for ep in active:
+        if ep.end_code is not None:
+            continue
+        turn = ep.turns[-1]
+        instruction, had_finish = strip_finish(turn.text)
+        if cfg.action_set:
+            turn.action, content, turn.format_ok = parse_action(turn.text)
+            instruction = action_instruction(turn.action, content)
+        if turn.truncated and cfg.stop_on_truncation:
+            ep.end_code = "truncated"
+            continue
+        if had_finish or not multi:
+            finished.add(ep.episode_id)
+        if r == 0:
+            ep.views["ra"].extend_context(ra.codec.start(ra.system, ra_first_message(ep.question, instruction)))
+        else:
+            ep.views["ra"].extend_context(ra.codec.user_turn(instruction or prompts.final_instruction))
+    active = [ep for ep in active if ep.end_code is None]
+    _step(ra, active, r, cfg, params)
+    for ep in active:
+        if ep.end_code is not None:
+            continue
+        if ep.turns[-1].truncated and cfg.stop_on_truncation:
+            ep.end_code = "truncated"
+        elif ep.episode_id in finished:
+            ep.end_code = "finished"
 
 
 def _end_rollout(engines: dict[str, Engine]) -> None:

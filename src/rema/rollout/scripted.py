@@ -1,7 +1,7 @@
 """Replaying a written dialogue through the rollout protocol, to get the training rows SFT needs.
 
-SFT and RL must see the same token layout (the reference code's SFT and RL prompts differ). Rather than
-re-implement how the MTA's and RA's chats are assembled, :func:`replay` runs the real protocol
+SFT and RL must see the same token layout (the authors' SFT and RL prompts differ, docs/design.md §9). Rather
+than re-implement how the MTA's and RA's chats are assembled, :func:`replay` runs the real protocol
 (:func:`rema.rollout.rollout`) with a :class:`ReplayEngine` per role that "samples" the dialogue's messages
 in order. The resulting episode's views are exactly what an RL rollout producing those messages would train
 on: the same system prompts, the same first message (question + instruction), the same [FINISH] handling.

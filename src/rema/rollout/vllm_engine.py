@@ -61,8 +61,7 @@ from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
 from ..models import has_cpp_compiler, native_bf16  # noqa: E402
 from .engine import Completion, Engine, SamplingParams, mix_seed, stop_token_ids  # noqa: E402
-from .served_weights import (Fingerprint, claim_served_folder, iter_served_tensors,  # noqa: E402
-                             release_served_folder, write_weights)
+from .served_weights import Fingerprint, claim_served_folder, iter_served_tensors, release_served_folder, write_weights  # noqa: E402
 from .vllm_worker import RemaWorkerExtension, cpu_list  # noqa: E402
 
 # A fixed probe the sync check scores: a chat-formatted question and a plausible answer (90 SmolLM2 tokens).

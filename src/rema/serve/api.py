@@ -27,7 +27,6 @@ from ..data.loaders import JUDGE_PARTS
 from ..rollout.episode import Episode
 
 
-
 class RequestError(Exception):
     """A request the server refuses: ``status`` (4xx), a message saying what to change, OpenAI's error type."""
 
@@ -183,9 +182,9 @@ def extracted_answer(ep: Episode, judge: bool) -> str | None:
     """The answer as graders read it: the verdict (A/B) on a judge run, else the last ``\\boxed{}``."""
     text = ep.final_response
     if judge:
-        from ..eval.metrics import extract_verdict
+        from ..rewards.format_terms import last_verdict
 
-        return extract_verdict(text)
+        return last_verdict(text)
     from ..rewards.math_worker import find_boxes
 
     boxes = find_boxes(text)

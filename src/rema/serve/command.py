@@ -1,8 +1,9 @@
 """``rema serve RUN_OR_MODEL``: load the model(s), build the app, run uvicorn.
 
-The config is built as ``rema eval`` builds its own: the base is CONFIG, else the run's ``config.yaml``
-(method, mode, task, limits, dtype), else the defaults; then the flags (shorthands for config keys), then the
-dotted overrides. The weights are the run's ``final/`` (one model, or ``mta/`` + ``ra/``).
+The config is built as every command builds its own (:func:`rema.cli_args.config_from_args`): the base is
+CONFIG, else the run's ``config.yaml`` (method, mode, task, limits, dtype), else the defaults; then what
+RUN_OR_MODEL stands for, the flags (shorthands for config keys), the dotted overrides. The weights are the
+run's ``final/`` (one model, or ``mta/`` + ``ra/``), loaded by :func:`rema.runtime.load_engines`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from ..cli_args import (
     Shorthands,
     add_config_args,
     add_generation_shorthands,
+    as_override,
+    config_from_args,
     model_source,
-    split_config_args,
 )
-from ..config import Config
+from ..config import METHODS, Config, method_overrides
 
 
 def _add_serve_args(c: argparse.ArgumentParser) -> Shorthands:
@@ -33,8 +35,6 @@ def _add_serve_args(c: argparse.ArgumentParser) -> Shorthands:
            help="requests held at once (answered or waiting; the largest batch); one more gets 429")
     sh.add(net, "--served-model-name", key="serve.model_id", help="the model's name in /v1/models and in requests")
     gen = c.add_argument_group("what runs")
-    from ..cli_args import METHODS, method_overrides
-
     sh.add(gen, "--ra-model", key="model.ra_name", help="with a model: separate weights, the reasoner's model")
     sh.add(gen, "--method", choices=list(METHODS), key=method_overrides,
            help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]")
@@ -47,14 +47,10 @@ def _add_serve_args(c: argparse.ArgumentParser) -> Shorthands:
     return sh
 
 
-def serve_config(args: argparse.Namespace) -> Config:
-    """The Config of a parsed ``rema serve`` line (see the module docstring for the order)."""
-    from ..cli_args import as_override
-    from ..eval.bench_runner import eval_config
-
-    config, explicit = split_config_args(([args.config] if args.config else []) + list(args.overrides))
-    source = [as_override(k, v) for k, v in model_source(args.source)]
-    return eval_config(config, source + args.shorthands.overrides(args) + explicit)
+def serve_config(args: argparse.Namespace) -> Config | None:
+    """The Config of a parsed ``rema serve`` line (see the module docstring for the order); None when
+    ``--help-config`` printed it."""
+    return config_from_args(args, [as_override(k, v) for k, v in model_source(args.source)])
 
 
 def model_id(cfg: Config) -> str:
@@ -71,22 +67,19 @@ def model_id(cfg: Config) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..config import describe_config
-    from ..eval.bench_runner import EvalError, load_engines
-    from ..rollout.factory import resolve_engine
+    from ..runtime import SetupError, load_engines
 
     console = Console(stderr=True)
     try:
         cfg = serve_config(args)
-        if args.help_config:
-            print(describe_config(cfg))
+        if cfg is None:
             return 0
         from .service import prompt_set
 
         prompt_set(cfg)  # an unknown method/task fails before the model loads
-        with console.status(f"loading the model(s) and starting the {resolve_engine(cfg.rollout.engine)} engine …"):
+        with console.status(f"loading the model(s) and starting the {cfg.rollout.engine} engine …"):
             engines = load_engines(cfg)
-    except EvalError as err:
+    except SetupError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     try:

@@ -1,5 +1,6 @@
-"""Training: batch building, the policy update, the RL loop, the SFT cold start, checkpoints, metrics,
-the health guard."""
+"""Training, behind ``rema train`` and ``rema sft``: batch building, the policy update, the RL loop, the SFT cold
+start, metrics, the health guard. Checkpoints are written in :mod:`rema.runtime.checkpoints`'s format; the config
+comes from the runtime (:func:`rema.runtime.command_config`)."""
 
 from .guard import RunUnhealthy
 from .run import sft, train

@@ -19,17 +19,12 @@ far and the number of rollbacks; all of it goes into each checkpoint, so a resum
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import HealthConfig
+from ..runtime.checkpoints import HEALTH_FILE, checkpoint_step, healthy_checkpoints, mark_text, read_mark
 from .health import WATCHED, Finding, run_checks
-
-HEALTH_FILE = "health.json"
-"""A checkpoint's health mark: ``{"step", "healthy", "rollbacks", "firing"}``."""
-
 
 class RunUnhealthy(RuntimeError):
     """A health check fired and the run stopped (``train.health.action=stop``, or rollbacks exhausted)."""
@@ -173,25 +168,7 @@ class HealthGuard:
         self.retreat = state.get("retreat")
 
 
-# ---------------------------------------------------------------------------------- checkpoint marks
-
-
-def read_mark(ckpt: Path) -> dict | None:
-    """A checkpoint folder's health mark, or None (written with the guard off, or before it existed)."""
-    path = Path(ckpt) / HEALTH_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def is_healthy(ckpt: Path) -> bool:
-    """Marked healthy, or not marked at all (nothing says otherwise)."""
-    return bool((read_mark(ckpt) or {}).get("healthy", True))
-
-
-def mark_text(mark: dict) -> str:
-    return json.dumps(mark) + "\n"
+# ------------------------------------------------------------------------------- the marks it keeps
 
 
 def remark(ckpt_root: Path, guard: HealthGuard) -> None:
@@ -204,23 +181,6 @@ def remark(ckpt_root: Path, guard: HealthGuard) -> None:
             tmp.replace(ckpt / HEALTH_FILE)
 
 
-def checkpoint_step(ckpt: Path) -> int:
-    return int(Path(ckpt).name.removeprefix("step_"))
-
-
-def healthy_checkpoints(ckpt_root: Path) -> list[Path]:
-    """The complete checkpoints of ``ckpt_root`` that are healthy (see :func:`is_healthy`), oldest first."""
-    found = [p for p in Path(ckpt_root).glob("step_*") if (p / "state.pt").is_file() and p.name[5:].isdigit()
-             and is_healthy(p)]
-    return sorted(found, key=checkpoint_step)
-
-
-def healthy_before(ckpt_root: Path, step: int) -> Path | None:
-    """The newest healthy checkpoint taken before ``step``."""
-    found = [p for p in healthy_checkpoints(ckpt_root) if checkpoint_step(p) < step]
-    return found[-1] if found else None
-
-
 def needed_for_rollback(ckpt_root: Path, step: int, guard: HealthGuard) -> set[Path]:
     """The healthy checkpoints a rollback from a step after ``step`` may go to: those of the last ``guard.reach``
     steps (a check may still judge them unhealthy), the newest one before them, and while a rollback has not
@@ -231,31 +191,3 @@ def needed_for_rollback(ckpt_root: Path, step: int, guard: HealthGuard) -> set[P
     for bound in (cut, *(guard.retreat[:1] if guard.retreat else [])):
         keep |= set([p for p in healthy if checkpoint_step(p) < bound][-1:])
     return keep
-
-
-def best_healthy(run: str | Path) -> Path | None:
-    """The healthy checkpoint of ``run`` with the best held-out accuracy at its step (``eval/acc``, or
-    ``eval/avg/acc``; ties: the newer); when none of them was evaluated, the newest healthy one. None when the run
-    has no healthy checkpoint."""
-    found = healthy_checkpoints(Path(run) / "checkpoints")
-    if not found:
-        return None
-    acc = _held_out_accuracy(Path(run) / "metrics.jsonl")
-    scored = [(acc[checkpoint_step(p)], checkpoint_step(p), p) for p in found if checkpoint_step(p) in acc]
-    return max(scored)[2] if scored else found[-1]
-
-
-def _held_out_accuracy(path: Path) -> dict[int, float]:
-    """Step -> held-out accuracy of a run's ``metrics.jsonl`` (the last record of a step wins)."""
-    out: dict[int, float] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        value = record.get("eval/acc", record.get("eval/avg/acc"))
-        if isinstance(value, (int, float)) and math.isfinite(value) and "step" in record:
-            out[int(record["step"])] = float(value)
-    return out

@@ -3,8 +3,8 @@ its optimizer, learning-rate schedule, generation engine and KL reference, built
 
 Shared weights: one model plays both roles, both roles' rows train it in the same step. Separate weights:
 both models roll out every step, only one is updated at a time (:func:`active_policies`), switching every
-``train.switch_freq`` steps, MTA first (SPEC §3). ``train.update_agents`` (``mta`` or ``ra``) freezes the other
-agent: with separate weights its policy gets no RL optimizer (nor schedule) and is never active; with shared
+``train.switch_freq`` steps, MTA first (docs/design.md §6). ``train.update_agents`` (``mta`` or ``ra``) freezes
+the other agent: with separate weights its policy gets no RL optimizer (nor schedule) and is never active; with shared
 weights the update leaves the frozen role's rows out of the loss (:func:`rema.train.update.update_policy`).
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config, ConfigError
-from ..models import (LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, store_frozen_weights)
-from ..rollout.factory import engine_options, make_engine, resolve_engine
+from ..models import LoraSpec, compile_decoder_layers, enable_checkpointing, load_model, set_training_dtypes
+from ..rollout.factory import engine_options, make_engine
 from ..rollout.tp_group import TPGroupEngine, make_tp_group
 from .packed_attention import use_packed_attention
 from .strategy import Strategy, gather_into
@@ -73,28 +73,6 @@ def set_base_lr(pol: Policy, lr: float) -> None:
     sched._last_lr = [group["lr"] for group in pol.optimizer.param_groups]
 
 
-def keep_trainable_fp32(model) -> int:
-    """Master weights: trained parameters loaded in a 16-bit dtype become float32, so AdamW's updates are not
-    rounded away (at lr 1e-6 most updates of a bf16 weight are below its resolution); frozen ones keep their
-    dtype. Returns the number of parameters cast."""
-    cast = 0
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
-            cast += 1
-    return cast
-
-
-def set_training_dtypes(model, *, bf16: bool, lora: bool, sharded: bool) -> None:
-    """The dtypes the trainer keeps a freshly loaded model in: fp32 master copies of the trained parameters
-    (:func:`keep_trainable_fp32`), and under LoRA with bf16 autocast on one process or DDP the frozen base in
-    bf16 (autocast rounds it to bf16 anyway; under FSDP a unit has one dtype). ``rema export`` rebuilds a
-    checkpoint's model the same way, so its weights are the trainer's."""
-    keep_trainable_fp32(model)
-    if bf16 and lora and not sharded:
-        store_frozen_weights(model, torch.bfloat16)
-
-
 def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
                    engine_factory=None, strategy: Strategy | None = None) -> list[Policy]:
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
@@ -104,12 +82,12 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
     given the model's weights gathered one at a time by its weight sync, while the transformers engine
     generates from an unsharded replica (its ``generate`` is not a collective the processes could share).
     With ``rollout.vllm_tensor_parallel_size`` > 1 each engine spans that many consecutive processes
-    (:mod:`rema.rollout.tp_group`)."""
+    (:mod:`rema.rollout.tp_group`). ``cfg.rollout.engine`` is resolved (:func:`rema.runtime.resolved`)."""
     m, t = cfg.model, cfg.train
     sharded = strategy is not None and strategy.sharded
     multi_process = strategy is not None and strategy.dist.enabled  # vLLM joins the job's processes
     tp = cfg.rollout.vllm_tensor_parallel_size
-    vllm = engine_factory is None and resolve_engine(cfg.rollout.engine) == "vllm"
+    vllm = engine_factory is None and cfg.rollout.engine == "vllm"
     tp_group = None
     if tp > 1:
         if not (vllm and multi_process):

@@ -1,24 +1,22 @@
-"""Entry points behind ``rema train`` and ``rema sft``: a config in, a finished (or resumable) run out."""
+"""Entry points behind ``rema train`` and ``rema sft``: a config in, a finished (or resumable) run out.
+
+The config comes from the command line's one front door (:func:`rema.cli_args.config_from_args`, through
+:func:`rema.runtime.command_config`); an accelerate FSDP config's settings
+(:func:`~rema.train.strategy.launcher_overrides`) are among its overrides.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_config
+from ..config import Config
 from .metrics import print_before_after
-from .strategy import launcher_overrides
 from .trainer import Trainer
 
 
-def train(config: str | Path | None, overrides: list[str] | None = None, *, resume: str | Path | None = None,
-          max_steps: int | None = None) -> Trainer:
-    """Build a Trainer from a YAML file and dotted overrides (or resume a run directory) and fit."""
-    if resume is not None:
-        cfg = load_config(Path(resume) / "config.yaml", overrides)
-        trainer = Trainer(cfg, resume, resume=True)
-    else:  # an accelerate FSDP config speaks first; the command line's overrides win
-        cfg = load_config(config, [*launcher_overrides(), *(overrides or [])])
-        trainer = Trainer(cfg)
+def train(cfg: Config, *, resume: str | Path | None = None, max_steps: int | None = None) -> Trainer:
+    """Build a Trainer for ``cfg`` (continuing the run directory ``resume`` from its latest checkpoint) and fit."""
+    trainer = Trainer(cfg, resume, resume=True) if resume is not None else Trainer(cfg)
     try:
         trainer.fit(max_steps=max_steps)
     finally:
@@ -26,10 +24,9 @@ def train(config: str | Path | None, overrides: list[str] | None = None, *, resu
     return trainer
 
 
-def sft(config: str | Path | None, overrides: list[str] | None = None) -> Trainer:
+def sft(cfg: Config) -> Trainer:
     """The cold start alone (held-out evaluation before and after), then the model is exported to
     ``<run_dir>/final`` and a step-0 checkpoint is kept, so ``rema train --resume RUN_DIR`` continues with RL."""
-    cfg = load_config(config, [*launcher_overrides(), *(overrides or [])])
     trainer = Trainer(cfg)
     try:
         with trainer.graceful_stop():

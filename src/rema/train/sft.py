@@ -1,8 +1,9 @@
-"""The cold start (SPEC §3): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
+"""The cold start (docs/design.md §7): supervised fine-tuning on dialogues before RL, loss on each role's own messages.
 
 ``rema train`` runs it before the first RL step when ``sft.cold_start`` is on; ``rema sft`` runs only it and
-exports the model. Dialogues come from a JSONL file or from the model itself (``sft.data: self``, see
-:mod:`rema.data.dialogues`). Each dialogue is replayed through the rollout protocol
+exports the model. Dialogues come from a JSONL file, from the model itself (``sft.data: self``, see
+:mod:`rema.data.dialogues`) or, for synthetic arithmetic, from a program teacher (``sft.data: teacher``, see
+:mod:`rema.data.teacher`). Each dialogue is replayed through the rollout protocol
 (:func:`rema.rollout.scripted.replay`), so its rows have exactly the token layout RL trains on; the loss is
 the token-mean NLL (:func:`rema.algos.sft_nll`) of the tokens each role wrote, end-of-turn tokens included
 (the model learns where its messages stop).
@@ -15,42 +16,64 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..algos import sft_nll
 from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..data.teacher import teacher_dialogues
 from ..prompts import PromptSet
-from ..rewards import grade_math_batch, judge_verdict
+from ..rewards.tasks import get_task
 from ..rollout import rollout
-from ..rollout.engine import release_memory
+from ..rollout.engine import Engine, release_memory
 from ..rollout.scripted import replay
 from .batch import Rows, build_rows, collate, micro_batches
+from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
-from .policy import sync_engine
+from .policy import Policy, sync_engine
+from .strategy import Strategy
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+Bars = Callable[[str], AbstractContextManager[Callable[..., None]]]
+"""``bars(label)``: a progress bar as a context that yields ``update(done, total, text="")`` (the trainer's
+:meth:`~rema.train.trainer.Trainer.progress`)."""
 
 
-def cold_start(tr) -> dict[str, float]:
-    """The cold start of the trainer ``tr`` (a :class:`~rema.train.trainer.Trainer`): supervised fine-tuning of
-    each policy on ``sft.data`` (a dialogue file, or ``self``: the model's own correct episodes) before RL.
-    The dialogues are saved to ``<run_dir>/cold_start_dialogues.jsonl``; the engines get the tuned weights.
-    Returns ``sft/*`` metrics."""
-    cfg, s = tr.cfg, tr.cfg.sft
-    two_agents, multi = tr.prompts.mta is not None, cfg.rollout.mode == "multi_turn"
+def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...], prompts: PromptSet,
+               train_problems: Sequence, engines: dict[str, Engine], dist: Dist, strategy: Strategy,
+               device: torch.device, bf16: bool, run_dir: Path, console: Console, bars: Bars,
+               should_stop: Callable[[], bool], correctness_fn: Callable | None = None) -> dict[str, float]:
+    """The cold start of a run: supervised fine-tuning of each policy on ``sft.data`` (a dialogue file, or
+    ``self``: the model's own correct episodes, sampled from ``train_problems`` with ``engines``) before RL.
+
+    ``roles`` are the method's roles (each policy trains on its own); ``dist`` and ``strategy`` the run's
+    processes and how they share the update (data are sampled per process and gathered); ``device`` and
+    ``bf16`` where and how the update runs; ``bars(label)`` opens a progress bar (a context yielding
+    ``update(done, total, text)``); ``should_stop()`` is polled between SFT steps (Ctrl-C);
+    ``correctness_fn``: a custom grader, which ``sft.data=self`` refuses. The dialogues are saved to
+    ``<run_dir>/cold_start_dialogues.jsonl``; the engines get the tuned weights. Returns ``sft/*`` metrics."""
+    s = cfg.sft
+    two_agents, multi = prompts.mta is not None, cfg.rollout.mode == "multi_turn"
     t0 = time.perf_counter()
-    if s.data == "self":
-        if tr.correctness_fn is not None:
+    if s.data == "teacher":  # exact dialogues from the synthetic problems' expressions (rema.data.teacher)
+        dialogues, stats = teacher_dialogues(_cold_start_questions(cfg, train_problems), cfg)
+    elif s.data == "self":
+        if correctness_fn is not None:
             raise ConfigError("sft.data=self keeps episodes the task's grader accepts (math answers, judge "
                               "verdicts), not a custom correctness function's; give sft.data a dialogue file instead")
-        rng = random.Random(cfg.train.seed * 7919 + 17)
-        problems = rng.sample(tr.train_problems, min(s.questions, len(tr.train_problems)))
-        with tr.progress("cold start: sampling") as progress:
-            dialogues, stats = self_dialogues(tr.dist.shard(problems), tr.engines, tr.prompts, cfg,
+        problems = _cold_start_questions(cfg, train_problems)
+        with bars("cold start: sampling") as progress:
+            dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg,
                                               on_progress=progress)
-        dialogues = [d for part in tr.dist.gather(dialogues) for d in part]
-        stats = {k: sum(st[k] for st in tr.dist.gather(stats)) for k in stats}
+        dialogues = [d for part in dist.gather(dialogues) for d in part]
+        stats = {k: sum(st[k] for st in dist.gather(stats)) for k in stats}
         if not dialogues:
             raise RuntimeError(
                 f"cold start: none of the {int(stats['episodes'])} sampled episodes gave a dialogue "
@@ -59,55 +82,58 @@ def cold_start(tr) -> dict[str, float]:
     else:
         dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
         stats = {"dialogues": float(len(dialogues))}
-    if tr.dist.is_main:
-        save_dialogues(dialogues, tr.run_dir / "cold_start_dialogues.jsonl")
-    tr.console.print(f"cold start: {len(dialogues)} dialogues"
-                     + (f" from {int(stats['episodes'])} sampled episodes ({int(stats['with_correct_answer'])} "
-                        "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
+    if dist.is_main:
+        save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
+    console.print(f"cold start: {len(dialogues)} dialogues"
+                  + (f" from {int(stats['episodes'])} sampled episodes ({int(stats['with_correct_answer'])} "
+                     "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
     t1 = time.perf_counter()
     out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
-    for pol in tr.policies:
-        rows = dialogue_rows(dialogues, cfg, tr.prompts, pol.tokenizer, tuple(r for r in pol.roles if r in tr.roles))
+    for pol in policies:
+        rows = dialogue_rows(dialogues, cfg, prompts, pol.tokenizer, tuple(r for r in pol.roles if r in roles))
         if not len(rows):
             continue
         params = [p for p in pol.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=cfg.train.weight_decay)
-        with tr.progress(f"cold start: SFT ({pol.name})") as progress, \
-                update_heap(cfg.train.malloc_mmap_threshold_mb, tr.device):
+        with bars(f"cold start: SFT ({pol.name})") as progress, \
+                update_heap(cfg.train.malloc_mmap_threshold_mb, device):
             result = sft_train(pol.model, rows, optimizer, epochs=s.epochs, batch_dialogues=s.batch_dialogues,
                                micro_batch_tokens=cfg.train.micro_batch_tokens,
-                               pad_id=pol.tokenizer.pad_token_id, device=tr.device, bf16=tr.bf16,
-                               grad_clip=cfg.train.grad_clip, seed=cfg.train.seed, strategy=tr.strategy,
+                               pad_id=pol.tokenizer.pad_token_id, device=device, bf16=bf16,
+                               grad_clip=cfg.train.grad_clip, seed=cfg.train.seed, strategy=strategy,
                                on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
-                               should_stop=lambda: tr.stop_requested)
+                               should_stop=should_stop)
         del optimizer
         sync = sync_engine(pol)
         tag = "" if pol.name == "shared" else f"{pol.name}/"
         out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
         out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})
-        tr.console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
-                         f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
+        console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
+                      f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out
+
+
+def _cold_start_questions(cfg: Config, train_problems: Sequence) -> list:
+    """``sft.questions`` training problems, drawn with the run's seed (the same ones for ``self`` and ``teacher``)."""
+    rng = random.Random(cfg.train.seed * 7919 + 17)
+    return rng.sample(train_problems, min(cfg.sft.questions, len(train_problems)))
 
 
 def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Dialogue], dict[str, float]]:
     """Sample ``sft.samples`` episodes of each problem with the current model and keep the correct ones as
     cold-start dialogues; returns ``(dialogues, stats)`` (stats as in ``dialogues_from_episodes``). Correct is
-    the math grader's verdict, or for ``rollout.task=judge`` a last ``[[A]]``/``[[B]]`` equal to the label."""
+    the verdict of ``rollout.task``'s grader (``rema.rewards.tasks``: the math verifier, for ``judge`` a last
+    ``[[A]]``/``[[B]]`` equal to the label)."""
     s, r = cfg.sft, cfg.rollout
     rcfg = dataclasses.replace(r, temperature=r.temperature if s.temperature is None else s.temperature)
     episodes = rollout(problems, rcfg, engines, prompts, samples_per_question=s.samples, on_progress=on_progress)
     release_memory(engines)  # fine-tuning comes next: no KV cache needed until the next rollout
 
     def grade(responses: list[str], golds: list[str]) -> list[bool]:
-        if r.task == "judge":
-            return [judge_verdict(text, gold)[0] == 1.0 for text, gold in zip(responses, golds)]
-        grades = grade_math_batch(responses, golds, timeout_s=cfg.reward.grader_timeout_s,
-                                  workers=cfg.reward.grader_workers)
-        return [g.correct for g in grades]
+        return [parts["correct"] >= 1.0 for _, parts, _ in get_task(r.task)(responses, golds, cfg.reward)]
 
     return dialogues_from_episodes(episodes, grade, two_agents=prompts.mta is not None,
                                    multi_turn=r.mode == "multi_turn", max_turns=r.max_turns,

@@ -36,13 +36,25 @@ from ..models import describe, export_model, native_bf16
 from ..prompts import get_prompt_set
 from ..rollout import rollout
 from ..rollout.engine import mix_seed, release_memory
-from ..scoring import episode_metrics, run_eval, score_episodes
+from ..runtime import device_for, resolved
+from ..runtime.checkpoints import (
+    HEALTH_FILE,
+    drop_checkpoints_after,
+    healthy_before,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable_state,
+    mark_text,
+    partial_folder,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state,
+)
+from ..scoring import check_scoring, episode_metrics, run_eval, score_episodes
 from .batch import build_rows
-from .checkpoint import (drop_checkpoints_after, latest_checkpoint, load_checkpoint, load_trainable_state,
-                         partial_folder, rng_state, save_checkpoint, set_rng_state, trainable_state)
 from .distributed import Dist, merge_metrics
-from .guard import (HEALTH_FILE, HealthGuard, RunUnhealthy, Verdict, healthy_before, mark_text, needed_for_rollback,
-                    remark)
+from .guard import HealthGuard, RunUnhealthy, Verdict, needed_for_rollback, remark
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
 from .policy import Policy, active_policies, build_policies, set_base_lr, sync_engine
@@ -55,23 +67,19 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
 
 
-def _device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Trainer:
     """Owns the models, optimizers, engines, data cursor and run directory of one training run."""
 
     def __init__(self, cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console=None,
                  correctness_fn=None, prompts=None, engine_factory=None):
-        """``engine_factory(model, tokenizer, seed) -> Engine`` replaces :func:`~rema.rollout.factory.make_engine`
+        """``cfg``'s ``auto`` engine is resolved here (a no-op for a command's config, resolved already:
+        :func:`rema.runtime.resolved`), so ``config.yaml`` and ``meta.json`` name the engine that runs.
+        ``engine_factory(model, tokenizer, seed) -> Engine`` replaces :func:`~rema.rollout.factory.make_engine`
         (tests reuse one running vLLM engine across runs this way; the trainer syncs its weights into it after
         each update). ``correctness_fn(episode) -> [0, 1]`` replaces the task's grader."""
         from rich.console import Console
 
-        self.cfg = cfg
+        self.cfg = cfg = resolved(cfg)
         self.correctness_fn = correctness_fn
         self.dist = Dist()
         self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
@@ -90,15 +98,15 @@ class Trainer:
         """Whether the step-0 work (cold start, first evaluation) is done; a checkpoint implies it is."""
         self.stop_requested = False
         """Set by Ctrl-C / SIGTERM: the run finishes its step, saves and returns."""
-        seed = cfg.train.seed
-        random.seed(seed)
-        torch.manual_seed(seed)
-        self.device = _device(cfg.model.device, self.dist.local_rank)
+        random.seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)
+        self.device = device_for(cfg.model.device, self.dist.local_rank)
         self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
         self.forward = Forward(self.device, bf16=self.bf16, temperature=cfg.rollout.temperature,
                                entropy_grad=cfg.algo.entropy_coef > 0, micro_batch_tokens=cfg.train.micro_batch_tokens,
                                share_prefix=cfg.train.share_prefix)
         self.prompts = prompts or get_prompt_set(cfg.method_name)
+        check_scoring(cfg, custom_correctness=correctness_fn is not None)  # before any model loads
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
         self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
         """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
@@ -107,42 +115,53 @@ class Trainer:
         self.policies: list[Policy] = build_policies(cfg, self.roles, self.device, bf16=self.bf16,
                                                      rank=self.dist.rank, engine_factory=engine_factory,
                                                      strategy=self.strategy)
-        d = cfg.data
+        self._load_data()
+        self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
+        resume_step = self._resume_latest() if resume else None
+        if not resume and self.dist.is_main:
+            self._write_run_files()
+        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
+                                    name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
+                                    enabled=self.dist.is_main, keep_events=len(self.guard.events))
+
+    def _load_data(self) -> None:
+        """The training problems, the held-out sets and the sampler that draws each step's questions."""
+        d = self.cfg.data
         fields = dict(data_dir=d.data_dir, question_field=d.question_field, answer_field=d.answer_field, levels=d.levels)
         self.train_problems = load_split(d.train, **fields)
         self.eval_sets = {name: load_split(spec, **fields, limit=d.eval_limit)
                           for name, spec in zip(dataset_names(d.eval_specs), d.eval_specs)}
         """Held-out sets by name (:func:`~rema.data.benchmarks.dataset_names` of ``data.eval``), evaluated in turn."""
         self.eval_problems = [p for problems in self.eval_sets.values() for p in problems]
-        self.sampler = ProblemSampler(self.train_problems, cfg.train.questions_per_step, seed=seed)
-        self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
-        resume_step = None
-        if resume:
-            ckpt = latest_checkpoint(self.ckpt_root)
-            if ckpt is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_root}")
-            state = load_checkpoint(ckpt)
-            self._restore(state, ckpt)
-            self.guard.load_state_dict(state.get("health"))
-            resume_step = self.step
-            self.console.print(f"resumed from {ckpt} (step {self.step})")
-        elif self.dist.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
-            meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
-                    "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
-                    "models": {p.name: describe(p.model) for p in self.policies},
-                    "engines": {p.name: type(p.engine).__name__ for p in self.policies},
-                    "update_bf16_autocast": self.bf16, "strategy": self.strategy.name,
-                    "processes": self.dist.world}
-            (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            # the ids trained and evaluated on (a held-out split's too), and the specs that re-create them
-            evals = {"eval" if len(self.eval_sets) == 1 else f"eval/{name}": (spec, self.eval_sets[name])
-                     for name, spec in zip(self.eval_sets, d.eval_specs)}  # keyed as their metrics are
-            split = split_record({"train": (d.train, self.train_problems), **evals})
-            (self.run_dir / "data_split.json").write_text(json.dumps(split) + "\n")
-        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
-                                    name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
-                                    enabled=self.dist.is_main, keep_events=len(self.guard.events))
+        self.sampler = ProblemSampler(self.train_problems, self.cfg.train.questions_per_step, seed=self.cfg.train.seed)
+
+    def _resume_latest(self) -> int:
+        """Restore the latest checkpoint of the run directory; returns its step."""
+        ckpt = latest_checkpoint(self.ckpt_root)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_root}")
+        state = load_checkpoint(ckpt)
+        self._restore(state, ckpt)
+        self.guard.load_state_dict(state.get("health"))  # its events, spans, rollbacks: the run goes on as it was
+        self.console.print(f"resumed from {ckpt} (step {self.step})")
+        return self.step
+
+    def _write_run_files(self) -> None:
+        """A new run's ``config.yaml`` (the resolved config), ``meta.json`` (versions, prompts, device, models,
+        the engine) and ``data_split.json`` (the ids trained and evaluated on, and the specs that re-create them)."""
+        cfg, d = self.cfg, self.cfg.data
+        save_config(cfg, self.run_dir / "config.yaml")
+        meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
+                "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
+                "models": {p.name: describe(p.model) for p in self.policies}, "engine": cfg.rollout.engine,
+                "engines": {p.name: type(p.engine).__name__ for p in self.policies},
+                "update_bf16_autocast": self.bf16, "strategy": self.strategy.name,
+                "processes": self.dist.world}
+        (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        evals = {"eval" if len(self.eval_sets) == 1 else f"eval/{name}": (spec, self.eval_sets[name])
+                 for name, spec in zip(self.eval_sets, d.eval_specs)}  # keyed as their metrics are
+        split = split_record({"train": (d.train, self.train_problems), **evals})
+        (self.run_dir / "data_split.json").write_text(json.dumps(split) + "\n")
 
     def policy_of(self, role: str) -> Policy:
         return next(p for p in self.policies if role in p.roles)
@@ -209,7 +228,7 @@ class Trainer:
         if do_cold_start:
             if evaluate:
                 record.update(self._log_eval(0, log=False, prefix="base_eval"))
-            record.update(run_cold_start(self))
+            record.update(self.cold_start())
             if self.stop_requested:
                 self.console.print("[yellow]stopped during the cold start; nothing was saved: start the run again")
                 return False
@@ -218,9 +237,17 @@ class Trainer:
         if record:
             self.logger.log(0, record)
         self.started = True
-        if do_cold_start or self.guard.can_roll_back:  # a rollback can always go back to the start
+        if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0):  # a rollback can go back to the start
             self.save()
         return True
+
+    def cold_start(self) -> dict[str, float]:
+        """The cold start (:func:`rema.train.sft.cold_start`) of this run's policies; returns ``sft/*`` metrics."""
+        return run_cold_start(self.cfg, self.policies, roles=self.roles, prompts=self.prompts,
+                              train_problems=self.train_problems, engines=self.engines, dist=self.dist,
+                              strategy=self.strategy, device=self.device, bf16=self.bf16, run_dir=self.run_dir,
+                              console=self.console, bars=self.progress,
+                              should_stop=lambda: self.stop_requested, correctness_fn=self.correctness_fn)
 
     def train_step(self) -> dict:
         """One RL step: rollout → rewards → advantages and update → weight sync; returns the step's metrics."""

@@ -2,7 +2,8 @@
 mini-batch ending in one optimizer step. The trainer, the tests and ``bench/update_speed.py`` all call
 :func:`update_policy`; the math it composes lives in :mod:`rema.algos`.
 
-How the update departs from / chooses among the paper and the reference code:
+How the update departs from / chooses among the paper and the authors' code (https://github.com/ziyuwan/ReMA-public;
+docs/design.md §5 and §9):
 
 1. Rows are (episode, agent) chat views grown in token ids: the update scores exactly the sampled ids.
 2. π_old: with one epoch and one mini-batch the policy has not moved when the loss is computed, so

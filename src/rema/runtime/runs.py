@@ -1,10 +1,10 @@
 """Checkpoints as models: any step of a run written as ``save_pretrained`` folders (``rema export``, and
 ``rema eval --run RUN --checkpoint step_N``, or ``best``: the best healthy one).
 
-A checkpoint holds what resuming needs (:mod:`rema.train.checkpoint`): the *trainable* weights (every weight
+A checkpoint holds what resuming needs (:mod:`rema.runtime.checkpoints`): the *trainable* weights (every weight
 under full fine-tuning, the adapters under LoRA) and the optimizer states, in ``state.pt`` (one process, DDP)
 or as ``torch.distributed.checkpoint`` shards in ``shards/`` (``train.strategy=fsdp``). A model is rebuilt
-from the run's ``config.yaml`` as the trainer built it (:func:`~rema.train.policy.set_training_dtypes`, with
+from the run's ``config.yaml`` as the trainer built it (:func:`~rema.models.set_training_dtypes`, with
 ``meta.json``'s bf16 flag and strategy), the checkpoint's trainable weights are loaded into it (from shards
 without a process group: DCP reads every shard of a tensor into one whole tensor), and it is written with
 LoRA merged by :func:`~rema.models.export_model`: ``OUT/`` for shared weights, ``OUT/mta`` and ``OUT/ra`` for
@@ -24,20 +24,21 @@ from pathlib import Path
 import torch
 
 from ..config import load_config
-from ..models import LoraSpec, export_model, load_model
+from ..models import LoraSpec, export_model, load_model, set_training_dtypes
 from ..models.folders import run_model_folders
-from .checkpoint import LATEST, latest_checkpoint, load_checkpoint, load_trainable_state
-from .guard import best_healthy
-from .policy import set_training_dtypes
+from .checkpoints import LATEST, best_healthy, latest_checkpoint, load_checkpoint, load_trainable_state
+from .resolve import SetupError
 
 BEST = "best"
-"""``--checkpoint best``: the healthy checkpoint with the best held-out accuracy (:func:`~rema.train.guard.best_healthy`)."""
+"""``--checkpoint best``: the healthy checkpoint with the best held-out accuracy
+(:func:`~rema.runtime.checkpoints.best_healthy`)."""
 
 EXPORTS = "exports"
-"""Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models: ``RUN/exports/step_N``."""
+"""Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models:
+``RUN/exports/step_N``."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SetupError):
     """A run or checkpoint that cannot be exported; the message names what exists."""
 
 

@@ -3,11 +3,15 @@
 A checkpoint holds what a resumed run needs to continue *exactly* as the uninterrupted one would: trainable
 weights, optimizer and scheduler states, the samplers' RNG states, the data cursor, the step and the
 trainer's counters. ``checkpoints/latest`` names the newest complete one; it is replaced atomically after
-the folder is in place, so a crash at any moment leaves the previous checkpoint usable.
+the folder is in place, so a crash at any moment leaves the previous checkpoint usable. With the health guard
+on (``train.health``), each folder also holds ``health.json``, the checkpoint's health mark; the best healthy
+checkpoint is :func:`best_healthy`'s (``rema eval --checkpoint best``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import shutil
@@ -101,3 +105,73 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+
+
+# ---------------------------------------------------------------------------------- health marks (train.health)
+
+HEALTH_FILE = "health.json"
+"""A checkpoint's health mark, written by the trainer's health guard: ``{"step", "healthy", "rollbacks",
+"firing"}`` (``rema.train.guard``)."""
+
+
+def read_mark(ckpt: Path) -> dict | None:
+    """A checkpoint folder's health mark, or None (written with the guard off, or before it existed)."""
+    path = Path(ckpt) / HEALTH_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_healthy(ckpt: Path) -> bool:
+    """Marked healthy, or not marked at all (nothing says otherwise)."""
+    return bool((read_mark(ckpt) or {}).get("healthy", True))
+
+
+def mark_text(mark: dict) -> str:
+    return json.dumps(mark) + "\n"
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    return int(Path(ckpt).name.removeprefix("step_"))
+
+
+def healthy_checkpoints(ckpt_root: Path) -> list[Path]:
+    """The complete checkpoints of ``ckpt_root`` that are healthy (see :func:`is_healthy`), oldest first."""
+    found = [p for p in Path(ckpt_root).glob("step_*") if (p / "state.pt").is_file() and p.name[5:].isdigit()
+             and is_healthy(p)]
+    return sorted(found, key=checkpoint_step)
+
+
+def healthy_before(ckpt_root: Path, step: int) -> Path | None:
+    """The newest healthy checkpoint taken before ``step``."""
+    found = [p for p in healthy_checkpoints(ckpt_root) if checkpoint_step(p) < step]
+    return found[-1] if found else None
+
+
+def best_healthy(run: str | Path) -> Path | None:
+    """The healthy checkpoint of ``run`` with the best held-out accuracy at its step (``eval/acc``, or
+    ``eval/avg/acc``; ties: the newer); when none of them was evaluated, the newest healthy one. None when the run
+    has no healthy checkpoint."""
+    found = healthy_checkpoints(Path(run) / "checkpoints")
+    if not found:
+        return None
+    acc = _held_out_accuracy(Path(run) / "metrics.jsonl")
+    scored = [(acc[checkpoint_step(p)], checkpoint_step(p), p) for p in found if checkpoint_step(p) in acc]
+    return max(scored)[2] if scored else found[-1]
+
+
+def _held_out_accuracy(path: Path) -> dict[int, float]:
+    """Step -> held-out accuracy of a run's ``metrics.jsonl`` (the last record of a step wins)."""
+    out: dict[int, float] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        value = record.get("eval/acc", record.get("eval/avg/acc"))
+        if isinstance(value, (int, float)) and math.isfinite(value) and "step" in record:
+            out[int(record["step"])] = float(value)
+    return out

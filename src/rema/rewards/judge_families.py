@@ -1,4 +1,5 @@
-"""What the judge-task benchmarks call their parts, and the family each part belongs to.
+"""How judge accuracy is broken down: what the judge-task benchmarks call their parts, and the family each
+part counts toward (``acc/family_<F>`` in :mod:`rema.scoring`, ``family`` in ``rema eval``'s records).
 
 Judge rows keep their benchmark's part name in ``meta["subset"]``: RewardBench's ``subset`` column
 (``alpacaeval-easy``, ``hep-python``, ...) and JudgeBench's ``source`` column (``mmlu-pro-law``,

@@ -1,0 +1,173 @@
+"""A program teacher for the synthetic arithmetic domain: exact cold-start dialogues written from each problem's
+expression, with no model sampling (``sft.data: teacher``).
+
+The ReMA paper's cold start used a strong teacher (GPT-4o) to convert worked solutions into ~800 dialogues (what
+``rema distill`` does with any teacher model). For the synthetic levels of :mod:`rema.data.synthetic` the
+generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_steps` gives every step (``3 + 4 = 7``, then ``7 × 5 = 35``). This
+module writes them in the format of each method, so every method's "RL from SFT" starts from the same teacher's
+knowledge (the same steps and numbers), each in its own format:
+
+* ``rema`` multi-turn: one MTA instruction per step ("First, add 3 and 4."), the RA computes just that step
+  ("3 + 4 = 7."), and so on; then the MTA closes with ``[FINISH]`` and the RA answers in ``\\boxed{}``. A problem of
+  ``k`` steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow.
+* ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
+  :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
+* ``vrp``: one message, step by step, boxed. ``mrp``: one message, ``Plan:`` (the steps, no results) then
+  ``Solution:`` (the computation, boxed), as the MRP prompt asks.
+
+Each message kind has several phrasings, picked by the ``rng`` passed in (``teacher_dialogues`` seeds one per
+problem from the run's seed and the problem's id), so the meta-thinker does not learn one template.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from ..config import ConfigError
+from ..prompts import FINISH_MARKER
+from .dialogues import Dialogue
+from .problems import Problem, stable_int
+from .synthetic import Step, arithmetic_steps
+
+__all__ = ["TEACHER_NAME", "teacher_dialogue", "teacher_dialogues"]
+
+TEACHER_NAME = "synthetic-program@2026.12.1"
+"""Recorded in each dialogue's ``meta["teacher"]``; change the version whenever a phrasing below changes."""
+
+# What to do in one step, with its numbers ({l} op {r}); lower case, to go after a lead-in.
+_DO: dict[str, tuple[str, ...]] = {
+    "+": ("add {l} and {r}", "compute {l} + {r}", "find the sum of {l} and {r}", "work out {l} + {r}"),
+    "-": ("subtract {r} from {l}", "compute {l} - {r}", "take {r} away from {l}", "work out {l} - {r}"),
+    "×": ("multiply {l} by {r}", "compute {l} × {r}", "find the product of {l} and {r}", "work out {l} × {r}"),
+}
+# A later step of a plan, whose left side is the previous result (never named: a plan states no result).
+_DO_NEXT: dict[str, tuple[str, ...]] = {
+    "+": ("add {r} to the result", "add {r} to that", "increase the result by {r}", "add {r} to the previous result"),
+    "-": ("subtract {r} from the result", "take {r} away from that", "decrease the result by {r}",
+          "subtract {r} from the previous result"),
+    "×": ("multiply the result by {r}", "multiply that by {r}", "take the result {r} times",
+          "multiply the previous result by {r}"),
+}
+_MTA_ONLY = ("{Do}.", "Work this out: {do}.", "This takes one operation: {do}.", "Solve it in one step: {do}.")
+_MTA_FIRST = ("First, {do}.", "Let's go one step at a time. First, {do}.", "Start with the first step: {do}.",
+              "Break it into steps. Begin by working out this: {do}.")
+_MTA_NEXT = ("Now {do}.", "Next, {do}.", "Good. Now {do}.", "That is right. Next step: {do}.")
+_MTA_LAST = ("Finally, {do}.", "Now the last step: {do}.", "Good. To finish, {do}.", "Right. Last, {do}.")
+_MTA_FINISH = ("That is the answer. ", "Your result is correct. ", "That answers the question. ",
+               "Correct, we are done. ", "Good, that is the final result. ")
+_RA_STEP = ("{l} {s} {r} = {v}.", "{l} {s} {r} is {v}.", "I compute {l} {s} {r} = {v}.", "We get {l} {s} {r} = {v}.")
+_RA_FINAL = ("The answer is \\boxed{{{v}}}.", "The final answer is $\\boxed{{{v}}}$.", "So the answer is \\boxed{{{v}}}.",
+             "The result is \\boxed{{{v}}}.", "Final answer: \\boxed{{{v}}}.")
+_PLAN_INTRO = ("", "Plan:", "Steps to follow:", "Work it out in order:")
+_SOLVE_INTRO = ("", "Let's solve it step by step.", "Step by step:", "I work it out one step at a time.")
+
+
+def _do(step: Step, rng: random.Random, *, first: bool) -> str:
+    """The instruction for one step: with both numbers on the first step, else relative to the previous result."""
+    table = _DO if first else _DO_NEXT
+    return rng.choice(table[step.symbol]).format(l=step.left, r=step.right)
+
+
+def _numbered(lines: Sequence[str], style: int) -> list[str]:
+    """``lines`` as a list in one of four styles: ``1. x``, ``Step 1: x``, ``- x``, ``First, x`` ... ``Finally, x``."""
+    if style == 0:
+        return [f"{i}. {x}" for i, x in enumerate(lines, 1)]
+    if style == 1:
+        return [f"Step {i}: {x}" for i, x in enumerate(lines, 1)]
+    if style == 2:
+        return [f"- {x}" for x in lines]
+    if len(lines) == 1:
+        return list(lines)
+    lead = ["First"] + ["Then"] * (len(lines) - 2) + ["Finally"]
+    return [f"{w}, {x if x.startswith('I ') else x[0].lower() + x[1:]}" for w, x in zip(lead, lines)]
+
+
+def _plan(steps: Sequence[Step], rng: random.Random, *, intro: bool = True) -> str:
+    """A plan listing the steps with the question's numbers only (no result of any step, no answer)."""
+    lines = [_sentence(_do(s, rng, first=i == 0)) for i, s in enumerate(steps)]
+    head = rng.choice(_PLAN_INTRO) if intro else ""
+    return "\n".join(([head] if head else []) + _numbered(lines, rng.randrange(4)))
+
+
+def _solution(steps: Sequence[Step], rng: random.Random, *, intro: bool = True) -> str:
+    """The computation of every step, one line each, then the boxed answer."""
+    form = rng.choice(_RA_STEP)  # one style per message, as a solver writes
+    lines = [form.format(l=s.left, s=s.symbol, r=s.right, v=s.result) for s in steps]
+    head = rng.choice(_SOLVE_INTRO) if intro else ""
+    body = _numbered(lines, rng.randrange(4)) if len(lines) > 1 else lines
+    final = rng.choice(_RA_FINAL).format(v=steps[-1].result)
+    return "\n".join(([head] if head else []) + body + [final])
+
+
+def _sentence(text: str) -> str:
+    return f"{text[0].upper()}{text[1:]}."
+
+
+def _multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, str]]:
+    """MTA/RA turns: one instruction and one computed step per round, then [FINISH] and the boxed answer."""
+    turns: list[tuple[str, str]] = []
+    for i, s in enumerate(steps):
+        do = rng.choice(_DO[s.symbol]).format(l=s.left, r=s.right)
+        if len(steps) == 1:
+            lead = _MTA_ONLY
+        else:
+            lead = _MTA_FIRST if i == 0 else _MTA_LAST if i == len(steps) - 1 else _MTA_NEXT
+        turns.append(("mta", rng.choice(lead).format(do=do, Do=do[0].upper() + do[1:])))
+        turns.append(("ra", rng.choice(_RA_STEP).format(l=s.left, s=s.symbol, r=s.right, v=s.result)))
+    turns.append(("mta", rng.choice(_MTA_FINISH) + FINISH_MARKER))
+    turns.append(("ra", rng.choice(_RA_FINAL).format(v=steps[-1].result)))
+    return turns
+
+
+def _steps_of(problem: Problem) -> list[Step]:
+    """The arithmetic steps of a synthetic problem; a ConfigError for any other problem."""
+    meta = problem.meta or {}
+    if "op" not in meta or "operands" not in meta:
+        raise ConfigError(f"sft.data=teacher writes dialogues from synthetic problems' expressions, and problem "
+                          f"{problem.id!r} of data.train has none; use sft.data=self or a dialogue file")
+    steps = arithmetic_steps(meta["op"], meta["operands"])
+    if str(steps[-1].result) != str(problem.answer).strip():
+        raise ValueError(f"problem {problem.id}: steps of {meta.get('expression')} give {steps[-1].result}, "
+                         f"not its answer {problem.answer}")
+    return steps
+
+
+def teacher_dialogue(problem: Problem, method: str, mode: str, rng: random.Random, *, max_turns: int = 30) -> Dialogue:
+    """The teacher's dialogue of one synthetic ``problem`` for ``method`` (``rema``, ``vrp``, ``mrp``) and ``mode``
+    (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
+
+    Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
+    steps when ``max_turns < k + 1``.
+    """
+    steps = _steps_of(problem)
+    if method == "vrp":
+        turns = [("ra", _solution(steps, rng))]
+    elif method == "mrp":
+        turns = [("ra", f"Plan:\n{_plan(steps, rng, intro=False)}\n\nSolution:\n{_solution(steps, rng, intro=False)}")]
+    elif method == "rema" and mode == "single_turn":
+        turns = [("mta", _plan(steps, rng)), ("ra", _solution(steps, rng))]
+    elif method == "rema" and mode == "multi_turn":
+        if len(steps) + 1 > max_turns:
+            raise ConfigError(f"sft.data=teacher: problem {problem.id!r} ({problem.meta.get('expression')}) takes "
+                              f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
+                              f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps")
+        turns = _multi_turn(steps, rng)
+    else:
+        raise ConfigError(f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
+                          f"multi_turn), not {method!r}/{mode!r}; use sft.data=self or a dialogue file")
+    return Dialogue(problem.question, str(problem.answer), turns, problem.id,
+                    {**problem.meta, "teacher": TEACHER_NAME})
+
+
+def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue], dict[str, float]]:
+    """One teacher dialogue per problem in the format of ``cfg.rollout`` (a :class:`~rema.config.Config`), each
+    problem's phrasings seeded by ``cfg.train.seed`` and its id (so a dialogue does not depend on which others are
+    written). Returns ``(dialogues, stats)``; a judge-task or action-set config is a ConfigError."""
+    r = cfg.rollout
+    if r.task == "judge" or r.action_set:
+        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+                          "rollout.action_set; use sft.data=self or a dialogue file")
+    dialogues = [teacher_dialogue(p, r.method, r.mode, random.Random(stable_int("teacher", cfg.train.seed, p.id)),
+                                  max_turns=r.max_turns) for p in problems]
+    return dialogues, {"dialogues": float(len(dialogues)), "questions": float(len(problems))}

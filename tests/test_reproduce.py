@@ -1,0 +1,162 @@
+"""rema reproduce: the statistics and verdict rules by hand, and the grid run end to end on the tiny model (finished
+runs reused after a kill -9, stale ones rerun)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rema.reproduce import EXPERIMENTS, get_experiments
+from rema.reproduce.analysis import Run, collapse_step, compare, fig4, fig5_ablation, table1
+from rema.reproduce.grid import REPO_CONFIGS, plan_grid
+from rema.reproduce.stats import direction, estimate, paired_difference, t95
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_estimate_by_hand():
+    e = estimate([0.5, 0.6, 0.7])  # mean 0.6, sd 0.1, half = 4.303 * 0.1 / sqrt(3)
+    assert e.mean == pytest.approx(0.6)
+    assert e.half == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert e.fmt() == "60.0% ± 24.8"
+    assert estimate([0.25]).fmt() == "25.0%" and math.isnan(estimate([0.25]).half)
+    assert estimate([]).fmt() == "n/a"
+    assert t95(2) == 4.303 and t95(11) == 2.228 and t95(100) == 1.96
+
+
+def test_direction_words():
+    assert direction(paired_difference([0.6, 0.7, 0.8], [0.4, 0.5, 0.6])) == "agrees"  # +0.2 every seed: sd 0
+    assert direction(paired_difference([0.4, 0.5, 0.6], [0.6, 0.7, 0.8])) == "contradicts"
+    assert direction(paired_difference([0.6, 0.4, 0.5], [0.5, 0.5, 0.5])) == "inconclusive"
+    assert direction(estimate([0.1])) == "leans yes (1 seed)"
+    assert direction(estimate([-0.1])) == "leans no (1 seed)"
+    # a margin: +2 points every seed is not "+5 points"
+    assert direction(paired_difference([0.52, 0.52], [0.5, 0.5]), margin=0.05) != "agrees"
+
+
+def _run(arm: str, seed: int, rows: list[dict], evals=("id.jsonl", "ood.jsonl"), q=4, g=6) -> Run:
+    cfg = {"data": {"eval": list(evals)}, "train": {"questions_per_step": q}, "rollout": {"samples_per_question": g}}
+    return Run(arm, seed, Path("."), rows, cfg)
+
+
+def test_table1_verdict_from_hand_made_runs():
+    def runs(arm, ood):
+        return [_run(arm, s, [{"step": 8, "eval/id/acc": 0.5, "eval/ood/acc": v, "eval/ood/boxed_rate": 1.0}])
+                for s, v in enumerate(ood)]
+    results = {"vrp_rl": runs("vrp_rl", [0.20, 0.30, 0.25]), "rema_multi": runs("rema_multi", [0.30, 0.40, 0.35]),
+               "rema_single": runs("rema_single", [0.0, 0.0, 0.0])}
+    a = table1(results)
+    n = a.numbers["rema_vs_vrp_rl_ood"]
+    assert n["a"] == "rema_multi" and n["diff"] == pytest.approx(0.10) and n["verdict"] == "agrees"
+    assert any("Goal" in v and "**met**" in v for v in a.verdicts)
+    assert a.numbers["rema_vs_vrp_rl_id"]["verdict"] == "inconclusive"  # equal in distribution: sd 0, diff 0
+    assert "| rema_multi | 50.0% ± 0.0 | 35.0% ± 12.4 |" in a.markdown()
+
+
+def test_compare_pairs_by_seed():
+    a = [_run("a", s, [{"step": 1, "x": v}]) for s, v in enumerate([0.1, 0.9])]
+    b = [_run("b", s, [{"step": 1, "x": v}]) for s, v in enumerate([0.0, 0.8])]
+    _, n = compare({"a": a, "b": b}, "a", "b", lambda r: r.final("x"), what="x", claim="c")
+    assert n["diff"] == pytest.approx(0.1) and n["low"] == pytest.approx(0.1)  # the seeds' spread cancels out
+
+
+def test_collapse_step_rule():
+    steps = list(range(1, 11))
+    assert collapse_step(steps, [0.1, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]) is None
+    # falls to 0 from step 6 and stays: smoothed (3-step mean) first below half its best at step 7
+    assert collapse_step(steps, [0.4, 0.5, 0.6, 0.6, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0]) == 7
+    # a dip that recovers is no collapse
+    assert collapse_step(steps, [0.6, 0.6, 0.6, 0.0, 0.0, 0.6, 0.6, 0.6, 0.6, 0.6]) is None
+    assert collapse_step(steps, [0.05, 0.0] * 5) is None  # never reached the minimum best
+
+
+def test_fig4_collapse_and_difficulty():
+    rows = [{"step": s, "train/actions/EMPTY": e, "train/actions/DECOMPOSE": 1 - e,
+             "train/action_level/DECOMPOSE/mean": 3.0, "train/action_level/EMPTY/mean": 1.5}
+            for s, e in enumerate([0.2, 0.5, 0.9, 0.9, 0.9], start=1)]
+    a = fig4({"actions": [_run("actions", 0, rows)]})
+    assert a.numbers["collapsed"] and a.numbers["empty_share_end"] == pytest.approx(0.9)
+    assert "collapsed to EMPTY" in a.verdicts[0] and "DECOMPOSE goes to harder questions" in a.verdicts[1]
+
+
+def test_fig5_ablation_reads_clip_fraction():
+    def arm(name, accs, clip):
+        return [_run(name, 0, [{"step": i + 1, "train/acc": v, "stats/clip_frac": clip} for i, v in enumerate(accs)],
+                     evals=())]
+    results = {"shared_turn_mb4": arm("shared_turn_mb4", [0.2, 0.4, 0.6], 0.1),
+               "shared_token_mb4": arm("shared_token_mb4", [0.2, 0.3, 0.4], 0.05)}
+    a = fig5_ablation(results)
+    assert a.numbers["shared_turn_mb4_vs_shared_token_mb4"]["diff"] == pytest.approx(0.4 - 0.3)
+    assert "10.0%" in a.markdown()
+
+
+def test_every_arm_config_loads_and_budgets_match(tmp_path):
+    """Every CPU-scale arm config loads; within an experiment every trained arm has the same question budget."""
+    for exp in EXPERIMENTS.values():
+        runs = plan_grid(exp, scale="cpu", seeds=(0,), out=tmp_path, overrides=[])
+        budgets = {(r.cfg.train.steps * r.cfg.train.questions_per_step * r.cfg.rollout.samples_per_question)
+                   for r in runs if r.cfg.train.steps > 0}
+        assert len(budgets) == 1, (exp.name, budgets)
+        assert {len(r.cfg.data.eval_specs) for r in runs} == ({2} if exp.ood else {len(runs[0].cfg.data.eval_specs)})
+    with pytest.raises(KeyError, match="choose one of"):
+        get_experiments("table2")
+
+
+def test_ood_replaces_the_second_eval_set(tmp_path):
+    [exp] = get_experiments("table1")
+    runs = plan_grid(exp, scale="cpu", seeds=(0, 1), out=tmp_path, overrides=[], ood="mine.jsonl")
+    assert all(r.cfg.data.eval_specs[1] == "mine.jsonl" for r in runs)
+    assert sum(r.arm.name == "vrp" for r in runs) == 1  # prompting only: one run stands for every seed
+    assert (REPO_CONFIGS / "cpu" / "table1" / "vrp.yaml").is_file()
+
+
+TINY = ["model.name=tiny-random", "rollout.engine=hf", "model.lora_r=0", "model.gradient_checkpointing=false",
+        "sft.questions=4", "sft.epochs=1", "train.steps=1", "data.eval_limit=4", "train.questions_per_step=2",
+        "rollout.samples_per_question=2", "rollout.max_tokens_per_turn=16"]
+
+
+def _reproduce(out: Path, *extra: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "rema.cli", "reproduce", "table1", "--seeds", "0", "--out",
+                             str(out), *TINY, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kw)
+
+
+@pytest.mark.slow
+def test_kill_then_rerun_reuses_finished_runs(tmp_path):
+    """kill -9 of rema reproduce mid-grid: the trainer child dies with it, the finished runs are reused on the next
+    start, the cut one is resumed or restarted, and the verdicts are written once every run is done."""
+    out = tmp_path / "rp"
+    first = _reproduce(out)
+    done = out / "table1" / "runs" / "vrp-seed0" / "reproduce.json"
+    deadline = time.time() + 300
+    while not done.exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    assert done.exists(), first.communicate()[0] if first.poll() is not None else "vrp run did not finish"
+    stamp = json.loads(done.read_text())["finished"]
+    time.sleep(2.0)  # into the next run
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(1.0)
+    ps = subprocess.run(["pgrep", "-f", str(out / "table1" / "configs")], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", "a trainer outlived its killed rema reproduce"
+    second = _reproduce(out)
+    text = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, text
+    assert "1 finished already (reused)" in text
+    assert json.loads(done.read_text())["finished"] == stamp
+    summary = json.loads((out / "table1" / "summary.json").read_text())
+    assert not summary["missing"] and summary["verdicts"] and (out / "table1" / "figure.png").stat().st_size > 1000
+    # a changed override makes every finished run stale: rerun, not reused
+    plan = subprocess.run([sys.executable, "-m", "rema.cli", "reproduce", "table1", "--seeds", "0", "--out", str(out),
+                           "--dry-run", *TINY, "train.lr=1e-5"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert plan.returncode == 0 and plan.stdout.count("stale") == 5, plan.stdout + plan.stderr

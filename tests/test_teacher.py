@@ -1,0 +1,177 @@
+"""The program teacher (``sft.data=teacher``): exact dialogues from synthetic expressions, per method, and the
+cold start that trains on them."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from rema.config import ConfigError, load_config
+from rema.data.dialogues import check_dialogue
+from rema.data.problems import Problem
+from rema.data.synthetic import LEVELS, arithmetic_steps, synthetic_problems
+from rema.data.teacher import teacher_dialogue, teacher_dialogues
+from rema.prompts import FINISH_MARKER, get_prompt_set
+from rema.rewards import mta_format
+from rema.rollout.scripted import replay
+from rema.train import Trainer
+
+
+class FirstChoice(random.Random):
+    """An rng that always picks the first option: the teacher's first phrasing of every message, hand-checkable."""
+
+    def choice(self, seq):
+        return seq[0]
+
+    def randrange(self, *args, **kwargs):
+        return 0
+
+
+# one problem per operation of levels 1-6, with its value worked out by hand
+CASES = {
+    "add": ({"a": 7, "b": 5}, "7 + 5", 12),
+    "sub": ({"a": 47, "b": 6}, "47 - 6", 41),
+    "mul": ({"a": 8, "b": 7}, "8 * 7", 56),
+    "add_mul": ({"a": 3, "b": 4, "c": 5}, "(3 + 4) * 5", 35),
+    "mul_add": ({"a": 6, "b": 3, "c": 7}, "6 * 3 + 7", 25),
+    "mul_add_sub": ({"a": 4, "b": 6, "c": 5, "d": 3}, "4 * 6 + 5 - 3", 26),
+    "add_mul_sub": ({"a": 7, "b": 2, "c": 3, "d": 4}, "(7 + 2) * 3 - 4", 23),
+    "sub_mul_add": ({"a": 9, "b": 4, "c": 6, "d": 2}, "(9 - 4) * 6 + 2", 32),
+}
+# the multi-turn MTA's instructions and the RA's steps, by hand
+MULTI_TURN = {
+    "add": [("Add 7 and 5.", "7 + 5 = 12.")],
+    "sub": [("Subtract 6 from 47.", "47 - 6 = 41.")],
+    "mul": [("Multiply 8 by 7.", "8 × 7 = 56.")],
+    "add_mul": [("First, add 3 and 4.", "3 + 4 = 7."), ("Finally, multiply 7 by 5.", "7 × 5 = 35.")],
+    "mul_add": [("First, multiply 6 by 3.", "6 × 3 = 18."), ("Finally, add 18 and 7.", "18 + 7 = 25.")],
+    "mul_add_sub": [("First, multiply 4 by 6.", "4 × 6 = 24."), ("Now add 24 and 5.", "24 + 5 = 29."),
+                    ("Finally, subtract 3 from 29.", "29 - 3 = 26.")],
+    "add_mul_sub": [("First, add 7 and 2.", "7 + 2 = 9."), ("Now multiply 9 by 3.", "9 × 3 = 27."),
+                    ("Finally, subtract 4 from 27.", "27 - 4 = 23.")],
+    "sub_mul_add": [("First, subtract 4 from 9.", "9 - 4 = 5."), ("Now multiply 5 by 6.", "5 × 6 = 30."),
+                    ("Finally, add 30 and 2.", "30 + 2 = 32.")],
+}
+# the single-turn plan (no result anywhere) and the worked solution, by hand
+PLAN = {
+    "add": "1. Add 7 and 5.",
+    "sub": "1. Subtract 6 from 47.",
+    "mul": "1. Multiply 8 by 7.",
+    "add_mul": "1. Add 3 and 4.\n2. Multiply the result by 5.",
+    "mul_add": "1. Multiply 6 by 3.\n2. Add 7 to the result.",
+    "mul_add_sub": "1. Multiply 4 by 6.\n2. Add 5 to the result.\n3. Subtract 3 from the result.",
+    "add_mul_sub": "1. Add 7 and 2.\n2. Multiply the result by 3.\n3. Subtract 4 from the result.",
+    "sub_mul_add": "1. Subtract 4 from 9.\n2. Multiply the result by 6.\n3. Add 2 to the result.",
+}
+SOLUTION = {
+    "add": "7 + 5 = 12.\nThe answer is \\boxed{12}.",
+    "sub": "47 - 6 = 41.\nThe answer is \\boxed{41}.",
+    "mul": "8 × 7 = 56.\nThe answer is \\boxed{56}.",
+    "add_mul": "1. 3 + 4 = 7.\n2. 7 × 5 = 35.\nThe answer is \\boxed{35}.",
+    "mul_add": "1. 6 × 3 = 18.\n2. 18 + 7 = 25.\nThe answer is \\boxed{25}.",
+    "mul_add_sub": "1. 4 × 6 = 24.\n2. 24 + 5 = 29.\n3. 29 - 3 = 26.\nThe answer is \\boxed{26}.",
+    "add_mul_sub": "1. 7 + 2 = 9.\n2. 9 × 3 = 27.\n3. 27 - 4 = 23.\nThe answer is \\boxed{23}.",
+    "sub_mul_add": "1. 9 - 4 = 5.\n2. 5 × 6 = 30.\n3. 30 + 2 = 32.\nThe answer is \\boxed{32}.",
+}
+
+
+def _problem(op: str) -> Problem:
+    operands, expression, value = CASES[op]
+    return Problem(id=f"t-{op}", question=f"What is {expression.replace('*', '×')}?", answer=str(value),
+                   meta={"op": op, "operands": operands, "expression": expression})
+
+
+def test_arithmetic_steps_compute_every_synthetic_problem():
+    for op, (operands, expression, value) in CASES.items():
+        steps = arithmetic_steps(op, operands)
+        assert steps[-1].result == value == eval(expression)
+        assert [s.text for s in steps] == [m.split(" = ")[0] for _, m in MULTI_TURN[op]]
+    for p in synthetic_problems(300, levels=tuple(LEVELS), seed=1):
+        steps = arithmetic_steps(p.meta["op"], p.meta["operands"])
+        assert str(steps[-1].result) == p.answer and all(s.result > 0 for s in steps)
+        assert len(steps) == {1: 1, 2: 1, 3: 1, 4: 2, 5: 1, 6: 3}[p.meta["level"]]
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_teacher_dialogue_of_each_operation_and_method_by_hand(op):
+    p, value = _problem(op), CASES[op][2]
+    multi = teacher_dialogue(p, "rema", "multi_turn", FirstChoice(), max_turns=4)
+    expected = [t for mta, ra in MULTI_TURN[op] for t in (("mta", mta), ("ra", ra))]
+    assert multi.turns == expected + [("mta", f"That is the answer. {FINISH_MARKER}"),
+                                      ("ra", f"The answer is \\boxed{{{value}}}.")]
+    single = teacher_dialogue(p, "rema", "single_turn", FirstChoice())
+    assert single.turns == [("mta", PLAN[op]), ("ra", SOLUTION[op])]
+    assert teacher_dialogue(p, "vrp", "single_turn", FirstChoice()).turns == [("ra", SOLUTION[op])]
+    assert teacher_dialogue(p, "mrp", "multi_turn", FirstChoice()).turns == [  # the mode does not matter for mrp
+        ("ra", f"Plan:\n{PLAN[op]}\n\nSolution:\n{SOLUTION[op]}")]
+    for d in (multi, single):
+        assert (d.question, d.answer, d.id) == (p.question, p.answer, p.id)
+
+
+def _all_methods():
+    return [("rema", "multi_turn", "rema-multi"), ("rema", "single_turn", "rema-single"),
+            ("vrp", "single_turn", "vrp"), ("mrp", "single_turn", "mrp")]
+
+
+def test_teacher_dialogues_fit_every_method_vary_and_never_leak_a_plan(tiny):
+    _, tok = tiny
+    problems = synthetic_problems(240, levels=tuple(LEVELS), seed=2, word_problems=0.5)
+    for method, mode, name in _all_methods():
+        cfg = load_config(None, [f"rollout.method={method}", f"rollout.mode={mode}", "rollout.max_turns=4"])
+        dialogues, stats = teacher_dialogues(problems, cfg)
+        assert stats["dialogues"] == 240 and [d.id for d in dialogues] == [p.id for p in problems]
+        again, _ = teacher_dialogues(problems, cfg)
+        assert [d.turns for d in again] == [d.turns for d in dialogues]  # seeded
+        two_agents = method == "rema"
+        for d, p in zip(dialogues, problems):
+            assert check_dialogue(d, two_agents=two_agents, multi_turn=mode == "multi_turn", max_turns=4) is None
+            assert re.search(r"\\boxed\{(\d+)\}", d.turns[-1][1]).group(1) == p.answer
+            if two_agents:  # the MTA's first message never gives the answer away, nor any result
+                first = d.turns[0][1]
+                allowed = set(re.findall(r"\d+", p.question)) | {"1", "2", "3"}  # + the plan's step numbers
+                assert mta_format(first, gold=p.answer)[1]["leak"] == 0 and "=" not in first
+                assert set(re.findall(r"\d+", first)) <= allowed
+        for d in dialogues[:8]:  # each replays through the real protocol, as the cold start does
+            replay(d, cfg.rollout, get_prompt_set(name), tok)
+        for k in range(len(dialogues[0].turns)):  # every message kind comes in several phrasings, not one template
+            one_step = [d for d in dialogues if d.meta["level"] == 1]  # all sums: only the wording differs
+            assert len({re.sub(r"\d+", "N", d.turns[k][1]) for d in one_step}) >= 4
+
+
+def test_teacher_refuses_what_it_cannot_write():
+    deep = _problem("mul_add_sub")
+    with pytest.raises(ConfigError, match=r"4 rounds .* rollout.max_turns=3"):
+        teacher_dialogue(deep, "rema", "multi_turn", random.Random(0), max_turns=3)
+    assert teacher_dialogue(_problem("add"), "rema", "multi_turn", random.Random(0), max_turns=2).rounds == 2
+    gsm = Problem(id="g1", question="Tom has 3 apples...", answer="5", meta={"source": "gsm8k"})
+    with pytest.raises(ConfigError, match="sft.data=self or a dialogue file"):
+        teacher_dialogue(gsm, "rema", "multi_turn", random.Random(0))
+    for bad in (["rollout.task=judge"], ["rollout.action_set=true", "rollout.mode=single_turn"]):
+        with pytest.raises(ConfigError, match="sft.data=teacher writes arithmetic dialogues"):
+            load_config(None, ["sft.data=teacher", *bad])
+
+
+def test_teacher_cold_start_then_one_rl_step(tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(None, [
+        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_tokens_per_turn=12", "rollout.max_turns=3",
+        "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=1", "train.lr=1e-3",
+        "data.train=synthetic:levels=1,4:n=20:seed=0:word=0", "data.eval=null", f"log.run_dir={run}",
+        "log.progress=false", "log.tensorboard=false", "sft.cold_start=true", "sft.data=teacher", "sft.questions=6",
+        "sft.epochs=1", "sft.batch_dialogues=3"])
+    tr = Trainer(cfg)
+    try:
+        assert tr.start()
+        tr.fit()
+    finally:
+        tr.close()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1]
+    assert records[0]["sft/data/dialogues"] == 6 and records[0]["sft/steps"] == 2
+    saved = [json.loads(x) for x in (run / "cold_start_dialogues.jsonl").read_text().splitlines()]
+    assert len(saved) == 6 and {len(d["turns"]) for d in saved} == {4, 6}  # one- and two-step problems
+    assert all(d["meta"]["teacher"].startswith("synthetic-program@") for d in saved)
+
