@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers.collapse import CollapsingEngine, correct
+
 from rema.config import load_config
 from rema.prompts import PromptSet
 from rema.train import RunUnhealthy, Trainer
@@ -78,7 +78,8 @@ def test_each_failure_is_named_rolled_back_and_the_run_finishes(tmp_path, case):
     assert tr.step == 6 and (tr.run_dir / "final" / "config.json").is_file()  # the run finished
     assert steps_logged(tr.run_dir) == [s for s in range(0, 7) if s > 0 or case == "eval"]
     aside = records(tr.run_dir, "metrics_rolled_back.jsonl")
-    assert [r["step"] for r in aside] == list(range(since - 1, event["step"] + 1)) and {r["rollback"] for r in aside} == {1}
+    assert [r["step"] for r in aside] == list(range(since - 1, event["step"] + 1))
+    assert {r["rollback"] for r in aside} == {1}
     assert [r["lr"] for r in records(tr.run_dir) if r.get("step", 0) > since - 2 and "lr" in r] == [5e-3] * (8 - since)
     assert tr.guard.rollbacks == 1 and tr.guard.firing == []
     marks = {p.name: json.loads((p / "health.json").read_text()) for p in (tr.run_dir / "checkpoints").glob("step_*")}
@@ -108,7 +109,8 @@ def test_rollbacks_run_out_then_the_run_stops(tmp_path):
 def test_warn_logs_the_event_marks_checkpoints_and_goes_on(tmp_path, capsys):
     from rema.runtime.checkpoints import best_healthy
 
-    tr = collapsing(tmp_path, "format", "rollout.mode=multi_turn", "train.health.action=warn", "train.keep_checkpoints=0")
+    tr = collapsing(tmp_path, "format", "rollout.mode=multi_turn", "train.health.action=warn",
+                    "train.keep_checkpoints=0")
     tr.fit()
     [event] = events(tr.run_dir)
     assert (event["step"], event["health/action"], event["health/since"]) == (5, "warn", 4)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rema.config import ConfigError, HealthConfig, load_config
-from rema.scoring import non_text, repeated_share, repetitive
 from rema.runtime.checkpoints import HEALTH_FILE, best_healthy, healthy_before, mark_text, save_checkpoint
+from rema.scoring import non_text, repeated_share, repetitive
 from rema.train.guard import HealthGuard, needed_for_rollback, remark
 from rema.train.health import CHECKS, at_most, cliff, falls, rises, run_checks, spike
 from rema.train.metrics import truncate_jsonl

@@ -62,7 +62,8 @@ def _section(name: str, section) -> tuple[str, list[tuple[str, object]]]:
     cls = type(section)
     docs = field_docs(cls)
     intro = _class_doc(cls)
-    parts = [f"## {name}\n", f"`{cls.__name__}` in `rema.config`." + (f" {intro.replace('``', '`')}" if intro else "") + "\n"]
+    intro = f" {intro.replace('``', '`')}" if intro else ""
+    parts = [f"## {name}\n", f"`{cls.__name__}` in `rema.config`.{intro}\n"]
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     nested = []
     for sf in dataclasses.fields(cls):

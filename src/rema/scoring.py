@@ -22,8 +22,8 @@ The metric names are the same for training batches and evaluations, so curves li
 ``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate`` (an MTA message holds a ``\\boxed{}``),
 ``plan_leak_rate`` (the MTA's first message gives the answer away: box, answer statement or closing
 "= gold"), ``degenerate/repetitive`` and ``degenerate/non_text`` (shares of messages that repeat themselves or
-are not text: ``repetitive``, ``non_text``), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and ``action_level/<ACTION>/...`` (action-set
-mode, ``action_metrics``); judge episodes add
+are not text: ``repetitive``, ``non_text``), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and
+``action_level/<ACTION>/...`` (action-set mode, ``action_metrics``); judge episodes add
 ``judge/verdict_found``, ``judge/verdict_A`` (the share of verdicts that pick A: position bias when the labels
 are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.rewards.judge_family``).
 """

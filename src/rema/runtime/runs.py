@@ -159,7 +159,8 @@ def run_models(run: str | Path, checkpoint: str | None = None) -> tuple[Path, Pa
     try:
         return run_model_folders(run, None if checkpoint == "final" else checkpoint)
     except FileNotFoundError as err:
-        raise CheckpointError(f"{err}; the run has: {available(run)} (--checkpoint step_N, latest, best, final)") from None
+        raise CheckpointError(f"{err}; the run has: {available(run)} (--checkpoint step_N, latest, best, "
+                              "final)") from None
 
 
 def resolve_best(run: str | Path) -> str:

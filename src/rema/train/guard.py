@@ -26,6 +26,7 @@ from ..config import HealthConfig
 from ..runtime.checkpoints import HEALTH_FILE, checkpoint_step, healthy_checkpoints, mark_text, read_mark
 from .health import WATCHED, Finding, run_checks
 
+
 class RunUnhealthy(RuntimeError):
     """A health check fired and the run stopped (``train.health.action=stop``, or rollbacks exhausted)."""
 
