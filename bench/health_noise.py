@@ -28,7 +28,7 @@ from rema.train.health import CHECKS
 
 SCENARIOS = {  # check: (metric key, levels of the healthy run, the level after the collapse)
     "reward_cliff": ("train/acc", (0.3, 0.5, 0.7), 0.02),
-    "format": ("train/end/finished", (0.6, 0.75, 0.9), 0.02),
+    "format": ("train/end/finished", (0.6, 0.75, 0.8, 0.9), 0.02),
     "turns_pinned": ("train/end/max_turns", (0.2, 0.4, 0.5), 0.99),
     "degenerate": ("train/degenerate/repetitive", (0.05, 0.1, 0.2), 0.99),
 }

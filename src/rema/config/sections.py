@@ -228,19 +228,20 @@ class HealthConfig:
     (``train/end/max_turns``), or of an agent's messages cut at ``rollout.max_tokens_per_turn``
     (``train/truncated_turns/<agent>``), at or above this ..."""
     pinned_from: float = 0.5
-    """... after it was at or below this within ``window`` (a model that never learned to stop does not fire)."""
+    """... after its recent level (the median over ``window``) was at or below this (a model that never learned to
+    stop does not fire)."""
     format_drop: float = 0.5
     """``format``: the share of episodes closed by [FINISH] (``train/end/finished``), of boxed answers
     (``train/boxed_rate``) or of judge verdicts found below this share of its recent level (the median over
     ``window``) ..."""
-    format_from: float = 0.75
+    format_from: float = 0.8
     """... when that level was at least this (a format the run had learned; below it, batches of a few
     questions swing too much)."""
     degenerate_share: float = 0.5
     """``degenerate``: the share of messages that repeat themselves (``train/degenerate/repetitive``) or are not
     text (``train/degenerate/non_text``) at or above this ..."""
-    degenerate_from: float = 0.2
-    """... after it was at or below this within ``window``."""
+    degenerate_from: float = 0.1
+    """... after its recent level (the median over ``window``) was at or below this."""
     reward_cliff: float = 0.4
     """``reward_cliff``: training accuracy or an agent's reward (running mean over ``smooth`` steps) this far
     below its recent level (the median over ``window``), and below ``1 - cliff_ratio`` of it when positive."""

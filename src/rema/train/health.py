@@ -9,8 +9,8 @@ Relative checks judge those last observations against a *baseline*: the observat
 ``window`` steps back, at least ``min_history`` of them. Four shapes cover every check:
 
 1. ``at_most``: a value at or below a floor (token entropy).
-2. ``rises``: a share at or above ``high`` after it was at or below ``low`` in the baseline (episodes pinned at
-   the turn limit, messages cut at the token limit, degenerate text). A model that never learned to stop, or
+2. ``rises``: a share at or above ``high`` after its recent level (the baseline's median) was at or below
+   ``low`` (episodes pinned at the turn limit, messages cut at the token limit, degenerate text). A model that never learned to stop, or
    never wrote text (the tiny random model), does not fire: only a behaviour that was there and is lost does.
 3. ``falls``: a share below ``ratio`` x its recent level (the baseline's median), when that level was at least
    ``least`` ([FINISH] and boxed shares, rounds per episode).
@@ -75,9 +75,10 @@ def at_most(values: Sequence[float], *, floor: float, patience: int) -> bool:
 
 
 def rises(values: Sequence[float], *, high: float, low: float, patience: int, min_history: int) -> bool:
-    """The last ``patience`` values are all >= ``high`` and the baseline went as low as ``low``."""
+    """The last ``patience`` values are all >= ``high`` and the recent level (the baseline's median) was at
+    most ``low``."""
     parts = split(values, patience=patience, min_history=min_history)
-    return parts is not None and min(parts[0]) <= low and all(v >= high for v in parts[1])
+    return parts is not None and statistics.median(parts[0]) <= low and all(v >= high for v in parts[1])
 
 
 def falls(values: Sequence[float], *, ratio: float, least: float, patience: int, min_history: int) -> bool:
@@ -173,7 +174,7 @@ def _rise_check(name: str, history: History, c: HealthConfig, keys: list[str], h
     h = _recent(history, c.window + c.patience)
     found = _first(h, keys, lambda v: rises(v, high=high, low=low, patience=c.patience, min_history=c.min_history),
                    c.patience, lambda k, v: f"{k} = {v:.2f} >= train.health.{high_key} {high} for {c.patience} "
-                                            f"step(s) (it was <= {low}): {what}")
+                                            f"step(s) (its level was <= {low}): {what}")
     return Finding(name, *found) if found else None
 
 
