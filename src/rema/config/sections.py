@@ -211,7 +211,7 @@ class HealthConfig:
     eval_patience: int = 1
     """Consecutive held-out evaluations below the cliff before ``eval_cliff`` fires (evaluations are rare)."""
     min_history: int = 3
-    """Steps a relative check needs before the ones it judges (its baseline: their median or lowest value)."""
+    """Steps a relative check needs before the ones it judges (its baseline, whose median it compares with)."""
     window: int = 20
     """How many steps back the baseline of a relative check reaches."""
     smooth: int = 3

@@ -6,12 +6,14 @@ as ``metrics.jsonl`` holds them (a held-out evaluation's keys only on the steps 
 the observations of a few keys and fires when its condition held on the last ``patience`` of them.
 
 Relative checks judge those last observations against a *baseline*: the observations before them, at most
-``window`` steps back, at least ``min_history`` of them. Four shapes cover every check:
+``window`` steps back, at least ``min_history`` of them, whose median is the run's recent level (the extremes
+of many noisy steps would make small batches fire by chance: ``bench/health_noise.py``). The shapes:
 
 1. ``at_most``: a value at or below a floor (token entropy).
 2. ``rises``: a share at or above ``high`` after its recent level (the baseline's median) was at or below
-   ``low`` (episodes pinned at the turn limit, messages cut at the token limit, degenerate text). A model that never learned to stop, or
-   never wrote text (the tiny random model), does not fire: only a behaviour that was there and is lost does.
+   ``low`` (episodes pinned at the turn limit, messages cut at the token limit, degenerate text). A model that
+   never learned to stop, or never wrote text (the tiny random model), does not fire: only a behaviour that was
+   there and is lost does.
 3. ``falls``: a share below ``ratio`` x its recent level (the baseline's median), when that level was at least
    ``least`` ([FINISH] and boxed shares, rounds per episode).
 4. ``cliff``: a running mean ``drop`` below its recent level (the baseline's median) and below ``(1 - ratio)``
