@@ -19,7 +19,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "data" / "golden_runs.json").read_text())
-ADDED = {"dist/param_shard_frac", "train/updated/mta", "train/updated/ra"}
+ADDED = {"dist/param_shard_frac", "train/updated/mta", "train/updated/ra",
+         *(f"{split}/degenerate/{k}" for split in ("train", "eval", "base_eval") for k in ("repetitive", "non_text"))}
 """Metrics logged since the golden runs were captured (new keys, not changed values)."""
 
 

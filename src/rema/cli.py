@@ -24,7 +24,7 @@ def cmd_train(args) -> int:
     """Train from a YAML config with dotted overrides, or resume a run directory (``--dry-run``: check and plan)."""
     from .cli_args import config_from_args
     from .config import check_training
-    from .train import TrainingDiverged, dry_run, train
+    from .train import RunUnhealthy, TrainingDiverged, dry_run, train
     from .train.strategy import launcher_overrides
 
     if args.resume is not None and args.config is not None:
@@ -50,6 +50,9 @@ def cmd_train(args) -> int:
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except RunUnhealthy as err:  # a health check fired and stopped the run (train.health)
+        print(f"error: {err}", file=sys.stderr)
+        return 4
     print(f"run directory: {trainer.run_dir}")
     return 130 if trainer.stop_requested else 0
 

@@ -64,30 +64,47 @@ def _choices(values) -> str:
     return " One of: " + ", ".join(f"`{_value(v)}`" for v in values) + "."
 
 
+def _valid(key: str, table: dict) -> str:
+    """What a key accepts, after its meaning: its registry's names or its numeric range."""
+    return (_cell(_choices(table[key])) if key in table else "") + (
+        f" Valid: {_cell(RANGES[key].describe())}." if key in RANGES else "")
+
+
+def _section(name: str, section, table: dict) -> tuple[str, list[tuple[str, object]]]:
+    """One section's Markdown (heading, intro, table) and the nested sections it holds (``train.health``)."""
+    cls = type(section)
+    docs = field_docs(cls)
+    intro = _class_doc(cls)
+    intro = f" {intro.replace('``', '`')}" if intro else ""
+    parts = [f"## {name}\n", f"`{cls.__name__}` in `rema.config`.{intro}\n"]
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    nested = []
+    for sf in dataclasses.fields(cls):
+        kind = sf.type if isinstance(sf.type, str) else getattr(sf.type, "__name__", str(sf.type))
+        value = getattr(section, sf.name)
+        key = f"{name}.{sf.name}"
+        if dataclasses.is_dataclass(value):
+            nested.append((key, value))
+            default = f"[{key}](#{name}{sf.name})"  # GitHub's anchor drops the dot
+        else:
+            default = f"`{_cell(_value(value))}`"
+        rows.append(f"| `{key}` | `{_cell(kind)}` | {default} | {_cell(docs.get(sf.name, ''))}{_valid(key, table)} |")
+    parts.append("\n".join(rows) + "\n")
+    return "\n".join(parts), nested
+
+
 def render_markdown() -> str:
     """The whole of docs/config.md."""
     defaults = Config()
     table = choice_table(shipped=True)
     parts = [HEADER]
-    sections = dataclasses.fields(Config)
-    parts.append("Sections: " + " · ".join(f"[`{f.name}`](#{f.name})" for f in sections) + "\n")
-    for f in sections:
-        section = getattr(defaults, f.name)
-        cls = type(section)
-        docs = field_docs(cls)
-        parts.append(f"## {f.name}\n")
-        intro = _class_doc(cls)
-        parts.append(f"`{cls.__name__}` in `rema.config`." + (f" {intro.replace('``', '`')}" if intro else "") + "\n")
-        rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for sf in dataclasses.fields(cls):
-            kind = sf.type if isinstance(sf.type, str) else getattr(sf.type, "__name__", str(sf.type))
-            rows.append(
-                f"| `{f.name}.{sf.name}` | `{_cell(kind)}` | `{_cell(_value(getattr(section, sf.name)))}` "
-                f"| {_cell(docs.get(sf.name, ''))}"
-                f"{_cell(_choices(table[key])) if (key := f'{f.name}.{sf.name}') in table else ''}"
-                f"{f' Valid: {_cell(RANGES[key].describe())}.' if key in RANGES else ''} |"
-            )
-        parts.append("\n".join(rows) + "\n")
+    sections = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(Config)]
+    parts.append("Sections: " + " · ".join(f"[`{name}`](#{name})" for name, _ in sections) + "\n")
+    while sections:
+        name, section = sections.pop(0)
+        text, nested = _section(name, section, table)
+        parts.append(text)
+        sections[:0] = nested  # right after its parent
     return "\n".join(parts)
 
 

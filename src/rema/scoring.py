@@ -21,8 +21,9 @@ The metric names are the same for training batches and evaluations, so curves li
 ``reward/<agent>``, ``reward_parts/<agent>/<part>``, ``end/<code>``, ``turns/mean``,
 ``tokens_per_turn/<agent>``, ``boxed_rate``, ``leak_rate`` (an MTA message holds a ``\\boxed{}``),
 ``plan_leak_rate`` (the MTA's first message gives the answer away: box, answer statement or closing
-"= gold"), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and ``action_level/<ACTION>/...`` (action-set
-mode, ``action_metrics``); judge episodes add
+"= gold"), ``degenerate/repetitive`` and ``degenerate/non_text`` (shares of messages that repeat themselves or
+are not text: ``repetitive``, ``non_text``), ``actions/<ACTION>``, ``actions/<ACTION>/level_<L>`` and
+``action_level/<ACTION>/...`` (action-set mode, ``action_metrics``); judge episodes add
 ``judge/verdict_found``, ``judge/verdict_A`` (the share of verdicts that pick A: position bias when the labels
 are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.rewards.judge_family``).
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
@@ -111,6 +113,35 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
     return {"grader/timeouts": float(timeouts), "grader/items": float(len(episodes))}
 
 
+def repeated_share(text: str, n: int = 8) -> float:
+    """The share of a message's character n-grams that already occurred earlier in it (0: none repeats; a
+    message looping on one phrase tends to 1). Messages shorter than ``2 n`` characters count as 0."""
+    if len(text) < 2 * n:
+        return 0.0
+    grams = [text[i:i + n] for i in range(len(text) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def repetitive(text: str) -> bool:
+    """A message that mostly repeats itself: more than half of its 8-character windows occurred before in it."""
+    return repeated_share(text) > 0.5
+
+
+_GARBAGE = {"Cc", "Cf", "Cn", "Co", "Cs"}  # control, format, unassigned, private use, surrogates
+
+
+def non_text(text: str) -> bool:
+    """A message that is not text: over a fifth of its characters are control/unassigned/undecodable
+    (U+FFFD), or, from 16 characters on, under a fifth are letters or digits (``))))))``, ``!!!!``)."""
+    if not text:
+        return False
+    garbage = sum(c == "\ufffd" or (unicodedata.category(c) in _GARBAGE and c not in "\n\t\r") for c in text)
+    if garbage > 0.2 * len(text):
+        return True
+    visible = [c for c in text if not c.isspace()]
+    return len(visible) >= 16 and sum(c.isalnum() for c in visible) < 0.2 * len(visible)
+
+
 def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     """Aggregate metrics of a list of scored episodes (means over episodes unless said otherwise)."""
     n = len(episodes)
@@ -138,6 +169,10 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         for k, vs in parts.items():
             m[f"reward_parts/{agent}/{k}"] = sum(vs) / len(vs)
     m["boxed_rate"] = sum(bool(_BOXED.search(ep.final_response)) for ep in episodes) / n
+    messages = [t for ep in episodes for t in ep.turns]
+    if messages:
+        m["degenerate/repetitive"] = sum(repetitive(t.text) for t in messages) / len(messages)
+        m["degenerate/non_text"] = sum(non_text(t.text) for t in messages) / len(messages)
     if "mta" in agents:
         leaks = [any(_BOXED.search(t.text) for t in ep.turns_of("mta")) for ep in episodes]
         m["leak_rate"] = sum(leaks) / n

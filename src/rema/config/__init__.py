@@ -5,8 +5,8 @@ truth and is what ``rema train --help-config`` prints. ``load_config("configs/x.
 reads the YAML, applies overrides, and validates; an unknown key fails naming the key and the nearest valid
 ones.
 
-- :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train``, ``data``,
-  ``sft``, ``log``, ``eval``, ``serve``) and :class:`Config`;
+- :mod:`.sections`: the dataclasses (``model``, ``rollout``, ``reward``, ``algo``, ``train`` and its nested
+  ``train.health``, ``data``, ``sft``, ``log``, ``eval``, ``serve``) and :class:`Config`;
 - :mod:`.checks`: :func:`validate`, :func:`check_training` (what a training run refuses on top) and
   :class:`ConfigError`;
 - :mod:`.choices`: the valid values of every key that names something, from the registries;
@@ -22,6 +22,7 @@ from .sections import (
     Config,
     DataConfig,
     EvalConfig,
+    HealthConfig,
     LogConfig,
     ModelConfig,
     RewardConfig,
@@ -32,7 +33,7 @@ from .sections import (
 )
 
 __all__ = [
-    "METHODS", "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "LogConfig", "ModelConfig",
-    "RewardConfig", "RolloutConfig", "ServeConfig", "SFTConfig", "TrainConfig", "describe_config", "field_docs",
-    "check_training", "load_config", "method_of", "method_overrides", "save_config", "validate",
+    "METHODS", "AlgoConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "HealthConfig", "LogConfig",
+    "ModelConfig", "RewardConfig", "RolloutConfig", "ServeConfig", "SFTConfig", "TrainConfig", "describe_config",
+    "field_docs", "check_training", "load_config", "method_of", "method_overrides", "save_config", "validate",
 ]

@@ -182,6 +182,10 @@ def _check_ranges(cfg) -> None:
         raise ConfigError(f"data.levels={levels!r}: give difficulty levels >= 1 (e.g. data.levels=[3,4,5]), or "
                           "data.levels=null for every level")
 
+HEALTH_CHECKS = ("entropy", "turns_collapse", "turns_pinned", "length_pinned", "format", "degenerate", "reward_cliff",
+                 "eval_cliff", "kl_spike", "grad_spike", "logp_drift")
+"""The names of ``train.health``'s checks (``rema.train.health.CHECKS`` implements each one)."""
+
 
 def validate(cfg) -> None:
     """Check a :class:`~rema.config.Config`'s choices, ranges and combinations (raises :class:`ConfigError`),
@@ -195,6 +199,7 @@ def validate(cfg) -> None:
     _check_reward(cfg)
     _check_train(cfg)
     _check_eval(cfg)
+    _validate_health(cfg.train.health)
     for message in no_effect(cfg):
         warn_once(message)
 
@@ -237,6 +242,32 @@ def _check_prompt_set(cfg) -> None:
         has = "an MTA prompt" if two_agents else "no MTA prompt"
         raise ConfigError(f"rollout.prompts={r.prompts!r} has {has} but rollout.method={r.method}; use a set with "
                           f"{'none' if two_agents else 'one'}, or rollout.method={'rema' if two_agents else 'vrp'}")
+
+
+def _validate_health(h) -> None:
+    if h.action not in ("warn", "stop", "rollback"):
+        raise ConfigError(f"train.health.action={h.action!r} is not valid; choose one of ['warn', 'stop', 'rollback']")
+    for key in ("warn_only", "skip"):
+        unknown = [name for name in getattr(h, key) if name not in HEALTH_CHECKS]
+        if unknown:
+            raise ConfigError(f"train.health.{key}: unknown check(s) {unknown}; the checks are {list(HEALTH_CHECKS)}")
+    for key in ("patience", "eval_patience", "min_history", "window", "smooth", "eval_min_episodes"):
+        if getattr(h, key) < 1:
+            raise ConfigError(f"train.health.{key} must be >= 1, got {getattr(h, key)}")
+    if h.max_rollbacks < 0:
+        raise ConfigError(f"train.health.max_rollbacks must be >= 0 (0: the first firing check stops), got "
+                          f"{h.max_rollbacks}")
+    if not 0.0 < h.lr_factor <= 1.0:
+        raise ConfigError(f"train.health.lr_factor multiplies the learning rate at a rollback and must be in (0, 1], "
+                          f"got {h.lr_factor}")
+    for key in ("turns_collapse", "pinned_share", "pinned_from", "format_drop", "format_from", "degenerate_share",
+                "degenerate_from", "cliff_ratio"):
+        if not 0.0 <= getattr(h, key) <= 1.0:
+            raise ConfigError(f"train.health.{key} is a share and must be in [0, 1], got {getattr(h, key)}")
+    for key in ("entropy_floor", "turns_collapse_from", "reward_cliff", "eval_cliff", "spike_factor", "kl_floor",
+                "logp_drift"):
+        if getattr(h, key) < 0:
+            raise ConfigError(f"train.health.{key} must be >= 0, got {getattr(h, key)}")
 
 
 def _check_algo(cfg) -> None:

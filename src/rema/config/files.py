@@ -92,13 +92,40 @@ def _unknown(key: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint} (see `rema train --help-config`)")
 
 
+def _toggles(cls, prefix: str = "") -> list[str]:
+    """Keys of nested sections that have an ``enabled`` field: ``train.health=false`` is short for
+    ``train.health.enabled=false``."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            if prefix and "enabled" in {g.name for g in dataclasses.fields(tp)}:
+                keys.append(prefix + f.name)
+            keys += _toggles(tp, prefix + f.name + ".")
+    return keys
+
+
+def _as_toggle(value, existing=None):
+    """A section given as a scalar (``train.health=false``): its mapping with ``enabled`` set."""
+    if isinstance(value, dict):
+        return value
+    return {**(existing if isinstance(existing, dict) else {}), "enabled": value}
+
+
 def _set(tree: dict, dotted: str, value, valid: list[str]) -> None:
-    if dotted not in valid:
+    toggles = _toggles(Config)
+    if dotted not in valid and dotted not in toggles:
         raise _unknown(dotted, valid)
-    section, key = dotted.split(".", 1)
-    if not isinstance(tree.setdefault(section, {}), dict):
-        raise ConfigError(f"{section}: expected a mapping of fields, got {tree[section]!r}")
-    tree[section][key] = value
+    *path, key = dotted.split(".")
+    node = tree
+    for depth, part in enumerate(path):  # nested sections (train.health.patience): mappings inside mappings
+        here = ".".join(path[:depth + 1])
+        if here in toggles and part in node and not isinstance(node[part], dict):
+            node[part] = _as_toggle(node[part])  # `health: false` in the file, then a nested override
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{here}: expected a mapping of fields, got {node!r}")
+    node[key] = _as_toggle(value, node.get(key)) if dotted in toggles else value
 
 
 def _build(cls, data: dict, prefix: str = ""):
@@ -111,6 +138,8 @@ def _build(cls, data: dict, prefix: str = ""):
             raise _unknown(prefix + key, _all_keys(Config))
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
+            if prefix and not isinstance(value, dict) and prefix + key in _toggles(Config):
+                value = _as_toggle(value)
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{key}: expected a mapping of fields, got {value!r}")
             kwargs[key] = _build(tp, value, prefix + key + ".")
@@ -164,15 +193,23 @@ def field_docs(cls) -> dict[str, str]:
 
 
 def describe_config(cfg: Config | None = None) -> str:
-    """Every key with its current value and documentation (for ``--help-config``)."""
+    """Every key with its current value and documentation (for ``--help-config``); a nested section
+    (``train.health``) is listed after its parent, under its own heading."""
     cfg = cfg or Config()
-    lines = []
-    for f in dataclasses.fields(Config):
-        section = getattr(cfg, f.name)
+    lines: list[str] = []
+    pending = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(Config)]
+    while pending:
+        name, section = pending.pop(0)
         docs = field_docs(type(section))
-        lines.append(f"[{f.name}]")
+        lines.append(f"[{name}]")
         for sf in dataclasses.fields(section):
-            lines.append(f"  {f.name}.{sf.name} = {getattr(section, sf.name)!r}")
+            value = getattr(section, sf.name)
+            if dataclasses.is_dataclass(value):
+                pending.insert(0, (f"{name}.{sf.name}", value))
+                value = f"[{name}.{sf.name}] below"
+            else:
+                value = repr(value)
+            lines.append(f"  {name}.{sf.name} = {value}")
             lines.append(f"      {docs.get(sf.name, '')}")
     return "\n".join(lines)
 

@@ -42,7 +42,8 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     sh.add(src, "--run", key="eval.run",
            help="training run folder: evaluate its final/ weights; its config.yaml is the base config")
     sh.add(src, "--checkpoint", key="eval.checkpoint",
-           help="with --run: step_N, latest or final (or a model folder); a checkpoint is exported to RUN/exports first")
+           help="with --run: step_N, latest, best (the healthy checkpoint with the best held-out accuracy) or final "
+                "(or a model folder); a checkpoint is exported to RUN/exports first")
     sh.add(src, "--method", choices=list(METHODS), key=method_overrides,
            help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]")
     sh.add(src, "--label", key="eval.label", help="model name shown in tables")
@@ -205,7 +206,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportError, build_report
+    from .report import ReportError, build_report, event_lines, read_jsonl
 
     console = _console()
     try:
@@ -214,6 +215,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {err}")
         return 2
     console.print(f"wrote {out}/report.html and {len(list(out.glob('*.png')))} plots")
+    lines = event_lines(read_jsonl(Path(args.run_dir) / "metrics.jsonl"))
+    if lines:  # train.health's events, also marked on the plots
+        console.print(f"[bold]{len(lines)} health event(s)[/bold]")
+        for line in lines:
+            console.print(f"  {line}", highlight=False)
     return 0
 
 

@@ -79,6 +79,9 @@ def summary_figures(metrics: Sequence[dict], samples: Sequence[dict]) -> list[di
     if metrics:
         chips.append({"label": "steps", "value": str(metrics[-1].get("step", len(metrics))), "note": ""})
     chips.append({"label": "dialogues", "value": str(len(samples)), "note": ""})
+    events = [r for r in metrics if "health/event" in r]
+    if events:
+        chips.append({"label": "health events", "value": str(len(events)), "note": events[-1].get("health/action", "")})
     return chips
 
 
@@ -118,6 +121,9 @@ def page_data(run: dict, plots: Sequence[tuple[str, str]], out: Path, max_sample
         "config": flatten(cfg),
         "meta": run["meta"],
         "last": {"train": _last_row(run["metrics"], "train/"), "eval": _last_row(run["metrics"], "eval/")},
+        "events": [{"step": e["step"], "action": e.get("health/action", ""), "check": e.get("health/check", ""),
+                    "to_step": e.get("health/to_step"), "message": e.get("health/message", "")}
+                   for e in run.get("events", [])],
         "samples": [compact_sample(s) for s in samples],
         "dropped": len(run["samples"]) - len(samples),
     }

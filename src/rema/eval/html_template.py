@@ -93,6 +93,7 @@ figure { margin: 0; background: var(--card); border: 1px solid var(--line); bord
 figure img { width: 100%; height: auto; cursor: zoom-in; display: block; }
 figcaption { color: var(--muted); font-size: 11.5px; margin-bottom: 2px; text-align: right; }
 figure.wide { grid-column: 1 / -1; }
+.events { margin-bottom: 14px; border-left: 4px solid #dc2626; }
 #lightbox { position: fixed; inset: 0; background: rgba(17, 24, 39, .82); display: none; place-items: center; z-index: 10; cursor: zoom-out; }
 #lightbox.on { display: grid; } #lightbox img { max-width: 94vw; max-height: 92vh; background: #fff; border-radius: 8px; }
 .runcols { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 14px; }
@@ -128,7 +129,7 @@ pre.meta { white-space: pre-wrap; word-wrap: break-word; margin: 0; font-size: 1
       <article id="detail"></article>
     </div>
   </section>
-  <section class="tab" id="tab-plots"><div class="plots" id="plot-grid"></div></section>
+  <section class="tab" id="tab-plots"><div class="card events" id="events"><h2>Health events</h2><table class="kv" id="event-list"></table></div><div class="plots" id="plot-grid"></div></section>
   <section class="tab" id="tab-run"><div class="runcols">
     <div class="card"><h2>Config</h2><table class="kv" id="config"></table></div>
     <div><div class="card"><h2>Latest metrics</h2><table class="kv" id="lastm"></table></div>
@@ -287,6 +288,10 @@ pre.meta { white-space: pre-wrap; word-wrap: break-word; margin: 0; font-size: 1
     img.addEventListener("click", () => { const lb = $("lightbox"); lb.querySelector("img").src = img.src; lb.classList.add("on"); });
     f.append(img); $("plot-grid").append(f); });
   if (!(D.plots || []).length) $("plot-grid").append(el("div", "empty", "No metrics to plot."));
+  // ---- health events (train.health): also marked on the plots
+  (D.events || []).forEach((e) => { const tr = el("tr"); tr.append(el("th", "mono", "step " + e.step + " · " + e.action +
+      (e.to_step !== null && e.to_step !== undefined ? " → step " + e.to_step : "")), el("td", "", e.message)); $("event-list").append(tr); });
+  if (!(D.events || []).length) $("events").style.display = "none";
   $("lightbox").addEventListener("click", () => $("lightbox").classList.remove("on"));
 
   // ---- run

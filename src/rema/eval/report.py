@@ -18,6 +18,11 @@ Plots (file: what):
 
 A run with several eval sets logs ``eval/<set>/…`` and their average ``eval/avg/…`` instead of ``eval/…``;
 the reward, accuracy and rounds plots then draw the average.
+
+Health events (``train.health``: records with ``health/event`` in ``metrics.jsonl``) are marked on every plot
+at the step they fired: a red line and the abandoned steps shaded for a rollback, a black line for a stop, an
+orange dashed line for a warning; :func:`event_lines` lists them (``rema report`` prints them, the page shows
+them above the plots).
 """
 
 from __future__ import annotations
@@ -63,7 +68,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def load_run(run_dir: str | Path) -> dict:
-    """``{"dir", "name", "metrics", "samples", "config", "meta"}`` of a run folder."""
+    """``{"dir", "name", "metrics", "samples", "config", "meta", "events", "rolled_back"}`` of a run folder
+    (``events``: its health events, :func:`health_events`; ``rolled_back``: the records rollbacks set aside,
+    ``metrics_rolled_back.jsonl``)."""
     import yaml
 
     run = Path(run_dir)
@@ -77,7 +84,23 @@ def load_run(run_dir: str | Path) -> dict:
     meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
     metrics.sort(key=lambda r: r.get("step", 0))
     return {"dir": str(run), "name": run.resolve().name, "metrics": metrics, "samples": samples,
-            "config": config or {}, "meta": meta}
+            "config": config or {}, "meta": meta, "events": health_events(metrics),
+            "rolled_back": read_jsonl(run / "metrics_rolled_back.jsonl")}
+
+
+def health_events(rows: Sequence[dict]) -> list[dict]:
+    """The health events among a run's records (``health/event``), in the order they happened."""
+    return sorted((r for r in rows if "health/event" in r), key=lambda r: r["health/event"])
+
+
+def event_lines(rows: Sequence[dict]) -> list[str]:
+    """One line per health event: step, action, checks, where a rollback went, and the checks' messages."""
+    lines = []
+    for e in health_events(rows):
+        where = (f" to step {e['health/to_step']} (learning rate x{e.get('health/lr_scale', 1):g})"
+                 if e.get("health/action") == "rollback" else "")
+        lines.append(f"step {e['step']}: {e.get('health/action')}{where} - {e.get('health/message', '')}")
+    return lines
 
 
 def series(rows: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
@@ -157,7 +180,25 @@ def _line(ax, rows, key, label, color, *, dashed: bool = False, width: float = 1
     return True
 
 
-def _save(fig, out: Path, name: str) -> str:
+EVENT_STYLE = {"rollback": ("#dc2626", "-"), "stop": ("#111827", "-"), "warn": ("#f59e0b", "--")}
+
+
+def mark_events(ax, rows: Sequence[dict]) -> None:
+    """Health events on a plot over steps: a line at each event's step (its colour says the action) and, for a
+    rollback, the steps it abandoned shaded."""
+    for e in health_events(rows):
+        color, style = EVENT_STYLE.get(e.get("health/action"), ("#6b7280", ":"))
+        if e.get("health/action") == "rollback" and "health/to_step" in e:
+            ax.axvspan(e["health/to_step"], e["step"], color=color, alpha=0.07, linewidth=0)
+        ax.axvline(e["step"], color=color, linestyle=style, linewidth=1.1, alpha=0.8)
+        ax.annotate(e.get("health/check", ""), (e["step"], 1), xycoords=("data", "axes fraction"), fontsize=7,
+                    color=color, rotation=90, ha="right", va="top")
+
+
+def _save(fig, out: Path, name: str, rows: Sequence[dict] = ()) -> str:
+    for ax in fig.axes:
+        if ax.get_visible() and ax.get_xlabel() == "step":
+            mark_events(ax, rows)
     fig.tight_layout()
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
@@ -184,7 +225,7 @@ def plot_reward(rows, out: Path) -> str | None:
         return None
     _style(ax, "Reward per agent", "mean reward")
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, out, "reward.png")
+    return _save(fig, out, "reward.png", rows)
 
 
 def plot_accuracy(rows, out: Path) -> str | None:
@@ -210,7 +251,7 @@ def plot_accuracy(rows, out: Path) -> str | None:
                 _line(ax2, rows, f"train/acc/level_{lv}", f"train L{lv}", cmap(i))
         _style(ax2, "Accuracy by difficulty level", percent=True)
         ax2.legend(fontsize=7, frameon=False, ncol=2)
-    return _save(fig, out, "accuracy.png")
+    return _save(fig, out, "accuracy.png", rows)
 
 
 def plot_turns(rows, out: Path) -> str | None:
@@ -222,7 +263,7 @@ def plot_turns(rows, out: Path) -> str | None:
         return None
     _style(ax, "Rounds per episode (MTA→RA)", "rounds")
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, out, "turns.png")
+    return _save(fig, out, "turns.png", rows)
 
 
 def plot_tokens(rows, out: Path) -> str | None:
@@ -235,7 +276,7 @@ def plot_tokens(rows, out: Path) -> str | None:
         return None
     _style(ax, "Tokens per message", "tokens")
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, out, "tokens_per_turn.png")
+    return _save(fig, out, "tokens_per_turn.png", rows)
 
 
 def _stack(ax, rows, keys: dict[str, str], colors: dict[str, str]) -> bool:
@@ -259,7 +300,7 @@ def plot_end_codes(rows, out: Path) -> str | None:
     _stack(ax, rows, keys, END_COLORS)
     _style(ax, "How episodes end", "share of episodes", percent=True)
     ax.legend(fontsize=8, frameon=False, loc="lower left", ncol=len(keys))
-    return _save(fig, out, "end_codes.png")
+    return _save(fig, out, "end_codes.png", rows)
 
 
 OPT_PANELS = (
@@ -285,7 +326,7 @@ def plot_optimization(rows, out: Path) -> str | None:
         ax.legend(fontsize=7, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    return _save(fig, out, "optimization.png")
+    return _save(fig, out, "optimization.png", rows)
 
 
 def plot_actions_by_level(rows, out: Path) -> str | None:
@@ -310,6 +351,9 @@ def plot_actions_by_level(rows, out: Path) -> str | None:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, fontsize=9)
     fig.suptitle("Meta-thinking actions by difficulty", y=0.995, x=0.01, ha="left", fontsize=11, fontweight="bold")
+    for ax in axes.flat:
+        if ax.get_visible():
+            mark_events(ax, rows)
     fig.tight_layout(rect=(0, 0, 1, 0.95 if nrows > 1 else 0.9))
     fig.savefig(out / "actions_by_level.png", dpi=110)
     plt.close(fig)
@@ -328,7 +372,7 @@ def plot_action_difficulty(rows, out: Path) -> str | None:
         _line(ax, rows, f"train/action_level/{a}/mean", a, ACTION_COLORS.get(a, "#2563eb"))
     _style(ax, "Difficulty behind each action", "mean level of its questions")
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, out, "action_difficulty.png")
+    return _save(fig, out, "action_difficulty.png", rows)
 
 
 def plot_eval_sets(rows, out: Path) -> str | None:
@@ -342,7 +386,7 @@ def plot_eval_sets(rows, out: Path) -> str | None:
         _line(ax, rows, f"eval/{name}/acc", name, LINE_COLORS[i % len(LINE_COLORS)], dashed=True, width=1.6)
     _style(ax, "Held-out accuracy per benchmark", percent=True)
     ax.legend(fontsize=8, frameon=False, ncol=2)
-    return _save(fig, out, "eval_sets.png")
+    return _save(fig, out, "eval_sets.png", rows)
 
 
 PLOTS = (

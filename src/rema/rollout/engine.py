@@ -99,6 +99,16 @@ class Engine(ABC):
     def load_state_dict(self, state: dict) -> None:  # noqa: B027 - engines without RNG state keep this
         """Restore what :meth:`state_dict` returned."""
 
+    def reseed(self, salt: int) -> None:  # noqa: B027 - engines that do not sample (replay, scripts) keep this
+        """Sample from a new stream from now on: the engine's seed mixed with ``salt`` (a rollback replays its
+        steps with other samples, ``train.health.reseed``)."""
+
+
+def mix_seed(seed: int, salt: int) -> int:
+    """A new 63-bit seed from ``seed`` and ``salt`` (stable across processes and Python versions)."""
+    digest = hashlib.blake2b(f"{seed}:{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
 
 def release_memory(engines) -> dict:
     """:meth:`Engine.release_memory` once per distinct engine of ``engines`` (a role -> engine dict or a list);

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .engine import Completion, Engine, SamplingParams, sequence_seed, stop_token_ids
+from .engine import Completion, Engine, SamplingParams, mix_seed, sequence_seed, stop_token_ids
 
 
 def sample_from_logits(
@@ -85,6 +85,9 @@ class HFEngine(Engine):
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+    def reseed(self, salt: int) -> None:
+        self.generator.manual_seed(mix_seed(self.generator.initial_seed(), salt))
 
     def sync_weights(self, model) -> dict:
         self.model = model  # same object in memory: nothing to copy

@@ -134,6 +134,9 @@ class TPGroupEngine(Engine):
     def load_state_dict(self, state: dict) -> None:
         self.inner.load_state_dict(state)
 
+    def reseed(self, salt: int) -> None:
+        self.inner.reseed(salt)
+
 
 def make_tp_group(world: int, rank: int, tp: int, *, timeout_min: float | None = None) -> TPGroup:
     """This rank's :class:`TPGroup`: every process of the job must call this (creating subgroups is a

@@ -61,7 +61,7 @@ from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an ins
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
 from ..models import compute_device, has_cpp_compiler, native_bf16  # noqa: E402
-from .engine import Completion, Engine, SamplingParams, sequence_seed, stop_token_ids  # noqa: E402
+from .engine import Completion, Engine, SamplingParams, mix_seed, sequence_seed, stop_token_ids  # noqa: E402
 from .served_weights import (Fingerprint, claim_served_folder, iter_served_tensors,  # noqa: E402
                              release_served_folder, write_weights)
 from .vllm_memory import check_start, device_memory  # noqa: E402
@@ -352,6 +352,9 @@ class VLLMEngine(Engine):
 
     def load_state_dict(self, state: dict) -> None:
         self.seed, self.calls = int(state["seed"]), int(state["calls"])
+
+    def reseed(self, salt: int) -> None:
+        self.seed = mix_seed(self.seed, salt)  # every row's seed derives from it
 
     def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
         if len(prompts) != len(params):

@@ -1,5 +1,5 @@
 """Checkpoints as models: any step of a run written as ``save_pretrained`` folders (``rema export``, and
-``rema eval --run RUN --checkpoint step_N``).
+``rema eval --run RUN --checkpoint step_N``, or ``best``: the best healthy one).
 
 A checkpoint holds what resuming needs (:mod:`rema.runtime.checkpoints`): the *trainable* weights (every weight
 under full fine-tuning, the adapters under LoRA) and the optimizer states, in ``state.pt`` (one process, DDP)
@@ -26,8 +26,12 @@ import torch
 from ..config import load_config
 from ..models import LoraSpec, export_model, load_model, set_training_dtypes
 from ..models.folders import run_model_folders
-from .checkpoints import LATEST, latest_checkpoint, load_checkpoint, load_trainable_state
+from .checkpoints import LATEST, best_healthy, latest_checkpoint, load_checkpoint, load_trainable_state
 from .resolve import SetupError
+
+BEST = "best"
+"""``--checkpoint best``: the healthy checkpoint with the best held-out accuracy
+(:func:`~rema.runtime.checkpoints.best_healthy`)."""
 
 EXPORTS = "exports"
 """Where ``rema export`` (and ``rema eval --checkpoint``) writes a run's checkpoints as models:
@@ -144,8 +148,8 @@ def export_checkpoint(run: str | Path, step: int | None = None, out: str | Path 
 
 def run_models(run: str | Path, checkpoint: str | None = None) -> tuple[Path, Path]:
     """The (MTA, RA) model folders of a training run: its ``final/`` (``checkpoint`` None or ``final``), a model
-    folder, or a checkpoint (``step_N``, ``N``, ``latest``, or a ``checkpoints/step_N`` folder) exported by
-    :func:`exported_checkpoint`. Raises CheckpointError naming what the run has."""
+    folder, or a checkpoint (``step_N``, ``N``, ``latest``, ``best``, or a ``checkpoints/step_N`` folder) exported
+    by :func:`exported_checkpoint`. Raises CheckpointError naming what the run has."""
     run = Path(run)
     given = Path(checkpoint) if checkpoint else None
     if given is not None and checkpoint != "final" and not (given.is_dir() and not (given / "state.pt").is_file()):
@@ -155,16 +159,27 @@ def run_models(run: str | Path, checkpoint: str | None = None) -> tuple[Path, Pa
     try:
         return run_model_folders(run, None if checkpoint == "final" else checkpoint)
     except FileNotFoundError as err:
-        raise CheckpointError(f"{err}; the run has: {available(run)} (--checkpoint step_N, latest, final)") from None
+        raise CheckpointError(f"{err}; the run has: {available(run)} (--checkpoint step_N, latest, best, "
+                              "final)") from None
+
+
+def resolve_best(run: str | Path) -> str:
+    """The name (``step_N``) of ``run``'s best healthy checkpoint; CheckpointError when it has none."""
+    best = best_healthy(run)
+    if best is None:
+        raise CheckpointError(f"--checkpoint best: {run} has no checkpoint marked healthy (train.health); it has: "
+                              f"{available(run)}")
+    return best.name
 
 
 def exported_checkpoint(run: str | Path, name: str) -> Path:
-    """The model folder of checkpoint ``name`` (``step_N``, ``N`` or ``latest``) of ``run``, exported to
+    """The model folder of checkpoint ``name`` (``step_N``, ``N``, ``latest`` or ``best``) of ``run``, exported to
     ``RUN/exports/step_N`` on first use and reused while newer than the checkpoint (``rema eval --checkpoint``)."""
+    name = resolve_best(run) if name == BEST else name
     step = None if name == LATEST else parse_step(name)
     if step is None and name != LATEST:
-        raise CheckpointError(f"--checkpoint {name!r}: name a checkpoint (step_N, N, latest), final, or a model "
-                              f"folder; {run} has: {available(run)}")
+        raise CheckpointError(f"--checkpoint {name!r}: name a checkpoint (step_N, N, latest, best), final, or a "
+                              f"model folder; {run} has: {available(run)}")
     path = checkpoint_path(run, step)
     target = Path(run) / EXPORTS / path.name
     folders = [target] if (target / "config.json").is_file() else [target / "mta", target / "ra"]

@@ -26,37 +26,56 @@ def _clean(d: dict) -> dict:
     return out
 
 
-def truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop records with ``step > max_step`` (a resumed run rewrites the steps after its checkpoint)."""
+def truncate_jsonl(path: Path, max_step: int, *, keep_events: int = 0, aside: Path | None = None,
+                   tag: dict | None = None) -> None:
+    """Drop records with ``step > max_step`` (a resumed run rewrites the steps after its checkpoint), except
+    health events numbered below ``keep_events`` (``health/event``: events the checkpoint's guard knows of).
+    ``aside``: append the dropped records there instead (with ``tag``'s keys), as a rollback does."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    keep, dropped = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        event = record.get("health/event")
+        late = record.get("step", 0) > max_step and not (isinstance(event, int) and event < keep_events)
+        (dropped if late else keep).append(json.dumps({**record, **(tag or {})}) if late else line)
+    if aside is not None and dropped:
+        with aside.open("a") as f:
+            f.write("".join(line + "\n" for line in dropped))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     tmp.replace(path)
+
+
+ROLLED_BACK = "_rolled_back"
+"""``metrics.jsonl`` -> ``metrics_rolled_back.jsonl``: where a rollback moves the abandoned steps' records."""
 
 
 class MetricsLogger:
     """Writes one JSON object per step to ``metrics.jsonl`` and mirrors scalars to tensorboard / wandb."""
 
     def __init__(self, run_dir: Path, *, tensorboard: bool = True, wandb: bool = False, name: str = "rema",
-                 config: dict | None = None, resume_step: int | None = None, enabled: bool = True):
+                 config: dict | None = None, resume_step: int | None = None, enabled: bool = True,
+                 keep_events: int = 0):
+        """``resume_step``: the step of the checkpoint a resumed run starts from (later records are dropped but for
+        the first ``keep_events`` health events, which its guard remembers)."""
         self.enabled = enabled
+        self.run_dir = run_dir
         self.path = run_dir / "metrics.jsonl"
         self.samples_path = run_dir / "samples.jsonl"
         self.tb = self.wandb = None
         if not enabled:  # non-zero ranks of a data-parallel run write nothing
             return
         if resume_step is not None:
-            truncate_jsonl(self.path, resume_step)
+            truncate_jsonl(self.path, resume_step, keep_events=keep_events)
             truncate_jsonl(self.samples_path, resume_step)
         self._file = self.path.open("a")
         self._samples = self.samples_path.open("a")
         self.tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step is not None else None)
+            self.tb = self._tensorboard(resume_step)
         self.wandb = None
         if wandb:
             try:
@@ -64,6 +83,27 @@ class MetricsLogger:
             except ImportError as err:
                 raise RuntimeError("log.wandb=true needs `pip install wandb`") from err
             self.wandb = wb.init(project="rema", name=name, config=config, dir=str(run_dir), resume="allow")
+
+    def _tensorboard(self, from_step: int | None):
+        """A tensorboard writer; with ``from_step``, scalars after that step are dropped (it rewrites them)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=from_step + 1 if from_step is not None else None)
+
+    def rewind(self, step: int, rollback: int) -> None:
+        """After a rollback to ``step``: move the later records of ``metrics.jsonl`` and ``samples.jsonl`` to
+        ``metrics_rolled_back.jsonl`` and ``samples_rolled_back.jsonl`` (tagged ``"rollback": rollback``) and drop
+        tensorboard's later scalars; health events stay. wandb cannot forget logged steps: it keeps both."""
+        if not self.enabled:
+            return
+        for path, f in ((self.path, self._file), (self.samples_path, self._samples)):
+            f.close()
+            truncate_jsonl(path, step, keep_events=1 << 62, aside=path.with_name(path.stem + ROLLED_BACK + ".jsonl"),
+                           tag={"rollback": rollback})
+        self._file, self._samples = self.path.open("a"), self.samples_path.open("a")
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = self._tensorboard(step)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:

@@ -48,6 +48,20 @@ class Policy:
 
 
 
+def set_base_lr(pol: Policy, lr: float) -> None:
+    """Make ``lr`` the policy's learning rate from now on (a rollback lowers it): the schedule's base, and the
+    optimizer's current rate at the schedule's position (a warm-up or cosine factor is kept). A frozen agent
+    (no optimizer) is left alone."""
+    sched = pol.scheduler
+    if sched is None:
+        return
+    sched.base_lrs = [lr for _ in sched.base_lrs]
+    for group, factor in zip(pol.optimizer.param_groups, sched.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in pol.optimizer.param_groups]
+
+
 def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
                    engine_factory=None, strategy: Strategy | None = None) -> list[Policy]:
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient

@@ -10,6 +10,9 @@ optimizers, engines) in :mod:`rema.train.policy`, the cold start in :mod:`rema.t
 2. A non-finite loss or gradient skips the optimizer step (logged); ``train.nan_patience`` steps in a row
    without a good update stop the run with an error naming the last good checkpoint.
 3. Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits; a second Ctrl-C aborts at once.
+4. After each step the health guard (:mod:`rema.train.guard`, ``train.health``) runs its checks; a firing check
+   warns, stops the run, or rolls it back to the newest healthy checkpoint with a lower learning rate
+   (:meth:`Trainer._health`). Checkpoints carry the guard's state and a health mark.
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ from ..data.benchmarks import dataset_names
 from ..models import describe, export_model, native_bf16
 from ..prompts import get_prompt_set
 from ..rollout import rollout
-from ..rollout.engine import release_memory
+from ..rollout.engine import mix_seed, release_memory
 from ..runtime import device_for, resolved
 from ..runtime.checkpoints import (
+    HEALTH_FILE,
+    drop_checkpoints_after,
+    healthy_before,
     latest_checkpoint,
     load_checkpoint,
     load_trainable_state,
+    mark_text,
     partial_folder,
     rng_state,
     save_checkpoint,
@@ -48,9 +55,10 @@ from ..runtime.checkpoints import (
 from ..scoring import check_scoring, episode_metrics, run_eval, score_episodes
 from .batch import build_rows
 from .distributed import Dist, merge_metrics
+from .guard import HealthGuard, RunUnhealthy, Verdict, needed_for_rollback, remark
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
-from .policy import Policy, active_policies, build_policies, resync_engines, sync_engine
+from .policy import Policy, active_policies, build_policies, resync_engines, set_base_lr, sync_engine
 from .sft import cold_start as run_cold_start
 from .strategy import load_shards, local_elements, make_strategy, save_shards
 from .update import Forward, update_policy
@@ -109,12 +117,13 @@ class Trainer:
                                                      rank=self.dist.rank, engine_factory=engine_factory,
                                                      strategy=self.strategy)
         self._load_data()
+        self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
         resume_step = self._resume_latest() if resume else None
         if not resume and self.dist.is_main:
             self._write_run_files()
         self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
-                                    enabled=self.dist.is_main)
+                                    enabled=self.dist.is_main, keep_events=len(self.guard.events))
 
     def _load_data(self) -> None:
         """The training problems, the held-out sets and the sampler that draws each step's questions."""
@@ -132,7 +141,9 @@ class Trainer:
         ckpt = latest_checkpoint(self.ckpt_root)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_root}")
-        self._restore(load_checkpoint(ckpt), ckpt)
+        state = load_checkpoint(ckpt)
+        self._restore(state, ckpt)
+        self.guard.load_state_dict(state.get("health"))  # its events, spans, rollbacks: the run goes on as it was
         self.console.print(f"resumed from {ckpt} (step {self.step})")
         return self.step
 
@@ -191,6 +202,8 @@ class Trainer:
                     bar(self.step, cfg.train.steps, step_summary(last, self.roles))
                     if not cfg.log.progress and self.dist.is_main:
                         self.console.print(f"step {self.step}: {step_summary(last, self.roles)}")
+                    if self._health(last):  # rolled back: the step counter went back to a healthy checkpoint
+                        continue
                     if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or self.step == end \
                             or self.stop_requested:
                         self.save()
@@ -225,7 +238,7 @@ class Trainer:
         if record:
             self.logger.log(0, record)
         self.started = True
-        if do_cold_start:
+        if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0):  # a rollback can go back to the start
             self.save()
         return True
 
@@ -341,7 +354,7 @@ class Trainer:
                                         optimizer=p.optimizer.state_dict() if p.optimizer else None)
         return {"step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
                 "sampler": self.sampler.state_dict(), "rng": rng_state(), "strategy": self.strategy.name,
-                "policies": policies}
+                "policies": policies, "health": self.guard.state_dict()}
 
     def _restore(self, state: dict, path: Path) -> None:
         written = state.get("strategy", "ddp")
@@ -384,11 +397,74 @@ class Trainer:
             save_shards({p.name: (p.model, p.optimizer) for p in self.policies}, partial / "shards")
             self.dist.barrier()
         if self.dist.is_main:
+            guarded = self.guard.enabled
+            mark = {HEALTH_FILE: mark_text(self.guard.mark(self.step))} if guarded else None
+            can = self.guard.can_roll_back
+            spare = needed_for_rollback(self.ckpt_root, self.step, self.guard) if can else ()
             path = save_checkpoint(self.ckpt_root, self.step, state, keep=self.cfg.train.keep_checkpoints,
-                                   partial=partial)
+                                   partial=partial, files=mark, spare=spare)
             self.console.print(f"checkpoint: {path}")
         self.dist.barrier()
         return path
+
+    # -------------------------------------------------------------------------------------------- health
+
+    def _health(self, metrics: dict) -> bool:
+        """The health guard's verdict on this step, acted on (rank 0's verdict, broadcast: every rank acts alike):
+        ``warn`` logs an event; ``stop`` logs it, saves and raises :class:`RunUnhealthy`; ``rollback`` goes back
+        to the newest healthy checkpoint before the unhealthy steps (none: it stops). True after a rollback."""
+        verdict: Verdict | None = self.dist.gather(self.guard.observe(self.step, metrics))[0]
+        if self.guard.firing and self.dist.is_main:
+            remark(self.ckpt_root, self.guard)  # checkpoints inside the unhealthy span lose their healthy mark
+        if verdict is None:
+            return False
+        target = None
+        if verdict.action == "rollback":
+            target = self.dist.gather(healthy_before(self.ckpt_root, self.guard.rollback_before(verdict)))[0]
+        if target is not None:
+            self._rollback(verdict, target)
+            return True
+        if verdict.action == "warn":
+            self.logger.log(verdict.step, self.guard.event(verdict, "warn"))
+            self.console.print(f"[yellow]health: step {verdict.step}: {verdict.message}")
+            return False
+        self.logger.log(verdict.step, self.guard.event(verdict, "stop"))
+        self.save()
+        h = self.cfg.train.health
+        why = ("train.health.action=stop" if h.action == "stop" else
+               f"after {self.guard.rollbacks} rollback(s), train.health.max_rollbacks={h.max_rollbacks}"
+               if self.guard.rollbacks >= h.max_rollbacks else
+               f"no healthy checkpoint before step {self.guard.rollback_before(verdict)} to roll back to")
+        raise RunUnhealthy(f"health check {verdict.checks} fired at step {verdict.step}: {verdict.message}; the run "
+                           f"stopped ({why}); its best healthy checkpoint: rema eval --run {self.run_dir} "
+                           "--checkpoint best")
+
+    def _rollback(self, verdict: Verdict, target: Path) -> None:
+        """Go back to checkpoint ``target`` (weights, optimizer, data cursor, RNG states) with the learning rate
+        times ``train.health.lr_factor`` per rollback so far and, with ``train.health.reseed``, new sampling seeds.
+        Later checkpoints are deleted and later records set aside (``*_rolled_back.jsonl``); ``target`` is then
+        saved again with the guard's state, so a resumed run continues the rolled-back one."""
+        cfg = self.cfg.train
+        self._restore(load_checkpoint(target), target)
+        self.guard.rolled_back(self.step, verdict.step)
+        for p in self.policies:
+            set_base_lr(p, cfg.lr * self.guard.lr_scale)
+        if cfg.health.reseed:
+            salt = self.guard.rollbacks
+            for p in self.policies:
+                p.engine.reseed(salt)
+            random.seed(mix_seed(cfg.seed, salt))
+            torch.manual_seed(mix_seed(cfg.seed, salt))
+        if self.dist.is_main:
+            drop_checkpoints_after(self.ckpt_root, self.step)
+            self.logger.rewind(self.step, self.guard.rollbacks)
+        self.dist.barrier()
+        self.logger.log(verdict.step, self.guard.event(verdict, "rollback", to_step=self.step,
+                                                       lr_scale=self.guard.lr_scale))
+        self.console.print(f"[red]health: step {verdict.step}: {verdict.message} -> rollback "
+                           f"{self.guard.rollbacks}/{cfg.health.max_rollbacks} to {target.name}, learning rate "
+                           f"x{self.guard.lr_scale:g}")
+        self.save()
 
     def export(self) -> Path:
         """Final model(s) as ``save_pretrained`` folders (LoRA merged): ``final/`` or ``final/{mta,ra}/``,
