@@ -22,10 +22,10 @@ def drawn(monkeypatch):
     figures: dict[str, list[tuple[str, list, list]]] = {}
     real_save = report._save
 
-    def save(fig, out, name):
+    def save(fig, out, name, *rest):  # rest: the rows whose health events the figure marks
         figures[name] = [(ln.get_label(), list(ln.get_xdata()), [float(y) for y in ln.get_ydata()])
                          for ax in fig.axes for ln in ax.get_lines() if not ln.get_label().startswith("_")]
-        return real_save(fig, out, name)
+        return real_save(fig, out, name, *rest)
 
     monkeypatch.setattr(report, "_save", save)
     return figures

@@ -196,7 +196,7 @@ def test_the_cli_exits_4_naming_the_check(tmp_path, monkeypatch, capsys):
         raise RunUnhealthy("health check format fired at step 5: ...")
 
     monkeypatch.setattr(train_pkg, "train", unhealthy)
-    assert main(["train", "model.name=tiny-random"]) == 4
+    assert main(["train", str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"), "model.name=tiny-random"]) == 4
     assert "health check format fired at step 5" in capsys.readouterr().err
 
 

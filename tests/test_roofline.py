@@ -77,4 +77,5 @@ def test_script_runs_on_the_tiny_shape() -> None:
     assert decode["tokens"] == 2 * 4 and decode["of_roofline_datasheet"] > 0  # no EOS: every row runs to --new
     assert decode["roofline_tok_per_s_datasheet"] > decode["tok_per_s"]
     update = lines["update"]
-    assert update["trained"] == 12 and 0 < update["mfu_datasheet"] < update["hfu_datasheet"]
+    # HFU counts the recomputed forward too, so HFU >= MFU (equal once both are rounded on a slow machine)
+    assert update["trained"] == 12 and 0 < update["mfu_datasheet"] <= update["hfu_datasheet"]

@@ -238,7 +238,9 @@ class Trainer:
         if record:
             self.logger.log(0, record)
         self.started = True
-        if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0):  # a rollback can go back to the start
+        # a rollback can go back to the start; not under FSDP, where a sharded save before the first update changes
+        # the run that follows (two processes then no longer train like one: tests/test_distributed.py)
+        if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0 and not self.strategy.sharded):
             self.save()
         return True
 
