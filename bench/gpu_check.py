@@ -44,8 +44,8 @@ import gc
 import json
 import os
 import socket
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,8 +99,9 @@ def init_group(device: torch.device) -> None:
     if rank_world()[1] > 1:
         Dist(device)
         return
-    dist.init_process_group(backend=process_group_backend(device.type),
-                            init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    dist.init_process_group(
+        backend=process_group_backend(device.type), init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
 
 
 def model_config(name: str):
@@ -156,18 +157,33 @@ def even_share(ep) -> float:
 def overrides(args, folder: Path, run_dir: Path, budget: dict) -> list[str]:
     turns, tokens = budget["turns"], budget["tokens"]
     return [
-        f"model.name={folder}", f"model.device={args.device}", "model.dtype=float32",
+        f"model.name={folder}",
+        f"model.device={args.device}",
+        "model.dtype=float32",
         "model.gradient_checkpointing=true",
-        "rollout.method=rema", "rollout.mode=multi_turn", f"rollout.max_turns={turns}",
-        f"rollout.max_tokens_per_turn={tokens}", f"rollout.samples_per_question={budget['samples']}",
+        "rollout.method=rema",
+        "rollout.mode=multi_turn",
+        f"rollout.max_turns={turns}",
+        f"rollout.max_tokens_per_turn={tokens}",
+        f"rollout.samples_per_question={budget['samples']}",
         # the MTA's view: system prompt (~650 byte tokens) + question + 2 × turns messages
-        f"rollout.max_context_tokens={1024 + 2 * turns * tokens}", "rollout.temperature=1.0", "rollout.engine=hf",
+        f"rollout.max_context_tokens={1024 + 2 * turns * tokens}",
+        "rollout.temperature=1.0",
+        "rollout.engine=hf",
         "reward.mask_unfinished=false",  # a random model never says [FINISH]
-        "train.strategy=fsdp", f"train.autocast={args.autocast}", f"train.questions_per_step={budget['questions']}",
-        f"train.steps={budget['steps']}", "train.lr=1e-6", "train.eval_every=0", "train.sample_every=0",
+        "train.strategy=fsdp",
+        f"train.autocast={args.autocast}",
+        f"train.questions_per_step={budget['questions']}",
+        f"train.steps={budget['steps']}",
+        "train.lr=1e-6",
+        "train.eval_every=0",
+        "train.sample_every=0",
         "train.share_prefix=false",  # every row computed whole: the FLOP count is exact
-        "data.train=synthetic:levels=1,2,3:n=500:seed=0", "data.eval=null",
-        f"log.run_dir={run_dir}", "log.tensorboard=false", "log.progress=false",
+        "data.train=synthetic:levels=1,2,3:n=500:seed=0",
+        "data.eval=null",
+        f"log.run_dir={run_dir}",
+        "log.tensorboard=false",
+        "log.progress=false",
         *args.set,
     ]
 
@@ -233,8 +249,7 @@ def phase_predictions(p) -> dict[str, float]:
         for ph in x.phases:
             by_phase[ph] = by_phase.get(ph, 0.0) + x.gib
     update = max(by_phase.get(ph, 0.0) for ph in ("update", "all-reduce", "optimizer step"))
-    return {"rollout": persistent + by_phase.get("rollout", 0.0), "update": persistent + update,
-            "runtime": runtime}
+    return {"rollout": persistent + by_phase.get("rollout", 0.0), "update": persistent + update, "runtime": runtime}
 
 
 def step_fields(m: dict, record: dict, rshape: Shape, cfg, peaks: dict, *, shape: str, step: int, cuda: bool) -> dict:
@@ -243,16 +258,26 @@ def step_fields(m: dict, record: dict, rshape: Shape, cfg, peaks: dict, *, shape
     upd = m["time/update"]
     rows = record["rows"]
     fields = dict(
-        part="step", shape=shape, step=step, warmup=step == 1,
-        time_rollout=round(m["time/rollout"], 3), time_update=round(upd, 3),
-        time_sync=round(m.get("time/sync", 0.0), 3), time_step=round(m["time/step"], 3),
-        generated_tokens=int(m["perf/generated_tokens"]), rollout_tokens_per_s=round(m["perf/tokens_per_s"], 1),
-        update_rows=sum(len(r) for r in rows), update_tokens=sum(sum(r.lengths) for r in rows),
+        part="step",
+        shape=shape,
+        step=step,
+        warmup=step == 1,
+        time_rollout=round(m["time/rollout"], 3),
+        time_update=round(upd, 3),
+        time_sync=round(m.get("time/sync", 0.0), 3),
+        time_step=round(m["time/step"], 3),
+        generated_tokens=int(m["perf/generated_tokens"]),
+        rollout_tokens_per_s=round(m["perf/tokens_per_s"], 1),
+        update_rows=sum(len(r) for r in rows),
+        update_tokens=sum(sum(r.lengths) for r in rows),
         update_tokens_per_s=round(m["perf/update_tokens_per_s"], 1),
         update_model_tflops=round(flops / upd / 1e12, 4),
-        reward=round(m.get("train/reward/ra", float("nan")), 4), grad_norm=m.get("stats/grad_norm"),
-        param_shard_frac=m.get("dist/param_shard_frac"), update_bf16=m.get("check/update_bf16"),
-        optimizer_steps=m.get("stats/optimizer_steps"))
+        reward=round(m.get("train/reward/ra", float("nan")), 4),
+        grad_norm=m.get("stats/grad_norm"),
+        param_shard_frac=m.get("dist/param_shard_frac"),
+        update_bf16=m.get("check/update_bf16"),
+        optimizer_steps=m.get("stats/optimizer_steps"),
+    )
     for label, pk in peaks.items():
         if pk:
             fields[f"mfu_{label}"] = round(flops / upd / pk, 4)
@@ -276,30 +301,60 @@ def emit_memory(predicted, steps: list[dict], *, shape: str, cuda: bool) -> None
             alloc = max(s.get(f"peak_gib_{phase}", 0.0) for s in steps)
             reserved = max(s.get(f"reserved_gib_{phase}", 0.0) for s in steps)
             compared = pred[phase] - pred["runtime"]  # tensors only, like max_memory_allocated
-            emit(part="memory", shape=shape, phase=phase, measure="torch.cuda.max_memory_allocated",
-                 predicted_gib=round(compared, 3), predicted_with_runtime_gib=round(pred[phase], 3),
-                 measured_gib=round(alloc, 3), reserved_gib=round(reserved, 3),
-                 ratio=round(alloc / compared, 3) if compared else None, planned_as_fsdp=planned_fsdp)
+            emit(
+                part="memory",
+                shape=shape,
+                phase=phase,
+                measure="torch.cuda.max_memory_allocated",
+                predicted_gib=round(compared, 3),
+                predicted_with_runtime_gib=round(pred[phase], 3),
+                measured_gib=round(alloc, 3),
+                reserved_gib=round(reserved, 3),
+                ratio=round(alloc / compared, 3) if compared else None,
+                planned_as_fsdp=planned_fsdp,
+            )
         else:
             rss = max(s.get(f"peak_rss_gib_{phase}", 0.0) for s in steps)
-            emit(part="memory", shape=shape, phase=phase, measure="peak RSS of the process",
-                 predicted_gib=round(pred[phase], 3), measured_gib=round(rss, 3),
-                 ratio=round(rss / pred[phase], 3) if pred[phase] else None, planned_as_fsdp=planned_fsdp)
-    emit(part="plan", shape=shape, peak_gib=round(predicted.peak_gib, 3), peak_phase=predicted.peak_phase,
-         lines={x.component: round(x.gib, 3) for x in predicted.lines if x.phases != ("info",)})
+            emit(
+                part="memory",
+                shape=shape,
+                phase=phase,
+                measure="peak RSS of the process",
+                predicted_gib=round(pred[phase], 3),
+                measured_gib=round(rss, 3),
+                ratio=round(rss / pred[phase], 3) if pred[phase] else None,
+                planned_as_fsdp=planned_fsdp,
+            )
+    emit(
+        part="plan",
+        shape=shape,
+        peak_gib=round(predicted.peak_gib, 3),
+        peak_phase=predicted.peak_phase,
+        lines={x.component: round(x.gib, 3) for x in predicted.lines if x.phases != ("info",)},
+    )
 
 
 def emit_summary(steps: list[dict], *, shape: str) -> None:
     """The ``summary`` line: medians over the measured (not warm-up) steps."""
     measured = [s for s in steps if not s["warmup"]] or steps
-    keys = ["time_rollout", "time_update", "time_sync", "time_step", "rollout_tokens_per_s", "update_tokens",
-            "update_tokens_per_s", "update_model_tflops", *(k for k in measured[0] if k.startswith(("mfu_", "hfu_")))]
+    keys = [
+        "time_rollout",
+        "time_update",
+        "time_sync",
+        "time_step",
+        "rollout_tokens_per_s",
+        "update_tokens",
+        "update_tokens_per_s",
+        "update_model_tflops",
+        *(k for k in measured[0] if k.startswith(("mfu_", "hfu_"))),
+    ]
     summary = {k: statistics.median(s[k] for s in measured) for k in keys}
     emit(part="summary", shape=shape, steps=len(measured), **{k: round(v, 4) for k, v in summary.items()})
 
 
-def emit_checks(trainer, steps: list[dict], master: list[str], layer_dtypes: set[str], *, shape: str,
-                cuda: bool) -> None:
+def emit_checks(
+    trainer, steps: list[dict], master: list[str], layer_dtypes: set[str], *, shape: str, cuda: bool
+) -> None:
     """The ``checks`` line: FSDP in use and sharding as expected, fp32 masters, bf16 compute where it should be,
     every step taking an optimizer step."""
     last = steps[-1]
@@ -312,8 +367,7 @@ def emit_checks(trainer, steps: list[dict], master: list[str], layer_dtypes: set
         "update_compute_weights": sorted(layer_dtypes) == [expect_compute],
         "optimizer_stepped": all(s["optimizer_steps"] and s["optimizer_steps"] >= 1 for s in steps),
     }
-    emit(part="checks", shape=shape, ok=all(checks.values()), compute_weight_dtypes=sorted(layer_dtypes),
-         **checks)
+    emit(part="checks", shape=shape, ok=all(checks.values()), compute_weight_dtypes=sorted(layer_dtypes), **checks)
 
 
 def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, work: Path) -> None:
@@ -346,12 +400,23 @@ def run_shape(args, name: str, device: torch.device, peaks: dict, budget: dict, 
         hook = target.register_forward_pre_hook(lambda m, _: layer_dtypes.add(str(m.weight.dtype)))
         trained = [p for p in pol.model.parameters() if p.requires_grad]
         master = sorted({str(p.dtype) for p in trained})
-        emit(part="setup", shape=name, params=mshape.params, strategy=trainer.strategy.name,
-             engine=pol.engine.describe(), master_dtypes=master, update_bf16_autocast=trainer.bf16,
-             write_model_s=round(write_s, 2), build_trainer_s=round(build_s, 2),
-             allocated_before_gib=before if before is None else round(before, 3),
-             questions=budget["questions"], samples=budget["samples"], turns=budget["turns"],
-             tokens_per_turn=budget["tokens"], micro_batch_tokens=cfg.train.micro_batch_tokens)
+        emit(
+            part="setup",
+            shape=name,
+            params=mshape.params,
+            strategy=trainer.strategy.name,
+            engine=pol.engine.describe(),
+            master_dtypes=master,
+            update_bf16_autocast=trainer.bf16,
+            write_model_s=round(write_s, 2),
+            build_trainer_s=round(build_s, 2),
+            allocated_before_gib=before if before is None else round(before, 3),
+            questions=budget["questions"],
+            samples=budget["samples"],
+            turns=budget["turns"],
+            tokens_per_turn=budget["tokens"],
+            micro_batch_tokens=cfg.train.micro_batch_tokens,
+        )
         steps = []
         try:
             for i in range(budget["steps"]):
@@ -420,10 +485,12 @@ def _close(tr) -> None:
 def check_separate(args, device: torch.device, folder: Path, work: Path, budget: dict) -> dict:
     """Separate weights, two steps with ``switch_freq=1``: the MTA's policy updated, then the RA's; with vLLM (on
     a GPU) two engines in the process, their shares split, the first asleep through the update."""
-    engine = ["rollout.engine=vllm", "rollout.vllm_sleep=1", "rollout.vllm_enforce_eager=true"] \
-        if vllm_ready(device) is None else []
-    tr = _trainer(args, folder, work / "separate", budget, "train.shared_weights=false", "train.switch_freq=1",
-                  *engine)
+    engine = (
+        ["rollout.engine=vllm", "rollout.vllm_sleep=1", "rollout.vllm_enforce_eager=true"]
+        if vllm_ready(device) is None
+        else []
+    )
+    tr = _trainer(args, folder, work / "separate", budget, "train.shared_weights=false", "train.switch_freq=1", *engine)
     try:
         records = []
         for _ in range(2):
@@ -434,8 +501,12 @@ def check_separate(args, device: torch.device, folder: Path, work: Path, budget:
     finally:
         _close(tr)
     updated = [[m["train/updated/mta"], m["train/updated/ra"]] for m in records]
-    return dict(ok=updated == [[1.0, 0.0], [0.0, 1.0]] and all(m["stats/optimizer_steps"] >= 1 for m in records),
-                updated=updated, engines=engines, sleep_levels=sleep)
+    return dict(
+        ok=updated == [[1.0, 0.0], [0.0, 1.0]] and all(m["stats/optimizer_steps"] >= 1 for m in records),
+        updated=updated,
+        engines=engines,
+        sleep_levels=sleep,
+    )
 
 
 def check_resume_and_export(args, folder: Path, work: Path, budget: dict) -> tuple[dict, dict]:
@@ -469,8 +540,12 @@ def check_resume_and_export(args, folder: Path, work: Path, budget: dict) -> tup
     finally:
         _close(again)
     rel = max(abs(resumed[k] - last[k]) / max(abs(last[k]), 1e-12) for k in keys if k in last)
-    return dict(ok=resumed_at == 1 and rel < 1e-3, resumed_at_step=resumed_at, max_rel_diff=rel,
-                exact=all(resumed[k] == last[k] for k in keys if k in last)), export
+    return dict(
+        ok=resumed_at == 1 and rel < 1e-3,
+        resumed_at_step=resumed_at,
+        max_rel_diff=rel,
+        exact=all(resumed[k] == last[k] for k in keys if k in last),
+    ), export
 
 
 def check_vllm_sleep(args, device: torch.device, folder: Path, work: Path, budget: dict) -> dict:
@@ -478,8 +553,16 @@ def check_vllm_sleep(args, device: torch.device, folder: Path, work: Path, budge
     update runs (free memory at the end of each phase), and the post-sync check after it wakes."""
     record: dict = {"gpu": {}, "rows": [], "free": {}}
     with instrumented(device, record):
-        tr = _trainer(args, folder, work / "vllm", budget, "rollout.engine=vllm", "rollout.vllm_sleep=1",
-                      "rollout.vllm_enforce_eager=true", "rollout.vllm_gpu_memory_utilization=0.3")
+        tr = _trainer(
+            args,
+            folder,
+            work / "vllm",
+            budget,
+            "rollout.engine=vllm",
+            "rollout.vllm_sleep=1",
+            "rollout.vllm_enforce_eager=true",
+            "rollout.vllm_gpu_memory_utilization=0.3",
+        )
         try:
             records = []
             for _ in range(2):
@@ -489,10 +572,12 @@ def check_vllm_sleep(args, device: torch.device, folder: Path, work: Path, budge
         finally:
             _close(tr)
     free = {k: round(v / GIB, 2) for k, v in record["free"].items()}
-    return dict(ok=free.get("update", 0) > free.get("rollout", 0) and all("sync/sync_check_max_abs_diff" in m
-                                                                          for m in records),
-                engine=engine, free_gib_at_end_of=free,
-                sync_check_max_abs_diff=max(m["sync/sync_check_max_abs_diff"] for m in records))
+    return dict(
+        ok=free.get("update", 0) > free.get("rollout", 0) and all("sync/sync_check_max_abs_diff" in m for m in records),
+        engine=engine,
+        free_gib_at_end_of=free,
+        sync_check_max_abs_diff=max(m["sync/sync_check_max_abs_diff"] for m in records),
+    )
 
 
 def check_two_procs(args, device: torch.device, work: Path) -> dict | str:
@@ -501,18 +586,37 @@ def check_two_procs(args, device: torch.device, work: Path) -> dict | str:
         return "already running on several processes"
     if device.type != "cuda" or torch.cuda.device_count() < 2:
         return "needs 2 GPUs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(Path(__file__).resolve()), "--device", "cuda", "--shape", args.shape.split(",")[0], "--paths",
-           "fsdp,separate,resume,export,vllm_sleep", "--workdir", str(work / "two"), "--shared-workdir",
-           *[f"--set={x}" for x in args.set]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(Path(__file__).resolve()),
+        "--device",
+        "cuda",
+        "--shape",
+        args.shape.split(",")[0],
+        "--paths",
+        "fsdp,separate,resume,export,vllm_sleep",
+        "--workdir",
+        str(work / "two"),
+        "--shared-workdir",
+        *[f"--set={x}" for x in args.set],
+    ]
     (work / "two").mkdir(exist_ok=True)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     for line in lines:
         emit(**{k: v for k, v in line.items() if k != "bench"}, procs=2)
     oks = [x["ok"] for x in lines if x.get("part") in ("checks", "path")]
-    return dict(ok=out.returncode == 0 and bool(oks) and all(oks), returncode=out.returncode,
-                stderr_tail=out.stderr[-2000:] if out.returncode else "")
+    return dict(
+        ok=out.returncode == 0 and bool(oks) and all(oks),
+        returncode=out.returncode,
+        stderr_tail=out.stderr[-2000:] if out.returncode else "",
+    )
 
 
 def run_paths(args, device: torch.device, work: Path, budget: dict) -> None:
@@ -549,20 +653,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--shape", default="0.5b,1.5b", help=f"comma-separated, of {sorted(SHAPES)}")
     ap.add_argument("--autocast", default="bf16", help="train.autocast (bf16, auto or off)")
-    for key, help_ in (("questions", "questions per step"), ("samples", "samples per question (G)"),
-                       ("turns", "rollout.max_turns"), ("tokens", "rollout.max_tokens_per_turn"),
-                       ("steps", "RL steps, the first a warm-up")):
-        ap.add_argument(f"--{key}", type=int, default=None, help=f"{help_} (default: {BUDGETS['gpu'][key]}, "
-                        f"tiny: {BUDGETS['tiny'][key]})")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config override on top of the script's (repeatable)")
+    for key, help_ in (
+        ("questions", "questions per step"),
+        ("samples", "samples per question (G)"),
+        ("turns", "rollout.max_turns"),
+        ("tokens", "rollout.max_tokens_per_turn"),
+        ("steps", "RL steps, the first a warm-up"),
+    ):
+        ap.add_argument(
+            f"--{key}",
+            type=int,
+            default=None,
+            help=f"{help_} (default: {BUDGETS['gpu'][key]}, tiny: {BUDGETS['tiny'][key]})",
+        )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override on top of the script's (repeatable)",
+    )
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOPS (else the table)")
     ap.add_argument("--workdir", default=None, help="where the models and runs go (default: a temporary folder)")
-    ap.add_argument("--shared-workdir", action="store_true",
-                    help="use --workdir itself (every process of a torchrun job the same folder), not a fresh one in it")
+    ap.add_argument(
+        "--shared-workdir",
+        action="store_true",
+        help="use --workdir itself (every process of a torchrun job the same folder), not a fresh one in it",
+    )
     ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {list(PATHS)}")
     args = ap.parse_args(argv)
-    unknown = [n for n in args.shape.split(",") if n not in SHAPES] + [p for p in args.paths.split(",") if p not in PATHS]
+    unknown = [n for n in args.shape.split(",") if n not in SHAPES] + [
+        p for p in args.paths.split(",") if p not in PATHS
+    ]
     if unknown:
         ap.error(f"unknown shape(s) or path(s) {unknown}; shapes: {sorted(SHAPES)}, paths: {list(PATHS)}")
     started = time.perf_counter()
@@ -573,15 +695,24 @@ def main(argv: list[str] | None = None) -> int:
     sheet = datasheet(device)
     peak_sheet = args.peak_tflops * 1e12 if args.peak_tflops else (sheet[0] if sheet else None)
     mm, bw = measured_ceilings(device, 8192 if cuda else 512, 2048 if cuda else 64)
-    emit(part="device", device=torch.cuda.get_device_name(device) if cuda else "cpu", torch=torch.__version__,
-         threads=torch.get_num_threads(), datasheet_tflops=peak_sheet and peak_sheet / 1e12,
-         measured_tflops=round(mm / 1e12, 3), measured_gbs=round(bw / 1e9, 1),
-         memory_gib=round(torch.cuda.get_device_properties(device).total_memory / GIB, 2) if cuda else None)
+    emit(
+        part="device",
+        device=torch.cuda.get_device_name(device) if cuda else "cpu",
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        datasheet_tflops=peak_sheet and peak_sheet / 1e12,
+        measured_tflops=round(mm / 1e12, 3),
+        measured_gbs=round(bw / 1e9, 1),
+        memory_gib=round(torch.cuda.get_device_properties(device).total_memory / GIB, 2) if cuda else None,
+    )
     peaks = {"datasheet": peak_sheet, "measured": mm}
     init_group(device)
     try:
-        with (contextlib.nullcontext(args.workdir) if args.shared_workdir else
-              tempfile.TemporaryDirectory(prefix="rema-gpu-check-", dir=args.workdir)) as work:
+        with (
+            contextlib.nullcontext(args.workdir)
+            if args.shared_workdir
+            else tempfile.TemporaryDirectory(prefix="rema-gpu-check-", dir=args.workdir)
+        ) as work:
             budgets = []
             for name in args.shape.split(","):
                 base = BUDGETS["tiny" if name == "tiny" else "gpu"]

@@ -51,8 +51,9 @@ def check(name: str, responses: list[str], golds: list[str], args: argparse.Name
     shifted = [(i, (i + 1) % n) for i in range(n) if norm_answer(golds[i]) != norm_answer(golds[(i + 1) % n])]
     t0 = time.perf_counter()
     matched = grade_math_batch(responses, golds, timeout_s=args.timeout, workers=args.workers)
-    mism = grade_math_batch([responses[i] for i, _ in shifted], [golds[j] for _, j in shifted],
-                            timeout_s=args.timeout, workers=args.workers)
+    mism = grade_math_batch(
+        [responses[i] for i, _ in shifted], [golds[j] for _, j in shifted], timeout_s=args.timeout, workers=args.workers
+    )
     dt = time.perf_counter() - t0
     all_grades: list[MathGrade] = matched + mism
     for i, g in enumerate(matched):
@@ -61,14 +62,20 @@ def check(name: str, responses: list[str], golds: list[str], args: argparse.Name
             print(f"[{name}] REJECTED gold={golds[i]!r} extracted={g.extracted!r} error={g.error}", file=sys.stderr)
     for (i, j), g in zip(shifted, mism):
         if g.correct:
-            print(f"[{name}] MISMATCH ACCEPTED gold={golds[j]!r} own={golds[i]!r} extracted={g.extracted!r}",
-                  file=sys.stderr)
+            print(
+                f"[{name}] MISMATCH ACCEPTED gold={golds[j]!r} own={golds[i]!r} extracted={g.extracted!r}",
+                file=sys.stderr,
+            )
     return {
-        "dataset": name, "n": n, "accept": round(sum(g.correct for g in matched) / n, 4),
-        "mismatch_n": len(shifted), "mismatch_accept": round(sum(g.correct for g in mism) / max(1, len(mism)), 4),
+        "dataset": name,
+        "n": n,
+        "accept": round(sum(g.correct for g in matched) / n, 4),
+        "mismatch_n": len(shifted),
+        "mismatch_accept": round(sum(g.correct for g in mism) / max(1, len(mism)), 4),
         "timeouts": sum(g.timed_out for g in all_grades),
         "errors": sum(g.error is not None and not g.timed_out for g in all_grades),
-        "items_per_s": round(len(all_grades) / dt, 1), "workers": args.workers,
+        "items_per_s": round(len(all_grades) / dt, 1),
+        "workers": args.workers,
     }
 
 
@@ -81,9 +88,13 @@ def overhead(args: argparse.Namespace) -> dict:
     worker_ms = sum(g.seconds for g in grades) / n * 1e3  # time spent grading inside the worker
     t0 = time.perf_counter()
     grade_math_batch([f"\\boxed{{{i}}}" for i in range(n)], [str(i) for i in range(n)], workers=args.workers)
-    return {"dataset": "overhead_trivial_items", "grade_math_ms_per_call": round(single_ms, 3),
-            "ipc_overhead_ms_per_call": round(single_ms - worker_ms, 3),
-            "batch_items_per_s": round(n / (time.perf_counter() - t0), 1), "workers": args.workers}
+    return {
+        "dataset": "overhead_trivial_items",
+        "grade_math_ms_per_call": round(single_ms, 3),
+        "ipc_overhead_ms_per_call": round(single_ms - worker_ms, 3),
+        "batch_items_per_s": round(n / (time.perf_counter() - t0), 1),
+        "workers": args.workers,
+    }
 
 
 def main() -> None:

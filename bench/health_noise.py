@@ -45,7 +45,7 @@ def first_firing(check: str, key: str, levels: list[float], seed: int, args) -> 
     rng, cfg, history = random.Random(seed), HealthConfig(), []
     for step, level in enumerate(levels, start=1):
         history.append({"step": step, key: share(rng, level, args.questions, args.samples)})
-        del history[:-(cfg.window + cfg.patience + cfg.smooth)]
+        del history[: -(cfg.window + cfg.patience + cfg.smooth)]
         if CHECKS[check](history, cfg) is not None:
             return step
     return None
@@ -61,12 +61,24 @@ def main() -> None:
     for check, (key, levels, collapsed) in SCENARIOS.items():
         for level in levels:
             alarms = [first_firing(check, key, [level] * args.steps, seed, args) for seed in range(args.runs)]
-            caught = [first_firing(check, key, [level] * 19 + [collapsed] * 20, 10_000 + seed, args)
-                      for seed in range(args.runs)]
+            caught = [
+                first_firing(check, key, [level] * 19 + [collapsed] * 20, 10_000 + seed, args)
+                for seed in range(args.runs)
+            ]
             delays = [s - 20 for s in caught if s is not None and s >= 20]
-            print(json.dumps({"check": check, "level": level, "false_alarm_runs": sum(a is not None for a in alarms)
-                              / args.runs, "runs": args.runs, "steps": args.steps, "detected": len(delays) / args.runs,
-                              "delay_mean": round(statistics.mean(delays), 2) if delays else None}))
+            print(
+                json.dumps(
+                    {
+                        "check": check,
+                        "level": level,
+                        "false_alarm_runs": sum(a is not None for a in alarms) / args.runs,
+                        "runs": args.runs,
+                        "steps": args.steps,
+                        "detected": len(delays) / args.runs,
+                        "delay_mean": round(statistics.mean(delays), 2) if delays else None,
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

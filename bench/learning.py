@@ -56,8 +56,19 @@ def run(method: str, seed: int, steps: int, out: Path, extra: list[str], *, reus
 
         shutil.rmtree(run_dir)  # a fresh run each time: an independent re-run, not a resume
     # each run in its own process: no memory or engine left over from the previous one skews time or RSS
-    cmd = [sys.executable, __file__, "--worker", method, "--seeds", str(seed), "--steps", str(steps),
-           "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--seeds",
+        str(seed),
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        *extra,
+    ]
     if subprocess.run(cmd).returncode:
         sys.exit(f"{method} seed {seed} failed; its run directory: {run_dir}")
     return json.loads((run_dir / "learning.json").read_text())
@@ -68,10 +79,20 @@ def worker(method: str, seed: int, steps: int, out: Path, extra: list[str]) -> N
     from rema.train import Trainer
 
     run_dir = out / f"{method}-seed{seed}"
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        *METHODS[method], f"train.seed={seed}", f"train.steps={steps}", f"train.eval_every={steps}",
-        f"train.save_every={steps}", f"log.run_dir={run_dir}", f"log.name=learning-{method}", "log.progress=false",
-        *extra])
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        [
+            *METHODS[method],
+            f"train.seed={seed}",
+            f"train.steps={steps}",
+            f"train.eval_every={steps}",
+            f"train.save_every={steps}",
+            f"log.run_dir={run_dir}",
+            f"log.name=learning-{method}",
+            "log.progress=false",
+            *extra,
+        ],
+    )
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     try:
@@ -88,13 +109,21 @@ def _result(method: str, seed: int, steps: int, minutes: float | None, run_dir: 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/acc" in r]
     before, after = evals[0], evals[-1]
-    peak = {k: max((r[k] for r in rows if k in r), default=None)
-            for k in ("perf/peak_rss_gb/update", "perf/peak_rss_gb/rollout", "perf/engine_rss_gb")}
-    return {"method": method, "seed": seed, "steps": steps, "minutes": minutes, **peak,
-            **{f"base/{k}": before.get(f"base_eval/{k}") for k in KEYS if f"base_eval/{k}" in before},
-            **{f"before/{k}": before.get(f"eval/{k}") for k in KEYS},
-            **{f"after/{k}": after.get(f"eval/{k}") for k in KEYS},
-            "run_dir": str(run_dir)}
+    peak = {
+        k: max((r[k] for r in rows if k in r), default=None)
+        for k in ("perf/peak_rss_gb/update", "perf/peak_rss_gb/rollout", "perf/engine_rss_gb")
+    }
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": steps,
+        "minutes": minutes,
+        **peak,
+        **{f"base/{k}": before.get(f"base_eval/{k}") for k in KEYS if f"base_eval/{k}" in before},
+        **{f"before/{k}": before.get(f"eval/{k}") for k in KEYS},
+        **{f"after/{k}": after.get(f"eval/{k}") for k in KEYS},
+        "run_dir": str(run_dir),
+    }
 
 
 def main() -> None:
@@ -103,8 +132,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "learning"))
-    ap.add_argument("--reuse", action="store_true",
-                    help="keep runs already finished under --out (same method, seed, steps) instead of redoing them")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep runs already finished under --out (same method, seed, steps) instead of redoing them",
+    )
     ap.add_argument("--worker", metavar="METHOD", help=argparse.SUPPRESS)  # one run, in a child process
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run (key=value)")
     args = ap.parse_args()
@@ -124,15 +156,25 @@ def main() -> None:
     for method in methods:
         mine = [r for r in results if r["method"] == method]
         gains = [r["after/acc"] - r["before/acc"] for r in mine]
-        summary = {"summary": method, "seeds": len(mine), "gain_mean": round(statistics.mean(gains), 4),
-                   "gain_min": round(min(gains), 4), "gain_max": round(max(gains), 4),
-                   "before_acc_mean": round(statistics.mean(r["before/acc"] for r in mine), 4),
-                   "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4)}
+        summary = {
+            "summary": method,
+            "seeds": len(mine),
+            "gain_mean": round(statistics.mean(gains), 4),
+            "gain_min": round(min(gains), 4),
+            "gain_max": round(max(gains), 4),
+            "before_acc_mean": round(statistics.mean(r["before/acc"] for r in mine), 4),
+            "after_acc_mean": round(statistics.mean(r["after/acc"] for r in mine), 4),
+        }
         if all("base/acc" in r for r in mine):  # cold start: base model -> after SFT ("before") -> after RL
             summary["base_acc_mean"] = round(statistics.mean(r["base/acc"] for r in mine), 4)
             total = [r["after/acc"] - r["base/acc"] for r in mine]
-            summary.update({"total_gain_mean": round(statistics.mean(total), 4), "total_gain_min": round(min(total), 4),
-                            "total_gain_max": round(max(total), 4)})
+            summary.update(
+                {
+                    "total_gain_mean": round(statistics.mean(total), 4),
+                    "total_gain_min": round(min(total), 4),
+                    "total_gain_max": round(max(total), 4),
+                }
+            )
         minutes = [r["minutes"] for r in mine if r["minutes"] is not None]
         if minutes:
             summary["minutes_mean"] = round(statistics.mean(minutes), 1)

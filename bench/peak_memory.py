@@ -84,15 +84,33 @@ def main() -> None:
     while proc.poll() is None:
         rss, pss, largest, n = sample(tree(root))
         if timeline is not None:
-            timeline.write(json.dumps({"t_s": round(time.perf_counter() - t0, 1), "rss_gib": round(rss, 3),
-                                       "pss_gib": round(pss, 3), "processes": n}) + "\n")
+            timeline.write(
+                json.dumps(
+                    {
+                        "t_s": round(time.perf_counter() - t0, 1),
+                        "rss_gib": round(rss, 3),
+                        "pss_gib": round(pss, 3),
+                        "processes": n,
+                    }
+                )
+                + "\n"
+            )
             timeline.flush()
         for key, value in (("rss_sum_gib", rss), ("pss_sum_gib", pss), ("largest_rss_gib", largest), ("processes", n)):
             peak[key] = max(peak[key], value)
         time.sleep(args.every)
-    print(json.dumps({"label": args.label, "command": " ".join(cmd), "rc": proc.returncode,
-                      "wall_s": round(time.perf_counter() - t0, 1),
-                      **{k: round(v, 2) if isinstance(v, float) else v for k, v in peak.items()}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "label": args.label,
+                "command": " ".join(cmd),
+                "rc": proc.returncode,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                **{k: round(v, 2) if isinstance(v, float) else v for k, v in peak.items()},
+            }
+        ),
+        flush=True,
+    )
     sys.exit(proc.returncode)
 
 

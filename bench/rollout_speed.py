@@ -98,11 +98,18 @@ def main() -> None:
     ap.add_argument("--syncs", type=int, default=3)
     ap.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV-cache budget (default: the engine's)")
     ap.add_argument("--no-hf", action="store_true")
-    ap.add_argument("--separate-processes", action="store_true",
-                    help="vLLM's engine in two processes of its own (rollout.vllm_in_process=false), not in this one")
-    ap.add_argument("--hf-threads", type=int, default=1,
-                    help="torch threads for the transformers engine (on 2 shared cores 1 thread measured 2.7x faster "
-                         "than 2: OpenMP spins under oversubscription; vLLM's CPU worker also runs 1 thread)")
+    ap.add_argument(
+        "--separate-processes",
+        action="store_true",
+        help="vLLM's engine in two processes of its own (rollout.vllm_in_process=false), not in this one",
+    )
+    ap.add_argument(
+        "--hf-threads",
+        type=int,
+        default=1,
+        help="torch threads for the transformers engine (on 2 shared cores 1 thread measured 2.7x faster "
+        "than 2: OpenMP spins under oversubscription; vLLM's CPU worker also runs 1 thread)",
+    )
     args = ap.parse_args()
 
     from rema.models import load_model
@@ -114,8 +121,14 @@ def main() -> None:
     model, tok = load_model(args.model, dtype="float32")
     prompts = [p for p in gsm8k_prompts(tok, args.questions) for _ in range(args.samples)]
     params = [SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature)] * len(prompts)
-    work = dict(prompts=len(prompts), max_tokens=args.max_tokens, temperature=args.temperature,
-                prompt_tokens=sum(map(len, prompts)), hf_threads=args.hf_threads, cpus=os.cpu_count())
+    work = dict(
+        prompts=len(prompts),
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        prompt_tokens=sum(map(len, prompts)),
+        hf_threads=args.hf_threads,
+        cpus=os.cpu_count(),
+    )
     emit(figure="setup", model=args.model, **work, load_avg_1m=os.getloadavg()[0])
     base_total, base_self = rss.now()
     emit(figure="rss_gib", stage="trainer model loaded", tree=round(base_total, 3), main=round(base_self, 3))
@@ -124,15 +137,33 @@ def main() -> None:
     for dtype in args.vllm_dtypes.split(","):
         rss.reset()
         t0 = time.perf_counter()
-        eng = VLLMEngine(model, tok, seed=0, dtype=dtype, max_model_len=2048, enforce_eager=not args.compile,
-                         cpu_threads_bind=args.threads_bind, kv_cache_gib=args.kv_cache_gib,
-                         in_process=not args.separate_processes)
-        emit(figure="vllm_start_s", engine=f"vllm-{dtype}", total=round(time.perf_counter() - t0, 2),
-             write=round(eng.write_s, 2), llm=round(eng.load_s, 2),
-             start_check_max_abs_diff=eng.start_check.get("sync_check_max_abs_diff"))
+        eng = VLLMEngine(
+            model,
+            tok,
+            seed=0,
+            dtype=dtype,
+            max_model_len=2048,
+            enforce_eager=not args.compile,
+            cpu_threads_bind=args.threads_bind,
+            kv_cache_gib=args.kv_cache_gib,
+            in_process=not args.separate_processes,
+        )
+        emit(
+            figure="vllm_start_s",
+            engine=f"vllm-{dtype}",
+            total=round(time.perf_counter() - t0, 2),
+            write=round(eng.write_s, 2),
+            llm=round(eng.load_s, 2),
+            start_check_max_abs_diff=eng.start_check.get("sync_check_max_abs_diff"),
+        )
         total, own = rss.now()
-        emit(figure="rss_gib", stage=f"vllm-{dtype} started", tree=round(total, 3), main=round(own, 3),
-             added_by_engine=round(total - base_total, 3))
+        emit(
+            figure="rss_gib",
+            stage=f"vllm-{dtype} started",
+            tree=round(total, 3),
+            main=round(own, 3),
+            added_by_engine=round(total - base_total, 3),
+        )
         base_total = total
         engines[f"vllm-{dtype}"] = eng
 
@@ -151,14 +182,24 @@ def main() -> None:
     tok_s = {}
     for name, rs in runs.items():
         tok_s[name] = statistics.median(n / s for s, n in rs)
-        emit(figure="rollout_tok_s", engine=name, median=round(tok_s[name], 1),
-             runs=[round(n / s, 1) for s, n in rs], tokens=[n for _, n in rs], seconds=[round(s, 2) for s, _ in rs],
-             peak_tree_rss_gib=round(peaks[name], 3))
+        emit(
+            figure="rollout_tok_s",
+            engine=name,
+            median=round(tok_s[name], 1),
+            runs=[round(n / s, 1) for s, n in rs],
+            tokens=[n for _, n in rs],
+            seconds=[round(s, 2) for s, _ in rs],
+            peak_tree_rss_gib=round(peaks[name], 3),
+        )
     if "hf-float32" in tok_s:
         for name in tok_s:
             if name.startswith("vllm"):
-                emit(figure="rollout_speedup", engine=name, vs="hf-float32",
-                     ratio=round(tok_s[name] / tok_s["hf-float32"], 2))
+                emit(
+                    figure="rollout_speedup",
+                    engine=name,
+                    vs="hf-float32",
+                    ratio=round(tok_s[name] / tok_s["hf-float32"], 2),
+                )
 
     for name, eng in engines.items():
         if not name.startswith("vllm") or args.syncs <= 0:
@@ -171,14 +212,24 @@ def main() -> None:
             rss.reset()
             metrics.append(eng.sync_weights(model))
         med = {k: round(statistics.median(m[k] for m in metrics), 6) for k in metrics[0]}
-        emit(figure="sync_s", engine=name, median=med["sync_s"], write=med["sync_write_s"],
-             reload=med["sync_reload_s"], check=med["sync_check_s"],
-             check_max_abs_diff=max(m["sync_check_max_abs_diff"] for m in metrics),
-             check_mean_abs_diff=max(m["sync_check_mean_abs_diff"] for m in metrics),
-             tolerance=[eng.sync_tolerance, eng.sync_mean_tolerance],
-             peak_tree_rss_gib=round(rss.peak, 3))
-    emit(figure="peak_rss_gib", tree=round(rss.overall, 3), main=round(rss.overall_self, 3),
-         note="tree = RSS of this process + PSS of vLLM's engine-core and worker processes; sampled every 0.5 s")
+        emit(
+            figure="sync_s",
+            engine=name,
+            median=med["sync_s"],
+            write=med["sync_write_s"],
+            reload=med["sync_reload_s"],
+            check=med["sync_check_s"],
+            check_max_abs_diff=max(m["sync_check_max_abs_diff"] for m in metrics),
+            check_mean_abs_diff=max(m["sync_check_mean_abs_diff"] for m in metrics),
+            tolerance=[eng.sync_tolerance, eng.sync_mean_tolerance],
+            peak_tree_rss_gib=round(rss.peak, 3),
+        )
+    emit(
+        figure="peak_rss_gib",
+        tree=round(rss.overall, 3),
+        main=round(rss.overall_self, 3),
+        note="tree = RSS of this process + PSS of vLLM's engine-core and worker processes; sampled every 0.5 s",
+    )
     for eng in engines.values():
         if hasattr(eng, "close"):
             eng.close()

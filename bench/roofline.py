@@ -38,13 +38,34 @@ import torch
 
 # shape name -> Qwen2Config fields (the real models' config.json values; weights are random)
 SHAPES = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
     # head size 64: vLLM's CPU attention has no kernel for smaller ones
-    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, vocab_size=512, tie_word_embeddings=True),
+    "tiny": dict(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
 }
 
 # data-sheet dense bf16 TFLOPS and memory GB/s, matched in order against torch.cuda.get_device_name()
@@ -74,8 +95,15 @@ class Shape:
     @classmethod
     def of(cls, config) -> Shape:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return cls(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-                   config.num_key_value_heads, head_dim, config.intermediate_size, config.vocab_size)
+        return cls(
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            head_dim,
+            config.intermediate_size,
+            config.vocab_size,
+        )
 
     @property
     def width(self) -> int:
@@ -100,12 +128,16 @@ class Shape:
 def forward_flops(shape: Shape, tokens: int, head_tokens: int, attended: int) -> float:
     """FLOPs of one forward: ``tokens`` through the layers, the LM head on ``head_tokens`` of them, and
     ``attended`` (query, key) pairs in every layer's attention (a causal row of n tokens has n(n+1)/2)."""
-    return (2.0 * shape.layers * shape.layer_weights * tokens + 2.0 * shape.head_weights * head_tokens
-            + 4.0 * shape.layers * shape.width * attended)
+    return (
+        2.0 * shape.layers * shape.layer_weights * tokens
+        + 2.0 * shape.head_weights * head_tokens
+        + 4.0 * shape.layers * shape.width * attended
+    )
 
 
-def decode_roofline(shape: Shape, prompt: int, new: list[int], bytes_per_param: int, peak_flops: float,
-                    bandwidth: float) -> float:
+def decode_roofline(
+    shape: Shape, prompt: int, new: list[int], bytes_per_param: int, peak_flops: float, bandwidth: float
+) -> float:
     """Seconds the hardware needs at least to generate ``new[i]`` tokens after a ``prompt``-token prompt for
     every row i: the prefill, then one forward per step over the rows still running, each bounded by
     ``max(bytes / bandwidth, FLOPs / peak)``. A step reads every matmul weight once and the live rows' KV
@@ -170,8 +202,9 @@ def measured_ceilings(device: torch.device, size: int, copy_mib: int) -> tuple[f
 def random_model(name: str, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    config = Qwen2Config(**SHAPES[name], max_position_embeddings=32768, bos_token_id=None, eos_token_id=None,
-                         pad_token_id=0)
+    config = Qwen2Config(
+        **SHAPES[name], max_position_embeddings=32768, bos_token_id=None, eos_token_id=None, pad_token_id=0
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device)
     model.generation_config.eos_token_id = None
@@ -188,8 +221,7 @@ def make_engine(kind: str, model, device: torch.device, max_len: int):
 
     # a byte-level tokenizer for the served folder: ids go in and come out, text is never decoded. Its EOS
     # may be sampled, so tok/s and the roofline use the lengths actually generated.
-    return VLLMEngine(model, load_tokenizer("tiny-random"), dtype="bfloat16", max_model_len=max_len,
-                      verify_sync=False)
+    return VLLMEngine(model, load_tokenizer("tiny-random"), dtype="bfloat16", max_model_len=max_len, verify_sync=False)
 
 
 def emit(**fields) -> None:
@@ -217,8 +249,17 @@ def bench_decode(args, name, shape, device, peak, bandwidth, ceil_label) -> None
                 lengths = [len(c.token_ids) for c in out]
             s = statistics.median(times)
             tok_s = sum(lengths) / s
-            fields = dict(part="decode", shape=name, engine=kind, batch=batch, prompt=args.prompt, new=args.new,
-                          tokens=sum(lengths), seconds=round(s, 3), tok_per_s=round(tok_s, 1))
+            fields = dict(
+                part="decode",
+                shape=name,
+                engine=kind,
+                batch=batch,
+                prompt=args.prompt,
+                new=args.new,
+                tokens=sum(lengths),
+                seconds=round(s, 3),
+                tok_per_s=round(tok_s, 1),
+            )
             for label, (pk, bw) in (("datasheet", (peak, bandwidth)), (ceil_label, args.measured)):
                 if pk and bw:
                     bound = sum(lengths) / decode_roofline(shape, args.prompt, lengths, 2, pk, bw)
@@ -244,7 +285,7 @@ def bench_update(args, name, shape, device, peak, ceil_label) -> None:
     ids = torch.randint(1, shape.vocab, (args.rows, args.row_len), generator=gen).to(device)
     trained = int(args.row_len * args.trained)
     mask = torch.zeros(args.rows, args.row_len, device=device)
-    mask[:, args.row_len - trained:] = 1.0
+    mask[:, args.row_len - trained :] = 1.0
     attn = torch.ones_like(ids)
     per_micro = max(1, args.micro_batch_tokens // args.row_len)
     times = []
@@ -264,10 +305,19 @@ def bench_update(args, name, shape, device, peak, ceil_label) -> None:
             times.append(time.perf_counter() - t0)
     s = statistics.median(times)
     model_flops, hw_flops = update_flops(shape, args.row_len, trained, args.rows)
-    fields = dict(part="update", shape=name, params=sum(p.numel() for p in model.parameters()), rows=args.rows,
-                  row_len=args.row_len, trained=trained, micro_batch_tokens=min(per_micro, args.rows) * args.row_len,
-                  autocast_bf16=bf16, seconds=round(s, 3), tok_per_s=round(args.rows * args.row_len / s, 1),
-                  model_tflops=round(model_flops / s / 1e12, 3))
+    fields = dict(
+        part="update",
+        shape=name,
+        params=sum(p.numel() for p in model.parameters()),
+        rows=args.rows,
+        row_len=args.row_len,
+        trained=trained,
+        micro_batch_tokens=min(per_micro, args.rows) * args.row_len,
+        autocast_bf16=bf16,
+        seconds=round(s, 3),
+        tok_per_s=round(args.rows * args.row_len / s, 1),
+        model_tflops=round(model_flops / s / 1e12, 3),
+    )
     for label, pk in (("datasheet", peak), (ceil_label, args.measured[0])):
         if pk:
             fields[f"mfu_{label}"] = round(model_flops / s / pk, 4)
@@ -294,22 +344,36 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOPS (else the table)")
     ap.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth GB/s (else the table)")
-    ap.add_argument("--ceiling-size", type=int, default=None, help="matmul size for the measured peak "
-                    "(default 8192 on CUDA, 2048 on CPU)")
-    ap.add_argument("--copy-mib", type=int, default=None, help="buffer for the measured bandwidth "
-                    "(default 2048 on CUDA, 512 on CPU)")
+    ap.add_argument(
+        "--ceiling-size",
+        type=int,
+        default=None,
+        help="matmul size for the measured peak (default 8192 on CUDA, 2048 on CPU)",
+    )
+    ap.add_argument(
+        "--copy-mib",
+        type=int,
+        default=None,
+        help="buffer for the measured bandwidth (default 2048 on CUDA, 512 on CPU)",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     table = datasheet(device) or (None, None)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else table[0]
     bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else table[1]
-    args.measured = measured_ceilings(device, args.ceiling_size or (8192 if cuda else 2048),
-                                      args.copy_mib or (2048 if cuda else 512))
-    emit(part="ceilings", device=torch.cuda.get_device_name(device) if cuda else "cpu",
-         threads=torch.get_num_threads(), datasheet_tflops=peak and peak / 1e12,
-         datasheet_gbs=bandwidth and bandwidth / 1e9, measured_tflops=round(args.measured[0] / 1e12, 3),
-         measured_gbs=round(args.measured[1] / 1e9, 1))
+    args.measured = measured_ceilings(
+        device, args.ceiling_size or (8192 if cuda else 2048), args.copy_mib or (2048 if cuda else 512)
+    )
+    emit(
+        part="ceilings",
+        device=torch.cuda.get_device_name(device) if cuda else "cpu",
+        threads=torch.get_num_threads(),
+        datasheet_tflops=peak and peak / 1e12,
+        datasheet_gbs=bandwidth and bandwidth / 1e9,
+        measured_tflops=round(args.measured[0] / 1e12, 3),
+        measured_gbs=round(args.measured[1] / 1e9, 1),
+    )
     for name in args.shapes.split(","):
         shape = Shape.of(SimpleNamespace(**SHAPES[name]))
         if "decode" in args.parts:

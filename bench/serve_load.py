@@ -40,11 +40,17 @@ def summary(phase: str, wall: float, results, answers: list[str]) -> dict:
     rema = [r.model_extra["rema"] for _, r in results]
     tokens = sum(r.usage.completion_tokens for _, r in results)
     return {
-        "phase": phase, "requests": len(results), "wall_s": round(wall, 2),
-        "requests_per_s": round(len(results) / wall, 3), "generated_tok_per_s": round(tokens / wall, 1),
+        "phase": phase,
+        "requests": len(results),
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(results) / wall, 3),
+        "generated_tok_per_s": round(tokens / wall, 1),
         "generated_tokens": tokens,
-        "latency_s": {"median": round(statistics.median(lat), 2), "p90": round(lat[int(0.9 * (len(lat) - 1))], 2),
-                      "max": round(lat[-1], 2)},
+        "latency_s": {
+            "median": round(statistics.median(lat), 2),
+            "p90": round(lat[int(0.9 * (len(lat) - 1))], 2),
+            "max": round(lat[-1], 2),
+        },
         "batch_sizes": sorted({x["batch"]["size"] for x in rema}),
         "end_codes": {c: sum(x["end_code"] == c for x in rema) for c in sorted({x["end_code"] for x in rema})},
         "correct": sum(x["answer"] == a for x, a in zip(rema, answers)),
@@ -68,17 +74,24 @@ async def main() -> None:
     lines = []
     if args.sequential:
         t0 = time.perf_counter()
-        results = [await ask(client, model, q, args.max_tokens) for q, _ in qa[:args.sequential]]
-        lines.append(summary("sequential", time.perf_counter() - t0, results, [a for _, a in qa[:args.sequential]]))
+        results = [await ask(client, model, q, args.max_tokens) for q, _ in qa[: args.sequential]]
+        lines.append(summary("sequential", time.perf_counter() - t0, results, [a for _, a in qa[: args.sequential]]))
         print(json.dumps(lines[-1]), flush=True)
     t0 = time.perf_counter()
-    results = await asyncio.gather(*[ask(client, model, q, args.max_tokens) for q, _ in qa[:args.n]])
-    lines.append(summary("concurrent", time.perf_counter() - t0, results, [a for _, a in qa[:args.n]]))
+    results = await asyncio.gather(*[ask(client, model, q, args.max_tokens) for q, _ in qa[: args.n]])
+    lines.append(summary("concurrent", time.perf_counter() - t0, results, [a for _, a in qa[: args.n]]))
     print(json.dumps(lines[-1]), flush=True)
     if len(lines) == 2:
         seq, con = lines
-        print(json.dumps({"phase": "ratio", "requests_per_s": round(con["requests_per_s"] / seq["requests_per_s"], 2),
-                          "generated_tok_per_s": round(con["generated_tok_per_s"] / seq["generated_tok_per_s"], 2)}))
+        print(
+            json.dumps(
+                {
+                    "phase": "ratio",
+                    "requests_per_s": round(con["requests_per_s"] / seq["requests_per_s"], 2),
+                    "generated_tok_per_s": round(con["generated_tok_per_s"] / seq["generated_tok_per_s"], 2),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -68,22 +68,45 @@ def questions(n: int):
 
 # -------------------------------------------------------------------------------------------- rema side
 
+
 def run_rema(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> dict:
     from rema.config import load_config
     from rema.train import Trainer
 
-    cfg = load_config(None, [
-        "model.name=smollm2-135m", f"model.lora_r={LORA_R}", f"model.lora_alpha={LORA_ALPHA}",
-        f"model.gradient_checkpointing={str(ckpt).lower()}", f"train.autocast={'bf16' if dtype == 'bf16' else 'off'}",
-        f"rollout.vllm_dtype={'bfloat16' if dtype == 'bf16' else 'float32'}",
-        "rollout.method=vrp", "rollout.mode=single_turn",
-        f"rollout.samples_per_question={G}", f"rollout.max_tokens_per_turn={MAX_TOKENS}",
-        "rollout.max_context_tokens=512", f"rollout.temperature={TEMPERATURE}",
-        f"train.questions_per_step={QUESTIONS}", f"train.steps={steps + 1}", f"train.lr={LR}", "train.warmup_steps=0",
-        "algo.advantage=grpo", "algo.ratio_level=token", "algo.agg=token", "algo.kl_coef=0",
-        "reward.mask_unfinished=false", f"data.train={DATA}", "data.eval=null", "train.eval_every=0",
-        f"train.save_every={10 * (steps + 1)}", f"log.run_dir={out}", "log.progress=false", "log.tensorboard=false",
-        *extra])
+    cfg = load_config(
+        None,
+        [
+            "model.name=smollm2-135m",
+            f"model.lora_r={LORA_R}",
+            f"model.lora_alpha={LORA_ALPHA}",
+            f"model.gradient_checkpointing={str(ckpt).lower()}",
+            f"train.autocast={'bf16' if dtype == 'bf16' else 'off'}",
+            f"rollout.vllm_dtype={'bfloat16' if dtype == 'bf16' else 'float32'}",
+            "rollout.method=vrp",
+            "rollout.mode=single_turn",
+            f"rollout.samples_per_question={G}",
+            f"rollout.max_tokens_per_turn={MAX_TOKENS}",
+            "rollout.max_context_tokens=512",
+            f"rollout.temperature={TEMPERATURE}",
+            f"train.questions_per_step={QUESTIONS}",
+            f"train.steps={steps + 1}",
+            f"train.lr={LR}",
+            "train.warmup_steps=0",
+            "algo.advantage=grpo",
+            "algo.ratio_level=token",
+            "algo.agg=token",
+            "algo.kl_coef=0",
+            "reward.mask_unfinished=false",
+            f"data.train={DATA}",
+            "data.eval=null",
+            "train.eval_every=0",
+            f"train.save_every={10 * (steps + 1)}",
+            f"log.run_dir={out}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            *extra,
+        ],
+    )
     trainer = Trainer(cfg)
     try:
         trainer.fit()
@@ -91,12 +114,17 @@ def run_rema(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) ->
         trainer.close()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "time/step" in r][1:]  # drop the warm-up step
-    return {"step_s": [r["time/step"] for r in rows], "tokens": [r["perf/generated_tokens"] for r in rows],
-            "rollout_s": [r["time/rollout"] for r in rows], "update_s": [r["time/update"] for r in rows],
-            "engine": json.loads((out / "meta.json").read_text())["engines"]["shared"]}
+    return {
+        "step_s": [r["time/step"] for r in rows],
+        "tokens": [r["perf/generated_tokens"] for r in rows],
+        "rollout_s": [r["time/rollout"] for r in rows],
+        "update_s": [r["time/update"] for r in rows],
+        "engine": json.loads((out / "meta.json").read_text())["engines"]["shared"],
+    }
 
 
 # --------------------------------------------------------------------------------------------- TRL side
+
 
 def run_trl(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> dict:
     import trl
@@ -112,20 +140,46 @@ def run_trl(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> 
     model, tok = load_model("smollm2-135m", dtype="float32")
     system = get_prompt_set("vrp").ra
     probs = questions(QUESTIONS * (steps + 1))
-    data = Dataset.from_list([{"prompt": [{"role": "system", "content": system}, {"role": "user", "content": p.question}],
-                               "answer": p.answer} for p in probs])
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "system", "content": system}, {"role": "user", "content": p.question}],
+                "answer": p.answer,
+            }
+            for p in probs
+        ]
+    )
 
     def correct(completions, answer, **_):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [float(g.correct) for g in grade_math_batch(texts, answer)]
 
     args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=G * QUESTIONS, num_generations=G,
-        gradient_accumulation_steps=1, max_completion_length=MAX_TOKENS, temperature=TEMPERATURE, top_p=1.0,
-        learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, beta=0.0, num_iterations=1,
-        max_steps=steps + 1, logging_steps=1, report_to=[], save_strategy="no", gradient_checkpointing=ckpt,
-        bf16=dtype == "bf16", fp16=False, use_cpu=True, shuffle_dataset=False, seed=0, disable_tqdm=True,
-        mask_truncated_completions=False)
+        output_dir=str(out),
+        per_device_train_batch_size=G * QUESTIONS,
+        num_generations=G,
+        gradient_accumulation_steps=1,
+        max_completion_length=MAX_TOKENS,
+        temperature=TEMPERATURE,
+        top_p=1.0,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=0.0,
+        num_iterations=1,
+        max_steps=steps + 1,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        gradient_checkpointing=ckpt,
+        bf16=dtype == "bf16",
+        fp16=False,
+        use_cpu=True,
+        shuffle_dataset=False,
+        seed=0,
+        disable_tqdm=True,
+        mask_truncated_completions=False,
+    )
     timings: list[dict] = []
 
     class Clock(TrainerCallback):
@@ -140,17 +194,32 @@ def run_trl(steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> 
                 timings[-1]["tokens"] = logs["completions/mean_length"] * G * QUESTIONS
 
     lora = LoraSpec(r=LORA_R)
-    trainer = GRPOTrainer(model=model, reward_funcs=[correct], args=args, train_dataset=data, processing_class=tok,
-                          peft_config=LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
-                                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM"),
-                          callbacks=[Clock()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[correct],
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=LoraConfig(
+            r=LORA_R,
+            lora_alpha=LORA_ALPHA,
+            lora_dropout=0.0,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=[Clock()],
+    )
     trainer.train()
     timed = timings[1:]
-    return {"step_s": [t["s"] for t in timed], "tokens": [t.get("tokens", float("nan")) for t in timed],
-            "engine": f"transformers generate (trl {trl.__version__})"}
+    return {
+        "step_s": [t["s"] for t in timed],
+        "tokens": [t.get("tokens", float("nan")) for t in timed],
+        "engine": f"transformers generate (trl {trl.__version__})",
+    }
 
 
 # ----------------------------------------------------------------------------------------- orchestration
+
 
 def worker(side: str, steps: int, out: Path, dtype: str, ckpt: bool, extra: list[str]) -> None:
     rss = TreeRSS()
@@ -158,8 +227,13 @@ def worker(side: str, steps: int, out: Path, dtype: str, ckpt: bool, extra: list
     result = (run_rema if side == "rema" else run_trl)(steps, out, dtype, ckpt, extra)
     rss.stop.set()
     steps_s, tokens = result["step_s"], result["tokens"]
-    emit(side=side, **result, peak_rss_gib=round(rss.peak, 2), median_step_s=statistics.median(steps_s),
-         completion_tok_s=sum(tokens) / sum(steps_s))
+    emit(
+        side=side,
+        **result,
+        peak_rss_gib=round(rss.peak, 2),
+        median_step_s=statistics.median(steps_s),
+        completion_tok_s=sum(tokens) / sum(steps_s),
+    )
 
 
 def main() -> None:
@@ -168,12 +242,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (after one warm-up step)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs per side")
     ap.add_argument("--trl-python", default=sys.executable, help="python of an environment with trl installed")
-    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                    help="compute dtype of both sides (bf16 needs a CPU with AVX-512 BF16 to be fast)")
-    ap.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on",
-                    help="activation checkpointing on both sides (rows here are short: off fits in memory)")
-    ap.add_argument("--rema", action="append", default=[], metavar="KEY=VALUE",
-                    help="an extra config override for rema's side (repeatable), e.g. rollout.vllm_in_process=false")
+    ap.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="compute dtype of both sides (bf16 needs a CPU with AVX-512 BF16 to be fast)",
+    )
+    ap.add_argument(
+        "--gradient-checkpointing",
+        choices=["on", "off"],
+        default="on",
+        help="activation checkpointing on both sides (rows here are short: off fits in memory)",
+    )
+    ap.add_argument(
+        "--rema",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra config override for rema's side (repeatable), e.g. rollout.vllm_in_process=false",
+    )
     ap.add_argument("--out", default="bench/out/trl_side_by_side")
     args = ap.parse_args()
     ckpt = args.gradient_checkpointing == "on"
@@ -184,22 +271,50 @@ def main() -> None:
     for r in range(args.rounds):
         for side, python in (("rema", sys.executable), ("trl", args.trl_python)):
             out = Path(args.out) / f"{side}-{r}"
-            cmd = [python, __file__, "--worker", side, "--steps", str(args.steps), "--out", str(out),
-                   "--dtype", args.dtype, "--gradient-checkpointing", args.gradient_checkpointing,
-                   *(f"--rema={kv}" for kv in args.rema)]
+            cmd = [
+                python,
+                __file__,
+                "--worker",
+                side,
+                "--steps",
+                str(args.steps),
+                "--out",
+                str(out),
+                "--dtype",
+                args.dtype,
+                "--gradient-checkpointing",
+                args.gradient_checkpointing,
+                *(f"--rema={kv}" for kv in args.rema),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode or not lines:
                 sys.exit(f"{side} run {r} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
             print(lines[-1], flush=True)
             results[side].append(json.loads(lines[-1]))
-    med = {side: {"completion_tok_s": statistics.median(x["completion_tok_s"] for x in runs),
-                  "step_s": statistics.median(x["median_step_s"] for x in runs),
-                  "peak_rss_gib": max(x["peak_rss_gib"] for x in runs)} for side, runs in results.items()}
-    emit(summary=med, ratio_completion_tok_s=med["rema"]["completion_tok_s"] / med["trl"]["completion_tok_s"],
-         ratio_step_time=med["trl"]["step_s"] / med["rema"]["step_s"],
-         work=dict(G=G, questions=QUESTIONS, max_tokens=MAX_TOKENS, temperature=TEMPERATURE, lora_r=LORA_R,
-                   dtype=args.dtype, gradient_checkpointing=ckpt, rema_overrides=args.rema))
+    med = {
+        side: {
+            "completion_tok_s": statistics.median(x["completion_tok_s"] for x in runs),
+            "step_s": statistics.median(x["median_step_s"] for x in runs),
+            "peak_rss_gib": max(x["peak_rss_gib"] for x in runs),
+        }
+        for side, runs in results.items()
+    }
+    emit(
+        summary=med,
+        ratio_completion_tok_s=med["rema"]["completion_tok_s"] / med["trl"]["completion_tok_s"],
+        ratio_step_time=med["trl"]["step_s"] / med["rema"]["step_s"],
+        work=dict(
+            G=G,
+            questions=QUESTIONS,
+            max_tokens=MAX_TOKENS,
+            temperature=TEMPERATURE,
+            lora_r=LORA_R,
+            dtype=args.dtype,
+            gradient_checkpointing=ckpt,
+            rema_overrides=args.rema,
+        ),
+    )
 
 
 if __name__ == "__main__":

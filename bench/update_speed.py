@@ -66,8 +66,13 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=420, help="longest row (tokens)")
     ap.add_argument("--group-size", type=int, default=1, help="rows per group (sharing their first --prefix tokens)")
     ap.add_argument("--prefix", type=int, default=0, help="tokens the rows of a group share (their prompt)")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="profile each setting's last repeat with torch.profiler; print its N costliest ops")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile each setting's last repeat with torch.profiler; print its N costliest ops",
+    )
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(args.seed)
     lengths = torch.randint(args.min_len, args.max_len + 1, (args.rows,), generator=gen).tolist()
@@ -77,12 +82,20 @@ def main() -> None:
     ids = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
     for i in range(len(ids)):  # a group's rows start with its prompt
         lead = i - i % args.group_size
-        ids[i][:args.prefix] = ids[lead][:args.prefix]
+        ids[i][: args.prefix] = ids[lead][: args.prefix]
     # the agent's own messages: after the prompt, or the last two thirds of the row
     masks = [[0.0] * max(args.prefix, n // 3) + [1.0] * (n - max(args.prefix, n // 3)) for n in lengths]
     rewards = torch.rand(len(ids), generator=gen).tolist()
-    rows = Rows(ids, masks, [[0.0] * n for n in lengths], [[0] * n for n in lengths], ["a"] * len(ids),
-                [(str(i // max(args.group_size, 2)), "a") for i in range(len(ids))], rewards, list(range(len(ids))))
+    rows = Rows(
+        ids,
+        masks,
+        [[0.0] * n for n in lengths],
+        [[0] * n for n in lengths],
+        ["a"] * len(ids),
+        [(str(i // max(args.group_size, 2)), "a") for i in range(len(ids))],
+        rewards,
+        list(range(len(ids))),
+    )
     algo = AlgoConfig()  # GRPO, turn-level ratio, trajectory aggregation: the defaults
     peak = PhasePeak()
     for setting in args.settings.split(","):
@@ -106,10 +119,15 @@ def main() -> None:
         opt = torch.optim.AdamW(params, lr=1e-6)
         model.config.use_cache = False
         train = TrainConfig(micro_batch_tokens=int(size), share_prefix="share" in rest)
-        fwd = Forward(torch.device("cpu"), bf16="bf16" in rest or "bf16cast" in rest, entropy_grad="autograd" in rest,
-                      micro_batch_tokens=int(size), share_prefix="share" in rest)
+        fwd = Forward(
+            torch.device("cpu"),
+            bf16="bf16" in rest or "bf16cast" in rest,
+            entropy_grad="autograd" in rest,
+            micro_batch_tokens=int(size),
+            share_prefix="share" in rest,
+        )
         if kind == "ckpt":  # :layersF checkpoints that share of the layers (model.checkpoint_layers)
-            share = next((float(x[len("layers"):]) for x in rest if x.startswith("layers")), 1.0)
+            share = next((float(x[len("layers") :]) for x in rest if x.startswith("layers")), 1.0)
             enable_checkpointing(model, share)
         else:
             model.gradient_checkpointing_disable()
@@ -126,11 +144,23 @@ def main() -> None:
             if args.profile and repeat == args.repeats - 1:
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile), flush=True)
         s = statistics.median(times)
-        print(json.dumps({"bench": "update_speed", "setting": setting, "rows": len(lengths), "tokens": sum(lengths),
-                          "trained_tokens": int(total), "seconds": round(s, 2),
-                          "update_tokens_per_s": round(sum(lengths) / s, 1),
-                          "trained_tokens_per_s": round(total / s, 1), "peak_rss_gib": round(peak.read_gb(), 2),
-                          "threads": torch.get_num_threads()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "update_speed",
+                    "setting": setting,
+                    "rows": len(lengths),
+                    "tokens": sum(lengths),
+                    "trained_tokens": int(total),
+                    "seconds": round(s, 2),
+                    "update_tokens_per_s": round(sum(lengths) / s, 1),
+                    "trained_tokens_per_s": round(total / s, 1),
+                    "peak_rss_gib": round(peak.read_gb(), 2),
+                    "threads": torch.get_num_threads(),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ class ScriptedEngine(Engine):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if reason == "stop":
                 ids = ids + [self.tokenizer.eos_token_id]
-            outs.append(Completion(ids, [-0.5] * len(ids), reason, self.tokenizer.eos_token_id if reason == "stop" else None))
+            outs.append(
+                Completion(ids, [-0.5] * len(ids), reason, self.tokenizer.eos_token_id if reason == "stop" else None)
+            )
         return outs
 
 
@@ -75,5 +77,5 @@ def assert_token_in_token_out(episodes, seen: list[list[int]]) -> None:
                 assert [view.logprobs[i] for i in pos] == turn.logprobs
                 assert all(view.mask[i] == 1 for i in pos)
                 assert pos[0] == turn.context_len
-                assert view.input_ids[:turn.context_len] in seen  # what the model saw is the row's prefix
+                assert view.input_ids[: turn.context_len] in seen  # what the model saw is the row's prefix
             assert sum(view.mask) == sum(len(t.token_ids) for t in ep.turns_of(agent))

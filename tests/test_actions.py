@@ -14,11 +14,21 @@ from rema.scoring import episode_metrics, run_eval, score_episodes, selected_ter
 def _episode(k: int, action: str | None, level: int | None, *, ok: bool | None = None) -> Episode:
     """A scored single-turn action-set episode: the MTA's choice (None = invalid JSON), then the RA's answer."""
     ok = (action is not None) if ok is None else ok
-    ep = Episode(episode_id=k, problem_id=f"p{k}", question=f"What is {k} + 1?", answer=str(k + 1), sample_index=0,
-                 method="rema-actions", end_code="finished", meta={"level": level, "correct": k % 2 == 0})
+    ep = Episode(
+        episode_id=k,
+        problem_id=f"p{k}",
+        question=f"What is {k} + 1?",
+        answer=str(k + 1),
+        sample_index=0,
+        method="rema-actions",
+        end_code="finished",
+        meta={"level": level, "correct": k % 2 == 0},
+    )
     text = f'{{"action": "{action}", "content": "x"}}' if action else "the answer is 5"
-    ep.turns = [Turn("mta", 0, text, [1], [-0.1], "stop", 10, action=action, format_ok=ok),
-                Turn("ra", 0, f"\\boxed{{{k + 1}}}", [2], [-0.1], "stop", 20)]
+    ep.turns = [
+        Turn("mta", 0, text, [1], [-0.1], "stop", 10, action=action, format_ok=ok),
+        Turn("ra", 0, f"\\boxed{{{k + 1}}}", [2], [-0.1], "stop", 20),
+    ]
     ep.views = {"mta": AgentView("mta"), "ra": AgentView("ra")}
     return ep
 
@@ -53,13 +63,26 @@ def test_action_statistics_by_hand():
     assert m["action_level/EMPTY/mean"] == 1.0 and m["action_level/EMPTY/level_1"] == 1.0  # the unleveled one is out
     assert m["action_level/REWRITE/mean"] == 2.0 and m["action_level/INVALID/mean"] == 3.0
     keys = {k for k in m if k.startswith(("actions/", "action_level/"))}
-    assert keys == {"actions/EMPTY", "actions/DECOMPOSE", "actions/REWRITE", "actions/INVALID",
-                    "actions/EMPTY/level_1", "actions/DECOMPOSE/level_1", "actions/REWRITE/level_2",
-                    "actions/DECOMPOSE/level_3", "actions/INVALID/level_3",
-                    "action_level/EMPTY/mean", "action_level/EMPTY/level_1",
-                    "action_level/DECOMPOSE/mean", "action_level/DECOMPOSE/level_1", "action_level/DECOMPOSE/level_3",
-                    "action_level/REWRITE/mean", "action_level/REWRITE/level_2",
-                    "action_level/INVALID/mean", "action_level/INVALID/level_3"}
+    assert keys == {
+        "actions/EMPTY",
+        "actions/DECOMPOSE",
+        "actions/REWRITE",
+        "actions/INVALID",
+        "actions/EMPTY/level_1",
+        "actions/DECOMPOSE/level_1",
+        "actions/REWRITE/level_2",
+        "actions/DECOMPOSE/level_3",
+        "actions/INVALID/level_3",
+        "action_level/EMPTY/mean",
+        "action_level/EMPTY/level_1",
+        "action_level/DECOMPOSE/mean",
+        "action_level/DECOMPOSE/level_1",
+        "action_level/DECOMPOSE/level_3",
+        "action_level/REWRITE/mean",
+        "action_level/REWRITE/level_2",
+        "action_level/INVALID/mean",
+        "action_level/INVALID/level_3",
+    }
 
 
 def test_no_action_keys_outside_action_set_mode():
@@ -82,8 +105,9 @@ def test_action_format_penalty_off_and_on():
     m = episode_metrics(eps)
     assert m["reward/mta"] == 0.75 and m["reward_parts/mta/action_invalid"] == 0.5
     # with the single-turn format terms both apply
-    names = [name for name, _ in selected_terms(RewardConfig(format_terms=True, action_format_penalty=0.5),
-                                                "single_turn")]
+    names = [
+        name for name, _ in selected_terms(RewardConfig(format_terms=True, action_format_penalty=0.5), "single_turn")
+    ]
     assert names == ["format", "action_format"]
 
 
@@ -98,8 +122,10 @@ def test_action_format_penalty_through_the_rollout(tiny):
         return "\\boxed{5}", "stop"
 
     eng = ScriptedEngine(tok, script)
-    cfg = Config(rollout=RolloutConfig(mode="single_turn", action_set=True, samples_per_question=1),
-                 reward=RewardConfig(action_format_penalty=0.25))
+    cfg = Config(
+        rollout=RolloutConfig(mode="single_turn", action_set=True, samples_per_question=1),
+        reward=RewardConfig(action_format_penalty=0.25),
+    )
     problems = [problem("a", level=1), problem("b", "What is 4 + 4?", "8", level=3)]
     metrics, (good, bad) = run_eval(problems, {"mta": eng, "ra": eng}, cfg, correctness_fn=lambda ep: 1.0)
     assert (good.turns[0].format_ok, bad.turns[0].format_ok) == (True, False)
@@ -111,8 +137,10 @@ def test_action_format_penalty_config_checks():
     with pytest.raises(ConfigError, match="rollout.action_set=true"):
         load_config(overrides=["reward.action_format_penalty=0.5"])
     with pytest.raises(ConfigError, match=">= 0"):
-        load_config(overrides=["rollout.mode=single_turn", "rollout.action_set=true",
-                               "reward.action_format_penalty=-1"])
-    cfg = load_config(overrides=["rollout.mode=single_turn", "rollout.action_set=true",
-                                 "reward.action_format_penalty=0.5"])
+        load_config(
+            overrides=["rollout.mode=single_turn", "rollout.action_set=true", "reward.action_format_penalty=-1"]
+        )
+    cfg = load_config(
+        overrides=["rollout.mode=single_turn", "rollout.action_set=true", "reward.action_format_penalty=0.5"]
+    )
     assert cfg.reward.action_format_penalty == 0.5 and Config().reward.action_format_penalty == 0.0

@@ -29,7 +29,9 @@ from rema.algos import (
 F64 = torch.float64
 COMBOS = [
     (level, mean, agg)
-    for level, mean, agg in itertools.product(("token", "turn"), ("geometric", "arithmetic"), ("token", "turn", "trajectory"))
+    for level, mean, agg in itertools.product(
+        ("token", "turn"), ("geometric", "arithmetic"), ("token", "turn", "trajectory")
+    )
     if not (level == "turn" and agg == "token")
 ]
 
@@ -81,8 +83,21 @@ def loop_turns(mask, turn_ids):
     return turns
 
 
-def loop_policy_loss(logp, old_logp, adv, mask, turn_ids, *, ratio_level, ratio_mean, agg,
-                     clip_eps=0.2, clip_eps_high=None, dual_clip=3.0, log_ratio_clamp=3.0):
+def loop_policy_loss(
+    logp,
+    old_logp,
+    adv,
+    mask,
+    turn_ids,
+    *,
+    ratio_level,
+    ratio_mean,
+    agg,
+    clip_eps=0.2,
+    clip_eps_high=None,
+    dual_clip=3.0,
+    log_ratio_clamp=3.0,
+):
     """Reference policy loss: one 0-dim tensor op at a time (keeps autograd, so gradients compare too)."""
     eh = clip_eps if clip_eps_high is None else clip_eps_high
     c = log_ratio_clamp
@@ -185,7 +200,9 @@ def test_grpo_hand_values():
     a = 0.5 / (math.sqrt(1 / 3) + 1e-6)
     assert torch.allclose(grpo(rewards, groups), torch.tensor([a, -a, -a, a, 0.0], dtype=F64))
     # Dr.GRPO: no std division
-    assert torch.allclose(grpo(rewards, groups, scale_by_std=False), torch.tensor([0.5, -0.5, -0.5, 0.5, 0.0], dtype=F64))
+    assert torch.allclose(
+        grpo(rewards, groups, scale_by_std=False), torch.tensor([0.5, -0.5, -0.5, 0.5, 0.0], dtype=F64)
+    )
     # RLOO: A_0 = 1 - (0 + 0 + 1) / 3 = 2/3, A_1 = 0 - (1 + 0 + 1) / 3 = -2/3; singleton -> 0
     assert torch.allclose(rloo(rewards, groups), torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3, 0.0], dtype=F64))
 
@@ -212,7 +229,9 @@ def test_reinforce_pp_returns_hand_values():
     # gamma = 1: every trained token's return is R
     assert torch.equal(reinforce_pp_returns(R, mask, turn_ids), torch.tensor([[0, 1, 1, 0, 1]], dtype=F64))
     # gamma = 0.5: R sits on each turn's last token, discounted back within the turn only
-    assert torch.allclose(reinforce_pp_returns(R, mask, turn_ids, gamma=0.5), torch.tensor([[0, 0.5, 1, 0, 1]], dtype=F64))
+    assert torch.allclose(
+        reinforce_pp_returns(R, mask, turn_ids, gamma=0.5), torch.tensor([[0, 0.5, 1, 0, 1]], dtype=F64)
+    )
     # + KL in reward, kl = 1 everywhere, coef 0.1: token rewards turn0 [-0.1, 0.9], turn1 [0.9]
     # turn0 returns: [-0.1 + 0.5 * 0.9, 0.9] = [0.35, 0.9]
     kl = torch.ones(1, 5, dtype=F64)
@@ -225,7 +244,9 @@ def test_reinforce_pp_whitening_hand_values():
     # unbiased std sqrt(4 * 0.25 / 3) = 0.577350 -> advantages ±0.866025
     mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
     turn_ids = torch.tensor([[0, 0, -1], [-1, 0, 0]])
-    adv, stats = get_advantage_estimator("reinforce_pp")(torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0, 0]), mask, turn_ids)
+    adv, stats = get_advantage_estimator("reinforce_pp")(
+        torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0, 0]), mask, turn_ids
+    )
     a = 0.5 / (math.sqrt(1 / 3) + 1e-6)
     assert torch.allclose(adv, torch.tensor([[a, a, 0], [0, -a, -a]], dtype=F64))
     assert abs(float(stats["adv_mean"])) < 1e-12
@@ -336,7 +357,9 @@ def test_group_estimators_match_loop(seed):
     rewards = torch.randint(0, 3, (N,), generator=g).to(F64) / 2
     groups = torch.randint(0, 6, (N,), generator=g) * 1000 + 17  # arbitrary, non-contiguous ids
     assert torch.allclose(grpo(rewards, groups), loop_grpo(rewards, groups), atol=1e-6)
-    assert torch.allclose(grpo(rewards, groups, scale_by_std=False), loop_grpo(rewards, groups, scale_by_std=False), atol=1e-6)
+    assert torch.allclose(
+        grpo(rewards, groups, scale_by_std=False), loop_grpo(rewards, groups, scale_by_std=False), atol=1e-6
+    )
     assert torch.allclose(rloo(rewards, groups), loop_rloo(rewards, groups), atol=1e-6)
     mask = (torch.rand(N, 7, generator=g) < 0.6).long()
     tid = torch.zeros(N, 7, dtype=torch.long)
@@ -354,8 +377,9 @@ def test_reinforce_pp_matches_loop(gamma, kl_coef, seed):
     kl = torch.rand(mask.shape, generator=g, dtype=F64)
     ref_ret, ref_adv = loop_reinforce_pp(rewards, mask, tid, gamma, kl, kl_coef)
     ret = reinforce_pp_returns(rewards, mask, tid, gamma=gamma, kl=kl, kl_coef=kl_coef)
-    adv, _ = get_advantage_estimator("reinforce_pp")(rewards, torch.zeros_like(rewards).long(), mask, tid,
-                                                      gamma=gamma, kl=kl, kl_coef=kl_coef)
+    adv, _ = get_advantage_estimator("reinforce_pp")(
+        rewards, torch.zeros_like(rewards).long(), mask, tid, gamma=gamma, kl=kl, kl_coef=kl_coef
+    )
     assert torch.allclose(ret, ref_ret, atol=1e-6)
     assert torch.allclose(adv, ref_adv, atol=1e-6)
 
@@ -400,7 +424,9 @@ def test_single_token_turns_make_turn_and_token_ratios_agree(mean, agg):
     loss_tok, s_tok = policy_loss(lp_tok, old, adv, mask, tid, ratio_level="token", agg=agg)
     loss_turn, s_turn = policy_loss(lp_turn, old, adv, mask, tid, ratio_level="turn", ratio_mean=mean, agg=agg)
     assert torch.allclose(loss_tok, loss_turn, atol=1e-12)
-    assert torch.allclose(torch.autograd.grad(loss_tok, lp_tok)[0], torch.autograd.grad(loss_turn, lp_turn)[0], atol=1e-12)
+    assert torch.allclose(
+        torch.autograd.grad(loss_tok, lp_tok)[0], torch.autograd.grad(loss_turn, lp_turn)[0], atol=1e-12
+    )
     assert float(s_tok["clip_frac"]) == float(s_turn["clip_frac"])
 
 
@@ -423,11 +449,19 @@ def test_clipping_stops_gradient_outside_trust_region(level, mean):
     # one row, two turns of two tokens; all tokens share a log-ratio so token and turn ratios coincide
     mask, tid = torch.ones(1, 4), torch.tensor([[0, 0, 1, 1]])
     agg = "turn"
-    for log_r, a, clipped in ((0.5, 1.0, True), (-0.5, -1.0, True), (0.1, 1.0, False), (-0.1, -1.0, False),
-                              (0.5, -1.0, False), (-0.5, 1.0, False)):
+    for log_r, a, clipped in (
+        (0.5, 1.0, True),
+        (-0.5, -1.0, True),
+        (0.1, 1.0, False),
+        (-0.1, -1.0, False),
+        (0.5, -1.0, False),
+        (-0.5, 1.0, False),
+    ):
         lp = torch.zeros(1, 4, dtype=F64, requires_grad=True)
         old = torch.full((1, 4), -log_r, dtype=F64)
-        loss, stats = policy_loss(lp, old, torch.full((1, 4), a, dtype=F64), mask, tid, ratio_level=level, ratio_mean=mean, agg=agg)
+        loss, stats = policy_loss(
+            lp, old, torch.full((1, 4), a, dtype=F64), mask, tid, ratio_level=level, ratio_mean=mean, agg=agg
+        )
         (grad,) = torch.autograd.grad(loss, lp)
         assert (torch.count_nonzero(grad) == 0) == clipped, (log_r, a)
         assert float(stats["clip_frac"]) == float(clipped)
@@ -455,8 +489,14 @@ def test_token_agg_with_turn_ratio_raises():
 
 def test_bad_options_raise():
     logp, old, adv, mask, tid = random_batch(0)
-    for kw in (dict(ratio_level="seq"), dict(ratio_mean="harmonic"), dict(agg="batch"), dict(clip_eps=0.0),
-               dict(dual_clip=1.0), dict(log_ratio_clamp=0.0)):
+    for kw in (
+        dict(ratio_level="seq"),
+        dict(ratio_mean="harmonic"),
+        dict(agg="batch"),
+        dict(clip_eps=0.0),
+        dict(dual_clip=1.0),
+        dict(log_ratio_clamp=0.0),
+    ):
         with pytest.raises(ValueError):
             policy_loss(logp, old, adv, mask, tid, **kw)
     with pytest.raises(ValueError, match="shape"):
@@ -478,7 +518,9 @@ def test_estimators_share_one_signature_and_reject_unsupported_options():
     rewards = torch.rand(mask.shape[0], dtype=F64)
     groups = torch.arange(mask.shape[0]) // 2
     for name in A.ADVANTAGE_ESTIMATORS:
-        adv, stats = get_advantage_estimator(name)(rewards, groups, mask, tid, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0)
+        adv, stats = get_advantage_estimator(name)(
+            rewards, groups, mask, tid, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0
+        )
         assert adv.shape == mask.shape and torch.count_nonzero(adv[mask == 0]) == 0
         assert all(v.dim() == 0 for v in stats.values())
     for name in ("grpo", "dr_grpo", "rloo"):
@@ -493,7 +535,11 @@ def test_estimators_share_one_signature_and_reject_unsupported_options():
 def test_inputs_are_not_mutated_and_padding_garbage_does_not_leak():
     logp, old, adv, mask, tid = random_batch(4)
     off = mask == 0
-    logp, old, adv = logp.masked_fill(off, float("nan")), old.masked_fill(off, float("inf")), adv.masked_fill(off, float("nan"))
+    logp, old, adv = (
+        logp.masked_fill(off, float("nan")),
+        old.masked_fill(off, float("inf")),
+        adv.masked_fill(off, float("nan")),
+    )
     copies = [x.clone() for x in (logp, old, adv, mask, tid)]
     for level, mean, agg in COMBOS:
         lp = logp.clone().requires_grad_(True)
@@ -516,8 +562,12 @@ def test_micro_batches_recombine_with_returned_counts(agg):
     logp, old, adv, mask, tid = random_batch(11, B=8)
     full, _ = policy_loss(logp, old, adv, mask, tid, agg=agg, ratio_level="turn" if agg != "token" else "token")
     unit = {"token": "num_tokens", "turn": "num_turns", "trajectory": "num_rows"}[agg]
-    parts = [policy_loss(logp[s], old[s], adv[s], mask[s], tid[s], agg=agg, ratio_level="turn" if agg != "token" else "token")
-             for s in (slice(0, 3), slice(3, 8))]
+    parts = [
+        policy_loss(
+            logp[s], old[s], adv[s], mask[s], tid[s], agg=agg, ratio_level="turn" if agg != "token" else "token"
+        )
+        for s in (slice(0, 3), slice(3, 8))
+    ]
     total_units = sum(float(st[unit]) for _, st in parts)
     recombined = sum(loss * float(st[unit]) / total_units for loss, st in parts)
     assert torch.allclose(full, recombined, atol=1e-12)

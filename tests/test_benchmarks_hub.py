@@ -36,8 +36,12 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple]:
         calls.append((path, name, split))
         if (path, name, split) not in SERVED:
             raise FileNotFoundError(f"no such dataset/config/split on this fake Hub: {(path, name, split)}")
-        return real_load("json", data_files=str(DATA / SERVED[path, name, split]), split="train",
-                         cache_dir=str(tmp_path / "hf-cache"))
+        return real_load(
+            "json",
+            data_files=str(DATA / SERVED[path, name, split]),
+            split="train",
+            cache_dir=str(tmp_path / "hf-cache"),
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", download)
     return calls
@@ -50,8 +54,12 @@ def test_gaokao2023en_from_the_hub(hub: list[tuple]) -> None:
     assert [p.answer for p in problems] == ["\\{x|1\\leq x<3\\}", "24", "2 or -2", "3, 7"]
     assert problems[0].question.startswith("Given sets $A=")
     # rows without an `id` (the Beijing/national-exam part) are numbered by row; the rest keep theirs
-    assert [p.id for p in problems] == ["gaokao2023en/0", "gaokao2023en/1", "gaokao2023en/PurpleMeet2023_7",
-                                        "gaokao2023en/042023ACTZ18_3"]
+    assert [p.id for p in problems] == [
+        "gaokao2023en/0",
+        "gaokao2023en/1",
+        "gaokao2023en/PurpleMeet2023_7",
+        "gaokao2023en/042023ACTZ18_3",
+    ]
     assert problems[2].meta["lang"] == "en" and problems[2].meta["sourcename"] == "PurpleMeet2023"
     assert problems[0].meta["source"] == "gaokao2023en" and problems[0].level is None
 
@@ -67,8 +75,11 @@ def test_olympiadbench_from_the_hub(hub: list[tuple]) -> None:
     problems = load_benchmark("olympiadbench")
     assert hub == [("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train")]
     # `final_answer` is a list of one string: that string, `$` removed ("$1$,$2$" is a two-value answer)
-    assert [(p.id, p.answer) for p in problems] == [("olympiadbench/2001", "12"), ("olympiadbench/2002", "1,2"),
-                                                   ("olympiadbench/2003", "2")]
+    assert [(p.id, p.answer) for p in problems] == [
+        ("olympiadbench/2001", "12"),
+        ("olympiadbench/2002", "1,2"),
+        ("olympiadbench/2003", "2"),
+    ]
     p = problems[1]
     assert p.question.startswith("Find all pairs of positive integers")
     assert p.meta["solution"] == ["Only $a=1$ and $b=2$."] and p.meta["is_multiple_answer"] is True

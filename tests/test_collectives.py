@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
-
 from helpers.accelerator import ACCELERATOR, EmulatedAccelerator
+
 from rema.config import load_config
 from rema.models import load_model
 from rema.train.batch import Rows
@@ -43,8 +43,11 @@ def test_the_process_group_carries_cuda_tensors_on_nccl_and_cpu_ones_on_gloo(mon
     monkeypatch.setattr(dist, "get_rank", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.update(set_device=d))
     d = Dist(torch.device("cuda", 1), timeout_min=90)
-    assert calls == {"backend": "cuda:nccl,cpu:gloo", "timeout": timedelta(minutes=90),
-                     "set_device": torch.device("cuda", 1)}
+    assert calls == {
+        "backend": "cuda:nccl,cpu:gloo",
+        "timeout": timedelta(minutes=90),
+        "set_device": torch.device("cuda", 1),
+    }
     assert d.rank == 1 and d.device == torch.device("cuda", 1)
     assert process_group_backend("cpu") == "gloo"
 
@@ -69,26 +72,59 @@ def test_dist_sends_every_tensor_through_the_communication_device(two_ranks):
 
 def _rows(n: int = 4) -> Rows:
     """Hand-made rows of the tiny model: 2 groups × 2 samples, prompts of 3 tokens, answers of 2-3."""
-    ids = [[5, 6, 7, 40 + i, 41 + i, 42][:5 + i % 2] for i in range(n)]
+    ids = [[5, 6, 7, 40 + i, 41 + i, 42][: 5 + i % 2] for i in range(n)]
     mask = [[0, 0, 0] + [1] * (len(x) - 3) for x in ids]
-    return Rows(input_ids=ids, mask=mask, sampler_logp=[[0.0] * len(x) for x in ids], turn_ids=[[0] * len(x) for x in ids],
-                agent=["ra"] * n, group=[(f"q{i // 2}", "ra") for i in range(n)], reward=[float(i % 2) for i in range(n)],
-                episode_index=list(range(n)))
+    return Rows(
+        input_ids=ids,
+        mask=mask,
+        sampler_logp=[[0.0] * len(x) for x in ids],
+        turn_ids=[[0] * len(x) for x in ids],
+        agent=["ra"] * n,
+        group=[(f"q{i // 2}", "ra") for i in range(n)],
+        reward=[float(i % 2) for i in range(n)],
+        episode_index=list(range(n)),
+    )
 
 
 @pytest.mark.parametrize("advantage", ["grpo", "reinforce_pp"])
 def test_the_update_and_the_cold_start_collectives_run_on_an_nccl_like_group(two_ranks, advantage):
     """The update (unit counts, the non-finite flag, the row count, REINFORCE++'s batch moments, the gradient
     sum) and the SFT step (token count, loss) pass only accelerator tensors to collectives."""
-    cfg = load_config(None, ["model.name=tiny-random", f"algo.advantage={advantage}", "algo.agg=token",
-                             "algo.ratio_level=token", "train.micro_batch_tokens=64"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            f"algo.advantage={advantage}",
+            "algo.agg=token",
+            "algo.ratio_level=token",
+            "train.micro_batch_tokens=64",
+        ],
+    )
     model, tok = load_model("tiny-random")
     with EmulatedAccelerator() as acc:
         strategy = Strategy(Dist(ACCELERATOR))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        out = update_policy(model, opt, _rows(), algo=cfg.algo, train=cfg.train, fwd=Forward(torch.device("cpu")),
-                            pad_id=tok.pad_token_id, step=0, strategy=strategy)
-        sft = sft_train(model, _rows(), opt, epochs=1, batch_dialogues=4, micro_batch_tokens=64,
-                        pad_id=tok.pad_token_id, device=torch.device("cpu"), strategy=strategy)
+        out = update_policy(
+            model,
+            opt,
+            _rows(),
+            algo=cfg.algo,
+            train=cfg.train,
+            fwd=Forward(torch.device("cpu")),
+            pad_id=tok.pad_token_id,
+            step=0,
+            strategy=strategy,
+        )
+        sft = sft_train(
+            model,
+            _rows(),
+            opt,
+            epochs=1,
+            batch_dialogues=4,
+            micro_batch_tokens=64,
+            pad_id=tok.pad_token_id,
+            device=torch.device("cpu"),
+            strategy=strategy,
+        )
     assert out["stats/optimizer_steps"] == 1.0 and out["train/rows"] == 4.0
     assert sft["sft/steps"] == 1.0 and acc.rejected == 0 and acc.checked >= 6

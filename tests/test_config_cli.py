@@ -58,22 +58,34 @@ def test_paper_configs_carry_the_reference_defaults():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["algo.clip_eps=0.1", "train.steps=3", "data.levels=3,4,5", "algo.dual_clip=null",
-                             "train.shared_weights=false", "rollout.mode=single_turn"])
+    cfg = load_config(
+        None,
+        [
+            "algo.clip_eps=0.1",
+            "train.steps=3",
+            "data.levels=3,4,5",
+            "algo.dual_clip=null",
+            "train.shared_weights=false",
+            "rollout.mode=single_turn",
+        ],
+    )
     assert cfg.algo.clip_eps == 0.1 and cfg.train.steps == 3 and cfg.data.levels == [3, 4, 5]
     assert cfg.algo.dual_clip is None and cfg.train.shared_weights is False
 
 
-@pytest.mark.parametrize("override,message", [
-    ("algo.clip=0.1", "did you mean algo.clip_eps"),
-    ("algo.cilp_eps=0.1", "did you mean algo.clip_eps"),
-    ("train.steps=1.5", "train.steps: expected int"),
-    ("train.shared_weights=maybe", "expected true/false"),
-    ("rollout.mode=three_turn", "choose one of"),
-    ("algo.agg=token", "algo.agg=token with algo.ratio_level=turn is invalid"),
-    ("nonsense", "must look like section.key=value"),
-    ("model.checkpoint_layers=0", r"model.checkpoint_layers is a share .* must be in \(0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("algo.clip=0.1", "did you mean algo.clip_eps"),
+        ("algo.cilp_eps=0.1", "did you mean algo.clip_eps"),
+        ("train.steps=1.5", "train.steps: expected int"),
+        ("train.shared_weights=maybe", "expected true/false"),
+        ("rollout.mode=three_turn", "choose one of"),
+        ("algo.agg=token", "algo.agg=token with algo.ratio_level=turn is invalid"),
+        ("nonsense", "must look like section.key=value"),
+        ("model.checkpoint_layers=0", r"model.checkpoint_layers is a share .* must be in \(0, 1\]"),
+    ],
+)
 def test_bad_overrides_fail_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
@@ -107,8 +119,24 @@ def test_missing_embedded_model_says_how_to_get_it(monkeypatch):
 
 
 def test_cli_chat_json_with_the_tiny_model(capsys):
-    assert main(["chat", "What is 2 + 3?", "--model", "tiny-random", "--max-turns", "2", "--max-tokens", "6",
-                 "--json", "--answer", "5"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "What is 2 + 3?",
+                "--model",
+                "tiny-random",
+                "--max-turns",
+                "2",
+                "--max-tokens",
+                "6",
+                "--json",
+                "--answer",
+                "5",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["end_code"] in ("finished", "max_turns") and record["turns"][0]["agent"] == "mta"
     assert set(record["reward"]) == {"mta", "ra"}
@@ -116,9 +144,20 @@ def test_cli_chat_json_with_the_tiny_model(capsys):
 
 def test_cli_train_then_resume(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "model.name=tiny-random", "rollout.max_turns=1", "rollout.max_tokens_per_turn=4",
-            "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=2", "train.eval_every=0",
-            "data.train=synthetic:levels=1:n=8:seed=0", "data.eval=null", f"log.run_dir={run}", "log.progress=false"]
+    args = [
+        "train",
+        "model.name=tiny-random",
+        "rollout.max_turns=1",
+        "rollout.max_tokens_per_turn=4",
+        "rollout.samples_per_question=2",
+        "train.questions_per_step=2",
+        "train.steps=2",
+        "train.eval_every=0",
+        "data.train=synthetic:levels=1:n=8:seed=0",
+        "data.eval=null",
+        f"log.run_dir={run}",
+        "log.progress=false",
+    ]
     assert main(args + ["--max-steps", "1"]) == 0
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_000001"
     assert main(["train", "--resume", str(run)]) == 0
@@ -141,17 +180,25 @@ def test_every_chat_flag_is_its_config_key():
     """Each ``rema chat`` flag gives the same Config as the dotted key it stands for."""
     pairs = [  # (flags, the overrides they stand for)
         (["--model", "tiny-random"], ["model.name=tiny-random"]),
-        (["--method", "vrp"], ["rollout.method=vrp", "rollout.mode=single_turn", "rollout.action_set=false",
-                               "train.shared_weights=true"]),
+        (
+            ["--method", "vrp"],
+            ["rollout.method=vrp", "rollout.mode=single_turn", "rollout.action_set=false", "train.shared_weights=true"],
+        ),
         (["--method", "rema-single"], ["rollout.method=rema", "rollout.mode=single_turn", "rollout.action_set=false"]),
         (["--method", "rema-actions"], ["rollout.method=rema", "rollout.mode=single_turn", "rollout.action_set=true"]),
         (["--task", "judge"], ["rollout.task=judge"]),
-        (["--max-turns", "2", "--max-tokens", "96", "--max-context", "512"],
-         ["rollout.max_turns=2", "rollout.max_tokens_per_turn=96", "rollout.max_context_tokens=512"]),
-        (["--temperature", "0", "--top-p", "0.9", "--seed", "3"],
-         ["rollout.temperature=0", "rollout.top_p=0.9", "eval.seed=3"]),
-        (["--device", "cpu", "--engine", "hf", "--compile", "--dtype", "bfloat16"],
-         ["model.device=cpu", "rollout.engine=hf", "rollout.vllm_enforce_eager=false", "model.dtype=bfloat16"]),
+        (
+            ["--max-turns", "2", "--max-tokens", "96", "--max-context", "512"],
+            ["rollout.max_turns=2", "rollout.max_tokens_per_turn=96", "rollout.max_context_tokens=512"],
+        ),
+        (
+            ["--temperature", "0", "--top-p", "0.9", "--seed", "3"],
+            ["rollout.temperature=0", "rollout.top_p=0.9", "eval.seed=3"],
+        ),
+        (
+            ["--device", "cpu", "--engine", "hf", "--compile", "--dtype", "bfloat16"],
+            ["model.device=cpu", "rollout.engine=hf", "rollout.vllm_enforce_eager=false", "model.dtype=bfloat16"],
+        ),
     ]
     for flags, keys in pairs:
         assert _chat(*flags) == _chat(*keys) == command_config(None, CHAT_PRESETS + keys), flags
@@ -181,8 +228,17 @@ def test_chat_scores_an_episode_as_training_does(flags, capsys):
     from rema.eval.metrics import episode_from_dict
     from rema.scoring import score_episodes
 
-    argv = ["--model", "tiny-random", "--max-turns", "1", "--max-tokens", "6", *flags,
-            "reward.format_terms=true", "reward.plan_leak_penalty=0.5"]
+    argv = [
+        "--model",
+        "tiny-random",
+        "--max-turns",
+        "1",
+        "--max-tokens",
+        "6",
+        *flags,
+        "reward.format_terms=true",
+        "reward.plan_leak_penalty=0.5",
+    ]
     assert main(["chat", "What is 2 + 3?", *argv, "--json", "--answer", "5"]) == 0
     record = json.loads(capsys.readouterr().out)
     cfg = _chat(*argv)
@@ -195,8 +251,24 @@ def test_chat_scores_an_episode_as_training_does(flags, capsys):
 @pytest.mark.slow
 def test_chat_with_the_embedded_model(capsys):
     """The demo's model end to end: one short multi-turn dialogue on CPU, offline."""
-    assert main(["chat", "What is 3 + 4?", "--max-turns", "1", "--max-tokens", "24", "--temperature", "0",
-                 "--json", "--answer", "7"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "What is 3 + 4?",
+                "--max-turns",
+                "1",
+                "--max-tokens",
+                "24",
+                "--temperature",
+                "0",
+                "--json",
+                "--answer",
+                "7",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["end_code"] in ("finished", "max_turns")
     assert [t["agent"] for t in record["turns"]] == ["mta", "ra"]
@@ -235,8 +307,24 @@ def test_chat_runs_vllm_eager_unless_asked_to_compile(monkeypatch):
 
     monkeypatch.setattr(factory, "make_engine", spy)
     for flags in ([], ["--compile"]):
-        assert main(["chat", "What is 2 + 3?", "--model", "tiny-random", "--max-turns", "1", "--max-tokens", "4",
-                     "--engine", "vllm", *flags]) == 0
+        assert (
+            main(
+                [
+                    "chat",
+                    "What is 2 + 3?",
+                    "--model",
+                    "tiny-random",
+                    "--max-turns",
+                    "1",
+                    "--max-tokens",
+                    "4",
+                    "--engine",
+                    "vllm",
+                    *flags,
+                ]
+            )
+            == 0
+        )
     assert asked == [True, False]
 
 

@@ -108,8 +108,12 @@ def test_problem_record_is_frozen_and_copies_meta() -> None:
 
 MATH_ROWS = [
     {"problem": "What is $1+1$?", "solution": "Clearly $\\boxed{2}$.", "level": "Level 1", "type": "Algebra"},
-    {"problem": "Simplify $\\frac{2}{4}$.", "solution": "It is $\\boxed{\\frac{1}{2}}$.", "level": "Level 3",
-     "type": "Prealgebra"},
+    {
+        "problem": "Simplify $\\frac{2}{4}$.",
+        "solution": "It is $\\boxed{\\frac{1}{2}}$.",
+        "level": "Level 3",
+        "type": "Prealgebra",
+    },
     {"problem": "Odd one.", "solution": "$\\boxed{5}$", "level": "Level ?", "type": "Algebra"},
 ]
 
@@ -174,8 +178,9 @@ def test_field_mapping_reaches_files_with_split_options(tmp_path: Path) -> None:
     from rema.data import load_split
 
     path = tmp_path / "custom.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "target": str(i + 1)}) + "\n"
-                            for i in range(10)))
+    path.write_text(
+        "".join(json.dumps({"prompt": f"What is {i} + 1?", "target": str(i + 1)}) + "\n" for i in range(10))
+    )
     fields = {"question_field": "prompt", "answer_field": "target"}
     whole = load_split(str(path), **fields)
     train = load_split(f"{path}:split=train:heldout=3:seed=0", **fields)
@@ -187,10 +192,12 @@ def test_field_mapping_reaches_files_with_split_options(tmp_path: Path) -> None:
 
 def test_saved_dataset_dir(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    ds = datasets.DatasetDict({
-        "train": datasets.Dataset.from_list([{"question": "A?", "answer": "1"}]),
-        "test": datasets.Dataset.from_list([{"question": "B?", "answer": "2"}, {"question": "C?", "answer": "3"}]),
-    })
+    ds = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"question": "A?", "answer": "1"}]),
+            "test": datasets.Dataset.from_list([{"question": "B?", "answer": "2"}, {"question": "C?", "answer": "3"}]),
+        }
+    )
     ds.save_to_disk(str(tmp_path / "saved"))
     assert [p.answer for p in load_problems(tmp_path / "saved", split="test")] == ["2", "3"]
     with pytest.raises(DataError, match="several splits"):
@@ -208,8 +215,11 @@ def test_missing_answer_names_file_line_and_fix(tmp_path: Path) -> None:
     assert f"{path}:2:" in msg and "available: problem, text" in msg and "answer_field=" in msg
 
     path = write_jsonl(tmp_path / "y.jsonl", [{"problem": "a", "solution": "s"}])
-    with pytest.raises(DataError, match=r"y\.jsonl:1: missing field 'answer' \(available: problem, solution\); "
-                                        r"pass answer_field="):
+    with pytest.raises(
+        DataError,
+        match=r"y\.jsonl:1: missing field 'answer' \(available: problem, solution\); "
+        r"pass answer_field=",
+    ):
         load_problems(path, answer_field="answer")
     with pytest.raises(DataError, match=r"y\.jsonl:1: no \\boxed\{\} in field 'solution'"):
         load_problems(path)
@@ -276,15 +286,26 @@ class FakeHub:
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     datasets = pytest.importorskip("datasets")
-    hub = FakeHub({
-        "openai/gsm8k": {"test": [{"question": "Q?", "answer": "steps <<1+1=2>>\n#### 1,234"}],
-                         "train": [{"question": "T?", "answer": "#### 5"}]},
-        "HuggingFaceH4/MATH-500": {"test": [{"problem": "Shared?", "answer": "1", "level": 4}]},
-        "DigitalLearningGmbH/MATH-lighteval": {"test": [
-            {"problem": "Shared?", "solution": "$\\boxed{1}$", "level": "Level 4", "type": "Algebra"},
-            {"problem": "Only test?", "solution": "$\\boxed{\\frac{3}{4}}$", "level": "Level 5", "type": "Algebra"},
-        ]},
-    })
+    hub = FakeHub(
+        {
+            "openai/gsm8k": {
+                "test": [{"question": "Q?", "answer": "steps <<1+1=2>>\n#### 1,234"}],
+                "train": [{"question": "T?", "answer": "#### 5"}],
+            },
+            "HuggingFaceH4/MATH-500": {"test": [{"problem": "Shared?", "answer": "1", "level": 4}]},
+            "DigitalLearningGmbH/MATH-lighteval": {
+                "test": [
+                    {"problem": "Shared?", "solution": "$\\boxed{1}$", "level": "Level 4", "type": "Algebra"},
+                    {
+                        "problem": "Only test?",
+                        "solution": "$\\boxed{\\frac{3}{4}}$",
+                        "level": "Level 5",
+                        "type": "Algebra",
+                    },
+                ]
+            },
+        }
+    )
     monkeypatch.setattr(datasets, "load_dataset", hub)
     return hub
 
@@ -380,8 +401,17 @@ def test_synthetic_split_heldout_fixed_and_disjoint() -> None:
 
 
 def test_registry_contents() -> None:
-    for name in ("gsm8k", "math500", "aime24", "amc23", "math_train", "math_test4500", "gaokao2023en",
-                 "minerva_math", "olympiadbench"):
+    for name in (
+        "gsm8k",
+        "math500",
+        "aime24",
+        "amc23",
+        "math_train",
+        "math_test4500",
+        "gaokao2023en",
+        "minerva_math",
+        "olympiadbench",
+    ):
         spec = BENCHMARKS[name]
         assert spec.file.endswith(".jsonl") and spec.hf_id
     assert BENCHMARKS["gsm8k"].file == "gsm8k_test.jsonl" and BENCHMARKS["gsm8k"].hf_config == "main"

@@ -43,22 +43,31 @@ def _check(text: str, fmt: Format = MULTI, finish: str = "stop", answer: str = "
 
 def test_parse_reply_reads_tagged_messages_and_nothing_else():
     assert parse_reply(" <mta> Plan. </mta>\n\n<ra>Use <b>bold</b> and $a<b>c$.</ra>\n") == [
-        ("mta", "Plan."), ("ra", "Use <b>bold</b> and $a<b>c$.")]
-    for bad, where in [("", "empty reply"), ("Sure!\n<mta>x</mta><ra>y</ra>", "text outside the tags at char 0"),
-                       ("<mta>x</mta><ra>y</ra> Hope this helps", "text outside the tags at char 22"),
-                       ("<mta>x<ra>y</ra></mta>", "<ra> at char 6 inside a <mta> message"),
-                       ("<mta>x</mta><ra>y", "<ra> opened at char 16 is never closed"),
-                       ("</ra><mta>x</mta>", "</ra> at char 0 closes no message"), ("just text", "outside")]:
+        ("mta", "Plan."),
+        ("ra", "Use <b>bold</b> and $a<b>c$."),
+    ]
+    for bad, where in [
+        ("", "empty reply"),
+        ("Sure!\n<mta>x</mta><ra>y</ra>", "text outside the tags at char 0"),
+        ("<mta>x</mta><ra>y</ra> Hope this helps", "text outside the tags at char 22"),
+        ("<mta>x<ra>y</ra></mta>", "<ra> at char 6 inside a <mta> message"),
+        ("<mta>x</mta><ra>y", "<ra> opened at char 16 is never closed"),
+        ("</ra><mta>x</mta>", "</ra> at char 0 closes no message"),
+        ("just text", "outside"),
+    ]:
         with pytest.raises(ReplyError, match=where):
             parse_reply(bad)
 
 
-@pytest.mark.parametrize("case, reason, detail", [
-    ("leak", "leak", "statement"),
-    ("wrong", "wrong_answer", "boxed '8', reference '7'"),
-    ("malformed", "malformed", "text outside the tags"),
-    ("truncated", "truncated", "token limit"),
-])
+@pytest.mark.parametrize(
+    "case, reason, detail",
+    [
+        ("leak", "leak", "statement"),
+        ("wrong", "wrong_answer", "boxed '8', reference '7'"),
+        ("malformed", "malformed", "text outside the tags"),
+        ("truncated", "truncated", "token limit"),
+    ],
+)
 def test_check_reply_names_the_first_check_a_reply_fails(case, reason, detail):
     text, finish = CASES[case]
     v = _check(text, finish=finish)
@@ -72,28 +81,40 @@ def test_check_reply_keeps_a_good_dialogue_in_the_sft_format():
     assert v.dialogue.to_dict()["turns"][-1] == {"agent": "ra", "text": "The final answer is $\\boxed{7}$."}
 
 
-@pytest.mark.parametrize("text, fmt, problem", [
-    # multi turn: the validator sft.data uses (roles, rounds), and a closing [FINISH]
-    ("<ra>7</ra><mta>x</mta>", MULTI, "alternate"),
-    ("<mta>a</mta><ra>b</ra><mta>c</mta><ra>d</ra><mta>e</mta><ra>f</ra><mta>g</mta><ra>h</ra>"
-     "<mta>i [FINISH]</mta>"
-     "<ra>\\boxed{7}</ra>", MULTI, "5 rounds exceed rollout.max_turns=4"),
-    ("<mta>Add.</mta><ra>3 + 4 = 7</ra><mta>Good.</mta><ra>\\boxed{7}</ra>", MULTI, "does not end the dialogue with [FINISH]"),
-    ("<mta>Add. [FINISH]</mta><ra>7</ra><mta>Ok [FINISH]</mta><ra>\\boxed{7}</ra>", MULTI, "before the last MTA"),
-    # single turn: one round, no [FINISH]; single agent: one RA message; MRP: its two parts
-    ("<mta>Add.</mta><ra>7</ra><mta>x</mta><ra>\\boxed{7}</ra>", Format(True, False, 4), "take one round"),
-    ("<mta>Add. [FINISH]</mta><ra>\\boxed{7}</ra>", Format(True, False, 4), "[FINISH] in a single-turn"),
-    ("<mta>Add.</mta><ra>\\boxed{7}</ra>", Format(False, False, 4), "exactly one 'ra' turn"),
-    ("<ra>3 + 4 = 7, so \\boxed{7}</ra>", Format(False, False, 4, plan_then_solution=True), "'Plan:' and then"),
-])
+@pytest.mark.parametrize(
+    "text, fmt, problem",
+    [
+        # multi turn: the validator sft.data uses (roles, rounds), and a closing [FINISH]
+        ("<ra>7</ra><mta>x</mta>", MULTI, "alternate"),
+        (
+            "<mta>a</mta><ra>b</ra><mta>c</mta><ra>d</ra><mta>e</mta><ra>f</ra><mta>g</mta><ra>h</ra>"
+            "<mta>i [FINISH]</mta>"
+            "<ra>\\boxed{7}</ra>",
+            MULTI,
+            "5 rounds exceed rollout.max_turns=4",
+        ),
+        (
+            "<mta>Add.</mta><ra>3 + 4 = 7</ra><mta>Good.</mta><ra>\\boxed{7}</ra>",
+            MULTI,
+            "does not end the dialogue with [FINISH]",
+        ),
+        ("<mta>Add. [FINISH]</mta><ra>7</ra><mta>Ok [FINISH]</mta><ra>\\boxed{7}</ra>", MULTI, "before the last MTA"),
+        # single turn: one round, no [FINISH]; single agent: one RA message; MRP: its two parts
+        ("<mta>Add.</mta><ra>7</ra><mta>x</mta><ra>\\boxed{7}</ra>", Format(True, False, 4), "take one round"),
+        ("<mta>Add. [FINISH]</mta><ra>\\boxed{7}</ra>", Format(True, False, 4), "[FINISH] in a single-turn"),
+        ("<mta>Add.</mta><ra>\\boxed{7}</ra>", Format(False, False, 4), "exactly one 'ra' turn"),
+        ("<ra>3 + 4 = 7, so \\boxed{7}</ra>", Format(False, False, 4, plan_then_solution=True), "'Plan:' and then"),
+    ],
+)
 def test_check_reply_rejects_what_breaks_the_methods_format(text, fmt, problem):
     v = _check(text, fmt)
     assert v.reason == "format" and problem in v.detail
 
 
 def test_check_reply_single_agent_and_mrp_and_unboxed():
-    assert _check("<ra>Plan: add.\nSolution: 3 + 4 = 7, so \\boxed{7}.</ra>",
-                  Format(False, False, 1, plan_then_solution=True)).kept
+    assert _check(
+        "<ra>Plan: add.\nSolution: 3 + 4 = 7, so \\boxed{7}.</ra>", Format(False, False, 1, plan_then_solution=True)
+    ).kept
     assert _check("<ra>3 + 4 = 7</ra>", Format(False, False, 1)).reason == "unboxed"  # the right value, but no box
     v = _check("<mta>Plan: add.</mta><ra>\\boxed{7}</ra>", Format(True, False, 1), answer="\\frac{14}{2}")
     assert v.kept  # graded, not compared as text
@@ -104,14 +125,19 @@ def test_check_reply_single_agent_and_mrp_and_unboxed():
 def test_teacher_prompts_render_without_stray_braces_and_carry_the_students_system_prompts():
     for name, tp in TEACHER_PROMPTS.items():
         prompts = get_prompt_set(name)
-        system, user = tp.messages(prompts, question="Find {x}.", solution="x = 2", answer="2", max_rounds=6,
-                                   max_words=256)
+        system, user = tp.messages(
+            prompts, question="Find {x}.", solution="x = 2", answer="2", max_rounds=6, max_words=256
+        )
         assert prompts.ra in system["content"] and (prompts.mta or "") in system["content"]
         assert "{{" not in system["content"] and "\\boxed{}" in system["content"] and "256 words" in system["content"]
         assert user["content"] == "Problem:\nFind {x}.\n\nReference solution:\nx = 2\n\nReference answer: 2"
         assert tp.tag.startswith(f"{name}@")
-    assert "between 2 and 6 rounds" in TEACHER_PROMPTS["rema-multi"].messages(
-        get_prompt_set("rema-multi"), question="q", solution="s", answer="a", max_rounds=6, max_words=9)[0]["content"]
+    assert (
+        "between 2 and 6 rounds"
+        in TEACHER_PROMPTS["rema-multi"].messages(
+            get_prompt_set("rema-multi"), question="q", solution="s", answer="a", max_rounds=6, max_words=9
+        )[0]["content"]
+    )
 
 
 # ------------------------------------------------------------------------------------------ retries, files
@@ -141,15 +167,31 @@ def test_read_rows_cuts_a_torn_last_line_and_names_a_bad_one(tmp_path):
 
 
 def _problems(path: Path, cases: list[str]) -> Path:
-    rows = [{"question": f"(case: {c}) Row {i}: what is 3 + 4?", "solution": "Add: 3 + 4 = 7.", "answer": "7"}
-            for i, c in enumerate(cases)]
+    rows = [
+        {"question": f"(case: {c}) Row {i}: what is 3 + 4?", "solution": "Add: 3 + 4 = 7.", "answer": "7"}
+        for i, c in enumerate(cases)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def _distill_args(inp: Path, out: Path, url: str, *extra: str) -> list[str]:
-    return ["distill", "--input", str(inp), "--out", str(out), "--base-url", url, "--model", "teacher",
-            "--max-turns", "4", "--no-progress", "distill.backoff_s=0.01", *extra]
+    return [
+        "distill",
+        "--input",
+        str(inp),
+        "--out",
+        str(out),
+        "--base-url",
+        url,
+        "--model",
+        "teacher",
+        "--max-turns",
+        "4",
+        "--no-progress",
+        "distill.backoff_s=0.01",
+        *extra,
+    ]
 
 
 def _ids(path: Path) -> list[str]:
@@ -167,15 +209,24 @@ def test_distill_keeps_checked_dialogues_records_rejects_retries_and_resumes(tmp
         printed = capsys.readouterr().out
         assert code == 0
         assert sorted(_ids(out)) == ["solved/0", "solved/4", "solved/5"]  # good, rate and flaky after a retry
-        rejected = {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "dialogues.rejected.jsonl").read_text().splitlines())}
+        rejected = {
+            r["id"]: r
+            for r in map(json.loads, (tmp_path / "out" / "dialogues.rejected.jsonl").read_text().splitlines())
+        }
         assert {k: r["reason"] for k, r in rejected.items()} == {
-            "solved/1": "leak", "solved/2": "wrong_answer", "solved/3": "malformed", "solved/6": "truncated"}
+            "solved/1": "leak",
+            "solved/2": "wrong_answer",
+            "solved/3": "malformed",
+            "solved/6": "truncated",
+        }
         assert rejected["solved/3"]["reply"] == CASES["malformed"][0]  # kept for inspection
         # 7 rows, one 429 and one 500 retried: 9 requests, each with the key from the environment variable
         assert sum(server.calls.values()) == 9 and set(server.auth) == {"Bearer sk-test"}
         assert server.bodies[0]["max_completion_tokens"] == 8192 and server.bodies[0]["temperature"] == 0.7
-        assert ("this run kept 3, rejected 4 (truncated 1, malformed 1, leak 1, wrong_answer 1), failed 0" in printed
-                and "Requests 9 (retries 2: 429 x1, 5xx x1, timeouts x0), tokens 700 prompt + 350 completion" in printed)
+        assert (
+            "this run kept 3, rejected 4 (truncated 1, malformed 1, leak 1, wrong_answer 1), failed 0" in printed
+            and "Requests 9 (retries 2: 429 x1, 5xx x1, timeouts x0), tokens 700 prompt + 350 completion" in printed
+        )
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert rows[0]["meta"]["teacher"] == "teacher" and rows[0]["meta"]["prompt_set"] == "rema-multi"
 
@@ -185,16 +236,32 @@ def test_distill_keeps_checked_dialogues_records_rejects_retries_and_resumes(tmp
         # --retry-rejected asks the 4 rejected rows again (the server still gives the same replies): no duplicates
         assert main(_distill_args(inp, out, server.url, "--retry-rejected")) == 0
         assert sum(server.calls.values()) == 13
-        assert sorted(_ids(tmp_path / "out" / "dialogues.rejected.jsonl")) == ["solved/1", "solved/2", "solved/3", "solved/6"]
+        assert sorted(_ids(tmp_path / "out" / "dialogues.rejected.jsonl")) == [
+            "solved/1",
+            "solved/2",
+            "solved/3",
+            "solved/6",
+        ]
         assert len(_ids(out)) == 3
 
     # the output is an sft.data file as it is: the loader, and `rema sft` on the tiny model
     dialogues = load_dialogues(out, two_agents=True, multi_turn=True, max_turns=4)
     assert [d.turns for d in dialogues] == [parse_reply(GOOD)] * 3
-    code = main(["sft", "model.name=tiny-random", f"sft.data={out}", "rollout.max_turns=4", "sft.epochs=1",
-                 "rollout.max_context_tokens=8192",  # 4 rounds of 512-token messages
-                 "data.eval=null", "data.train=synthetic:levels=1:n=5:seed=0:word=0", f"log.run_dir={tmp_path / 'run'}",
-                 "log.tensorboard=false", "log.progress=false"])
+    code = main(
+        [
+            "sft",
+            "model.name=tiny-random",
+            f"sft.data={out}",
+            "rollout.max_turns=4",
+            "sft.epochs=1",
+            "rollout.max_context_tokens=8192",  # 4 rounds of 512-token messages
+            "data.eval=null",
+            "data.train=synthetic:levels=1:n=5:seed=0:word=0",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.tensorboard=false",
+            "log.progress=false",
+        ]
+    )
     assert code == 0 and len((tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()) == 3
 
 
@@ -224,8 +291,14 @@ def test_distill_stops_on_an_unknown_model_and_fails_fast_on_bad_input(tmp_path,
     (tmp_path / "nosol.jsonl").write_text(json.dumps({"question": "q", "answer": "1"}) + "\n")
     assert main(_distill_args(tmp_path / "nosol.jsonl", tmp_path / "d.jsonl", "http://127.0.0.1:9/v1")) == 2
     assert "no worked solution in field 'solution'" in capsys.readouterr().err
-    assert main(_distill_args(inp, tmp_path / "d.jsonl", "http://127.0.0.1:9/v1", "--method", "rema-single",
-                              "rollout.action_set=true")) == 2
+    assert (
+        main(
+            _distill_args(
+                inp, tmp_path / "d.jsonl", "http://127.0.0.1:9/v1", "--method", "rema-single", "rollout.action_set=true"
+            )
+        )
+        == 2
+    )
     assert "not 'rema-actions'" in capsys.readouterr().err
 
 
@@ -234,8 +307,12 @@ def test_distill_resumes_after_kill_9_without_asking_a_written_row_again(tmp_pat
     inp, out = _problems(tmp_path / "solved.jsonl", ["good"] * n), tmp_path / "d.jsonl"
     with TeacherServer(delay_s=0.3) as server:
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-        proc = subprocess.Popen([sys.executable, "-m", "rema.cli", *_distill_args(inp, out, server.url, "--concurrency", "1")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rema.cli", *_distill_args(inp, out, server.url, "--concurrency", "1")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 60
         while len(_ids(out)) < 3:
             assert proc.poll() is None, proc.stderr.read().decode()
@@ -250,7 +327,7 @@ def test_distill_resumes_after_kill_9_without_asking_a_written_row_again(tmp_pat
         calls_before = sum(server.calls.values())
         assert main(_distill_args(inp, out, server.url, "--concurrency", "4")) == 0
     after = _ids(out)
-    assert len(after) == len(set(after)) == n and after[:len(before)] == before
+    assert len(after) == len(set(after)) == n and after[: len(before)] == before
     # rows written before the kill were asked once; the rest once more at most (the one in flight at the kill)
     asked = {q: c for q, c in server.calls.items()}
     assert all(asked[f"(case: good) Row {int(i.split('/')[1])}: what is 3 + 4?"] == 1 for i in before)

@@ -19,17 +19,29 @@ def _run(tmp_path: Path, procs: int, *args: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable]
     if procs > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                     "--master_port", str(29500 + os.getpid() % 1000)]
-    subprocess.run([*launcher, str(WORKER), str(out), str(tmp_path / f"run{procs}"), *args],
-                   check=True, env=env, timeout=600)
+        launcher += [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+        ]
+    subprocess.run(
+        [*launcher, str(WORKER), str(out), str(tmp_path / f"run{procs}"), *args], check=True, env=env, timeout=600
+    )
     return torch.load(out)
 
 
-@pytest.mark.parametrize("advantage,agg,ratio_level,strategy", [("grpo", "trajectory", "turn", "ddp"),
-                                                                ("reinforce_pp", "token", "token", "ddp"),
-                                                                ("grpo", "trajectory", "turn", "fsdp"),
-                                                                ("reinforce_pp", "token", "token", "fsdp")])
+@pytest.mark.parametrize(
+    "advantage,agg,ratio_level,strategy",
+    [
+        ("grpo", "trajectory", "turn", "ddp"),
+        ("reinforce_pp", "token", "token", "ddp"),
+        ("grpo", "trajectory", "turn", "fsdp"),
+        ("reinforce_pp", "token", "token", "fsdp"),
+    ],
+)
 def test_two_processes_match_one(tmp_path, advantage, agg, ratio_level, strategy):
     """The gradient of one step and the batch-wide metrics: two processes (each half the questions; under fsdp
     each half the parameters too) give what one process gives on the whole batch."""
@@ -40,8 +52,15 @@ def test_two_processes_match_one(tmp_path, advantage, agg, ratio_level, strategy
     for g1, g2 in zip(one["grads"], two["grads"]):
         assert torch.allclose(g1, g2, atol=1e-6, rtol=1e-4)
     assert two["metrics"]["dist/param_shard_frac"] == pytest.approx(0.5 if strategy == "fsdp" else 1.0, abs=0.01)
-    for key in ("train/acc", "train/reward/mta", "train/reward/ra", "train/episodes", "adv/reward_mean",
-                "adv/adv_mean", "adv/adv_std"):  # REINFORCE++: the whitened advantages' moments, not the returns'
+    for key in (
+        "train/acc",
+        "train/reward/mta",
+        "train/reward/ra",
+        "train/episodes",
+        "adv/reward_mean",
+        "adv/adv_mean",
+        "adv/adv_std",
+    ):  # REINFORCE++: the whitened advantages' moments, not the returns'
         assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=1e-5, abs=1e-6), key
     if advantage == "reinforce_pp":  # whitened over the whole batch's tokens: mean 0 (the returns' is not)
         assert abs(two["metrics"]["adv/adv_mean"]) < 1e-5 < abs(two["metrics"]["adv/return_mean"])
@@ -53,18 +72,34 @@ def test_cold_start_two_processes_match_one(tmp_path):
     import json
 
     def turns(a, b):
-        return [{"agent": "mta", "text": f"Add {a} and {b}."}, {"agent": "ra", "text": f"{a} + {b} = {a + b}."},
-                {"agent": "mta", "text": "Good. [FINISH]"}, {"agent": "ra", "text": f"\\boxed{{{a + b}}}" * (1 + a % 3)}]
+        return [
+            {"agent": "mta", "text": f"Add {a} and {b}."},
+            {"agent": "ra", "text": f"{a} + {b} = {a + b}."},
+            {"agent": "mta", "text": "Good. [FINISH]"},
+            {"agent": "ra", "text": f"\\boxed{{{a + b}}}" * (1 + a % 3)},
+        ]
+
     path = tmp_path / "dialogues.jsonl"
-    path.write_text("".join(json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b), "turns": turns(a, b)}) + "\n"
-                            for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9)]))
+    path.write_text(
+        "".join(
+            json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b), "turns": turns(a, b)}) + "\n"
+            for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9)]
+        )
+    )
     runs = {}
     for procs in (1, 2):
         out = tmp_path / f"sft{procs}.pt"
-        launcher = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                                        str(29600 + os.getpid() % 1000)] if procs > 1 else [])
-        subprocess.run([*launcher, str(WORKER.parent / "ddp_sft.py"), str(out), str(tmp_path / f"run{procs}"), str(path)],
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        launcher = [sys.executable] + (
+            ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29600 + os.getpid() % 1000)]
+            if procs > 1
+            else []
+        )
+        subprocess.run(
+            [*launcher, str(WORKER.parent / "ddp_sft.py"), str(out), str(tmp_path / f"run{procs}"), str(path)],
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=600,
+        )
         runs[procs] = torch.load(out)
     assert runs[1]["rows"] == runs[2]["rows"] == 10
     assert any(g.abs().sum() > 0 for g in runs[1]["grads"])
@@ -74,11 +109,32 @@ def test_cold_start_two_processes_match_one(tmp_path):
 
 def _train(tmp_path: Path, name: str, procs: int, steps: int, strategy: str, resume: bool = False, *extra: str) -> Path:
     run = tmp_path / name
-    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
-                                    str(29700 + os.getpid() % 1000)] if procs > 1 else [])
-    subprocess.run([*launcher, str(WORKER.parent / "fsdp_train.py"), str(run), str(steps), strategy,
-                    *(["resume"] if resume else []), *extra], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                   timeout=600)
+    launcher = [sys.executable] + (
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29700 + os.getpid() % 1000),
+        ]
+        if procs > 1
+        else []
+    )
+    subprocess.run(
+        [
+            *launcher,
+            str(WORKER.parent / "fsdp_train.py"),
+            str(run),
+            str(steps),
+            strategy,
+            *(["resume"] if resume else []),
+            *extra,
+        ],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     return run
 
 
@@ -86,8 +142,10 @@ def _metrics(run: Path) -> list[dict]:
     import json
 
     drop = ("time/", "perf/", "sync/")
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith(drop)}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if not k.startswith(drop)}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
@@ -103,8 +161,15 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     assert [m["dist/param_shard_frac"] for m in m2] == pytest.approx([0.5] * 3, abs=0.01)
     assert [m["dist/param_shard_frac"] for m in m1] == [1.0] * 3
     for a, b in zip(m1, m2):
-        for key in ("train/acc", "train/reward/ra", "train/rows", "train/episodes", "adv/adv_mean", "adv/adv_std",
-                    "loss/policy"):
+        for key in (
+            "train/acc",
+            "train/reward/ra",
+            "train/rows",
+            "train/episodes",
+            "adv/adv_mean",
+            "adv/adv_std",
+            "loss/policy",
+        ):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
     assert (two / "checkpoints" / "step_000003" / "shards").is_dir()
     from rema.models import load_model
@@ -128,15 +193,28 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
     assert all(torch.equal(w4[k], w2[k]) for k in w2)
 
 
-
 def test_fsdp_kl_reference_is_sharded_before_it_has_memory(tmp_path):
     """Full fine-tuning with a KL term under FSDP: the reference is built as a weightless (meta) copy, sharded
     like the model, and filled shard by shard: no process ever holds a whole copy; it equals the model it
     copies (the first step's KL term is 0) and each process holds half of it."""
     out = tmp_path / "ref.pt"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(29650 + os.getpid() % 1000), str(HELPERS / "fsdp_reference.py"), str(out), str(tmp_path / "run")],
-                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29650 + os.getpid() % 1000),
+            str(HELPERS / "fsdp_reference.py"),
+            str(out),
+            str(tmp_path / "run"),
+        ],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     got = torch.load(out)
     assert got["seen"] == [["cpu"], ["meta"]]  # the model, then the reference's skeleton
     assert got["equal"] and got["frac"] == pytest.approx(0.5, abs=0.01)
@@ -166,18 +244,48 @@ def test_an_accelerate_fsdp_config_shards_the_cli_run(tmp_path):
     from rema.train.strategy import launcher_overrides
 
     root = Path(__file__).resolve().parents[1]
-    args = launch_command_parser().parse_args(["--config_file", str(root / "configs/accelerate/fsdp2.yaml"),
-                                               "--num_processes", "2", "-m", "rema.cli", "train"])
+    args = launch_command_parser().parse_args(
+        [
+            "--config_file",
+            str(root / "configs/accelerate/fsdp2.yaml"),
+            "--num_processes",
+            "2",
+            "-m",
+            "rema.cli",
+            "train",
+        ]
+    )
     env = {k: v for k, v in prepare_multi_gpu_env(_validate_launch_command(args)[0]).items() if "FSDP" in k}
     assert launcher_overrides(env) == ["train.strategy=fsdp", "model.gradient_checkpointing=true"]
     assert launcher_overrides({**env, "FSDP_OFFLOAD_PARAMS": "true"})[1] == "train.fsdp_cpu_offload=true"
     assert launcher_overrides({}) == []
     run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(29800 + os.getpid() % 1000), "-m", "rema.cli", "train", str(root / "configs/demo.yaml"),
-                    "model.name=tiny-random", "rollout.engine=hf", "sft.cold_start=false", "train.steps=1",
-                    "data.eval=null", "log.progress=false", "log.tensorboard=false", f"log.run_dir={run}"],
-                   check=True, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29800 + os.getpid() % 1000),
+            "-m",
+            "rema.cli",
+            "train",
+            str(root / "configs/demo.yaml"),
+            "model.name=tiny-random",
+            "rollout.engine=hf",
+            "sft.cold_start=false",
+            "train.steps=1",
+            "data.eval=null",
+            "log.progress=false",
+            "log.tensorboard=false",
+            f"log.run_dir={run}",
+        ],
+        check=True,
+        env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     [record] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert record["dist/param_shard_frac"] == pytest.approx(0.5, abs=0.01)
     assert "strategy: fsdp" in (run / "config.yaml").read_text()  # saved, so --resume shards again
@@ -195,12 +303,36 @@ def test_vllm_one_engine_per_process_under_fsdp(tmp_path):
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29900 + os.getpid() % 1000), "-m", "rema.cli", "train", str(root / "configs/demo.yaml"),
-         "sft.cold_start=false", "train.steps=1", "train.questions_per_step=2", "rollout.samples_per_question=2",
-         "data.eval=null", "rollout.engine=vllm", "rollout.vllm_enforce_eager=true", "rollout.vllm_kv_cache_gib=0.25",
-         "train.strategy=fsdp", "log.progress=false", "log.tensorboard=false", f"log.run_dir={run}"],
-        env={**os.environ, "REMA_ENGINE": "vllm"}, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29900 + os.getpid() % 1000),
+            "-m",
+            "rema.cli",
+            "train",
+            str(root / "configs/demo.yaml"),
+            "sft.cold_start=false",
+            "train.steps=1",
+            "train.questions_per_step=2",
+            "rollout.samples_per_question=2",
+            "data.eval=null",
+            "rollout.engine=vllm",
+            "rollout.vllm_enforce_eager=true",
+            "rollout.vllm_kv_cache_gib=0.25",
+            "train.strategy=fsdp",
+            "log.progress=false",
+            "log.tensorboard=false",
+            f"log.run_dir={run}",
+        ],
+        env={**os.environ, "REMA_ENGINE": "vllm"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "external_launcher executor" in " ".join(out.stderr.split())  # the console wraps long lines
     [record] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -227,10 +359,23 @@ def test_vllm_tensor_parallel_across_two_processes(tmp_path):
     model_dir = write_tp_model(str(tmp_path / "model"))
     run = tmp_path / "run"
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29700 + os.getpid() % 100), str(HELPERS / "tp_train.py"), str(run), model_dir],
-        env={**os.environ, "REMA_ENGINE": "vllm", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-        timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29700 + os.getpid() % 100),
+            str(HELPERS / "tp_train.py"),
+            str(run),
+            model_dir,
+        ],
+        env={**os.environ, "REMA_ENGINE": "vllm", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "tensor parallel over 2 processes" in out.stdout
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

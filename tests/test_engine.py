@@ -34,7 +34,7 @@ def test_logprobs_match_a_fresh_forward_pass(tiny):
         for prompt, out in zip(prompts, outs):
             ids = torch.tensor([prompt + out.token_ids])
             with torch.no_grad():
-                logits = model(ids).logits[0, len(prompt) - 1:-1] / temp
+                logits = model(ids).logits[0, len(prompt) - 1 : -1] / temp
             ref = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
             assert torch.allclose(ref, torch.tensor(out.logprobs), atol=1e-4)
 

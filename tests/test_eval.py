@@ -104,8 +104,12 @@ QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
 
 def _math_file(tmp_path: Path, n: int = 5) -> Path:
     path = tmp_path / "sums.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {10 * i}?", "answer": str(11 * i)})
-                            + "\n" for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "problem": f"What is {i} + {10 * i}?", "answer": str(11 * i)}) + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -129,8 +133,21 @@ def _flags(*argv: str) -> Config:
 
 
 def _settings(tmp_path: Path, bench: Path, *flags: str) -> Config:
-    return _flags("--bench", str(bench), "--model", "tiny-random", "--method", "vrp", "--batch-size", "2",
-                  "--out", str(tmp_path / "out"), "--max-tokens", "64", *flags)
+    return _flags(
+        "--bench",
+        str(bench),
+        "--model",
+        "tiny-random",
+        "--method",
+        "vrp",
+        "--batch-size",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--max-tokens",
+        "64",
+        *flags,
+    )
 
 
 def _engines(tok, script):
@@ -194,7 +211,9 @@ def test_sampling_reports_pass_and_majority_at_k(tiny, tmp_path):
     # one engine call serves all n samples of the chunk, in order: q0 (gold 0) then q1 (gold 11)
     answers = iter(["7", "0", "7", "0", "11", "5", "11", "11"])
     eng = ScriptedEngine(tok, lambda call, prompt: (f"so \\boxed{{{next(answers)}}}", "stop"))
-    _, summary = run_benchmarks(_settings(tmp_path, bench, "--n", "4", "--temperature", "1.0"), engines={"mta": eng, "ra": eng})
+    _, summary = run_benchmarks(
+        _settings(tmp_path, bench, "--n", "4", "--temperature", "1.0"), engines={"mta": eng, "ra": eng}
+    )
     b = summary["benchmarks"]["sums"]
     # q0: 2/4 right, maj@2 and maj@4 tie -> "7" (first seen), wrong; q1: 3/4 right, majority "11" right
     assert b["pass@1"] == pytest.approx((0.5 + 0.75) / 2) and b["acc"] == b["pass@1"]
@@ -205,9 +224,16 @@ def test_sampling_reports_pass_and_majority_at_k(tiny, tmp_path):
 
 
 def _judge_file(tmp_path: Path) -> Path:
-    rows = [{"id": f"p{i}", "prompt": f"Say hi #{i}", "response_a": f"GOOD {i}" if i % 2 == 0 else f"bad {i}",
-             "response_b": f"bad {i}" if i % 2 == 0 else f"GOOD {i}", "label": "A" if i % 2 == 0 else "B"}
-            for i in range(4)]
+    rows = [
+        {
+            "id": f"p{i}",
+            "prompt": f"Say hi #{i}",
+            "response_a": f"GOOD {i}" if i % 2 == 0 else f"bad {i}",
+            "response_b": f"bad {i}" if i % 2 == 0 else f"GOOD {i}",
+            "label": "A" if i % 2 == 0 else "B",
+        }
+        for i in range(4)
+    ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -264,14 +290,24 @@ def test_records_rebuild_episodes_for_episode_metrics(tiny, tmp_path):
 
 
 def _summary(model: str, method: str, scores: dict[str, float]) -> dict:
-    return {"model": model, "method": method, "settings": {"temperature": 0.0, "n": 1},
-            "benchmarks": {b: {"questions": 10, "score": v, "acc": v, "end/finished": 1.0, "turns/mean": 1.0,
-                               "wall_s": 3.0} for b, v in scores.items()}}
+    return {
+        "model": model,
+        "method": method,
+        "settings": {"temperature": 0.0, "n": 1},
+        "benchmarks": {
+            b: {"questions": 10, "score": v, "acc": v, "end/finished": 1.0, "turns/mean": 1.0, "wall_s": 3.0}
+            for b, v in scores.items()
+        },
+    }
 
 
 def test_markdown_and_csv_tables():
-    headers, rows = results_table({**_summary("m", "vrp", {"gsm8k": 0.123, "math500": 0.5}),
-                                   "average": {"questions": 20, "score": 0.3115, "wall_s": 6.0}})
+    headers, rows = results_table(
+        {
+            **_summary("m", "vrp", {"gsm8k": 0.123, "math500": 0.5}),
+            "average": {"questions": 20, "score": 0.3115, "wall_s": 6.0},
+        }
+    )
     assert headers[:3] == ["benchmark", "questions", "acc %"]
     assert rows[0][:3] == ["gsm8k", "10", "12.3"] and rows[-1][:3] == ["average", "20", "31.1"]
     md = to_markdown(["a", "b"], [["x", "1"]], bold={(0, 1)})
@@ -280,9 +316,11 @@ def test_markdown_and_csv_tables():
 
 
 def test_compare_marks_the_best_per_column():
-    rows_in = [_summary("llama", "vrp", {"gsm8k": 0.50, "math500": 0.30, "amc23": 0.10}),
-               _summary("llama", "rema-multi", {"gsm8k": 0.60, "math500": 0.30, "amc23": 0.20}),
-               _summary("qwen", "vrp", {"gsm8k": 0.40, "math500": 0.25})]
+    rows_in = [
+        _summary("llama", "vrp", {"gsm8k": 0.50, "math500": 0.30, "amc23": 0.10}),
+        _summary("llama", "rema-multi", {"gsm8k": 0.60, "math500": 0.30, "amc23": 0.20}),
+        _summary("qwen", "vrp", {"gsm8k": 0.40, "math500": 0.25}),
+    ]
     headers, rows, bold = compare_table(rows_in)
     assert headers == ["model", "method", "math500", "gsm8k", "amc23", "average"]  # paper column order
     assert rows[1] == ["llama", "rema-multi", "30.0", "60.0", "20.0", "36.7"]
@@ -309,8 +347,10 @@ def test_compare_cli_and_config(tiny, tmp_path, capsys):
 
     bench = _math_file(tmp_path, n=2)
     cfg = tmp_path / "compare.yaml"
-    cfg.write_text(f"models: [tiny-random]\nmethods: [vrp, mrp]\nbenchmarks: ['{bench}']\nout: {tmp_path / 'cmp'}\n"
-                   "eval: {max_tokens: 32}\n")
+    cfg.write_text(
+        f"models: [tiny-random]\nmethods: [vrp, mrp]\nbenchmarks: ['{bench}']\nout: {tmp_path / 'cmp'}\n"
+        "eval: {max_tokens: 32}\n"
+    )
     summaries = run_compare_config(cfg, engines_factory=lambda c: _engines(tok, Solver(tok)))
     assert [(s["model"], s["method"]) for s in summaries] == [("tiny-random", "vrp"), ("tiny-random", "mrp")]
     assert (tmp_path / "cmp" / "tiny-random-mrp" / "records" / "sums.jsonl").is_file()
@@ -318,7 +358,9 @@ def test_compare_cli_and_config(tiny, tmp_path, capsys):
 
 def test_bench_names_and_method_configs():
     assert bench_name("gsm8k") == "gsm8k" and bench_name("data/my file.jsonl") == "my_file"
-    assert bench_name("hf:openai/gsm8k:main:test") == "gsm8k" and bench_name("math500:levels=1,2") == "math500_levels1-2"
+    assert (
+        bench_name("hf:openai/gsm8k:main:test") == "gsm8k" and bench_name("math500:levels=1,2") == "math500_levels1-2"
+    )
     cfg = _flags("--method", "rema-actions", "--max-tokens", "100")
     assert cfg.method_name == "rema-actions" and cfg.rollout.max_tokens_per_turn == 100
     assert cfg.rollout.eval_temperature == 0.0  # greedy: the config's one default
@@ -343,8 +385,24 @@ def test_eval_cli_on_a_run_folder_with_tiny_model(tiny, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     bench = _math_file(tmp_path, n=2)
     out = tmp_path / "ev"
-    assert main(["eval", "--run", str(run), "--bench", str(bench), "--max-tokens", "8", "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--run",
+                str(run),
+                "--bench",
+                str(bench),
+                "--max-tokens",
+                "8",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "rema-single" and summary["model"] == "run"
     rec = read_records(out / "records" / "sums.jsonl")[0]
@@ -395,25 +453,42 @@ def test_every_eval_flag_is_its_config_key(tmp_path):
     run.mkdir()
     save_config(Config(), run / "config.yaml")
     pairs = [  # (flags, the overrides they stand for)
-        (["--model", "m1"], ["model.name=m1"]), (["--mta-model", "m1"], ["model.name=m1"]),
-        (["--ra-model", "m2"], ["model.ra_name=m2", "train.shared_weights=false"]), (["--label", "L"], ["eval.label=L"]),
+        (["--model", "m1"], ["model.name=m1"]),
+        (["--mta-model", "m1"], ["model.name=m1"]),
+        (["--ra-model", "m2"], ["model.ra_name=m2", "train.shared_weights=false"]),
+        (["--label", "L"], ["eval.label=L"]),
         (["--run", str(run), "--checkpoint", "step_1"], [f"eval.run={run}", "eval.checkpoint=step_1"]),
         (["--bench", "gsm8k", "math500:levels=1,2"], ['eval.benches=[gsm8k, "math500:levels=1,2"]']),
-        (["--data-dir", "d"], ["data.data_dir=d"]), (["--limit", "3"], ["eval.limit=3"]),
+        (["--data-dir", "d"], ["data.data_dir=d"]),
+        (["--limit", "3"], ["eval.limit=3"]),
         (["--question-field", "q", "--answer-field", "a"], ["data.question_field=q", "data.answer_field=a"]),
-        (["--id-field", "i", "--level-field", "lv", "--split", "test"],
-         ["eval.id_field=i", "eval.level_field=lv", "eval.split=test"]),
+        (
+            ["--id-field", "i", "--level-field", "lv", "--split", "test"],
+            ["eval.id_field=i", "eval.level_field=lv", "eval.split=test"],
+        ),
         (["--task", "judge", "--answer-format", "raw"], ["eval.task=judge", "eval.answer_format=raw"]),
-        (["--n", "4", "--temperature", "0.5", "--top-p", "0.9"],
-         ["eval.n=4", "rollout.eval_temperature=0.5", "rollout.top_p=0.9"]),
-        (["--max-turns", "3", "--max-tokens", "16", "--max-context", "128"],
-         ["rollout.max_turns=3", "rollout.max_tokens_per_turn=16", "rollout.max_context_tokens=128"]),
+        (
+            ["--n", "4", "--temperature", "0.5", "--top-p", "0.9"],
+            ["eval.n=4", "rollout.eval_temperature=0.5", "rollout.top_p=0.9"],
+        ),
+        (
+            ["--max-turns", "3", "--max-tokens", "16", "--max-context", "128"],
+            ["rollout.max_turns=3", "rollout.max_tokens_per_turn=16", "rollout.max_context_tokens=128"],
+        ),
         (["--batch-size", "4", "--seed", "7", "--out", "o"], ["eval.batch_size=4", "eval.seed=7", "eval.out=o"]),
-        (["--device", "cpu", "--dtype", "bfloat16", "--engine", "hf", "--eager"],
-         ["model.device=cpu", "model.dtype=bfloat16", "rollout.engine=hf", "rollout.vllm_enforce_eager=true"]),
+        (
+            ["--device", "cpu", "--dtype", "bfloat16", "--engine", "hf", "--eager"],
+            ["model.device=cpu", "model.dtype=bfloat16", "rollout.engine=hf", "rollout.vllm_enforce_eager=true"],
+        ),
         (["--grader-timeout", "2", "--grader-workers", "3"], ["reward.grader_timeout_s=2", "reward.grader_workers=3"]),
-    ] + [(["--method", m], [f"rollout.{k}={str(v).lower()}" for k, v in values.items()]
-          + (["train.shared_weights=true"] if values["method"] != "rema" else [])) for m, values in METHODS.items()]
+    ] + [
+        (
+            ["--method", m],
+            [f"rollout.{k}={str(v).lower()}" for k, v in values.items()]
+            + (["train.shared_weights=true"] if values["method"] != "rema" else []),
+        )
+        for m, values in METHODS.items()
+    ]
     for flags, keys in pairs:
         assert _flags(*flags) == command_config(None, keys), flags
     shorthands = parse_args(["eval"]).shorthands
@@ -455,15 +530,18 @@ def test_eval_run_config_is_the_base(tmp_path):
         _flags("--checkpoint", "step_000001")
 
 
-@pytest.mark.parametrize("override,message", [
-    ("eval.n=0", "eval.n must be >= 1"),
-    ("eval.limit=0", "eval.limit must be >= 1"),
-    ("eval.batch_size=0", "eval.batch_size must be >= 1"),
-    ("eval.benches=[]", "eval.benches is empty"),
-    ("eval.task=poetry", r"eval.task='poetry' is not valid"),
-    ("eval.answer_format=latex", r"eval.answer_format='latex' is not valid"),
-    ("rollout.eval_temperature=-1", "rollout.eval_temperature must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("eval.n=0", "eval.n must be >= 1"),
+        ("eval.limit=0", "eval.limit must be >= 1"),
+        ("eval.batch_size=0", "eval.batch_size must be >= 1"),
+        ("eval.benches=[]", "eval.benches is empty"),
+        ("eval.task=poetry", r"eval.task='poetry' is not valid"),
+        ("eval.answer_format=latex", r"eval.answer_format='latex' is not valid"),
+        ("rollout.eval_temperature=-1", "rollout.eval_temperature must be >= 0"),
+    ],
+)
 def test_bad_eval_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
@@ -476,12 +554,16 @@ def test_compare_eval_section_takes_config_keys(tiny, tmp_path):
     _, tok = tiny
     bench = _math_file(tmp_path, n=3)
     cfg = tmp_path / "compare.yaml"
-    cfg.write_text(f"models: [tiny-random, {{model: tiny-random, label: second, limit: 2}}]\nmethods: [vrp]\n"
-                   f"benchmarks: ['{bench}']\nout: {tmp_path / 'cmp'}\n"
-                   "eval: {rollout: {max_tokens_per_turn: 32}, eval.limit: 1, batch_size: 2}\n")
+    cfg.write_text(
+        f"models: [tiny-random, {{model: tiny-random, label: second, limit: 2}}]\nmethods: [vrp]\n"
+        f"benchmarks: ['{bench}']\nout: {tmp_path / 'cmp'}\n"
+        "eval: {rollout: {max_tokens_per_turn: 32}, eval.limit: 1, batch_size: 2}\n"
+    )
     summaries = run_compare_config(cfg, engines_factory=lambda c: _engines(tok, Solver(tok)))
-    assert [(s["model"], s["benchmarks"]["sums"]["questions"]) for s in summaries] == [("tiny-random", 1),
-                                                                                     ("second", 2)]
+    assert [(s["model"], s["benchmarks"]["sums"]["questions"]) for s in summaries] == [
+        ("tiny-random", 1),
+        ("second", 2),
+    ]
     assert summaries[0]["settings"]["max_tokens"] == 32 and summaries[0]["method"] == "vrp"
     cfg.write_text("models: [tiny-random]\neval: {max_tokenz: 32}\n")
     with pytest.raises(EvalError, match="unknown key 'max_tokenz'"):

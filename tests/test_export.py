@@ -60,8 +60,14 @@ def test_a_mid_run_checkpoint_exports_the_trainers_weights(tmp_path):
 def test_lora_with_separate_weights_exports_the_merged_pair(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    tr, seen = _run(tmp_path, "model.lora_r=4", "model.lora_alpha=8", "train.shared_weights=false",
-                    "train.switch_freq=1", "algo.ratio_level=token")
+    tr, seen = _run(
+        tmp_path,
+        "model.lora_r=4",
+        "model.lora_alpha=8",
+        "train.shared_weights=false",
+        "train.switch_freq=1",
+        "algo.ratio_level=token",
+    )
     out = export_checkpoint(tr.run_dir, 2, tmp_path / "pair")
     assert sorted(p.name for p in out.iterdir()) == ["mta", "ra"]
     for name in ("mta", "ra"):
@@ -104,8 +110,17 @@ def test_fsdp_shards_export_without_a_process_group(tmp_path):
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        tr = make(tmp_path, "train.steps=3", "train.save_every=1", "train.keep_checkpoints=10", "train.strategy=fsdp",
-                  "model.lora_r=4", "train.shared_weights=false", "train.update_agents=ra", "algo.ratio_level=token")
+        tr = make(
+            tmp_path,
+            "train.steps=3",
+            "train.save_every=1",
+            "train.keep_checkpoints=10",
+            "train.strategy=fsdp",
+            "model.lora_r=4",
+            "train.shared_weights=false",
+            "train.update_agents=ra",
+            "algo.ratio_level=token",
+        )
         assert tr.strategy.sharded
         served: dict[int, dict] = {}
         real_save = tr.save

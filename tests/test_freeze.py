@@ -31,8 +31,16 @@ def _metrics(run_dir) -> list[dict]:
 
 @pytest.mark.parametrize("train,frozen", [("ra", "mta"), ("mta", "ra")])
 def test_separate_weights_freeze_one_agent_bit_for_bit_without_its_optimizer(tmp_path, train, frozen):
-    tr = make(tmp_path, "train.shared_weights=false", "train.switch_freq=1", "algo.ratio_level=token",
-              f"train.update_agents={train}", "train.steps=3", "train.save_every=1", "algo.kl_coef=0.01")
+    tr = make(
+        tmp_path,
+        "train.shared_weights=false",
+        "train.switch_freq=1",
+        "algo.ratio_level=token",
+        f"train.update_agents={train}",
+        "train.steps=3",
+        "train.save_every=1",
+        "algo.kl_coef=0.01",
+    )
     pol = {p.name: p for p in tr.policies}
     assert pol[frozen].optimizer is None and pol[frozen].scheduler is None  # no optimizer state at all
     assert pol[frozen].ref is None  # nor a KL reference copy: a frozen agent has no KL term
@@ -56,8 +64,13 @@ def test_frozen_agent_run_resumes_exactly(tmp_path):
     whole.fit()
     cut = make(tmp_path / "b", *extra)
     cut.fit(max_steps=2)
-    resumed = Trainer(load_config(cut.run_dir / "config.yaml"), cut.run_dir, resume=True, correctness_fn=upper_share,
-                      prompts=cut.prompts)
+    resumed = Trainer(
+        load_config(cut.run_dir / "config.yaml"),
+        cut.run_dir,
+        resume=True,
+        correctness_fn=upper_share,
+        prompts=cut.prompts,
+    )
     assert resumed.policy_of("mta").optimizer is None
     resumed.fit()
     drop = ("time/", "perf/")
@@ -95,16 +108,26 @@ def test_shared_weights_leave_the_frozen_roles_rows_out_of_the_loss(tmp_path, mo
 
 def _scored_episodes(tr: Trainer):
     episodes = rollout(tr.sampler.next_batch(), tr.cfg.rollout, tr.engines, tr.prompts)
-    score_episodes(episodes, tr.cfg.reward, task=tr.cfg.rollout.task, mode=tr.cfg.rollout.mode,
-                   correctness_fn=upper_share)
+    score_episodes(
+        episodes, tr.cfg.reward, task=tr.cfg.rollout.task, mode=tr.cfg.rollout.mode, correctness_fn=upper_share
+    )
     return episodes
 
 
 def _update(tr: Trainer, rows, agents):
     pol = tr.policies[0]
     opt = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
-    out = update_policy(pol.model, opt, rows, algo=tr.cfg.algo, train=tr.cfg.train, fwd=tr.forward,
-                        pad_id=pol.tokenizer.pad_token_id, step=0, agents=agents)
+    out = update_policy(
+        pol.model,
+        opt,
+        rows,
+        algo=tr.cfg.algo,
+        train=tr.cfg.train,
+        fwd=tr.forward,
+        pad_id=pol.tokenizer.pad_token_id,
+        step=0,
+        agents=agents,
+    )
     return [torch.cat([g.flatten() for g in grads]) for grads in opt.grads], out
 
 
@@ -112,8 +135,11 @@ def _update(tr: Trainer, rows, agents):
 def test_grpo_gradient_of_a_frozen_mta_is_the_ra_rows_alone(tmp_path, extra):
     """GRPO groups are per (question, agent): advantages computed on all rows, then the MTA's rows dropped, give
     the update the RA's rows alone give (π_old recomputed for the kept rows only in the multi-pass variant)."""
-    tr = Trainer(tiny_cfg(tmp_path, "rollout.mode=multi_turn", "train.update_agents=ra", *extra),
-                 correctness_fn=upper_share, prompts=SHORT_PROMPTS)
+    tr = Trainer(
+        tiny_cfg(tmp_path, "rollout.mode=multi_turn", "train.update_agents=ra", *extra),
+        correctness_fn=upper_share,
+        prompts=SHORT_PROMPTS,
+    )
     episodes = _scored_episodes(tr)
     g_dropped, out = _update(tr, build_rows(episodes, ("mta", "ra")), ("ra",))
     g_alone, _ = _update(tr, build_rows(episodes, ("ra",)), None)
@@ -127,8 +153,11 @@ def test_grpo_gradient_of_a_frozen_mta_is_the_ra_rows_alone(tmp_path, extra):
 def test_reinforce_pp_whitens_over_both_agents_before_the_mta_rows_are_dropped(tmp_path):
     """REINFORCE++'s batch whitening sees both agents' tokens, as with ``both``: the RA's advantages are the ones
     it gets when both agents train (documented choice), not those of the RA's rows whitened alone."""
-    tr = Trainer(tiny_cfg(tmp_path, "rollout.mode=multi_turn", "algo.advantage=reinforce_pp"),
-                 correctness_fn=upper_share, prompts=SHORT_PROMPTS)
+    tr = Trainer(
+        tiny_cfg(tmp_path, "rollout.mode=multi_turn", "algo.advantage=reinforce_pp"),
+        correctness_fn=upper_share,
+        prompts=SHORT_PROMPTS,
+    )
     episodes = _scored_episodes(tr)
     rows = build_rows(episodes, ("mta", "ra"))
     _, frozen = _update(tr, rows, ("ra",))
@@ -140,7 +169,9 @@ def test_reinforce_pp_whitens_over_both_agents_before_the_mta_rows_are_dropped(t
 
 
 def test_update_agents_is_checked():
-    with pytest.raises(ConfigError, match=r"train.update_agents='reasoner' is not valid; choose one of \['both', 'mta', 'ra'\]"):
+    with pytest.raises(
+        ConfigError, match=r"train.update_agents='reasoner' is not valid; choose one of \['both', 'mta', 'ra'\]"
+    ):
         load_config(None, ["train.update_agents=reasoner"])
     with pytest.raises(ConfigError, match="freezes the only agent of rollout.method=vrp"):
         load_config(None, ["rollout.method=vrp", "train.update_agents=mta"])
@@ -159,11 +190,26 @@ def test_rema_plan_counts_one_optimizer_when_an_agent_is_frozen():
     from rema.plan import ModelShape, plan, setup_from_config
 
     both = setup_from_config(load_config(None, ["train.shared_weights=false"]), native_bf16_cpu=False)
-    frozen = setup_from_config(load_config(None, ["train.shared_weights=false", "train.update_agents=ra"]),
-                               native_bf16_cpu=False)
+    frozen = setup_from_config(
+        load_config(None, ["train.shared_weights=false", "train.update_agents=ra"]), native_bf16_cpu=False
+    )
     assert (both.models, both.optimizers, frozen.models, frozen.optimizers) == (2, 2, 2, 1)
-    shape = ModelShape(name="small", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=100,
-                       tied=True, params=100_000, embedding=6_400, head=0, layer_params=40_000, lora_params_per_rank=1_000)
+    shape = ModelShape(
+        name="small",
+        hidden=64,
+        intermediate=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        vocab=100,
+        tied=True,
+        params=100_000,
+        embedding=6_400,
+        head=0,
+        layer_params=40_000,
+        lora_params_per_rank=1_000,
+    )
     state = [{x.component: x.gib for x in plan(shape, s).lines}["optimizer state"] for s in (both, frozen)]
     assert state[0] == 2 * state[1]
     # the KL reference: a copy per trained model only

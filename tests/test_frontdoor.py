@@ -22,10 +22,20 @@ from rema.config.choices import choice_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
-TINY = ["model.name=tiny-random", "rollout.max_turns=2", "rollout.max_tokens_per_turn=8",
-        "rollout.max_context_tokens=1024", "rollout.samples_per_question=2", "train.questions_per_step=2",
-        "train.steps=2", "log.progress=false", "log.tensorboard=false",
-        "data.train=synthetic:levels=1:n=8:seed=0:word=0", "data.eval=null", "train.eval_every=0"]
+TINY = [
+    "model.name=tiny-random",
+    "rollout.max_turns=2",
+    "rollout.max_tokens_per_turn=8",
+    "rollout.max_context_tokens=1024",
+    "rollout.samples_per_question=2",
+    "train.questions_per_step=2",
+    "train.steps=2",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "data.train=synthetic:levels=1:n=8:seed=0:word=0",
+    "data.eval=null",
+    "train.eval_every=0",
+]
 
 # --- every rejected setting: at load, for every command --------------------------------------------------
 
@@ -67,8 +77,11 @@ REJECTED = [  # (overrides, the key the one-line error must name, a phrase of th
     (["data.levels=[0]"], "data.levels", ">= 1"),
     (["data.levels=[]"], "data.levels", "data.levels=null"),
     (["serve.port=70000"], "serve.port", "in [0, 65535]"),
-    (["train.mini_batches=9", "train.questions_per_step=2", "rollout.samples_per_question=4"], "train.mini_batches",
-     "at most 8"),
+    (
+        ["train.mini_batches=9", "train.questions_per_step=2", "rollout.samples_per_question=4"],
+        "train.mini_batches",
+        "at most 8",
+    ),
     (["rollout.method=vrp", "rollout.action_set=true"], "rollout.action_set", "rollout.method=rema"),
     (["sft.data= "], "sft.data", "is empty"),
     (["algo.clip_eps=a: b"], "algo.clip_eps", "expected float"),
@@ -89,8 +102,10 @@ def test_every_rejected_setting_fails_at_load_naming_the_key(overrides, key, rea
 NO_EFFECT = [  # refused by rema train / rema sft, warned once by the other commands
     (["rollout.mode=multi_turn", "reward.format_terms=true"], "reward.format_terms"),
     (["rollout.method=vrp", "rollout.mode=single_turn", "reward.plan_leak_penalty=0.5"], "reward.plan_leak_penalty"),
-    (["rollout.mode=single_turn", "reward.format_terms=true", "reward.plan_leak_penalty=0.5"],
-     "reward.plan_leak_penalty"),
+    (
+        ["rollout.mode=single_turn", "reward.format_terms=true", "reward.plan_leak_penalty=0.5"],
+        "reward.plan_leak_penalty",
+    ),
     (["reward.format_penalty=2"], "reward.format_penalty"),
     (["model.lora_dropout=0.1"], "model.lora_alpha / lora_dropout"),
     (["model.checkpoint_layers=0.5"], "model.checkpoint_layers"),
@@ -116,8 +131,10 @@ def test_a_key_with_no_effect_is_warned_once_and_refused_for_training(overrides,
 
 
 TRAINING_ONLY = [
-    (["rollout.max_turns=30", "rollout.max_tokens_per_turn=512", "rollout.max_context_tokens=4096"],
-     "rollout.max_context_tokens=4096 holds (3 full round"),
+    (
+        ["rollout.max_turns=30", "rollout.max_tokens_per_turn=512", "rollout.max_context_tokens=4096"],
+        "rollout.max_context_tokens=4096 holds (3 full round",
+    ),
     (["rollout.samples_per_question=1"], "groups of one"),
     (["train.warmup_steps=5", "train.steps=2"], "train.warmup_steps=5"),
 ]
@@ -186,8 +203,7 @@ def test_a_registered_estimator_is_accepted_by_the_config_its_flags_and_not_the_
 def test_flags_take_their_choices_from_the_registries():
     from rema.cli import build_parser
 
-    actions = {a.dest: a for sub in build_parser()._subparsers._group_actions[0].choices.values()
-               for a in sub._actions}
+    actions = {a.dest: a for sub in build_parser()._subparsers._group_actions[0].choices.values() for a in sub._actions}
     assert list(actions["engine"].choices) == list(choice_table()["rollout.engine"])
     assert list(actions["dtype"].choices) == list(choice_table()["model.dtype"])
 
@@ -209,17 +225,20 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["train", DEMO, "train.grad_clip=-1"], "train.grad_clip"),
-    (["train", DEMO, "algo.gamma=0.9"], "algo.gamma"),
-    (["train", DEMO, "rollout.max_turns=30"], "rollout.max_context_tokens=768"),
-    (["train", *TINY, "data.train=nowhere.jsonl"], "data.train: cannot resolve dataset 'nowhere.jsonl'"),
-    (["train", *TINY, "sft.cold_start=true", "sft.data=nowhere.jsonl"], "dialogue file not found: nowhere.jsonl"),
-    (["sft", *TINY, "sft.data=nowhere.jsonl"], "dialogue file not found"),
-    (["train", *TINY, "model.name=./no-such-model"], "cannot load tokenizer './no-such-model'"),
-    (["eval", "--model", "tiny-random", "--bench", "gsm9k"], "'gsm9k' is not a benchmark (aime24"),
-    (["eval", "--model", "tiny-random", "--bench", "gsm8k", "rollout.top_p=2"], "rollout.top_p"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", DEMO, "train.grad_clip=-1"], "train.grad_clip"),
+        (["train", DEMO, "algo.gamma=0.9"], "algo.gamma"),
+        (["train", DEMO, "rollout.max_turns=30"], "rollout.max_context_tokens=768"),
+        (["train", *TINY, "data.train=nowhere.jsonl"], "data.train: cannot resolve dataset 'nowhere.jsonl'"),
+        (["train", *TINY, "sft.cold_start=true", "sft.data=nowhere.jsonl"], "dialogue file not found: nowhere.jsonl"),
+        (["sft", *TINY, "sft.data=nowhere.jsonl"], "dialogue file not found"),
+        (["train", *TINY, "model.name=./no-such-model"], "cannot load tokenizer './no-such-model'"),
+        (["eval", "--model", "tiny-random", "--bench", "gsm9k"], "'gsm9k' is not a benchmark (aime24"),
+        (["eval", "--model", "tiny-random", "--bench", "gsm8k", "rollout.top_p=2"], "rollout.top_p"),
+    ],
+)
 def test_the_cli_refuses_in_one_line_before_anything_loads(argv, expected, capsys, tmp_path, monkeypatch):
     code, err = _run(argv, capsys, tmp_path, monkeypatch)
     assert code == 2 and expected in _one_error_line(err), err
@@ -237,10 +256,16 @@ def test_a_dialogue_rl_could_not_reproduce_is_refused_or_cut(capsys, tmp_path, m
     from rema.preflight import fit_dialogues
     from rema.prompts import get_prompt_set
 
-    long = {"question": "q", "answer": "7", "turns": [{"agent": "mta", "text": "Add. [FINISH]"},
-                                                       {"agent": "ra", "text": "seven " * 20 + "\\boxed{7}"}]}
-    short = {"question": "q", "answer": "7", "turns": [{"agent": "mta", "text": "Add. [FINISH]"},
-                                                        {"agent": "ra", "text": "\\boxed{7}"}]}
+    long = {
+        "question": "q",
+        "answer": "7",
+        "turns": [{"agent": "mta", "text": "Add. [FINISH]"}, {"agent": "ra", "text": "seven " * 20 + "\\boxed{7}"}],
+    }
+    short = {
+        "question": "q",
+        "answer": "7",
+        "turns": [{"agent": "mta", "text": "Add. [FINISH]"}, {"agent": "ra", "text": "\\boxed{7}"}],
+    }
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     argv = ["sft", *TINY, "rollout.max_tokens_per_turn=16", f"sft.data={path}"]
@@ -270,12 +295,32 @@ def test_dry_run_checks_and_plans_without_writing(capsys, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     main(["train", *TINY, "--dry-run"])
     out = capsys.readouterr().out
-    for line in ("data.train", "prompts      rema-multi", "budget       2 round(s) x 8 tokens", "2 x 2 questions x 2",
-                 "memory"):
+    for line in (
+        "data.train",
+        "prompts      rema-multi",
+        "budget       2 round(s) x 8 tokens",
+        "2 x 2 questions x 2",
+        "memory",
+    ):
         assert line in out, out
     assert list(tmp_path.iterdir()) == []
-    assert main(["eval", "--model", "tiny-random", "--bench", "synthetic:levels=1:n=4", "--max-turns", "2",
-                 "--max-tokens", "8", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-random",
+                "--bench",
+                "synthetic:levels=1:n=4",
+                "--max-turns",
+                "2",
+                "--max-tokens",
+                "8",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert "bench        synthetic" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
     assert main(["train", *TINY, "rollout.max_context_tokens=40", "--dry-run"]) == 2  # the prompt leaves no room
     assert "over rollout.max_context_tokens=40, so no turn could be played" in _one_error_line(capsys.readouterr().err)
@@ -297,8 +342,18 @@ def test_separate_weights_schedule_over_their_own_updates(tmp_path):
     """Under separate weights each agent's cosine ends at the run's end (its own half of the steps), not halfway."""
     from rema.train import Trainer
 
-    cfg = load_config(None, TINY + ["train.shared_weights=false", "train.switch_freq=1", "train.steps=4",
-                                    "train.lr_schedule=cosine", "train.warmup_steps=2", f"log.run_dir={tmp_path}"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "train.shared_weights=false",
+            "train.switch_freq=1",
+            "train.steps=4",
+            "train.lr_schedule=cosine",
+            "train.warmup_steps=2",
+            f"log.run_dir={tmp_path}",
+        ],
+    )
     tr = Trainer(cfg)
     try:
         for pol in tr.policies:  # 2 own updates of 4 steps, the first of them warm-up
@@ -322,13 +377,21 @@ def test_training_time_evaluation_samples_at_eval_temperature():
 
         def generate(self, prompts, params):
             seen.extend(p.temperature for p in params)
-            return [Completion([self.tokenizer.eos_token_id], [0.0], "stop", self.tokenizer.eos_token_id)
-                    for _ in prompts]
+            return [
+                Completion([self.tokenizer.eos_token_id], [0.0], "stop", self.tokenizer.eos_token_id) for _ in prompts
+            ]
 
     eng = Recording()
     for temperature in (0.0, 0.7):
-        cfg = load_config(None, ["rollout.max_turns=1", "rollout.max_tokens_per_turn=4", "rollout.temperature=1.0",
-                                 f"rollout.eval_temperature={temperature}"])
+        cfg = load_config(
+            None,
+            [
+                "rollout.max_turns=1",
+                "rollout.max_tokens_per_turn=4",
+                "rollout.temperature=1.0",
+                f"rollout.eval_temperature={temperature}",
+            ],
+        )
         seen.clear()
         run_eval([problem()], {"mta": eng, "ra": eng}, cfg, correctness_fn=lambda ep: 0.0)
         assert set(seen) == {temperature}

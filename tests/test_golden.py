@@ -19,8 +19,12 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "data" / "golden_runs.json").read_text())
-ADDED = {"dist/param_shard_frac", "train/updated/mta", "train/updated/ra",
-         *(f"{split}/degenerate/{k}" for split in ("train", "eval", "base_eval") for k in ("repetitive", "non_text"))}
+ADDED = {
+    "dist/param_shard_frac",
+    "train/updated/mta",
+    "train/updated/ra",
+    *(f"{split}/degenerate/{k}" for split in ("train", "eval", "base_eval") for k in ("repetitive", "non_text")),
+}
 """Metrics logged since the golden runs were captured (new keys, not changed values)."""
 
 
@@ -28,10 +32,17 @@ ADDED = {"dist/param_shard_frac", "train/updated/mta", "train/updated/ra",
 def test_same_seed_gives_the_same_runs_as_before_the_restructure():
     captured = GOLDEN["_captured_on"]
     if torch.backends.cpu.get_cpu_capability() != captured["cpu_capability"]:
-        pytest.skip(f"golden runs were captured on a {captured['cpu_capability']} CPU; this one is "
-                    f"{torch.backends.cpu.get_cpu_capability()} (other kernels round differently)")
-    out = subprocess.run([sys.executable, str(HERE / "helpers" / "golden_run.py")], capture_output=True,
-                         text=True, check=True, env={**__import__("os").environ, "REMA_ENGINE": "hf"})
+        pytest.skip(
+            f"golden runs were captured on a {captured['cpu_capability']} CPU; this one is "
+            f"{torch.backends.cpu.get_cpu_capability()} (other kernels round differently)"
+        )
+    out = subprocess.run(
+        [sys.executable, str(HERE / "helpers" / "golden_run.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "REMA_ENGINE": "hf"},
+    )
     now = json.loads(out.stdout.splitlines()[-1])
     for name, want in GOLDEN.items():
         if name.startswith("_"):

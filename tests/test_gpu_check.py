@@ -40,24 +40,52 @@ def test_update_flops_are_roofline_counts_summed_over_the_trained_rows(gpu_check
 def test_phase_predictions_add_each_phase_to_what_is_always_held(gpu_check) -> None:
     from rema.plan import Line, Plan, Setup
 
-    p = Plan("m", Setup(), lines=[Line("runtime", 1.0), Line("weights", 2.0),
-                                  Line("KV cache", 0.5, phases=("rollout",)),
-                                  Line("activations", 3.0, phases=("update",)),
-                                  Line("optimizer step", 4.0, phases=("optimizer step",)),
-                                  Line("activations with checkpointing", 9.0, phases=("info",))])
+    p = Plan(
+        "m",
+        Setup(),
+        lines=[
+            Line("runtime", 1.0),
+            Line("weights", 2.0),
+            Line("KV cache", 0.5, phases=("rollout",)),
+            Line("activations", 3.0, phases=("update",)),
+            Line("optimizer step", 4.0, phases=("optimizer step",)),
+            Line("activations with checkpointing", 9.0, phases=("info",)),
+        ],
+    )
     assert gpu_check.phase_predictions(p) == {"rollout": 3.5, "update": 7.0, "runtime": 1.0}
 
 
 def test_cpu_smoke_run_reports_every_figure() -> None:
     env = {**os.environ, "REMA_ENGINE": "hf", "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--shape", "tiny", "--peak-tflops", "1"],
-                         capture_output=True, text=True, timeout=300, env=env, check=False)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--shape", "tiny", "--peak-tflops", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     assert all(d["bench"] == "gpu_check" for d in lines)
     parts = [d["part"] for d in lines]
-    assert parts == ["device", "setup", "step", "step", "summary", "memory", "memory", "plan", "checks",
-                     "path", "path", "path", "skip", "skip", "done"]
+    assert parts == [
+        "device",
+        "setup",
+        "step",
+        "step",
+        "summary",
+        "memory",
+        "memory",
+        "plan",
+        "checks",
+        "path",
+        "path",
+        "path",
+        "skip",
+        "skip",
+        "done",
+    ]
     paths = {d["path"]: d for d in lines if d["part"] in ("path", "skip")}
     assert paths["separate"]["ok"] and paths["separate"]["updated"] == [[1.0, 0.0], [0.0, 1.0]]
     assert paths["resume"]["ok"] and paths["resume"]["resumed_at_step"] == 1 and paths["resume"]["exact"]
@@ -71,8 +99,17 @@ def test_cpu_smoke_run_reports_every_figure() -> None:
         assert s["param_shard_frac"] == 1.0 and s["update_bf16"] == 1.0 and s["optimizer_steps"] == 1.0
         assert s["generated_tokens"] == 2 * 2 * 2 * 8  # 2 questions × 2 samples × (MTA + RA) × 8 tokens, no EOS
         assert s["update_rows"] == 8 and s["update_tokens"] > 0
-        for key in ("time_rollout", "time_update", "time_sync", "update_tokens_per_s", "update_model_tflops",
-                    "mfu_datasheet", "mfu_measured", "peak_rss_gib_rollout", "peak_rss_gib_update"):
+        for key in (
+            "time_rollout",
+            "time_update",
+            "time_sync",
+            "update_tokens_per_s",
+            "update_model_tflops",
+            "mfu_datasheet",
+            "mfu_measured",
+            "peak_rss_gib_rollout",
+            "peak_rss_gib_update",
+        ):
             assert s[key] > 0, key
         assert 0 < s["mfu_datasheet"] < s["hfu_datasheet"]  # checkpointing recomputes the layers' forward
     assert by["summary"]["time_update"] == steps[1]["time_update"]  # the median of the measured steps

@@ -54,8 +54,10 @@ class FakeLLM:
         want = math.ceil(kw["gpu_memory_utilization"] * total)
         free = total - self.ledger.used
         if free < want:
-            raise ValueError(f"Free memory on device ({free / GIB:.1f}/{total / GIB:.1f} GiB) on startup is less "
-                             f"than desired GPU memory utilization ({kw['gpu_memory_utilization']})")
+            raise ValueError(
+                f"Free memory on device ({free / GIB:.1f}/{total / GIB:.1f} GiB) on startup is less "
+                f"than desired GPU memory utilization ({kw['gpu_memory_utilization']})"
+            )
         if kw.get("enable_sleep_mode"):
             assert FakeLLM.cumem_usage == 0, "CuMem allocator can only be used for one instance per process."
             FakeLLM.cumem_usage += want
@@ -87,8 +89,9 @@ class FakeLLM:
 
     def generate(self, prompts, params, use_tqdm=False):
         assert self.weights is not None and not self.asleep, "generating without weights"
-        out = SimpleNamespace(token_ids=[1], logprobs=[{1: SimpleNamespace(logprob=-0.5)}], finish_reason="length",
-                              stop_reason=None)
+        out = SimpleNamespace(
+            token_ids=[1], logprobs=[{1: SimpleNamespace(logprob=-0.5)}], finish_reason="length", stop_reason=None
+        )
         return [SimpleNamespace(outputs=[out]) for _ in prompts]
 
 
@@ -116,8 +119,17 @@ def gpu(monkeypatch):
 def _policies(tmp_path, *overrides):
     from rema.train.policy import build_policies
 
-    cfg = load_config(None, ["model.name=tiny-random", "rollout.engine=vllm", "rollout.vllm_enforce_eager=true",
-                             "train.shared_weights=false", f"log.run_dir={tmp_path}", *overrides])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.engine=vllm",
+            "rollout.vllm_enforce_eager=true",
+            "train.shared_weights=false",
+            f"log.run_dir={tmp_path}",
+            *overrides,
+        ],
+    )
     return build_policies(cfg, ("mta", "ra"), torch.device("cpu"), bf16=False)
 
 
@@ -224,14 +236,34 @@ def test_a_frozen_or_inactive_agents_engine_is_given_its_weights_back_after_leve
     train.update_agents, or inactive this step) is re-synced because its sleep discarded its weights."""
     from rema.train import Trainer
 
-    cfg = load_config(None, [
-        "model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=4",
-        "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=2", "train.shared_weights=false",
-        "data.train=synthetic:levels=1:n=8:seed=0:word=0", "data.eval=null", "train.eval_every=0",
-        "reward.mask_unfinished=false", f"log.run_dir={tmp_path / 'run'}", "log.progress=false",
-        "log.tensorboard=false", "train.save_every=0", "train.autocast=off", freeze])
-    tr = Trainer(cfg, correctness_fn=lambda ep: 0.5, prompts=SHORT_PROMPTS,
-                 engine_factory=lambda model, tok, seed: ForgetfulEngine(model, tok, seed=seed))
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=single_turn",
+            "rollout.max_tokens_per_turn=4",
+            "rollout.samples_per_question=2",
+            "train.questions_per_step=2",
+            "train.steps=2",
+            "train.shared_weights=false",
+            "data.train=synthetic:levels=1:n=8:seed=0:word=0",
+            "data.eval=null",
+            "train.eval_every=0",
+            "reward.mask_unfinished=false",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "train.save_every=0",
+            "train.autocast=off",
+            freeze,
+        ],
+    )
+    tr = Trainer(
+        cfg,
+        correctness_fn=lambda ep: 0.5,
+        prompts=SHORT_PROMPTS,
+        engine_factory=lambda model, tok, seed: ForgetfulEngine(model, tok, seed=seed),
+    )
     metrics = []
     try:
         for _ in range(2):

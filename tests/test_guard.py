@@ -22,19 +22,38 @@ from rema.train import RunUnhealthy, Trainer
 SHORT_PROMPTS = PromptSet("test", "plan", "solve")
 HELPERS = Path(__file__).parent / "helpers"
 
-BASE = ["model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=48", "rollout.max_turns=2",
-        "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=6", "train.lr=1e-2",
-        "data.train=synthetic:levels=1:n=40:seed=0:word=0", "data.eval=null", "train.eval_every=0",
-        "reward.mask_unfinished=false", "log.progress=false", "log.tensorboard=false", "train.save_every=1",
-        "train.autocast=off", "train.sample_every=1", "train.samples_to_log=1"]
+BASE = [
+    "model.name=tiny-random",
+    "rollout.mode=single_turn",
+    "rollout.max_tokens_per_turn=48",
+    "rollout.max_turns=2",
+    "rollout.samples_per_question=2",
+    "train.questions_per_step=2",
+    "train.steps=6",
+    "train.lr=1e-2",
+    "data.train=synthetic:levels=1:n=40:seed=0:word=0",
+    "data.eval=null",
+    "train.eval_every=0",
+    "reward.mask_unfinished=false",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "train.save_every=1",
+    "train.autocast=off",
+    "train.sample_every=1",
+    "train.samples_to_log=1",
+]
 
 
 def collapsing(tmp_path, failure: str, *overrides, at: int = 4, safe_lr: float = 6e-3) -> Trainer:
     """A trainer whose policy collapses (``failure``) from step ``at`` while its learning rate is above ``safe_lr``."""
     holder: dict = {}
     cfg = load_config(None, [*BASE, f"log.run_dir={tmp_path / 'run'}", *overrides])
-    tr = Trainer(cfg, correctness_fn=correct, prompts=SHORT_PROMPTS,
-                 engine_factory=lambda model, tok, seed: CollapsingEngine(tok, failure, at, safe_lr, holder))
+    tr = Trainer(
+        cfg,
+        correctness_fn=correct,
+        prompts=SHORT_PROMPTS,
+        engine_factory=lambda model, tok, seed: CollapsingEngine(tok, failure, at, safe_lr, holder),
+    )
     holder["trainer"] = tr
     return tr
 
@@ -58,8 +77,16 @@ CASES = {  # failure: (overrides, a check expected to fire, the step its streak 
     "length": ([], "length_pinned", 4),
     "reward": (["train.health.smooth=1"], "reward_cliff", 4),
     "turns": (["rollout.mode=multi_turn", "rollout.max_turns=3"], "turns_collapse", 4),
-    "eval": (["data.eval=synthetic:levels=1:n=2:seed=1:word=0", "train.eval_every=1",
-              "train.health.skip=[reward_cliff]", "train.health.eval_min_episodes=2"], "eval_cliff", 3),
+    "eval": (
+        [
+            "data.eval=synthetic:levels=1:n=2:seed=1:word=0",
+            "train.eval_every=1",
+            "train.health.skip=[reward_cliff]",
+            "train.health.eval_min_episodes=2",
+        ],
+        "eval_cliff",
+        3,
+    ),
 }
 
 
@@ -88,14 +115,19 @@ def test_each_failure_is_named_rolled_back_and_the_run_finishes(tmp_path, case):
 
 def test_stop_checkpoints_marks_it_unhealthy_and_names_the_check(tmp_path):
     tr = collapsing(tmp_path, "length", "train.health.action=stop", "train.keep_checkpoints=0")
-    with pytest.raises(RunUnhealthy, match=r"health check length_pinned, format fired at step 5: "
-                                           r".*train/truncated_turns/ra.*train.health.action=stop.*--checkpoint best"):
+    with pytest.raises(
+        RunUnhealthy,
+        match=r"health check length_pinned, format fired at step 5: "
+        r".*train/truncated_turns/ra.*train.health.action=stop.*--checkpoint best",
+    ):
         tr.fit()
     assert tr.step == 5 and not (tr.run_dir / "final").exists()
     [event] = events(tr.run_dir)
     assert event["health/action"] == "stop" and event["step"] == 5
-    marks = {p.name: json.loads((p / "health.json").read_text())["healthy"]
-             for p in (tr.run_dir / "checkpoints").glob("step_*")}
+    marks = {
+        p.name: json.loads((p / "health.json").read_text())["healthy"]
+        for p in (tr.run_dir / "checkpoints").glob("step_*")
+    }
     assert marks["step_000005"] is False and marks["step_000003"] is False and marks["step_000002"] is True
 
 
@@ -109,14 +141,17 @@ def test_rollbacks_run_out_then_the_run_stops(tmp_path):
 def test_warn_logs_the_event_marks_checkpoints_and_goes_on(tmp_path, capsys):
     from rema.runtime.checkpoints import best_healthy
 
-    tr = collapsing(tmp_path, "format", "rollout.mode=multi_turn", "train.health.action=warn",
-                    "train.keep_checkpoints=0")
+    tr = collapsing(
+        tmp_path, "format", "rollout.mode=multi_turn", "train.health.action=warn", "train.keep_checkpoints=0"
+    )
     tr.fit()
     [event] = events(tr.run_dir)
     assert (event["step"], event["health/action"], event["health/since"]) == (5, "warn", 4)
     assert steps_logged(tr.run_dir) == [1, 2, 3, 4, 5, 6] and tr.guard.rollbacks == 0
-    marks = {p.name: json.loads((p / "health.json").read_text())["healthy"]
-             for p in sorted((tr.run_dir / "checkpoints").glob("step_*"))}
+    marks = {
+        p.name: json.loads((p / "health.json").read_text())["healthy"]
+        for p in sorted((tr.run_dir / "checkpoints").glob("step_*"))
+    }
     assert marks == {f"step_00000{s}": s < 3 for s in range(1, 7)}  # collapsed to the end: 3 .. 6 unhealthy
     assert best_healthy(tr.run_dir).name == "step_000002"
     assert "health: step 5: " in capsys.readouterr().err
@@ -136,8 +171,14 @@ def test_resume_keeps_the_guard_state_and_continues_the_rolled_back_run(tmp_path
     assert cut.step == 4 and cut.guard.rollbacks == 1 and not (cut.run_dir / "final").exists()
     cfg = load_config(cut.run_dir / "config.yaml")
     holder: dict = {}
-    again = Trainer(cfg, cut.run_dir, resume=True, correctness_fn=correct, prompts=SHORT_PROMPTS,
-                    engine_factory=lambda model, tok, seed: CollapsingEngine(tok, "degenerate", 4, 6e-3, holder))
+    again = Trainer(
+        cfg,
+        cut.run_dir,
+        resume=True,
+        correctness_fn=correct,
+        prompts=SHORT_PROMPTS,
+        engine_factory=lambda model, tok, seed: CollapsingEngine(tok, "degenerate", 4, 6e-3, holder),
+    )
     holder["trainer"] = again
     assert again.guard.state_dict() == cut.guard.state_dict()
     assert again.policies[0].optimizer.param_groups[0]["lr"] == 5e-3  # the lowered learning rate came back too
@@ -158,8 +199,15 @@ def test_an_absurd_learning_rate_collapses_the_tiny_model_and_the_guard_recovers
     checkpoint healthy."""
     from test_train import make, upper_share  # noqa: F401 - the same run settings as the trainer's tests
 
-    tr = make(tmp_path, "train.steps=8", "train.lr=1.0", "train.health.lr_factor=0.001", "train.save_every=2",
-              "train.questions_per_step=2", "rollout.max_tokens_per_turn=24")
+    tr = make(
+        tmp_path,
+        "train.steps=8",
+        "train.lr=1.0",
+        "train.health.lr_factor=0.001",
+        "train.save_every=2",
+        "train.questions_per_step=2",
+        "rollout.max_tokens_per_turn=24",
+    )
     tr.fit()
     fired = events(tr.run_dir)
     assert fired and all(e["health/action"] == "rollback" for e in fired)
@@ -196,7 +244,10 @@ def test_the_cli_exits_4_naming_the_check(tmp_path, monkeypatch, capsys):
         raise RunUnhealthy("health check format fired at step 5: ...")
 
     monkeypatch.setattr(train_pkg, "train", unhealthy)
-    assert main(["train", str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"), "model.name=tiny-random"]) == 4
+    assert (
+        main(["train", str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"), "model.name=tiny-random"])
+        == 4
+    )
     assert "health check format fired at step 5" in capsys.readouterr().err
 
 
@@ -204,8 +255,18 @@ def test_every_rank_takes_rank_0s_decision(tmp_path):
     """Two gloo processes; rank 1's guard never sees the check fire, yet it rolls back with rank 0 (the verdict
     is rank 0's, broadcast), and both end the run together."""
     out = tmp_path / "rank"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29600 + os.getpid() % 1000), str(HELPERS / "guard_ddp.py"), str(out), str(tmp_path / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29600 + os.getpid() % 1000),
+        str(HELPERS / "guard_ddp.py"),
+        str(out),
+        str(tmp_path / "run"),
+    ]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "REMA_ENGINE": "hf"}, timeout=600)
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
     assert ranks[0] == {"step": 6, "rollbacks": 1, "events": 1, "lr": 5e-3}

@@ -21,8 +21,10 @@ DEFAULTS = HealthConfig()
 def history(key: str, values, start: int = 1, **others) -> list[dict]:
     """Step records ``start, start + 1, ...`` with ``key`` (and each of ``others``) taking ``values`` in turn."""
     series = {key: values, **others}
-    return [{"step": start + i, **{k: v[i] for k, v in series.items() if i < len(v) and v[i] is not None}}
-            for i in range(len(values))]
+    return [
+        {"step": start + i, **{k: v[i] for k, v in series.items() if i < len(v) and v[i] is not None}}
+        for i in range(len(values))
+    ]
 
 
 # --- the pure shapes -------------------------------------------------------------------------------------
@@ -97,8 +99,9 @@ def test_small_evaluations_and_skipped_checks_do_not_fire():
     accs = [0.25, 0.5, 0.25, 0.0]  # 4 questions: one answer moves accuracy by 25 points
     assert not run_checks(history("eval/acc", accs, **{"eval/episodes": [4.0] * 4}), DEFAULTS)
     few = HealthConfig(eval_min_episodes=4)
-    assert [f.check for f in run_checks(history("eval/acc", accs, **{"eval/episodes": [4.0] * 4}), few)] == \
-        ["eval_cliff"]
+    assert [f.check for f in run_checks(history("eval/acc", accs, **{"eval/episodes": [4.0] * 4}), few)] == [
+        "eval_cliff"
+    ]
     key, healthy, broken = HEALTHY_THEN_BROKEN["entropy"]
     assert not run_checks(history(key, healthy + broken), HealthConfig(skip=["entropy"]))
 
@@ -147,8 +150,9 @@ def test_guard_actions_warn_only_and_state_round_trip():
 
 
 def _ckpt(root, step, healthy, **kw):
-    return save_checkpoint(root, step, {"step": step}, files={HEALTH_FILE: mark_text({"step": step,
-                                                                                         "healthy": healthy})}, **kw)
+    return save_checkpoint(
+        root, step, {"step": step}, files={HEALTH_FILE: mark_text({"step": step, "healthy": healthy})}, **kw
+    )
 
 
 def test_rotation_spares_the_checkpoints_a_rollback_needs_and_marks_are_rewritten(tmp_path):
@@ -174,8 +178,12 @@ def test_best_healthy_checkpoint_by_held_out_accuracy(tmp_path):
     for step, healthy in ((2, True), (4, False), (6, True), (8, True)):
         _ckpt(root, step, healthy, keep=0)
     (root / "step_000009").mkdir()  # incomplete (no state.pt): never picked
-    rows = [{"step": 2, "eval/acc": 0.5}, {"step": 4, "eval/acc": 0.9}, {"step": 6, "eval/acc": 0.6},
-            {"step": 7, "eval/acc": 0.8}]
+    rows = [
+        {"step": 2, "eval/acc": 0.5},
+        {"step": 4, "eval/acc": 0.9},
+        {"step": 6, "eval/acc": 0.6},
+        {"step": 7, "eval/acc": 0.8},
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert best_healthy(tmp_path).name == "step_000006"  # step 4 scored higher but is unhealthy
     (tmp_path / "metrics.jsonl").write_text("")
@@ -187,13 +195,22 @@ def test_best_healthy_checkpoint_by_held_out_accuracy(tmp_path):
 
 def test_truncation_keeps_known_events_and_sets_records_aside(tmp_path):
     path, aside = tmp_path / "metrics.jsonl", tmp_path / "metrics_rolled_back.jsonl"
-    rows = [{"step": 1}, {"step": 2}, {"step": 3}, {"step": 3, "health/event": 0}, {"step": 4},
-            {"step": 5, "health/event": 1}]
+    rows = [
+        {"step": 1},
+        {"step": 2},
+        {"step": 3},
+        {"step": 3, "health/event": 0},
+        {"step": 4},
+        {"step": 5, "health/event": 1},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     truncate_jsonl(path, 2, keep_events=1, aside=aside, tag={"rollback": 1})
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:2] + [rows[3]]
     assert [json.loads(line) for line in aside.read_text().splitlines()] == [
-        {"step": 3, "rollback": 1}, {"step": 4, "rollback": 1}, {"step": 5, "health/event": 1, "rollback": 1}]
+        {"step": 3, "rollback": 1},
+        {"step": 4, "rollback": 1},
+        {"step": 5, "health/event": 1, "rollback": 1},
+    ]
 
 
 def test_degenerate_text_detectors():

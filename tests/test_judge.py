@@ -103,8 +103,12 @@ def test_judge_family_maps_sources_and_subsets():
     assert judge_family("mmlu-pro-law") == judge_family("mmlu-pro-computer science") == "mmlu-pro"
     assert judge_family("livebench-reasoning") == "livebench-reasoning"
     assert judge_family("livecodebench") == "livecodebench"
-    assert [judge_family(s) for s in ("alpacaeval-hard", "llmbar-adver-GPTOut", "donotanswer", "hep-go")] == \
-        ["chat", "chat-hard", "safety", "reasoning"]
+    assert [judge_family(s) for s in ("alpacaeval-hard", "llmbar-adver-GPTOut", "donotanswer", "hep-go")] == [
+        "chat",
+        "chat-hard",
+        "safety",
+        "reasoning",
+    ]
     assert judge_family("my-own-subset") == "my-own-subset" and judge_family(None) is None
 
 
@@ -189,8 +193,9 @@ def test_training_rollouts_show_both_responses_and_multi_turn_judge_episodes_fin
     eng = ScriptedEngine(tok, script)
     cfg = RolloutConfig(mode="multi_turn", max_turns=3, task="judge", samples_per_question=1, max_tokens_per_turn=32)
     [ep] = rollout([problem], cfg, {"mta": eng, "ra": eng}, get_prompt_set("rema-judge-multi"))
-    assert ep.question == JUDGE_QUESTION.format(prompt=problem.prompt, response_a=problem.response_a,
-                                                response_b=problem.response_b)
+    assert ep.question == JUDGE_QUESTION.format(
+        prompt=problem.prompt, response_a=problem.response_a, response_b=problem.response_b
+    )
     assert "[Response B]" in seen[0] and problem.response_b.splitlines()[0] in seen[0]
     assert ep.end_code == "finished" and ep.n_rounds == 2
     assert JUDGE_FINAL_INSTRUCTION in seen[-1] and JUDGE_FINAL_INSTRUCTION not in seen[1]  # asked for the verdict
@@ -206,6 +211,7 @@ def test_training_rollouts_show_both_responses_and_multi_turn_judge_episodes_fin
 def _judge_engine(tok, *, biased: bool):
     """MTA: a plan. RA: always A when biased; else the position of the response that begins with one of
     ``script.good`` (the test lists the beginnings of the responses this judge prefers)."""
+
     def script(call, prompt):
         text = _decode(tok, prompt)
         if _mta_or_ra(text) == "mta":
@@ -230,9 +236,17 @@ def test_judgebench_eval_reports_families_swap_consistency_and_position_bias(tin
     script.good.append((wrong.response_b if wrong.label == "A" else wrong.response_a)[:40])
 
     def cfg(out):
-        return command_config(None, ["model.name=tiny-random", "rollout.mode=single_turn",
-                                     "rollout.max_tokens_per_turn=16", "eval.benches=[judgebench]",
-                                     f"data.data_dir={tmp_path}", f"eval.out={out}"])
+        return command_config(
+            None,
+            [
+                "model.name=tiny-random",
+                "rollout.mode=single_turn",
+                "rollout.max_tokens_per_turn=16",
+                "eval.benches=[judgebench]",
+                f"data.data_dir={tmp_path}",
+                f"eval.out={out}",
+            ],
+        )
 
     out, summary = run_benchmarks(cfg(tmp_path / "fair"), engines={"mta": eng, "ra": eng})
     b = summary["benchmarks"]["judgebench"]
@@ -257,9 +271,16 @@ def test_judgebench_eval_reports_families_swap_consistency_and_position_bias(tin
 
 def test_judge_dialogue_files_load_check_and_replay_as_rl_plays_them(tiny, tmp_path):
     _, tok = tiny
-    good = {"prompt": "Name a prime above 10.", "response_a": "9", "response_b": "11", "answer": "B>A",
-            "turns": [{"agent": "mta", "text": "Check whether each number is prime. [FINISH]"},
-                      {"agent": "ra", "text": "9 = 3 * 3 is not prime; 11 is. [[B]]"}]}
+    good = {
+        "prompt": "Name a prime above 10.",
+        "response_a": "9",
+        "response_b": "11",
+        "answer": "B>A",
+        "turns": [
+            {"agent": "mta", "text": "Check whether each number is prime. [FINISH]"},
+            {"agent": "ra", "text": "9 = 3 * 3 is not prime; 11 is. [[B]]"},
+        ],
+    }
     path = tmp_path / "judge_dialogues.jsonl"
     path.write_text(json.dumps(good) + "\n")
     [d] = load_dialogues(path, two_agents=True, multi_turn=True, max_turns=2)
@@ -270,8 +291,10 @@ def test_judge_dialogue_files_load_check_and_replay_as_rl_plays_them(tiny, tmp_p
     assert ep.end_code == "finished" and ep.question == d.question
     assert "[Response A]\n9\n\n[Response B]\n11" in _decode(tok, ep.views["ra"].input_ids)
 
-    for bad, message in [({**good, "answer": "C"}, "answer is its label, 'A' or 'B'"),
-                         ({k: v for k, v in good.items() if k != "response_b"}, "missing or empty: response_b")]:
+    for bad, message in [
+        ({**good, "answer": "C"}, "answer is its label, 'A' or 'B'"),
+        ({k: v for k, v in good.items() if k != "response_b"}, "missing or empty: response_b"),
+    ]:
         path.write_text(json.dumps(bad) + "\n")
         with pytest.raises(DialogueError, match=f"judge_dialogues.jsonl:1: .*{message}"):
             load_dialogues(path, two_agents=True, multi_turn=True, max_turns=2)
@@ -285,8 +308,11 @@ def test_self_distilled_judge_dialogues_keep_right_verdicts_in_the_judge_format(
         text = _decode(tok, prompt)
         if _mta_or_ra(text) == "mta":
             return "Compare the two final letters. Then say [[A]] if A wins.", "stop"
-        return ("The first response reasons correctly. So [[A]]. I am sure." if call % 4 == 1 else
-                "The second one is better. [[B]]"), "stop"
+        return (
+            "The first response reasons correctly. So [[A]]. I am sure."
+            if call % 4 == 1
+            else "The second one is better. [[B]]"
+        ), "stop"
 
     eng = ScriptedEngine(tok, script)
     cfg = RolloutConfig(mode="multi_turn", max_turns=2, task="judge", samples_per_question=2, max_tokens_per_turn=48)
@@ -297,24 +323,47 @@ def test_self_distilled_judge_dialogues_keep_right_verdicts_in_the_judge_format(
 
         return [judge_verdict(r, g)[0] == 1.0 for r, g in zip(responses, golds)]
 
-    dialogues, stats = dialogues_from_episodes(episodes, grade, two_agents=True, multi_turn=True, max_turns=2,
-                                               max_per_question=1, task="judge")
+    dialogues, stats = dialogues_from_episodes(
+        episodes, grade, two_agents=True, multi_turn=True, max_turns=2, max_per_question=1, task="judge"
+    )
     assert stats["with_correct_answer"] >= 1 and len(dialogues) == stats["dialogues"] >= 1
     for d in dialogues:
         # the plan is cut before its verdict; the RA's message at its first sentence with the right verdict
-        assert d.turns == [("mta", "Compare the two final letters."), ("ra", "The first response reasons correctly. So [[A]]."),
-                           ("mta", COLD_START_JUDGE_FINISH), ("ra", COLD_START_VERDICT.format(answer="A"))]
+        assert d.turns == [
+            ("mta", "Compare the two final letters."),
+            ("ra", "The first response reasons correctly. So [[A]]."),
+            ("mta", COLD_START_JUDGE_FINISH),
+            ("ra", COLD_START_VERDICT.format(answer="A")),
+        ]
         assert d.question.startswith("Which response answers the prompt better?")
 
 
 def _tiny_judge_cfg(tmp_path, *overrides):
     train = f"{REWARDBENCH}:split=train:heldout=8:seed=0"
-    return load_config(None, [
-        "model.name=tiny-random", "rollout.task=judge", "rollout.mode=multi_turn", "rollout.max_turns=2",
-        "rollout.max_tokens_per_turn=12", "rollout.samples_per_question=4", "train.questions_per_step=2",
-        "train.steps=2", "train.lr=1e-3", f"data.train={train}", f"data.eval={train.replace('=train', '=heldout')}",
-        "data.eval_limit=4", "train.eval_every=2", f"log.run_dir={tmp_path / 'run'}", "log.progress=false",
-        "log.tensorboard=false", "train.autocast=off", "train.save_every=100", *overrides])
+    return load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.task=judge",
+            "rollout.mode=multi_turn",
+            "rollout.max_turns=2",
+            "rollout.max_tokens_per_turn=12",
+            "rollout.samples_per_question=4",
+            "train.questions_per_step=2",
+            "train.steps=2",
+            "train.lr=1e-3",
+            f"data.train={train}",
+            f"data.eval={train.replace('=train', '=heldout')}",
+            "data.eval_limit=4",
+            "train.eval_every=2",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "train.autocast=off",
+            "train.save_every=100",
+            *overrides,
+        ],
+    )
 
 
 def _verdict_script(tok):
@@ -374,20 +423,38 @@ def test_chat_task_judge_plays_and_scores_one_pair(tmp_path, capsys):
     from rema.cli import main
 
     (tmp_path / "b.txt").write_text("11 is prime: its only divisors are 1 and 11.\n")
-    argv = ["chat", "Name a prime above 10.", "--task", "judge", "--response-a", "9", "--response-b",
-            f"@{tmp_path / 'b.txt'}", "--model", "tiny-random", "--max-turns", "1", "--max-tokens", "6", "--json"]
+    argv = [
+        "chat",
+        "Name a prime above 10.",
+        "--task",
+        "judge",
+        "--response-a",
+        "9",
+        "--response-b",
+        f"@{tmp_path / 'b.txt'}",
+        "--model",
+        "tiny-random",
+        "--max-turns",
+        "1",
+        "--max-tokens",
+        "6",
+        "--json",
+    ]
     assert main([*argv, "--answer", "B>A"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["method"] == "rema-judge-multi" and record["answer"] == "B"
-    assert record["question"] == JUDGE_QUESTION.format(prompt="Name a prime above 10.", response_a="9",
-                                                       response_b="11 is prime: its only divisors are 1 and 11.")
+    assert record["question"] == JUDGE_QUESTION.format(
+        prompt="Name a prime above 10.", response_a="9", response_b="11 is prime: its only divisors are 1 and 11."
+    )
     assert set(record["reward_parts"]["ra"]) >= {"correct", "verdict_found"}  # scored as training scores judge
 
     judge = ["--task", "judge", "--response-a", "x"]
-    for bad, message in [(["--task", "judge", "--response-b", "x"], "compares two responses .* give --response-a"),
-                         ([*judge, "--response-b", "@/no/such"], "--response-b @/no/such: no such file"),
-                         ([*judge, "--response-b", "y", "--answer", "C"], "the better response, A or B"),
-                         (["--response-a", "x"], "add --task judge")]:
+    for bad, message in [
+        (["--task", "judge", "--response-b", "x"], "compares two responses .* give --response-a"),
+        ([*judge, "--response-b", "@/no/such"], "--response-b @/no/such: no such file"),
+        ([*judge, "--response-b", "y", "--answer", "C"], "the better response, A or B"),
+        (["--response-a", "x"], "add --task judge"),
+    ]:
         assert main(["chat", "q", "--model", "tiny-random", *bad]) == 2, bad
         assert re.search(message, capsys.readouterr().err), bad
 
@@ -397,8 +464,17 @@ def test_sft_self_on_the_judge_task_distils_the_right_verdicts(tmp_path):
     the episodes whose verdict is right, and the model is fine-tuned on them."""
     from rema.train import Trainer
 
-    cfg = _tiny_judge_cfg(tmp_path, "sft.cold_start=true", "sft.data=self", "sft.questions=4", "sft.samples=2",
-                          "sft.epochs=1", "sft.batch_dialogues=2", "data.eval=null", "train.eval_every=0")
+    cfg = _tiny_judge_cfg(
+        tmp_path,
+        "sft.cold_start=true",
+        "sft.data=self",
+        "sft.questions=4",
+        "sft.samples=2",
+        "sft.epochs=1",
+        "sft.batch_dialogues=2",
+        "data.eval=null",
+        "train.eval_every=0",
+    )
     tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, _verdict_script(tok)))
     try:
         metrics = tr.cold_start()
@@ -409,5 +485,9 @@ def test_sft_self_on_the_judge_task_distils_the_right_verdicts(tmp_path):
     assert metrics["sft/data/episodes"] == 8 and metrics["sft/data/with_correct_answer"] == 4
     assert len(dialogues) == metrics["sft/data/dialogues"] == 4 and metrics["sft/steps"] == 2
     for d in dialogues:
-        assert [t["text"] for t in d["turns"]] == ["Check the facts.", f"[[{d['answer']}]]", COLD_START_JUDGE_FINISH,
-                                                   COLD_START_VERDICT.format(answer=d["answer"])]
+        assert [t["text"] for t in d["turns"]] == [
+            "Check the facts.",
+            f"[[{d['answer']}]]",
+            COLD_START_JUDGE_FINISH,
+            COLD_START_VERDICT.format(answer=d["answer"]),
+        ]

@@ -62,11 +62,23 @@ def test_frozen_head_function_matches_autograd(tiny, bf16, keep):
         out = {}
         for entropy_grad in (True, False):  # True = the autograd path
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logp, ent = token_logprobs(model, ids, attn, positions=positions, temperature=0.7, chunk_tokens=5,
-                                           with_entropy=True, entropy_grad=entropy_grad, keep_probs=keep)
+                logp, ent = token_logprobs(
+                    model,
+                    ids,
+                    attn,
+                    positions=positions,
+                    temperature=0.7,
+                    chunk_tokens=5,
+                    with_entropy=True,
+                    entropy_grad=entropy_grad,
+                    keep_probs=keep,
+                )
             (logp * adv).sum().backward()
-            out[entropy_grad] = (logp.detach(), ent.detach(),
-                                 [p.grad.clone() for p in model.parameters() if p.requires_grad])
+            out[entropy_grad] = (
+                logp.detach(),
+                ent.detach(),
+                [p.grad.clone() for p in model.parameters() if p.requires_grad],
+            )
             model.zero_grad(set_to_none=True)
     finally:
         head.weight.requires_grad_(True)
@@ -76,7 +88,6 @@ def test_frozen_head_function_matches_autograd(tiny, bf16, keep):
     for a, b in zip(g_a, g_f):
         assert torch.allclose(a, b, atol=1e-6 + rtol * float(a.abs().max()), rtol=rtol)
     assert sum(float(g.abs().sum()) for g in g_f) > 0
-
 
 
 class _Backbone(torch.nn.Module):
@@ -109,14 +120,31 @@ class _HandLM(torch.nn.Module):
 def _entropy_paths(model, ids, positions=None, temperature=1.0):
     """(B, T) entropy from every path of ``token_logprobs``: autograd (entropy_grad, the entropy bonus), and the
     frozen head's function recomputing or keeping the softmax (entropy reported only)."""
-    out = {"autograd": token_logprobs(model, ids, torch.ones_like(ids), positions=positions, temperature=temperature,
-                                      chunk_tokens=2, with_entropy=True, entropy_grad=True)[1]}
+    out = {
+        "autograd": token_logprobs(
+            model,
+            ids,
+            torch.ones_like(ids),
+            positions=positions,
+            temperature=temperature,
+            chunk_tokens=2,
+            with_entropy=True,
+            entropy_grad=True,
+        )[1]
+    }
     model.head.weight.requires_grad_(False)
     try:
         for keep in (False, True):
-            out[f"fused/keep={keep}"] = token_logprobs(model, ids, torch.ones_like(ids), positions=positions,
-                                                       temperature=temperature, chunk_tokens=2, with_entropy=True,
-                                                       keep_probs=keep)[1]
+            out[f"fused/keep={keep}"] = token_logprobs(
+                model,
+                ids,
+                torch.ones_like(ids),
+                positions=positions,
+                temperature=temperature,
+                chunk_tokens=2,
+                with_entropy=True,
+                keep_probs=keep,
+            )[1]
     finally:
         model.head.weight.requires_grad_(True)
     return out
@@ -144,13 +172,18 @@ def test_entropy_gradient_hand_values():
     (-ln 2 / 4, ln 2 / 8, ln 2 / 8) and dH/dhidden = weight.T @ dH/dz = (-ln 2 / 4, ln 2 / 8)."""
     ln2 = math.log(2)
     model = _HandLM(torch.tensor([[[ln2, 0.0], [0.0, 0.0]]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-    _, entropy = token_logprobs(model, torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long),
-                                with_entropy=True, entropy_grad=True)
+    _, entropy = token_logprobs(
+        model, torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long), with_entropy=True, entropy_grad=True
+    )
     entropy.sum().backward()
     assert torch.allclose(model.model.hidden.grad, torch.tensor([[[-ln2 / 4, ln2 / 8], [0.0, 0.0]]]), atol=1e-6, rtol=0)
     # dH/dweight[j] = dH/dz_j * hidden: only the first two columns of hidden (ln 2, 0) are non-zero
-    assert torch.allclose(model.head.weight.grad, torch.tensor([[-ln2 * ln2 / 4, 0.0], [ln2 * ln2 / 8, 0.0],
-                                                                [ln2 * ln2 / 8, 0.0]]), atol=1e-6, rtol=0)
+    assert torch.allclose(
+        model.head.weight.grad,
+        torch.tensor([[-ln2 * ln2 / 4, 0.0], [ln2 * ln2 / 8, 0.0], [ln2 * ln2 / 8, 0.0]]),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def _reference_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -184,12 +217,21 @@ def test_entropy_and_its_gradient_match_the_plain_formula(temperature):
         assert entropy.dtype == torch.float32
         assert torch.allclose(entropy.double(), ref.detach(), atol=atol, rtol=0), path
     model.zero_grad(set_to_none=True)
-    _, entropy = token_logprobs(model, ids, torch.ones_like(ids), positions=positions, temperature=temperature,
-                                chunk_tokens=4, with_entropy=True, entropy_grad=True)
+    _, entropy = token_logprobs(
+        model,
+        ids,
+        torch.ones_like(ids),
+        positions=positions,
+        temperature=temperature,
+        chunk_tokens=4,
+        with_entropy=True,
+        entropy_grad=True,
+    )
     (entropy * coef.float()).sum().backward()
     assert torch.allclose(model.model.hidden.grad.double(), h64.grad, atol=1e-5, rtol=1e-4)
     assert torch.allclose(model.head.weight.grad.double(), w64.grad, atol=1e-5, rtol=1e-4)
     assert float(h64.grad.abs().sum()) > 0 and float(w64.grad.abs().sum()) > 0
+
 
 def test_kept_softmax_gives_a_confident_tokens_gradient_in_bf16():
     """p(target) = 0.9987 rounds to 1.0 in bf16, so (onehot - p)·g from the kept bf16 softmax would lose the
@@ -326,8 +368,16 @@ def _rows_with_shared_prefixes():
     mask = [[0] * 4 + [1] * (len(x) - 4) if i < 3 else [0] * 5 + [1] * (len(x) - 5) for i, x in enumerate(ids)]
     group = [("q1", "a")] * 3 + [("q2", "a")] * 2 + [("q3", "a")]
     n = len(ids)
-    return Rows(ids, mask, [[0.0] * len(x) for x in ids], [[0] * len(x) for x in ids], ["a"] * n, group,
-                [0.0] * n, list(range(n)))
+    return Rows(
+        ids,
+        mask,
+        [[0.0] * len(x) for x in ids],
+        [[0] * len(x) for x in ids],
+        ["a"] * n,
+        group,
+        [0.0] * n,
+        list(range(n)),
+    )
 
 
 @pytest.mark.parametrize("attn_impl", ["sdpa", "eager", "rema_packed"])
@@ -351,8 +401,15 @@ def test_shared_prefix_packing_gives_the_unpacked_logprobs_and_gradients(attn_im
     adv = torch.randn(b["mask"].shape, generator=torch.Generator().manual_seed(5))
     out = []
     for packed in (False, True):
-        logp, ent = token_logprobs(model, b["input_ids"], b["attention_mask"], positions=b["mask"], chunk_tokens=6,
-                                   with_entropy=True, pack=pack if packed else None)
+        logp, ent = token_logprobs(
+            model,
+            b["input_ids"],
+            b["attention_mask"],
+            positions=b["mask"],
+            chunk_tokens=6,
+            with_entropy=True,
+            pack=pack if packed else None,
+        )
         (logp * adv).sum().backward()
         out.append((logp.detach(), ent, [p.grad.clone() for p in model.parameters() if p.requires_grad]))
         model.zero_grad(set_to_none=True)
@@ -377,22 +434,37 @@ def test_packs_grow_while_the_shared_prefix_outweighs_the_longer_attention():
     prefix = list(range(100, 120))
     ids = [prefix + [i] * 30 for i in range(4)] + [[7] * 5 + [i] * 45 for i in range(2)]
     n = len(ids)
-    rows = Rows(ids, [[1] * 50] * n, [[0.0] * 50] * n, [[0] * 50] * n, ["a"] * n,
-                [("q1", "a")] * 4 + [("q2", "a")] * 2, [0.0] * n, list(range(n)))
+    rows = Rows(
+        ids,
+        [[1] * 50] * n,
+        [[0.0] * 50] * n,
+        [[0] * 50] * n,
+        ["a"] * n,
+        [("q1", "a")] * 4 + [("q2", "a")] * 2,
+        [0.0] * n,
+        list(range(n)),
+    )
     units = lambda plan: sorted(sorted(u) for micro in plan for u in micro)  # noqa: E731
     plan = plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=True, linear_per_attention=100)
     assert units(plan) == [[0, 1], [2, 3], [4], [5]]
     assert len(plan) == 1  # 4 units of 50-80 tokens in one micro-batch
-    assert units(plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=True, linear_per_attention=10**6)) \
-        == [[0, 1, 2, 3], [4], [5]]
-    assert units(plan_micro_batches(rows, list(range(n)), 110, share_prefix=True, linear_per_attention=10**6)) \
-        == [[0, 1, 2], [3], [4], [5]]  # 20 + 3·30 = 110 tokens fit the budget, a fourth row does not
+    assert units(plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=True, linear_per_attention=10**6)) == [
+        [0, 1, 2, 3],
+        [4],
+        [5],
+    ]
+    assert units(plan_micro_batches(rows, list(range(n)), 110, share_prefix=True, linear_per_attention=10**6)) == [
+        [0, 1, 2],
+        [3],
+        [4],
+        [5],
+    ]  # 20 + 3·30 = 110 tokens fit the budget, a fourth row does not
     assert units(plan_micro_batches(rows, list(range(n)), 10**6, share_prefix=False)) == [[i] for i in range(n)]
     # the ratio of a Llama layer: (q, o: d·d; k, v: d·d_kv; gate, up, down: d·f) / (2·d)
     model, _ = load_model("tiny-random", seed=0)
     c = model.config
     kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
-    weights = 2 * c.hidden_size ** 2 + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size
+    weights = 2 * c.hidden_size**2 + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size
     assert linear_per_attention(model) == weights / (2 * c.hidden_size)
 
 

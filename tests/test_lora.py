@@ -23,10 +23,14 @@ def test_lora_linear_function_matches_the_formula_and_its_gradients():
     # x Aᵀ = [-1, 1]; scaled by 0.5 times B: row 0 adds [-1, 0, -0.5], row 1 adds [1, 0, 0.5]
     assert torch.equal(y, torch.tensor([[0.5, 2.0, 1.5], [1.5, -1.0, -1.5]]))
     g = torch.Generator().manual_seed(0)
-    args = [torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True),
-            torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64),
-            torch.randn(2, 5, generator=g, dtype=torch.float64, requires_grad=True),
-            torch.randn(4, 2, generator=g, dtype=torch.float64, requires_grad=True), 1.7]
+    args = [
+        torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True),
+        torch.randn(4, 5, generator=g, dtype=torch.float64),
+        torch.randn(4, generator=g, dtype=torch.float64),
+        torch.randn(2, 5, generator=g, dtype=torch.float64, requires_grad=True),
+        torch.randn(4, 2, generator=g, dtype=torch.float64, requires_grad=True),
+        1.7,
+    ]
     assert torch.autograd.gradcheck(LoraLinearFunction.apply, args)
     x_frozen = args[0].detach()  # the first layer's input needs no gradient: none is computed
     grads = torch.autograd.grad(LoraLinearFunction.apply(x_frozen, *args[1:]).sum(), args[3:5])
@@ -157,8 +161,9 @@ def test_merged_weights_by_addmm_equal_peft_delta_and_leave_the_model_alone(kept
     if kept is not None:
         store_frozen_weights(model, kept)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    layers = {f"{n.replace('base_model.model.', '')}.weight": m for n, m in model.named_modules()
-              if isinstance(m, LoraLayer)}
+    layers = {
+        f"{n.replace('base_model.model.', '')}.weight": m for n, m in model.named_modules() if isinstance(m, LoraLayer)
+    }
     assert layers and all(float(m.scaling["default"]) == 2.0 for m in layers.values())
 
     def reference(m):
@@ -183,8 +188,16 @@ def test_checkpointing_a_share_of_the_layers_recomputes_those_and_keeps_the_grad
 
     from rema.models import LoraSpec, enable_checkpointing, load_model
 
-    deep = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=30,
-                                        num_attention_heads=2, num_key_value_heads=1))
+    deep = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=30,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
     flags = lambda: [layer.gradient_checkpointing for layer in deep.model.layers]  # noqa: E731
     assert enable_checkpointing(deep, 1.0) == 30 and all(flags())
     assert enable_checkpointing(deep, 0.5) == 15 == sum(flags()) and flags()[:4] == [False, True, False, True]

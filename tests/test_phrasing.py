@@ -20,7 +20,8 @@ def test_default_phrasing_is_all_and_unchanged():
         split = synthetic_split((1, 4, 6), 60, 20, seed=4, word_problems=word)
         assert split == synthetic_split((1, 4, 6), 60, 20, seed=4, word_problems=word, phrasing="all")
     assert resolve_dataset("synthetic:levels=1,6:n=30:seed=1:phrasing=all") == resolve_dataset(
-        "synthetic:levels=1,6:n=30:seed=1")
+        "synthetic:levels=1,6:n=30:seed=1"
+    )
     # every template (the last of each op included) and only the plain "What is" come out by default
     templates = {p.meta["template"] for p in synthetic_problems(2000, levels=ALL_LEVELS, seed=0, word_problems=0.5)}
     assert templates == {"plain"} | {f"{op}/{i}" for op, ts in _TEMPLATES.items() for i in range(len(ts))}
@@ -32,10 +33,14 @@ def test_train_and_heldout_phrasings_never_share_a_template_or_a_question():
     held = synthetic_problems(1500, phrasing="heldout", **kw)
     t_train, t_held = {p.meta["template"] for p in train}, {p.meta["template"] for p in held}
     assert t_train == {"plain"} | {f"{op}/{i}" for op, ts in _TEMPLATES.items() for i in range(len(ts) - 1)}
-    assert t_held == {"plain/0", "plain/1", "plain/2", "plain/3"} | {f"{op}/{len(ts) - 1}" for op, ts in _TEMPLATES.items()}
+    assert t_held == {"plain/0", "plain/1", "plain/2", "plain/3"} | {
+        f"{op}/{len(ts) - 1}" for op, ts in _TEMPLATES.items()
+    }
     assert not {p.question for p in train} & {p.question for p in held}
     for p in held:  # still exact, every operand shown
-        assert int(p.answer) == eval(p.meta["expression"]) and all(str(v) in p.question for v in p.meta["operands"].values())
+        assert int(p.answer) == eval(p.meta["expression"]) and all(
+            str(v) in p.question for v in p.meta["operands"].values()
+        )
     plain_train = synthetic_problems(50, phrasing="train", levels=ALL_LEVELS, seed=3, word_problems=False)
     assert plain_train == synthetic_problems(50, levels=ALL_LEVELS, seed=3, word_problems=False)  # "What is ...?"
 
@@ -49,15 +54,23 @@ class Pick(random.Random):
         return self.k
 
 
-@pytest.mark.parametrize("k, op, operands, expression, text", [
-    (0, "mul_add", {"a": 6, "b": 3, "c": 7}, "6 * 3 + 7", "Find the value of 6 × 3 + 7."),
-    (1, "add", {"a": 7, "b": 5}, "7 + 5", "Compute 7 plus 5."),
-    (1, "add_mul", {"a": 3, "b": 4, "c": 5}, "(3 + 4) * 5", "Compute (3 plus 4) times 5."),
-    (2, "mul_add", {"a": 6, "b": 3, "c": 7}, "6 * 3 + 7", "Calculate 6 times 3, then add 7."),
-    (2, "sub_mul_add", {"a": 9, "b": 4, "c": 6, "d": 2}, "(9 - 4) * 6 + 2",
-     "Calculate 9 minus 4, then multiply by 6, then add 2."),
-    (3, "sub", {"a": 47, "b": 6}, "47 - 6", "How much is 47 - 6?"),
-])
+@pytest.mark.parametrize(
+    "k, op, operands, expression, text",
+    [
+        (0, "mul_add", {"a": 6, "b": 3, "c": 7}, "6 * 3 + 7", "Find the value of 6 × 3 + 7."),
+        (1, "add", {"a": 7, "b": 5}, "7 + 5", "Compute 7 plus 5."),
+        (1, "add_mul", {"a": 3, "b": 4, "c": 5}, "(3 + 4) * 5", "Compute (3 plus 4) times 5."),
+        (2, "mul_add", {"a": 6, "b": 3, "c": 7}, "6 * 3 + 7", "Calculate 6 times 3, then add 7."),
+        (
+            2,
+            "sub_mul_add",
+            {"a": 9, "b": 4, "c": 6, "d": 2},
+            "(9 - 4) * 6 + 2",
+            "Calculate 9 minus 4, then multiply by 6, then add 2.",
+        ),
+        (3, "sub", {"a": 47, "b": 6}, "47 - 6", "How much is 47 - 6?"),
+    ],
+)
 def test_heldout_plain_phrasings_by_hand(k, op, operands, expression, text):
     assert _render_plain(op, operands, expression, "heldout", Pick(k)) == (text, f"plain/{k}")
     assert _render_plain(op, operands, expression, "train", Pick(k))[0] == f"What is {expression.replace('*', '×')}?"

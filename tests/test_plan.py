@@ -29,8 +29,22 @@ from rema.plan import (
     weight_bytes,
 )
 
-SMALL = ModelShape(name="small", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=100,
-                   tied=True, params=100_000, embedding=6_400, head=0, layer_params=40_000, lora_params_per_rank=1_000)
+SMALL = ModelShape(
+    name="small",
+    hidden=64,
+    intermediate=128,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    head_dim=16,
+    vocab=100,
+    tied=True,
+    params=100_000,
+    embedding=6_400,
+    head=0,
+    layer_params=40_000,
+    lora_params_per_rank=1_000,
+)
 
 
 def test_estimates_on_hand_computed_numbers():
@@ -43,15 +57,23 @@ def test_estimates_on_hand_computed_numbers():
     assert layer_activation_bytes(128, hidden=64, intermediate=128, kv_width=32, heads=4, mode="fp32") == 128 * 4368
     # 2 layers, 1 checkpointed: its input 128·64·4 + the other's 1000 + one recompute 1000 + final norm 2·128·64·4
     # + backward's 3·128·64·4
-    assert backbone_activation_bytes(128, layers=2, checkpointed=1, layer_bytes=1000, hidden=64,
-                                     residual_bytes=4) == 32768 + 2000 + 65536 + 98304
-    assert backbone_activation_bytes(128, layers=2, checkpointed=0, layer_bytes=1000, hidden=64,
-                                     residual_bytes=4) == 2000 + 65536 + 98304
+    assert (
+        backbone_activation_bytes(128, layers=2, checkpointed=1, layer_bytes=1000, hidden=64, residual_bytes=4)
+        == 32768 + 2000 + 65536 + 98304
+    )
+    assert (
+        backbone_activation_bytes(128, layers=2, checkpointed=0, layer_bytes=1000, hidden=64, residual_bytes=4)
+        == 2000 + 65536 + 98304
+    )
     # LM head over 300 trained positions, V = 100, H = 64, chunks of 256
     assert head_bytes(300, vocab=100, hidden=64, trained_head=True, low_precision=True) == 300 * 64 * 4 + 24 * 256 * 100
-    assert head_bytes(300, vocab=100, hidden=64, trained_head=False, low_precision=True) == \
-        300 * 64 * 4 + 10 * 256 * 100 + 2 * 300 * 100
-    assert head_bytes(100, vocab=100, hidden=64, trained_head=False, low_precision=False) == 100 * 64 * 4 + 4 * 100 * 100
+    assert (
+        head_bytes(300, vocab=100, hidden=64, trained_head=False, low_precision=True)
+        == 300 * 64 * 4 + 10 * 256 * 100 + 2 * 300 * 100
+    )
+    assert (
+        head_bytes(100, vocab=100, hidden=64, trained_head=False, low_precision=False) == 100 * 64 * 4 + 4 * 100 * 100
+    )
     assert kv_cache_bytes(3, 10, layers=2, kv_width=32, dtype_bytes=4) == 3 * 10 * 2 * 2 * 32 * 4
 
 
@@ -64,8 +86,9 @@ def test_plan_sums_its_lines_by_phase():
     assert lines["all-reduce buffer"] == 400_000
     assert lines["KV cache (transformers engine)"] == 4 * 50 * 2 * 2 * 32 * 4
     update = lines["activations"] + lines["LM head"]
-    assert lines["activations"] == backbone_activation_bytes(128, layers=2, checkpointed=0, hidden=64, residual_bytes=4,
-                                                             layer_bytes=128 * 4368)
+    assert lines["activations"] == backbone_activation_bytes(
+        128, layers=2, checkpointed=0, hidden=64, residual_bytes=4, layer_bytes=128 * 4368
+    )
     assert p.peak_phase == "update"  # 0.13 MB of activations + gradients beat the all-reduce buffer + gradients
     assert p.peak_gib * GIB == pytest.approx(0.5 * GIB + 400_000 + 800_000 + 400_000 + update)
     # FSDP over 2: the state halves, no all-reduce buffer, two layers and the root gathered (fp32 here)
@@ -83,8 +106,14 @@ def test_plan_sums_its_lines_by_phase():
 
 def test_gpu_vllm_share_and_fit():
     """On a GPU vLLM takes its share of the device (weights + KV), and the verdict compares with the device."""
-    s = Setup(device="cuda", device_gib=1.0, engine="vllm", vllm_gpu_memory_utilization=0.25, runtime_gib=0.0,
-              micro_batch_tokens=128)
+    s = Setup(
+        device="cuda",
+        device_gib=1.0,
+        engine="vllm",
+        vllm_gpu_memory_utilization=0.25,
+        runtime_gib=0.0,
+        micro_batch_tokens=128,
+    )
     p = plan(SMALL, s)
     lines = {x.component: x.gib for x in p.lines}
     assert lines["vLLM weights"] * GIB == 100_000 * 2
@@ -103,8 +132,16 @@ def test_sharded_vllm_keeps_no_engine_copy_and_tensor_parallel_splits_its_weight
     """Under FSDP vLLM is synced one gathered weight at a time: no unsharded copy, only the largest weight in
     fp32 plus its bf16 cast while syncing (the transformers engine keeps its replica); a k-way tensor-parallel
     engine holds 1/k of vLLM's weights on each process, with the same share of the GPU."""
-    s = Setup(processes=4, strategy="fsdp", device="cuda", device_gib=1.0, engine="vllm",
-              vllm_gpu_memory_utilization=0.25, runtime_gib=0.0, micro_batch_tokens=128)
+    s = Setup(
+        processes=4,
+        strategy="fsdp",
+        device="cuda",
+        device_gib=1.0,
+        engine="vllm",
+        vllm_gpu_memory_utilization=0.25,
+        runtime_gib=0.0,
+        micro_batch_tokens=128,
+    )
     lines = {x.component: x for x in plan(SMALL, s).lines}
     assert "engine replica" not in lines
     assert lines["weight sync"].gib * GIB == 128 * 64 * (4 + 2) and lines["weight sync"].phases == ("sync",)
@@ -136,8 +173,10 @@ def _saved_bytes_per_layer(mode: str, tokens: int = 128, **dims) -> float:
             return t
 
         ids = torch.randint(0, 97, (2, tokens // 2))
-        with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-              torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast")):
+        with (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"),
+        ):
             model.model(input_ids=ids, use_cache=False)
         casts = 2 * sum(p.numel() for p in model.model.layers.parameters() if p.dim() == 2) if mode == "autocast" else 0
         totals.append(sum(seen.values()) - casts)
@@ -145,18 +184,26 @@ def _saved_bytes_per_layer(mode: str, tokens: int = 128, **dims) -> float:
 
 
 @pytest.mark.parametrize("mode", sorted(LAYER_BYTES_PER_TOKEN))
-@pytest.mark.parametrize("dims", [{"hidden_size": 128, "intermediate_size": 352, "num_attention_heads": 4,
-                                       "num_key_value_heads": 2},
-                                  {"hidden_size": 192, "intermediate_size": 256, "num_attention_heads": 6,
-                                       "num_key_value_heads": 6}])
+@pytest.mark.parametrize(
+    "dims",
+    [
+        {"hidden_size": 128, "intermediate_size": 352, "num_attention_heads": 4, "num_key_value_heads": 2},
+        {"hidden_size": 192, "intermediate_size": 256, "num_attention_heads": 6, "num_key_value_heads": 6},
+    ],
+)
 def test_layer_activations_match_what_autograd_saves(mode, dims):
     """The per-layer formula against the tensors a real decoder layer saves for the backward (within 3%)."""
     tokens = 128
     measured = _saved_bytes_per_layer(mode, tokens, **dims)
     head_dim = dims["hidden_size"] // dims["num_attention_heads"]
-    predicted = layer_activation_bytes(tokens, hidden=dims["hidden_size"], intermediate=dims["intermediate_size"],
-                                       kv_width=dims["num_key_value_heads"] * head_dim,
-                                       heads=dims["num_attention_heads"], mode=mode)
+    predicted = layer_activation_bytes(
+        tokens,
+        hidden=dims["hidden_size"],
+        intermediate=dims["intermediate_size"],
+        kv_width=dims["num_key_value_heads"] * head_dim,
+        heads=dims["num_attention_heads"],
+        mode=mode,
+    )
     assert predicted == pytest.approx(measured, rel=0.03)
 
 
@@ -171,15 +218,18 @@ def test_shapes_count_parameters_exactly():
     assert 4 * shape.lora_params_per_rank == sum(p.numel() for p in lora.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name,params", [
-    ("meta-llama/Llama-3.1-8B-Instruct", 8_030_261_248),
-    ("meta-llama/Meta-Llama-3-8B-Instruct", 8_030_261_248),
-    ("Llama-3-8B-Instruct", 8_030_261_248),
-    ("meta-llama/Llama-3.2-1B-Instruct", 1_235_814_400),
-    ("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512),
-    ("Qwen/Qwen2.5-1.5B-Instruct", 1_543_714_304),
-    ("smollm2-135m", 134_515_008),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", 8_030_261_248),
+        ("meta-llama/Meta-Llama-3-8B-Instruct", 8_030_261_248),
+        ("Llama-3-8B-Instruct", 8_030_261_248),
+        ("meta-llama/Llama-3.2-1B-Instruct", 1_235_814_400),
+        ("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512),
+        ("Qwen/Qwen2.5-1.5B-Instruct", 1_543_714_304),
+        ("smollm2-135m", 134_515_008),
+    ],
+)
 def test_paper_models_answer_offline(name, params, monkeypatch):
     """The shipped shapes give the published parameter counts with the Hub unreachable."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -189,13 +239,40 @@ def test_paper_models_answer_offline(name, params, monkeypatch):
 def test_cli_plan_json(capsys):
     """`rema plan CONFIG --gpus 8 --gpu-mem 80 --json` for the paper's 8B config: full fine-tuning under ddp does
     not fit an 80 GiB GPU, and the changes it proposes do."""
-    assert main(["plan", "configs/rema_multi_turn_30x512.yaml", "rollout.engine=vllm", "--gpus", "8", "--gpu-mem", "80",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "configs/rema_multi_turn_30x512.yaml",
+                "rollout.engine=vllm",
+                "--gpus",
+                "8",
+                "--gpu-mem",
+                "80",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["params"] == 8_030_261_248 and out["fits"] is False
     assert out["alternatives"]["train.strategy=fsdp"]["fits"] is True
-    assert main(["plan", "configs/rema_multi_turn_30x512.yaml", "model.lora_r=16", "rollout.engine=vllm", "--gpus", "8", "--gpu-mem", "80",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "configs/rema_multi_turn_30x512.yaml",
+                "model.lora_r=16",
+                "rollout.engine=vllm",
+                "--gpus",
+                "8",
+                "--gpu-mem",
+                "80",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["fits"] is True
 
 
@@ -225,9 +302,22 @@ def test_cpu_predictions_match_measured_peaks(key):
     assert p.peak_gib == pytest.approx(MEASURED_PEAK_GIB[key], rel=0.20)
 
 
-BIG = ModelShape(name="8b-like", hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, head_dim=128,
-                 vocab=128256, tied=False, params=8_030_261_248, embedding=525_336_576, head=525_336_576,
-                 layer_params=218_112_000, lora_params_per_rank=20_971_520)
+BIG = ModelShape(
+    name="8b-like",
+    hidden=4096,
+    intermediate=14336,
+    layers=32,
+    heads=32,
+    kv_heads=8,
+    head_dim=128,
+    vocab=128256,
+    tied=False,
+    params=8_030_261_248,
+    embedding=525_336_576,
+    head=525_336_576,
+    layer_params=218_112_000,
+    lora_params_per_rank=20_971_520,
+)
 
 
 def test_vllm_takes_its_share_of_the_reported_total_and_must_start():
@@ -248,8 +338,17 @@ def test_two_engines_split_the_share_and_one_sleeps():
     """Separate weights: two engines whose shares add up to vllm_gpu_memory_utilization; under DDP the trainer's
     two fp32 models leave too little for even the first (named), under FSDP both start; with vllm_sleep one
     engine per process sleeps and, woken for the sync, counts there."""
-    s = Setup(processes=8, device="cuda", device_gib=79.19, engine="vllm", models=2, bf16=True, model_dtype_bytes=2,
-              checkpoint_share=1.0, vllm_max_model_len=4096)
+    s = Setup(
+        processes=8,
+        device="cuda",
+        device_gib=79.19,
+        engine="vllm",
+        models=2,
+        bf16=True,
+        model_dtype_bytes=2,
+        checkpoint_share=1.0,
+        vllm_max_model_len=4096,
+    )
     ddp = plan(BIG, s)
     assert [p.split(" would")[0] for p in ddp.problems] == ["vLLM engine 1 of 2"]
     fsdp = plan(BIG, replace(s, strategy="fsdp"))
@@ -270,8 +369,16 @@ def test_two_engines_split_the_share_and_one_sleeps():
 def test_the_kv_cache_floor_and_a_given_kv_cache():
     """What the share leaves after weights and workspace must hold one max_model_len sequence, else the plan
     names vLLM's error; rollout.vllm_kv_cache_gib replaces what the share leaves."""
-    s = Setup(processes=8, strategy="fsdp", device="cuda", device_gib=79.19, engine="vllm", bf16=True,
-              vllm_gpu_memory_utilization=0.2, vllm_max_model_len=32768)
+    s = Setup(
+        processes=8,
+        strategy="fsdp",
+        device="cuda",
+        device_gib=79.19,
+        engine="vllm",
+        bf16=True,
+        vllm_gpu_memory_utilization=0.2,
+        vllm_max_model_len=32768,
+    )
     p = plan(BIG, s)  # 15.8 GiB share - 15 GiB weights - 5 GiB workspace (32k tokens profiled, CUDA graphs) < 0
     assert p.problems == ['vLLM would stop at its start: "No available memory for the cache blocks"']
     p = plan(BIG, replace(s, vllm_gpu_memory_utilization=0.28))  # 2.2 GiB of KV, one 32k sequence needs 4 GiB
@@ -281,15 +388,18 @@ def test_the_kv_cache_floor_and_a_given_kv_cache():
     given = {x.component: x.gib for x in plan(BIG, replace(s, vllm_kv_cache_gib=6.0)).lines}
     from rema.rollout.vllm_memory import workspace_bytes
 
-    workspace = workspace_bytes(hidden=4096, intermediate=14336, vocab=128256, batched_tokens=32768, dtype_bytes=2,
-                                eager=False)
+    workspace = workspace_bytes(
+        hidden=4096, intermediate=14336, vocab=128256, batched_tokens=32768, dtype_bytes=2, eager=False
+    )
     assert given["vLLM KV cache + workspace"] == pytest.approx(6.0 + workspace / GIB)
 
 
 @pytest.mark.parametrize("config", ["rema_single_turn_math", "rema_actions", "rema_judge", "rema_frozen_mta"])
 def test_cli_names_what_would_stop_the_paper_configs_before_a_gpu_is_rented(config, capsys):
     """Separate weights under DDP on 8 × 80 GB: the plan says it does not fit and that vLLM would not start."""
-    assert main(["plan", f"configs/{config}.yaml", "rollout.engine=vllm", "--gpus", "8", "--gpu-mem", "80", "--json"]) == 0
+    assert (
+        main(["plan", f"configs/{config}.yaml", "rollout.engine=vllm", "--gpus", "8", "--gpu-mem", "80", "--json"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["capacity_gib"] == 79.19 and out["works"] is False
     assert "would not start" in out["verdict"] and out["problems"]

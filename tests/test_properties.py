@@ -23,12 +23,21 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 KEYS = _all_keys(Config)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(string.printable, max_size=12), st.sampled_from(["grpo", "turn", "token", "cosine", "bf16", "hf", "self",
-                                                             "float16", "multi_turn", "judge", "", "null", "[]"]))
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(string.printable, max_size=12),
+    st.sampled_from(
+        ["grpo", "turn", "token", "cosine", "bf16", "hf", "self", "float16", "multi_turn", "judge", "", "null", "[]"]
+    ),
+)
 values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=4), scalars, max_size=2))
-raw_values = st.one_of(values.map(json.dumps), st.text(string.printable, max_size=16),
-                       st.sampled_from(["a: b", "[1, 2", "{", "- x", "!!python/object:os.system", ".nan", "1e400"]))
+raw_values = st.one_of(
+    values.map(json.dumps),
+    st.text(string.printable, max_size=16),
+    st.sampled_from(["a: b", "[1, 2", "{", "- x", "!!python/object:os.system", ".nan", "1e400"]),
+)
 keys = st.one_of(st.sampled_from(KEYS), st.text(string.ascii_letters + "._", max_size=16))
 
 
@@ -48,9 +57,11 @@ def test_random_overrides_give_a_config_or_a_one_line_error(pairs):
         assert isinstance(cfg, Config)
 
 
-trees = st.dictionaries(st.sampled_from(sorted({k.split(".")[0] for k in KEYS}) + ["nonsense", "1"]),
-                        st.one_of(values, st.dictionaries(st.sampled_from(sorted({k.split(".")[1] for k in KEYS})),
-                                                          values, max_size=4)), max_size=4)
+trees = st.dictionaries(
+    st.sampled_from(sorted({k.split(".")[0] for k in KEYS}) + ["nonsense", "1"]),
+    st.one_of(values, st.dictionaries(st.sampled_from(sorted({k.split(".")[1] for k in KEYS})), values, max_size=4)),
+    max_size=4,
+)
 
 
 @SETTINGS
@@ -66,8 +77,22 @@ def test_random_yaml_files_give_a_config_or_a_one_line_error(tree, tmp_path):
         _assert_one_line(err)
 
 
-FIELDS = ["problem", "question", "prompt", "answer", "final_answer", "solution", "id", "level", "chosen", "rejected",
-          "response_a", "response_b", "label", "subject"]
+FIELDS = [
+    "problem",
+    "question",
+    "prompt",
+    "answer",
+    "final_answer",
+    "solution",
+    "id",
+    "level",
+    "chosen",
+    "rejected",
+    "response_a",
+    "response_b",
+    "label",
+    "subject",
+]
 rows = st.one_of(st.dictionaries(st.sampled_from(FIELDS), values, max_size=6), values)
 lines = st.one_of(rows.map(json.dumps), st.text(max_size=20), st.binary(max_size=12).map(lambda b: b.decode("latin-1")))
 
@@ -97,17 +122,34 @@ def test_arbitrary_bytes_as_a_json_or_jsonl_file(data, tmp_path):
             assert str(err).startswith(str(path)), err
 
 
-turns = st.lists(st.one_of(st.fixed_dictionaries({"agent": st.sampled_from(["mta", "ra", "x"]),
-                                                   "text": st.text(max_size=8)}), values), max_size=5)
-dialogue_rows = st.one_of(st.fixed_dictionaries({"question": st.one_of(st.text(max_size=6), values), "turns": turns},
-                                                optional={"answer": values, "id": values, "meta": values,
-                                                          "prompt": values, "response_a": values,
-                                                          "response_b": values}), values)
+turns = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"agent": st.sampled_from(["mta", "ra", "x"]), "text": st.text(max_size=8)}), values
+    ),
+    max_size=5,
+)
+dialogue_rows = st.one_of(
+    st.fixed_dictionaries(
+        {"question": st.one_of(st.text(max_size=6), values), "turns": turns},
+        optional={
+            "answer": values,
+            "id": values,
+            "meta": values,
+            "prompt": values,
+            "response_a": values,
+            "response_b": values,
+        },
+    ),
+    values,
+)
 
 
 @SETTINGS
-@given(content=st.lists(dialogue_rows.map(json.dumps), min_size=1, max_size=4), two_agents=st.booleans(),
-       multi_turn=st.booleans())
+@given(
+    content=st.lists(dialogue_rows.map(json.dumps), min_size=1, max_size=4),
+    two_agents=st.booleans(),
+    multi_turn=st.booleans(),
+)
 def test_malformed_dialogues_give_dialogues_or_an_error_naming_the_line(content, two_agents, multi_turn, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(content), encoding="utf-8")
@@ -120,11 +162,18 @@ def test_malformed_dialogues_give_dialogues_or_an_error_naming_the_line(content,
 
 
 specs = st.one_of(
-    st.builds(lambda opts: "synthetic" + "".join(f":{k}={v}" for k, v in opts),
-              st.lists(st.tuples(st.sampled_from(["levels", "n", "seed", "word", "split", "heldout", "limit", "x"]),
-                                 st.one_of(st.integers(-3, 30).map(str), st.sampled_from(["1,2", "3-5", "a", "", "0.5",
-                                                                                           "train", "heldout"]))),
-                       max_size=4)),
+    st.builds(
+        lambda opts: "synthetic" + "".join(f":{k}={v}" for k, v in opts),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["levels", "n", "seed", "word", "split", "heldout", "limit", "x"]),
+                st.one_of(
+                    st.integers(-3, 30).map(str), st.sampled_from(["1,2", "3-5", "a", "", "0.5", "train", "heldout"])
+                ),
+            ),
+            max_size=4,
+        ),
+    ),
     st.text(string.ascii_letters + ":=,./-", max_size=20).filter(lambda s: not s.startswith("hf:")),
 )
 

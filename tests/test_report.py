@@ -18,43 +18,83 @@ from rema.eval.html import embed_json, select_samples
 from rema.eval.report import build_report, ema, make_plots, series
 from rema.rollout.episode import Episode, Turn
 
-ALL_PLOTS = {"reward.png", "accuracy.png", "turns.png", "tokens_per_turn.png", "end_codes.png", "optimization.png",
-             "actions_by_level.png"}
+ALL_PLOTS = {
+    "reward.png",
+    "accuracy.png",
+    "turns.png",
+    "tokens_per_turn.png",
+    "end_codes.png",
+    "optimization.png",
+    "actions_by_level.png",
+}
 MTA_PLAN = "Let's split this. First, find how many eggs are left after breakfast and baking."
 RA_STEP = "Eggs left: 16 - 3 - 4 = 9. Each sells for $2, so she makes 9 * 2 = 18 dollars."
 MTA_DONE = "The arithmetic checks out: 16 - 7 = 9 and 9 * 2 = 18. [FINISH]"
 RA_FINAL = "Janet sells 9 eggs at $2 each, so she makes \\boxed{18} dollars."
-QUESTION = ("Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
-            "for her friends every day with four. She sells the remainder at the farmers' market daily for $2 "
-            "per fresh duck egg. How much in dollars does she make every day at the farmers' market?")
+QUESTION = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
+    "for her friends every day with four. She sells the remainder at the farmers' market daily for $2 "
+    "per fresh duck egg. How much in dollars does she make every day at the farmers' market?"
+)
 
 
 def _turn(agent: str, index: int, text: str, *, length: bool = False, **kw) -> Turn:
     n = max(1, len(text) // 4)
-    return Turn(agent=agent, index=index, text=text, token_ids=list(range(n)), logprobs=[-0.3] * n,
-                finish_reason="length" if length else "stop", context_len=100 + 40 * index, **kw)
+    return Turn(
+        agent=agent,
+        index=index,
+        text=text,
+        token_ids=list(range(n)),
+        logprobs=[-0.3] * n,
+        finish_reason="length" if length else "stop",
+        context_len=100 + 40 * index,
+        **kw,
+    )
 
 
 def fake_episode(step: int, k: int, *, split: str, correct: bool, single_turn_actions: bool = False) -> dict:
     """One two-agent dialogue record as the trainer writes it (Episode.to_dict() + step + split)."""
-    ep = Episode(episode_id=k, problem_id=f"gsm8k/{k}", question=QUESTION if k % 2 == 0 else f"What is {k} + {step}?",
-                 answer="18" if k % 2 == 0 else str(k + step), sample_index=0,
-                 method="rema-actions" if single_turn_actions else "rema-multi")
+    ep = Episode(
+        episode_id=k,
+        problem_id=f"gsm8k/{k}",
+        question=QUESTION if k % 2 == 0 else f"What is {k} + {step}?",
+        answer="18" if k % 2 == 0 else str(k + step),
+        sample_index=0,
+        method="rema-actions" if single_turn_actions else "rema-multi",
+    )
     if single_turn_actions:
-        ep.turns = [_turn("mta", 0, json.dumps({"action": "DECOMPOSE", "content": "1. eggs left 2. times price"}),
-                          action="DECOMPOSE", format_ok=True), _turn("ra", 0, RA_FINAL)]
+        ep.turns = [
+            _turn(
+                "mta",
+                0,
+                json.dumps({"action": "DECOMPOSE", "content": "1. eggs left 2. times price"}),
+                action="DECOMPOSE",
+                format_ok=True,
+            ),
+            _turn("ra", 0, RA_FINAL),
+        ]
         ep.end_code = "finished"
     elif correct:
-        ep.turns = [_turn("mta", 0, MTA_PLAN), _turn("ra", 0, RA_STEP), _turn("mta", 1, MTA_DONE),
-                    _turn("ra", 1, RA_FINAL)]
+        ep.turns = [
+            _turn("mta", 0, MTA_PLAN),
+            _turn("ra", 0, RA_STEP),
+            _turn("mta", 1, MTA_DONE),
+            _turn("ra", 1, RA_FINAL),
+        ]
         ep.end_code = "finished"
     else:
-        ep.turns = [_turn("mta", 0, MTA_PLAN), _turn("ra", 0, "16 - 3 = 13 eggs " * 12, length=True),
-                    _turn("mta", 1, "Check the muffins too."), _turn("ra", 1, "13 - 4 = 9, so \\boxed{9}")]
+        ep.turns = [
+            _turn("mta", 0, MTA_PLAN),
+            _turn("ra", 0, "16 - 3 = 13 eggs " * 12, length=True),
+            _turn("mta", 1, "Check the muffins too."),
+            _turn("ra", 1, "13 - 4 = 9, so \\boxed{9}"),
+        ]
         ep.end_code = "max_turns"
     ep.reward = {"mta": float(correct), "ra": float(correct)}
-    ep.reward_parts = {a: {"correct": float(correct), "timed_out": 0.0, "unfinished": float(not correct),
-                           "masked": float(not correct)} for a in ("mta", "ra")}
+    ep.reward_parts = {
+        a: {"correct": float(correct), "timed_out": 0.0, "unfinished": float(not correct), "masked": float(not correct)}
+        for a in ("mta", "ra")
+    }
     ep.meta = {"correct": correct, "extracted": "18" if correct else "9", "level": 1 + k % 5}
     return {**ep.to_dict(), "step": step, "split": split}
 
@@ -64,24 +104,51 @@ def make_fake_run(root: Path, *, steps: int = 40, actions: bool = True) -> Path:
     run = root / "fake-run"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(Config().to_dict(), sort_keys=False))
-    (run / "meta.json").write_text(json.dumps({"prompts_version": "2026.11.1", "start_time": "2026-11-21T10:00:00",
-                                               "model": {"class": "LlamaForCausalLM", "params": 134515008},
-                                               "command": "rema train configs/demo.yaml"}))
+    (run / "meta.json").write_text(
+        json.dumps(
+            {
+                "prompts_version": "2026.11.1",
+                "start_time": "2026-11-21T10:00:00",
+                "model": {"class": "LlamaForCausalLM", "params": 134515008},
+                "command": "rema train configs/demo.yaml",
+            }
+        )
+    )
     rng = random.Random(0)
     rows = []
     for step in range(steps):
         p = step / max(1, steps - 1)
         acc = 0.1 + 0.5 * p + rng.uniform(-0.05, 0.05)
         fin = min(1.0, 0.3 + 0.6 * p)
-        row = {"step": step, "time": 1000.0 + 30 * step, "train/acc": acc, "train/reward/mta": acc * fin,
-               "train/reward/ra": acc * fin, "train/end/finished": fin, "train/end/max_turns": (1 - fin) * 0.7,
-               "train/end/context_exceeded": (1 - fin) * 0.2, "train/end/truncated": (1 - fin) * 0.1,
-               "train/turns/mean": 4 - 2 * p, "train/tokens_per_turn/mta": 60 - 20 * p,
-               "train/tokens_per_turn/ra": 180 + 40 * p, "train/boxed_rate": 0.5 + 0.4 * p, "train/leak_rate": 0.1,
-               "loss/policy": -0.01, "loss/kl": 0.001 * step, "loss/entropy": 1.2 - 0.3 * p,
-               "stats/clip_frac": 0.05 + 0.02 * math.sin(step), "stats/approx_kl": 0.002, "stats/entropy": 1.2 - 0.3 * p,
-               "stats/kl": 0.001 * step, "stats/grad_norm": 0.8 + rng.random(), "lr": 1e-6, "time/rollout": 20.0,
-               "time/reward": 1.0, "time/update": 8.0, "perf/tokens_per_s": 900.0}
+        row = {
+            "step": step,
+            "time": 1000.0 + 30 * step,
+            "train/acc": acc,
+            "train/reward/mta": acc * fin,
+            "train/reward/ra": acc * fin,
+            "train/end/finished": fin,
+            "train/end/max_turns": (1 - fin) * 0.7,
+            "train/end/context_exceeded": (1 - fin) * 0.2,
+            "train/end/truncated": (1 - fin) * 0.1,
+            "train/turns/mean": 4 - 2 * p,
+            "train/tokens_per_turn/mta": 60 - 20 * p,
+            "train/tokens_per_turn/ra": 180 + 40 * p,
+            "train/boxed_rate": 0.5 + 0.4 * p,
+            "train/leak_rate": 0.1,
+            "loss/policy": -0.01,
+            "loss/kl": 0.001 * step,
+            "loss/entropy": 1.2 - 0.3 * p,
+            "stats/clip_frac": 0.05 + 0.02 * math.sin(step),
+            "stats/approx_kl": 0.002,
+            "stats/entropy": 1.2 - 0.3 * p,
+            "stats/kl": 0.001 * step,
+            "stats/grad_norm": 0.8 + rng.random(),
+            "lr": 1e-6,
+            "time/rollout": 20.0,
+            "time/reward": 1.0,
+            "time/update": 8.0,
+            "perf/tokens_per_s": 900.0,
+        }
         for lv in range(1, 6):
             row[f"train/acc/level_{lv}"] = max(0.0, acc - 0.08 * lv)
             if actions:
@@ -93,8 +160,16 @@ def make_fake_run(root: Path, *, steps: int = 40, actions: bool = True) -> Path:
         if actions:
             row["train/actions/DECOMPOSE"], row["train/actions/REWRITE"], row["train/actions/EMPTY"] = 0.4, 0.2, 0.4
         if step % 10 == 0 or step == steps - 1:
-            row.update({"eval/acc": acc - 0.05, "eval/reward/mta": acc - 0.05, "eval/reward/ra": acc - 0.05,
-                        "eval/turns/mean": 3.5 - p, "eval/acc/level_1": acc, "eval/acc/level_2": acc - 0.1})
+            row.update(
+                {
+                    "eval/acc": acc - 0.05,
+                    "eval/reward/mta": acc - 0.05,
+                    "eval/reward/ra": acc - 0.05,
+                    "eval/turns/mean": 3.5 - p,
+                    "eval/acc/level_1": acc,
+                    "eval/acc/level_2": acc - 0.1,
+                }
+            )
         rows.append(row)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     samples = []
@@ -179,8 +254,16 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="no chromium binary (apt-get install chromium)")
 def test_page_renders_the_dialogue_in_a_headless_browser(built):
     page = built[1] / "report.html"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     # rendered by the page's script into the dialogue pane (not only present in the embedded JSON):
     assert re.search(r'class="msg mta"[^>]*>.*?Meta-thinker.*?' + re.escape(MTA_PLAN), dom, re.S)

@@ -49,10 +49,16 @@ def _run(arm: str, seed: int, rows: list[dict], evals=("id.jsonl", "ood.jsonl"),
 
 def test_table1_verdict_from_hand_made_runs():
     def runs(arm, ood):
-        return [_run(arm, s, [{"step": 8, "eval/id/acc": 0.5, "eval/ood/acc": v, "eval/ood/boxed_rate": 1.0}])
-                for s, v in enumerate(ood)]
-    results = {"vrp_rl": runs("vrp_rl", [0.20, 0.30, 0.25]), "rema_multi": runs("rema_multi", [0.30, 0.40, 0.35]),
-               "rema_single": runs("rema_single", [0.0, 0.0, 0.0])}
+        return [
+            _run(arm, s, [{"step": 8, "eval/id/acc": 0.5, "eval/ood/acc": v, "eval/ood/boxed_rate": 1.0}])
+            for s, v in enumerate(ood)
+        ]
+
+    results = {
+        "vrp_rl": runs("vrp_rl", [0.20, 0.30, 0.25]),
+        "rema_multi": runs("rema_multi", [0.30, 0.40, 0.35]),
+        "rema_single": runs("rema_single", [0.0, 0.0, 0.0]),
+    }
     a = table1(results)
     n = a.numbers["rema_vs_vrp_rl_ood"]
     assert n["a"] == "rema_multi" and n["diff"] == pytest.approx(0.10) and n["verdict"] == "agrees"
@@ -79,9 +85,16 @@ def test_collapse_step_rule():
 
 
 def test_fig4_collapse_and_difficulty():
-    rows = [{"step": s, "train/actions/EMPTY": e, "train/actions/DECOMPOSE": 1 - e,
-             "train/action_level/DECOMPOSE/mean": 3.0, "train/action_level/EMPTY/mean": 1.5}
-            for s, e in enumerate([0.2, 0.5, 0.9, 0.9, 0.9], start=1)]
+    rows = [
+        {
+            "step": s,
+            "train/actions/EMPTY": e,
+            "train/actions/DECOMPOSE": 1 - e,
+            "train/action_level/DECOMPOSE/mean": 3.0,
+            "train/action_level/EMPTY/mean": 1.5,
+        }
+        for s, e in enumerate([0.2, 0.5, 0.9, 0.9, 0.9], start=1)
+    ]
     a = fig4({"actions": [_run("actions", 0, rows)]})
     assert a.numbers["collapsed"] and a.numbers["empty_share_end"] == pytest.approx(0.9)
     assert "collapsed to EMPTY" in a.verdicts[0] and "DECOMPOSE goes to harder questions" in a.verdicts[1]
@@ -89,10 +102,19 @@ def test_fig4_collapse_and_difficulty():
 
 def test_fig5_ablation_reads_clip_fraction():
     def arm(name, accs, clip):
-        return [_run(name, 0, [{"step": i + 1, "train/acc": v, "stats/clip_frac": clip} for i, v in enumerate(accs)],
-                     evals=())]
-    results = {"shared_turn_mb4": arm("shared_turn_mb4", [0.2, 0.4, 0.6], 0.1),
-               "shared_token_mb4": arm("shared_token_mb4", [0.2, 0.3, 0.4], 0.05)}
+        return [
+            _run(
+                name,
+                0,
+                [{"step": i + 1, "train/acc": v, "stats/clip_frac": clip} for i, v in enumerate(accs)],
+                evals=(),
+            )
+        ]
+
+    results = {
+        "shared_turn_mb4": arm("shared_turn_mb4", [0.2, 0.4, 0.6], 0.1),
+        "shared_token_mb4": arm("shared_token_mb4", [0.2, 0.3, 0.4], 0.05),
+    }
     a = fig5_ablation(results)
     assert a.numbers["shared_turn_mb4_vs_shared_token_mb4"]["diff"] == pytest.approx(0.4 - 0.3)
     assert "10.0%" in a.markdown()
@@ -102,8 +124,11 @@ def test_every_arm_config_loads_and_budgets_match(tmp_path):
     """Every CPU-scale arm config loads; within an experiment every trained arm has the same question budget."""
     for exp in EXPERIMENTS.values():
         runs = plan_grid(exp, scale="cpu", seeds=(0,), out=tmp_path, overrides=[])
-        budgets = {(r.cfg.train.steps * r.cfg.train.questions_per_step * r.cfg.rollout.samples_per_question)
-                   for r in runs if r.cfg.train.steps > 0}
+        budgets = {
+            (r.cfg.train.steps * r.cfg.train.questions_per_step * r.cfg.rollout.samples_per_question)
+            for r in runs
+            if r.cfg.train.steps > 0
+        }
         assert len(budgets) == 1, (exp.name, budgets)
         assert {len(r.cfg.data.eval_specs) for r in runs} == ({2} if exp.ood else {len(runs[0].cfg.data.eval_specs)})
     with pytest.raises(KeyError, match="choose one of"):
@@ -118,16 +143,31 @@ def test_ood_replaces_the_second_eval_set(tmp_path):
     assert (REPO_CONFIGS / "cpu" / "table1" / "vrp.yaml").is_file()
 
 
-TINY = ["model.name=tiny-random", "rollout.engine=hf", "model.lora_r=0", "model.gradient_checkpointing=false",
-        "sft.questions=4", "sft.epochs=1", "train.steps=1", "data.eval_limit=4", "train.questions_per_step=2",
-        "rollout.samples_per_question=2", "rollout.max_tokens_per_turn=16"]
+TINY = [
+    "model.name=tiny-random",
+    "rollout.engine=hf",
+    "model.lora_r=0",
+    "model.gradient_checkpointing=false",
+    "sft.questions=4",
+    "sft.epochs=1",
+    "train.steps=1",
+    "data.eval_limit=4",
+    "train.questions_per_step=2",
+    "rollout.samples_per_question=2",
+    "rollout.max_tokens_per_turn=16",
+]
 
 
 def _reproduce(out: Path, *extra: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.Popen([sys.executable, "-m", "rema.cli", "reproduce", "table1", "--seeds", "0", "--out",
-                             str(out), *TINY, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rema.cli", "reproduce", "table1", "--seeds", "0", "--out", str(out), *TINY, *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -156,7 +196,23 @@ def test_kill_then_rerun_reuses_finished_runs(tmp_path):
     summary = json.loads((out / "table1" / "summary.json").read_text())
     assert not summary["missing"] and summary["verdicts"] and (out / "table1" / "figure.png").stat().st_size > 1000
     # a changed override makes every finished run stale: rerun, not reused
-    plan = subprocess.run([sys.executable, "-m", "rema.cli", "reproduce", "table1", "--seeds", "0", "--out", str(out),
-                           "--dry-run", *TINY, "train.lr=1e-5"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    plan = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rema.cli",
+            "reproduce",
+            "table1",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--dry-run",
+            *TINY,
+            "train.lr=1e-5",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
     assert plan.returncode == 0 and plan.stdout.count("stale") == 5, plan.stdout + plan.stderr

@@ -152,8 +152,12 @@ def test_hostile_extraction_is_linear() -> None:
 
 # ------------------------------------------------------------------------------------- timeouts
 
-HOSTILE = [r"\boxed{9^{9^{9^{9}}}}", "\\boxed{" + "{" * 1_000_000, "{" * 1_000_000,
-           "\\boxed{" + "\\frac{1}{" * 150 + "2" + "}" * 150 + "}"]
+HOSTILE = [
+    r"\boxed{9^{9^{9^{9}}}}",
+    "\\boxed{" + "{" * 1_000_000,
+    "{" * 1_000_000,
+    "\\boxed{" + "\\frac{1}{" * 150 + "2" + "}" * 150 + "}",
+]
 
 
 @pytest.mark.parametrize("response", HOSTILE, ids=["power_tower", "open_box_1MB", "braces_1MB", "deep_frac"])
@@ -231,7 +235,9 @@ def test_batch_validates_arguments() -> None:
 
 def test_mta_format() -> None:
     assert mta_format("First factor the quadratic, then check both roots against the domain.") == (
-        0.0, {"leak": 0.0, "leak_boxed": 0.0, "leak_statement": 0.0, "leak_gold": 0.0})
+        0.0,
+        {"leak": 0.0, "leak_boxed": 0.0, "leak_statement": 0.0, "leak_gold": 0.0},
+    )
     assert mta_format(r"Plan: compute, giving \boxed{5}.")[1]["leak_boxed"] == 1.0
     assert mta_format("Solve for x. The final answer is 12.")[0] == -1.0
     assert mta_format("Answer: (B)")[1]["leak_statement"] == 1.0
@@ -246,7 +252,9 @@ def test_mta_format() -> None:
 
 def test_ra_format() -> None:
     assert ra_format(r"Step 1 ... so the answer is $\boxed{5}$. I hope it is correct.") == (
-        0.0, {"n_boxed": 1.0, "boxed_last": 1.0})
+        0.0,
+        {"n_boxed": 1.0, "boxed_last": 1.0},
+    )
     assert ra_format(r"\boxed{4} then \boxed{5}") == (-1.0, {"n_boxed": 2.0, "boxed_last": 1.0})
     assert ra_format(r"\boxed{5} " + "and more reasoning " * 20) == (-1.0, {"n_boxed": 1.0, "boxed_last": 0.0})
     assert ra_format("no box") == (-1.0, {"n_boxed": 0.0, "boxed_last": 0.0})
@@ -255,7 +263,9 @@ def test_ra_format() -> None:
 
 def test_judge_verdict() -> None:
     assert judge_verdict("A is verbose. [[B]] hmm, on reflection [[A]]", "A") == (
-        1.0, {"correct": 1.0, "verdict_found": 1.0})
+        1.0,
+        {"correct": 1.0, "verdict_found": 1.0},
+    )
     assert list(judge_verdict("[[A]]", "A")[1]) == ["correct", "verdict_found"]  # logged in this order
     assert judge_verdict("Final verdict: [[B]]", "A") == (0.0, {"correct": 0.0, "verdict_found": 1.0})
     assert judge_verdict("Both are fine [A]", "A") == (0.0, {"correct": 0.0, "verdict_found": 0.0})
@@ -269,8 +279,7 @@ def test_unfinished_mask(end_code: str) -> None:
     r, parts = unfinished_mask(1.0, end_code)
     assert r == (1.0 if end_code == "finished" else 0.0)
     assert parts["unfinished"] == float(end_code != "finished") == parts["masked"]
-    assert unfinished_mask(1.0, end_code, enabled=False) == (1.0, {"unfinished": parts["unfinished"],
-                                                                    "masked": 0.0})
+    assert unfinished_mask(1.0, end_code, enabled=False) == (1.0, {"unfinished": parts["unfinished"], "masked": 0.0})
 
 
 def test_unfinished_mask_rejects_unknown_code() -> None:
@@ -284,15 +293,20 @@ def test_math_correctness_pays_unboxed_answers_their_credit() -> None:
     assert math_correctness(hashed, unboxed_credit=0.25) == (0.25, {"correct": 1.0, "boxed": 0.0, "timed_out": 0.0})
     assert math_correctness(hashed, unboxed_credit=1.0)[0] == 1.0
     assert math_correctness(MathGrade(False, source="boxed"), unboxed_credit=0.25) == (
-        0.0, {"correct": 0.0, "boxed": 1.0, "timed_out": 0.0})
+        0.0,
+        {"correct": 0.0, "boxed": 1.0, "timed_out": 0.0},
+    )
     assert math_correctness(MathGrade(False, timed_out=True, error="timeout"), unboxed_credit=1.0) == (
-        0.0, {"correct": 0.0, "boxed": 0.0, "timed_out": 1.0})
+        0.0,
+        {"correct": 0.0, "boxed": 0.0, "timed_out": 1.0},
+    )
     assert list(math_correctness(boxed, unboxed_credit=1.0)[1]) == ["correct", "boxed", "timed_out"]
 
 
 def _turn(agent: str, index: int, text: str) -> Turn:
-    return Turn(agent=agent, index=index, text=text, token_ids=[1, 2], logprobs=[0.0, 0.0], finish_reason="stop",
-                context_len=0)
+    return Turn(
+        agent=agent, index=index, text=text, token_ids=[1, 2], logprobs=[0.0, 0.0], finish_reason="stop", context_len=0
+    )
 
 
 def _episode(texts: list[tuple[str, str]], *, answer: str = "7", end_code: str = "finished") -> Episode:
@@ -302,23 +316,43 @@ def _episode(texts: list[tuple[str, str]], *, answer: str = "7", end_code: str =
     for agent, text in texts:
         turns.append(_turn(agent, counts.get(agent, 0), text))
         counts[agent] = counts.get(agent, 0) + 1
-    return Episode(episode_id=0, problem_id="p", question="What is 3 + 4?", answer=answer, sample_index=0,
-                   method="rema-multi", turns=turns, views={a: AgentView(a) for a in ("mta", "ra")}, end_code=end_code)
+    return Episode(
+        episode_id=0,
+        problem_id="p",
+        question="What is 3 + 4?",
+        answer=answer,
+        sample_index=0,
+        method="rema-multi",
+        turns=turns,
+        views={a: AgentView(a) for a in ("mta", "ra")},
+        end_code=end_code,
+    )
 
 
 def test_single_turn_format_term_hand_values() -> None:
     ep = _episode([("mta", "Add them."), ("ra", r"3 + 4 = \boxed{7}.")])
-    assert single_turn_format(ep, "mta", penalty=-0.3) == (0.0, {
-        "format/leak": 0.0, "format/leak_boxed": 0.0, "format/leak_statement": 0.0, "format/leak_gold": 0.0,
-        "format": 0.0})
-    assert single_turn_format(ep, "ra", penalty=-0.3) == (0.0, {"format/n_boxed": 1.0, "format/boxed_last": 1.0,
-                                                                "format": 0.0})
+    assert single_turn_format(ep, "mta", penalty=-0.3) == (
+        0.0,
+        {
+            "format/leak": 0.0,
+            "format/leak_boxed": 0.0,
+            "format/leak_statement": 0.0,
+            "format/leak_gold": 0.0,
+            "format": 0.0,
+        },
+    )
+    assert single_turn_format(ep, "ra", penalty=-0.3) == (
+        0.0,
+        {"format/n_boxed": 1.0, "format/boxed_last": 1.0, "format": 0.0},
+    )
     # the MTA's messages are read together: a leak in any of them counts; the RA's term reads its final message
     bad = _episode([("mta", "Add them."), ("ra", r"\boxed{3} \boxed{7}"), ("mta", "So it is 7"), ("ra", "7")])
     value, parts = single_turn_format(bad, "mta", penalty=-0.3)
     assert value == -0.3 and parts["format/leak_gold"] == 1.0 and parts["format"] == -0.3
-    assert single_turn_format(bad, "ra", penalty=-0.3) == (-0.3, {"format/n_boxed": 0.0, "format/boxed_last": 0.0,
-                                                                  "format": -0.3})
+    assert single_turn_format(bad, "ra", penalty=-0.3) == (
+        -0.3,
+        {"format/n_boxed": 0.0, "format/boxed_last": 0.0, "format": -0.3},
+    )
     assert list(parts) == ["format/leak", "format/leak_boxed", "format/leak_statement", "format/leak_gold", "format"]
 
 
@@ -333,8 +367,12 @@ def test_plan_leak_term_hand_values() -> None:
 
 def test_term_registry_is_uniform_and_names_the_valid_terms() -> None:
     ep = _episode([("mta", r"\boxed{7}"), ("ra", r"\boxed{7}")])
-    assert TERMS == {"format": single_turn_format, "judge_format": judge_single_turn_format, "plan_leak": plan_leak,
-                     "action_format": action_format}
+    assert TERMS == {
+        "format": single_turn_format,
+        "judge_format": judge_single_turn_format,
+        "plan_leak": plan_leak,
+        "action_format": action_format,
+    }
     for name in TERMS:
         for agent in ("mta", "ra"):
             value, parts = get_term(name)(ep, agent, penalty=-1.0)
@@ -369,21 +407,33 @@ def test_score_episodes_composes_the_terms_hand_values() -> None:
     right = _episode([("mta", "Add them."), ("ra", "3 + 4 = 7, so \\boxed{7}.")])
     stopped = _episode([("mta", "The answer is 7."), ("ra", "7")], end_code="max_turns")
     cfg = RewardConfig(format_terms=True, format_penalty=0.3, plan_leak_penalty=0.5)
-    counters = score_episodes([right, stopped], cfg, mode="single_turn",
-                              correctness_fn=lambda ep: 1.0 if "7" in ep.final_response else 0.0)
+    counters = score_episodes(
+        [right, stopped], cfg, mode="single_turn", correctness_fn=lambda ep: 1.0 if "7" in ep.final_response else 0.0
+    )
     assert counters == {"grader/timeouts": 0.0, "grader/items": 2.0}
     assert right.reward == {"mta": 1.0, "ra": 1.0} and right.meta["correct"]
     # masked to 0 (unfinished), then each agent's format penalty: the MTA leaked, the RA did not box
     assert stopped.reward == {"mta": -0.3, "ra": -0.3} and stopped.meta["correct"]
     assert list(stopped.reward_parts["ra"].items()) == [
-        ("correct", 1.0), ("unfinished", 1.0), ("masked", 1.0), ("format/n_boxed", 0.0), ("format/boxed_last", 0.0),
-        ("format", -0.3)]
+        ("correct", 1.0),
+        ("unfinished", 1.0),
+        ("masked", 1.0),
+        ("format/n_boxed", 0.0),
+        ("format/boxed_last", 0.0),
+        ("format", -0.3),
+    ]
     assert stopped.reward_parts["mta"]["format/leak_statement"] == 1.0
-    score_episodes([right, stopped], RewardConfig(mask_unfinished=False, plan_leak_penalty=0.5),
-                   correctness_fn=lambda ep: 0.5)  # multi-turn: the plan-leak term, no mask
+    score_episodes(
+        [right, stopped], RewardConfig(mask_unfinished=False, plan_leak_penalty=0.5), correctness_fn=lambda ep: 0.5
+    )  # multi-turn: the plan-leak term, no mask
     assert stopped.reward == {"mta": 0.0, "ra": 0.5} and right.reward == {"mta": 0.5, "ra": 0.5}
     assert list(stopped.reward_parts["mta"].items()) == [
-        ("correct", 0.5), ("unfinished", 1.0), ("masked", 0.0), ("plan_leak", 1.0), ("plan_leak_term", -0.5)]
+        ("correct", 0.5),
+        ("unfinished", 1.0),
+        ("masked", 0.0),
+        ("plan_leak", 1.0),
+        ("plan_leak_term", -0.5),
+    ]
     assert not stopped.meta["correct"]
 
 
@@ -401,10 +451,13 @@ def _rows(name: str, every: int) -> list[dict]:
 def test_reference_solutions_accepted_mismatches_rejected(graded: list[MathGrade], name: str, every: int) -> None:
     rows = _rows(name, every)
     sols, golds = [r["solution"] for r in rows], [r["answer"] for r in rows]
-    pairs = [(i, (i + 1) % len(rows)) for i in range(len(rows))
-             if golds[i].replace(" ", "") != golds[(i + 1) % len(rows)].replace(" ", "")]
+    pairs = [
+        (i, (i + 1) % len(rows))
+        for i in range(len(rows))
+        if golds[i].replace(" ", "") != golds[(i + 1) % len(rows)].replace(" ", "")
+    ]
     grades = grade_math_batch(sols + [sols[i] for i, _ in pairs], golds + [golds[j] for _, j in pairs], workers=2)
-    matched, mismatched = grades[: len(rows)], grades[len(rows):]
+    matched, mismatched = grades[: len(rows)], grades[len(rows) :]
     assert sum(g.correct for g in matched) / len(rows) >= 0.99
     assert sum(g.correct for g in mismatched) / len(pairs) < 0.01
 
@@ -435,8 +488,12 @@ def test_plan_leak_penalty_charges_only_the_mtas_first_message(tiny):
     assert "plan_leak" not in leaky.reward_parts["ra"]
     score_episodes([leaky], RewardConfig(), correctness_fn=lambda ep: 1.0)  # default: the authors' shared reward
     assert leaky.reward == {"mta": 1.0, "ra": 1.0}
-    score_episodes([leaky], RewardConfig(plan_leak_penalty=0.5, format_penalty=1.0, format_terms=True), mode="single_turn",
-                   correctness_fn=lambda ep: 1.0)  # the single-turn terms already include the check: not twice
+    score_episodes(
+        [leaky],
+        RewardConfig(plan_leak_penalty=0.5, format_penalty=1.0, format_terms=True),
+        mode="single_turn",
+        correctness_fn=lambda ep: 1.0,
+    )  # the single-turn terms already include the check: not twice
     assert "plan_leak" not in leaky.reward_parts["mta"] and "format" in leaky.reward_parts["mta"]
 
 
@@ -462,9 +519,15 @@ def test_unboxed_credit_pays_a_right_unboxed_answer_only_its_share(tiny):
     ps = get_prompt_set("rema-multi")
 
     def episodes():
-        finals = ["So 3 + 4 = 7 and the answer is $\\boxed{7}$.", "The final answer is 7.", "The answer is $\\boxed{8}$."]
-        return [replay(Dialogue("What is 3 + 4?", "7", [("mta", "Add them. [FINISH]"), ("ra", f)]), cfg, ps, tok)
-                for f in finals]
+        finals = [
+            "So 3 + 4 = 7 and the answer is $\\boxed{7}$.",
+            "The final answer is 7.",
+            "The answer is $\\boxed{8}$.",
+        ]
+        return [
+            replay(Dialogue("What is 3 + 4?", "7", [("mta", "Add them. [FINISH]"), ("ra", f)]), cfg, ps, tok)
+            for f in finals
+        ]
 
     eps = episodes()
     score_episodes(eps, RewardConfig(unboxed_credit=0.25))

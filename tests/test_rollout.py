@@ -35,8 +35,10 @@ def test_multi_turn_views_match_the_chat_template(tiny):
     assert [(t.agent, t.index) for t in ep.turns] == [("mta", 0), ("ra", 0), ("mta", 1), ("ra", 1)]
     assert ep.final_response == "\\boxed{5}"
     mta_msgs = [
-        {"role": "system", "content": ps.mta}, {"role": "user", "content": "What is 2 + 3?"},
-        {"role": "assistant", "content": "Plan: add."}, {"role": "user", "content": "2+3=5"},
+        {"role": "system", "content": ps.mta},
+        {"role": "user", "content": "What is 2 + 3?"},
+        {"role": "assistant", "content": "Plan: add."},
+        {"role": "user", "content": "2+3=5"},
         {"role": "assistant", "content": f"Looks right. {FINISH_MARKER}"},
     ]
     ra_msgs = [
@@ -77,10 +79,19 @@ def test_end_code_max_turns(tiny):
 def test_end_code_context_exceeded_is_checked_before_generating(tiny):
     _, tok = tiny
     eng = ScriptedEngine(tok, _alternating(["keep going " * 5], ["working " * 5]))
-    first = len(rollout([problem()], RolloutConfig(mode="multi_turn", max_turns=1, samples_per_question=1),
-                        {"mta": eng, "ra": eng}, get_prompt_set("rema-multi"))[0].views["mta"].input_ids)
-    cfg = RolloutConfig(mode="multi_turn", max_turns=30, samples_per_question=1, max_tokens_per_turn=64,
-                        max_context_tokens=first + 400)
+    first = len(
+        rollout(
+            [problem()],
+            RolloutConfig(mode="multi_turn", max_turns=1, samples_per_question=1),
+            {"mta": eng, "ra": eng},
+            get_prompt_set("rema-multi"),
+        )[0]
+        .views["mta"]
+        .input_ids
+    )
+    cfg = RolloutConfig(
+        mode="multi_turn", max_turns=30, samples_per_question=1, max_tokens_per_turn=64, max_context_tokens=first + 400
+    )
     eng.calls.clear()
     [ep] = rollout([problem()], cfg, {"mta": eng, "ra": eng}, get_prompt_set("rema-multi"))
     assert ep.end_code == "context_exceeded"
@@ -92,16 +103,20 @@ def test_end_code_truncated_only_when_configured(tiny):
     _, tok = tiny
     script = _alternating([("a long plan that got cut", "length"), f"ok {FINISH_MARKER}"], ["5", "\\boxed{5}"])
     stop = RolloutConfig(mode="multi_turn", max_turns=4, samples_per_question=1, stop_on_truncation=True)
-    [ep] = rollout([problem()], stop, {"mta": (e := ScriptedEngine(tok, script)), "ra": e}, get_prompt_set("rema-multi"))
+    [ep] = rollout(
+        [problem()], stop, {"mta": (e := ScriptedEngine(tok, script)), "ra": e}, get_prompt_set("rema-multi")
+    )
     assert ep.end_code == "truncated" and len(ep.turns) == 1
     go_on = RolloutConfig(mode="multi_turn", max_turns=4, samples_per_question=1, stop_on_truncation=False)
-    [ep] = rollout([problem()], go_on, {"mta": (e := ScriptedEngine(tok, script)), "ra": e}, get_prompt_set("rema-multi"))
+    [ep] = rollout(
+        [problem()], go_on, {"mta": (e := ScriptedEngine(tok, script)), "ra": e}, get_prompt_set("rema-multi")
+    )
     assert ep.end_code == "finished" and ep.turns[0].truncated
     # a cut turn is closed with template glue that is not trained
     view = ep.views["mta"]
     n0 = len(ep.turns[0].token_ids)
     start = view.turn_ids.index(0)
-    assert view.mask[start:start + n0] == [1] * n0 and view.mask[start + n0] == 0
+    assert view.mask[start : start + n0] == [1] * n0 and view.mask[start + n0] == 0
     assert tok.eos_token_id == view.input_ids[start + n0]
 
 
@@ -111,10 +126,13 @@ def test_token_in_token_out_with_the_real_engine(tiny, mode):
     model, tok = tiny
     engine = HFEngine(model, tok, seed=3)
     seen = record_prompts(engine)
-    cfg = RolloutConfig(mode=mode, max_turns=3, samples_per_question=3, max_tokens_per_turn=12,
-                        max_context_tokens=2048)
-    eps = rollout([problem(), problem("p1", "What is 4 * 2?", "8")], cfg, {"mta": engine, "ra": engine},
-                  get_prompt_set("rema-multi" if mode == "multi_turn" else "rema-single"))
+    cfg = RolloutConfig(mode=mode, max_turns=3, samples_per_question=3, max_tokens_per_turn=12, max_context_tokens=2048)
+    eps = rollout(
+        [problem(), problem("p1", "What is 4 * 2?", "8")],
+        cfg,
+        {"mta": engine, "ra": engine},
+        get_prompt_set("rema-multi" if mode == "multi_turn" else "rema-single"),
+    )
     assert len(eps) == 6 and len({ep.episode_id for ep in eps}) == 6
     assert_token_in_token_out(eps, seen)
 
@@ -143,8 +161,9 @@ def test_episode_record_is_json_able(tiny):
 
     _, tok = tiny
     eng = ScriptedEngine(tok, _alternating([f"go {FINISH_MARKER}"], ["\\boxed{5}"]))
-    [ep] = rollout([problem(level=2)], RolloutConfig(samples_per_question=1), {"mta": eng, "ra": eng},
-                   get_prompt_set("rema-multi"))
+    [ep] = rollout(
+        [problem(level=2)], RolloutConfig(samples_per_question=1), {"mta": eng, "ra": eng}, get_prompt_set("rema-multi")
+    )
     d = json.loads(json.dumps(ep.to_dict()))
     assert d["end_code"] == "finished" and d["turns"][0]["n_tokens"] > 0 and d["meta"]["level"] == 2
     assert "views" in json.loads(json.dumps(ep.to_dict(with_tokens=True)))

@@ -66,10 +66,38 @@ def test_decode_roofline_takes_the_slower_of_memory_and_compute_per_forward(roof
 
 def test_script_runs_on_the_tiny_shape() -> None:
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--shapes", "tiny", "--device", "cpu", "--batches", "2", "--new", "4",
-         "--prompt", "8", "--rows", "2", "--row-len", "16", "--repeats", "1", "--ceiling-size", "128",
-         "--copy-mib", "4", "--peak-tflops", "1", "--bandwidth-gbs", "10"],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--shapes",
+            "tiny",
+            "--device",
+            "cpu",
+            "--batches",
+            "2",
+            "--new",
+            "4",
+            "--prompt",
+            "8",
+            "--rows",
+            "2",
+            "--row-len",
+            "16",
+            "--repeats",
+            "1",
+            "--ceiling-size",
+            "128",
+            "--copy-mib",
+            "4",
+            "--peak-tflops",
+            "1",
+            "--bandwidth-gbs",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
     lines = {d["part"]: d for d in map(json.loads, out.splitlines())}
     assert lines["ceilings"]["datasheet_tflops"] == 1 and lines["ceilings"]["measured_tflops"] > 0

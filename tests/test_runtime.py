@@ -27,7 +27,7 @@ def _imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            base = parts[:len(parts) - node.level + 1] if node.level else []
+            base = parts[: len(parts) - node.level + 1] if node.level else []
             module = ".".join([*base, *(node.module or "").split(".")]).strip(".")
             found |= {f"{module}.{a.name}" for a in node.names} | {module}
         elif isinstance(node, ast.Import):
@@ -90,10 +90,21 @@ def test_a_run_records_the_engine_that_ran(tmp_path, monkeypatch):
     from rema.train import Trainer
 
     monkeypatch.setenv("REMA_ENGINE", "hf")
-    cfg = load_config(None, ["model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=4",
-                             "train.questions_per_step=1", "data.train=synthetic:levels=1:n=4:seed=0",
-                             "data.eval=null", "train.eval_every=0", f"log.run_dir={tmp_path / 'run'}",
-                             "log.progress=false", "log.tensorboard=false"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=single_turn",
+            "rollout.max_tokens_per_turn=4",
+            "train.questions_per_step=1",
+            "data.train=synthetic:levels=1:n=4:seed=0",
+            "data.eval=null",
+            "train.eval_every=0",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.progress=false",
+            "log.tensorboard=false",
+        ],
+    )
     assert cfg.rollout.engine == "auto"
     tr = Trainer(cfg, prompts=PromptSet("test", "plan", "solve"))
     try:

@@ -25,8 +25,14 @@ from rema.serve.app import create_app  # noqa: E402
 from rema.serve.batcher import Batcher, Busy  # noqa: E402
 from rema.serve.service import Service  # noqa: E402
 
-SERVE_KEYS = ["model.name=tiny-random", "rollout.max_turns=2", "rollout.max_tokens_per_turn=6",
-              "rollout.max_context_tokens=1024", "serve.batch_wait_ms=50", "serve.max_request_bytes=4096"]
+SERVE_KEYS = [
+    "model.name=tiny-random",
+    "rollout.max_turns=2",
+    "rollout.max_tokens_per_turn=6",
+    "rollout.max_context_tokens=1024",
+    "serve.batch_wait_ms=50",
+    "serve.max_request_bytes=4096",
+]
 
 
 class CountingEngine(Engine):
@@ -93,10 +99,17 @@ def test_openai_client_gets_the_dialogue(server):
 
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
     assert [m.id for m in client.models.list().data] == ["tiny"]
-    resp = client.chat.completions.create(model="tiny", messages=[
-        {"role": "system", "content": "ignored: each agent has its own"},
-        {"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "2"},
-        {"role": "user", "content": "What is 2 + 3?"}], max_tokens=100, temperature=0)
+    resp = client.chat.completions.create(
+        model="tiny",
+        messages=[
+            {"role": "system", "content": "ignored: each agent has its own"},
+            {"role": "user", "content": "What is 1 + 1?"},
+            {"role": "assistant", "content": "2"},
+            {"role": "user", "content": "What is 2 + 3?"},
+        ],
+        max_tokens=100,
+        temperature=0,
+    )
     rema = resp.model_extra["rema"]
     assert rema["method"] == "rema-multi" and rema["end_code"] in END_CODES
     agents = [t["agent"] for t in rema["dialogue"]]
@@ -112,8 +125,12 @@ def test_openai_client_gets_the_dialogue(server):
     mta_prompt = server.service._codec.start(server.service.prompts.mta, "What is 2 + 3?")
     assert resp.usage.prompt_tokens == len(mta_prompt)
 
-    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "What is 4 * 2?"}],
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "What is 4 * 2?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
@@ -134,8 +151,12 @@ def test_concurrent_requests_are_batched(server):
     questions = [f"What is {i} + {i}?" for i in range(20)]
 
     async def ask_all():
-        return await asyncio.gather(*[client.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": q}], temperature=0.7) for q in questions])
+        return await asyncio.gather(
+            *[
+                client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": q}], temperature=0.7)
+                for q in questions
+            ]
+        )
 
     before = len(server.engine.calls)
     responses = asyncio.run(ask_all())
@@ -150,25 +171,55 @@ def test_concurrent_requests_are_batched(server):
 # --- refusals ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b"{not json", 400, "malformed JSON"),
-    (b"[1, 2]", 400, "must be a JSON object"),
-    (json.dumps({"messages": [{"role": "system", "content": "x"}]}).encode(), 400, "no user message"),
-    (json.dumps({"messages": []}).encode(), 400, "non-empty list"),
-    (json.dumps({"model": "other", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "not served"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 0}).encode(), 400, "n must be an integer"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
-                 "logprobs": True}).encode(), 400, "unsupported field(s) 'tools', 'logprobs'"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}).encode(), 400,
-     "stop must be"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}).encode(), 400, "seed must be"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": 5}).encode(), 400, "temperature"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).encode(), 400, "max_tokens"),
-    (json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(), 400, "text parts"),
-    (json.dumps({"messages": [{"role": "user", "content": "7 + " * 200}]}).encode(), 400, "does not fit the context"),
-    (json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode(), 413, "over the limit"),
-], ids=["malformed", "not-object", "no-user", "no-messages", "unknown-model", "n", "unsupported", "stop", "seed",
-        "temperature", "max-tokens", "image", "context", "oversize"])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (json.dumps({"messages": [{"role": "system", "content": "x"}]}).encode(), 400, "no user message"),
+        (json.dumps({"messages": []}).encode(), 400, "non-empty list"),
+        (json.dumps({"model": "other", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "not served"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 0}).encode(), 400, "n must be an integer"),
+        (
+            json.dumps(
+                {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}], "logprobs": True}
+            ).encode(),
+            400,
+            "unsupported field(s) 'tools', 'logprobs'",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}).encode(),
+            400,
+            "stop must be",
+        ),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}).encode(), 400, "seed must be"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": 5}).encode(), 400, "temperature"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).encode(), 400, "max_tokens"),
+        (json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(), 400, "text parts"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "7 + " * 200}]}).encode(),
+            400,
+            "does not fit the context",
+        ),
+        (json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode(), 413, "over the limit"),
+    ],
+    ids=[
+        "malformed",
+        "not-object",
+        "no-user",
+        "no-messages",
+        "unknown-model",
+        "n",
+        "unsupported",
+        "stop",
+        "seed",
+        "temperature",
+        "max-tokens",
+        "image",
+        "context",
+        "oversize",
+    ],
+)
 def test_bad_requests_are_refused_with_a_message(server, body, status, message):
     r = httpx.post(f"{server.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status
@@ -179,13 +230,25 @@ def test_bad_requests_are_refused_with_a_message(server, body, status, message):
 
 def test_every_error_is_an_openai_error_object(server):
     """Not only refusals: an unknown route, a wrong method, a neutral field accepted, an unknown one named."""
-    for r, status in ((httpx.get(f"{server.url}/v1/nothing"), 404),
-                      (httpx.get(f"{server.url}/v1/chat/completions"), 405),
-                      (httpx.post(f"{server.url}/v1/completions", json={}), 404)):
+    for r, status in (
+        (httpx.get(f"{server.url}/v1/nothing"), 404),
+        (httpx.get(f"{server.url}/v1/chat/completions"), 405),
+        (httpx.post(f"{server.url}/v1/completions", json={}), 404),
+    ):
         assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}, r.text
     msg = [{"role": "user", "content": "What is 1 + 1?"}]
-    ok = httpx.post(f"{server.url}/v1/chat/completions", timeout=30, json={
-        "messages": msg, "logprobs": False, "frequency_penalty": 0, "tools": [], "user": "u1", "top_logprobs": None})
+    ok = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        timeout=30,
+        json={
+            "messages": msg,
+            "logprobs": False,
+            "frequency_penalty": 0,
+            "tools": [],
+            "user": "u1",
+            "top_logprobs": None,
+        },
+    )
     assert ok.status_code == 200, ok.text
     r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": msg, "frequency_penalty": 0.5})
     assert r.status_code == 400 and r.json()["error"]["param"] == "frequency_penalty"
@@ -207,11 +270,13 @@ def test_n_seed_and_stop_follow_the_openai_contract(server):
     texts = [[t["content"] for t in c["rema"]["dialogue"]] for c in three["choices"]]
     assert texts == [[t["content"] for t in c["rema"]["dialogue"]] for c in again["choices"]]
     assert len({tuple(t) for t in texts}) > 1  # choice k samples with seed + k: not three copies
-    assert three["usage"]["completion_tokens"] == sum(t["tokens"] for c in three["choices"]
-                                                      for t in c["rema"]["dialogue"])
+    assert three["usage"]["completion_tokens"] == sum(
+        t["tokens"] for c in three["choices"] for t in c["rema"]["dialogue"]
+    )
     with httpx.Client(timeout=60) as c:  # the same seed inside a batch of other requests
-        others = [threading.Thread(target=lambda: c.post(f"{server.url}/v1/chat/completions", json=msg))
-                  for _ in range(3)]
+        others = [
+            threading.Thread(target=lambda: c.post(f"{server.url}/v1/chat/completions", json=msg)) for _ in range(3)
+        ]
         for t in others:
             t.start()
         batched = ask(n=3, seed=11)
@@ -220,17 +285,26 @@ def test_n_seed_and_stop_follow_the_openai_contract(server):
     assert [[t["content"] for t in ch["rema"]["dialogue"]] for ch in batched["choices"]] == texts
     answer = three["choices"][0]["message"]["content"]
     assert answer
-    stop = answer[len(answer) // 2:][:2]
+    stop = answer[len(answer) // 2 :][:2]
     cut = ask(n=3, seed=11, stop=[stop, "never there"])["choices"][0]
-    assert cut["message"]["content"] == answer[:answer.find(stop)] and cut["finish_reason"] == "stop"
+    assert cut["message"]["content"] == answer[: answer.find(stop)] and cut["finish_reason"] == "stop"
 
 
 def test_a_stream_of_several_choices(server):
-    msg = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "n": 2, "seed": 3,
-           "stream": True, "stream_options": {"include_usage": True}}
+    msg = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+        "n": 2,
+        "seed": 3,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=msg, timeout=60) as r:
-        events = [json.loads(line.removeprefix("data: ")) for line in r.iter_lines()
-                  if line.startswith("data: ") and line != "data: [DONE]"]
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in r.iter_lines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
     finals = [e for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
     assert sorted(e["choices"][0]["index"] for e in finals) == [0, 1]
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
@@ -286,8 +360,7 @@ def test_a_full_server_answers_429(server):
     server.engine.delay_s, batcher.max_pending = 0.2, 1
     try:
         msg = {"model": "tiny", "messages": [{"role": "user", "content": "What is 5 + 5?"}]}
-        holder = threading.Thread(target=lambda: httpx.post(f"{server.url}/v1/chat/completions", json=msg,
-                                                            timeout=30))
+        holder = threading.Thread(target=lambda: httpx.post(f"{server.url}/v1/chat/completions", json=msg, timeout=30))
         holder.start()
         for _ in range(200):
             if batcher.pending:
@@ -309,8 +382,15 @@ def test_a_judge_run_renders_the_pair_from_a_json_question(tiny):
     seen: list[list[int]] = []
     real = engine.generate
     engine.generate = lambda prompts, params: (seen.extend(prompts), real(prompts, params))[1]
-    cfg = load_config(None, ["rollout.task=judge", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=4",
-                             "rollout.max_context_tokens=1024"])
+    cfg = load_config(
+        None,
+        [
+            "rollout.task=judge",
+            "rollout.mode=single_turn",
+            "rollout.max_tokens_per_turn=4",
+            "rollout.max_context_tokens=1024",
+        ],
+    )
     service = Service(cfg, {"mta": engine, "ra": engine}, "judge")
     pair = {"prompt": "Name a colour.", "response_a": "Blue.", "response_b": "Seven."}
     with TestClient(create_app(service, cfg.serve)) as client:
@@ -331,8 +411,9 @@ def test_parse_request_maps_sampling_onto_the_config_limits():
     assert (req.question, req.temperature, req.top_p, req.max_tokens) == ("What is\n2 + 2?", 0.0, 1.0, 64)
     nulls = api.parse_request({"messages": msg, "n": None, "stream": None, "temperature": None}, limits)
     assert (nulls.stream, nulls.temperature) == (False, 0.0)  # null means the default, as OpenAI reads it
-    req = api.parse_request({"messages": msg, "temperature": 0.7, "max_completion_tokens": 10, "max_tokens": 99},
-                            limits)
+    req = api.parse_request(
+        {"messages": msg, "temperature": 0.7, "max_completion_tokens": 10, "max_tokens": 99}, limits
+    )
     assert (req.temperature, req.top_p, req.max_tokens) == (0.7, 0.9, 10)
     assert api.parse_request({"messages": msg, "max_tokens": 1000}, limits).max_tokens == 64
     with pytest.raises(api.RequestError, match="top_p"):
@@ -393,8 +474,16 @@ def separate_run(tiny, tmp_path):
     model, tok = tiny
     run = tmp_path / "sep-run"
     run.mkdir()
-    cfg = load_config(None, ["model.name=tiny-random", "train.shared_weights=false", "rollout.mode=single_turn",
-                             "rollout.max_tokens_per_turn=6", "rollout.max_context_tokens=1024"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "train.shared_weights=false",
+            "rollout.mode=single_turn",
+            "rollout.max_tokens_per_turn=6",
+            "rollout.max_context_tokens=1024",
+        ],
+    )
     save_config(cfg, run / "config.yaml")
     export_model(model, tok, run / "final" / "mta")
     export_model(model, tok, run / "final" / "ra")
@@ -422,8 +511,10 @@ def test_a_run_with_separate_weights_is_served(separate_run):
     hub.model.name = str(separate_run / "final" / "mta") + "/"
     assert model_id(hub) == "mta"  # a model folder: its name
     with TestClient(create_app(service, cfg.serve)) as client:
-        r = client.post("/v1/chat/completions", json={"model": "sep-run",
-                                                      "messages": [{"role": "user", "content": "What is 2 + 3?"}]})
+        r = client.post(
+            "/v1/chat/completions",
+            json={"model": "sep-run", "messages": [{"role": "user", "content": "What is 2 + 3?"}]},
+        )
     assert r.status_code == 200, r.text
     rema = r.json()["rema"]
     assert rema["method"] == "rema-single" and [t["agent"] for t in rema["dialogue"]] == ["mta", "ra"]
@@ -443,8 +534,22 @@ def test_chat_takes_a_run_folder_with_separate_weights_and_a_dtype(separate_run,
     assert engines["mta"].model.name_or_path.endswith("mta") and engines["ra"].model.name_or_path.endswith("ra")
     assert {next(e.model.parameters()).dtype for e in engines.values()} == {torch.bfloat16}
     # a folder of two models (no config.yaml): the pair, under the default config
-    assert main(["chat", "What is 2 + 3?", "--model", str(separate_run / "final"), "--max-turns", "1",
-                 "--max-tokens", "4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "What is 2 + 3?",
+                "--model",
+                str(separate_run / "final"),
+                "--max-turns",
+                "1",
+                "--max-tokens",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["method"] == "rema-multi" and [t["agent"] for t in record["turns"]] == ["mta", "ra"]
 

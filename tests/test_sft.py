@@ -46,8 +46,10 @@ def test_sentence_prefixes_drop_an_unfinished_last_sentence():
 
 def test_clean_plan_keeps_the_sentences_that_compute_nothing():
     q = "What is 6 + 8?"
-    assert clean_plan("We need the sum of 6 and 8. Adding them gives 14. So", q, "14", complete=False) == \
-        "We need the sum of 6 and 8."
+    assert (
+        clean_plan("We need the sum of 6 and 8. Adding them gives 14. So", q, "14", complete=False)
+        == "We need the sum of 6 and 8."
+    )
     assert clean_plan("6 + 8 = 14.", q, "14", complete=True) == ""  # a number not in the question
     assert clean_plan("Add 6 and 8. The answer is 6.", q, "14", complete=True) == "Add 6 and 8."  # a statement
     assert clean_plan("Add 6 and 8 \\boxed{}.", q, "14", complete=True) == ""
@@ -59,17 +61,25 @@ def _episode(mta, ra, *, mode="multi_turn", prompts="rema-multi", tiny=None, max
     calls = iter([m for pair in zip(mta, ra) for m in pair])
     eng = ScriptedEngine(tok, lambda call, prompt: next(calls))
     cfg = RolloutConfig(mode=mode, max_turns=max_turns, samples_per_question=1, max_tokens_per_turn=64)
-    [ep] = rollout([problem("q1", "What is 6 + 8?", "14", level=1)], cfg, {"mta": eng, "ra": eng},
-                   get_prompt_set(prompts))
+    [ep] = rollout(
+        [problem("q1", "What is 6 + 8?", "14", level=1)], cfg, {"mta": eng, "ra": eng}, get_prompt_set(prompts)
+    )
     return ep
 
 
 def test_cold_start_dialogue_multi_turn(tiny):
-    ep = _episode([("We need the sum of 6 and 8. Adding gives 14. Then", "length"), ("ok", "stop")],
-                  [("6 + 8 = 14. Then I add 2 more and", "length"), ("14", "stop")], tiny=tiny)
+    ep = _episode(
+        [("We need the sum of 6 and 8. Adding gives 14. Then", "length"), ("ok", "stop")],
+        [("6 + 8 = 14. Then I add 2 more and", "length"), ("14", "stop")],
+        tiny=tiny,
+    )
     d = cold_start_dialogue(ep, 0, "6 + 8 = 14.", two_agents=True, multi_turn=True, max_turns=2)
-    assert d.turns == [("mta", "We need the sum of 6 and 8."), ("ra", "6 + 8 = 14."),
-                       ("mta", COLD_START_FINISH), ("ra", COLD_START_ANSWER.format(answer="14"))]
+    assert d.turns == [
+        ("mta", "We need the sum of 6 and 8."),
+        ("ra", "6 + 8 = 14."),
+        ("mta", COLD_START_FINISH),
+        ("ra", COLD_START_ANSWER.format(answer="14")),
+    ]
     assert d.meta["level"] == 1 and d.answer == "14"
     # the answer in the second round would need a third round: more than max_turns allows
     assert cold_start_dialogue(ep, 1, "14", two_agents=True, multi_turn=True, max_turns=2) is None
@@ -79,8 +89,14 @@ def test_cold_start_dialogue_multi_turn(tiny):
 
 
 def test_cold_start_dialogue_single_round_appends_the_box(tiny):
-    ep = _episode([("Add the numbers 6 and 8.", "stop")], [("6 + 8 = 14.", "stop")], mode="single_turn",
-                  prompts="rema-single", tiny=tiny, max_turns=1)
+    ep = _episode(
+        [("Add the numbers 6 and 8.", "stop")],
+        [("6 + 8 = 14.", "stop")],
+        mode="single_turn",
+        prompts="rema-single",
+        tiny=tiny,
+        max_turns=1,
+    )
     d = cold_start_dialogue(ep, 0, "6 + 8 = 14.", two_agents=True, multi_turn=False, max_turns=1)
     assert d.turns == [("mta", "Add the numbers 6 and 8."), ("ra", "6 + 8 = 14.\n\nThe final answer is $\\boxed{14}$.")]
     boxed = cold_start_dialogue(ep, 0, "so \\boxed{14}", two_agents=True, multi_turn=False, max_turns=1)
@@ -88,20 +104,29 @@ def test_cold_start_dialogue_single_round_appends_the_box(tiny):
 
 
 def test_dialogues_from_episodes_picks_the_shortest_correct_prefix_and_caps_per_question(tiny):
-    eps = [_episode([("Add 6 and 8.", "stop"), ("ok", "stop")], [(ra, "stop"), ("x", "stop")], tiny=tiny)
-           for ra in ("First 6. Then 6 + 8 = 14. More text.", "I get 13.", "So 14.", "So 14.", "Hmm 14.")]
+    eps = [
+        _episode([("Add 6 and 8.", "stop"), ("ok", "stop")], [(ra, "stop"), ("x", "stop")], tiny=tiny)
+        for ra in ("First 6. Then 6 + 8 = 14. More text.", "I get 13.", "So 14.", "So 14.", "Hmm 14.")
+    ]
     graded = []
 
     def grade(responses, golds):
         graded.append(list(responses))
         return [r.rstrip(".").endswith("14") for r in responses]
 
-    dialogues, stats = dialogues_from_episodes(eps, grade, two_agents=True, multi_turn=True, max_turns=2,
-                                               max_per_question=2)
+    dialogues, stats = dialogues_from_episodes(
+        eps, grade, two_agents=True, multi_turn=True, max_turns=2, max_per_question=2
+    )
     assert len(graded) == 1  # one batched call
     assert [d.turns[1][1] for d in dialogues] == ["First 6. Then 6 + 8 = 14.", "So 14."]
-    assert stats == {"episodes": 5.0, "with_correct_answer": 4.0, "dialogues": 2.0, "dropped_unclean": 0.0,
-                     "dropped_duplicate_or_cap": 2.0, "questions": 1.0}
+    assert stats == {
+        "episodes": 5.0,
+        "with_correct_answer": 4.0,
+        "dialogues": 2.0,
+        "dropped_unclean": 0.0,
+        "dropped_duplicate_or_cap": 2.0,
+        "questions": 1.0,
+    }
 
 
 def _write(tmp_path, rows) -> str:
@@ -110,19 +135,32 @@ def _write(tmp_path, rows) -> str:
     return str(path)
 
 
-GOOD = {"question": "What is 3 + 4?", "answer": "7",
-        "turns": [{"agent": "mta", "text": "Add them."}, {"agent": "ra", "text": "3 + 4 = 7."},
-                  {"agent": "mta", "text": COLD_START_FINISH}, {"agent": "ra", "text": "The final answer is $\\boxed{7}$."}]}
+GOOD = {
+    "question": "What is 3 + 4?",
+    "answer": "7",
+    "turns": [
+        {"agent": "mta", "text": "Add them."},
+        {"agent": "ra", "text": "3 + 4 = 7."},
+        {"agent": "mta", "text": COLD_START_FINISH},
+        {"agent": "ra", "text": "The final answer is $\\boxed{7}$."},
+    ],
+}
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("{not json", "not valid JSON"),
-    ({"question": "q"}, "expected an object with 'question'"),
-    ({**GOOD, "turns": GOOD["turns"][1:]}, "alternate mta, ra"),
-    ({**GOOD, "turns": [{"agent": "mta", "text": f"go {FINISH_MARKER}"}] + GOOD["turns"][1:]}, "before the last MTA"),
-    ({**GOOD, "turns": GOOD["turns"] + GOOD["turns"]}, "exceed rollout.max_turns=2"),
-    ({**GOOD, "turns": [{"agent": "critic", "text": "x"}]}, "agents must be"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("{not json", "not valid JSON"),
+        ({"question": "q"}, "expected an object with 'question'"),
+        ({**GOOD, "turns": GOOD["turns"][1:]}, "alternate mta, ra"),
+        (
+            {**GOOD, "turns": [{"agent": "mta", "text": f"go {FINISH_MARKER}"}] + GOOD["turns"][1:]},
+            "before the last MTA",
+        ),
+        ({**GOOD, "turns": GOOD["turns"] + GOOD["turns"]}, "exceed rollout.max_turns=2"),
+        ({**GOOD, "turns": [{"agent": "critic", "text": "x"}]}, "agents must be"),
+    ],
+)
 def test_load_dialogues_names_the_line_and_the_problem(tmp_path, bad, message):
     path = _write(tmp_path, [GOOD, bad])
     with pytest.raises(DialogueError, match=f"d.jsonl:2: .*{message}"):
@@ -138,17 +176,23 @@ def test_replay_builds_the_rows_an_rl_rollout_would_train_on(tiny):
     d = Dialogue("What is 3 + 4?", "7", [(t["agent"], t["text"]) for t in GOOD["turns"]])
     ep = replay(d, MULTI, ps, tok)
     assert ep.end_code == "finished" and [t.text for t in ep.turns] == [t["text"] for t in GOOD["turns"]]
-    ra_msgs = [{"role": "system", "content": ps.ra},
-               {"role": "user", "content": ra_first_message("What is 3 + 4?", "Add them.")},
-               {"role": "assistant", "content": "3 + 4 = 7."}, {"role": "user", "content": "Your result is correct."},
-               {"role": "assistant", "content": "The final answer is $\\boxed{7}$."}]
+    ra_msgs = [
+        {"role": "system", "content": ps.ra},
+        {"role": "user", "content": ra_first_message("What is 3 + 4?", "Add them.")},
+        {"role": "assistant", "content": "3 + 4 = 7."},
+        {"role": "user", "content": "Your result is correct."},
+        {"role": "assistant", "content": "The final answer is $\\boxed{7}$."},
+    ]
     view = ep.views["ra"]
     assert tok.decode(view.input_ids) == tok.apply_chat_template(ra_msgs, tokenize=False)
     # trained: exactly the RA's own messages, each with the token that ends the turn
     end = end_of_turn_id(tok)
     trained = [i for i, m in zip(view.input_ids, view.mask) if m]
-    expected = [i for text in ("3 + 4 = 7.", "The final answer is $\\boxed{7}$.")
-                for i in tok(text, add_special_tokens=False)["input_ids"] + [end]]
+    expected = [
+        i
+        for text in ("3 + 4 = 7.", "The final answer is $\\boxed{7}$.")
+        for i in tok(text, add_special_tokens=False)["input_ids"] + [end]
+    ]
     assert trained == expected
     # RL rows of the same messages sampled by an engine are the same rows
     calls = iter([(t["text"], "stop") for t in GOOD["turns"]])
@@ -183,24 +227,56 @@ def test_sft_teaches_the_tiny_model_a_dialogue_it_then_plays_greedily(tmp_path):
     rows = dialogue_rows([d], cfg, SHORT, tok, ("mta", "ra"))
     assert len(rows) == 2
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    result = sft_train(model, rows, opt, epochs=40, batch_dialogues=1, micro_batch_tokens=4096,
-                       pad_id=tok.pad_token_id, device=torch.device("cpu"))
+    result = sft_train(
+        model,
+        rows,
+        opt,
+        epochs=40,
+        batch_dialogues=1,
+        micro_batch_tokens=4096,
+        pad_id=tok.pad_token_id,
+        device=torch.device("cpu"),
+    )
     # the loss falls from ~5.6 to below 0.05 on the machines this ran on first, to 0.08 on another CPU (its
     # kernels round differently); what matters is below: the model now plays the dialogue greedily
     assert result["sft/loss_first"] > 2 and result["sft/loss_last"] < 0.15
     model.eval()
-    [ep] = rollout([problem("q", d.question, "7")], cfg.rollout, {"mta": HFEngine(model, tok), "ra": HFEngine(model, tok)},
-                   SHORT, greedy=True, samples_per_question=1)
+    [ep] = rollout(
+        [problem("q", d.question, "7")],
+        cfg.rollout,
+        {"mta": HFEngine(model, tok), "ra": HFEngine(model, tok)},
+        SHORT,
+        greedy=True,
+        samples_per_question=1,
+    )
     assert [(t.agent, t.text) for t in ep.turns] == d.turns and ep.end_code == "finished"
 
 
 def _cfg(tmp_path, dialogues, *overrides):
-    return load_config(None, [
-        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_tokens_per_turn=12",
-        "rollout.max_turns=2", "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=2",
-        "train.lr=1e-3", "data.train=synthetic:levels=1:n=20:seed=0:word=0", "data.eval=synthetic:levels=1:n=2:seed=1:word=0",
-        "train.eval_every=2", f"log.run_dir={tmp_path / 'run'}", "log.progress=false", "log.tensorboard=false",
-        "sft.cold_start=true", f"sft.data={dialogues}", "sft.epochs=2", "sft.batch_dialogues=1", *overrides])
+    return load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=multi_turn",
+            "rollout.max_tokens_per_turn=12",
+            "rollout.max_turns=2",
+            "rollout.samples_per_question=2",
+            "train.questions_per_step=2",
+            "train.steps=2",
+            "train.lr=1e-3",
+            "data.train=synthetic:levels=1:n=20:seed=0:word=0",
+            "data.eval=synthetic:levels=1:n=2:seed=1:word=0",
+            "train.eval_every=2",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "sft.cold_start=true",
+            f"sft.data={dialogues}",
+            "sft.epochs=2",
+            "sft.batch_dialogues=1",
+            *overrides,
+        ],
+    )
 
 
 def test_train_with_a_cold_start_logs_base_sft_and_rl_and_resumes_after_it(tmp_path):
@@ -228,9 +304,19 @@ def test_train_with_a_cold_start_logs_base_sft_and_rl_and_resumes_after_it(tmp_p
 
 def test_rema_sft_command_reports_a_bad_dialogue_file(tmp_path, capsys):
     path = _write(tmp_path, [GOOD, {"question": "q", "turns": [{"agent": "ra", "text": "x"}]}])
-    code = main(["sft", "model.name=tiny-random", "rollout.max_turns=2", f"sft.data={path}", "data.eval=null",
-                 "data.train=synthetic:levels=1:n=5:seed=0:word=0", f"log.run_dir={tmp_path / 'run'}",
-                 "log.tensorboard=false", "log.progress=false"])
+    code = main(
+        [
+            "sft",
+            "model.name=tiny-random",
+            "rollout.max_turns=2",
+            f"sft.data={path}",
+            "data.eval=null",
+            "data.train=synthetic:levels=1:n=5:seed=0:word=0",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.tensorboard=false",
+            "log.progress=false",
+        ]
+    )
     assert code == 2
     assert "d.jsonl:2: two-agent turns must alternate" in capsys.readouterr().err
 
@@ -255,8 +341,16 @@ def test_self_distilled_cold_start_keeps_only_correct_graded_dialogues(tmp_path)
         wrong = (a + b) % 2  # odd sums come out wrong
         return f"{a} + {b} = {a + b + wrong}. I am sure.", "stop"
 
-    cfg = _cfg(tmp_path, "self", "sft.questions=6", "sft.samples=2", "sft.max_per_question=1", "data.eval=null",
-               "train.eval_every=0", "rollout.max_tokens_per_turn=24")
+    cfg = _cfg(
+        tmp_path,
+        "self",
+        "sft.questions=6",
+        "sft.samples=2",
+        "sft.max_per_question=1",
+        "data.eval=null",
+        "train.eval_every=0",
+        "rollout.max_tokens_per_turn=24",
+    )
     tr = Trainer(cfg, engine_factory=lambda model, tok, seed: ScriptedEngine(tok, lambda c, p: script(c, p, tok)))
     try:
         metrics = tr.cold_start()
@@ -269,5 +363,9 @@ def test_self_distilled_cold_start_keeps_only_correct_graded_dialogues(tmp_path)
     for d in dialogues:
         a, b = map(int, re.findall(r"(\d+) \+ (\d+)", d["question"])[0])
         assert (a + b) % 2 == 0 and d["answer"] == str(a + b)
-        assert [t["text"] for t in d["turns"]] == [f"We need the sum of {a} and {b}.", f"{a} + {b} = {a + b}.",
-                                                   COLD_START_FINISH, COLD_START_ANSWER.format(answer=a + b)]
+        assert [t["text"] for t in d["turns"]] == [
+            f"We need the sum of {a} and {b}.",
+            f"{a} + {b} = {a + b}.",
+            COLD_START_FINISH,
+            COLD_START_ANSWER.format(answer=a + b),
+        ]

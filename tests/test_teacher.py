@@ -48,12 +48,21 @@ MULTI_TURN = {
     "mul": [("Multiply 8 by 7.", "8 × 7 = 56.")],
     "add_mul": [("First, add 3 and 4.", "3 + 4 = 7."), ("Finally, multiply 7 by 5.", "7 × 5 = 35.")],
     "mul_add": [("First, multiply 6 by 3.", "6 × 3 = 18."), ("Finally, add 18 and 7.", "18 + 7 = 25.")],
-    "mul_add_sub": [("First, multiply 4 by 6.", "4 × 6 = 24."), ("Now add 24 and 5.", "24 + 5 = 29."),
-                    ("Finally, subtract 3 from 29.", "29 - 3 = 26.")],
-    "add_mul_sub": [("First, add 7 and 2.", "7 + 2 = 9."), ("Now multiply 9 by 3.", "9 × 3 = 27."),
-                    ("Finally, subtract 4 from 27.", "27 - 4 = 23.")],
-    "sub_mul_add": [("First, subtract 4 from 9.", "9 - 4 = 5."), ("Now multiply 5 by 6.", "5 × 6 = 30."),
-                    ("Finally, add 30 and 2.", "30 + 2 = 32.")],
+    "mul_add_sub": [
+        ("First, multiply 4 by 6.", "4 × 6 = 24."),
+        ("Now add 24 and 5.", "24 + 5 = 29."),
+        ("Finally, subtract 3 from 29.", "29 - 3 = 26."),
+    ],
+    "add_mul_sub": [
+        ("First, add 7 and 2.", "7 + 2 = 9."),
+        ("Now multiply 9 by 3.", "9 × 3 = 27."),
+        ("Finally, subtract 4 from 27.", "27 - 4 = 23."),
+    ],
+    "sub_mul_add": [
+        ("First, subtract 4 from 9.", "9 - 4 = 5."),
+        ("Now multiply 5 by 6.", "5 × 6 = 30."),
+        ("Finally, add 30 and 2.", "30 + 2 = 32."),
+    ],
 }
 # the single-turn plan (no result anywhere) and the worked solution, by hand
 PLAN = {
@@ -80,8 +89,12 @@ SOLUTION = {
 
 def _problem(op: str) -> Problem:
     operands, expression, value = CASES[op]
-    return Problem(id=f"t-{op}", question=f"What is {expression.replace('*', '×')}?", answer=str(value),
-                   meta={"op": op, "operands": operands, "expression": expression})
+    return Problem(
+        id=f"t-{op}",
+        question=f"What is {expression.replace('*', '×')}?",
+        answer=str(value),
+        meta={"op": op, "operands": operands, "expression": expression},
+    )
 
 
 def test_arithmetic_steps_compute_every_synthetic_problem():
@@ -100,20 +113,27 @@ def test_teacher_dialogue_of_each_operation_and_method_by_hand(op):
     p, value = _problem(op), CASES[op][2]
     multi = teacher_dialogue(p, "rema", "multi_turn", FirstChoice(), max_turns=4)
     expected = [t for mta, ra in MULTI_TURN[op] for t in (("mta", mta), ("ra", ra))]
-    assert multi.turns == expected + [("mta", f"That is the answer. {FINISH_MARKER}"),
-                                      ("ra", f"The answer is \\boxed{{{value}}}.")]
+    assert multi.turns == expected + [
+        ("mta", f"That is the answer. {FINISH_MARKER}"),
+        ("ra", f"The answer is \\boxed{{{value}}}."),
+    ]
     single = teacher_dialogue(p, "rema", "single_turn", FirstChoice())
     assert single.turns == [("mta", PLAN[op]), ("ra", SOLUTION[op])]
     assert teacher_dialogue(p, "vrp", "single_turn", FirstChoice()).turns == [("ra", SOLUTION[op])]
     assert teacher_dialogue(p, "mrp", "multi_turn", FirstChoice()).turns == [  # the mode does not matter for mrp
-        ("ra", f"Plan:\n{PLAN[op]}\n\nSolution:\n{SOLUTION[op]}")]
+        ("ra", f"Plan:\n{PLAN[op]}\n\nSolution:\n{SOLUTION[op]}")
+    ]
     for d in (multi, single):
         assert (d.question, d.answer, d.id) == (p.question, p.answer, p.id)
 
 
 def _all_methods():
-    return [("rema", "multi_turn", "rema-multi"), ("rema", "single_turn", "rema-single"),
-            ("vrp", "single_turn", "vrp"), ("mrp", "single_turn", "mrp")]
+    return [
+        ("rema", "multi_turn", "rema-multi"),
+        ("rema", "single_turn", "rema-single"),
+        ("vrp", "single_turn", "vrp"),
+        ("mrp", "single_turn", "mrp"),
+    ]
 
 
 def test_teacher_dialogues_fit_every_method_vary_and_never_leak_a_plan(tiny):
@@ -156,12 +176,29 @@ def test_teacher_refuses_what_it_cannot_write():
 
 def test_teacher_cold_start_then_one_rl_step(tmp_path):
     run = tmp_path / "run"
-    cfg = load_config(None, [
-        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_tokens_per_turn=12", "rollout.max_turns=3",
-        "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=1", "train.lr=1e-3",
-        "data.train=synthetic:levels=1,4:n=20:seed=0:word=0", "data.eval=null", f"log.run_dir={run}",
-        "log.progress=false", "log.tensorboard=false", "sft.cold_start=true", "sft.data=teacher", "sft.questions=6",
-        "sft.epochs=1", "sft.batch_dialogues=3"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=multi_turn",
+            "rollout.max_tokens_per_turn=12",
+            "rollout.max_turns=3",
+            "rollout.samples_per_question=2",
+            "train.questions_per_step=2",
+            "train.steps=1",
+            "train.lr=1e-3",
+            "data.train=synthetic:levels=1,4:n=20:seed=0:word=0",
+            "data.eval=null",
+            f"log.run_dir={run}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "sft.cold_start=true",
+            "sft.data=teacher",
+            "sft.questions=6",
+            "sft.epochs=1",
+            "sft.batch_dialogues=3",
+        ],
+    )
     tr = Trainer(cfg)
     try:
         assert tr.start()
@@ -174,4 +211,3 @@ def test_teacher_cold_start_then_one_rl_step(tmp_path):
     saved = [json.loads(x) for x in (run / "cold_start_dialogues.jsonl").read_text().splitlines()]
     assert len(saved) == 6 and {len(d["turns"]) for d in saved} == {4, 6}  # one- and two-step problems
     assert all(d["meta"]["teacher"].startswith("synthetic-program@") for d in saved)
-

@@ -53,6 +53,7 @@ class Threads:
             out = [pickle.loads(x) for x in self.slots]
             self.barrier.wait()  # nobody overwrites a slot before everyone has read the round
             return out
+
         return exchange
 
 
@@ -70,7 +71,9 @@ class Echo(Engine):
             text = self.tokenizer.decode(prompt)
             question = next(q for q in self.finish_after if q in text)
             turns = text.count("<|im_start|>assistant") - 1  # this agent's earlier turns in its context
-            reply = f"step {turns} of {question}" + (" [FINISH] \\boxed{1}" if turns + 1 >= self.finish_after[question] else "")
+            reply = f"step {turns} of {question}" + (
+                " [FINISH] \\boxed{1}" if turns + 1 >= self.finish_after[question] else ""
+            )
             ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
             outs.append(Completion(ids, [-0.1] * len(ids), "stop", self.tokenizer.eos_token_id))
         return outs
@@ -98,8 +101,9 @@ def test_ranks_with_different_questions_and_turn_counts_make_identical_engine_ca
     _, tok = tiny
     finish_after = {"alpha": 1, "beta": 3, "gamma": 2}
     questions = [["alpha", "beta"], ["gamma"]]
-    cfg = RolloutConfig(mode="multi_turn", max_turns=4, max_tokens_per_turn=64, max_context_tokens=2048,
-                        samples_per_question=2)
+    cfg = RolloutConfig(
+        mode="multi_turn", max_turns=4, max_tokens_per_turn=64, max_context_tokens=2048, samples_per_question=2
+    )
     prompts = get_prompt_set("rema-multi")
 
     def problems(names):
@@ -112,17 +116,21 @@ def test_ranks_with_different_questions_and_turn_counts_make_identical_engine_ca
         return {r: TPGroupEngine(Echo(tok, finish_after), group, r) for r in ("mta", "ra")}
 
     # alone: each rank's episodes without tensor parallelism
-    alone = [rollout(problems(q), cfg, {"mta": Echo(tok, finish_after), "ra": Echo(tok, finish_after)}, prompts)
-             for q in questions]
+    alone = [
+        rollout(problems(q), cfg, {"mta": Echo(tok, finish_after), "ra": Echo(tok, finish_after)}, prompts)
+        for q in questions
+    ]
 
     results, engines, own_rounds = [None, None], [None, None], [0, 0]
 
     def rank(r, group):
         engines[r] = engines_for(group)
         for engine in set(engines[r].values()):  # count the rounds this rank asked for itself
+
             def counted(prompts, params, _generate=engine.generate):
                 own_rounds[r] += 1
                 return _generate(prompts, params)
+
             engine.generate = counted
         results[r] = rollout(problems(questions[r]), cfg, engines[r], prompts)
 
@@ -145,8 +153,9 @@ def test_a_rank_without_questions_serves_its_peers_rollouts_twice_in_a_row(tiny)
     rounds, rollout after rollout, with separate weights' two engines in one group."""
     _, tok = tiny
     finish_after = {"alpha": 2}
-    cfg = RolloutConfig(mode="multi_turn", max_turns=3, max_tokens_per_turn=64, max_context_tokens=2048,
-                        samples_per_question=1)
+    cfg = RolloutConfig(
+        mode="multi_turn", max_turns=3, max_tokens_per_turn=64, max_context_tokens=2048, samples_per_question=1
+    )
     prompts = get_prompt_set("rema-multi")
     results = [[], []]
 

@@ -25,17 +25,35 @@ def upper_share(ep) -> float:
 
 
 def tiny_cfg(tmp_path, *overrides):
-    return load_config(None, [
-        "model.name=tiny-random", "rollout.mode=single_turn", "rollout.max_tokens_per_turn=8",
-        "rollout.max_turns=2", "rollout.samples_per_question=4", "train.questions_per_step=4", "train.steps=4",
-        "train.lr=1e-2", "data.train=synthetic:levels=1:n=40:seed=0:word=0", "data.eval=null", "train.eval_every=0",
-        "reward.mask_unfinished=false", f"log.run_dir={tmp_path / 'run'}", "log.progress=false",
-        "log.tensorboard=false", "train.save_every=2", "train.autocast=off", *overrides])
+    return load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=single_turn",
+            "rollout.max_tokens_per_turn=8",
+            "rollout.max_turns=2",
+            "rollout.samples_per_question=4",
+            "train.questions_per_step=4",
+            "train.steps=4",
+            "train.lr=1e-2",
+            "data.train=synthetic:levels=1:n=40:seed=0:word=0",
+            "data.eval=null",
+            "train.eval_every=0",
+            "reward.mask_unfinished=false",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "train.save_every=2",
+            "train.autocast=off",
+            *overrides,
+        ],
+    )
 
 
 def make(tmp_path, *overrides, **kw) -> Trainer:
-    return Trainer(tiny_cfg(tmp_path, *overrides), correctness_fn=kw.pop("reward", upper_share),
-                   prompts=SHORT_PROMPTS, **kw)
+    return Trainer(
+        tiny_cfg(tmp_path, *overrides), correctness_fn=kw.pop("reward", upper_share), prompts=SHORT_PROMPTS, **kw
+    )
 
 
 LEARNING = {
@@ -62,8 +80,10 @@ def test_mean_reward_rises(tmp_path, name):
 
 def _metrics(run_dir):
     drop = ("time/", "perf/")
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith(drop)}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if not k.startswith(drop)}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -127,8 +147,13 @@ def test_separate_weights_update_one_agent_at_a_time_mta_first(tmp_path):
         snap = {p.name: [q.detach().clone() for q in p.model.parameters()] for p in tr.policies}
         tr.train_step()
         tr.step += 1
-        updated.append(sorted(p.name for p in tr.policies
-                              if not all(torch.equal(a, b) for a, b in zip(snap[p.name], p.model.parameters()))))
+        updated.append(
+            sorted(
+                p.name
+                for p in tr.policies
+                if not all(torch.equal(a, b) for a, b in zip(snap[p.name], p.model.parameters()))
+            )
+        )
     assert updated == [["mta"], ["mta"], ["ra"], ["ra"]]
 
 
@@ -149,8 +174,14 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, monkeypat
     monkeypatch.setattr(update_mod, "plan_micro_batches", lambda *a, **k: plans.append(plan(*a, **k)) or plans[-1])
     grads, micro = {}, {}
     for budget in (10**9, 64):  # one micro-batch vs one row per micro-batch
-        tr = make(tmp_path / str(budget), "rollout.mode=multi_turn", f"algo.agg={agg}", f"algo.ratio_level={level}",
-                  f"train.micro_batch_tokens={budget}", "train.seed=3")
+        tr = make(
+            tmp_path / str(budget),
+            "rollout.mode=multi_turn",
+            f"algo.agg={agg}",
+            f"algo.ratio_level={level}",
+            f"train.micro_batch_tokens={budget}",
+            "train.seed=3",
+        )
         grads[budget], _ = first_step_gradient(tr)
         micro[budget] = len(plans[-1])
     assert micro[10**9] == 1 and micro[64] > 4  # the budgets really split the batch differently
@@ -158,9 +189,14 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, monkeypat
     assert torch.allclose(grads[10**9], grads[64], atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("extra", [[], ["model.lora_r=4", "algo.kl_coef=0.1"],
-                                   ["model.lora_r=4", "algo.kl_coef=0.1", "algo.kl_in_reward=true",
-                                    "algo.advantage=reinforce_pp"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["model.lora_r=4", "algo.kl_coef=0.1"],
+        ["model.lora_r=4", "algo.kl_coef=0.1", "algo.kl_in_reward=true", "algo.advantage=reinforce_pp"],
+    ],
+)
 def test_shared_prefix_packing_gives_the_unpacked_update(tmp_path, monkeypatch, extra):
     """train.share_prefix packs each group's rows around their common prompt; the gradient (policy loss, KL to
     the adapter-free base in the loss or in the reward) is the one of the unpacked rows."""
@@ -257,7 +293,6 @@ def test_lora_with_bf16_update_keeps_frozen_weights_in_bf16(tmp_path):
     assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))
 
 
-
 @pytest.mark.slow  # inductor compiles C++
 def test_compiled_layers_train_and_the_transformers_engine_still_generates(tmp_path):
     """``train.compile``: the decoder layers run compiled in the update and in the transformers engine's
@@ -265,14 +300,21 @@ def test_compiled_layers_train_and_the_transformers_engine_still_generates(tmp_p
     from torch._dynamo.utils import counters
 
     graphs = counters["stats"]["unique_graphs"]
-    tr = make(tmp_path, "model.lora_r=4", "train.autocast=bf16", "train.lr=5e-2", "rollout.mode=multi_turn",
-              "train.compile=true")
+    tr = make(
+        tmp_path,
+        "model.lora_r=4",
+        "train.autocast=bf16",
+        "train.lr=5e-2",
+        "rollout.mode=multi_turn",
+        "train.compile=true",
+    )
     model = tr.policies[0].model
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     m = tr.train_step()
     assert counters["stats"]["unique_graphs"] > graphs
     assert math.isfinite(m["loss/policy"]) and m["train/episodes"] == 16
     assert any(not torch.equal(a, p) for a, p in zip(before, (p for p in model.parameters() if p.requires_grad)))
+
 
 _HEAP_SCRIPT = r"""
 import sys, torch
@@ -337,8 +379,14 @@ def test_bf16_weights_train_through_fp32_master_weights(tmp_path):
     the same step would round away (bf16 resolves ~0.4% of a weight, the step is ~0.005%)."""
     moved, low = {}, None
     for dtype in ("float32", "bfloat16"):
-        tr = make(tmp_path / dtype, f"model.dtype={dtype}", "train.lr=1e-6", "train.autocast=bf16",
-                  "rollout.mode=multi_turn", "train.seed=3")
+        tr = make(
+            tmp_path / dtype,
+            f"model.dtype={dtype}",
+            "train.lr=1e-6",
+            "train.autocast=bf16",
+            "rollout.mode=multi_turn",
+            "train.seed=3",
+        )
         params = list(tr.policies[0].model.parameters())
         assert {p.dtype for p in params} == {torch.float32}  # trained parameters are fp32 masters
         before = [p.detach().clone() for p in params]

@@ -28,8 +28,12 @@ from rema.rollout.vllm_engine import VLLMEngine, WeightSyncError, trainer_logpro
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = ["What is 2+3?", "Name a color.", "Tom has 3 apples and buys 4 more. How many apples?",
-             "Write a haiku about the sea."]
+QUESTIONS = [
+    "What is 2+3?",
+    "Name a color.",
+    "Tom has 3 apples and buys 4 more. How many apples?",
+    "Write a haiku about the sea.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def prompts(smol):
 def _forward_logprobs(model, prompt, ids, temperature):
     """log_softmax(logits / T) of ``ids`` after ``prompt`` by one transformers forward pass."""
     with torch.no_grad():
-        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1].float() / temperature
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float() / temperature
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids)[:, None]).squeeze(-1)
 
 
@@ -167,7 +171,7 @@ def _assert_greedy_matches_the_transformers_engine(engine, model, tok, prompts, 
         # bf16: tokens may part where the fp32 model's top two candidates are nearly tied
         k = next((i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y), None)
         if k is not None:
-            lp = _forward_logprobs(model, prompt, b.token_ids[:k + 1], 1.0)[k]
+            lp = _forward_logprobs(model, prompt, b.token_ids[: k + 1], 1.0)[k]
             alt = _forward_logprobs(model, prompt, b.token_ids[:k] + [a.token_ids[k]], 1.0)[k]
             assert abs(float(lp - alt)) < 0.5, "greedy diverged where the fp32 model was not close to a tie"
 
@@ -197,7 +201,7 @@ def test_eos_is_kept_length_and_stop_strings(smol, engine, prompts):
     stop = tok.decode(done.token_ids[2:3]).strip() or tok.decode(done.token_ids[2:4])
     [hit] = engine.generate(prompts[:1], [SamplingParams(max_tokens=64, temperature=0.0, stop=(stop,))])
     assert hit.finish_reason == "stop" and hit.stop_reason == stop
-    assert hit.token_ids == done.token_ids[:len(hit.token_ids)] and stop in tok.decode(hit.token_ids)
+    assert hit.token_ids == done.token_ids[: len(hit.token_ids)] and stop in tok.decode(hit.token_ids)
     assert stop not in tok.decode(hit.token_ids[:-1])
     [empty] = engine.generate(prompts[:1], [SamplingParams(max_tokens=0)])
     assert empty.token_ids == [] and empty.finish_reason == "length"
@@ -235,10 +239,15 @@ def test_token_in_token_out_through_the_protocol(engine):
     """A short multi-turn rollout on vLLM: training rows hold exactly the sampled ids and log-probs."""
     seen = record_prompts(engine)
     try:
-        cfg = RolloutConfig(mode="multi_turn", max_turns=2, samples_per_question=2, max_tokens_per_turn=16,
-                            max_context_tokens=1024)
-        eps = rollout([problem(), problem("p1", "What is 4 * 2?", "8")], cfg, {"mta": engine, "ra": engine},
-                      get_prompt_set("rema-multi"))
+        cfg = RolloutConfig(
+            mode="multi_turn", max_turns=2, samples_per_question=2, max_tokens_per_turn=16, max_context_tokens=1024
+        )
+        eps = rollout(
+            [problem(), problem("p1", "What is 4 * 2?", "8")],
+            cfg,
+            {"mta": engine, "ra": engine},
+            get_prompt_set("rema-multi"),
+        )
     finally:
         del engine.generate
     assert len(eps) == 4
@@ -376,8 +385,9 @@ def test_sync_of_a_lora_model_serves_the_merged_weights(smol, engine):
     peft_model = _lora(model)
     try:
         probe = engine.probe_ids()
-        moved = max(abs(a - b) for a, b in zip(trainer_logprobs(model, [probe])[0],
-                                               trainer_logprobs(peft_model, [probe])[0]))
+        moved = max(
+            abs(a - b) for a, b in zip(trainer_logprobs(model, [probe])[0], trainer_logprobs(peft_model, [probe])[0])
+        )
         metrics = engine.sync_weights(peft_model)  # checked against the peft model's own forward
         assert metrics["sync_check_max_abs_diff"] <= engine.sync_tolerance
         assert moved > 10 * metrics["sync_check_max_abs_diff"]  # the adapter matters
@@ -401,13 +411,30 @@ def test_trainer_rolls_out_on_vllm_and_syncs_after_every_update(tmp_path, smol, 
     from rema.train import Trainer
 
     model, _ = smol
-    cfg = load_config(None, [
-        "model.name=smollm2-135m", "model.lora_r=8", "model.lora_alpha=16", "rollout.mode=multi_turn",
-        "rollout.max_turns=2", "rollout.max_tokens_per_turn=12", "rollout.max_context_tokens=1024",
-        "rollout.samples_per_question=2", "train.questions_per_step=2", "train.steps=2", "train.lr=1e-3",
-        "data.train=synthetic:levels=1:n=20:seed=0", "data.eval=null", "train.eval_every=0",
-        "reward.mask_unfinished=false", f"log.run_dir={tmp_path / 'run'}", "log.progress=false",
-        "log.tensorboard=false", "train.save_every=2"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=smollm2-135m",
+            "model.lora_r=8",
+            "model.lora_alpha=16",
+            "rollout.mode=multi_turn",
+            "rollout.max_turns=2",
+            "rollout.max_tokens_per_turn=12",
+            "rollout.max_context_tokens=1024",
+            "rollout.samples_per_question=2",
+            "train.questions_per_step=2",
+            "train.steps=2",
+            "train.lr=1e-3",
+            "data.train=synthetic:levels=1:n=20:seed=0",
+            "data.eval=null",
+            "train.eval_every=0",
+            "reward.mask_unfinished=false",
+            f"log.run_dir={tmp_path / 'run'}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "train.save_every=2",
+        ],
+    )
     made = []
 
     def reuse(trainer_model, tok, seed):  # the module's running engine, re-seeded (one vLLM per session)

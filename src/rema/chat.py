@@ -43,8 +43,14 @@ def cmd_chat(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     with console.status("generating …"):
-        [ep] = rollout([problem], rcfg, engines, get_prompt_set(cfg.method_name),
-                       greedy=rcfg.temperature == 0, samples_per_question=1)
+        [ep] = rollout(
+            [problem],
+            rcfg,
+            engines,
+            get_prompt_set(cfg.method_name),
+            greedy=rcfg.temperature == 0,
+            samples_per_question=1,
+        )
     if args.answer is not None:
         from .scoring import score_episodes
 
@@ -71,8 +77,10 @@ def chat_problem(args, task: str) -> SimpleNamespace:
         return SimpleNamespace(id="chat", question=args.question, answer=args.answer or "", meta={})
     missing = [flags[k] for k, v in given.items() if v is None]
     if missing:
-        raise ConfigError(f"--task judge compares two responses to QUESTION (the user prompt): give "
-                          f"{' and '.join(missing)} (the text, or @FILE to read it from a file)")
+        raise ConfigError(
+            f"--task judge compares two responses to QUESTION (the user prompt): give "
+            f"{' and '.join(missing)} (the text, or @FILE to read it from a file)"
+        )
     pair = {}
     for key, value in given.items():
         if value.startswith("@"):
@@ -92,33 +100,64 @@ def chat_problem(args, task: str) -> SimpleNamespace:
 def add_chat_command(sub) -> None:
     """Register ``rema chat`` on the ``rema`` argparse subparsers."""
     c = sub.add_parser(
-        "chat", help="run one MTA↔RA dialogue on a question and print it",
+        "chat",
+        help="run one MTA↔RA dialogue on a question and print it",
         description="rema chat QUESTION [CONFIG] [section.key=value ...] [flags]: one episode under a config "
-                    "(default: the built-in defaults), as `rema train` would play and score it. Each flag is a "
-                    "shorthand for the config key in brackets; dotted overrides win over flags.")
-    c.add_argument("question", help="the problem to solve (with --task judge: the user prompt whose two responses "
-                                    "are judged)")
+        "(default: the built-in defaults), as `rema train` would play and score it. Each flag is a "
+        "shorthand for the config key in brackets; dotted overrides win over flags.",
+    )
+    c.add_argument(
+        "question", help="the problem to solve (with --task judge: the user prompt whose two responses are judged)"
+    )
     add_config_args(c, "rollout.max_turns=2 reward.format_terms=true")
-    c.add_argument("--answer", default=None, help="reference answer: grade the final response (config's rewards); "
-                                                  "with --task judge the better response, A or B")
-    c.add_argument("--response-a", default=None, metavar="TEXT|@FILE",
-                   help="--task judge: response A to QUESTION (@FILE reads it from a file)")
+    c.add_argument(
+        "--answer",
+        default=None,
+        help="reference answer: grade the final response (config's rewards); "
+        "with --task judge the better response, A or B",
+    )
+    c.add_argument(
+        "--response-a",
+        default=None,
+        metavar="TEXT|@FILE",
+        help="--task judge: response A to QUESTION (@FILE reads it from a file)",
+    )
     c.add_argument("--response-b", default=None, metavar="TEXT|@FILE", help="--task judge: response B")
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
     sh = Shorthands()
-    sh.add(c, "--model", key=model_source,
-           help="built-in name, Hub id, local folder, or a training run folder: its final/ weights (one model, or "
-                "mta/ + ra/) and its config.yaml as the base [model.name, or eval.run for a run]")
+    sh.add(
+        c,
+        "--model",
+        key=model_source,
+        help="built-in name, Hub id, local folder, or a training run folder: its final/ weights (one model, or "
+        "mta/ + ra/) and its config.yaml as the base [model.name, or eval.run for a run]",
+    )
     sh.add(c, "--dtype", key="model.dtype", help="weights' dtype")
-    sh.add(c, "--method", choices=list(METHODS), key=method_overrides,
-           help="default: the config's; a single-agent baseline (vrp, mrp) plays with one model's weights "
-                "[rollout.method, rollout.mode, rollout.action_set]")
-    sh.add(c, "--task", choices=list(TASKS), key="rollout.task",
-           help="judge: which of --response-a / --response-b answers QUESTION better, verdict [[A]] or [[B]]")
+    sh.add(
+        c,
+        "--method",
+        choices=list(METHODS),
+        key=method_overrides,
+        help="default: the config's; a single-agent baseline (vrp, mrp) plays with one model's weights "
+        "[rollout.method, rollout.mode, rollout.action_set]",
+    )
+    sh.add(
+        c,
+        "--task",
+        choices=list(TASKS),
+        key="rollout.task",
+        help="judge: which of --response-a / --response-b answers QUESTION better, verdict [[A]] or [[B]]",
+    )
     sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
     add_generation_shorthands(sh, c)
-    sh.add(c, "--compile", action="store_const", const=True, key=lambda _: [("rollout.vllm_enforce_eager", False)],
-           help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time); chat "
-                "runs eager otherwise [rollout.vllm_enforce_eager=false]")
+    sh.add(
+        c,
+        "--compile",
+        action="store_const",
+        const=True,
+        key=lambda _: [("rollout.vllm_enforce_eager", False)],
+        help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time); chat "
+        "runs eager otherwise [rollout.vllm_enforce_eager=false]",
+    )
     c.set_defaults(func=cmd_chat, shorthands=sh)

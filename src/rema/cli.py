@@ -15,9 +15,11 @@ import signal
 import sys
 from pathlib import Path
 
-DRY_RUN_HELP = ("check everything a run reads before it loads weights (config, the first rows of every data set, "
-                "a dialogue file, the tokenizer, one episode's prompts against the context) and print the plan; "
-                "writes nothing")
+DRY_RUN_HELP = (
+    "check everything a run reads before it loads weights (config, the first rows of every data set, "
+    "a dialogue file, the tokenizer, one episode's prompts against the context) and print the plan; "
+    "writes nothing"
+)
 
 
 def cmd_train(args) -> int:
@@ -28,8 +30,11 @@ def cmd_train(args) -> int:
     from .train.strategy import launcher_overrides
 
     if args.resume is not None and args.config is not None:
-        print(f"error: --resume {args.resume} continues with the run's config.yaml; drop {args.config} (dotted "
-              "overrides still apply)", file=sys.stderr)
+        print(
+            f"error: --resume {args.resume} continues with the run's config.yaml; drop {args.config} (dotted "
+            "overrides still apply)",
+            file=sys.stderr,
+        )
         return 2
     if args.config is None and args.resume is None and not args.overrides and not args.help_config:
         print("error: give a config (e.g. configs/demo.yaml) or --resume RUN_DIR", file=sys.stderr)
@@ -91,16 +96,19 @@ def cmd_plan(args) -> int:
     if cfg is None:
         return 0
     gpu_mem = args.gpu_mem
-    s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
-                          runtime_gib=args.runtime_gib)
+    s = setup_from_config(
+        cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share, runtime_gib=args.runtime_gib
+    )
     shape = config_shape(cfg)  # separate weights with another RA model: the larger
     p = plan(shape, s)
     alts = alternatives(shape, s) if p.works is False else []
     host = host_memory_gib()
     if args.json:
-        d = p.to_dict() | {"verdict": verdict(p, alts), "params": shape.params,
-                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits, "works": a.works}
-                                            for w, a in alts}}
+        d = p.to_dict() | {
+            "verdict": verdict(p, alts),
+            "params": shape.params,
+            "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits, "works": a.works} for w, a in alts},
+        }
         if gpu_mem is None:
             d["machine_gib"] = host
         print(json.dumps(d))
@@ -109,11 +117,17 @@ def cmd_plan(args) -> int:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=130)  # files and pipes get whole rows
-    where = (f"{args.gpus} × GPU of {gpu_mem:g} GiB" + (f" ({s.device_gib:g} GiB reported)" if s.device_gib != gpu_mem
-                                                        else "") if gpu_mem is not None else f"{args.gpus} CPU process(es)")
+    where = (
+        f"{args.gpus} × GPU of {gpu_mem:g} GiB"
+        + (f" ({s.device_gib:g} GiB reported)" if s.device_gib != gpu_mem else "")
+        if gpu_mem is not None
+        else f"{args.gpus} CPU process(es)"
+    )
     mode = f"{s.strategy}" + (" + CPU offload" if s.cpu_offload and s.strategy == "fsdp" else "")
-    table = Table(title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "
-                        f"{'GPU' if gpu_mem is not None else 'process'}")
+    table = Table(
+        title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "
+        f"{'GPU' if gpu_mem is not None else 'process'}"
+    )
     table.add_column("component")
     table.add_column("GiB", justify="right")
     table.add_column("when")
@@ -130,8 +144,10 @@ def cmd_plan(args) -> int:
         console.print(f"  note: {note}")
     console.print(verdict(p, alts))
     if gpu_mem is None and host is not None:
-        console.print(f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
-                      f"machine's {host:.1f} GiB")
+        console.print(
+            f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
+            f"machine's {host:.1f} GiB"
+        )
     return 0
 
 
@@ -139,17 +155,27 @@ def _add_plan_command(sub) -> None:
     from .cli_args import add_config_args
 
     c = sub.add_parser(
-        "plan", help="memory per device (weights, grads, optimizer, activations, vLLM) and whether it fits",
+        "plan",
+        help="memory per device (weights, grads, optimizer, activations, vLLM) and whether it fits",
         description="rema plan [CONFIG] [section.key=value ...] --gpus N [--gpu-mem GiB]: what one training "
-                    "process holds at its peak, from the model's config alone (no weights read; the paper's "
-                    "models answer offline). Without --gpu-mem: CPU processes, host memory per process.")
+        "process holds at its peak, from the model's config alone (no weights read; the paper's "
+        "models answer offline). Without --gpu-mem: CPU processes, host memory per process.",
+    )
     add_config_args(c, "model.lora_r=16 train.strategy=fsdp")
     c.add_argument("--gpus", type=int, default=1, help="processes (one per GPU, or CPU processes)")
     c.add_argument("--gpu-mem", type=float, default=None, metavar="GiB", help="memory of one GPU (e.g. 80)")
-    c.add_argument("--trained-share", type=float, default=1.0,
-                   help="share of a micro-batch's tokens that are trained (LM-head positions; 1 = upper bound)")
-    c.add_argument("--runtime-gib", type=float, default=None,
-                   help="the process's own memory outside tensors (default: measured on CPU, 1 GiB on a GPU)")
+    c.add_argument(
+        "--trained-share",
+        type=float,
+        default=1.0,
+        help="share of a micro-batch's tokens that are trained (LM-head positions; 1 = upper bound)",
+    )
+    c.add_argument(
+        "--runtime-gib",
+        type=float,
+        default=None,
+        help="the process's own memory outside tensors (default: measured on CPU, 1 GiB on a GPU)",
+    )
     c.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     c.set_defaults(func=cmd_plan)
 
@@ -161,8 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_chat_command(sub)
 
-    t = sub.add_parser("train", help="RL-train the meta-thinker and the reasoner (GRPO / REINFORCE++)",
-                       description="rema train CONFIG [section.key=value ...]  |  rema train --resume RUN_DIR")
+    t = sub.add_parser(
+        "train",
+        help="RL-train the meta-thinker and the reasoner (GRPO / REINFORCE++)",
+        description="rema train CONFIG [section.key=value ...]  |  rema train --resume RUN_DIR",
+    )
     t.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.clip_eps=0.1 train.steps=20")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
@@ -171,8 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     t.set_defaults(func=cmd_train)
 
-    f = sub.add_parser("sft", help="cold start: fine-tune on MTA/RA dialogues before RL (loss on each role's turns)",
-                       description="rema sft CONFIG [sft.data=dialogues.jsonl|self] [section.key=value ...]")
+    f = sub.add_parser(
+        "sft",
+        help="cold start: fine-tune on MTA/RA dialogues before RL (loss on each role's turns)",
+        description="rema sft CONFIG [sft.data=dialogues.jsonl|self] [section.key=value ...]",
+    )
     f.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (its sft section)")
     f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=3 sft.data=my_dialogues.jsonl")
     f.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
@@ -224,8 +256,19 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .rollout.chat import ChatTemplateError
     from .runtime import CheckpointError, SetupError
 
-    return (ConfigError, DataError, DialogueError, ModelNotFoundError, ChatTemplateError, EvalError, CheckpointError,
-            SetupError, ReportError, DistillError, FileNotFoundError)
+    return (
+        ConfigError,
+        DataError,
+        DialogueError,
+        ModelNotFoundError,
+        ChatTemplateError,
+        EvalError,
+        CheckpointError,
+        SetupError,
+        ReportError,
+        DistillError,
+        FileNotFoundError,
+    )
 
 
 def one_line(err: BaseException) -> str:
@@ -254,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, user_errors()):
             print(f"error: {one_line(err)}", file=sys.stderr)
             return 2
-        print(f"error: {type(err).__name__}: {one_line(err)} (rema --debug, or REMA_DEBUG=1, shows where)",
-              file=sys.stderr)
+        print(
+            f"error: {type(err).__name__}: {one_line(err)} (rema --debug, or REMA_DEBUG=1, shows where)",
+            file=sys.stderr,
+        )
         return 1
 
 

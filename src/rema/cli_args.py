@@ -76,8 +76,12 @@ def add_generation_shorthands(sh: Shorthands, group) -> None:
     sh.add(group, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
     sh.add(group, "--seed", type=int, key="eval.seed", help="sampling seed")
     sh.add(group, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
-    sh.add(group, "--engine", key="rollout.engine",
-           help="generation backend (auto: vLLM when installed, else transformers)")
+    sh.add(
+        group,
+        "--engine",
+        key="rollout.engine",
+        help="generation backend (auto: vLLM when installed, else transformers)",
+    )
 
 
 def split_config_args(items: Iterable[str]) -> tuple[str | None, list[str]]:
@@ -90,8 +94,9 @@ def split_config_args(items: Iterable[str]) -> tuple[str | None, list[str]]:
     return (configs[0] if configs else None), overrides
 
 
-def config_from_args(args: argparse.Namespace, implied: Sequence[str] = (), *,
-                     base: str | Path | None = None) -> Config | None:
+def config_from_args(
+    args: argparse.Namespace, implied: Sequence[str] = (), *, base: str | Path | None = None
+) -> Config | None:
     """The Config of a parsed command line, built one way for every command: ``[CONFIG] [section.key=value
     ...]`` (in any order, around the flags) over the command's ``implied`` overrides and its flags
     (``args.shorthands``), in the order of the module docstring; ``base`` stands in for a CONFIG not given
@@ -112,11 +117,17 @@ def config_from_args(args: argparse.Namespace, implied: Sequence[str] = (), *,
 
 def add_config_args(parser: argparse.ArgumentParser, example: str) -> None:
     """The positional ``[CONFIG] [section.key=value ...]`` and ``--help-config`` every config command takes."""
-    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (default: the built-in "
-                                                  "defaults; see --help-config)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help="YAML config, e.g. configs/demo.yaml (default: the built-in defaults; see --help-config)",
+    )
     parser.add_argument("overrides", nargs="*", help=f"dotted overrides, applied after the flags, e.g. {example}")
-    parser.add_argument("--help-config", action="store_true",
-                        help="list every config key with its value (after the flags and overrides) and meaning")
+    parser.add_argument(
+        "--help-config",
+        action="store_true",
+        help="list every config key with its value (after the flags and overrides) and meaning",
+    )
 
 
 def ra_model(value: str) -> list[tuple[str, Any]]:

@@ -67,7 +67,8 @@ def _choices(values) -> str:
 def _valid(key: str, table: dict) -> str:
     """What a key accepts, after its meaning: its registry's names or its numeric range."""
     return (_cell(_choices(table[key])) if key in table else "") + (
-        f" Valid: {_cell(RANGES[key].describe())}." if key in RANGES else "")
+        f" Valid: {_cell(RANGES[key].describe())}." if key in RANGES else ""
+    )
 
 
 def _section(name: str, section, table: dict) -> tuple[str, list[tuple[str, object]]]:

@@ -21,14 +21,21 @@ def print_episode(ep: Episode, console: Console | None = None) -> None:
         label, colour = SINGLE_AGENT_STYLE if single else ROLE_STYLE[turn.agent]
         extra = f" · action {turn.action or 'INVALID'}" if turn.format_ok is not None else ""
         cut = " · hit token limit" if turn.truncated else ""
-        console.print(Panel(
-            Text(turn.text or "(empty)"),
-            title=f"{label} · turn {turn.index + 1}",
-            subtitle=f"{len(turn.token_ids)} tokens{cut}{extra}",
-            border_style=colour, title_align="left", subtitle_align="right",
-        ))
-    summary = Text.assemble(("end: ", "bold"), (ep.end_code or "?", "bold yellow"),
-                            f"   rounds: {ep.n_rounds}   tokens: {sum(len(t.token_ids) for t in ep.turns)}")
+        console.print(
+            Panel(
+                Text(turn.text or "(empty)"),
+                title=f"{label} · turn {turn.index + 1}",
+                subtitle=f"{len(turn.token_ids)} tokens{cut}{extra}",
+                border_style=colour,
+                title_align="left",
+                subtitle_align="right",
+            )
+        )
+    summary = Text.assemble(
+        ("end: ", "bold"),
+        (ep.end_code or "?", "bold yellow"),
+        f"   rounds: {ep.n_rounds}   tokens: {sum(len(t.token_ids) for t in ep.turns)}",
+    )
     if ep.reward:
         parts = ", ".join(f"{a}={r:+.2f}" for a, r in ep.reward.items())
         summary.append(f"   reward: {parts}")

@@ -38,8 +38,8 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
 
 The peak is the persistent part (runtime, weights, gradients, optimizer state, reference, a GPU's awake vLLM
 engines) plus the largest of the phases' transients (the micro-batch's activations, the all-reduce buffer,
-the optimizer step's temporaries, the rollout's KV cache, the sync with its engine awake). The CPU figures are checked against measured
-peaks of real runs in ``tests/test_plan.py`` (docs/results.md).
+the optimizer step's temporaries, the rollout's KV cache, the sync with its engine awake). The CPU figures are
+checked against measured peaks of real runs in ``tests/test_plan.py`` (docs/results.md).
 """
 
 from __future__ import annotations
@@ -112,8 +112,9 @@ def adamw_bytes(trainable: int, *, shards: int = 1, models: int = 1) -> float:
     return 8 * trainable * models / shards
 
 
-def layer_activation_bytes(tokens: int, *, hidden: int, intermediate: int, kv_width: int, heads: int,
-                           mode: str) -> float:
+def layer_activation_bytes(
+    tokens: int, *, hidden: int, intermediate: int, kv_width: int, heads: int, mode: str
+) -> float:
     """What one decoder layer saves for the backward over ``tokens`` tokens (no checkpointing):
     ``tokens · (h·H + i·I + k·kv_width + 4·heads)`` with (h, i, k) from :data:`LAYER_BYTES_PER_TOKEN[mode]`
     (``fp32``, ``bf16`` or ``autocast``: fp32 weights under bf16 autocast)."""
@@ -121,8 +122,9 @@ def layer_activation_bytes(tokens: int, *, hidden: int, intermediate: int, kv_wi
     return tokens * (h * hidden + i * intermediate + k * kv_width + 4 * heads)
 
 
-def backbone_activation_bytes(tokens: int, *, layers: int, checkpointed: int, layer_bytes: float, hidden: int,
-                              residual_bytes: int) -> float:
+def backbone_activation_bytes(
+    tokens: int, *, layers: int, checkpointed: int, layer_bytes: float, hidden: int, residual_bytes: int
+) -> float:
     """The backbone's activations at the backward's peak for one micro-batch of ``tokens`` tokens.
 
     A checkpointed layer keeps only its input (``tokens · hidden · residual_bytes``) and recomputes the rest
@@ -135,8 +137,9 @@ def backbone_activation_bytes(tokens: int, *, layers: int, checkpointed: int, la
     return kept + recompute + 2 * stream * residual_bytes + 3 * stream * 4
 
 
-def head_bytes(trained: int, *, vocab: int, hidden: int, chunk: int = HEAD_CHUNK, trained_head: bool,
-               low_precision: bool) -> float:
+def head_bytes(
+    trained: int, *, vocab: int, hidden: int, chunk: int = HEAD_CHUNK, trained_head: bool, low_precision: bool
+) -> float:
     """The LM head's peak for ``trained`` trained positions (``rema.train.logprobs.token_logprobs``).
 
     The selected hidden states (``trained · hidden`` fp32) feed chunks of ``c = min(chunk, trained)``
@@ -252,11 +255,19 @@ class Plan:
         return None if self.fits is None else self.fits and not self.problems
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "setup": asdict(self.setup), "peak_gib": round(self.peak_gib, 3),
-                "peak_phase": self.peak_phase, "capacity_gib": self.capacity_gib, "fits": self.fits,
-                "works": self.works, "problems": self.problems, "notes": self.notes,
-                "lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.lines],
-                "host_lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.host_lines]}
+        return {
+            "model": self.model,
+            "setup": asdict(self.setup),
+            "peak_gib": round(self.peak_gib, 3),
+            "peak_phase": self.peak_phase,
+            "capacity_gib": self.capacity_gib,
+            "fits": self.fits,
+            "works": self.works,
+            "problems": self.problems,
+            "notes": self.notes,
+            "lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.lines],
+            "host_lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.host_lines],
+        }
 
 
 def peak_of(lines: list[Line]) -> tuple[float, str]:
@@ -289,13 +300,18 @@ class _Counts:
     def of(cls, shape: ModelShape, s: Setup) -> _Counts:
         fsdp = s.strategy == "fsdp" and s.processes > 1
         lora = s.lora_r > 0
-        return cls(gpu=s.device == "cuda", fsdp=fsdp, shards=s.processes if fsdp else 1, lora=lora,
-                   trainable=s.lora_r * shape.lora_params_per_rank if lora else shape.params,
-                   frozen=shape.params if lora else 0,
-                   frozen_bytes=2 if (lora and s.bf16 and not fsdp) else s.model_dtype_bytes,  # FSDP: one dtype/unit
-                   optimizers=s.models if s.optimizers is None else s.optimizers,
-                   per=f"/ {s.processes} processes" if fsdp else "full replica",
-                   two=f" × {s.models} models" if s.models > 1 else "")
+        return cls(
+            gpu=s.device == "cuda",
+            fsdp=fsdp,
+            shards=s.processes if fsdp else 1,
+            lora=lora,
+            trainable=s.lora_r * shape.lora_params_per_rank if lora else shape.params,
+            frozen=shape.params if lora else 0,
+            frozen_bytes=2 if (lora and s.bf16 and not fsdp) else s.model_dtype_bytes,  # FSDP: one dtype/unit
+            optimizers=s.models if s.optimizers is None else s.optimizers,
+            per=f"/ {s.processes} processes" if fsdp else "full replica",
+            two=f" × {s.models} models" if s.models > 1 else "",
+        )
 
 
 def plan(shape: ModelShape, s: Setup) -> Plan:
@@ -304,8 +320,15 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     c = _Counts.of(shape, s)
     out = Plan(shape.name, s, capacity_gib=s.device_gib)
     runtime = s.runtime_gib if s.runtime_gib is not None else (GPU_RUNTIME_GIB if c.gpu else CPU_RUNTIME_GIB)
-    out.lines.append(Line("runtime", runtime, "CUDA context, NCCL, allocator (allowance)" if c.gpu
-                          else "torch/transformers process (measured, tiny model)"))
+    out.lines.append(
+        Line(
+            "runtime",
+            runtime,
+            "CUDA context, NCCL, allocator (allowance)"
+            if c.gpu
+            else "torch/transformers process (measured, tiny model)",
+        )
+    )
     state = _model_state(shape, s, c)
     if c.fsdp and s.cpu_offload:
         out.host_lines = [replace(x, note=x.note + ", in host memory") for x in state]
@@ -316,10 +339,21 @@ def plan(shape: ModelShape, s: Setup) -> Plan:
     elif s.engine == "vllm":
         _vllm_on_cpu(shape, s, c, out)
     else:
-        kv = kv_cache_bytes(s.rollout_sequences, s.max_context, layers=shape.layers, kv_width=shape.kv_width,
-                            dtype_bytes=s.model_dtype_bytes)
-        out.lines.append(Line("KV cache (transformers engine)", kv / GIB,
-                              f"{s.rollout_sequences} episodes × {s.max_context} tokens (bound)", phases=("rollout",)))
+        kv = kv_cache_bytes(
+            s.rollout_sequences,
+            s.max_context,
+            layers=shape.layers,
+            kv_width=shape.kv_width,
+            dtype_bytes=s.model_dtype_bytes,
+        )
+        out.lines.append(
+            Line(
+                "KV cache (transformers engine)",
+                kv / GIB,
+                f"{s.rollout_sequences} episodes × {s.max_context} tokens (bound)",
+                phases=("rollout",),
+            )
+        )
     out.lines += _sync_lines(shape, s, c) + _update_lines(shape, s, c)
     out.peak_gib, out.peak_phase = peak_of(out.lines)
     for x in out.lines:
@@ -334,30 +368,62 @@ def _model_state(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
     g = grad_bytes(c.trainable, shards=c.shards)
     o = adamw_bytes(c.trainable, shards=c.shards, models=c.optimizers)
     many = c.optimizers > 1
-    state = [Line("weights", w / GIB, f"{c.trainable / 1e6:,.1f}M trainable in fp32"
-                  + (f" + {c.frozen / 1e6:,.0f}M frozen in {c.frozen_bytes * 8}-bit" if c.frozen else "")
-                  + f"{c.two}, {c.per}"),
-             Line("gradients", g / GIB, f"fp32, the updated model's, {c.per}", phases=GRAD_PHASES),
-             Line("optimizer state", o / GIB, f"AdamW 2 × fp32{f' × {c.optimizers} models' if many else ''}, "
-                  f"{c.per}" + (" (the inactive agent's too, as allocated today)" if many else
-                                ", the updated agent's only (train.update_agents)" if s.models > 1 else ""))]
+    state = [
+        Line(
+            "weights",
+            w / GIB,
+            f"{c.trainable / 1e6:,.1f}M trainable in fp32"
+            + (f" + {c.frozen / 1e6:,.0f}M frozen in {c.frozen_bytes * 8}-bit" if c.frozen else "")
+            + f"{c.two}, {c.per}",
+        ),
+        Line("gradients", g / GIB, f"fp32, the updated model's, {c.per}", phases=GRAD_PHASES),
+        Line(
+            "optimizer state",
+            o / GIB,
+            f"AdamW 2 × fp32{f' × {c.optimizers} models' if many else ''}, "
+            f"{c.per}"
+            + (
+                " (the inactive agent's too, as allocated today)"
+                if many
+                else ", the updated agent's only (train.update_agents)"
+                if s.models > 1
+                else ""
+            ),
+        ),
+    ]
     if s.kl_ref and not c.lora:  # the trained models' only (a frozen agent has no KL term)
         ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=c.shards) * c.optimizers
-        state.append(Line("KL reference", ref / GIB, "frozen copy of the fp32 weights"
-                          + (f" × {c.optimizers} models" if many else "") + f", {c.per}"))
+        state.append(
+            Line(
+                "KL reference",
+                ref / GIB,
+                "frozen copy of the fp32 weights" + (f" × {c.optimizers} models" if many else "") + f", {c.per}",
+            )
+        )
     return state
 
 
 def _vllm_on_cpu(shape: ModelShape, s: Setup, c: _Counts, out: Plan) -> None:
     """vLLM on CPU: its weights and its ``vllm_kv_cache_gib`` (1 GiB by default) per engine."""
     vw = shape.params * s.vllm_dtype_bytes * s.models / s.vllm_tp / GIB
-    out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{c.two}"
-                          + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
-                          + ("" if s.vllm_in_process else ", in vLLM's own processes")))
+    out.lines.append(
+        Line(
+            "vLLM weights",
+            vw,
+            f"{s.vllm_dtype_bytes * 8}-bit copy{c.two}"
+            + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
+            + ("" if s.vllm_in_process else ", in vLLM's own processes"),
+        )
+    )
     kv = 1.0 if s.vllm_kv_cache_gib is None else s.vllm_kv_cache_gib
-    out.lines.append(Line("vLLM KV cache", kv * s.models, "vllm_kv_cache_gib"
-                          + (", returned after the rollout" if s.vllm_release_kv else ""),
-                          phases=("rollout",) if s.vllm_release_kv else ()))
+    out.lines.append(
+        Line(
+            "vLLM KV cache",
+            kv * s.models,
+            "vllm_kv_cache_gib" + (", returned after the rollout" if s.vllm_release_kv else ""),
+            phases=("rollout",) if s.vllm_release_kv else (),
+        )
+    )
 
 
 def _vllm_on_gpu(shape: ModelShape, s: Setup, out: Plan) -> None:
@@ -367,36 +433,72 @@ def _vllm_on_gpu(shape: ModelShape, s: Setup, out: Plan) -> None:
     before hold, and keep a KV cache of one ``max_model_len`` sequence (:func:`plan_engines`)."""
     total = s.device_gib * GIB
     weights = shape.params * s.vllm_dtype_bytes / s.vllm_tp
-    workspace = workspace_bytes(hidden=shape.hidden, intermediate=shape.intermediate // s.vllm_tp, vocab=shape.vocab,
-                                batched_tokens=max(s.vllm_max_model_len, 8192), dtype_bytes=s.vllm_dtype_bytes,
-                                eager=s.vllm_eager)
+    workspace = workspace_bytes(
+        hidden=shape.hidden,
+        intermediate=shape.intermediate // s.vllm_tp,
+        vocab=shape.vocab,
+        batched_tokens=max(s.vllm_max_model_len, 8192),
+        dtype_bytes=s.vllm_dtype_bytes,
+        eager=s.vllm_eager,
+    )
     own_processes = not s.vllm_in_process and s.processes == 1  # each engine's allocator in a process of its own
     sleepers = 0 if not s.vllm_sleep else (s.models if own_processes else 1)
     held = sum(x.gib for x in out.lines if x.component in ("runtime", "weights", "KL reference")) * GIB
-    engines = plan_engines(total=total, share=s.vllm_gpu_memory_utilization, weights=[weights] * s.models,
-                           workspace=workspace, held_at_start=held, sleepers=sleepers,
-                           kv_cache=None if s.vllm_kv_cache_gib is None else s.vllm_kv_cache_gib * GIB,
-                           max_model_len=s.vllm_max_model_len,
-                           per_token=kv_bytes_per_token(layers=shape.layers, kv_width=shape.kv_width // s.vllm_tp,
-                                                        dtype_bytes=s.vllm_dtype_bytes))
+    engines = plan_engines(
+        total=total,
+        share=s.vllm_gpu_memory_utilization,
+        weights=[weights] * s.models,
+        workspace=workspace,
+        held_at_start=held,
+        sleepers=sleepers,
+        kv_cache=None if s.vllm_kv_cache_gib is None else s.vllm_kv_cache_gib * GIB,
+        max_model_len=s.vllm_max_model_len,
+        per_token=kv_bytes_per_token(
+            layers=shape.layers, kv_width=shape.kv_width // s.vllm_tp, dtype_bytes=s.vllm_dtype_bytes
+        ),
+    )
     for asleep in (True, False):
         group = [e for e in engines if e.sleeps == asleep]
         if not group:
             continue
         tag = "" if len(group) == len(engines) else (" (the sleeping engine)" if asleep else " (the awake engine)")
         phases = ("rollout", "sync") if asleep else ()  # woken before the sync, which reloads its weights
-        how = (f"{s.vllm_dtype_bytes * 8}-bit copy" + (f" × {len(group)} engines" if len(group) > 1 else "")
-               + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else ""))
-        out.lines.append(Line("vLLM weights" + tag, sum(e.weights for e in group) / GIB,
-                              how + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""), phases=phases))
+        how = (
+            f"{s.vllm_dtype_bytes * 8}-bit copy"
+            + (f" × {len(group)} engines" if len(group) > 1 else "")
+            + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
+        )
+        out.lines.append(
+            Line(
+                "vLLM weights" + tag,
+                sum(e.weights for e in group) / GIB,
+                how + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""),
+                phases=phases,
+            )
+        )
         shares = " + ".join(f"{e.share:.3f}" for e in group)
-        out.lines.append(Line("vLLM KV cache + workspace" + tag, sum(e.footprint - e.weights for e in group) / GIB,
-                              (f"share {shares} of {s.device_gib:g} GiB" if s.vllm_kv_cache_gib is None else
-                               f"vllm_kv_cache_gib {s.vllm_kv_cache_gib:g}") + f", KV {engines[0].kv / GIB:.1f} GiB "
-                              "per engine", phases=phases))
+        out.lines.append(
+            Line(
+                "vLLM KV cache + workspace" + tag,
+                sum(e.footprint - e.weights for e in group) / GIB,
+                (
+                    f"share {shares} of {s.device_gib:g} GiB"
+                    if s.vllm_kv_cache_gib is None
+                    else f"vllm_kv_cache_gib {s.vllm_kv_cache_gib:g}"
+                )
+                + f", KV {engines[0].kv / GIB:.1f} GiB "
+                "per engine",
+                phases=phases,
+            )
+        )
         if asleep and s.vllm_sleep == 1:
-            out.host_lines.append(Line("vLLM weights", sum(e.weights for e in group) / GIB,
-                                       "moved to host memory while asleep (vllm_sleep=1)"))
+            out.host_lines.append(
+                Line(
+                    "vLLM weights",
+                    sum(e.weights for e in group) / GIB,
+                    "moved to host memory while asleep (vllm_sleep=1)",
+                )
+            )
     out.problems += [p for e in engines for p in e.problems]
 
 
@@ -405,12 +507,23 @@ def _sync_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
     unsharded replica the sync gathers into (``build_policies``)."""
     if c.fsdp and s.engine == "vllm":  # VLLMEngine._reload
         largest = max(shape.vocab, shape.intermediate) * shape.hidden
-        return [Line("weight sync", largest * (4 + s.vllm_dtype_bytes) / GIB,
-                     "the largest weight gathered in fp32 and cast, one at a time", phases=("sync",))]
+        return [
+            Line(
+                "weight sync",
+                largest * (4 + s.vllm_dtype_bytes) / GIB,
+                "the largest weight gathered in fp32 and cast, one at a time",
+                phases=("sync",),
+            )
+        ]
     if c.fsdp:
         width = 2 if c.gpu and s.bf16 else (s.model_dtype_bytes if c.lora else 4)
-        return [Line("engine replica", shape.params * width * s.models / GIB,
-                     f"unsharded {width * 8}-bit copy the engine is synced from{c.two}")]
+        return [
+            Line(
+                "engine replica",
+                shape.params * width * s.models / GIB,
+                f"unsharded {width * 8}-bit copy the engine is synced from{c.two}",
+            )
+        ]
     return []
 
 
@@ -425,40 +538,82 @@ def _update_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
         mode = "bf16"  # FSDP's bf16 param_dtype, or a bf16-stored base: a bf16 residual stream
     else:
         mode = "autocast"
-    lb = layer_activation_bytes(tokens, hidden=shape.hidden, intermediate=shape.intermediate,
-                                kv_width=shape.kv_width, heads=shape.heads, mode=mode)
+    lb = layer_activation_bytes(
+        tokens,
+        hidden=shape.hidden,
+        intermediate=shape.intermediate,
+        kv_width=shape.kv_width,
+        heads=shape.heads,
+        mode=mode,
+    )
     ckpt = max(1, round(s.checkpoint_share * shape.layers)) if s.checkpoint_share > 0 else 0
 
     def backbone(k: int) -> float:
-        return backbone_activation_bytes(tokens, layers=shape.layers, checkpointed=k, layer_bytes=lb,
-                                         hidden=shape.hidden, residual_bytes=2 if mode == "bf16" else 4) / GIB
+        return (
+            backbone_activation_bytes(
+                tokens,
+                layers=shape.layers,
+                checkpointed=k,
+                layer_bytes=lb,
+                hidden=shape.hidden,
+                residual_bytes=2 if mode == "bf16" else 4,
+            )
+            / GIB
+        )
 
     trained = max(1, int(tokens * s.trained_share))
     autograd_head = not c.lora or s.entropy_grad
     hb = head_bytes(trained, vocab=shape.vocab, hidden=shape.hidden, trained_head=autograd_head, low_precision=s.bf16)
-    out = [Line("activations", backbone(ckpt), f"{tokens} tokens/micro-batch, {mode}, "
-                + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"), phases=("update",)),
-           Line("LM head", hb / GIB, f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
-                + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")), phases=("update",))]
+    out = [
+        Line(
+            "activations",
+            backbone(ckpt),
+            f"{tokens} tokens/micro-batch, {mode}, "
+            + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"),
+            phases=("update",),
+        ),
+        Line(
+            "LM head",
+            hb / GIB,
+            f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
+            + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")),
+            phases=("update",),
+        ),
+    ]
     if c.fsdp:  # FSDP2 gathers each layer for its compute (the next one prefetched); the root (embedding,
         unit = 2 if s.bf16 else 4  # head, final norm) stays gathered from the forward through the backward
         gathered = (2 * shape.layer_params + shape.embedding + shape.head) * unit
-        out.append(Line("gathered layers", gathered / GIB, "FSDP all-gather: 2 decoder layers + the root",
-                        phases=("update",)))
+        out.append(
+            Line("gathered layers", gathered / GIB, "FSDP all-gather: 2 decoder layers + the root", phases=("update",))
+        )
     elif s.bf16 and not c.lora:  # autocast keeps one bf16 cast of each fp32 weight matrix until the forward ends
         casts = 2 * (shape.params - shape.embedding + (shape.embedding if shape.tied else 0))
-        out.append(Line("autocast weight copies", casts / GIB, "bf16 casts of the fp32 weights (forward)",
-                        phases=("update",)))
+        out.append(
+            Line("autocast weight copies", casts / GIB, "bf16 casts of the fp32 weights (forward)", phases=("update",))
+        )
     if not c.fsdp and s.processes > 1:
-        out.append(Line("all-reduce buffer", grad_bytes(c.trainable) / GIB, "flat fp32 gradients (ddp)",
-                        phases=("all-reduce",)))
+        out.append(
+            Line(
+                "all-reduce buffer", grad_bytes(c.trainable) / GIB, "flat fp32 gradients (ddp)", phases=("all-reduce",)
+            )
+        )
     if c.gpu and not (c.fsdp and s.cpu_offload):
-        out.append(Line("optimizer step", 4 * c.trainable / c.shards / GIB, "foreach AdamW temporaries",
-                        phases=("optimizer step",)))
-    out.append(Line("activations " + ("without" if ckpt else "with") + " checkpointing",
-                    backbone(0) if ckpt else backbone(shape.layers),
-                    "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
-                    phases=("info",)))
+        out.append(
+            Line(
+                "optimizer step",
+                4 * c.trainable / c.shards / GIB,
+                "foreach AdamW temporaries",
+                phases=("optimizer step",),
+            )
+        )
+    out.append(
+        Line(
+            "activations " + ("without" if ckpt else "with") + " checkpointing",
+            backbone(0) if ckpt else backbone(shape.layers),
+            "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
+            phases=("info",),
+        )
+    )
     return out
 
 
@@ -468,28 +623,44 @@ def gpu_notes(s: Setup) -> list[str]:
         return []
     notes = []
     if s.engine == "vllm" and s.models > 1:
-        notes.append(f"separate weights: {s.models} vLLM engines per process split rollout.vllm_gpu_memory_utilization="
-                     f"{s.vllm_gpu_memory_utilization} (each its weights + an equal part of the rest)")
+        notes.append(
+            f"separate weights: {s.models} vLLM engines per process split rollout.vllm_gpu_memory_utilization="
+            f"{s.vllm_gpu_memory_utilization} (each its weights + an equal part of the rest)"
+        )
         if s.vllm_sleep and (s.vllm_in_process or s.processes > 1):
-            notes.append(f"rollout.vllm_sleep={s.vllm_sleep} puts one engine per process to sleep (vLLM's sleep-mode "
-                         "allocator allows one); the other stays awake through the update")
+            notes.append(
+                f"rollout.vllm_sleep={s.vllm_sleep} puts one engine per process to sleep (vLLM's sleep-mode "
+                "allocator allows one); the other stays awake through the update"
+            )
     if s.engine == "vllm" and s.vllm_sleep == 2 and (s.models > 1 or (s.optimizers or s.models) < s.models):
-        notes.append("rollout.vllm_sleep=2 discards the sleeping engine's weights: when its agent is not updated "
-                     "(frozen, or the inactive one) the trainer syncs it again each step (vllm_sleep=1 keeps them in "
-                     "host memory instead)")
+        notes.append(
+            "rollout.vllm_sleep=2 discards the sleeping engine's weights: when its agent is not updated "
+            "(frozen, or the inactive one) the trainer syncs it again each step (vllm_sleep=1 keeps them in "
+            "host memory instead)"
+        )
     if s.engine == "vllm" and s.vllm_dtype_bytes == 4 and s.strategy == "fsdp" and s.processes > 1 and s.bf16:
-        notes.append("rollout.vllm_dtype=float32 under FSDP's bf16 compute: the post-sync check uses bf16's "
-                     "tolerance (the trainer's forward runs in bf16)")
+        notes.append(
+            "rollout.vllm_dtype=float32 under FSDP's bf16 compute: the post-sync check uses bf16's "
+            "tolerance (the trainer's forward runs in bf16)"
+        )
     if s.engine == "vllm" and s.vllm_tp > 1:
         notes.append("tensor-parallel vLLM runs with its custom all-reduce off (NCCL's), as verl and TRL do")
     if s.strategy == "fsdp" and s.cpu_offload and s.processes > 1:
-        notes.append("train.fsdp_cpu_offload: shards live in host memory; the sync, export and checks gather them "
-                     "on the GPU")
+        notes.append(
+            "train.fsdp_cpu_offload: shards live in host memory; the sync, export and checks gather them on the GPU"
+        )
     return notes
 
 
-def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, trained_share: float = 1.0,
-                      runtime_gib: float | None = None, native_bf16_cpu: bool | None = None) -> Setup:
+def setup_from_config(
+    cfg,
+    *,
+    gpus: int = 1,
+    gpu_mem_gib: float | None = None,
+    trained_share: float = 1.0,
+    runtime_gib: float | None = None,
+    native_bf16_cpu: bool | None = None,
+) -> Setup:
     """The :class:`Setup` of a ``Config`` on ``gpus`` processes: GPUs of ``gpu_mem_gib`` GiB each, or CPU
     processes when None. ``train.autocast=auto`` means bf16 on a GPU and, on CPU, where this machine computes
     bf16 natively (``native_bf16_cpu``; None = ask this machine). ``rollout.engine=auto`` is what the runtime
@@ -515,18 +686,36 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
     per_rank = math.ceil(t.questions_per_step / gpus) * r.samples_per_question
     messages = 2 * r.max_turns if r.mode == "multi_turn" else 2
     context = min(r.max_context_tokens, PROMPT_TOKENS + messages * r.max_tokens_per_turn)
-    return Setup(processes=gpus, device="cuda" if gpu else "cpu", device_gib=device_total_gib(gpu_mem_gib),
-                 strategy=t.strategy, cpu_offload=t.fsdp_cpu_offload, bf16=bf16, model_dtype_bytes=dtype_bytes,
-                 lora_r=m.lora_r, checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
-                 micro_batch_tokens=t.micro_batch_tokens, trained_share=trained_share,
-                 entropy_grad=cfg.algo.entropy_coef > 0, kl_ref=cfg.algo.kl_coef > 0,
-                 models=1 if t.shared_weights else 2, engine=engine_of(cfg), vllm_dtype_bytes=vllm_bytes,
-                 optimizers=1 if t.shared_weights or t.update_agents != "both" else 2,
-                 vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
-                 vllm_sleep=r.vllm_sleep if gpu else 0,
-                 vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,
-                 vllm_tp=r.vllm_tensor_parallel_size, vllm_max_model_len=r.max_context_tokens,
-                 vllm_eager=r.vllm_enforce_eager, rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
+    return Setup(
+        processes=gpus,
+        device="cuda" if gpu else "cpu",
+        device_gib=device_total_gib(gpu_mem_gib),
+        strategy=t.strategy,
+        cpu_offload=t.fsdp_cpu_offload,
+        bf16=bf16,
+        model_dtype_bytes=dtype_bytes,
+        lora_r=m.lora_r,
+        checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
+        micro_batch_tokens=t.micro_batch_tokens,
+        trained_share=trained_share,
+        entropy_grad=cfg.algo.entropy_coef > 0,
+        kl_ref=cfg.algo.kl_coef > 0,
+        models=1 if t.shared_weights else 2,
+        engine=engine_of(cfg),
+        vllm_dtype_bytes=vllm_bytes,
+        optimizers=1 if t.shared_weights or t.update_agents != "both" else 2,
+        vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization,
+        vllm_kv_cache_gib=r.vllm_kv_cache_gib,
+        vllm_sleep=r.vllm_sleep if gpu else 0,
+        vllm_release_kv=r.vllm_release_kv and not gpu,
+        vllm_in_process=r.vllm_in_process,
+        vllm_tp=r.vllm_tensor_parallel_size,
+        vllm_max_model_len=r.max_context_tokens,
+        vllm_eager=r.vllm_enforce_eager,
+        rollout_sequences=per_rank,
+        max_context=context,
+        runtime_gib=runtime_gib,
+    )
 
 
 DEVICE_TOTAL_GIB = {80: 79.19, 141: 139.80, 40: 39.39}
@@ -562,8 +751,7 @@ def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
     for n in (2 * s.processes, 4 * s.processes):
         tries.append((f"train.strategy=fsdp on {n} GPUs", replace(fsdp_s, processes=n)))
     if s.checkpoint_share < 1:
-        tries.append(("model.gradient_checkpointing=true model.checkpoint_layers=1",
-                      replace(s, checkpoint_share=1.0)))
+        tries.append(("model.gradient_checkpointing=true model.checkpoint_layers=1", replace(s, checkpoint_share=1.0)))
     for mbt in (s.micro_batch_tokens // 2, s.micro_batch_tokens // 4):
         if mbt >= 512:
             tries.append((f"train.micro_batch_tokens={mbt}", replace(s, micro_batch_tokens=mbt)))
@@ -598,8 +786,10 @@ def verdict(p: Plan, alts: list[tuple[str, Plan]]) -> str:
     if p.capacity_gib is None:
         return f"peak {p.peak_gib:.2f} GiB per process ({p.peak_phase}); largest: {top} GiB"
     state = "does not fit" if not p.fits else "fits but will not start" if p.problems else "fits"
-    head = (f"{state}: peak {p.peak_gib:.1f} of {p.capacity_gib:g} GiB per GPU ({p.peak_phase}); largest: {top} GiB"
-            + "".join(f". {problem}" for problem in p.problems))
+    head = (
+        f"{state}: peak {p.peak_gib:.1f} of {p.capacity_gib:g} GiB per GPU ({p.peak_phase}); largest: {top} GiB"
+        + "".join(f". {problem}" for problem in p.problems)
+    )
     if p.works:
         return head + (f"; headroom {p.capacity_gib - p.peak_gib:.1f} GiB")
     fixes = [f"{what} → {alt.peak_gib:.1f} GiB" for what, alt in alts if alt.works]

@@ -58,8 +58,10 @@ def load_data(cfg: Config, *, limit: int | None = None) -> tuple[list, dict[str,
     first = None if d.levels else limit
     cap = min((x for x in (first, d.eval_limit) if x is not None), default=None)
     train = _named("data.train", lambda: load_split(d.train, **fields, limit=first))
-    evals = {name: _named("data.eval", lambda spec=spec: load_split(spec, **fields, limit=cap))
-             for name, spec in zip(dataset_names(d.eval_specs), d.eval_specs)}
+    evals = {
+        name: _named("data.eval", lambda spec=spec: load_split(spec, **fields, limit=cap))
+        for name, spec in zip(dataset_names(d.eval_specs), d.eval_specs)
+    }
     return train, evals
 
 
@@ -79,8 +81,9 @@ def load_dialogue_file(cfg: Config, prompts: PromptSet, tokenizer) -> list | Non
     s, r = cfg.sft, cfg.rollout
     if s.data in DIALOGUE_SOURCES:
         return None
-    dialogues = load_dialogues(s.data, two_agents=prompts.mta is not None, multi_turn=r.mode == "multi_turn",
-                               max_turns=r.max_turns)
+    dialogues = load_dialogues(
+        s.data, two_agents=prompts.mta is not None, multi_turn=r.mode == "multi_turn", max_turns=r.max_turns
+    )
     if s.over_limit == "refuse":
         fit_dialogues(dialogues, r, prompts, tokenizer, over_limit="refuse", source=s.data)
     return dialogues
@@ -97,8 +100,9 @@ def load_tokenizers(cfg: Config, *, materialize: bool = True):
     return tokenizer
 
 
-def check_training_inputs(cfg: Config, *, cold_start: bool, limit: int | None = None,
-                          materialize: bool = True) -> Inputs:
+def check_training_inputs(
+    cfg: Config, *, cold_start: bool, limit: int | None = None, materialize: bool = True
+) -> Inputs:
     """Everything ``rema train`` (``cold_start``: ``sft.cold_start``) or ``rema sft`` (always) reads before
     loading weights: the data sets, the dialogue file, the tokenizer, and the turn budget of the longest
     question read (:func:`budget`). Raises a one-line error naming what to fix."""
@@ -109,12 +113,14 @@ def check_training_inputs(cfg: Config, *, cold_start: bool, limit: int | None = 
     prompts = get_prompt_set(cfg.method_name)
     tokenizer = load_tokenizers(cfg, materialize=materialize)
     dialogues = load_dialogue_file(cfg, prompts, tokenizer) if cold_start else None
-    b = budget(cfg, prompts, tokenizer, train[:FIRST_ROWS * 8])
+    b = budget(cfg, prompts, tokenizer, train[: FIRST_ROWS * 8])
     b.refuse_unless_a_turn_fits()
     if b.rounds_that_fit < b.rounds:  # the messages alone fit (check_training); with the prompt the last ones do not
-        warn_once(f"rollout: with the longest question read ({max(b.opening.values())} tokens of opening prompt), "
-                  f"{b.rounds_that_fit} of {b.rounds} rounds fit rollout.max_context_tokens={b.context} at full "
-                  f"length (the context reaches {b.need}); longer dialogues end context_exceeded")
+        warn_once(
+            f"rollout: with the longest question read ({max(b.opening.values())} tokens of opening prompt), "
+            f"{b.rounds_that_fit} of {b.rounds} rounds fit rollout.max_context_tokens={b.context} at full "
+            f"length (the context reaches {b.need}); longer dialogues end context_exceeded"
+        )
     return Inputs(train, evals, dialogues, tokenizer, prompts)
 
 
@@ -128,12 +134,16 @@ def over_limits(ep, cfg: RolloutConfig) -> str | None:
     Rounds over ``max_turns`` are refused when a dialogue file is read (``rema.data.dialogues.check_dialogue``)."""
     for t in ep.turns:
         if len(t.token_ids) > cfg.max_tokens_per_turn:
-            return (f"its {t.agent} message of round {t.index + 1} takes {len(t.token_ids)} tokens, over "
-                    f"rollout.max_tokens_per_turn={cfg.max_tokens_per_turn}")
+            return (
+                f"its {t.agent} message of round {t.index + 1} takes {len(t.token_ids)} tokens, over "
+                f"rollout.max_tokens_per_turn={cfg.max_tokens_per_turn}"
+            )
         if t.context_len + cfg.max_tokens_per_turn > cfg.max_context_tokens:
-            return (f"its {t.agent} message of round {t.index + 1} starts at {t.context_len} tokens of context, and "
-                    f"{t.context_len} + rollout.max_tokens_per_turn={cfg.max_tokens_per_turn} is over "
-                    f"rollout.max_context_tokens={cfg.max_context_tokens}")
+            return (
+                f"its {t.agent} message of round {t.index + 1} starts at {t.context_len} tokens of context, and "
+                f"{t.context_len} + rollout.max_tokens_per_turn={cfg.max_tokens_per_turn} is over "
+                f"rollout.max_context_tokens={cfg.max_context_tokens}"
+            )
     return None
 
 
@@ -144,13 +154,14 @@ def _cut(dialogue, tokenizer, max_tokens: int):
     for agent, text in dialogue.turns:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > max_tokens - 1:
-            text, cut = tokenizer.decode(ids[:max_tokens - 1], skip_special_tokens=True), cut + 1
+            text, cut = tokenizer.decode(ids[: max_tokens - 1], skip_special_tokens=True), cut + 1
         turns.append((agent, text))
     return dataclasses.replace(dialogue, turns=turns), cut
 
 
-def fit_dialogues(dialogues, cfg: RolloutConfig, prompts: PromptSet, tokenizer, *, over_limit: str = "refuse",
-                  source: str = "") -> tuple[list, dict[str, float]]:
+def fit_dialogues(
+    dialogues, cfg: RolloutConfig, prompts: PromptSet, tokenizer, *, over_limit: str = "refuse", source: str = ""
+) -> tuple[list, dict[str, float]]:
     """The cold-start dialogues that RL under ``cfg`` could reproduce (:func:`over_limits` on their replay).
 
     ``over_limit="refuse"``: the first one that RL could not reproduce raises :class:`DialogueError` naming it
@@ -162,9 +173,11 @@ def fit_dialogues(dialogues, cfg: RolloutConfig, prompts: PromptSet, tokenizer, 
         why = over_limits(replay(d, cfg, prompts, tokenizer), cfg)
         if why and over_limit == "refuse":
             where = f"{source}: " if source else ""
-            raise DialogueError(f"{where}dialogue {d.id or '?'}: {why}; RL could not reproduce it: shorten it, raise "
-                                "the limit, or set sft.over_limit=truncate (cuts long messages, leaves out what still "
-                                "does not fit)")
+            raise DialogueError(
+                f"{where}dialogue {d.id or '?'}: {why}; RL could not reproduce it: shorten it, raise "
+                "the limit, or set sft.over_limit=truncate (cuts long messages, leaves out what still "
+                "does not fit)"
+            )
         if why:
             d, n = _cut(d, tokenizer, cfg.max_tokens_per_turn)
             truncated += n
@@ -210,7 +223,8 @@ class Budget:
             raise ConfigError(
                 f"rollout: the longest question read opens at {max(self.opening.values())} tokens; with a "
                 f"{self.max_tokens}-token message that is over rollout.max_context_tokens={self.context}, so no turn "
-                "could be played: raise it, or lower rollout.max_tokens_per_turn")
+                "could be played: raise it, or lower rollout.max_tokens_per_turn"
+            )
 
 
 def budget(cfg: Config, prompts: PromptSet, tokenizer, problems) -> Budget:
@@ -227,8 +241,10 @@ def budget(cfg: Config, prompts: PromptSet, tokenizer, problems) -> Budget:
     if prompts.mta is None:
         opening = {"ra": len(codec.start(prompts.ra, longest))}
     else:  # the RA starts from the question and the MTA's first message (up to T tokens)
-        opening = {"mta": len(codec.start(prompts.mta, longest)),
-                   "ra": len(codec.start(prompts.ra, ra_first_message(longest, "."))) + T}
+        opening = {
+            "mta": len(codec.start(prompts.mta, longest)),
+            "ra": len(codec.start(prompts.ra, ra_first_message(longest, "."))) + T,
+        }
     _, rounds = turn_budget(r)
     per_round = (2 * T + glue) if prompts.mta is not None else 0
     return Budget(opening, per_round, T, rounds, r.max_context_tokens)
@@ -255,26 +271,35 @@ def training_plan(cfg: Config, inputs: Inputs, *, command: str, cold_start: bool
     r, t, s = cfg.rollout, cfg.train, cfg.sft
     b = budget(cfg, inputs.prompts, inputs.tokenizer, inputs.train)
     first = inputs.train[0].question.replace("\n", " ")
-    lines = [f"rema {command} --dry-run: the config resolves and its inputs load; nothing was written",
-             f"  data.train   {cfg.data.train}: first {len(inputs.train)} rows read (\"{first[:60]}\")"]
+    lines = [
+        f"rema {command} --dry-run: the config resolves and its inputs load; nothing was written",
+        f'  data.train   {cfg.data.train}: first {len(inputs.train)} rows read ("{first[:60]}")',
+    ]
     lines += [f"  data.eval    {name}: first {len(rows)} rows read" for name, rows in inputs.evals.items()]
     if cold_start:
-        what = (f"{len(inputs.dialogues)} dialogues, each replayable under the rollout limits"
-                if inputs.dialogues is not None else DIALOGUE_SOURCES.get(s.data, "a source"))
+        what = (
+            f"{len(inputs.dialogues)} dialogues, each replayable under the rollout limits"
+            if inputs.dialogues is not None
+            else DIALOGUE_SOURCES.get(s.data, "a source")
+        )
         lines.append(f"  sft.data     {s.data}: {what}; {s.epochs} epoch(s) at lr {s.lr:g}")
     openings = ", ".join(f"{agent.upper()} {n}" for agent, n in b.opening.items())
-    lines += [f"  model        {cfg.model.name}: tokenizer and chat template load",
-              f"  prompts      {inputs.prompts.name}: opening tokens of the longest question read: {openings}",
-              f"  budget       {b.rounds} round(s) x {r.max_tokens_per_turn} tokens per message: an agent's context "
-              f"reaches {b.need} of rollout.max_context_tokens={b.context}"
-              + ("" if b.rounds_that_fit == b.rounds else f" ({b.rounds_that_fit} rounds fit at full length)")]
+    lines += [
+        f"  model        {cfg.model.name}: tokenizer and chat template load",
+        f"  prompts      {inputs.prompts.name}: opening tokens of the longest question read: {openings}",
+        f"  budget       {b.rounds} round(s) x {r.max_tokens_per_turn} tokens per message: an agent's context "
+        f"reaches {b.need} of rollout.max_context_tokens={b.context}"
+        + ("" if b.rounds_that_fit == b.rounds else f" ({b.rounds_that_fit} rounds fit at full length)"),
+    ]
     if command == "train":
         roles = 2 if inputs.prompts.mta is not None else 1
         episodes = t.questions_per_step * r.samples_per_question
         need, _ = turn_budget(r)
-        lines += [f"  steps        {t.steps} x {t.questions_per_step} questions x {r.samples_per_question} samples = "
-                  f"{episodes} episodes per step, {episodes * roles} training rows ({roles} agent(s))",
-                  f"  tokens       at most {episodes * need:,} generated per step, {t.steps * episodes * need:,} "
-                  f"over the run"]
+        lines += [
+            f"  steps        {t.steps} x {t.questions_per_step} questions x {r.samples_per_question} samples = "
+            f"{episodes} episodes per step, {episodes * roles} training rows ({roles} agent(s))",
+            f"  tokens       at most {episodes * need:,} generated per step, {t.steps * episodes * need:,} "
+            f"over the run",
+        ]
     lines.append(f"  memory       {memory_line(cfg)}")
     return lines

@@ -140,8 +140,9 @@ PROMPT_SETS = {
     "rema-multi": PromptSet("rema-multi", MTA_MULTI_TURN, RA),
     "rema-actions": PromptSet("rema-actions", MTA_ACTIONS, RA),
     "rema-judge": PromptSet("rema-judge", MTA_JUDGE, JUDGE_RA),
-    "rema-judge-multi": PromptSet("rema-judge-multi", MTA_JUDGE_MULTI_TURN, JUDGE_RA_MULTI_TURN,
-                                  final_instruction=JUDGE_FINAL_INSTRUCTION),
+    "rema-judge-multi": PromptSet(
+        "rema-judge-multi", MTA_JUDGE_MULTI_TURN, JUDGE_RA_MULTI_TURN, final_instruction=JUDGE_FINAL_INSTRUCTION
+    ),
     "vrp": PromptSet("vrp", None, VRP),
     "mrp": PromptSet("mrp", None, MRP),
     "vrp-judge": PromptSet("vrp-judge", None, VRP_JUDGE),
@@ -259,8 +260,9 @@ class TeacherPrompt:
     def tag(self) -> str:
         return f"{self.name}@{self.version}"
 
-    def messages(self, prompts: PromptSet, *, question: str, solution: str, answer: str, max_rounds: int,
-                 max_words: int) -> list[dict[str, str]]:
+    def messages(
+        self, prompts: PromptSet, *, question: str, solution: str, answer: str, max_rounds: int, max_words: int
+    ) -> list[dict[str, str]]:
         """The chat-completions ``messages`` asking for the dialogue of one solved problem."""
         system = self.system.format(mta=prompts.mta or "", ra=prompts.ra, max_rounds=max_rounds, max_words=max_words)
         user = self.request.format(question=question.strip(), solution=solution.strip(), answer=answer.strip())

@@ -68,8 +68,10 @@ def selected_terms(cfg: RewardConfig, mode: str, task: str = "math") -> list[tup
         terms.append(("action_format", {"penalty": -cfg.action_format_penalty}))
     for name, penalty in cfg.extra_terms.items():  # registered with rewards.terms.register_term
         if name not in TERMS:
-            raise ConfigError(f"reward.extra_terms: no reward term {name!r}; registered: {sorted(TERMS)} (add one with "
-                              "rema.rewards.terms.register_term, docs/extending.md)")
+            raise ConfigError(
+                f"reward.extra_terms: no reward term {name!r}; registered: {sorted(TERMS)} (add one with "
+                "rema.rewards.terms.register_term, docs/extending.md)"
+            )
         terms.append((name, {"penalty": float(penalty)}))
     return terms
 
@@ -82,8 +84,14 @@ def check_scoring(cfg: Config, *, custom_correctness: bool = False) -> None:
         get_task(cfg.rollout.task)
 
 
-def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "math", mode: str = "multi_turn",
-                   correctness_fn: CorrectnessFn | None = None) -> dict[str, float]:
+def score_episodes(
+    episodes: list[Episode],
+    cfg: RewardConfig,
+    *,
+    task: str = "math",
+    mode: str = "multi_turn",
+    correctness_fn: CorrectnessFn | None = None,
+) -> dict[str, float]:
     """Fill ``reward``/``reward_parts``/``meta['correct']``/``meta['extracted']`` on each episode; returns
     grading counters.
 
@@ -118,7 +126,7 @@ def repeated_share(text: str, n: int = 8) -> float:
     message looping on one phrase tends to 1). Messages shorter than ``2 n`` characters count as 0."""
     if len(text) < 2 * n:
         return 0.0
-    grams = [text[i:i + n] for i in range(len(text) - n + 1)]
+    grams = [text[i : i + n] for i in range(len(text) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams)
 
 
@@ -220,8 +228,12 @@ def action_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     * ``action_level/<A>/level_<L>``: P(level L | A), the distribution behind that mean.
 
     Empty when no message carries a choice (not action-set mode)."""
-    choices = [(t.action or "INVALID", ep.meta.get("level")) for ep in episodes for t in ep.turns_of("mta")
-               if t.format_ok is not None]
+    choices = [
+        (t.action or "INVALID", ep.meta.get("level"))
+        for ep in episodes
+        for t in ep.turns_of("mta")
+        if t.format_ok is not None
+    ]
     if not choices:
         return {}
     m: dict[str, float] = {}
@@ -264,10 +276,19 @@ def run_eval(
     if greedy is None:
         rcfg = dataclasses.replace(rcfg, temperature=rcfg.eval_temperature)
         greedy = rcfg.temperature == 0
-    episodes = rollout(problems, rcfg, engines, prompts, greedy=greedy, samples_per_question=n,
-                       on_progress=on_progress, first_episode_id=first_episode_id)
-    counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
-                              correctness_fn=correctness_fn)
+    episodes = rollout(
+        problems,
+        rcfg,
+        engines,
+        prompts,
+        greedy=greedy,
+        samples_per_question=n,
+        on_progress=on_progress,
+        first_episode_id=first_episode_id,
+    )
+    counters = score_episodes(
+        episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode, correctness_fn=correctness_fn
+    )
     metrics = episode_metrics(episodes)
     metrics.update(counters)
     return metrics, episodes

@@ -33,8 +33,14 @@ class OnAccelerator(torch.Tensor):
 
     @staticmethod
     def __new__(cls, elem: torch.Tensor):
-        return torch.Tensor._make_wrapper_subclass(cls, elem.shape, dtype=elem.dtype, device=ACCELERATOR,
-                                                   strides=elem.stride(), requires_grad=elem.requires_grad)
+        return torch.Tensor._make_wrapper_subclass(
+            cls,
+            elem.shape,
+            dtype=elem.dtype,
+            device=ACCELERATOR,
+            strides=elem.stride(),
+            requires_grad=elem.requires_grad,
+        )
 
     def __init__(self, elem: torch.Tensor):
         self.elem = elem
@@ -88,7 +94,8 @@ class EmulatedAccelerator(TorchDispatchMode):
             wrong = [x for x in tensors if not isinstance(x, OnAccelerator)]
             if wrong:
                 self.rejected += 1
-                raise RuntimeError(f"No backend type associated with device type {wrong[0].device.type} "
-                                   f"(emulated NCCL: {func.name()})")
+                raise RuntimeError(
+                    f"No backend type associated with device type {wrong[0].device.type} (emulated NCCL: {func.name()})"
+                )
             self.checked += 1
         return func(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))

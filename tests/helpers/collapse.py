@@ -16,10 +16,14 @@ RIGHT, WRONG = "\\boxed{right}", "\\boxed{wrong}"
 
 FAILURES = {  # failure -> role -> (healthy reply, broken reply); "LENGTH:" = cut at the token limit
     "format": {"mta": (f"Add them. {FINISH_MARKER}", "Add them."), "ra": (RIGHT, RIGHT)},
-    "degenerate": {"mta": (f"Add them. {FINISH_MARKER}", f"go go go go go go go go go go go go {FINISH_MARKER}"),
-                   "ra": (RIGHT, "ab ab ab ab ab ab ab ab ab ab ab ab")},
-    "length": {"mta": (f"Add them. {FINISH_MARKER}", f"Add them. {FINISH_MARKER}"),
-               "ra": (RIGHT, "LENGTH:working on it")},
+    "degenerate": {
+        "mta": (f"Add them. {FINISH_MARKER}", f"go go go go go go go go go go go go {FINISH_MARKER}"),
+        "ra": (RIGHT, "ab ab ab ab ab ab ab ab ab ab ab ab"),
+    },
+    "length": {
+        "mta": (f"Add them. {FINISH_MARKER}", f"Add them. {FINISH_MARKER}"),
+        "ra": (RIGHT, "LENGTH:working on it"),
+    },
     "reward": {"mta": (f"Add them. {FINISH_MARKER}", f"Add them. {FINISH_MARKER}"), "ra": (RIGHT, WRONG)},
     "turns": {"mta": ("Next.", f"Done. {FINISH_MARKER}"), "ra": (RIGHT, RIGHT)},
 }
@@ -58,7 +62,10 @@ class CollapsingEngine(Engine):
             text = self.reply(prompt)
             cut = text.startswith("LENGTH:")
             ids = self.tokenizer(text.removeprefix("LENGTH:"), add_special_tokens=False)["input_ids"]
-            ids = ids[:p.max_tokens] if cut else ids[:p.max_tokens - 1] + [self.tokenizer.eos_token_id]
-            out.append(Completion(ids, [-0.5] * len(ids), "length" if cut else "stop",
-                                  None if cut else self.tokenizer.eos_token_id))
+            ids = ids[: p.max_tokens] if cut else ids[: p.max_tokens - 1] + [self.tokenizer.eos_token_id]
+            out.append(
+                Completion(
+                    ids, [-0.5] * len(ids), "length" if cut else "stop", None if cut else self.tokenizer.eos_token_id
+                )
+            )
         return out

@@ -14,17 +14,41 @@ from rema.train.sft import dialogue_rows, sft_train
 
 
 def main(out: str, run_dir: str, dialogues: str) -> None:
-    cfg = load_config(None, [
-        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_turns=2", "train.autocast=off", "data.eval=null",
-        "data.train=synthetic:levels=1:n=4:seed=0:word=0", f"log.run_dir={run_dir}", "log.progress=false",
-        "log.tensorboard=false"])
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=multi_turn",
+            "rollout.max_turns=2",
+            "train.autocast=off",
+            "data.eval=null",
+            "data.train=synthetic:levels=1:n=4:seed=0:word=0",
+            f"log.run_dir={run_dir}",
+            "log.progress=false",
+            "log.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg, prompts=PromptSet("test", "plan", "solve"))
     pol = tr.policies[0]
-    rows = dialogue_rows(load_dialogues(dialogues, two_agents=True, multi_turn=True, max_turns=2), cfg, tr.prompts,
-                         pol.tokenizer, ("mta", "ra"))
+    rows = dialogue_rows(
+        load_dialogues(dialogues, two_agents=True, multi_turn=True, max_turns=2),
+        cfg,
+        tr.prompts,
+        pol.tokenizer,
+        ("mta", "ra"),
+    )
     opt = RecordingOptimizer(p for p in pol.model.parameters() if p.requires_grad)
-    sft_train(pol.model, rows, opt, epochs=1, batch_dialogues=5, micro_batch_tokens=128, pad_id=pol.tokenizer.pad_token_id,
-              device=torch.device("cpu"), strategy=tr.strategy)
+    sft_train(
+        pol.model,
+        rows,
+        opt,
+        epochs=1,
+        batch_dialogues=5,
+        micro_batch_tokens=128,
+        pad_id=pol.tokenizer.pad_token_id,
+        device=torch.device("cpu"),
+        strategy=tr.strategy,
+    )
     if tr.dist.is_main:
         torch.save({"grads": opt.grads[0], "rows": len(rows)}, out)
     tr.close()

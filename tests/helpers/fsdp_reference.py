@@ -27,14 +27,34 @@ def main(out: str, run_dir: str) -> None:
         return prepare(self, model)
 
     strategy_module.FSDP.prepare = recording_prepare
-    cfg = load_config(None, [
-        "model.name=tiny-random", "rollout.mode=multi_turn", "rollout.max_turns=2", "rollout.max_tokens_per_turn=6",
-        "rollout.samples_per_question=4", "rollout.temperature=1", "train.questions_per_step=4", "train.steps=1",
-        "data.train=synthetic:levels=1:n=16:seed=0:word=0", "data.eval=null", "train.eval_every=0",
-        "reward.mask_unfinished=false", f"log.run_dir={run_dir}", "log.progress=false", "log.tensorboard=false",
-        "train.micro_batch_tokens=256", "train.autocast=off", "train.strategy=fsdp", "algo.kl_coef=0.1",
-        "rollout.engine=hf"])
-    tr = Trainer(cfg, correctness_fn=upper_share, prompts=PromptSet("test", "plan", "solve"), engine_factory=make_engine)
+    cfg = load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "rollout.mode=multi_turn",
+            "rollout.max_turns=2",
+            "rollout.max_tokens_per_turn=6",
+            "rollout.samples_per_question=4",
+            "rollout.temperature=1",
+            "train.questions_per_step=4",
+            "train.steps=1",
+            "data.train=synthetic:levels=1:n=16:seed=0:word=0",
+            "data.eval=null",
+            "train.eval_every=0",
+            "reward.mask_unfinished=false",
+            f"log.run_dir={run_dir}",
+            "log.progress=false",
+            "log.tensorboard=false",
+            "train.micro_batch_tokens=256",
+            "train.autocast=off",
+            "train.strategy=fsdp",
+            "algo.kl_coef=0.1",
+            "rollout.engine=hf",
+        ],
+    )
+    tr = Trainer(
+        cfg, correctness_fn=upper_share, prompts=PromptSet("test", "plan", "solve"), engine_factory=make_engine
+    )
     pol = tr.policies[0]
     start = load_model("tiny-random", seed=0)[0].state_dict()
     equal = all(torch.equal(full_tensor(p.detach()), start[name]) for name, p in pol.ref.named_parameters())

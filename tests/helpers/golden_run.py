@@ -18,37 +18,82 @@ import torch
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE.parent / "data" / "golden_runs.json"
 
-BASE = ["model.name=tiny-random", "rollout.max_tokens_per_turn=8", "rollout.max_turns=2",
-        "rollout.samples_per_question=4", "train.questions_per_step=4", "train.steps=3", "train.lr=1e-2",
-        "data.train=synthetic:levels=1:n=40:seed=0:word=0", "data.eval=synthetic:levels=1:n=4:seed=1:word=0",
-        "train.eval_every=2", "reward.mask_unfinished=false", "log.progress=false", "log.tensorboard=false",
-        "train.save_every=100", "train.samples_to_log=2",
-        "train.autocast=off"]  # the default when the runs were captured
+BASE = [
+    "model.name=tiny-random",
+    "rollout.max_tokens_per_turn=8",
+    "rollout.max_turns=2",
+    "rollout.samples_per_question=4",
+    "train.questions_per_step=4",
+    "train.steps=3",
+    "train.lr=1e-2",
+    "data.train=synthetic:levels=1:n=40:seed=0:word=0",
+    "data.eval=synthetic:levels=1:n=4:seed=1:word=0",
+    "train.eval_every=2",
+    "reward.mask_unfinished=false",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "train.save_every=100",
+    "train.samples_to_log=2",
+    "train.autocast=off",
+]  # the default when the runs were captured
 
 RUNS = {
     "grpo-turn-multi": ["rollout.mode=multi_turn"],
-    "grpo-token-single-format": ["rollout.mode=single_turn", "algo.ratio_level=token", "algo.agg=token",
-                                 "reward.format_terms=true"],
-    "reinforce_pp-kl-in-reward": ["rollout.mode=multi_turn", "algo.advantage=reinforce_pp", "algo.kl_coef=0.05",
-                                  "algo.kl_in_reward=true"],
-    "rloo-epochs-minibatches-kl-entropy": ["rollout.mode=multi_turn", "algo.advantage=rloo", "train.ppo_epochs=2",
-                                           "train.mini_batches=2", "algo.kl_coef=0.1", "algo.entropy_coef=0.01",
-                                           "train.micro_batch_tokens=64"],
-    "separate-weights-sampler-logp": ["rollout.mode=single_turn", "train.shared_weights=false",
-                                      "train.switch_freq=1", "train.mini_batches=2",
-                                      "train.recompute_old_logp=false"],
-    "lora-bf16-kl": ["rollout.mode=multi_turn", "model.lora_r=4", "train.autocast=bf16", "algo.kl_coef=0.05",
-                     "model.gradient_checkpointing=true"],
+    "grpo-token-single-format": [
+        "rollout.mode=single_turn",
+        "algo.ratio_level=token",
+        "algo.agg=token",
+        "reward.format_terms=true",
+    ],
+    "reinforce_pp-kl-in-reward": [
+        "rollout.mode=multi_turn",
+        "algo.advantage=reinforce_pp",
+        "algo.kl_coef=0.05",
+        "algo.kl_in_reward=true",
+    ],
+    "rloo-epochs-minibatches-kl-entropy": [
+        "rollout.mode=multi_turn",
+        "algo.advantage=rloo",
+        "train.ppo_epochs=2",
+        "train.mini_batches=2",
+        "algo.kl_coef=0.1",
+        "algo.entropy_coef=0.01",
+        "train.micro_batch_tokens=64",
+    ],
+    "separate-weights-sampler-logp": [
+        "rollout.mode=single_turn",
+        "train.shared_weights=false",
+        "train.switch_freq=1",
+        "train.mini_batches=2",
+        "train.recompute_old_logp=false",
+    ],
+    "lora-bf16-kl": [
+        "rollout.mode=multi_turn",
+        "model.lora_r=4",
+        "train.autocast=bf16",
+        "algo.kl_coef=0.05",
+        "model.gradient_checkpointing=true",
+    ],
     "vrp-baseline-plan-leak": ["rollout.method=vrp", "rollout.mode=single_turn", "reward.plan_leak_penalty=0.5"],
     "cold-start-then-rl": ["rollout.mode=multi_turn", "sft.cold_start=true", "sft.data=DIALOGUES", "sft.epochs=1"],
 }
 
 DIALOGUES = [
-    {"question": "What is 2 + 3?", "answer": "5", "turns": [
-        {"agent": "mta", "text": "Add the two numbers. [FINISH]"}, {"agent": "ra", "text": "\\boxed{5}"}]},
-    {"question": "What is 4 + 4?", "answer": "8", "turns": [
-        {"agent": "mta", "text": "Double four."}, {"agent": "ra", "text": "4 + 4 = 8"},
-        {"agent": "mta", "text": "Good. [FINISH]"}, {"agent": "ra", "text": "\\boxed{8}"}]},
+    {
+        "question": "What is 2 + 3?",
+        "answer": "5",
+        "turns": [{"agent": "mta", "text": "Add the two numbers. [FINISH]"}, {"agent": "ra", "text": "\\boxed{5}"}],
+    },
+    {
+        "question": "What is 4 + 4?",
+        "answer": "8",
+        "turns": [
+            {"agent": "mta", "text": "Double four."},
+            {"agent": "ra", "text": "4 + 4 = 8"},
+            {"agent": "mta", "text": "Good. [FINISH]"},
+            {"agent": "ra", "text": "\\boxed{8}"},
+        ],
+    },
 ]
 
 
@@ -84,8 +129,10 @@ def run(name: str, tmp: Path) -> dict:
         tr.fit()
     finally:
         tr.close()
-    metrics = [{k: v for k, v in json.loads(line).items() if not timing(k)}
-               for line in (tr.run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        {k: v for k, v in json.loads(line).items() if not timing(k)}
+        for line in (tr.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     samples = [json.loads(line) for line in (tr.run_dir / "samples.jsonl").read_text().splitlines()]
     weights = {p.name: _digest({k: v for k, v in p.model.state_dict().items()}) for p in tr.policies}
     return {"metrics": metrics, "samples": samples, "weights": weights}

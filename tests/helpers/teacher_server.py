@@ -19,16 +19,23 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-GOOD = ("<mta>We need the sum of the two numbers. Add them carefully.</mta>\n<ra>3 + 4 = 7.</ra>\n"
-        "<mta>That checks out. [FINISH]</mta>\n<ra>The final answer is $\\boxed{7}$.</ra>")
+GOOD = (
+    "<mta>We need the sum of the two numbers. Add them carefully.</mta>\n<ra>3 + 4 = 7.</ra>\n"
+    "<mta>That checks out. [FINISH]</mta>\n<ra>The final answer is $\\boxed{7}$.</ra>"
+)
 CASES = {
     "good": (GOOD, "stop"),
     "rate": (GOOD, "stop"),
     "flaky": (GOOD, "stop"),
-    "leak": ("<mta>Add them: the answer is 7.</mta>\n<ra>3 + 4 = 7.</ra>\n<mta>Right. [FINISH]</mta>\n"
-             "<ra>$\\boxed{7}$</ra>", "stop"),
-    "wrong": ("<mta>Add the two numbers.</mta>\n<ra>3 + 4 = 8.</ra>\n<mta>Good. [FINISH]</mta>\n"
-              "<ra>The final answer is $\\boxed{8}$.</ra>", "stop"),
+    "leak": (
+        "<mta>Add them: the answer is 7.</mta>\n<ra>3 + 4 = 7.</ra>\n<mta>Right. [FINISH]</mta>\n<ra>$\\boxed{7}$</ra>",
+        "stop",
+    ),
+    "wrong": (
+        "<mta>Add the two numbers.</mta>\n<ra>3 + 4 = 8.</ra>\n<mta>Good. [FINISH]</mta>\n"
+        "<ra>The final answer is $\\boxed{8}$.</ra>",
+        "stop",
+    ),
     "malformed": ("Here is the dialogue:\n<mta>Add the two numbers.</mta>\n<ra>7</ra>", "stop"),
     "truncated": ("<mta>Add the two numbers.</mta>\n<ra>3 + 4 = ", "length"),
 }
@@ -70,9 +77,14 @@ class TeacherServer:
         if case == "flaky" and self.calls[question] == 1:
             return JSONResponse({"error": {"message": "internal error"}}, 500)
         text, finish = CASES[case]
-        return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}}
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        }
 
     def __enter__(self) -> TeacherServer:
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)

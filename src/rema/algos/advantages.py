@@ -116,8 +116,9 @@ ESTIMATOR_INFO: dict[str, EstimatorInfo] = {}
 """Name -> :class:`EstimatorInfo` of every registered estimator."""
 
 
-def register_advantage_estimator(name: str, *, per_token: bool = False,
-                                 grouped: bool = True) -> Callable[[AdvantageFn], AdvantageFn]:
+def register_advantage_estimator(
+    name: str, *, per_token: bool = False, grouped: bool = True
+) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator: register an estimator with the uniform :class:`AdvantageFn` signature under ``name``;
     ``per_token`` / ``grouped`` describe it (:class:`EstimatorInfo`)."""
 
@@ -363,8 +364,7 @@ def _group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> Stats:
 
 @register_advantage_estimator("grpo")
 @torch.no_grad()
-def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
-                     all_reduce=None):
+def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0, all_reduce=None):
     """GRPO (see :func:`grpo`) broadcast to trained tokens. Uniform :class:`AdvantageFn` signature."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("grpo", gamma, kl_coef)
@@ -374,8 +374,9 @@ def grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
 
 @register_advantage_estimator("dr_grpo")
 @torch.no_grad()
-def dr_grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
-                     all_reduce=None):
+def dr_grpo_advantages(
+    rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0, all_reduce=None
+):
     """Dr.GRPO (``R - mean_group R``, no std division) broadcast to trained tokens. Uniform signature."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("dr_grpo", gamma, kl_coef)
@@ -385,8 +386,7 @@ def dr_grpo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.
 
 @register_advantage_estimator("rloo")
 @torch.no_grad()
-def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
-                     all_reduce=None):
+def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0, all_reduce=None):
     """RLOO (see :func:`rloo`) broadcast to trained tokens. Uniform signature; ``eps`` is unused."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)
     _only_outcome("rloo", gamma, kl_coef)
@@ -396,8 +396,9 @@ def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
 
 @register_advantage_estimator("reinforce_pp", per_token=True, grouped=False)
 @torch.no_grad()
-def reinforce_pp_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
-                     all_reduce=None):
+def reinforce_pp_advantages(
+    rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0, all_reduce=None
+):
     """REINFORCE++: per-turn-reset returns (:func:`reinforce_pp_returns`) whitened over all trained
     tokens of the batch (:func:`~rema.algos.segments.masked_whiten`). ``group_ids`` is unused."""
     _check_token_inputs(rewards, group_ids, mask, turn_ids)

@@ -185,9 +185,20 @@ def policy_loss(
         ``log_ratio_clip_frac``, ``approx_kl`` (k3, see module notes), ``ratio_mean``, ``ratio_max``,
         ``ratio_min``, ``num_tokens``, ``num_turns``, ``num_rows`` (rows with a trained token).
     """
-    clip_eps_high = _check_args(logp, old_logp, advantages, mask, turn_ids, ratio_level=ratio_level,
-                                ratio_mean=ratio_mean, agg=agg, clip_eps=clip_eps, clip_eps_high=clip_eps_high,
-                                dual_clip=dual_clip, log_ratio_clamp=log_ratio_clamp)
+    clip_eps_high = _check_args(
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        turn_ids,
+        ratio_level=ratio_level,
+        ratio_mean=ratio_mean,
+        agg=agg,
+        clip_eps=clip_eps,
+        clip_eps_high=clip_eps_high,
+        dual_clip=dual_clip,
+        log_ratio_clamp=log_ratio_clamp,
+    )
     m = mask.bool()
     dtype = logp.dtype
     zero = torch.zeros((), dtype=dtype, device=logp.device)
@@ -200,8 +211,9 @@ def policy_loss(
     if ratio_level == "token":
         units = _token_units(log_ratio, adv, m, c=log_ratio_clamp, surrogate=surrogate)
     else:
-        units = _turn_units(log_ratio, adv, m, turns, c=log_ratio_clamp, geometric=ratio_mean == "geometric",
-                            surrogate=surrogate)
+        units = _turn_units(
+            log_ratio, adv, m, turns, c=log_ratio_clamp, geometric=ratio_mean == "geometric", surrogate=surrogate
+        )
     loss = aggregate(units.loss_tok, m, agg, turns=turns)
     return loss, _loss_stats(units, log_ratio, m, turns)
 
@@ -225,9 +237,21 @@ class _Units(NamedTuple):
     """Which entries of ``clamped`` count."""
 
 
-def _check_args(logp, old_logp, advantages, mask, turn_ids, *, ratio_level: str, ratio_mean: str, agg: str,
-                clip_eps: float, clip_eps_high: float | None, dual_clip: float | None,
-                log_ratio_clamp: float | None) -> float:
+def _check_args(
+    logp,
+    old_logp,
+    advantages,
+    mask,
+    turn_ids,
+    *,
+    ratio_level: str,
+    ratio_mean: str,
+    agg: str,
+    clip_eps: float,
+    clip_eps_high: float | None,
+    dual_clip: float | None,
+    log_ratio_clamp: float | None,
+) -> float:
     """Refuse :func:`policy_loss`'s invalid arguments (each error names the argument and its valid range);
     returns ``clip_eps_high`` with its default (``clip_eps``) filled in."""
     _choice("ratio_level", ratio_level, RATIO_LEVELS)
@@ -261,8 +285,9 @@ def _clamp(x: torch.Tensor, c: float | None) -> torch.Tensor:
     return x.clamp(-c, c) if c is not None else x
 
 
-def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *, c: float | None,
-                 surrogate: dict) -> _Units:
+def _token_units(
+    log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *, c: float | None, surrogate: dict
+) -> _Units:
     """Token-level ratios: ``r = exp(clamp(log pi - log pi_old, -c, c))`` per token (B, T), each with its own
     advantage; statistics are over the trained tokens."""
     ratio = torch.exp(_clamp(log_ratio, c))  # (B, T); exactly 1 on untrained tokens
@@ -271,8 +296,16 @@ def _token_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, *,
     return _Units(loss_tok, is_clipped, is_dual, unit_mask=m, unit_ratio=ratio, clamped=clamped, clamped_mask=m)
 
 
-def _turn_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, turns: TurnIndex, *,
-                c: float | None, geometric: bool, surrogate: dict) -> _Units:
+def _turn_units(
+    log_ratio: torch.Tensor,
+    adv: torch.Tensor,
+    m: torch.Tensor,
+    turns: TurnIndex,
+    *,
+    c: float | None,
+    geometric: bool,
+    surrogate: dict,
+) -> _Units:
     """Turn-level ratios (K turns): the geometric ``exp(clamp(mean_turn(log r)))`` or the arithmetic
     ``mean_turn(exp(clamp(log r)))`` (module note 1), clipped once with the turn's mean advantage; the turn's
     loss is written onto its tokens; statistics are over turns."""
@@ -290,8 +323,15 @@ def _turn_units(log_ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, tur
     # Write each turn's loss onto its tokens (slot K, the dump for untrained tokens, holds 0).
     zero = torch.zeros((), dtype=log_ratio.dtype, device=log_ratio.device)
     loss_tok = torch.cat([loss_turn, zero.reshape(1)])[turns.token_turn]  # (B, T)
-    return _Units(loss_tok, is_clipped, is_dual, unit_mask=torch.ones_like(is_clipped), unit_ratio=unit_ratio,
-                  clamped=clamped, clamped_mask=clamped_mask)
+    return _Units(
+        loss_tok,
+        is_clipped,
+        is_dual,
+        unit_mask=torch.ones_like(is_clipped),
+        unit_ratio=unit_ratio,
+        clamped=clamped,
+        clamped_mask=clamped_mask,
+    )
 
 
 def _loss_stats(units: _Units, log_ratio: torch.Tensor, m: torch.Tensor, turns: TurnIndex) -> Stats:

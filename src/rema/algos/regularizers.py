@@ -62,4 +62,3 @@ def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
     _check(logp, ref_logp, mask)
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     return torch.where(mask.bool(), logp - ref_logp.detach().to(logp.dtype), zero)
-

@@ -135,7 +135,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-6, shift_mean: bool = True,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    shift_mean: bool = True,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Standardise ``values`` over the positions where ``mask`` is 1.

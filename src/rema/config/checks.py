@@ -71,8 +71,13 @@ RANGES: dict[str, Range] = {
     "model.lora_r": _at_least(0, "0 = full fine-tuning"),
     "model.lora_alpha": _positive(),
     "model.lora_dropout": Range(0, 1, high_open=True),
-    "model.checkpoint_layers": Range(0, 1, low_open=True, what="is a share of the decoder layers and",
-                                     hint="model.gradient_checkpointing=false turns it off"),
+    "model.checkpoint_layers": Range(
+        0,
+        1,
+        low_open=True,
+        what="is a share of the decoder layers and",
+        hint="model.gradient_checkpointing=false turns it off",
+    ),
     "rollout.max_turns": _at_least(1),
     "rollout.max_tokens_per_turn": _at_least(1),
     "rollout.max_context_tokens": _at_least(2),
@@ -89,11 +94,17 @@ RANGES: dict[str, Range] = {
     "reward.unboxed_credit": Range(0, 1, what="is a share of the reward and"),
     "reward.grader_timeout_s": _positive(),
     "reward.grader_workers": _at_least(1),
-    "algo.clip_eps": Range(0, 1, low_open=True, high_open=True,
-                           hint="the ratio is clipped to [1 - clip_eps, 1 + clip_eps]; the usual value is 0.2"),
+    "algo.clip_eps": Range(
+        0,
+        1,
+        low_open=True,
+        high_open=True,
+        hint="the ratio is clipped to [1 - clip_eps, 1 + clip_eps]; the usual value is 0.2",
+    ),
     "algo.clip_eps_high": _positive("null = algo.clip_eps"),
-    "algo.dual_clip": Range(1, low_open=True, hint="the loss of a negative advantage is capped at dual_clip x |A|; "
-                                                   "null turns it off"),
+    "algo.dual_clip": Range(
+        1, low_open=True, hint="the loss of a negative advantage is capped at dual_clip x |A|; null turns it off"
+    ),
     "algo.log_ratio_clamp": _positive(),
     "algo.gamma": Range(0, 1, low_open=True, hint="1 = no discount"),
     "algo.kl_coef": _at_least(0, "0 = off; a negative weight would reward drifting from the reference"),
@@ -179,11 +190,25 @@ def _check_ranges(cfg) -> None:
             raise ConfigError(f"{key}{what} must be {rng.describe()}, got {value}{hint}")
     levels = cfg.data.levels
     if levels is not None and (not levels or any(lv < 1 for lv in levels)):
-        raise ConfigError(f"data.levels={levels!r}: give difficulty levels >= 1 (e.g. data.levels=[3,4,5]), or "
-                          "data.levels=null for every level")
+        raise ConfigError(
+            f"data.levels={levels!r}: give difficulty levels >= 1 (e.g. data.levels=[3,4,5]), or "
+            "data.levels=null for every level"
+        )
 
-HEALTH_CHECKS = ("entropy", "turns_collapse", "turns_pinned", "length_pinned", "format", "degenerate", "reward_cliff",
-                 "eval_cliff", "kl_spike", "grad_spike", "logp_drift")
+
+HEALTH_CHECKS = (
+    "entropy",
+    "turns_collapse",
+    "turns_pinned",
+    "length_pinned",
+    "format",
+    "degenerate",
+    "reward_cliff",
+    "eval_cliff",
+    "kl_spike",
+    "grad_spike",
+    "logp_drift",
+)
 """The names of ``train.health``'s checks (``rema.train.health.CHECKS`` implements each one)."""
 
 
@@ -211,20 +236,27 @@ def _check_method(cfg) -> None:
     if r.action_set and (r.method != "rema" or r.mode != "single_turn"):
         raise ConfigError("rollout.action_set=true needs rollout.method=rema and rollout.mode=single_turn")
     if r.action_set and r.task == "judge":
-        raise ConfigError("rollout.action_set=true has no judge prompts; set rollout.action_set=false for "
-                          "rollout.task=judge")
+        raise ConfigError(
+            "rollout.action_set=true has no judge prompts; set rollout.action_set=false for rollout.task=judge"
+        )
     _check_prompt_set(cfg)
     if cfg.method_name not in PROMPT_SETS:
-        raise ConfigError(f"no prompt set {cfg.method_name!r} for rollout.method={r.method}, rollout.mode={r.mode}, "
-                          f"rollout.task={r.task}; the sets are {sorted(PROMPT_SETS)} (rema.prompts)")
+        raise ConfigError(
+            f"no prompt set {cfg.method_name!r} for rollout.method={r.method}, rollout.mode={r.mode}, "
+            f"rollout.task={r.task}; the sets are {sorted(PROMPT_SETS)} (rema.prompts)"
+        )
     if r.method != "rema" and not cfg.train.shared_weights:
         raise ConfigError(f"rollout.method={r.method} has one agent; set train.shared_weights=true")
     if r.method != "rema" and cfg.train.update_agents == "mta":
-        raise ConfigError(f"train.update_agents=mta freezes the only agent of rollout.method={r.method} (its "
-                          "reasoner); use train.update_agents=both")
+        raise ConfigError(
+            f"train.update_agents=mta freezes the only agent of rollout.method={r.method} (its "
+            "reasoner); use train.update_agents=both"
+        )
     if cfg.model.ra_name is not None and cfg.train.shared_weights:
-        raise ConfigError(f"model.ra_name={cfg.model.ra_name!r} is the reasoner's model under separate weights; set "
-                          "train.shared_weights=false too (rema eval/serve --ra-model does), or drop model.ra_name")
+        raise ConfigError(
+            f"model.ra_name={cfg.model.ra_name!r} is the reasoner's model under separate weights; set "
+            "train.shared_weights=false too (rema eval/serve --ra-model does), or drop model.ra_name"
+        )
 
 
 def _check_prompt_set(cfg) -> None:
@@ -235,13 +267,17 @@ def _check_prompt_set(cfg) -> None:
     if not r.prompts:
         return
     if r.prompts not in PROMPT_SETS:
-        raise ConfigError(f"rollout.prompts={r.prompts!r} is not a registered prompt set; choose one of "
-                          f"{sorted(PROMPT_SETS)} or register one with rema.prompts.register_prompt_set")
+        raise ConfigError(
+            f"rollout.prompts={r.prompts!r} is not a registered prompt set; choose one of "
+            f"{sorted(PROMPT_SETS)} or register one with rema.prompts.register_prompt_set"
+        )
     two_agents = PROMPT_SETS[r.prompts].mta is not None
     if two_agents != (r.method == "rema"):
         has = "an MTA prompt" if two_agents else "no MTA prompt"
-        raise ConfigError(f"rollout.prompts={r.prompts!r} has {has} but rollout.method={r.method}; use a set with "
-                          f"{'none' if two_agents else 'one'}, or rollout.method={'rema' if two_agents else 'vrp'}")
+        raise ConfigError(
+            f"rollout.prompts={r.prompts!r} has {has} but rollout.method={r.method}; use a set with "
+            f"{'none' if two_agents else 'one'}, or rollout.method={'rema' if two_agents else 'vrp'}"
+        )
 
 
 def _validate_health(h) -> None:
@@ -255,17 +291,35 @@ def _validate_health(h) -> None:
         if getattr(h, key) < 1:
             raise ConfigError(f"train.health.{key} must be >= 1, got {getattr(h, key)}")
     if h.max_rollbacks < 0:
-        raise ConfigError(f"train.health.max_rollbacks must be >= 0 (0: the first firing check stops), got "
-                          f"{h.max_rollbacks}")
+        raise ConfigError(
+            f"train.health.max_rollbacks must be >= 0 (0: the first firing check stops), got {h.max_rollbacks}"
+        )
     if not 0.0 < h.lr_factor <= 1.0:
-        raise ConfigError(f"train.health.lr_factor multiplies the learning rate at a rollback and must be in (0, 1], "
-                          f"got {h.lr_factor}")
-    for key in ("turns_collapse", "pinned_share", "pinned_from", "format_drop", "format_from", "degenerate_share",
-                "degenerate_from", "cliff_ratio"):
+        raise ConfigError(
+            f"train.health.lr_factor multiplies the learning rate at a rollback and must be in (0, 1], "
+            f"got {h.lr_factor}"
+        )
+    for key in (
+        "turns_collapse",
+        "pinned_share",
+        "pinned_from",
+        "format_drop",
+        "format_from",
+        "degenerate_share",
+        "degenerate_from",
+        "cliff_ratio",
+    ):
         if not 0.0 <= getattr(h, key) <= 1.0:
             raise ConfigError(f"train.health.{key} is a share and must be in [0, 1], got {getattr(h, key)}")
-    for key in ("entropy_floor", "turns_collapse_from", "reward_cliff", "eval_cliff", "spike_factor", "kl_floor",
-                "logp_drift"):
+    for key in (
+        "entropy_floor",
+        "turns_collapse_from",
+        "reward_cliff",
+        "eval_cliff",
+        "spike_factor",
+        "kl_floor",
+        "logp_drift",
+    ):
         if getattr(h, key) < 0:
             raise ConfigError(f"train.health.{key} must be >= 0, got {getattr(h, key)}")
 
@@ -275,20 +329,28 @@ def _check_algo(cfg) -> None:
 
     a = cfg.algo
     if a.agg == "token" and a.ratio_level == "turn":
-        raise ConfigError("algo.agg=token with algo.ratio_level=turn is invalid (a turn ratio has no per-token "
-                          "loss to average); use algo.agg=turn or trajectory, or algo.ratio_level=token")
+        raise ConfigError(
+            "algo.agg=token with algo.ratio_level=turn is invalid (a turn ratio has no per-token "
+            "loss to average); use algo.agg=turn or trajectory, or algo.ratio_level=token"
+        )
     per_token = sorted(name for name, info in ESTIMATOR_INFO.items() if info.per_token)
     if not ESTIMATOR_INFO.get(a.advantage, EstimatorInfo()).per_token:
         fix = f"algo.advantage={per_token[0]}" if per_token else "an estimator registered with per_token=True"
         if a.gamma != 1.0:
-            raise ConfigError(f"algo.gamma={a.gamma} discounts per-token rewards, which algo.advantage={a.advantage} "
-                              f"does not take (it scores whole episodes); set algo.gamma=1, or use {fix}")
+            raise ConfigError(
+                f"algo.gamma={a.gamma} discounts per-token rewards, which algo.advantage={a.advantage} "
+                f"does not take (it scores whole episodes); set algo.gamma=1, or use {fix}"
+            )
         if a.kl_in_reward:
-            raise ConfigError(f"algo.kl_in_reward=true folds the KL into per-token rewards, which algo.advantage="
-                              f"{a.advantage} does not take; use the KL loss term (algo.kl_in_reward=false), or {fix}")
+            raise ConfigError(
+                f"algo.kl_in_reward=true folds the KL into per-token rewards, which algo.advantage="
+                f"{a.advantage} does not take; use the KL loss term (algo.kl_in_reward=false), or {fix}"
+            )
     if a.kl_in_reward and a.kl_coef == 0:
-        raise ConfigError("algo.kl_in_reward=true with algo.kl_coef=0 adds nothing to the reward; set algo.kl_coef > 0 "
-                          "(e.g. 0.05), or algo.kl_in_reward=false")
+        raise ConfigError(
+            "algo.kl_in_reward=true with algo.kl_coef=0 adds nothing to the reward; set algo.kl_coef > 0 "
+            "(e.g. 0.05), or algo.kl_in_reward=false"
+        )
 
 
 def _check_rollout(cfg) -> None:
@@ -296,9 +358,11 @@ def _check_rollout(cfg) -> None:
     if r.vllm_tensor_parallel_size > 1 and r.engine == "hf":
         raise ConfigError("rollout.vllm_tensor_parallel_size > 1 is vLLM's; set rollout.engine=vllm (or auto)")
     if r.max_tokens_per_turn >= r.max_context_tokens:
-        raise ConfigError(f"rollout.max_tokens_per_turn ({r.max_tokens_per_turn}) must be smaller than "
-                          f"rollout.max_context_tokens ({r.max_context_tokens}); raise rollout.max_context_tokens "
-                          "(chat/eval: --max-context)")
+        raise ConfigError(
+            f"rollout.max_tokens_per_turn ({r.max_tokens_per_turn}) must be smaller than "
+            f"rollout.max_context_tokens ({r.max_context_tokens}); raise rollout.max_context_tokens "
+            "(chat/eval: --max-context)"
+        )
 
 
 def _check_reward(cfg) -> None:
@@ -306,41 +370,55 @@ def _check_reward(cfg) -> None:
     if bad:
         raise ConfigError(f"reward.extra_terms: each term's number must be finite, got {bad}")
     if cfg.reward.action_format_penalty > 0 and not cfg.rollout.action_set:
-        raise ConfigError("reward.action_format_penalty only acts in action-set mode; set rollout.action_set=true "
-                          "(with rollout.mode=single_turn) or reward.action_format_penalty=0")
+        raise ConfigError(
+            "reward.action_format_penalty only acts in action-set mode; set rollout.action_set=true "
+            "(with rollout.mode=single_turn) or reward.action_format_penalty=0"
+        )
 
 
 def _check_train(cfg) -> None:
     t, r = cfg.train, cfg.rollout
-    if isinstance(cfg.data.eval, list) and (not cfg.data.eval or not all(
-            isinstance(spec, str) and spec.strip() for spec in cfg.data.eval)):
-        raise ConfigError(f"data.eval={cfg.data.eval!r}: give one or more non-empty data specs, e.g. "
-                          "data.eval=[gsm8k,math500], or data.eval=null for no held-out evaluation")
+    if isinstance(cfg.data.eval, list) and (
+        not cfg.data.eval or not all(isinstance(spec, str) and spec.strip() for spec in cfg.data.eval)
+    ):
+        raise ConfigError(
+            f"data.eval={cfg.data.eval!r}: give one or more non-empty data specs, e.g. "
+            "data.eval=[gsm8k,math500], or data.eval=null for no held-out evaluation"
+        )
     episodes = t.questions_per_step * r.samples_per_question
     if t.mini_batches > episodes:
-        raise ConfigError(f"train.mini_batches={t.mini_batches} is more than the {episodes} episodes of a step "
-                          f"(train.questions_per_step x rollout.samples_per_question): some optimizer steps would "
-                          f"have nothing to train on; lower train.mini_batches to at most {episodes}")
+        raise ConfigError(
+            f"train.mini_batches={t.mini_batches} is more than the {episodes} episodes of a step "
+            f"(train.questions_per_step x rollout.samples_per_question): some optimizer steps would "
+            f"have nothing to train on; lower train.mini_batches to at most {episodes}"
+        )
     if not cfg.data.train.strip():
         raise ConfigError("data.train is empty; give a benchmark name, a file, synthetic:... or hf:owner/name")
     if not cfg.sft.data.strip():
         raise ConfigError("sft.data is empty; give a dialogue file (.jsonl) or a source such as self")
     if cfg.sft.data == "teacher" and (r.task == "judge" or r.action_set):
-        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
-                          "rollout.action_set; use sft.data=self or a dialogue file")
+        raise ConfigError(
+            "sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+            "rollout.action_set; use sft.data=self or a dialogue file"
+        )
 
 
 def _check_eval(cfg) -> None:
     e = cfg.eval
     if not e.benches:
-        raise ConfigError("eval.benches is empty; name at least one benchmark, e.g. eval.benches=[gsm8k] "
-                          "(rema eval --bench gsm8k)")
+        raise ConfigError(
+            "eval.benches is empty; name at least one benchmark, e.g. eval.benches=[gsm8k] (rema eval --bench gsm8k)"
+        )
     if e.checkpoint and not e.run:
-        raise ConfigError(f"eval.checkpoint={e.checkpoint!r} picks a checkpoint of a run; set eval.run=RUN_DIR "
-                          "(rema eval --run RUN_DIR) too")
+        raise ConfigError(
+            f"eval.checkpoint={e.checkpoint!r} picks a checkpoint of a run; set eval.run=RUN_DIR "
+            "(rema eval --run RUN_DIR) too"
+        )
     if e.n > 1 and cfg.rollout.eval_temperature == 0:
-        raise ConfigError(f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
-                          "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)")
+        raise ConfigError(
+            f"eval.n={e.n} samples per question at rollout.eval_temperature=0 (greedy) would all be "
+            "the same; set rollout.eval_temperature > 0 (rema eval --temperature 1.0)"
+        )
 
 
 def _changed(section, *names: str) -> bool:
@@ -360,31 +438,47 @@ def no_effect(cfg) -> list[str]:
     m, r, w, t, s = cfg.model, cfg.rollout, cfg.reward, cfg.train, cfg.sft
     out = []
     if w.format_terms and r.mode != "single_turn":
-        out.append("reward.format_terms=true acts on single-turn episodes only (per-turn format rewards in multi turn "
-                   "are exploitable); set reward.format_terms=false, or rollout.mode=single_turn")
+        out.append(
+            "reward.format_terms=true acts on single-turn episodes only (per-turn format rewards in multi turn "
+            "are exploitable); set reward.format_terms=false, or rollout.mode=single_turn"
+        )
     if w.plan_leak_penalty > 0 and r.method != "rema":
-        out.append(f"reward.plan_leak_penalty penalises the meta-thinker, which rollout.method={r.method} does not "
-                   "have; set reward.plan_leak_penalty=0")
+        out.append(
+            f"reward.plan_leak_penalty penalises the meta-thinker, which rollout.method={r.method} does not "
+            "have; set reward.plan_leak_penalty=0"
+        )
     elif w.plan_leak_penalty > 0 and w.format_terms and r.mode == "single_turn":
-        out.append("reward.plan_leak_penalty is not added where the single-turn format terms apply (they include "
-                   "the same check, at reward.format_penalty); set reward.plan_leak_penalty=0")
+        out.append(
+            "reward.plan_leak_penalty is not added where the single-turn format terms apply (they include "
+            "the same check, at reward.format_penalty); set reward.plan_leak_penalty=0"
+        )
     if _changed(w, "format_penalty") and not w.format_terms:
-        out.append("reward.format_penalty sizes the format terms, which are off; set reward.format_terms=true, or "
-                   "drop reward.format_penalty")
+        out.append(
+            "reward.format_penalty sizes the format terms, which are off; set reward.format_terms=true, or "
+            "drop reward.format_penalty"
+        )
     if m.lora_r == 0 and _changed(m, "lora_alpha", "lora_dropout", "lora_fused"):
-        out.append("model.lora_alpha / lora_dropout / lora_fused shape LoRA, which is off (model.lora_r=0); set "
-                   "model.lora_r > 0, or drop them")
+        out.append(
+            "model.lora_alpha / lora_dropout / lora_fused shape LoRA, which is off (model.lora_r=0); set "
+            "model.lora_r > 0, or drop them"
+        )
     if _changed(m, "checkpoint_layers") and not m.gradient_checkpointing:
-        out.append("model.checkpoint_layers chooses the layers gradient checkpointing recomputes, which is off; set "
-                   "model.gradient_checkpointing=true, or drop model.checkpoint_layers")
+        out.append(
+            "model.checkpoint_layers chooses the layers gradient checkpointing recomputes, which is off; set "
+            "model.gradient_checkpointing=true, or drop model.checkpoint_layers"
+        )
     if t.fsdp_cpu_offload and t.strategy != "fsdp":
         out.append("train.fsdp_cpu_offload=true offloads FSDP's shards; set train.strategy=fsdp, or drop it")
     if _changed(t, "switch_freq") and (t.shared_weights or t.update_agents != "both"):
-        out.append("train.switch_freq alternates two trained agents under separate weights; this config trains one "
-                   "set of weights (train.shared_weights=true, or train.update_agents freezes one), so drop it")
+        out.append(
+            "train.switch_freq alternates two trained agents under separate weights; this config trains one "
+            "set of weights (train.shared_weights=true, or train.update_agents freezes one), so drop it"
+        )
     if s.data not in DIALOGUE_SOURCES and _changed(s, "temperature", "questions", "samples", "max_per_question"):
-        out.append(f"sft.temperature / questions / samples / max_per_question choose the episodes a source such as "
-                   f"sft.data=self samples; the file sft.data={s.data!r} is read as it is, so drop them")
+        out.append(
+            f"sft.temperature / questions / samples / max_per_question choose the episodes a source such as "
+            f"sft.data=self samples; the file sft.data={s.data!r} is read as it is, so drop them"
+        )
     if cfg.data.eval_limit is not None and not cfg.data.eval_specs:
         out.append("data.eval_limit caps the held-out sets, and data.eval is null; drop data.eval_limit")
     return out
@@ -413,16 +507,23 @@ def check_training(cfg) -> None:
             f"rollout: {rounds} round(s) of messages of up to {r.max_tokens_per_turn} tokens take up to {need} tokens "
             f"of an agent's context, more than rollout.max_context_tokens={r.max_context_tokens} holds ({fit} full "
             f"round(s) fit; the rest would end context_exceeded, scored 0): raise rollout.max_context_tokens above "
-            f"{need} plus the prompt, or lower rollout.max_turns (to {max(fit, 1)}) or rollout.max_tokens_per_turn")
+            f"{need} plus the prompt, or lower rollout.max_turns (to {max(fit, 1)}) or rollout.max_tokens_per_turn"
+        )
     from ..algos import ESTIMATOR_INFO, EstimatorInfo
 
     if r.samples_per_question == 1 and ESTIMATOR_INFO.get(cfg.algo.advantage, EstimatorInfo()).grouped:
-        raise ConfigError(f"rollout.samples_per_question=1 gives algo.advantage={cfg.algo.advantage} groups of one "
-                          "episode, whose advantage is 0: nothing would be learned; sample 2 or more per question "
-                          "(the paper: 16), or use algo.advantage=reinforce_pp")
+        raise ConfigError(
+            f"rollout.samples_per_question=1 gives algo.advantage={cfg.algo.advantage} groups of one "
+            "episode, whose advantage is 0: nothing would be learned; sample 2 or more per question "
+            "(the paper: 16), or use algo.advantage=reinforce_pp"
+        )
     if 0 < t.steps < t.warmup_steps:  # (train.steps=0 evaluates only: no schedule to speak of)
-        raise ConfigError(f"train.warmup_steps={t.warmup_steps} is longer than the run (train.steps={t.steps}): the "
-                          "learning rate would never reach train.lr; lower train.warmup_steps")
+        raise ConfigError(
+            f"train.warmup_steps={t.warmup_steps} is longer than the run (train.steps={t.steps}): the "
+            "learning rate would never reach train.lr; lower train.warmup_steps"
+        )
     if r.action_set and cfg.reward.action_format_penalty == 0:
-        warn_once("rollout.action_set=true with reward.action_format_penalty=0: an MTA message that is not a valid "
-                  "JSON choice costs the MTA nothing (configs/rema_actions.yaml sets 1.0)")
+        warn_once(
+            "rollout.action_set=true with reward.action_format_penalty=0: an MTA message that is not a valid "
+            "JSON choice costs the MTA nothing (configs/rema_actions.yaml sets 1.0)"
+        )

@@ -48,8 +48,11 @@ def choice_table(*, shipped: bool = False) -> dict[str, tuple]:
     from ..algos.schedule import LR_SCHEDULES
     from ..models.loading import DTYPES
 
-    estimators = tuple(name for name, fn in ADVANTAGE_ESTIMATORS.items()
-                       if not shipped or getattr(fn, "__module__", "").startswith("rema."))
+    estimators = tuple(
+        name
+        for name, fn in ADVANTAGE_ESTIMATORS.items()
+        if not shipped or getattr(fn, "__module__", "").startswith("rema.")
+    )
 
     return {
         "model.dtype": DTYPES,

@@ -119,7 +119,7 @@ def _set(tree: dict, dotted: str, value, valid: list[str]) -> None:
     *path, key = dotted.split(".")
     node = tree
     for depth, part in enumerate(path):  # nested sections (train.health.patience): mappings inside mappings
-        here = ".".join(path[:depth + 1])
+        here = ".".join(path[: depth + 1])
         if here in toggles and part in node and not isinstance(node[part], dict):
             node[part] = _as_toggle(node[part])  # `health: false` in the file, then a nested override
         node = node.setdefault(part, {})
@@ -175,8 +175,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             why = _squash(getattr(err, "problem", None) or err)
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({why}); quote it, e.g. "
-                              "key='a: b'") from None
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({why}); quote it, e.g. key='a: b'"
+            ) from None
         _set(tree, key.strip(), value, valid)
     return _build(Config, tree)
 

@@ -63,37 +63,87 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (
         BenchmarkSpec(
-            "gsm8k", "gsm8k_test.jsonl", "openai/gsm8k", "test", "main", "question", "answer",
+            "gsm8k",
+            "gsm8k_test.jsonl",
+            "openai/gsm8k",
+            "test",
+            "main",
+            "question",
+            "answer",
             description="GSM8K test, 1319 grade-school word problems (answer after ####).",
         ),
         BenchmarkSpec(
-            "gsm8k_train", "gsm8k_train.jsonl", "openai/gsm8k", "train", "main", "question", "answer",
+            "gsm8k_train",
+            "gsm8k_train.jsonl",
+            "openai/gsm8k",
+            "train",
+            "main",
+            "question",
+            "answer",
             description="GSM8K train, 7473 problems.",
         ),
         BenchmarkSpec(
-            "math500", "math500_test.jsonl", "HuggingFaceH4/MATH-500", "test", None, "problem", "answer",
-            level_field="level", description="MATH-500 (PRM800K split), in-distribution eval.",
+            "math500",
+            "math500_test.jsonl",
+            "HuggingFaceH4/MATH-500",
+            "test",
+            None,
+            "problem",
+            "answer",
+            level_field="level",
+            description="MATH-500 (PRM800K split), in-distribution eval.",
         ),
         BenchmarkSpec(
-            "aime24", "aime24.jsonl", "HuggingFaceH4/aime_2024", "train", None, "problem", "answer",
-            alt_hf_ids=("math-ai/aime24",), description="AIME 2024, 30 problems, integer answers.",
+            "aime24",
+            "aime24.jsonl",
+            "HuggingFaceH4/aime_2024",
+            "train",
+            None,
+            "problem",
+            "answer",
+            alt_hf_ids=("math-ai/aime24",),
+            description="AIME 2024, 30 problems, integer answers.",
         ),
         BenchmarkSpec(
-            "amc23", "amc23.jsonl", "math-ai/amc23", "test", None, "question", "answer",
+            "amc23",
+            "amc23.jsonl",
+            "math-ai/amc23",
+            "test",
+            None,
+            "question",
+            "answer",
             description="AMC 2023, 40 problems.",
         ),
         BenchmarkSpec(
-            "math_train", "math_train.jsonl", "DigitalLearningGmbH/MATH-lighteval", "train", None, "problem",
-            "solution", level_field="level", alt_hf_ids=("EleutherAI/hendrycks_math",),
+            "math_train",
+            "math_train.jsonl",
+            "DigitalLearningGmbH/MATH-lighteval",
+            "train",
+            None,
+            "problem",
+            "solution",
+            level_field="level",
+            alt_hf_ids=("EleutherAI/hendrycks_math",),
             description="Hendrycks MATH train, 7500 problems (answer = last \\boxed{} of the solution).",
         ),
         BenchmarkSpec(
-            "math_test4500", "math_test4500_excl_math500.jsonl", "DigitalLearningGmbH/MATH-lighteval", "test",
-            None, "problem", "solution", level_field="level", hf_exclude="math500",
+            "math_test4500",
+            "math_test4500_excl_math500.jsonl",
+            "DigitalLearningGmbH/MATH-lighteval",
+            "test",
+            None,
+            "problem",
+            "solution",
+            level_field="level",
+            hf_exclude="math500",
             description="MATH test minus the MATH-500 problems (4500).",
         ),
         BenchmarkSpec(
-            "math12k", "", None, parts=("math_train", "math_test4500"), level_field="level",
+            "math12k",
+            "",
+            None,
+            parts=("math_train", "math_test4500"),
+            level_field="level",
             description="math_train + math_test4500, the common 12k pool; levels=(3, 4, 5) gives ~8.9k.",
         ),
         # The three sets below are Hub-only here. Ids, splits and columns as the Qwen2.5-Math evaluation uses
@@ -107,39 +157,84 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         #   authors' upload Hothan/OlympiadBench (README of OpenBMB/OlympiadBench), config OE_TO_maths_en_COMP
         #   (open-ended, text-only, maths, English, competition: Qwen's 675 rows), one split `train`.
         BenchmarkSpec(
-            "gaokao2023en", "gaokao2023en.jsonl", "MARIO-Math-Reasoning/Gaokao2023-Math-En", "train", None,
-            "question", "answer", description="Gaokao 2023 math, English (385); local copy: "
-            + _QWEN_EVAL.format("gaokao2023en"),
+            "gaokao2023en",
+            "gaokao2023en.jsonl",
+            "MARIO-Math-Reasoning/Gaokao2023-Math-En",
+            "train",
+            None,
+            "question",
+            "answer",
+            description="Gaokao 2023 math, English (385); local copy: " + _QWEN_EVAL.format("gaokao2023en"),
         ),
         BenchmarkSpec(
-            "minerva_math", "minerva_math.jsonl", "math-ai/minervamath", "test", None, "question", "answer",
+            "minerva_math",
+            "minerva_math.jsonl",
+            "math-ai/minervamath",
+            "test",
+            None,
+            "question",
+            "answer",
             description="Minerva math (272); local copy: " + _QWEN_EVAL.format("minerva_math"),
         ),
         BenchmarkSpec(
-            "olympiadbench", "olympiadbench.jsonl", "Hothan/OlympiadBench", "train", "OE_TO_maths_en_COMP",
-            "question", "final_answer", alt_hf_ids=("math-ai/olympiadbench",),
+            "olympiadbench",
+            "olympiadbench.jsonl",
+            "Hothan/OlympiadBench",
+            "train",
+            "OE_TO_maths_en_COMP",
+            "question",
+            "final_answer",
+            alt_hf_ids=("math-ai/olympiadbench",),
             description="OlympiadBench math, English, text-only, open-ended (675); local copy: "
             + _QWEN_EVAL.format("olympiadbench"),
         ),
         BenchmarkSpec(
-            "rewardbench", "rewardbench.jsonl", "allenai/reward-bench", "filtered", None, "prompt", None,
-            task="judge", description="RewardBench preference pairs for the LLM-as-a-judge task "
+            "rewardbench",
+            "rewardbench.jsonl",
+            "allenai/reward-bench",
+            "filtered",
+            None,
+            "prompt",
+            None,
+            task="judge",
+            description="RewardBench preference pairs for the LLM-as-a-judge task "
             "(chosen placed at A or B by a seeded coin).",
         ),
         BenchmarkSpec(
-            "rewardbench_raw", "rewardbench_raw.jsonl", "allenai/reward-bench", "raw", None, "prompt", None,
-            task="judge", description="RewardBench's 5123 pairs before its filtering (split `raw`), 23 subsets: "
+            "rewardbench_raw",
+            "rewardbench_raw.jsonl",
+            "allenai/reward-bench",
+            "raw",
+            None,
+            "prompt",
+            None,
+            task="judge",
+            description="RewardBench's 5123 pairs before its filtering (split `raw`), 23 subsets: "
             "the judge task's training pool (split it with split=train|heldout:heldout=N, stratified by subset).",
         ),
         BenchmarkSpec(
-            "judgebench", "judgebench_gpt.jsonl", "ScalerLab/JudgeBench", "gpt", None, "question", "label",
-            task="judge", description="JudgeBench, the 350 pairs of GPT-4o responses (labels A>B / B>A), the "
+            "judgebench",
+            "judgebench_gpt.jsonl",
+            "ScalerLab/JudgeBench",
+            "gpt",
+            None,
+            "question",
+            "label",
+            task="judge",
+            description="JudgeBench, the 350 pairs of GPT-4o responses (labels A>B / B>A), the "
             "out-of-domain judge test; local copy: ScalerLab/JudgeBench data/dataset=judgebench,"
             "response_model=gpt-4o-2024-05-13.jsonl.",
         ),
         BenchmarkSpec(
-            "judgebench_claude", "judgebench_claude.jsonl", "ScalerLab/JudgeBench", "claude", None, "question",
-            "label", task="judge", description="JudgeBench, the 270 pairs of Claude-3.5-Sonnet responses; local "
+            "judgebench_claude",
+            "judgebench_claude.jsonl",
+            "ScalerLab/JudgeBench",
+            "claude",
+            None,
+            "question",
+            "label",
+            task="judge",
+            description="JudgeBench, the 270 pairs of Claude-3.5-Sonnet responses; local "
             "copy: ScalerLab/JudgeBench data/dataset=judgebench,response_model=claude-3-5-sonnet-20240620.jsonl.",
         ),
     )
@@ -187,17 +282,23 @@ def load_benchmark(
                 f"({spec.description}){hub}"
             )
         # Local files follow the shared layout: `problem` plus an already-extracted `answer`.
-        return load_problems(path, levels=levels, limit=limit, level_field=spec.level_field,
-                             task=spec.task, name=name)
+        return load_problems(path, levels=levels, limit=limit, level_field=spec.level_field, task=spec.task, name=name)
     if spec.hf_id is None:
         raise DataError(f"benchmark {name!r} has no Hub copy; pass data_dir=... holding {spec.file}")
     exclude: set[str] = set()
     if spec.hf_exclude:
         exclude = {p.question.strip() for p in load_benchmark(spec.hf_exclude)}
     problems = load_problems(
-        spec.hf_id, config=spec.hf_config, split=spec.hf_split, question_field=spec.hf_question_field,
-        answer_field=spec.hf_answer_field, level_field=spec.level_field, task=spec.task, levels=levels,
-        limit=None if exclude else limit, name=name,
+        spec.hf_id,
+        config=spec.hf_config,
+        split=spec.hf_split,
+        question_field=spec.hf_question_field,
+        answer_field=spec.hf_answer_field,
+        level_field=spec.level_field,
+        task=spec.task,
+        levels=levels,
+        limit=None if exclude else limit,
+        name=name,
     )
     if exclude:
         problems = [p for p in problems if p.question.strip() not in exclude]
@@ -216,7 +317,7 @@ def _parse_options(parts: Sequence[str], where: str) -> dict[str, str]:
 
 
 def _int_list(value: str, where: str) -> tuple[int, ...]:
-    """"1,2,3" -> (1, 2, 3); "3-5" -> (3, 4, 5)."""
+    """ "1,2,3" -> (1, 2, 3); "3-5" -> (3, 4, 5)."""
     try:
         if "-" in value:
             lo, hi = value.split("-")
@@ -271,15 +372,23 @@ def resolve_dataset(
         return _resolve_synthetic(text, limit)
     if text.startswith("hf:"):
         source, config, split_name = parse_hf_spec(text)
-        return load_problems(source, config=config, split=split_name, limit=limit, question_field=question_field,
-                             answer_field=answer_field)
+        return load_problems(
+            source,
+            config=config,
+            split=split_name,
+            limit=limit,
+            question_field=question_field,
+            answer_field=answer_field,
+        )
     name, _, rest = text.partition(":")
     if name in BENCHMARKS:
         opts = _parse_options([r for r in rest.split(":") if r], spec)
         unknown = set(opts) - {"levels", "limit", *_SPLIT_OPTIONS}
         if unknown:
-            raise DataError(f"{spec!r}: unknown option(s) {sorted(unknown)}; benchmarks take levels=, limit=, "
-                            "split=train|heldout with heldout=N, by=, seed=")
+            raise DataError(
+                f"{spec!r}: unknown option(s) {sorted(unknown)}; benchmarks take levels=, limit=, "
+                "split=train|heldout with heldout=N, by=, seed="
+            )
         levels = _int_list(opts["levels"], spec) if "levels" in opts else None
         limit = int(opts["limit"]) if "limit" in opts else limit
         if "split" not in opts:
@@ -290,15 +399,20 @@ def resolve_dataset(
         unknown = set(opts) - {"limit", *_SPLIT_OPTIONS}
         if "split" in opts and not unknown:
             limit = int(opts["limit"]) if "limit" in opts else limit
-            return held_out_split(load_problems(name, data_dir=data_dir, question_field=question_field,
-                                                answer_field=answer_field), opts, spec, limit)
+            return held_out_split(
+                load_problems(name, data_dir=data_dir, question_field=question_field, answer_field=answer_field),
+                opts,
+                spec,
+                limit,
+            )
 
     candidates = [Path(text).expanduser()]
     if data_dir is not None and not Path(text).is_absolute():
         candidates.insert(0, Path(data_dir).expanduser() / text)
     if any(c.exists() for c in candidates):
-        return load_problems(text, data_dir=data_dir, limit=limit, question_field=question_field,
-                             answer_field=answer_field)
+        return load_problems(
+            text, data_dir=data_dir, limit=limit, question_field=question_field, answer_field=answer_field
+        )
     looked = f" (also looked in {os.fspath(data_dir)})" if data_dir is not None else ""
     raise DataError(
         f"cannot resolve dataset {spec!r}: not a benchmark ({', '.join(sorted(BENCHMARKS))}), not an existing "
@@ -309,8 +423,9 @@ def resolve_dataset(
 _SPLIT_OPTIONS = ("split", "heldout", "by", "seed")
 
 
-def held_out_split(problems: Sequence[Problem], opts: dict[str, str], spec: str,
-                   limit: int | None = None) -> list[Problem]:
+def held_out_split(
+    problems: Sequence[Problem], opts: dict[str, str], spec: str, limit: int | None = None
+) -> list[Problem]:
     """One side of a seeded, stratified train / held-out split of ``problems`` (`stratified_split`):
     ``opts["split"]`` is ``train`` or ``heldout``, ``opts["heldout"]`` how many problems are held out (an
     integer, or a share below 1 such as ``0.2``), ``opts["by"]`` the ``meta`` key whose groups keep their
@@ -330,8 +445,10 @@ def held_out_split(problems: Sequence[Problem], opts: dict[str, str], spec: str,
         raise DataError(f"{spec!r}: heldout={opts['heldout']} must be a share in (0, 1) or a whole number of problems")
     n_test = round(share * len(problems)) if 0 < share < 1 else int(share)
     if share != n_test and not 0 < share < 1 or not 0 <= n_test <= len(problems):
-        raise DataError(f"{spec!r}: heldout={opts['heldout']} must be a share in (0, 1) or a whole number of "
-                        f"problems up to {len(problems)} (the set has {len(problems)})")
+        raise DataError(
+            f"{spec!r}: heldout={opts['heldout']} must be a share in (0, 1) or a whole number of "
+            f"problems up to {len(problems)} (the set has {len(problems)})"
+        )
     train, heldout = stratified_split(problems, n_test, key=opts.get("by", "subset"), seed=seed)
     side = train if which == "train" else heldout
     return side[:limit] if limit is not None else side
@@ -346,8 +463,9 @@ def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
     opts = _parse_options(rest, text)
     unknown = set(opts) - {"levels", "n", "seed", "word", "phrasing", "split", "heldout", "limit"}
     if unknown:
-        raise DataError(f"{text!r}: unknown option(s) {sorted(unknown)}; use levels, n, seed, word, phrasing, split, "
-                        "heldout")
+        raise DataError(
+            f"{text!r}: unknown option(s) {sorted(unknown)}; use levels, n, seed, word, phrasing, split, heldout"
+        )
     phrasing = opts.get("phrasing", "all")
     try:
         levels = _int_list(opts.get("levels", "1,2,3"), text)
@@ -362,8 +480,9 @@ def _resolve_synthetic(text: str, limit: int | None) -> list[Problem]:
     if which == "all":
         problems = synthetic_problems(n, levels=levels, seed=seed, word_problems=word, phrasing=phrasing)
     elif which in ("train", "heldout"):
-        split = synthetic_split(levels, n if which == "train" else 0, n_heldout, seed, word_problems=word,
-                                phrasing=phrasing)
+        split = synthetic_split(
+            levels, n if which == "train" else 0, n_heldout, seed, word_problems=word, phrasing=phrasing
+        )
         problems = split.train if which == "train" else [p for lv in levels for p in split.heldout[lv]]
     else:
         raise DataError(f"{text!r}: split must be all, train or heldout, got {which!r}")
@@ -397,9 +516,15 @@ def dataset_names(specs: Sequence[str]) -> list[str]:
     return names
 
 
-def load_split(spec: str | None, *, data_dir: str | None = None, question_field: str | None = None,
-               answer_field: str | None = None, levels: Sequence[int] | None = None,
-               limit: int | None = None) -> list[Problem]:
+def load_split(
+    spec: str | None,
+    *,
+    data_dir: str | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    levels: Sequence[int] | None = None,
+    limit: int | None = None,
+) -> list[Problem]:
     """The problems of one data spec (``data.train``, ``data.eval``): a file read with the given field
     mapping, or anything :func:`resolve_dataset` accepts; then only the given difficulty ``levels``.
     ``None`` gives no problems; a spec that yields none fails, naming the filter."""
@@ -409,6 +534,7 @@ def load_split(spec: str | None, *, data_dir: str | None = None, question_field:
     if levels:
         problems = [p for p in problems if p.meta.get("level") in set(levels)]
     if not problems:
-        raise DataError(f"data spec {spec!r} gave no problems (levels filter: {levels}); check the spec and "
-                        "data.levels")
+        raise DataError(
+            f"data spec {spec!r} gave no problems (levels filter: {levels}); check the spec and data.levels"
+        )
     return problems

@@ -85,8 +85,13 @@ class Dialogue:
         return sum(agent == "ra" for agent, _ in self.turns)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "question": self.question, "answer": self.answer,
-                "turns": [{"agent": a, "text": t} for a, t in self.turns], "meta": self.meta}
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": self.answer,
+            "turns": [{"agent": a, "text": t} for a, t in self.turns],
+            "meta": self.meta,
+        }
 
 
 def check_dialogue(d: Dialogue, *, two_agents: bool, multi_turn: bool, max_turns: int) -> str | None:
@@ -133,9 +138,15 @@ def load_dialogues(path: str | Path, *, two_agents: bool, multi_turn: bool, max_
             raise DialogueError(f"{where}: not valid JSON ({err.msg})") from None
         if isinstance(row, dict) and any(k in row for k in JUDGE_PARTS):
             row = _judge_row(row, where)
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("turns"), list):
-            raise DialogueError(f"{where}: expected an object with 'question' (text) and 'turns' (a list of "
-                                "{'agent': 'mta'|'ra', 'text': ...})")
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("question"), str)
+            or not isinstance(row.get("turns"), list)
+        ):
+            raise DialogueError(
+                f"{where}: expected an object with 'question' (text) and 'turns' (a list of "
+                "{'agent': 'mta'|'ra', 'text': ...})"
+            )
         turns = []
         for i, t in enumerate(row["turns"]):
             if not isinstance(t, dict) or not isinstance(t.get("agent"), str) or not isinstance(t.get("text"), str):
@@ -158,8 +169,9 @@ def _judge_row(row: dict, where: str) -> dict:
     parts = {k: row.get(k) for k in JUDGE_PARTS}
     missing = [k for k, v in parts.items() if not isinstance(v, str) or not v.strip()]
     if missing:
-        raise DialogueError(f"{where}: a judge dialogue needs {', '.join(JUDGE_PARTS)} as text; missing or empty: "
-                            f"{', '.join(missing)}")
+        raise DialogueError(
+            f"{where}: a judge dialogue needs {', '.join(JUDGE_PARTS)} as text; missing or empty: {', '.join(missing)}"
+        )
     label = judge_label(row.get("answer"))
     if label is None:
         raise DialogueError(f"{where}: a judge dialogue's answer is its label, 'A' or 'B'; got {row.get('answer')!r}")
@@ -216,8 +228,9 @@ def _closing(task: str, gold: str) -> tuple[str, str, Callable[[str], bool]]:
     return COLD_START_FINISH, COLD_START_ANSWER.format(answer=gold), lambda t: "\\boxed" in t
 
 
-def cold_start_dialogue(ep, answer_turn: int, answer_text: str, *, two_agents: bool, multi_turn: bool,
-                        max_turns: int, task: str = "math") -> Dialogue | None:
+def cold_start_dialogue(
+    ep, answer_turn: int, answer_text: str, *, two_agents: bool, multi_turn: bool, max_turns: int, task: str = "math"
+) -> Dialogue | None:
     """The dialogue made from ``ep`` whose RA message ``answer_turn`` (cut to ``answer_text``) is correct.
 
     None when the episode cannot give a clean dialogue: a plan that computes from its first sentence, an
@@ -235,8 +248,9 @@ def cold_start_dialogue(ep, answer_turn: int, answer_text: str, *, two_agents: b
     mta, ra = ep.turns_of("mta"), ep.turns_of("ra")
     turns: list[tuple[str, str]] = []
     for k in range(answer_turn + 1):
-        plan = clean_plan(mta[k].text.replace(FINISH_MARKER, ""), ep.question, gold, complete=not mta[k].truncated,
-                          task=task)
+        plan = clean_plan(
+            mta[k].text.replace(FINISH_MARKER, ""), ep.question, gold, complete=not mta[k].truncated, task=task
+        )
         if not plan:
             return None
         if k < answer_turn:
@@ -283,8 +297,7 @@ def dialogues_from_episodes(
     unclean = duplicates = 0
     for i, (k, p) in sorted(first.items()):
         ep = episodes[i]
-        d = cold_start_dialogue(ep, k, p, two_agents=two_agents, multi_turn=multi_turn, max_turns=max_turns,
-                                task=task)
+        d = cold_start_dialogue(ep, k, p, two_agents=two_agents, multi_turn=multi_turn, max_turns=max_turns, task=task)
         if d is None:
             unclean += 1
             continue
@@ -295,7 +308,12 @@ def dialogues_from_episodes(
             continue
         seen.add(key)
         kept.append(d)
-    stats = {"episodes": float(len(episodes)), "with_correct_answer": float(len(first)),
-             "dialogues": float(len(kept)), "dropped_unclean": float(unclean),
-             "dropped_duplicate_or_cap": float(duplicates), "questions": float(len(per_question))}
+    stats = {
+        "episodes": float(len(episodes)),
+        "with_correct_answer": float(len(first)),
+        "dialogues": float(len(kept)),
+        "dropped_unclean": float(unclean),
+        "dropped_duplicate_or_cap": float(duplicates),
+        "questions": float(len(per_question)),
+    }
     return kept, stats

@@ -155,8 +155,16 @@ def row_to_problem(
     is_pair = "chosen" in row and "rejected" in row
     is_ab = _ab_fields(row) is not None
     if task == "judge" or (task == "auto" and (is_pair or is_ab)):
-        return _judge_row(row, location=location, pid=pid, source=source, available=available,
-                          question_field=question_field, answer_field=answer_field, judge_seed=judge_seed)
+        return _judge_row(
+            row,
+            location=location,
+            pid=pid,
+            source=source,
+            available=available,
+            question_field=question_field,
+            answer_field=answer_field,
+            judge_seed=judge_seed,
+        )
 
     q_name = pick(question_field, QUESTION_FIELDS, "question", "question_field")
     question = row[q_name]
@@ -198,6 +206,8 @@ def judge_label(value) -> str | None:
     """'A' or 'B' from a judge label as rows and users write it (``A``, ``[[b]]``, ``A>B``, ``B>A``); None
     for anything else."""
     return JUDGE_LABELS.get(str(value if value is not None else "").strip().strip("[]").upper())
+
+
 """Label spellings of the judge task: plain (also ``[[A]]``, lower case) and JudgeBench's ``A>B`` / ``B>A``."""
 
 
@@ -254,8 +264,10 @@ def _judge_row(
         )
     names = _ab_fields(row)
     if names is None:
-        raise DataError(f"{location}: judge row needs chosen/rejected or response_a/response_b (available: "
-                        f"{available}); fix the row or pass task=math")
+        raise DataError(
+            f"{location}: judge row needs chosen/rejected or response_a/response_b (available: "
+            f"{available}); fix the row or pass task=math"
+        )
     label_name = answer_field or "label"
     label = judge_label(row.get(label_name))
     if label is None:
@@ -265,8 +277,16 @@ def _judge_row(
         )
     used |= {*names, label_name}
     meta = row_meta()
-    return Problem(id=pid, question=prompt, answer=label, meta=meta, prompt=prompt,
-                   response_a=text(names[0]), response_b=text(names[1]), label=label)
+    return Problem(
+        id=pid,
+        question=prompt,
+        answer=label,
+        meta=meta,
+        prompt=prompt,
+        response_a=text(names[0]),
+        response_b=text(names[1]),
+        label=label,
+    )
 
 
 def _normalized_meta(row: dict[str, Any], *, level_field: str | None, location: str, available: str) -> dict[str, Any]:
@@ -358,7 +378,7 @@ def _json_rows(path: Path, shown: str) -> Rows:
         data = data["data"]
     if not isinstance(data, list):
         got = f"an object with keys {sorted(data)}" if isinstance(data, dict) else type(data).__name__
-        raise DataError(f"{shown}: expected a list of objects or {{\"data\": [...]}}, got {got}")
+        raise DataError(f'{shown}: expected a list of objects or {{"data": [...]}}, got {got}')
     for i, row in enumerate(data):
         yield f"{shown}[item {i}]", row
 
@@ -406,8 +426,10 @@ def _dataset_dir_rows(path: Path, shown: str, *, split: str | None, config: str 
         else:
             ds = datasets.load_dataset(str(path), config)  # a folder of data files `datasets` can infer
     except Exception as e:  # `datasets` raises many types (EmptyDatasetError, FileNotFoundError, ValueError, ...)
-        raise DataError(f"{shown}: a folder, but not a dataset `datasets` can read ({type(e).__name__}: "
-                        f"{' '.join(str(e).split())[:200]}); give a .jsonl/.json/.parquet file") from e
+        raise DataError(
+            f"{shown}: a folder, but not a dataset `datasets` can read ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]}); give a .jsonl/.json/.parquet file"
+        ) from e
     ds, split_name = _choose_split(ds, split, shown)
     yield from _iter_dataset(ds, f"{shown}[{split_name}]")
 
@@ -427,4 +449,3 @@ def _hub_rows(name: str, *, split: str | None, config: str | None, revision: str
         ) from e
     ds, split_name = _choose_split(ds, split, shown)
     yield from _iter_dataset(ds, f"{shown}[{split_name}]")
-

@@ -159,5 +159,7 @@ def split_record(sets: dict[str, tuple[str | None, Sequence[Problem]]]) -> dict[
     ``{"train": ("rewardbench_raw:split=train:heldout=970", problems), "eval": (...)}`` ->
     ``{"train": {"spec": ..., "n": 4153, "fingerprint": "3f2a...", "ids": [...]}, ...}``.
     """
-    return {name: {"spec": spec, "n": len(problems), "fingerprint": _fingerprint(problems),
-                   "ids": [p.id for p in problems]} for name, (spec, problems) in sets.items()}
+    return {
+        name: {"spec": spec, "n": len(problems), "fingerprint": _fingerprint(problems), "ids": [p.id for p in problems]}
+        for name, (spec, problems) in sets.items()
+    }

@@ -45,8 +45,16 @@ from typing import NamedTuple
 
 from .problems import DataError, Problem, stable_int
 
-__all__ = ["LEVELS", "PHRASINGS", "Step", "SyntheticSplit", "arithmetic_steps", "make_problem", "synthetic_problems",
-           "synthetic_split"]
+__all__ = [
+    "LEVELS",
+    "PHRASINGS",
+    "Step",
+    "SyntheticSplit",
+    "arithmetic_steps",
+    "make_problem",
+    "synthetic_problems",
+    "synthetic_split",
+]
 
 LEVELS: dict[int, str] = {
     1: "one-digit + one-digit sums",
@@ -117,7 +125,7 @@ def arithmetic_steps(op: str, operands: dict[str, int]) -> list[Step]:
     order: ``("add_mul", {a: 3, b: 4, c: 5})`` -> ``[3 + 4 = 7, 7 × 5 = 35]``. The last result is the answer."""
     if op not in _CHAINS:
         raise DataError(f"unknown synthetic operation {op!r}; known: {sorted(_CHAINS)}")
-    values = [int(operands[k]) for k in "abcd"[:len(_CHAINS[op]) + 1]]
+    values = [int(operands[k]) for k in "abcd"[: len(_CHAINS[op]) + 1]]
     steps: list[Step] = []
     left = values[0]
     for symbol, right in zip(_CHAINS[op], values[1:]):
@@ -186,8 +194,7 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
         "How many coins does {name} save?",
     ),
     "mul_add": (
-        "{name} buys {a|pack} of {items} with {b} in each pack, and finds {c} more. "
-        "How many {items} does {name} have?",
+        "{name} buys {a|pack} of {items} with {b} in each pack, and finds {c} more. How many {items} does {name} have?",
         "There are {a|shelf} with {b|book} on each, plus {c|book} on the floor. How many books are there?",
         "{name} earns {b|coin} each day for {a|day} and gets {c|coin} as a gift. How many coins does {name} have?",
     ),
@@ -212,8 +219,16 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 _PEOPLE: tuple[tuple[str, str], ...] = (
-    ("Sam", "He"), ("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Noah", "He"),
-    ("Emma", "She"), ("Omar", "He"), ("Lily", "She"), ("Ravi", "He"), ("Zoe", "She"),
+    ("Sam", "He"),
+    ("Mia", "She"),
+    ("Leo", "He"),
+    ("Ava", "She"),
+    ("Noah", "He"),
+    ("Emma", "She"),
+    ("Omar", "He"),
+    ("Lily", "She"),
+    ("Ravi", "He"),
+    ("Zoe", "She"),
 )
 _ITEMS: tuple[str, ...] = ("apple", "pencil", "marble", "shell", "card", "candy", "stamp", "orange", "button", "peach")
 _IRREGULAR = {"box": "boxes", "candy": "candies", "shelf": "shelves", "peach": "peaches", "child": "children"}
@@ -251,8 +266,9 @@ def _story_index(op: str, phrasing: str, rng: random.Random) -> int:
     return n - 1
 
 
-def _render_plain(op: str, operands: dict[str, int], expression: str, phrasing: str,
-                  rng: random.Random) -> tuple[str, str]:
+def _render_plain(
+    op: str, operands: dict[str, int], expression: str, phrasing: str, rng: random.Random
+) -> tuple[str, str]:
     """(question text, template id) of a plain question: "What is 7 + 5?", or a held-out phrasing."""
     shown = expression.replace("*", "×")
     if phrasing != "heldout":
@@ -260,8 +276,10 @@ def _render_plain(op: str, operands: dict[str, int], expression: str, phrasing: 
     index = rng.randrange(len(_HELDOUT_PLAIN))
     steps = arithmetic_steps(op, operands)
     words = re.sub(r"[+\-×]", lambda m: _WORDS[m.group(0)], shown)
-    chain = ", ".join([f"{steps[0].left} {_WORDS[steps[0].symbol]} {steps[0].right}"]
-                      + [f"then {_THEN[s.symbol]} {s.right}" for s in steps[1:]])
+    chain = ", ".join(
+        [f"{steps[0].left} {_WORDS[steps[0].symbol]} {steps[0].right}"]
+        + [f"then {_THEN[s.symbol]} {s.right}" for s in steps[1:]]
+    )
     return _HELDOUT_PLAIN[index].format(expression=shown, words=words, chain=chain), f"plain/{index}"
 
 
@@ -326,7 +344,11 @@ def _check_args(levels: Sequence[int], word_problems: bool | float, phrasing: st
 
 
 def synthetic_problems(
-    n: int, *, levels: Sequence[int] = (1, 2, 3), seed: int = 0, word_problems: bool | float = True,
+    n: int,
+    *,
+    levels: Sequence[int] = (1, 2, 3),
+    seed: int = 0,
+    word_problems: bool | float = True,
     phrasing: str = "all",
 ) -> list[Problem]:
     """`n` problems cycling through `levels` (equal shares, in order), deterministic in `seed`.
@@ -339,8 +361,10 @@ def synthetic_problems(
     if n < 0:
         raise DataError(f"n must be >= 0, got {n}")
     rng = random.Random(stable_int("synthetic", seed))
-    return [make_problem(levels[i % len(levels)], rng, word=_wants_word(word_problems, rng), phrasing=phrasing)
-            for i in range(n)]
+    return [
+        make_problem(levels[i % len(levels)], rng, word=_wants_word(word_problems, rng), phrasing=phrasing)
+        for i in range(n)
+    ]
 
 
 class SyntheticSplit(NamedTuple):
@@ -408,8 +432,7 @@ def synthetic_split(
     for _ in range(budget(n_train)):
         if len(train) == n_train:
             break
-        p = make_problem(levels[len(train) % len(levels)], rng, word=_wants_word(word_problems, rng),
-                         phrasing=phrasing)
+        p = make_problem(levels[len(train) % len(levels)], rng, word=_wants_word(word_problems, rng), phrasing=phrasing)
         if key(p) not in taken:
             train.append(_with_split(p, "train"))
     if len(train) < n_train:

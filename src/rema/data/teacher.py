@@ -3,9 +3,9 @@ expression, with no model sampling (``sft.data: teacher``).
 
 The ReMA paper's cold start used a strong teacher (GPT-4o) to convert worked solutions into ~800 dialogues (what
 ``rema distill`` does with any teacher model). For the synthetic levels of :mod:`rema.data.synthetic` the
-generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_steps` gives every step (``3 + 4 = 7``, then ``7 × 5 = 35``). This
-module writes them in the format of each method, so every method's "RL from SFT" starts from the same teacher's
-knowledge (the same steps and numbers), each in its own format:
+generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_steps` gives every step
+(``3 + 4 = 7``, then ``7 × 5 = 35``). This module writes them in the format of each method, so every method's
+"RL from SFT" starts from the same teacher's knowledge (the same steps and numbers), each in its own format:
 
 * ``rema`` multi-turn: one MTA instruction per step ("First, add 3 and 4."), the RA computes just that step
   ("3 + 4 = 7."), and so on; then the MTA closes with ``[FINISH]`` and the RA answers in ``\\boxed{}``. A problem of
@@ -44,21 +44,43 @@ _DO: dict[str, tuple[str, ...]] = {
 # A later step of a plan, whose left side is the previous result (never named: a plan states no result).
 _DO_NEXT: dict[str, tuple[str, ...]] = {
     "+": ("add {r} to the result", "add {r} to that", "increase the result by {r}", "add {r} to the previous result"),
-    "-": ("subtract {r} from the result", "take {r} away from that", "decrease the result by {r}",
-          "subtract {r} from the previous result"),
-    "×": ("multiply the result by {r}", "multiply that by {r}", "take the result {r} times",
-          "multiply the previous result by {r}"),
+    "-": (
+        "subtract {r} from the result",
+        "take {r} away from that",
+        "decrease the result by {r}",
+        "subtract {r} from the previous result",
+    ),
+    "×": (
+        "multiply the result by {r}",
+        "multiply that by {r}",
+        "take the result {r} times",
+        "multiply the previous result by {r}",
+    ),
 }
 _MTA_ONLY = ("{Do}.", "Work this out: {do}.", "This takes one operation: {do}.", "Solve it in one step: {do}.")
-_MTA_FIRST = ("First, {do}.", "Let's go one step at a time. First, {do}.", "Start with the first step: {do}.",
-              "Break it into steps. Begin by working out this: {do}.")
+_MTA_FIRST = (
+    "First, {do}.",
+    "Let's go one step at a time. First, {do}.",
+    "Start with the first step: {do}.",
+    "Break it into steps. Begin by working out this: {do}.",
+)
 _MTA_NEXT = ("Now {do}.", "Next, {do}.", "Good. Now {do}.", "That is right. Next step: {do}.")
 _MTA_LAST = ("Finally, {do}.", "Now the last step: {do}.", "Good. To finish, {do}.", "Right. Last, {do}.")
-_MTA_FINISH = ("That is the answer. ", "Your result is correct. ", "That answers the question. ",
-               "Correct, we are done. ", "Good, that is the final result. ")
+_MTA_FINISH = (
+    "That is the answer. ",
+    "Your result is correct. ",
+    "That answers the question. ",
+    "Correct, we are done. ",
+    "Good, that is the final result. ",
+)
 _RA_STEP = ("{l} {s} {r} = {v}.", "{l} {s} {r} is {v}.", "I compute {l} {s} {r} = {v}.", "We get {l} {s} {r} = {v}.")
-_RA_FINAL = ("The answer is \\boxed{{{v}}}.", "The final answer is $\\boxed{{{v}}}$.", "So the answer is \\boxed{{{v}}}.",
-             "The result is \\boxed{{{v}}}.", "Final answer: \\boxed{{{v}}}.")
+_RA_FINAL = (
+    "The answer is \\boxed{{{v}}}.",
+    "The final answer is $\\boxed{{{v}}}$.",
+    "So the answer is \\boxed{{{v}}}.",
+    "The result is \\boxed{{{v}}}.",
+    "Final answer: \\boxed{{{v}}}.",
+)
 _PLAN_INTRO = ("", "Plan:", "Steps to follow:", "Work it out in order:")
 _SOLVE_INTRO = ("", "Let's solve it step by step.", "Step by step:", "I work it out one step at a time.")
 
@@ -124,12 +146,16 @@ def _steps_of(problem: Problem) -> list[Step]:
     """The arithmetic steps of a synthetic problem; a ConfigError for any other problem."""
     meta = problem.meta or {}
     if "op" not in meta or "operands" not in meta:
-        raise ConfigError(f"sft.data=teacher writes dialogues from synthetic problems' expressions, and problem "
-                          f"{problem.id!r} of data.train has none; use sft.data=self or a dialogue file")
+        raise ConfigError(
+            f"sft.data=teacher writes dialogues from synthetic problems' expressions, and problem "
+            f"{problem.id!r} of data.train has none; use sft.data=self or a dialogue file"
+        )
     steps = arithmetic_steps(meta["op"], meta["operands"])
     if str(steps[-1].result) != str(problem.answer).strip():
-        raise ValueError(f"problem {problem.id}: steps of {meta.get('expression')} give {steps[-1].result}, "
-                         f"not its answer {problem.answer}")
+        raise ValueError(
+            f"problem {problem.id}: steps of {meta.get('expression')} give {steps[-1].result}, "
+            f"not its answer {problem.answer}"
+        )
     return steps
 
 
@@ -149,15 +175,18 @@ def teacher_dialogue(problem: Problem, method: str, mode: str, rng: random.Rando
         turns = [("mta", _plan(steps, rng)), ("ra", _solution(steps, rng))]
     elif method == "rema" and mode == "multi_turn":
         if len(steps) + 1 > max_turns:
-            raise ConfigError(f"sft.data=teacher: problem {problem.id!r} ({problem.meta.get('expression')}) takes "
-                              f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
-                              f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps")
+            raise ConfigError(
+                f"sft.data=teacher: problem {problem.id!r} ({problem.meta.get('expression')}) takes "
+                f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
+                f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
+            )
         turns = _multi_turn(steps, rng)
     else:
-        raise ConfigError(f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
-                          f"multi_turn), not {method!r}/{mode!r}; use sft.data=self or a dialogue file")
-    return Dialogue(problem.question, str(problem.answer), turns, problem.id,
-                    {**problem.meta, "teacher": TEACHER_NAME})
+        raise ConfigError(
+            f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
+            f"multi_turn), not {method!r}/{mode!r}; use sft.data=self or a dialogue file"
+        )
+    return Dialogue(problem.question, str(problem.answer), turns, problem.id, {**problem.meta, "teacher": TEACHER_NAME})
 
 
 def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue], dict[str, float]]:
@@ -166,8 +195,14 @@ def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue],
     written). Returns ``(dialogues, stats)``; a judge-task or action-set config is a ConfigError."""
     r = cfg.rollout
     if r.task == "judge" or r.action_set:
-        raise ConfigError("sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
-                          "rollout.action_set; use sft.data=self or a dialogue file")
-    dialogues = [teacher_dialogue(p, r.method, r.mode, random.Random(stable_int("teacher", cfg.train.seed, p.id)),
-                                  max_turns=r.max_turns) for p in problems]
+        raise ConfigError(
+            "sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
+            "rollout.action_set; use sft.data=self or a dialogue file"
+        )
+    dialogues = [
+        teacher_dialogue(
+            p, r.method, r.mode, random.Random(stable_int("teacher", cfg.train.seed, p.id)), max_turns=r.max_turns
+        )
+        for p in problems
+    ]
     return dialogues, {"dialogues": float(len(dialogues)), "questions": float(len(problems))}

@@ -20,18 +20,29 @@ def add_distill_command(sub) -> None:
     """Register ``rema distill`` on the ``rema`` sub-command parser."""
 
     c = sub.add_parser(
-        "distill", help="cold-start dialogues from a teacher model (any OpenAI-compatible endpoint) for rema sft",
+        "distill",
+        help="cold-start dialogues from a teacher model (any OpenAI-compatible endpoint) for rema sft",
         description="rema distill [CONFIG] [section.key=value ...] --input PROBLEMS --model TEACHER [flags]: ask a "
-                    "teacher to rewrite each solved problem as a dialogue in the method's format, keep those that "
-                    "pass the checks (format, no leaked answer, correct boxed answer) in --out, the others in "
-                    "<out>.rejected.jsonl; a re-run resumes. Guide: docs/distill.md. Each flag is a shorthand for "
-                    "the config key in brackets; dotted overrides win over flags.")
+        "teacher to rewrite each solved problem as a dialogue in the method's format, keep those that "
+        "pass the checks (format, no leaked answer, correct boxed answer) in --out, the others in "
+        "<out>.rejected.jsonl; a re-run resumes. Guide: docs/distill.md. Each flag is a shorthand for "
+        "the config key in brackets; dotted overrides win over flags.",
+    )
     add_config_args(c, "distill.temperature=0.3 rollout.max_turns=8")
     sh = Shorthands()
     src = c.add_argument_group("problems and output")
-    sh.add(src, "--input", key="distill.input",
-           help="solved problems: .jsonl/.json/.parquet, a datasets folder, or hf:owner/name[:config][:split]")
-    sh.add(src, "--out", key="distill.out", help="dialogue JSONL to append to (resumed); rejects go to <stem>.rejected.jsonl")
+    sh.add(
+        src,
+        "--input",
+        key="distill.input",
+        help="solved problems: .jsonl/.json/.parquet, a datasets folder, or hf:owner/name[:config][:split]",
+    )
+    sh.add(
+        src,
+        "--out",
+        key="distill.out",
+        help="dialogue JSONL to append to (resumed); rejects go to <stem>.rejected.jsonl",
+    )
     sh.add(src, "--limit", type=int, key="distill.limit", help="first N rows only")
     sh.add(src, "--question-field", key="data.question_field", help="question column")
     sh.add(src, "--answer-field", key="data.answer_field", help="reference answer column")
@@ -39,11 +50,22 @@ def add_distill_command(sub) -> None:
     sh.add(src, "--id-field", key="distill.id_field", help="stable row id column (the resume key)")
     sh.add(src, "--split", key="distill.split", help="split of a Hub dataset or folder")
     sh.add(src, "--data-dir", key="data.data_dir", help="folder to resolve a relative --input against")
-    sh.add(src, "--retry-rejected", action="store_const", const=True, key="distill.retry_rejected",
-           help="ask again for rows recorded as rejected")
+    sh.add(
+        src,
+        "--retry-rejected",
+        action="store_const",
+        const=True,
+        key="distill.retry_rejected",
+        help="ask again for rows recorded as rejected",
+    )
     fmt = c.add_argument_group("dialogue format (what rema sft will read)")
-    sh.add(fmt, "--method", choices=[m for m in METHODS if m != "rema-actions"], key=method_overrides,
-           help="default: the config's [rollout.method, rollout.mode]")
+    sh.add(
+        fmt,
+        "--method",
+        choices=[m for m in METHODS if m != "rema-actions"],
+        key=method_overrides,
+        help="default: the config's [rollout.method, rollout.mode]",
+    )
     sh.add(fmt, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds of a multi-turn dialogue")
     t = c.add_argument_group("teacher")
     sh.add(t, "--base-url", key="distill.base_url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
@@ -86,7 +108,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     print(summary.line())
     if summary.failed:
         first = next(iter(summary.failed.items()))
-        print(f"{len(summary.failed)} rows failed and were not recorded (e.g. {first[0]}: {first[1]}); run the same "
-              "command again to ask for them", file=sys.stderr)
+        print(
+            f"{len(summary.failed)} rows failed and were not recorded (e.g. {first[0]}: {first[1]}); run the same "
+            "command again to ask for them",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -92,12 +92,12 @@ def parse_reply(text: str) -> list[tuple[str, str]]:
         if role is None:
             if closing:
                 raise ReplyError(f"</{name}> at char {m.start()} closes no message")
-            outside = text[pos:m.start()].strip()
+            outside = text[pos : m.start()].strip()
             if outside:
                 raise ReplyError(f"text outside the tags at char {pos}: {outside[:60]!r}")
             role, open_at = name, m.end()
         elif closing and name == role:
-            turns.append((role, text[open_at:m.start()].strip()))
+            turns.append((role, text[open_at : m.start()].strip()))
             role, pos = None, m.end()
         else:
             raise ReplyError(f"<{'/' if closing else ''}{name}> at char {m.start()} inside a <{role}> message")
@@ -105,7 +105,9 @@ def parse_reply(text: str) -> list[tuple[str, str]]:
         raise ReplyError(f"<{role}> opened at char {open_at} is never closed")
     outside = text[pos:].strip()
     if outside or not turns:
-        raise ReplyError(f"text outside the tags at char {pos}: {outside[:60]!r}" if outside else "no <mta>/<ra> message")
+        raise ReplyError(
+            f"text outside the tags at char {pos}: {outside[:60]!r}" if outside else "no <mta>/<ra> message"
+        )
     return turns
 
 
@@ -133,8 +135,17 @@ def format_problem(turns: list[tuple[str, str]], fmt: Format, answer: str) -> tu
     return None
 
 
-def check_reply(text: str, finish_reason: str | None, *, question: str, answer: str, fmt: Format,
-                grade: Callable[[str, str], MathGrade], id: str = "", meta: dict | None = None) -> Verdict:
+def check_reply(
+    text: str,
+    finish_reason: str | None,
+    *,
+    question: str,
+    answer: str,
+    fmt: Format,
+    grade: Callable[[str, str], MathGrade],
+    id: str = "",
+    meta: dict | None = None,
+) -> Verdict:
     """The :class:`Verdict` on one teacher reply for the problem ``(question, answer)`` (checks in the module
     docstring's order). ``grade(final_ra_message, answer)`` is rema's math grader in production."""
     if finish_reason == "length":

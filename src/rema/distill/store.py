@@ -46,11 +46,14 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DistillError(f"{path}:{n}: not valid JSON ({err.msg}); fix or delete that line, or write to "
-                               "another output (--out)") from None
+            raise DistillError(
+                f"{path}:{n}: not valid JSON ({err.msg}); fix or delete that line, or write to another output (--out)"
+            ) from None
         if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-            raise DistillError(f"{path}:{n}: a row without a string 'id': not a file rema distill wrote; write to "
-                               "another output (--out)")
+            raise DistillError(
+                f"{path}:{n}: a row without a string 'id': not a file rema distill wrote; write to "
+                "another output (--out)"
+            )
         rows.append(row)
     return rows, torn
 

@@ -87,15 +87,24 @@ def backoff_s(attempt: int, *, base_s: float, retry_after: float | None, jitter:
     [0, 0.25), drawn per call) so that parallel requests refused together do not come back together; never more
     than :data:`MAX_BACKOFF_S`. ``backoff_s(2, base_s=1, retry_after=None, jitter=0) == 4``.
     """
-    wait = retry_after if retry_after is not None else base_s * 2.0 ** attempt
+    wait = retry_after if retry_after is not None else base_s * 2.0**attempt
     return min(wait * (1.0 - jitter), MAX_BACKOFF_S)
 
 
 class Teacher:
     """Asks one model for chat completions with counted retries; ``usage`` accumulates over every call."""
 
-    def __init__(self, client, model: str, *, temperature: float, max_tokens: int, max_retries: int,
-                 backoff_base_s: float, seed: int = 0):
+    def __init__(
+        self,
+        client,
+        model: str,
+        *,
+        temperature: float,
+        max_tokens: int,
+        max_retries: int,
+        backoff_base_s: float,
+        seed: int = 0,
+    ):
         self.client, self.model = client, model
         self.temperature, self.max_tokens = temperature, max_tokens
         self.max_retries, self.backoff_base_s = max_retries, backoff_base_s
@@ -110,8 +119,11 @@ class Teacher:
             self.usage.requests += 1
             try:
                 resp = await self.client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=self.temperature,
-                    max_completion_tokens=self.max_tokens)
+                    model=self.model,
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_completion_tokens=self.max_tokens,
+                )
             except openai.APIConnectionError as err:  # includes APITimeoutError
                 self.usage.timeouts += 1
                 cause, wait_hint = f"{type(err).__name__}: {err}", None
@@ -119,20 +131,26 @@ class Teacher:
             except openai.APIStatusError as err:
                 status = err.status_code
                 if status not in RETRY_STATUS and status < 500:
-                    raise TeacherError(f"HTTP {status} from the teacher, not retried: {_message(err)}",
-                                       fatal=status in FATAL_STATUS) from None
+                    raise TeacherError(
+                        f"HTTP {status} from the teacher, not retried: {_message(err)}", fatal=status in FATAL_STATUS
+                    ) from None
                 if status == 429:
                     self.usage.rate_limited += 1
                 else:
                     self.usage.server_errors += 1
-                cause, wait_hint, unreachable = f"HTTP {status}: {_message(err)}", retry_after_s(err.response.headers), False
+                cause, wait_hint, unreachable = (
+                    f"HTTP {status}: {_message(err)}",
+                    retry_after_s(err.response.headers),
+                    False,
+                )
             else:
                 return self._reply(resp)
             if attempt == self.max_retries:
                 raise TeacherError(f"gave up after {self.max_retries} retries; last: {cause}", fatal=unreachable)
             self.usage.retries += 1
-            await asyncio.sleep(backoff_s(attempt, base_s=self.backoff_base_s, retry_after=wait_hint,
-                                          jitter=0.25 * self._rng.random()))
+            await asyncio.sleep(
+                backoff_s(attempt, base_s=self.backoff_base_s, retry_after=wait_hint, jitter=0.25 * self._rng.random())
+            )
         raise AssertionError("unreachable")
 
     def _reply(self, resp) -> Reply:

@@ -68,6 +68,7 @@ def model_label(cfg: Config) -> str:
     if e.run:
         return Path(e.run).resolve().name + (f"@{e.checkpoint}" if e.checkpoint else "")
     mta, ra = resolve_models(cfg)
+
     def short(name: str) -> str:
         return Path(name.rstrip("/")).name or name
 
@@ -78,8 +79,9 @@ def judge_prompts(cfg: Config) -> PromptSet:
     """The judge prompt set for the config's method and mode (``rema-judge``, ``rema-judge-multi``,
     ``vrp-judge``, ``mrp-judge``: ``Config.method_name`` under ``rollout.task=judge``)."""
     if cfg.rollout.action_set:
-        raise ConfigError("--method rema-actions has no judge prompts; use rema-single, rema-multi, vrp or mrp "
-                          "for judge data")
+        raise ConfigError(
+            "--method rema-actions has no judge prompts; use rema-single, rema-multi, vrp or mrp for judge data"
+        )
     return get_prompt_set(dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, task="judge")).method_name)
 
 
@@ -103,8 +105,14 @@ def load_bench(spec: str, cfg: Config, limit: int | None = None) -> list:
 
     e, d = cfg.eval, cfg.data
     limit = e.limit if limit is None else limit
-    mapping = {"question_field": d.question_field, "answer_field": d.answer_field, "id_field": e.id_field,
-               "level_field": e.level_field, "answer_format": e.answer_format, "task": e.task}
+    mapping = {
+        "question_field": d.question_field,
+        "answer_field": d.answer_field,
+        "id_field": e.id_field,
+        "level_field": e.level_field,
+        "answer_format": e.answer_format,
+        "task": e.task,
+    }
     if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic") or ":split=" in spec:  # a held-out side
         return resolve_dataset(spec, d.data_dir, limit=limit)
     if spec.startswith("hf:"):
@@ -112,9 +120,11 @@ def load_bench(spec: str, cfg: Config, limit: int | None = None) -> list:
         return load_problems(source, config=config, split=split, limit=limit, **mapping)
     places = [Path(spec).expanduser()] + ([Path(d.data_dir).expanduser() / spec] if d.data_dir else [])
     if not any(p.exists() for p in places):
-        raise DataError(f"eval.benches: {spec!r} is not a benchmark ({', '.join(sorted(BENCHMARKS))}), nor an existing "
-                        f"file{' (also looked in ' + d.data_dir + ')' if d.data_dir else ''}; a Hub dataset is "
-                        "hf:owner/name[:config][:split]")
+        raise DataError(
+            f"eval.benches: {spec!r} is not a benchmark ({', '.join(sorted(BENCHMARKS))}), nor an existing "
+            f"file{' (also looked in ' + d.data_dir + ')' if d.data_dir else ''}; a Hub dataset is "
+            "hf:owner/name[:config][:split]"
+        )
     return load_problems(spec, data_dir=d.data_dir, split=e.split, limit=limit, **mapping)
 
 
@@ -122,10 +132,21 @@ def fingerprint(cfg: Config) -> dict:
     """The settings that change results; an eval folder only resumes under identical ones."""
     mta, ra = resolve_models(cfg)
     r = cfg.rollout
-    return {"mta_model": mta if r.method == "rema" else None, "ra_model": ra, "method": method_of(cfg),
-            "n": cfg.eval.n, "temperature": r.eval_temperature, "top_p": r.top_p, "max_turns": r.max_turns,
-            "max_tokens": r.max_tokens_per_turn, "max_context": r.max_context_tokens, "seed": cfg.eval.seed,
-            "engine": r.engine, "dtype": cfg.model.dtype, "prompts_version": PROMPTS_VERSION}
+    return {
+        "mta_model": mta if r.method == "rema" else None,
+        "ra_model": ra,
+        "method": method_of(cfg),
+        "n": cfg.eval.n,
+        "temperature": r.eval_temperature,
+        "top_p": r.top_p,
+        "max_turns": r.max_turns,
+        "max_tokens": r.max_tokens_per_turn,
+        "max_context": r.max_context_tokens,
+        "seed": cfg.eval.seed,
+        "engine": r.engine,
+        "dtype": cfg.model.dtype,
+        "prompts_version": PROMPTS_VERSION,
+    }
 
 
 def default_out(cfg: Config) -> Path:
@@ -139,8 +160,9 @@ def _check_resume(out: Path, fp: dict) -> dict:
     meta_path = out / "eval.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        diff = {k: (old.get("fingerprint", {}).get(k), v) for k, v in fp.items()
-                if old.get("fingerprint", {}).get(k) != v}
+        diff = {
+            k: (old.get("fingerprint", {}).get(k), v) for k, v in fp.items() if old.get("fingerprint", {}).get(k) != v
+        }
         if diff:
             lines = ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
             raise EvalError(f"{out} holds an eval with other settings ({lines}); pass a new --out to start afresh")
@@ -153,26 +175,35 @@ def _check_resume(out: Path, fp: dict) -> dict:
 
 def _chunks(items: Sequence, size: int):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _swap(p):
     """The same judge pair with A and B exchanged (label flipped)."""
     flip = {"A": "B", "B": "A"}[p.label]
-    return dataclasses.replace(p, id=f"{p.id}#swapped", response_a=p.response_b, response_b=p.response_a,
-                               label=flip, answer=flip)
+    return dataclasses.replace(
+        p, id=f"{p.id}#swapped", response_a=p.response_b, response_b=p.response_a, label=flip, answer=flip
+    )
 
 
-def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cfg: Config, out: Path,
-                   progress: Progress | None = None, console: Console | None = None) -> dict:
+def evaluate_bench(
+    name: str,
+    problems: Sequence,
+    engines: dict[str, Engine],
+    cfg: Config,
+    out: Path,
+    progress: Progress | None = None,
+    console: Console | None = None,
+) -> dict:
     """Evaluate the problems not yet recorded under ``out/records/<name>.jsonl``; return the bench summary."""
     path = out / "records" / f"{name}.jsonl"
     done = {r["id"] for r in read_records(path)}
     todo = [p for p in problems if str(p.id) not in done]
     judge = any(getattr(p, "is_judge", False) for p in problems)
     # the rollout samples at cfg.rollout.temperature: evaluation's is rollout.eval_temperature
-    rollout_cfg = dataclasses.replace(cfg.rollout, task="judge" if judge else "math",
-                                      temperature=cfg.rollout.eval_temperature)
+    rollout_cfg = dataclasses.replace(
+        cfg.rollout, task="judge" if judge else "math", temperature=cfg.rollout.eval_temperature
+    )
     bcfg = dataclasses.replace(cfg, rollout=rollout_cfg)
     prompts = judge_prompts(bcfg) if judge else None
     greedy = rollout_cfg.temperature == 0.0
@@ -190,15 +221,24 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
             if progress:
                 progress.update(task, completed=start + size * done_eps / max(1, total_eps))
 
-        _, episodes = run_eval(units, engines, bcfg, greedy=greedy, n=n, on_progress=on_progress,
-                               prompts=prompts, first_episode_id=episode_id)
+        _, episodes = run_eval(
+            units,
+            engines,
+            bcfg,
+            greedy=greedy,
+            n=n,
+            on_progress=on_progress,
+            prompts=prompts,
+            first_episode_id=episode_id,
+        )
         episode_id += len(episodes)
         seconds = (time.perf_counter() - t0) / len(chunk)
-        groups = [episodes[i * n:(i + 1) * n] for i in range(len(units))]
+        groups = [episodes[i * n : (i + 1) * n] for i in range(len(units))]
         if judge:
             k = len(chunk)
-            records = [judge_record(p, groups[i], groups[k + i], bench=name, seconds=seconds)
-                       for i, p in enumerate(chunk)]
+            records = [
+                judge_record(p, groups[i], groups[k + i], bench=name, seconds=seconds) for i, p in enumerate(chunk)
+            ]
         else:
             records = [math_record(p, groups[i], bench=name, seconds=seconds) for i, p in enumerate(chunk)]
         append_records(path, records)
@@ -206,14 +246,17 @@ def evaluate_bench(name: str, problems: Sequence, engines: dict[str, Engine], cf
             progress.update(task, completed=start + len(chunk))
         n_done += len(chunk)
         if console:
-            console.log(f"{name}: {n_done}/{len(problems)} done ({seconds * len(chunk):.0f}s for "
-                        f"{len(chunk)}), chunk acc {sum(r['correct'] for r in records) / len(records):.1%}")
+            console.log(
+                f"{name}: {n_done}/{len(problems)} done ({seconds * len(chunk):.0f}s for "
+                f"{len(chunk)}), chunk acc {sum(r['correct'] for r in records) / len(records):.1%}"
+            )
     wanted = {str(p.id) for p in problems}
     return summarize_bench([r for r in read_records(path) if r["id"] in wanted])
 
 
-def run_benchmarks(cfg: Config, *, engines: dict[str, Engine] | None = None, console: Console | None = None,
-                   write_tables: bool = True) -> tuple[Path, dict]:
+def run_benchmarks(
+    cfg: Config, *, engines: dict[str, Engine] | None = None, console: Console | None = None, write_tables: bool = True
+) -> tuple[Path, dict]:
     """Run ``rema eval`` under ``cfg`` (built by :func:`rema.runtime.command_config`: ``rollout.engine``
     resolved): returns (output folder, summary). ``engines`` skips model loading (tests)."""
     from .tables import print_results, write_results
@@ -228,13 +271,19 @@ def run_benchmarks(cfg: Config, *, engines: dict[str, Engine] | None = None, con
         with console.status(f"loading {model_label(cfg)} …"):
             engines = load_engines(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    meta.setdefault("invocations", []).append({"started": datetime.now().isoformat(timespec="seconds"),
-                                               "benches": list(e.benches), "limit": e.limit})
+    meta.setdefault("invocations", []).append(
+        {"started": datetime.now().isoformat(timespec="seconds"), "benches": list(e.benches), "limit": e.limit}
+    )
     (out / "eval.json").write_text(json.dumps({**meta, "config": cfg.to_dict()}, indent=2))
     t0 = time.perf_counter()
     summaries: dict[str, dict] = {}
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as progress:
         for name, problems in benches.items():
             summaries[name] = evaluate_bench(name, problems, engines, cfg, out, progress, console)
@@ -253,9 +302,14 @@ def _merge_summary(out: Path, cfg: Config, summaries: dict, wall_s: float) -> di
     old = json.loads(old_path.read_text()).get("benchmarks", {}) if old_path.is_file() else {}
     benches = {**{k: v for k, v in old.items() if k not in summaries}, **summaries}
     return {
-        "model": model_label(cfg), "method": method_of(cfg), "settings": fingerprint(cfg),
-        "benches": list(benches), "benchmarks": benches, "average": average_benches(benches),
-        "wall_s": wall_s, "finished": datetime.now().isoformat(timespec="seconds"),
+        "model": model_label(cfg),
+        "method": method_of(cfg),
+        "settings": fingerprint(cfg),
+        "benches": list(benches),
+        "benchmarks": benches,
+        "average": average_benches(benches),
+        "wall_s": wall_s,
+        "finished": datetime.now().isoformat(timespec="seconds"),
     }
 
 
@@ -270,9 +324,11 @@ def dry_run(cfg: Config) -> list[str]:
     benches = {bench_name(b): load_bench(b, cfg, limit=cap) for b in e.benches}
     tokenizer = load_tokenizers(cfg, materialize=False)  # a run's own tokenizer is its base model's
     where = f"run {e.run}" + (f" at {e.checkpoint}" if e.checkpoint else "") if e.run else cfg.model.name
-    lines = ["rema eval --dry-run: the config resolves and its inputs load; nothing was written",
-             f"  model        {where}: tokenizer and chat template of {cfg.model.name} load; "
-             f"engine {r.engine}, method {method_of(cfg)}"]
+    lines = [
+        "rema eval --dry-run: the config resolves and its inputs load; nothing was written",
+        f"  model        {where}: tokenizer and chat template of {cfg.model.name} load; "
+        f"engine {r.engine}, method {method_of(cfg)}",
+    ]
     for name, problems in benches.items():
         judge = any(getattr(p, "is_judge", False) for p in problems)
         prompts = judge_prompts(cfg) if judge else get_prompt_set(cfg.method_name)
@@ -280,10 +336,14 @@ def dry_run(cfg: Config) -> list[str]:
         b.refuse_unless_a_turn_fits()
         openings = ", ".join(f"{agent.upper()} {n}" for agent, n in b.opening.items())
         cut = "" if b.rounds_that_fit == b.rounds else f"; {b.rounds_that_fit} of {b.rounds} rounds fit at full length"
-        lines.append(f"  bench        {name}: first {len(problems)} rows read ({prompts.name}; opening tokens "
-                     f"{openings}; context up to {b.need} of {b.context}{cut})")
+        lines.append(
+            f"  bench        {name}: first {len(problems)} rows read ({prompts.name}; opening tokens "
+            f"{openings}; context up to {b.need} of {b.context}{cut})"
+        )
     sampling = "greedy" if r.eval_temperature == 0 else f"T={r.eval_temperature:g}, n={e.n}"
-    lines += [f"  generation   {sampling}, up to {r.max_turns if r.mode == 'multi_turn' else 1} round(s) of "
-              f"{r.max_tokens_per_turn} tokens per message, {e.limit or 'every'} question(s) per benchmark",
-              f"  output       {e.out or 'evals/<model>-<method>-<time>'} (not created)"]
+    lines += [
+        f"  generation   {sampling}, up to {r.max_turns if r.mode == 'multi_turn' else 1} round(s) of "
+        f"{r.max_tokens_per_turn} tokens per message, {e.limit or 'every'} question(s) per benchmark",
+        f"  output       {e.out or 'evals/<model>-<method>-<time>'} (not created)",
+    ]
     return lines

@@ -35,22 +35,49 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     """Register ``rema eval``'s flags; returns them with the config keys they stand for."""
     sh = Shorthands()
     src = e.add_argument_group("what to evaluate")
-    sh.add(src, "--model", "--mta-model", key="model.name",
-           help="model (with --ra-model: the meta-thinker's): built-in name, Hub id or folder")
-    sh.add(src, "--ra-model", key=ra_model, help="separate weights: the reasoner's model [model.ra_name, "
-                                                  "train.shared_weights=false]")
-    sh.add(src, "--run", key="eval.run",
-           help="training run folder: evaluate its final/ weights; its config.yaml is the base config")
-    sh.add(src, "--checkpoint", key="eval.checkpoint",
-           help="with --run: step_N, latest, best (the healthy checkpoint with the best held-out accuracy) or final "
-                "(or a model folder); a checkpoint is exported to RUN/exports first")
-    sh.add(src, "--method", choices=list(METHODS), key=method_overrides,
-           help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]")
+    sh.add(
+        src,
+        "--model",
+        "--mta-model",
+        key="model.name",
+        help="model (with --ra-model: the meta-thinker's): built-in name, Hub id or folder",
+    )
+    sh.add(
+        src,
+        "--ra-model",
+        key=ra_model,
+        help="separate weights: the reasoner's model [model.ra_name, train.shared_weights=false]",
+    )
+    sh.add(
+        src,
+        "--run",
+        key="eval.run",
+        help="training run folder: evaluate its final/ weights; its config.yaml is the base config",
+    )
+    sh.add(
+        src,
+        "--checkpoint",
+        key="eval.checkpoint",
+        help="with --run: step_N, latest, best (the healthy checkpoint with the best held-out accuracy) or final "
+        "(or a model folder); a checkpoint is exported to RUN/exports first",
+    )
+    sh.add(
+        src,
+        "--method",
+        choices=list(METHODS),
+        key=method_overrides,
+        help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]",
+    )
     sh.add(src, "--label", key="eval.label", help="model name shown in tables")
     data = e.add_argument_group("benchmarks")
-    sh.add(data, "--bench", nargs="+", key="eval.benches",
-           help="benchmark names (gsm8k math500 aime24 amc23 gaokao2023en minerva_math olympiadbench), file paths, "
-                "or hf:owner/name[:config][:split]")
+    sh.add(
+        data,
+        "--bench",
+        nargs="+",
+        key="eval.benches",
+        help="benchmark names (gsm8k math500 aime24 amc23 gaokao2023en minerva_math olympiadbench), file paths, "
+        "or hf:owner/name[:config][:split]",
+    )
     sh.add(data, "--data-dir", key="data.data_dir", help="folder with local benchmark files (e.g. ../shared/data)")
     sh.add(data, "--limit", type=int, key="eval.limit", help="first N questions of each benchmark")
     sh.add(data, "--question-field", key="data.question_field", help="file/hf benches: question column")
@@ -59,20 +86,31 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     sh.add(data, "--level-field", key="eval.level_field", help="file/hf benches: difficulty column")
     sh.add(data, "--split", key="eval.split", help="file/hf benches: split")
     sh.add(data, "--task", key="eval.task", help="file/hf benches: task")
-    sh.add(data, "--answer-format", key="eval.answer_format",
-           help="file/hf benches: how answers are written")
+    sh.add(data, "--answer-format", key="eval.answer_format", help="file/hf benches: how answers are written")
     gen = e.add_argument_group("generation")
     sh.add(gen, "--n", type=int, key="eval.n", help="samples per question (pass@k, maj@k; needs --temperature > 0)")
     sh.add(gen, "--temperature", type=float, key="rollout.eval_temperature", help="0 = greedy")
     add_generation_shorthands(sh, gen)
-    sh.add(gen, "--batch-size", type=int, key="eval.batch_size", help="questions per chunk (progress is saved per chunk)")
+    sh.add(
+        gen, "--batch-size", type=int, key="eval.batch_size", help="questions per chunk (progress is saved per chunk)"
+    )
     sh.add(gen, "--dtype", key="model.dtype", help="weights' dtype")
-    sh.add(gen, "--eager", action="store_const", const=True, key="rollout.vllm_enforce_eager",
-           help="vLLM without compiling its model (starts in seconds, decodes ~1.3x slower)")
+    sh.add(
+        gen,
+        "--eager",
+        action="store_const",
+        const=True,
+        key="rollout.vllm_enforce_eager",
+        help="vLLM without compiling its model (starts in seconds, decodes ~1.3x slower)",
+    )
     sh.add(gen, "--grader-timeout", type=float, key="reward.grader_timeout_s", help="seconds per graded answer")
     sh.add(gen, "--grader-workers", type=int, key="reward.grader_workers", help="grader processes")
-    sh.add(e, "--out", key="eval.out",
-           help="output folder (default evals/<model>-<method>-<time>); an existing one resumes")
+    sh.add(
+        e,
+        "--out",
+        key="eval.out",
+        help="output folder (default evals/<model>-<method>-<time>); an existing one resumes",
+    )
     return sh
 
 
@@ -133,8 +171,10 @@ def _compare_overrides(mapping: dict, where: str) -> list[str]:
         elif name in flags.keys:
             out += [as_override(k, v) for k, v in flags.pairs(name, value)]
         else:
-            raise EvalError(f"{where}: unknown key {key!r}; use config keys (eval.limit: 50, or rollout: "
-                            f"{{max_turns: 4}}; see rema eval --help-config) or flag names {sorted(flags.keys)}")
+            raise EvalError(
+                f"{where}: unknown key {key!r}; use config keys (eval.limit: 50, or rollout: "
+                f"{{max_turns: 4}}; see rema eval --help-config) or flag names {sorted(flags.keys)}"
+            )
     return out
 
 
@@ -156,11 +196,13 @@ def run_compare_config(path: str | Path, *, console: Console | None = None, engi
     spec = yaml.safe_load(Path(path).read_text()) or {}
     unknown = set(spec) - {"models", "methods", "benchmarks", "data_dir", "out", "eval", "config", "description"}
     if unknown:
-        raise EvalError(f"{path}: unknown key(s) {sorted(unknown)}; use models, methods, benchmarks, data_dir, "
-                        "out, config, eval")
+        raise EvalError(
+            f"{path}: unknown key(s) {sorted(unknown)}; use models, methods, benchmarks, data_dir, out, config, eval"
+        )
     common = _compare_overrides(spec.get("eval") or {}, f"{path}: eval")
-    shared = ([as_override("eval.benches", list(spec["benchmarks"]))] if spec.get("benchmarks") else []) + \
-             ([as_override("data.data_dir", spec["data_dir"])] if spec.get("data_dir") is not None else [])
+    shared = ([as_override("eval.benches", list(spec["benchmarks"]))] if spec.get("benchmarks") else []) + (
+        [as_override("data.data_dir", spec["data_dir"])] if spec.get("data_dir") is not None else []
+    )
     parent = Path(spec.get("out") or "evals/compare")
     cache: dict = {}
     summaries = []
@@ -170,8 +212,13 @@ def run_compare_config(path: str | Path, *, console: Console | None = None, engi
             chosen = [as_override(k, v) for k, v in method_overrides(method)] if method else []
             cfg = command_config(spec.get("config"), common + entry + shared + chosen)
             cfg.eval.out = str(parent / re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{model_label(cfg)}-{method_of(cfg)}"))
-            key = (resolve_models(cfg), cfg.model.dtype, cfg.model.device, cfg.rollout.engine,
-                   cfg.rollout.method == "rema")
+            key = (
+                resolve_models(cfg),
+                cfg.model.dtype,
+                cfg.model.device,
+                cfg.rollout.engine,
+                cfg.rollout.method == "rema",
+            )
             if key not in cache:
                 cache[key] = (engines_factory or load_engines)(cfg)
             summaries.append(run_benchmarks(cfg, engines=cache[key], console=console)[1])
@@ -193,8 +240,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         console.print("[red]error:[/red] give eval folders (RESULT_DIR ...) or --config compare.yaml")
         return 2
     headers, rows, bold = compare_table(summaries, metric=args.metric)
-    console.print(to_rich(headers, rows, title=f"{args.metric} (%) — best per column highlighted", bold=bold,
-                          label_cols=2))
+    console.print(
+        to_rich(headers, rows, title=f"{args.metric} (%) — best per column highlighted", bold=bold, label_cols=2)
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(compare_markdown(summaries, metric=args.metric))
@@ -226,16 +274,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_eval_commands(sub) -> None:
     """Register the evaluation subcommands on the ``rema`` argparse subparsers."""
     e = sub.add_parser(
-        "eval", help="evaluate a model/method on benchmarks (resumable)",
+        "eval",
+        help="evaluate a model/method on benchmarks (resumable)",
         description="rema eval [CONFIG] [section.key=value ...] [flags]: evaluate one model (or MTA/RA pair, or a "
-                    "run's final weights) with one method on benchmarks, under a config built as `rema train` "
-                    "builds it (base: CONFIG, else the --run's config.yaml, else the defaults). Each flag is a "
-                    "shorthand for the config key in brackets; dotted overrides win over flags. Re-running with "
-                    "the same --out finishes what is missing.")
+        "run's final weights) with one method on benchmarks, under a config built as `rema train` "
+        "builds it (base: CONFIG, else the --run's config.yaml, else the defaults). Each flag is a "
+        "shorthand for the config key in brackets; dotted overrides win over flags. Re-running with "
+        "the same --out finishes what is missing.",
+    )
     add_config_args(e, "eval.limit=50 rollout.max_turns=4")
-    e.add_argument("--dry-run", action="store_true",
-                   help="check the config, the first rows of every benchmark, the tokenizer and one episode's prompts "
-                        "against the context, and print what would run; no weights load, nothing is written")
+    e.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config, the first rows of every benchmark, the tokenizer and one episode's prompts "
+        "against the context, and print what would run; no weights load, nothing is written",
+    )
     e.set_defaults(func=cmd_eval, shorthands=_add_eval_args(e))
 
     c = sub.add_parser("compare", help="compare eval results in one table (paper Table 1 layout)")

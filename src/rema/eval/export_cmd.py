@@ -32,8 +32,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.step is not None and args.step != "latest":
         step = parse_step(args.step)
         if step is None:
-            console.print(f"[red]error:[/red] --step {args.step!r}: give a step number (4, or step_000004), latest "
-                          "or best")
+            console.print(
+                f"[red]error:[/red] --step {args.step!r}: give a step number (4, or step_000004), latest or best"
+            )
             return 2
     try:
         with console.status(f"exporting {args.run} …"):
@@ -48,12 +49,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_export_command(sub) -> None:
     """Register ``rema export`` on the ``rema`` argparse subparsers."""
     x = sub.add_parser(
-        "export", help="write a run's checkpoint as a model folder (safetensors, config, tokenizer; LoRA merged)",
+        "export",
+        help="write a run's checkpoint as a model folder (safetensors, config, tokenizer; LoRA merged)",
         description="rema export RUN [--step N] [--out DIR]: rebuild the run's model(s) from its config.yaml, load "
-                    "a checkpoint's weights (state.pt or FSDP shards) and write save_pretrained folders with LoRA "
-                    "merged: OUT/ for shared weights, OUT/mta and OUT/ra for separate ones. Prints OUT.")
+        "a checkpoint's weights (state.pt or FSDP shards) and write save_pretrained folders with LoRA "
+        "merged: OUT/ for shared weights, OUT/mta and OUT/ra for separate ones. Prints OUT.",
+    )
     x.add_argument("run", help="training run folder (config.yaml, checkpoints/)")
-    x.add_argument("--step", help="checkpoint step (4, step_000004, latest, or best: the healthy checkpoint with the "
-                                  "best held-out accuracy; default: latest)")
+    x.add_argument(
+        "--step",
+        help="checkpoint step (4, step_000004, latest, or best: the healthy checkpoint with the "
+        "best held-out accuracy; default: latest)",
+    )
     x.add_argument("--out", help="output folder (default RUN/exports/step_N)")
     x.set_defaults(func=cmd_export)

@@ -37,10 +37,15 @@ def compact_sample(s: dict) -> dict:
         "reward": s.get("reward") or {},
         "parts": s.get("reward_parts") or {},
         "turns": [
-            {"agent": t.get("agent", "ra"), "index": t.get("index", 0), "text": t.get("text", ""),
-             "tokens": t.get("n_tokens", len(t.get("token_ids", []))),
-             "truncated": t.get("finish_reason") == "length", "action": t.get("action"),
-             "format_ok": t.get("format_ok")}
+            {
+                "agent": t.get("agent", "ra"),
+                "index": t.get("index", 0),
+                "text": t.get("text", ""),
+                "tokens": t.get("n_tokens", len(t.get("token_ids", []))),
+                "truncated": t.get("finish_reason") == "length",
+                "action": t.get("action"),
+                "format_ok": t.get("format_ok"),
+            }
             for t in s.get("turns", [])
         ],
     }
@@ -71,8 +76,12 @@ def summary_figures(metrics: Sequence[dict], samples: Sequence[dict]) -> list[di
     """Headline chips: latest train/eval accuracy, finished share, rounds, steps, dialogues."""
     chips = []
     eval_acc = "eval/acc" if any("eval/acc" in r for r in metrics) else "eval/avg/acc"  # several sets: their mean
-    for key, label, pct in (("train/acc", "train acc", True), (eval_acc, "eval acc", True),
-                            ("train/end/finished", "finished", True), ("train/turns/mean", "rounds", False)):
+    for key, label, pct in (
+        ("train/acc", "train acc", True),
+        (eval_acc, "eval acc", True),
+        ("train/end/finished", "finished", True),
+        ("train/turns/mean", "rounds", False),
+    ):
         step, v = _last(metrics, key)
         if v is not None:
             chips.append({"label": label, "value": f"{100 * v:.1f}%" if pct else f"{v:.2f}", "note": f"step {step}"})
@@ -108,22 +117,38 @@ def page_data(run: dict, plots: Sequence[tuple[str, str]], out: Path, max_sample
     rollout = cfg.get("rollout", {}) if isinstance(cfg, dict) else {}
     method = rollout.get("method", "?")
     if method == "rema":  # the prompt-set name, as in Config.method_name
-        method = "rema-actions" if rollout.get("action_set") else (
-            "rema-multi" if rollout.get("mode") == "multi_turn" else "rema-single")
+        method = (
+            "rema-actions"
+            if rollout.get("action_set")
+            else ("rema-multi" if rollout.get("mode") == "multi_turn" else "rema-single")
+        )
     samples = select_samples(run["samples"], max_samples)
     return {
         "name": run["name"],
-        "subtitle": " · ".join(str(x) for x in (method, (cfg.get("model") or {}).get("name"),
-                                               run["meta"].get("start_time") or run["meta"].get("started"))
-                               if x),
+        "subtitle": " · ".join(
+            str(x)
+            for x in (
+                method,
+                (cfg.get("model") or {}).get("name"),
+                run["meta"].get("start_time") or run["meta"].get("started"),
+            )
+            if x
+        ),
         "chips": summary_figures(run["metrics"], run["samples"]),
         "plots": [_plot_entry(out / name, title) for name, title in plots],
         "config": flatten(cfg),
         "meta": run["meta"],
         "last": {"train": _last_row(run["metrics"], "train/"), "eval": _last_row(run["metrics"], "eval/")},
-        "events": [{"step": e["step"], "action": e.get("health/action", ""), "check": e.get("health/check", ""),
-                    "to_step": e.get("health/to_step"), "message": e.get("health/message", "")}
-                   for e in run.get("events", [])],
+        "events": [
+            {
+                "step": e["step"],
+                "action": e.get("health/action", ""),
+                "check": e.get("health/check", ""),
+                "to_step": e.get("health/to_step"),
+                "message": e.get("health/message", ""),
+            }
+            for e in run.get("events", [])
+        ],
         "samples": [compact_sample(s) for s in samples],
         "dropped": len(run["samples"]) - len(samples),
     }
@@ -139,8 +164,13 @@ def _plot_entry(path: Path, title: str) -> dict:
 def embed_json(obj) -> str:
     """JSON safe inside a ``<script>`` element: ``<``, ``>``, ``&`` escaped as ``\\u00XX`` (valid JSON)."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace(
-        "\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def write_html(run: dict, plots: Sequence[tuple[str, str]], out: Path, *, max_samples: int = 3000) -> Path:

@@ -156,8 +156,13 @@ def judge_family_summary(pairs: Sequence[dict]) -> dict[str, float]:
     out: dict[str, float] = {}
     for family, group in sorted(by.items()):
         s = judge_summary(group)
-        out.update({f"acc/family_{family}": s["acc"], f"consistency/family_{family}": s["consistency"],
-                    f"questions/family_{family}": float(len(group))})
+        out.update(
+            {
+                f"acc/family_{family}": s["acc"],
+                f"consistency/family_{family}": s["consistency"],
+                f"questions/family_{family}": float(len(group)),
+            }
+        )
     return out
 
 
@@ -174,19 +179,36 @@ def episode_from_dict(d: dict) -> Episode:
     turns = []
     for t in d.get("turns", []):
         n_tokens = t.get("n_tokens", len(t.get("token_ids", [])))
-        turns.append(Turn(agent=t["agent"], index=t["index"], text=t.get("text", ""),
-                          token_ids=list(t.get("token_ids", [0] * n_tokens)), logprobs=list(t.get("logprobs", [])),
-                          finish_reason=t.get("finish_reason", "stop"), context_len=t.get("context_len", 0),
-                          action=t.get("action"), format_ok=t.get("format_ok")))
+        turns.append(
+            Turn(
+                agent=t["agent"],
+                index=t["index"],
+                text=t.get("text", ""),
+                token_ids=list(t.get("token_ids", [0] * n_tokens)),
+                logprobs=list(t.get("logprobs", [])),
+                finish_reason=t.get("finish_reason", "stop"),
+                context_len=t.get("context_len", 0),
+                action=t.get("action"),
+                format_ok=t.get("format_ok"),
+            )
+        )
     agents = [a for a in ("mta", "ra") if any(t.agent == a for t in turns) or a in d.get("reward", {})]
     if d.get("method", "").startswith("rema") and "mta" not in agents:
         agents.insert(0, "mta")
-    return Episode(episode_id=d.get("episode_id", 0), problem_id=str(d.get("problem_id", "")),
-                   question=d.get("question", ""), answer=str(d.get("answer", "")),
-                   sample_index=d.get("sample_index", 0), method=d.get("method", ""), turns=turns,
-                   views={a: AgentView(a) for a in agents}, end_code=d.get("end_code"),
-                   reward=dict(d.get("reward", {})), reward_parts={k: dict(v) for k, v in d.get("reward_parts", {}).items()},
-                   meta=dict(d.get("meta", {})))
+    return Episode(
+        episode_id=d.get("episode_id", 0),
+        problem_id=str(d.get("problem_id", "")),
+        question=d.get("question", ""),
+        answer=str(d.get("answer", "")),
+        sample_index=d.get("sample_index", 0),
+        method=d.get("method", ""),
+        turns=turns,
+        views={a: AgentView(a) for a in agents},
+        end_code=d.get("end_code"),
+        reward=dict(d.get("reward", {})),
+        reward_parts={k: dict(v) for k, v in d.get("reward_parts", {}).items()},
+        meta=dict(d.get("meta", {})),
+    )
 
 
 def token_counts(ep: Episode) -> dict[str, int]:

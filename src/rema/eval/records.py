@@ -62,10 +62,18 @@ def math_record(problem, episodes: Sequence[Episode], *, bench: str, seconds: fl
     correct = [s["correct"] for s in samples]
     n = len(samples)
     rec = {
-        "id": str(problem.id), "bench": bench, "task": "math", "question": problem.question,
-        "answer": str(problem.answer), "level": (problem.meta or {}).get("level"),
-        "correct": correct[0], "extracted": answers[0], "end_code": samples[0]["end_code"],
-        "tokens": samples[0]["tokens"], "n": n, "n_correct": sum(correct),
+        "id": str(problem.id),
+        "bench": bench,
+        "task": "math",
+        "question": problem.question,
+        "answer": str(problem.answer),
+        "level": (problem.meta or {}).get("level"),
+        "correct": correct[0],
+        "extracted": answers[0],
+        "end_code": samples[0]["end_code"],
+        "tokens": samples[0]["tokens"],
+        "n": n,
+        "n_correct": sum(correct),
         "stats": question_stats(answers, correct, default_ks(n)),
     }
     if n > 1:
@@ -82,18 +90,32 @@ def _order_summary(episodes: Sequence[Episode]) -> tuple[list[dict], str | None,
     return samples, verdict, ok
 
 
-def judge_record(problem, original: Sequence[Episode], swapped: Sequence[Episode], *, bench: str,
-                 seconds: float) -> dict:
+def judge_record(
+    problem, original: Sequence[Episode], swapped: Sequence[Episode], *, bench: str, seconds: float
+) -> dict:
     """One pair's record from the episodes of both orders."""
     s_o, v_o, c_o = _order_summary(original)
     s_s, v_s, c_s = _order_summary(swapped)
     subset = (problem.meta or {}).get("subset")
     return {
-        "id": str(problem.id), "bench": bench, "task": "judge", "question": problem.question,
-        "answer": str(problem.answer), "label": problem.answer, "subset": subset, "family": judge_family(subset),
-        "verdict_original": v_o, "verdict_swapped": v_s, "correct_original": c_o, "correct_swapped": c_s,
-        "correct": c_o, "consistent": swap_consistent(v_o, v_s), "n": len(s_o),
-        "original": s_o, "swapped": s_s, "seconds": seconds,
+        "id": str(problem.id),
+        "bench": bench,
+        "task": "judge",
+        "question": problem.question,
+        "answer": str(problem.answer),
+        "label": problem.answer,
+        "subset": subset,
+        "family": judge_family(subset),
+        "verdict_original": v_o,
+        "verdict_swapped": v_s,
+        "correct_original": c_o,
+        "correct_swapped": c_s,
+        "correct": c_o,
+        "consistent": swap_consistent(v_o, v_s),
+        "n": len(s_o),
+        "original": s_o,
+        "swapped": s_s,
+        "seconds": seconds,
     }
 
 
@@ -146,8 +168,17 @@ def _episodes(records: Sequence[dict]) -> list[Episode]:
     return eps
 
 
-_KEEP_EPISODE_KEYS = ("end/", "turns/mean", "tokens_per_turn/", "boxed_rate", "leak_rate", "plan_leak_rate", "actions/",
-                     "action_level/", "reward/")
+_KEEP_EPISODE_KEYS = (
+    "end/",
+    "turns/mean",
+    "tokens_per_turn/",
+    "boxed_rate",
+    "leak_rate",
+    "plan_leak_rate",
+    "actions/",
+    "action_level/",
+    "reward/",
+)
 
 
 def summarize_bench(records: Sequence[dict]) -> dict[str, float]:
@@ -196,8 +227,12 @@ def average_benches(benches: dict[str, dict]) -> dict[str, float]:
     rows = [b for b in benches.values() if b.get("questions")]
     if not rows:
         return {}
-    keys = [k for k in rows[0] if all(k in b for b in rows) and (k in ("score", "acc", "wall_s", "questions")
-                                                                   or k.startswith(("pass@", "maj@", "end/")))]
+    keys = [
+        k
+        for k in rows[0]
+        if all(k in b for b in rows)
+        and (k in ("score", "acc", "wall_s", "questions") or k.startswith(("pass@", "maj@", "end/")))
+    ]
     avg = {k: sum(b[k] for b in rows) / len(rows) for k in keys}
     avg["wall_s"] = sum(b.get("wall_s", 0.0) for b in rows)
     avg["questions"] = sum(b["questions"] for b in rows)

@@ -83,9 +83,16 @@ def load_run(run_dir: str | Path) -> dict:
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
     metrics.sort(key=lambda r: r.get("step", 0))
-    return {"dir": str(run), "name": run.resolve().name, "metrics": metrics, "samples": samples,
-            "config": config or {}, "meta": meta, "events": health_events(metrics),
-            "rolled_back": read_jsonl(run / "metrics_rolled_back.jsonl")}
+    return {
+        "dir": str(run),
+        "name": run.resolve().name,
+        "metrics": metrics,
+        "samples": samples,
+        "config": config or {},
+        "meta": meta,
+        "events": health_events(metrics),
+        "rolled_back": read_jsonl(run / "metrics_rolled_back.jsonl"),
+    }
 
 
 def health_events(rows: Sequence[dict]) -> list[dict]:
@@ -97,8 +104,11 @@ def event_lines(rows: Sequence[dict]) -> list[str]:
     """One line per health event: step, action, checks, where a rollback went, and the checks' messages."""
     lines = []
     for e in health_events(rows):
-        where = (f" to step {e['health/to_step']} (learning rate x{e.get('health/lr_scale', 1):g})"
-                 if e.get("health/action") == "rollback" else "")
+        where = (
+            f" to step {e['health/to_step']} (learning rate x{e.get('health/lr_scale', 1):g})"
+            if e.get("health/action") == "rollback"
+            else ""
+        )
         lines.append(f"step {e['step']}: {e.get('health/action')}{where} - {e.get('health/message', '')}")
     return lines
 
@@ -191,8 +201,16 @@ def mark_events(ax, rows: Sequence[dict]) -> None:
         if e.get("health/action") == "rollback" and "health/to_step" in e:
             ax.axvspan(e["health/to_step"], e["step"], color=color, alpha=0.07, linewidth=0)
         ax.axvline(e["step"], color=color, linestyle=style, linewidth=1.1, alpha=0.8)
-        ax.annotate(e.get("health/check", ""), (e["step"], 1), xycoords=("data", "axes fraction"), fontsize=7,
-                    color=color, rotation=90, ha="right", va="top")
+        ax.annotate(
+            e.get("health/check", ""),
+            (e["step"], 1),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            color=color,
+            rotation=90,
+            ha="right",
+            va="top",
+        )
 
 
 def _save(fig, out: Path, name: str, rows: Sequence[dict] = ()) -> str:
@@ -218,8 +236,7 @@ def plot_reward(rows, out: Path) -> str | None:
         color = AGENT_COLORS.get(a, "#2563eb")
         width = 1.8 + 2.4 * (len(agents) - 1 - i)  # the shared reward makes agents coincide: keep both visible
         drawn |= _line(ax, rows, f"train/reward/{a}", f"train · {a.upper()}", color, width=width)
-        drawn |= _line(ax, rows, eval_key(rows, f"reward/{a}"), f"eval · {a.upper()}", color, dashed=True,
-                       width=width)
+        drawn |= _line(ax, rows, eval_key(rows, f"reward/{a}"), f"eval · {a.upper()}", color, dashed=True, width=width)
     if not drawn:
         plt.close(fig)
         return None
@@ -233,8 +250,9 @@ def plot_accuracy(rows, out: Path) -> str | None:
     fig, axes = plt.subplots(1, 2 if levels else 1, figsize=(12 if levels else 7, 3.6), squeeze=False)
     ax = axes[0][0]
     held_out = "held-out eval" + (f" (average of {len(eval_sets(rows))} sets)" if eval_sets(rows) else "")
-    drawn = _line(ax, rows, "train/acc", "train", "#2563eb") | _line(ax, rows, eval_key(rows, "acc"), held_out,
-                                                                        "#dc2626", dashed=True)
+    drawn = _line(ax, rows, "train/acc", "train", "#2563eb") | _line(
+        ax, rows, eval_key(rows, "acc"), held_out, "#dc2626", dashed=True
+    )
     if not drawn:
         plt.close(fig)
         return None
@@ -256,8 +274,9 @@ def plot_accuracy(rows, out: Path) -> str | None:
 
 def plot_turns(rows, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    drawn = _line(ax, rows, "train/turns/mean", "train", "#2563eb") | _line(ax, rows, eval_key(rows, "turns/mean"),
-                                                                           "eval", "#dc2626", dashed=True)
+    drawn = _line(ax, rows, "train/turns/mean", "train", "#2563eb") | _line(
+        ax, rows, eval_key(rows, "turns/mean"), "eval", "#dc2626", dashed=True
+    )
     if not drawn:
         plt.close(fig)
         return None
@@ -324,7 +343,7 @@ def plot_optimization(rows, out: Path) -> str | None:
             _line(ax, rows, k, k, LINE_COLORS[i % len(LINE_COLORS)])
         _style(ax, title)
         ax.legend(fontsize=7, frameon=False)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     return _save(fig, out, "optimization.png", rows)
 
@@ -337,8 +356,11 @@ def plot_actions_by_level(rows, out: Path) -> str | None:
     actions = [a for a in ACTION_COLORS if any(m.group(1) == a for m in matches)]
     actions += sorted({m.group(1) for m in matches} - set(actions))
     levels = sorted({m.group(2) for m in matches}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    panels = [("all levels", {a: f"train/actions/{a}" for a in actions})] if any(
-        f"train/actions/{a}" in r for r in rows for a in actions) else []
+    panels = (
+        [("all levels", {a: f"train/actions/{a}" for a in actions})]
+        if any(f"train/actions/{a}" in r for r in rows for a in actions)
+        else []
+    )
     panels += [(f"level {lv}", {a: f"train/actions/{a}/level_{lv}" for a in actions}) for lv in levels]
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
@@ -346,7 +368,7 @@ def plot_actions_by_level(rows, out: Path) -> str | None:
     for ax, (title, keys) in zip(axes.flat, panels):
         _stack(ax, rows, keys, ACTION_COLORS)
         _style(ax, title, percent=True)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, fontsize=9)

@@ -71,13 +71,25 @@ def family_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     for name, b in summary["benchmarks"].items():
         for key in sorted(k for k in b if k.startswith("acc/family_")):
             family = key.split("_", 1)[1]
-            rows.append([name, family, str(int(b.get(f"questions/family_{family}", 0))), _pct(b[key]),
-                         _pct(b.get(f"consistency/family_{family}"))])
+            rows.append(
+                [
+                    name,
+                    family,
+                    str(int(b.get(f"questions/family_{family}", 0))),
+                    _pct(b[key]),
+                    _pct(b.get(f"consistency/family_{family}")),
+                ]
+            )
     return headers, rows
 
 
-def to_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-                bold: set[tuple[int, int]] | None = None, label_cols: int = 1) -> str:
+def to_markdown(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    bold: set[tuple[int, int]] | None = None,
+    label_cols: int = 1,
+) -> str:
     """A GitHub Markdown table; ``bold`` holds (row, column) cells to wrap in ``**``; the first
     ``label_cols`` columns are left-aligned, the numbers right-aligned."""
     bold = bold or set()
@@ -96,8 +108,15 @@ def to_csv(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def to_rich(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None,
-            bold: set[tuple[int, int]] | None = None, last_is_total: bool = False, label_cols: int = 1) -> Table:
+def to_rich(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    bold: set[tuple[int, int]] | None = None,
+    last_is_total: bool = False,
+    label_cols: int = 1,
+) -> Table:
     """A rich table; ``bold`` cells are highlighted (bold green)."""
     bold = bold or set()
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -112,8 +131,10 @@ def to_rich(headers: Sequence[str], rows: Sequence[Sequence[str]], *, title: str
 def _title(summary: dict) -> str:
     s = summary.get("settings", {})
     sampling = "greedy" if not s.get("temperature") else f"T={s.get('temperature')}, n={s.get('n')}"
-    return (f"{summary['model']} · {summary['method']} · {sampling} · max_turns={s.get('max_turns')} "
-            f"max_tokens={s.get('max_tokens')}")
+    return (
+        f"{summary['model']} · {summary['method']} · {sampling} · max_turns={s.get('max_turns')} "
+        f"max_tokens={s.get('max_tokens')}"
+    )
 
 
 def write_results(summary: dict, out: Path) -> None:

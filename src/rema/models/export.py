@@ -25,8 +25,9 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
         return t
     mesh, local = t.device_mesh, t.to_local()
     if local.device.type != mesh.device_type:
-        t = DTensor.from_local(local.to(mesh_device(mesh)), mesh, t.placements, run_check=False,
-                               shape=t.shape, stride=t.stride())
+        t = DTensor.from_local(
+            local.to(mesh_device(mesh)), mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride()
+        )
     return t.full_tensor()
 
 
@@ -66,8 +67,9 @@ def iter_merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # no peft: nothing can be a LoRA layer
         LoraLayer = ()  # noqa: N806
-    lora = {f"{name}.weight": module for name, module in base.named_modules()
-            if LoraLayer and isinstance(module, LoraLayer)}
+    lora = {
+        f"{name}.weight": module for name, module in base.named_modules() if LoraLayer and isinstance(module, LoraLayer)
+    }
     tied = bool(getattr(base.config, "tie_word_embeddings", False))
     for key, value in base.state_dict().items():
         if ".lora_" in key or "lora_magnitude_vector" in key or ".original_module." in key:
@@ -97,10 +99,14 @@ def _merged_weight(module) -> torch.Tensor:
             if adapter not in module.lora_A:
                 continue
             a, b = module.lora_A[adapter], module.lora_B[adapter]
-            plain = (type(a) is type(b) is torch.nn.Linear and a.bias is None and b.bias is None
-                     and adapter not in getattr(module, "lora_variant", {})
-                     and not getattr(module, "fan_in_fan_out", False)
-                     and a.weight.dtype == b.weight.dtype == weight.dtype)
+            plain = (
+                type(a) is type(b) is torch.nn.Linear
+                and a.bias is None
+                and b.bias is None
+                and adapter not in getattr(module, "lora_variant", {})
+                and not getattr(module, "fan_in_fan_out", False)
+                and a.weight.dtype == b.weight.dtype == weight.dtype
+            )
             scale = float(module.scaling[adapter])
             wb, wa = full_tensor(b.weight.detach()), full_tensor(a.weight.detach())
             if plain and own:
@@ -117,8 +123,15 @@ EXPORT_SHARD_MB = 128
 """Largest safetensors shard :func:`export_model` writes for a merged LoRA model (its memory cost)."""
 
 
-def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = True,
-                 shard_mb: float = EXPORT_SHARD_MB, write: bool = True) -> Path:
+def export_model(
+    model,
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    merge_lora: bool = True,
+    shard_mb: float = EXPORT_SHARD_MB,
+    write: bool = True,
+) -> Path:
     """Write a ``save_pretrained`` folder that transformers and vLLM can load (LoRA merged unless told not to).
 
     Weights kept in a lower precision for the update (:func:`store_frozen_weights`) are saved in the dtype
@@ -144,9 +157,11 @@ def export_model(model, tokenizer, out_dir: str | Path, *, merge_lora: bool = Tr
     if out.exists():
         shutil.rmtree(out)
     if (hasattr(model, "get_base_model") or is_sharded(model)) and merge_lora:
+
         def write(folder: Path) -> None:
             _write_merged_shards(model, folder, int(shard_mb * 2**20))
             tokenizer.save_pretrained(folder)
+
         atomic_save(out, write)
         return out
     to_save = model
@@ -176,8 +191,11 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
             dtypes[f"{name}.weight"] = getattr(layer, "rema_loaded_dtype", layer.weight.dtype)
         elif hasattr(module, "rema_loaded_dtype") and ".base_layer" not in name:
             dtypes.update({f"{name}.{p}": module.rema_loaded_dtype for p, _ in module.named_parameters(recurse=False)})
-    own = {t.untyped_storage().data_ptr() for t in base.state_dict().values()  # live: addresses stay unique
-           if not isinstance(t, DTensor)}  # (gathered shards are fresh tensors)
+    own = {
+        t.untyped_storage().data_ptr()
+        for t in base.state_dict().values()  # live: addresses stay unique
+        if not isinstance(t, DTensor)
+    }  # (gathered shards are fresh tensors)
     seen: set[int] = set()
     shards: list[list[str]] = []  # the names in each shard written so far
     pending: dict[str, torch.Tensor] = {}
@@ -204,15 +222,19 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
         size += nbytes
         total += nbytes
     flush()
-    names = ["model.safetensors"] if len(shards) == 1 else [
-        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map = {}
     for i, shard in enumerate(shards):  # named once their number is known
         os.rename(folder / f"shard-{i}.tmp", folder / names[i])
         weight_map.update(dict.fromkeys(shard, names[i]))
     if len(shards) > 1:
         (folder / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n"
+        )
     base.config.save_pretrained(folder)
     if getattr(base, "generation_config", None) is not None:
         base.generation_config.save_pretrained(folder)

@@ -29,9 +29,11 @@ def atomic_save(target: Path, write: Callable[[Path], None]) -> None:
 
 def pretrained_writer(model, tokenizer) -> Callable[[Path], None]:
     """The ``write`` for :func:`atomic_save` of ``model`` and ``tokenizer`` (``save_pretrained``, safetensors)."""
+
     def write(folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
+
     return write
 
 
@@ -70,6 +72,8 @@ def run_model_folders(run: str | Path, checkpoint: str | None = None) -> tuple[P
     found = model_folders(folder)
     if found is None:
         listing = ", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "missing"
-        raise FileNotFoundError(f"{folder}: no model found (want config.json, or mta/ and ra/ folders; has: "
-                                f"{listing}). Is the run finished? (rema train --resume {run} finishes it)")
+        raise FileNotFoundError(
+            f"{folder}: no model found (want config.json, or mta/ and ra/ folders; has: "
+            f"{listing}). Is the run finished? (rema train --resume {run} finishes it)"
+        )
     return found

@@ -226,8 +226,13 @@ def load_model(
             raise ValueError(f"none of lora.target_modules {list(lora.target_modules)} exist in {name}")
         model = get_peft_model(
             model,
-            LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                       task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=targets,
+                task_type="CAUSAL_LM",
+            ),
         )
         if lora.fused:
             from .lora import fuse_lora_layers
@@ -241,4 +246,3 @@ def describe(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"class": type(model).__name__, "params": total, "trainable_params": trainable}
-

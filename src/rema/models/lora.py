@@ -116,8 +116,12 @@ if _PeftLinear is not None:
             if self.training and not isinstance(self.lora_dropout[name], torch.nn.Identity):
                 return None
             a, b = self.lora_A[name], self.lora_B[name]
-            if type(a) is not torch.nn.Linear or type(b) is not torch.nn.Linear or a.bias is not None \
-                    or b.bias is not None:
+            if (
+                type(a) is not torch.nn.Linear
+                or type(b) is not torch.nn.Linear
+                or a.bias is not None
+                or b.bias is not None
+            ):
                 return None
             autocast = torch.is_autocast_enabled(x.device.type)
             if not autocast and not (x.dtype == a.weight.dtype == b.weight.dtype):

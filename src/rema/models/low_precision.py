@@ -84,16 +84,19 @@ def store_frozen_weights(model, dtype: torch.dtype) -> int:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     emb, head = inner.get_input_embeddings(), inner.get_output_embeddings()
     tied = head is not None and emb is not None and head.weight is emb.weight
-    if (type(emb) is torch.nn.Embedding and not emb.weight.requires_grad and emb.weight.dtype != dtype
-            and (not tied or type(head) is torch.nn.Linear)):  # a wrapped tied head (LoRA) would read the table
+    if (
+        type(emb) is torch.nn.Embedding
+        and not emb.weight.requires_grad
+        and emb.weight.dtype != dtype
+        and (not tied or type(head) is torch.nn.Linear)
+    ):  # a wrapped tied head (LoRA) would read the table
         _store_low(emb, dtype, StoredLowEmbedding)
         count += 1
         if tied:  # the shared table is rounded already
             head.rema_loaded_dtype = emb.rema_loaded_dtype
             head.__class__ = StoredLowLinear
             count += 1
-    if (not tied and type(head) is torch.nn.Linear and not head.weight.requires_grad
-            and head.weight.dtype != dtype):
+    if not tied and type(head) is torch.nn.Linear and not head.weight.requires_grad and head.weight.dtype != dtype:
         _store_low(head, dtype, StoredLowLinear)
         count += 1
     if count:

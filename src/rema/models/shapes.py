@@ -78,7 +78,8 @@ def model_config(name: str):
     except OSError as err:
         raise ModelNotFoundError(
             f"no config for '{name}': not a shipped shape ({', '.join(sorted({p.stem for p in shipped.values()}))}), "
-            f"a local folder, nor a Hub id reachable now ({err})") from err
+            f"a local folder, nor a Hub id reachable now ({err})"
+        ) from err
 
 
 def _tiny_config():
@@ -105,14 +106,25 @@ def model_shape(config, name: str = "", lora_targets: tuple[str, ...] | None = N
     tied = head is not None and head.weight is emb.weight
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     layer = backbone.layers[0]
-    lora = sum(m.in_features + m.out_features for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+    lora = sum(
+        m.in_features + m.out_features
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets
+    )
     heads = config.num_attention_heads
     return ModelShape(
         name=name or getattr(config, "_name_or_path", "") or type(model).__name__,
-        hidden=config.hidden_size, intermediate=config.intermediate_size, layers=config.num_hidden_layers,
-        heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads, vocab=config.vocab_size,
-        tied=tied, params=sum(p.numel() for p in model.parameters()), embedding=emb.weight.numel(),
+        hidden=config.hidden_size,
+        intermediate=config.intermediate_size,
+        layers=config.num_hidden_layers,
+        heads=heads,
+        kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        vocab=config.vocab_size,
+        tied=tied,
+        params=sum(p.numel() for p in model.parameters()),
+        embedding=emb.weight.numel(),
         head=0 if tied or head is None else head.weight.numel(),
-        layer_params=sum(p.numel() for p in layer.parameters()), lora_params_per_rank=lora)
+        layer_params=sum(p.numel() for p in layer.parameters()),
+        lora_params_per_rank=lora,
+    )

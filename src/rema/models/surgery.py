@@ -62,8 +62,10 @@ def compile_decoder_layers(model) -> int:
     if layers is None:
         raise ValueError(f"{type(backbone).__name__} has no .layers to compile (train.compile)")
     if next(model.parameters()).device.type == "cpu" and not has_cpp_compiler():
-        raise RuntimeError("train.compile on CPU needs a C++ compiler for inductor: install g++ (or set CXX), "
-                           "or set train.compile=false")
+        raise RuntimeError(
+            "train.compile on CPU needs a C++ compiler for inductor: install g++ (or set CXX), "
+            "or set train.compile=false"
+        )
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)

@@ -111,10 +111,20 @@ def compare(results: Results, a: str, b: str, fn, *, what: str, claim: str, marg
     n = min(len(ra), len(rb))
     diff = paired_difference([fn(r) for r in ra[:n]], [fn(r) for r in rb[:n]])
     word = direction(diff, margin=margin)
-    line = (f"{claim} — here, {what}: {_est(ra, fn).fmt()} vs {_est(rb, fn).fmt()}, {_pts(diff)} over {n} "
-            f"seed(s): **{word}**")
-    return line, {"a": a, "b": b, "what": what, "diff": diff.mean, "low": diff.low, "high": diff.high,
-                  "n": n, "verdict": word}
+    line = (
+        f"{claim} — here, {what}: {_est(ra, fn).fmt()} vs {_est(rb, fn).fmt()}, {_pts(diff)} over {n} "
+        f"seed(s): **{word}**"
+    )
+    return line, {
+        "a": a,
+        "b": b,
+        "what": what,
+        "diff": diff.mean,
+        "low": diff.low,
+        "high": diff.high,
+        "n": n,
+        "verdict": word,
+    }
 
 
 def _levels(run: Run, index: int = 0) -> list[int]:
@@ -132,8 +142,15 @@ def table1(results: Results) -> Analysis:
     header = ["method", "in-distribution", "out-of-distribution", "boxed (OOD)", "seeds"]
     rows = []
     for arm, runs in results.items():
-        rows.append([arm, _est(runs, lambda r: r.eval_final(0)).fmt(), _est(runs, lambda r: r.ood_final()).fmt(),
-                     _est(runs, lambda r: r.ood_final("boxed_rate")).fmt(), str(len({r.seed for r in runs}))])
+        rows.append(
+            [
+                arm,
+                _est(runs, lambda r: r.eval_final(0)).fmt(),
+                _est(runs, lambda r: r.ood_final()).fmt(),
+                _est(runs, lambda r: r.ood_final("boxed_rate")).fmt(),
+                str(len({r.seed for r in runs})),
+            ]
+        )
     ood = lambda r: r.ood_final()  # noqa: E731
     ind = lambda r: r.eval_final(0)  # noqa: E731
     remas = [a for a in ("rema_multi", "rema_single") if results.get(a)]
@@ -141,25 +158,43 @@ def table1(results: Results) -> Analysis:
     verdicts, numbers = [], {}
     if best and results.get("vrp_rl"):
         line, numbers["rema_vs_vrp_rl_ood"] = compare(
-            results, best, "vrp_rl", ood, what=f"{best} vs vrp_rl out of distribution",
-            claim="Paper: ReMA beats VRP_RL, most out of distribution")
+            results,
+            best,
+            "vrp_rl",
+            ood,
+            what=f"{best} vs vrp_rl out of distribution",
+            claim="Paper: ReMA beats VRP_RL, most out of distribution",
+        )
         verdicts.append(line)
         goal = numbers["rema_vs_vrp_rl_ood"]["diff"] >= GOAL_POINTS
-        verdicts.append(f"Goal (ReMA ≥ VRP_RL + {GOAL_POINTS * 100:.0f} points OOD, mean over seeds): "
-                        f"**{'met' if goal else 'not met'}** ({numbers['rema_vs_vrp_rl_ood']['diff'] * 100:+.1f} "
-                        f"points; {best} is the better ReMA arm by its OOD mean)")
+        verdicts.append(
+            f"Goal (ReMA ≥ VRP_RL + {GOAL_POINTS * 100:.0f} points OOD, mean over seeds): "
+            f"**{'met' if goal else 'not met'}** ({numbers['rema_vs_vrp_rl_ood']['diff'] * 100:+.1f} "
+            f"points; {best} is the better ReMA arm by its OOD mean)"
+        )
         line, numbers["rema_vs_vrp_rl_id"] = compare(
-            results, best, "vrp_rl", ind, what=f"{best} vs vrp_rl in distribution",
-            claim="Paper: ReMA is at least on par in distribution")
+            results,
+            best,
+            "vrp_rl",
+            ind,
+            what=f"{best} vs vrp_rl in distribution",
+            claim="Paper: ReMA is at least on par in distribution",
+        )
         verdicts.append(line)
     if best and results.get("mrp_rl"):
         line, numbers["rema_vs_mrp_rl_ood"] = compare(
-            results, best, "mrp_rl", ood, what=f"{best} vs mrp_rl out of distribution",
-            claim="Paper: two agents beat one agent prompted to meta-think")
+            results,
+            best,
+            "mrp_rl",
+            ood,
+            what=f"{best} vs mrp_rl out of distribution",
+            claim="Paper: two agents beat one agent prompted to meta-think",
+        )
         verdicts.append(line)
     if results.get("vrp_rl") and results.get("vrp"):
         line, numbers["vrp_rl_vs_vrp_id"] = compare(
-            results, "vrp_rl", "vrp", ind, what="vrp_rl vs vrp in distribution", claim="Paper: RL improves on prompting")
+            results, "vrp_rl", "vrp", ind, what="vrp_rl vs vrp in distribution", claim="Paper: RL improves on prompting"
+        )
         verdicts.append(line)
     return Analysis(header, rows, verdicts, numbers)
 
@@ -173,26 +208,44 @@ def fig3(results: Results) -> Analysis:
     any_run = next((r for runs in results.values() for r in runs), None)
     levels = _levels(any_run) if any_run else []
     header = ["arm", "overall", *[f"level {lv}" for lv in levels]]
-    rows = [[arm, _est(runs, lambda r: r.eval_final(0)).fmt(),
-             *[_est(runs, lambda r, lv=lv: r.eval_final(0, f"acc/level_{lv}")).fmt() for lv in levels]]
-            for arm, runs in results.items()]
+    rows = [
+        [
+            arm,
+            _est(runs, lambda r: r.eval_final(0)).fmt(),
+            *[_est(runs, lambda r, lv=lv: r.eval_final(0, f"acc/level_{lv}")).fmt() for lv in levels],
+        ]
+        for arm, runs in results.items()
+    ]
     verdicts, numbers = [], {}
     for arm in ("rl_from_sft", "rl_under_mta"):
         if results.get(arm) and results.get("rl_from_base"):
             line, numbers[f"{arm}_vs_base"] = compare(
-                results, arm, "rl_from_base", lambda r: r.eval_final(0), what=f"{arm} vs rl_from_base, all levels",
-                claim="Paper: meta-thinking data helps RL")
+                results,
+                arm,
+                "rl_from_base",
+                lambda r: r.eval_final(0),
+                what=f"{arm} vs rl_from_base, all levels",
+                claim="Paper: meta-thinking data helps RL",
+            )
             verdicts.append(line)
     if levels and results.get("rl_under_mta") and results.get("rl_from_base"):
         hard, easy = levels[-1], levels[0]
 
         def gap(lv):
             return lambda r: r.eval_final(0, f"acc/level_{lv}")
+
         line, numbers["hard_gap"] = compare(
-            results, "rl_under_mta", "rl_from_base", gap(hard), what=f"level {hard} (hardest)",
-            claim="Paper: the gain is largest on the hardest questions")
-        easy_diff = paired_difference([gap(easy)(r) for r in results["rl_under_mta"]],
-                                      [gap(easy)(r) for r in results["rl_from_base"]][:len(results["rl_under_mta"])])
+            results,
+            "rl_under_mta",
+            "rl_from_base",
+            gap(hard),
+            what=f"level {hard} (hardest)",
+            claim="Paper: the gain is largest on the hardest questions",
+        )
+        easy_diff = paired_difference(
+            [gap(easy)(r) for r in results["rl_under_mta"]],
+            [gap(easy)(r) for r in results["rl_from_base"]][: len(results["rl_under_mta"])],
+        )
         verdicts.append(line + f" (level {easy}, the easiest: {easy_diff.mean * 100:+.1f} points)")
         numbers["easy_gap"] = easy_diff.mean
     return Analysis(header, rows, verdicts, numbers)
@@ -217,26 +270,44 @@ def fig4(results: Results) -> Analysis:
     header = ["action", "share, first 3 steps", "share, last 3 steps", "mean level of its questions (last 3)"]
     rows = []
     for a in ACTIONS:
-        first = estimate([sum(r.curve(f"train/actions/{a}")[1][:3]) / max(1, len(r.curve(f"train/actions/{a}")[1][:3]))
-                          if r.curve(f"train/actions/{a}")[1] else 0.0 for r in runs])
-        last = estimate([_tail_mean(r, f"train/actions/{a}") if r.curve(f"train/actions/{a}")[1] else 0.0
-                         for r in runs])
-        rows.append([a, first.fmt(), last.fmt(), estimate([_tail_mean(r, f"train/action_level/{a}/mean")
-                                                           for r in runs]).fmt(scale=1, unit="")])
-    empty = estimate([_tail_mean(r, "train/actions/EMPTY") if r.curve("train/actions/EMPTY")[1] else 0.0
-                      for r in runs])
+        first = estimate(
+            [
+                sum(r.curve(f"train/actions/{a}")[1][:3]) / max(1, len(r.curve(f"train/actions/{a}")[1][:3]))
+                if r.curve(f"train/actions/{a}")[1]
+                else 0.0
+                for r in runs
+            ]
+        )
+        last = estimate(
+            [_tail_mean(r, f"train/actions/{a}") if r.curve(f"train/actions/{a}")[1] else 0.0 for r in runs]
+        )
+        rows.append(
+            [
+                a,
+                first.fmt(),
+                last.fmt(),
+                estimate([_tail_mean(r, f"train/action_level/{a}/mean") for r in runs]).fmt(scale=1, unit=""),
+            ]
+        )
+    empty = estimate([_tail_mean(r, "train/actions/EMPTY") if r.curve("train/actions/EMPTY")[1] else 0.0 for r in runs])
     collapsed = not math.isnan(empty.mean) and empty.mean >= EMPTY_COLLAPSE_SHARE
     dec = estimate([_tail_mean(r, "train/action_level/DECOMPOSE/mean") for r in runs])
     emp = estimate([_tail_mean(r, "train/action_level/EMPTY/mean") for r in runs])
-    aware = (not math.isnan(dec.mean) and not math.isnan(emp.mean) and dec.mean > emp.mean)
+    aware = not math.isnan(dec.mean) and not math.isnan(emp.mean) and dec.mean > emp.mean
+    found = "collapsed to EMPTY, as the paper found for its small model" if collapsed else "no collapse to EMPTY"
     verdicts = [
         f"Paper: a 1B meta-thinker collapses to EMPTY — here (135M), EMPTY is {empty.fmt()} of the actions over the "
-        f"last 3 steps: **{'collapsed to EMPTY, as the paper found for its small model' if collapsed else 'no collapse to EMPTY'}**",
+        f"last 3 steps: **{found}**",
         f"Paper: an 8B meta-thinker picks actions by difficulty — here, mean level behind DECOMPOSE "
         f"{dec.fmt(scale=1, unit='')} vs EMPTY {emp.fmt(scale=1, unit='')}: "
-        f"**{'DECOMPOSE goes to harder questions' if aware else 'no difficulty-aware choice seen'}**"]
-    return Analysis(header, rows, verdicts, {"empty_share_end": empty.mean, "collapsed": collapsed,
-                                             "decompose_level": dec.mean, "empty_level": emp.mean})
+        f"**{'DECOMPOSE goes to harder questions' if aware else 'no difficulty-aware choice seen'}**",
+    ]
+    return Analysis(
+        header,
+        rows,
+        verdicts,
+        {"empty_share_end": empty.mean, "collapsed": collapsed, "decompose_level": dec.mean, "empty_level": emp.mean},
+    )
 
 
 # --- fig. 5 -------------------------------------------------------------------------------------------------
@@ -244,7 +315,7 @@ def fig4(results: Results) -> Analysis:
 
 def smooth(values: Sequence[float], k: int = 3) -> list[float]:
     """Trailing mean over ``k`` values (the first ones over what exists)."""
-    return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1]) for i in range(len(values))]
+    return [sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
 
 
 def collapse_step(steps: Sequence[int], reward: Sequence[float]) -> int | None:
@@ -267,21 +338,31 @@ def _reward_key(run: Run) -> str:
 
 def fig5_turns(results: Results) -> Analysis:
     """Training reward (first vs last 3 steps) and held-out accuracy (start vs end) per budget; collapse marks."""
-    header = ["budget", "train reward, first 3", "train reward, last 3", "held-out, start", "held-out, end",
-              "collapse"]
+    header = ["budget", "train reward, first 3", "train reward, last 3", "held-out, start", "held-out, end", "collapse"]
     rows, verdicts, numbers = [], [], {}
     train_gain, eval_gain = [], []
     for arm, runs in results.items():
-        first = estimate([sum(r.curve(_reward_key(r))[1][:3]) / max(1, len(r.curve(_reward_key(r))[1][:3]))
-                          for r in runs])
+        first = estimate(
+            [sum(r.curve(_reward_key(r))[1][:3]) / max(1, len(r.curve(_reward_key(r))[1][:3])) for r in runs]
+        )
         last = estimate([_tail_mean(r, _reward_key(r)) for r in runs])
-        start = estimate([r.curve((r.eval_prefix(0) or "eval/") + "acc")[1][0] if r.curve(
-            (r.eval_prefix(0) or "eval/") + "acc")[1] else float("nan") for r in runs])
+        start = estimate(
+            [
+                r.curve((r.eval_prefix(0) or "eval/") + "acc")[1][0]
+                if r.curve((r.eval_prefix(0) or "eval/") + "acc")[1]
+                else float("nan")
+                for r in runs
+            ]
+        )
         end = estimate([r.eval_final(0) for r in runs])
         collapses = [collapse_step(*r.curve(_reward_key(r))) for r in runs]
         marks = ", ".join(f"seed {r.seed}: step {c}" for r, c in zip(runs, collapses) if c is not None) or "none"
         rows.append([arm, first.fmt(1, ""), last.fmt(1, ""), start.fmt(), end.fmt(), marks])
-        numbers[arm] = {"collapses": collapses, "train_gain": last.mean - first.mean, "eval_gain": end.mean - start.mean}
+        numbers[arm] = {
+            "collapses": collapses,
+            "train_gain": last.mean - first.mean,
+            "eval_gain": end.mean - start.mean,
+        }
         train_gain.append(last.mean - first.mean)
         eval_gain.append(end.mean - start.mean)
     n_col = sum(1 for v in numbers.values() for c in v["collapses"] if c is not None)
@@ -290,11 +371,18 @@ def fig5_turns(results: Results) -> Analysis:
             f"Paper: training reward rises while the held-out average barely moves — here, mean over budgets: "
             f"train reward {sum(train_gain) / len(train_gain):+.3f}, held-out accuracy "
             f"{sum(eval_gain) / len(eval_gain) * 100:+.1f} points: **"
-            + ("agrees" if sum(train_gain) > 0 and abs(sum(eval_gain) / len(eval_gain)) < abs(
-                sum(train_gain) / len(train_gain)) else "does not match") + "**")
-        verdicts.append(f"Paper: training is unstable and collapses under some budgets — here: **{n_col} collapse(s)** "
-                        f"in {sum(len(r) for r in results.values())} runs (rule: smoothed reward < "
-                        f"{COLLAPSE_DROP:.0%} of its best, to the end)")
+            + (
+                "agrees"
+                if sum(train_gain) > 0 and abs(sum(eval_gain) / len(eval_gain)) < abs(sum(train_gain) / len(train_gain))
+                else "does not match"
+            )
+            + "**"
+        )
+        verdicts.append(
+            f"Paper: training is unstable and collapses under some budgets — here: **{n_col} collapse(s)** "
+            f"in {sum(len(r) for r in results.values())} runs (rule: smoothed reward < "
+            f"{COLLAPSE_DROP:.0%} of its best, to the end)"
+        )
     return Analysis(header, rows, verdicts, numbers)
 
 
@@ -321,16 +409,31 @@ def fig5_ablation(results: Results) -> Analysis:
     rows = []
     for arm, runs in results.items():
         clip = estimate([sum(v) / len(v) if (v := r.curve("stats/clip_frac")[1]) else float("nan") for r in runs])
-        rows.append([arm, _est(runs, _auc).fmt(), _est(runs, lambda r: _tail_mean(r, "train/acc")).fmt(),
-                     clip.fmt(100, "%"), str(len(runs))])
+        rows.append(
+            [
+                arm,
+                _est(runs, _auc).fmt(),
+                _est(runs, lambda r: _tail_mean(r, "train/acc")).fmt(),
+                clip.fmt(100, "%"),
+                str(len(runs)),
+            ]
+        )
     verdicts, numbers = [], {}
     for mb in (1, 4):
-        note = ("ratio ≡ 1: only the normalisation differs" if mb == 1 else "the ratio and the clip act")
-        pairs = [(f"shared_turn_mb{mb}", f"separate_turn_mb{mb}", "Paper: shared weights are more sample-efficient"),
-                 (f"shared_turn_mb{mb}", f"shared_token_mb{mb}", "Paper: the turn-level ratio is more sample-efficient")]
+        note = "ratio ≡ 1: only the normalisation differs" if mb == 1 else "the ratio and the clip act"
+        pairs = [
+            (f"shared_turn_mb{mb}", f"separate_turn_mb{mb}", "Paper: shared weights are more sample-efficient"),
+            (f"shared_turn_mb{mb}", f"shared_token_mb{mb}", "Paper: the turn-level ratio is more sample-efficient"),
+        ]
         for a, b, claim in pairs:
             if results.get(a) and results.get(b):
-                line, numbers[f"{a}_vs_{b}"] = compare(results, a, b, _auc, what=f"{a} vs {b}, mean train accuracy "
-                                                       f"({mb} mini-batch{'es' if mb > 1 else ''}: {note})", claim=claim)
+                line, numbers[f"{a}_vs_{b}"] = compare(
+                    results,
+                    a,
+                    b,
+                    _auc,
+                    what=f"{a} vs {b}, mean train accuracy ({mb} mini-batch{'es' if mb > 1 else ''}: {note})",
+                    claim=claim,
+                )
                 verdicts.append(line)
     return Analysis(header, rows, verdicts, numbers)

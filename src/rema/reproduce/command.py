@@ -29,19 +29,33 @@ from .page import build_page, is_reproduce_folder
 
 def add_parser(sub) -> None:
     """``rema reproduce``'s arguments on the CLI's subparsers."""
-    p = sub.add_parser("reproduce", help="run one of the paper's experiments as a seeded grid: figure, table, verdict",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(
+        "reproduce",
+        help="run one of the paper's experiments as a seeded grid: figure, table, verdict",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"], help="which result (all: the whole suite)")
     p.add_argument("overrides", nargs="*", help="dotted config overrides for every run (section.key=value)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's own, e.g. 0,1,2)")
     p.add_argument("--out", default="reproduce", help="output folder (default: ./reproduce)")
-    p.add_argument("--scale", choices=["cpu", "paper"], default="cpu",
-                   help="cpu: the embedded 135M model on synthetic arithmetic, 2 CPU cores; paper: the paper's "
-                        "models and data from the Hub, 8 GPUs")
-    p.add_argument("--ood", default=None, metavar="DATA",
-                   help="replace the out-of-distribution set (table1) with this data spec or JSONL file")
-    p.add_argument("--arms", default=None, help="comma-separated arms to run now (default: all); the figure and verdicts "
-                                                "use every finished run")
+    p.add_argument(
+        "--scale",
+        choices=["cpu", "paper"],
+        default="cpu",
+        help="cpu: the embedded 135M model on synthetic arithmetic, 2 CPU cores; paper: the paper's "
+        "models and data from the Hub, 8 GPUs",
+    )
+    p.add_argument(
+        "--ood",
+        default=None,
+        metavar="DATA",
+        help="replace the out-of-distribution set (table1) with this data spec or JSONL file",
+    )
+    p.add_argument(
+        "--arms",
+        default=None,
+        help="comma-separated arms to run now (default: all); the figure and verdicts use every finished run",
+    )
     p.add_argument("--dry-run", action="store_true", help="print every run and its estimated time; run nothing")
     p.add_argument("--configs", default=None, help="the configs/reproduce folder (default: the checkout's)")
     p.add_argument("--keep-weights", action="store_true", help="keep each run's exported final/ model (~0.5 GB each)")
@@ -55,9 +69,15 @@ def cmd_reproduce(args) -> int:
         plans = []
         for exp in experiments:
             seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else exp.seeds
-            runs = plan_grid(exp, scale=args.scale, seeds=seeds, out=out, overrides=list(args.overrides),
-                             ood=args.ood if exp.ood else None,
-                             configs_root=Path(args.configs) if args.configs else None)
+            runs = plan_grid(
+                exp,
+                scale=args.scale,
+                seeds=seeds,
+                out=out,
+                overrides=list(args.overrides),
+                ood=args.ood if exp.ood else None,
+                configs_root=Path(args.configs) if args.configs else None,
+            )
             plans.append((exp, seeds, runs))
         todo = _chosen_arms(args.arms, plans)
     except (ConfigError, KeyError, ValueError) as err:
@@ -66,13 +86,17 @@ def cmd_reproduce(args) -> int:
     if args.dry_run:
         return dry_run(plans, args.scale)
     if args.scale == "paper":
-        print("note: --scale paper trains 8B models on the Hub's data: launch it on a GPU node "
-              "(see docs/reproduction.md); this machine runs it as asked", file=sys.stderr)
+        print(
+            "note: --scale paper trains 8B models on the Hub's data: launch it on a GPU node "
+            "(see docs/reproduction.md); this machine runs it as asked",
+            file=sys.stderr,
+        )
     failed = 0
     for exp, seeds, runs in plans:
         with grid_lock(out / exp.name):
-            failed += run_grid(exp, [r for r in runs if todo is None or r.arm.name in todo],
-                               keep_weights=args.keep_weights)
+            failed += run_grid(
+                exp, [r for r in runs if todo is None or r.arm.name in todo], keep_weights=args.keep_weights
+            )
             write_outputs(exp, runs, seeds, out / exp.name, command=" ".join(["rema", "reproduce", *sys.argv[2:]]))
     if is_reproduce_folder(out):
         print(f"all experiments on one page: {build_page(out)}  (rema report {out})")
@@ -86,7 +110,9 @@ def _chosen_arms(arms: str | None, plans) -> set[str] | None:
     chosen = {a.strip() for a in arms.split(",") if a.strip()}
     valid = {r.arm.name for _, _, runs in plans for r in runs}
     if chosen - valid:
-        raise ValueError(f"--arms: unknown arm(s) {', '.join(sorted(chosen - valid))}; valid: {', '.join(sorted(valid))}")
+        raise ValueError(
+            f"--arms: unknown arm(s) {', '.join(sorted(chosen - valid))}; valid: {', '.join(sorted(valid))}"
+        )
     return chosen
 
 
@@ -128,18 +154,25 @@ def run_grid(exp: Experiment, runs: list[PlannedRun], *, keep_weights: bool) -> 
 
     console = Console(stderr=True)
     todo = [r for r in runs if r.status() != "done"]
-    console.print(f"[bold]{exp.name}[/]: {len(runs)} runs, {len(runs) - len(todo)} finished already (reused); "
-                  f"logs in {runs[0].log_file.parent if runs else '-'}")
+    console.print(
+        f"[bold]{exp.name}[/]: {len(runs)} runs, {len(runs) - len(todo)} finished already (reused); "
+        f"logs in {runs[0].log_file.parent if runs else '-'}"
+    )
     failed = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         grid = progress.add_task(f"{exp.name} grid (runs)", total=len(runs), completed=len(runs) - len(todo))
         for r in todo:
             step = progress.add_task(f"  {r.name} (steps)", total=r.cfg.train.steps)
             try:
-                minutes = execute(r, keep_weights=keep_weights,
-                                  on_poll=lambda s, t=step: progress.update(t, completed=s))
+                minutes = execute(
+                    r, keep_weights=keep_weights, on_poll=lambda s, t=step: progress.update(t, completed=s)
+                )
                 progress.console.print(f"  {r.name}: done in {minutes:.1f} min")
             except RuntimeError as err:
                 failed += 1
@@ -149,8 +182,9 @@ def run_grid(exp: Experiment, runs: list[PlannedRun], *, keep_weights: bool) -> 
     return failed
 
 
-def write_outputs(exp: Experiment, runs: list[PlannedRun], seeds: tuple[int, ...], folder: Path, *,
-                  command: str) -> Analysis | None:
+def write_outputs(
+    exp: Experiment, runs: list[PlannedRun], seeds: tuple[int, ...], folder: Path, *, command: str
+) -> Analysis | None:
     """The figure, table, verdicts and summary of the finished runs (a partial grid says what is missing)."""
     results = load_results(runs, seeds)
     missing = [r.name for r in runs if r.status() != "done"]
@@ -161,10 +195,20 @@ def write_outputs(exp: Experiment, runs: list[PlannedRun], seeds: tuple[int, ...
     exp.plot(results, folder / "figure.png")
     (folder / "table.md").write_text(analysis.markdown() + "\n")
     minutes = {r.name: r.minutes() for r in runs if r.status() == "done"}
-    summary = {"experiment": exp.name, "title": exp.title, "paper": exp.paper, "seeds": list(seeds),
-               "verdicts": analysis.verdicts, "numbers": analysis.numbers, "table": analysis.markdown(),
-               "missing": missing, "minutes": minutes, "machine": machine(), "command": command,
-               "date": time.strftime("%Y-%m-%d")}
+    summary = {
+        "experiment": exp.name,
+        "title": exp.title,
+        "paper": exp.paper,
+        "seeds": list(seeds),
+        "verdicts": analysis.verdicts,
+        "numbers": analysis.numbers,
+        "table": analysis.markdown(),
+        "missing": missing,
+        "minutes": minutes,
+        "machine": machine(),
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     (folder / "README.md").write_text(render_readme(summary))
     print(f"\n{exp.title}\n\n{analysis.markdown()}\n")
@@ -180,9 +224,15 @@ def render_readme(s: dict) -> str:
     """An experiment folder's README.md: the claim, the verdicts, the table, the figure, how it was run."""
     total = sum(m for m in s["minutes"].values() if m)
     lines = [f"# {s['title']}", "", f"Paper: {s['paper']}", "", "## Verdicts", ""]
-    lines += [f"- {v}" for v in s["verdicts"]] + ["", s["table"], "", "![figure](figure.png)", "",
-                                                   f"Command: `{s['command']}` — {s['date']}, {s['machine']}; "
-                                                   f"{len(s['minutes'])} runs, {total:.0f} min of runs in all."]
+    lines += [f"- {v}" for v in s["verdicts"]] + [
+        "",
+        s["table"],
+        "",
+        "![figure](figure.png)",
+        "",
+        f"Command: `{s['command']}` — {s['date']}, {s['machine']}; "
+        f"{len(s['minutes'])} runs, {total:.0f} min of runs in all.",
+    ]
     if s["missing"]:
         lines.append(f"\nIncomplete: {', '.join(s['missing'])} not finished.")
     return "\n".join(lines) + "\n"

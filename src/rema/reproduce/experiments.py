@@ -51,47 +51,81 @@ class Experiment:
     """Its configs evaluate an out-of-distribution set second in ``data.eval`` (``--ood`` replaces it)."""
 
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment(
-        name="table1",
-        title="Table 1: ReMA against single-agent baselines, in and out of distribution",
-        paper="ReMA beats VRP, VRP_RL and MRP_RL on average across backbones, most out of distribution "
-              "(up to +20 points on AMC23 with Llama-3-8B-Instruct).",
-        arms=(Arm("vrp", "VRP (prompting)", seeded=False), Arm("vrp_rl", "VRP_RL"), Arm("mrp_rl", "MRP_RL"),
-              Arm("rema_single", "ReMA single-turn (separate)"), Arm("rema_multi", "ReMA multi-turn (shared)")),
-        seeds=(0, 1, 2), analyse=analysis.table1, plot=figures.table1, ood=True),
-    Experiment(
-        name="fig3",
-        title="Fig. 3: does meta-thinking help the reasoner learn? RL from base / from SFT / under a frozen MTA",
-        paper="RL under a meta-thinker fine-tuned on teacher data and RL from SFT learn more than RL from the base "
-              "model, and the gap is largest on the hardest questions.",
-        arms=(Arm("rl_from_base", "RL from base"), Arm("rl_from_sft", "RL from SFT"),
-              Arm("rl_under_mta", "RL under frozen MTA")),
-        seeds=(0, 1), analyse=analysis.fig3, plot=figures.fig3),
-    Experiment(
-        name="fig4",
-        title="Fig. 4: the meta-thinker's actions (DECOMPOSE / REWRITE / EMPTY) over training",
-        paper="A 1B meta-thinker quickly collapses to EMPTY (no guidance); an 8B one learns to choose its action "
-              "by the question's difficulty.",
-        arms=(Arm("actions", "action set"),),
-        seeds=(0, 1), analyse=analysis.fig4, plot=figures.fig4),
-    Experiment(
-        name="fig5-turns",
-        title="Fig. 5 (left): multi-turn ReMA under different (max turns, tokens per turn) budgets",
-        paper="Multi-turn training improves the training reward but the held-out average barely moves; training "
-              "is unstable and sensitive to the turn and token budgets.",
-        arms=(Arm("turns3_tok96", "(3 turns, 96 tokens)"), Arm("turns3_tok48", "(3 turns, 48 tokens)"),
-              Arm("turns6_tok48", "(6 turns, 48 tokens)")),
-        seeds=(0,), analyse=analysis.fig5_turns, plot=figures.fig5_turns),
-    Experiment(
-        name="fig5-ablation",
-        title="Fig. 5 (right): shared vs separate weights × turn- vs token-level ratio, one and several mini-batches",
-        paper="Sharing the weights between the agents and the turn-level ratio both make multi-turn training more "
-              "sample-efficient on a small fixed set of mixed questions.",
-        arms=tuple(Arm(f"{w}_{r}_mb{m}", f"{w}, {r}-level, {m} mini-batch{'es' if m > 1 else ''}")
-                   for m in (1, 4) for w in ("shared", "separate") for r in ("turn", "token")),
-        seeds=(0,), analyse=analysis.fig5_ablation, plot=figures.fig5_ablation),
-)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            name="table1",
+            title="Table 1: ReMA against single-agent baselines, in and out of distribution",
+            paper="ReMA beats VRP, VRP_RL and MRP_RL on average across backbones, most out of distribution "
+            "(up to +20 points on AMC23 with Llama-3-8B-Instruct).",
+            arms=(
+                Arm("vrp", "VRP (prompting)", seeded=False),
+                Arm("vrp_rl", "VRP_RL"),
+                Arm("mrp_rl", "MRP_RL"),
+                Arm("rema_single", "ReMA single-turn (separate)"),
+                Arm("rema_multi", "ReMA multi-turn (shared)"),
+            ),
+            seeds=(0, 1, 2),
+            analyse=analysis.table1,
+            plot=figures.table1,
+            ood=True,
+        ),
+        Experiment(
+            name="fig3",
+            title="Fig. 3: does meta-thinking help the reasoner learn? RL from base / from SFT / under a frozen MTA",
+            paper="RL under a meta-thinker fine-tuned on teacher data and RL from SFT learn more than RL from the base "
+            "model, and the gap is largest on the hardest questions.",
+            arms=(
+                Arm("rl_from_base", "RL from base"),
+                Arm("rl_from_sft", "RL from SFT"),
+                Arm("rl_under_mta", "RL under frozen MTA"),
+            ),
+            seeds=(0, 1),
+            analyse=analysis.fig3,
+            plot=figures.fig3,
+        ),
+        Experiment(
+            name="fig4",
+            title="Fig. 4: the meta-thinker's actions (DECOMPOSE / REWRITE / EMPTY) over training",
+            paper="A 1B meta-thinker quickly collapses to EMPTY (no guidance); an 8B one learns to choose its action "
+            "by the question's difficulty.",
+            arms=(Arm("actions", "action set"),),
+            seeds=(0, 1),
+            analyse=analysis.fig4,
+            plot=figures.fig4,
+        ),
+        Experiment(
+            name="fig5-turns",
+            title="Fig. 5 (left): multi-turn ReMA under different (max turns, tokens per turn) budgets",
+            paper="Multi-turn training improves the training reward but the held-out average barely moves; training "
+            "is unstable and sensitive to the turn and token budgets.",
+            arms=(
+                Arm("turns3_tok96", "(3 turns, 96 tokens)"),
+                Arm("turns3_tok48", "(3 turns, 48 tokens)"),
+                Arm("turns6_tok48", "(6 turns, 48 tokens)"),
+            ),
+            seeds=(0,),
+            analyse=analysis.fig5_turns,
+            plot=figures.fig5_turns,
+        ),
+        Experiment(
+            name="fig5-ablation",
+            title="Fig. 5 (right): shared vs separate weights × turn- vs token-level ratio, 1 and 4 mini-batches",
+            paper="Sharing the weights between the agents and the turn-level ratio both make multi-turn training more "
+            "sample-efficient on a small fixed set of mixed questions.",
+            arms=tuple(
+                Arm(f"{w}_{r}_mb{m}", f"{w}, {r}-level, {m} mini-batch{'es' if m > 1 else ''}")
+                for m in (1, 4)
+                for w in ("shared", "separate")
+                for r in ("turn", "token")
+            ),
+            seeds=(0,),
+            analyse=analysis.fig5_ablation,
+            plot=figures.fig5_ablation,
+        ),
+    )
+}
 """Every experiment ``rema reproduce`` knows, by name."""
 
 

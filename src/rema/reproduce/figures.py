@@ -54,8 +54,15 @@ def _curves(ax, results: Results, key_of, *, x_of=None, smooth_k: int = 1) -> No
             ax.plot(xs, ys, color=color, alpha=0.3, lw=0.9)
         if curves:
             xs, ys = _mean_curve(curves)
-            ax.plot(xs, ys, color=color, lw=2.2, label=f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
-                    marker="o" if len(xs) < 6 else None, ms=4)
+            ax.plot(
+                xs,
+                ys,
+                color=color,
+                lw=2.2,
+                label=f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
+                marker="o" if len(xs) < 6 else None,
+                ms=4,
+            )
 
 
 def _save(fig, out: Path) -> None:
@@ -84,8 +91,16 @@ def table1(results: Results, out: Path) -> None:
             if not vals:
                 continue
             x = i + (j - 0.5) * width
-            ax.bar(x, sum(vals) / len(vals), width, yerr=_ci(vals), capsize=3, color=COLORS[j], alpha=0.85,
-                   label=name if i == 0 else None)
+            ax.bar(
+                x,
+                sum(vals) / len(vals),
+                width,
+                yerr=_ci(vals),
+                capsize=3,
+                color=COLORS[j],
+                alpha=0.85,
+                label=name if i == 0 else None,
+            )
             ax.scatter([x] * len(vals), vals, color="black", s=8, zorder=3)
     ax.set_xticks(range(len(arms)), arms, fontsize=8, rotation=12)
     _style(ax, "Table 1 (CPU scale): held-out accuracy per method", "accuracy", percent=True)
@@ -97,8 +112,10 @@ def fig3(results: Results, out: Path) -> None:
     """One panel per difficulty level (and overall): held-out accuracy over training steps per arm."""
     any_run = next(r for runs in results.values() for r in runs)
     prefix = any_run.eval_prefix(0) or "eval/"
-    levels = sorted({k.rsplit("_", 1)[1] for r in any_run.rows for k in r if k.startswith(prefix + "acc/level_")},
-                    key=lambda s: int(s) if s.isdigit() else 0)
+    levels = sorted(
+        {k.rsplit("_", 1)[1] for r in any_run.rows for k in r if k.startswith(prefix + "acc/level_")},
+        key=lambda s: int(s) if s.isdigit() else 0,
+    )
     panels = [("all levels", "acc")] + [(f"level {lv}", f"acc/level_{lv}") for lv in levels]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3), squeeze=False)
     for ax, (title, metric) in zip(axes[0], panels):
@@ -158,10 +175,20 @@ def fig5_ablation(results: Results, out: Path) -> None:
         return step * r.samples_per_step()
 
     for ax, (mb, group) in zip(axes[0], groups.items()):
-        _curves(ax, {a.removesuffix(f"_mb{mb}"): rs for a, rs in group.items()}, lambda r: "train/acc",
-                x_of=seen, smooth_k=3)
-        _style(ax, f"{mb} mini-batch{'es' if mb > 1 else ''} per step"
-               + (" (ratio ≡ 1)" if mb == 1 else " (ratio and clip act)"), "train accuracy", percent=True)
+        _curves(
+            ax,
+            {a.removesuffix(f"_mb{mb}"): rs for a, rs in group.items()},
+            lambda r: "train/acc",
+            x_of=seen,
+            smooth_k=3,
+        )
+        _style(
+            ax,
+            f"{mb} mini-batch{'es' if mb > 1 else ''} per step"
+            + (" (ratio ≡ 1)" if mb == 1 else " (ratio and clip act)"),
+            "train accuracy",
+            percent=True,
+        )
         ax.set_xlabel("samples seen", fontsize=8)
         ax.legend(fontsize=7, frameon=False)
     _save(fig, out)

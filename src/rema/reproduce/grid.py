@@ -85,13 +85,23 @@ class PlannedRun:
 def arm_config_path(exp: Experiment, arm: Arm, scale: str, root: Path | None = None) -> Path:
     path = (root or REPO_CONFIGS) / scale / exp.name / f"{arm.name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"{path}: no config for arm {arm.name!r} of {exp.name} at scale {scale!r} (rema reproduce "
-                          "reads configs/reproduce/ of a source checkout; point --configs at a copy of it)")
+        raise ConfigError(
+            f"{path}: no config for arm {arm.name!r} of {exp.name} at scale {scale!r} (rema reproduce "
+            "reads configs/reproduce/ of a source checkout; point --configs at a copy of it)"
+        )
     return path
 
 
-def plan_grid(exp: Experiment, *, scale: str, seeds: tuple[int, ...], out: Path, overrides: list[str],
-              ood: str | None = None, configs_root: Path | None = None) -> list[PlannedRun]:
+def plan_grid(
+    exp: Experiment,
+    *,
+    scale: str,
+    seeds: tuple[int, ...],
+    out: Path,
+    overrides: list[str],
+    ood: str | None = None,
+    configs_root: Path | None = None,
+) -> list[PlannedRun]:
     """Every run of ``exp``: each arm × each seed (an unseeded arm once, as the first seed), configs resolved
     (the arm's YAML, then the seed, the run folder, ``ood`` in place of every ``data.eval`` set after the first,
     then ``overrides``)."""
@@ -104,16 +114,29 @@ def plan_grid(exp: Experiment, *, scale: str, seeds: tuple[int, ...], out: Path,
         for seed in seeds if arm.seeded else seeds[:1]:
             name = f"{arm.name}-seed{seed}"
             run_dir = out / exp.name / "runs" / name
-            fixed = [f"train.seed={seed}", f"log.run_dir={run_dir}", f"log.name={exp.name}-{arm.name}",
-                     "log.progress=false"]
+            fixed = [
+                f"train.seed={seed}",
+                f"log.run_dir={run_dir}",
+                f"log.name={exp.name}-{arm.name}",
+                "log.progress=false",
+            ]
             if ood is not None:
                 if not exp.ood:
                     raise ConfigError(f"--ood: {exp.name} has no out-of-distribution set (only table1 has one)")
                 base = load_config(path).data.eval_specs
                 fixed.append(as_override("data.eval", [base[0], ood]))
             cfg = command_config(path, [*fixed, *overrides])  # as `rema train` will build it: the engine resolved
-            runs.append(PlannedRun(exp.name, arm, seed, cfg, out / exp.name / "configs" / f"{name}.yaml", run_dir,
-                                   out / exp.name / "logs" / f"{name}.log"))
+            runs.append(
+                PlannedRun(
+                    exp.name,
+                    arm,
+                    seed,
+                    cfg,
+                    out / exp.name / "configs" / f"{name}.yaml",
+                    run_dir,
+                    out / exp.name / "logs" / f"{name}.log",
+                )
+            )
     return runs
 
 
@@ -165,8 +188,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{model}, {len(os.sched_getaffinity(0))} cores, "
-            f"{'AVX-512 BF16' if _has_bf16_cpu() else 'no AVX-512 BF16 (fp32)'}{gpu}, torch {torch.__version__}")
+    return (
+        f"{model}, {len(os.sched_getaffinity(0))} cores, "
+        f"{'AVX-512 BF16' if _has_bf16_cpu() else 'no AVX-512 BF16 (fp32)'}{gpu}, torch {torch.__version__}"
+    )
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -187,8 +212,9 @@ def grid_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"{folder}: another rema reproduce is running on this folder; wait for it or use "
-                              "another --out") from None
+            raise ConfigError(
+                f"{folder}: another rema reproduce is running on this folder; wait for it or use another --out"
+            ) from None
         yield
 
 
@@ -220,8 +246,13 @@ def execute(run: PlannedRun, *, on_poll: Callable[[int], None] | None = None, ke
     with open(run.log_file, "a", encoding="utf-8") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        child = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         while child.poll() is None:
             if on_poll is not None:
                 on_poll(last_step(run.run_dir))
@@ -231,9 +262,19 @@ def execute(run: PlannedRun, *, on_poll: Callable[[int], None] | None = None, ke
     minutes = round((time.perf_counter() - t0) / 60, 2)
     if not keep_weights:  # the exported final model is ~0.5 GB per run; the metrics are what the grid needs
         shutil.rmtree(run.run_dir / "final", ignore_errors=True)
-    (run.run_dir / DONE).write_text(json.dumps({"config_hash": run.digest, "minutes": minutes, "arm": run.arm.name,
-                                                "seed": run.seed, "resumed": status == "partial",
-                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    (run.run_dir / DONE).write_text(
+        json.dumps(
+            {
+                "config_hash": run.digest,
+                "minutes": minutes,
+                "arm": run.arm.name,
+                "seed": run.seed,
+                "resumed": status == "partial",
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+        )
+        + "\n"
+    )
     return minutes
 
 
@@ -248,6 +289,7 @@ def load_results(runs: list[PlannedRun], seeds: tuple[int, ...]) -> dict[str, li
         rows = [json.loads(line) for line in (pr.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         cfg = yaml.safe_load((pr.run_dir / "config.yaml").read_text())
         run = Run(pr.arm.name, pr.seed, pr.run_dir, rows, cfg, pr.minutes())
-        out.setdefault(pr.arm.name, []).extend([run] if pr.arm.seeded else
-                                               [Run(run.arm, s, run.run_dir, rows, cfg, run.minutes) for s in seeds])
+        out.setdefault(pr.arm.name, []).extend(
+            [run] if pr.arm.seeded else [Run(run.arm, s, run.run_dir, rows, cfg, run.minutes) for s in seeds]
+        )
     return out

@@ -30,8 +30,11 @@ def is_reproduce_folder(path: str | Path) -> bool:
 
 
 def _table(markdown: str) -> str:
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
-            if line.strip().startswith("|") and not set(line.strip()) <= set("|-: ")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.strip().startswith("|") and not set(line.strip()) <= set("|-: ")
+    ]
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
@@ -50,15 +53,27 @@ def build_page(out: str | Path) -> Path:
     for folder in experiment_folders(out):
         s = json.loads((folder / "summary.json").read_text())
         png = folder / "figure.png"
-        img = (f'<img alt="{html.escape(s["experiment"])}" src="data:image/png;base64,'
-               f'{base64.b64encode(png.read_bytes()).decode()}">' if png.is_file() else "")
+        img = (
+            f'<img alt="{html.escape(s["experiment"])}" src="data:image/png;base64,'
+            f'{base64.b64encode(png.read_bytes()).decode()}">'
+            if png.is_file()
+            else ""
+        )
         missing = f"<p><b>Incomplete:</b> {html.escape(', '.join(s['missing']))}</p>" if s.get("missing") else ""
-        parts.append(f"<h2>{html.escape(s['title'])}</h2><p class=claim>Paper: {html.escape(s['paper'])}</p>"
-                     + "<ul>" + "".join(f"<li>{_bold(v)}</li>" for v in s["verdicts"]) + "</ul>"
-                     + missing + _table(s["table"]) + img
-                     + f"<p class=meta>{html.escape(s['command'])} — {html.escape(s['date'])}, "
-                       f"{html.escape(s['machine'])}</p>")
+        parts.append(
+            f"<h2>{html.escape(s['title'])}</h2><p class=claim>Paper: {html.escape(s['paper'])}</p>"
+            + "<ul>"
+            + "".join(f"<li>{_bold(v)}</li>" for v in s["verdicts"])
+            + "</ul>"
+            + missing
+            + _table(s["table"])
+            + img
+            + f"<p class=meta>{html.escape(s['command'])} — {html.escape(s['date'])}, "
+            f"{html.escape(s['machine'])}</p>"
+        )
     page = out / "index.html"
-    page.write_text(f"<!doctype html><meta charset=utf-8><title>rema reproduce</title><style>{STYLE}</style>"
-                    + "\n".join(parts), encoding="utf-8")
+    page.write_text(
+        f"<!doctype html><meta charset=utf-8><title>rema reproduce</title><style>{STYLE}</style>" + "\n".join(parts),
+        encoding="utf-8",
+    )
     return page

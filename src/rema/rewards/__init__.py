@@ -30,6 +30,15 @@ from .judge_families import judge_family
 from .math_grader import MathGrade, close, grade_math, grade_math_batch, pool_respawns, summarize
 
 __all__ = [
-    "MathGrade", "close", "grade_math", "grade_math_batch", "judge_family", "judge_verdict", "last_verdict",
-    "mta_format", "pool_respawns", "ra_format", "summarize",
+    "MathGrade",
+    "close",
+    "grade_math",
+    "grade_math_batch",
+    "judge_family",
+    "judge_verdict",
+    "last_verdict",
+    "mta_format",
+    "pool_respawns",
+    "ra_format",
+    "summarize",
 ]

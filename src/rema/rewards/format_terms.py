@@ -16,9 +16,7 @@ from .math_worker import find_boxes
 # "final answer is 5", "The answer is $x=3$", "Answer: (B)", "answer = 12": an answer word, a linking
 # word, then something that looks like a value (digit, sign, $, \, parenthesis, a lone choice letter).
 # "the answer is the sum of the roots" and "check the final answer" do not match: planning language.
-_ANSWER_STATEMENT = re.compile(
-    r"(?i:\banswer)\s*(?:(?i:is)|:|=)\s*:?\s*(?:[-+\d$\\(]|[A-E](?![A-Za-z]))"
-)
+_ANSWER_STATEMENT = re.compile(r"(?i:\banswer)\s*(?:(?i:is)|:|=)\s*:?\s*(?:[-+\d$\\(]|[A-E](?![A-Za-z]))")
 _VERDICT = re.compile(r"\[\[([AB])\]\]")
 _NORMALIZE_DROP = re.compile(r"\\left|\\right|\\!|\\,|\\;|\s|\$|\*\*")
 
@@ -65,13 +63,18 @@ def mta_format(text: str, gold: str | None = None, *, penalty: float = -1.0) -> 
     leak_statement = _ANSWER_STATEMENT.search(text) is not None
     leak_gold = gold is not None and _states_gold_at_end(text, gold)
     leak = leak_boxed or leak_statement or leak_gold
-    parts = {"leak": _b(leak), "leak_boxed": _b(leak_boxed), "leak_statement": _b(leak_statement),
-             "leak_gold": _b(leak_gold)}
+    parts = {
+        "leak": _b(leak),
+        "leak_boxed": _b(leak_boxed),
+        "leak_statement": _b(leak_statement),
+        "leak_gold": _b(leak_gold),
+    }
     return (penalty if leak else 0.0), parts
 
 
-def ra_format(text: str, reference: str | None = None, *, penalty: float = -1.0,
-              max_trailing_chars: int = 200) -> tuple[float, dict[str, float]]:
+def ra_format(
+    text: str, reference: str | None = None, *, penalty: float = -1.0, max_trailing_chars: int = 200
+) -> tuple[float, dict[str, float]]:
     """Reasoning-agent single-turn format term: 0 for exactly one box at the end, else ``penalty``.
 
     "At the end" means at most ``max_trailing_chars`` non-blank characters follow the box (room for
@@ -81,13 +84,14 @@ def ra_format(text: str, reference: str | None = None, *, penalty: float = -1.0,
     parts: n_boxed (number of closed boxes), boxed_last (1 if the last box is in the end region).
     """
     boxes = find_boxes(text)
-    boxed_last = bool(boxes) and len(re.sub(r"\s", "", text[boxes[-1][1]:])) <= max_trailing_chars
+    boxed_last = bool(boxes) and len(re.sub(r"\s", "", text[boxes[-1][1] :])) <= max_trailing_chars
     ok = len(boxes) == 1 and boxed_last
     return (0.0 if ok else penalty), {"n_boxed": float(len(boxes)), "boxed_last": _b(boxed_last)}
 
 
-def ra_verdict_format(text: str, *, penalty: float = -1.0,
-                      max_trailing_chars: int = 200) -> tuple[float, dict[str, float]]:
+def ra_verdict_format(
+    text: str, *, penalty: float = -1.0, max_trailing_chars: int = 200
+) -> tuple[float, dict[str, float]]:
     """The judge's reasoner format term (single turn): 0 for exactly one ``[[A]]``/``[[B]]`` verdict at the end
     (at most ``max_trailing_chars`` non-blank characters after it), else ``penalty``. ``ra_format`` asks a math
     answer for its box; a judge answers with a verdict, so a right ``[[A]]`` is not penalised for having no box.
@@ -95,7 +99,7 @@ def ra_verdict_format(text: str, *, penalty: float = -1.0,
     parts: n_verdicts (number of verdicts), verdict_last (1 if the last verdict is in the end region).
     """
     found = list(_VERDICT.finditer(text or ""))
-    verdict_last = bool(found) and len(re.sub(r"\s", "", text[found[-1].end():])) <= max_trailing_chars
+    verdict_last = bool(found) and len(re.sub(r"\s", "", text[found[-1].end() :])) <= max_trailing_chars
     ok = len(found) == 1 and verdict_last
     return (0.0 if ok else penalty), {"n_verdicts": float(len(found)), "verdict_last": _b(verdict_last)}
 

@@ -152,8 +152,15 @@ class GraderPool:
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
-    def _submit(self, w: _Worker, i: int, responses: list[str], golds: list[str], timeout_s: float,
-                results: list[MathGrade | None]) -> _Worker:
+    def _submit(
+        self,
+        w: _Worker,
+        i: int,
+        responses: list[str],
+        golds: list[str],
+        timeout_s: float,
+        results: list[MathGrade | None],
+    ) -> _Worker:
         self._next_job += 1
         try:
             w.tx.send((self._next_job, responses[i], golds[i], timeout_s * SOFT_FRACTION))
@@ -170,7 +177,8 @@ class GraderPool:
             if not w.ready:
                 self._discard(w)
                 raise RuntimeError(
-                    f"math grader worker exited during start-up (rc={w.proc.returncode}); see stderr") from None
+                    f"math grader worker exited during start-up (rc={w.proc.returncode}); see stderr"
+                ) from None
             if w.job is not None:  # e.g. a segfault on hostile input: count it, keep going
                 results[w.job] = MathGrade(False, error=f"worker_died (rc={_exit_code(w.proc)})")
             return self._replace(w)
@@ -180,8 +188,11 @@ class GraderPool:
             if w.job is None or tag != w.job_id:
                 raise RuntimeError(f"grader protocol error: answer for job {tag}, expected {w.job_id}")
             results[w.job] = MathGrade(
-                correct=bool(payload["correct"]), timed_out=bool(payload["timed_out"]),
-                extracted=payload["extracted"], error=payload["error"], source=payload["source"],
+                correct=bool(payload["correct"]),
+                timed_out=bool(payload["timed_out"]),
+                extracted=payload["extracted"],
+                error=payload["error"],
+                source=payload["source"],
                 seconds=float(payload["seconds"]),
             )
             w.job = None
@@ -239,8 +250,9 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def grade_math_batch(responses: Sequence[str], golds: Sequence[str], *, timeout_s: float = 5.0,
-                     workers: int | None = None) -> list[MathGrade]:
+def grade_math_batch(
+    responses: Sequence[str], golds: Sequence[str], *, timeout_s: float = 5.0, workers: int | None = None
+) -> list[MathGrade]:
     """Grade many responses in parallel; ``result[i]`` grades ``responses[i]`` against ``golds[i]``.
 
     responses: full response texts (the answer is extracted as described in ``math_worker``).

@@ -152,7 +152,7 @@ def _resolve_choice(cand: str, *, gold_is_choice: bool) -> str:
         return cand
     if gold_is_choice:
         return m.group(1)
-    rest = cand[m.end():].lstrip("\\ ~").strip()
+    rest = cand[m.end() :].lstrip("\\ ~").strip()
     return rest if rest and cand.lstrip().startswith("\\textbf") else cand
 
 
@@ -161,8 +161,7 @@ def extract_candidate(response: str) -> tuple[str | None, str | None]:
     boxed = last_boxed(response)
     if boxed is not None:
         return boxed, "boxed"
-    hashes = [h for h in _HASH_LINE.findall(response)
-              if _NUMBER_LIKE_START.match(h) or not _PLAIN_WORD.search(h)]
+    hashes = [h for h in _HASH_LINE.findall(response) if _NUMBER_LIKE_START.match(h) or not _PLAIN_WORD.search(h)]
     if hashes:
         return hashes[-1], "hash"
     return None, None
@@ -289,15 +288,27 @@ def grade_with_deadline(response: str, gold: str, soft_timeout_s: float) -> dict
         out = {"correct": False, "extracted": None, "source": None, "error": "timeout", "timed_out": True}
     except (RecursionError, MemoryError, ValueError, TypeError, ArithmeticError, AttributeError) as e:
         traceback.print_exc(file=sys.stderr)
-        out = {"correct": False, "extracted": None, "source": None, "error": f"{type(e).__name__}: {e}"[:300], "timed_out": False}
+        out = {
+            "correct": False,
+            "extracted": None,
+            "source": None,
+            "error": f"{type(e).__name__}: {e}"[:300],
+            "timed_out": False,
+        }
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
 # --------------------------------------------------------------------------------------- server
 
-_WARMUP = [("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{x^2+2x+1}", "(x+1)^2"), ("\\boxed{(1,2]}", "(1,2]"),
-           ("\\boxed{\\{1,2\\}}", "\\{2,1\\}"), ("Answer: $x=3$", "3"), ("so 10\\%", "0.1")]
+_WARMUP = [
+    ("\\boxed{\\frac{1}{2}}", "0.5"),
+    ("\\boxed{x^2+2x+1}", "(x+1)^2"),
+    ("\\boxed{(1,2]}", "(1,2]"),
+    ("\\boxed{\\{1,2\\}}", "\\{2,1\\}"),
+    ("Answer: $x=3$", "3"),
+    ("so 10\\%", "0.1"),
+]
 
 
 def serve() -> None:

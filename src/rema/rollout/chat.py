@@ -36,7 +36,7 @@ class ChatCodec:
             raise ChatTemplateError("chat template does not render messages in order; cannot grow chats by ids")
         # text after the assistant content that closes its turn, e.g. "<|im_end|>\n"
         self.assistant_close = closed.split(_ASSIST, 1)[1]
-        after_close = full.split(_ASSIST, 1)[1][len(self.assistant_close):]
+        after_close = full.split(_ASSIST, 1)[1][len(self.assistant_close) :]
         # "<|im_start|>user\n" + msg + "<|im_end|>\n<|im_start|>assistant\n"
         self.user_prefix, self.user_suffix = after_close.split(_USER2, 1)
 
@@ -56,7 +56,7 @@ class ChatCodec:
         if sampled and sampled[-1] in eos_ids:
             eos_text = self.tokenizer.decode([sampled[-1]], skip_special_tokens=False)
             if text.startswith(eos_text):
-                text = text[len(eos_text):]
+                text = text[len(eos_text) :]
         return self.encode(text) if text else []
 
     def user_turn(self, content: str) -> list[int]:

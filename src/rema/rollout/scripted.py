@@ -62,15 +62,26 @@ def replay(dialogue, cfg: RolloutConfig, prompts: PromptSet, tokenizer) -> Episo
     engines = {a: ReplayEngine(tokenizer, texts[a]) for a in ("mta", "ra")}
     longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for _, t in dialogue.turns) + 2
     rounds = max(1, len(texts["ra"]))
-    rcfg = dataclasses.replace(cfg, max_turns=rounds, max_tokens_per_turn=longest, max_context_tokens=10**9,
-                               stop_on_truncation=False, samples_per_question=1)
-    problem = SimpleNamespace(id=str(getattr(dialogue, "id", "") or "dialogue"), question=dialogue.question,
-                              answer=dialogue.answer, meta=dict(getattr(dialogue, "meta", None) or {}))
+    rcfg = dataclasses.replace(
+        cfg,
+        max_turns=rounds,
+        max_tokens_per_turn=longest,
+        max_context_tokens=10**9,
+        stop_on_truncation=False,
+        samples_per_question=1,
+    )
+    problem = SimpleNamespace(
+        id=str(getattr(dialogue, "id", "") or "dialogue"),
+        question=dialogue.question,
+        answer=dialogue.answer,
+        meta=dict(getattr(dialogue, "meta", None) or {}),
+    )
     [ep] = rollout([problem], rcfg, engines, prompts, samples_per_question=1)
     left = {a: len(e.pending) for a, e in engines.items() if e.pending}
     if left:
-        raise ValueError(f"dialogue {problem.id}: the {prompts.name} protocol ended ({ep.end_code}) with messages "
-                         f"left unplayed {left}")
+        raise ValueError(
+            f"dialogue {problem.id}: the {prompts.name} protocol ended ({ep.end_code}) with messages "
+            f"left unplayed {left}"
+        )
     ep.reward = {a: 0.0 for a in ep.views}
     return ep
-

@@ -63,8 +63,10 @@ def iter_served_tensors(model, dtype: torch.dtype, device: str | None = "cpu") -
     never goes through host memory), contiguous. Sharded weights are gathered one at a time (every process
     iterates in step)."""
     for name, value in iter_merged_weights(model):  # (a tied LM head is not among them: vLLM ties it itself)
-        yield name, value.detach().to(device or value.device,
-                                      dtype if value.is_floating_point() else value.dtype).contiguous()
+        yield (
+            name,
+            value.detach().to(device or value.device, dtype if value.is_floating_point() else value.dtype).contiguous(),
+        )
 
 
 def served_tensors(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -82,8 +84,9 @@ def write_weights(model, folder: Path, dtype: torch.dtype) -> str:
 
     tensors = served_tensors(model, dtype)
     for old in folder.iterdir():
-        if old.name != WEIGHTS_FILE and (old.suffix in (".safetensors", ".bin", ".pt")
-                                         or old.name.endswith(".index.json")):
+        if old.name != WEIGHTS_FILE and (
+            old.suffix in (".safetensors", ".bin", ".pt") or old.name.endswith(".index.json")
+        ):
             old.unlink()
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})

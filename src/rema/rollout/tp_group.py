@@ -85,7 +85,7 @@ class TPGroup:
             outs = self.engines[key].generate(prompts, params) if prompts else []
             for rank, start, count in spans:
                 if rank == self.rank:
-                    own = outs[start:start + count]
+                    own = outs[start : start + count]
         return own, all(k is None for k, _, _ in requests)
 
 

@@ -62,8 +62,13 @@ from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
 from ..models import compute_device, has_cpp_compiler, native_bf16  # noqa: E402
 from .engine import Completion, Engine, SamplingParams, mix_seed, sequence_seed, stop_token_ids  # noqa: E402
-from .served_weights import (Fingerprint, claim_served_folder, iter_served_tensors,  # noqa: E402
-                             release_served_folder, write_weights)
+from .served_weights import (
+    Fingerprint,
+    claim_served_folder,
+    iter_served_tensors,  # noqa: E402
+    release_served_folder,
+    write_weights,
+)
 from .vllm_memory import check_start, device_memory  # noqa: E402
 from .vllm_worker import RemaWorkerExtension, allowed_sleep_level, bind_cpu_threads, claim_sleep_mode  # noqa: E402
 
@@ -128,7 +133,6 @@ def _token_logprobs(entries, token_ids) -> list[float]:
     for pos, tok in zip(entries, token_ids):
         out.append(float(pos[tok].logprob))
     return out
-
 
 
 class VLLMEngine(Engine):
@@ -230,8 +234,14 @@ class VLLMEngine(Engine):
         in_process = in_process or external_launcher  # external_launcher: in this process, on its device
         self.sleep_level = allowed_sleep_level(sleep_level, in_process=in_process, available=_sleep_mode_available())
         self.release_kv = release_kv and self.is_cpu
-        kwargs = self._llm_kwargs(kv_cache_gib, gpu_memory_utilization, enable_prefix_caching, external_launcher,
-                                  tensor_parallel_size, in_process)
+        kwargs = self._llm_kwargs(
+            kv_cache_gib,
+            gpu_memory_utilization,
+            enable_prefix_caching,
+            external_launcher,
+            tensor_parallel_size,
+            in_process,
+        )
         kwargs.update(llm_kwargs or {})
         bind_cpu_threads(cpu_threads_bind, is_cpu=self.is_cpu)
         self._start(kwargs, lock_fd, share=None if self.is_cpu else kwargs.get("gpu_memory_utilization"))
@@ -260,21 +270,38 @@ class VLLMEngine(Engine):
     def _eager(self, enforce_eager: bool) -> bool:
         """Whether vLLM runs eager: as asked, and always on a CPU without a C++ compiler (inductor needs one)."""
         if not enforce_eager and self.is_cpu and not has_cpp_compiler():
-            warnings.warn("vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
-                          "CXX; rollout.vllm_enforce_eager=true silences this)", stacklevel=3)
+            warnings.warn(
+                "vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
+                "CXX; rollout.vllm_enforce_eager=true silences this)",
+                stacklevel=3,
+            )
             return True
         if not enforce_eager:  # a long silent pause otherwise
-            print("starting vLLM with its model compiled: ~1.5 min on a machine's first start, ~20 s once "
-                  "inductor's cache holds it (rollout.vllm_enforce_eager=true starts in seconds, decodes slower)",
-                  file=sys.stderr, flush=True)
+            print(
+                "starting vLLM with its model compiled: ~1.5 min on a machine's first start, ~20 s once "
+                "inductor's cache holds it (rollout.vllm_enforce_eager=true starts in seconds, decodes slower)",
+                file=sys.stderr,
+                flush=True,
+            )
         return enforce_eager
 
-    def _llm_kwargs(self, kv_cache_gib, gpu_memory_utilization, enable_prefix_caching, external_launcher,
-                    tensor_parallel_size, in_process) -> dict:
+    def _llm_kwargs(
+        self,
+        kv_cache_gib,
+        gpu_memory_utilization,
+        enable_prefix_caching,
+        external_launcher,
+        tensor_parallel_size,
+        in_process,
+    ) -> dict:
         """The ``vllm.LLM`` arguments of this engine."""
         kwargs = dict(
-            model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
-            max_model_len=self.max_model_len, enforce_eager=self.enforce_eager,
+            model=str(self.folder),
+            tokenizer=str(self.folder),
+            dtype=self.dtype,
+            seed=self.seed,
+            max_model_len=self.max_model_len,
+            enforce_eager=self.enforce_eager,
             enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
             # rema_reload_weights, by name over RPC (vllm_worker.py)
@@ -368,16 +395,24 @@ class VLLMEngine(Engine):
                 results[i] = Completion([], [], "length")
                 continue
             if len(prompt) + 1 > self.max_model_len:
-                raise ValueError(f"prompt {i} has {len(prompt)} tokens; vLLM's max_model_len is "
-                                 f"{self.max_model_len} (raise it, or lower the rollout's context budget)")
+                raise ValueError(
+                    f"prompt {i} has {len(prompt)} tokens; vLLM's max_model_len is "
+                    f"{self.max_model_len} (raise it, or lower the rollout's context budget)"
+                )
             todo.append(i)
         if not todo:
             return results  # type: ignore[return-value]
         self._wake()
-        vparams = [self._vllm_params(params[i], _row_seed(self.seed, call, i) if params[i].seed is None
-                                     else sequence_seed(params[i].seed, prompts[i])) for i in todo]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in todo], vparams,
-                                 use_tqdm=False)
+        vparams = [
+            self._vllm_params(
+                params[i],
+                _row_seed(self.seed, call, i) if params[i].seed is None else sequence_seed(params[i].seed, prompts[i]),
+            )
+            for i in todo
+        ]
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(prompts[i])) for i in todo], vparams, use_tqdm=False
+        )
         for i, out in zip(todo, outs):
             results[i] = self._completion(out.outputs[0], params[i])
         return results  # type: ignore[return-value]
@@ -438,8 +473,10 @@ class VLLMEngine(Engine):
         """Wake vLLM up before it computes. Generating after a level-2 sleep without a sync in between would
         sample from whatever the freed memory holds: that raises instead (``for_sync``: the sync is coming)."""
         if self.weights_lost and not for_sync:
-            raise WeightSyncError("vLLM slept at level 2 (rollout.vllm_sleep=2), which discards its weights, and was "
-                                  "not given them again: call sync_weights before generating")
+            raise WeightSyncError(
+                "vLLM slept at level 2 (rollout.vllm_sleep=2), which discards its weights, and was "
+                "not given them again: call sync_weights before generating"
+            )
         if self._asleep:
             self.llm.wake_up()
             self._asleep = False
@@ -500,8 +537,9 @@ class VLLMEngine(Engine):
         """vLLM's ``log_softmax(logits)`` of each token given its prefix (positions 1..n-1 of each sequence)."""
         self._wake()
         params = VLLMSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(s)) for s in sequences],
-                                 [params] * len(sequences), use_tqdm=False)
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(s)) for s in sequences], [params] * len(sequences), use_tqdm=False
+        )
         return [_token_logprobs(o.prompt_logprobs[1:], s[1:]) for o, s in zip(outs, sequences)]
 
     def check_weights(self, model, sequences: list[list[int]] | None = None, *, weights_changed: bool = False) -> dict:
@@ -518,8 +556,11 @@ class VLLMEngine(Engine):
         # the trainer's side in the precision vLLM serves, where the hardware computes it natively: a 16-bit
         # forward is as good a witness at the 16-bit tolerance, and ~2x cheaper (0.44 -> 0.24 s on 2 CPU cores)
         device = compute_device(model)  # FSDP's CPU offload keeps shards in host memory; the forward runs here
-        native = self.torch_dtype == torch.bfloat16 and native_bf16(device) or (
-            self.torch_dtype == torch.float16 and device.type == "cuda")
+        native = (
+            self.torch_dtype == torch.bfloat16
+            and native_bf16(device)
+            or (self.torch_dtype == torch.float16 and device.type == "cuda")
+        )
         trainer = trainer_logprobs(model, sequences, compute_dtype=self.torch_dtype if native else None)
         diffs = [abs(a - b) for s, t in zip(served, trainer) for a, b in zip(s, t)]
         max_diff, mean_diff = max(diffs), sum(diffs) / len(diffs)
@@ -528,7 +569,8 @@ class VLLMEngine(Engine):
             raise WeightSyncError(
                 f"after the weight sync vLLM's log-probs differ from the trainer's by up to {max_diff:.4f}, "
                 f"mean {mean_diff:.5f} (tolerance {self.sync_tolerance} / {self.sync_mean_tolerance} for "
-                f"{self.dtype}): vLLM is not serving the trainer's weights")
+                f"{self.dtype}): vLLM is not serving the trainer's weights"
+            )
         last, self._last_probe = self._last_probe, {"seqs": sequences, "vllm": served, "trainer": trainer}
         if last is not None and last["seqs"] == sequences:
             moved = max(abs(a - b) for s, t in zip(trainer, last["trainer"]) for a, b in zip(s, t))
@@ -536,7 +578,8 @@ class VLLMEngine(Engine):
             if weights_changed and served == last["vllm"]:
                 raise WeightSyncError(
                     f"new weights were written (the trainer's log-probs moved by up to {moved:.2e}) but vLLM's "
-                    "log-probs are bit-identical to before the sync: the reload did nothing")
+                    "log-probs are bit-identical to before the sync: the reload did nothing"
+                )
         return metrics
 
     # -- lifetime -------------------------------------------------------------------------------------------
@@ -564,7 +607,6 @@ def trainer_logprobs(model, sequences: list[list[int]], compute_dtype: torch.dty
         return out
     finally:
         model.train(was_training)
-
 
 
 def _shutdown(llm, folder: str, lock_fd: int | None = None) -> None:

@@ -47,7 +47,8 @@ def engine_shares(share: float, weight_bytes: list[float], total_bytes: float) -
         raise VLLMMemoryError(
             f"rollout.vllm_gpu_memory_utilization={share} gives vLLM {share * total_bytes / GIB:.1f} GiB of the "
             f"device, less than its {len(weight_bytes)} engines' weights ({sum(weight_bytes) / GIB:.1f} GiB): raise "
-            "it, use rollout.vllm_tensor_parallel_size > 1, or train.shared_weights=true (one engine)")
+            "it, use rollout.vllm_tensor_parallel_size > 1, or train.shared_weights=true (one engine)"
+        )
     return [(w + left / len(weight_bytes)) / total_bytes for w in weight_bytes]
 
 
@@ -58,11 +59,13 @@ def check_start(free_bytes: float, total_bytes: float, share: float, *, engine: 
         raise VLLMMemoryError(
             f"{engine} cannot start: it asks for {share:.3f} × {total_bytes / GIB:.1f} GiB = {wanted / GIB:.1f} GiB "
             f"of the GPU but {free_bytes / GIB:.1f} GiB are free (the trainer's model and any engine started before "
-            "hold the rest); lower rollout.vllm_gpu_memory_utilization, or shard the trainer (train.strategy=fsdp)")
+            "hold the rest); lower rollout.vllm_gpu_memory_utilization, or shard the trainer (train.strategy=fsdp)"
+        )
 
 
-def workspace_bytes(*, hidden: int, intermediate: int, vocab: int, batched_tokens: int, dtype_bytes: int,
-                    eager: bool) -> float:
+def workspace_bytes(
+    *, hidden: int, intermediate: int, vocab: int, batched_tokens: int, dtype_bytes: int, eager: bool
+) -> float:
     """vLLM's profiled peak beside its weights (note 2), estimated: one layer's activations over
     ``batched_tokens`` tokens (the residual stream, attention's q/k/v/o and the MLP's gate, up and product:
     ``4 · hidden + 3 · intermediate`` numbers per token), the sampler's fp32 logits, probabilities and sorted
@@ -84,9 +87,11 @@ def kv_floor_error(kv_bytes: float, *, max_model_len: int, per_token: int) -> st
         return "No available memory for the cache blocks"
     needed = max_model_len * per_token
     if needed > kv_bytes:
-        return (f"To serve at least one request with the model's max seq len ({max_model_len}), "
-                f"({needed / GIB:.2f} GiB KV cache is needed, which is larger than the available KV cache memory "
-                f"({kv_bytes / GIB:.2f} GiB)")
+        return (
+            f"To serve at least one request with the model's max seq len ({max_model_len}), "
+            f"({needed / GIB:.2f} GiB KV cache is needed, which is larger than the available KV cache memory "
+            f"({kv_bytes / GIB:.2f} GiB)"
+        )
     return None
 
 
@@ -121,8 +126,18 @@ class EngineMemory:
     """Why it would not start (vLLM's start condition, its KV floor)."""
 
 
-def plan_engines(*, total: float, share: float, weights: list[float], workspace: float, kv_cache: float | None,
-                 held_at_start: float, sleepers: int, max_model_len: int, per_token: int) -> list[EngineMemory]:
+def plan_engines(
+    *,
+    total: float,
+    share: float,
+    weights: list[float],
+    workspace: float,
+    kv_cache: float | None,
+    held_at_start: float,
+    sleepers: int,
+    max_model_len: int,
+    per_token: int,
+) -> list[EngineMemory]:
     """A process's vLLM engines, started in order on a device of ``total`` bytes where the trainer holds
     ``held_at_start`` when the first starts: each engine's share (:func:`engine_shares` for several), footprint
     and KV cache (``kv_cache``: ``rollout.vllm_kv_cache_gib`` in bytes, or None), and the problems that stop
@@ -141,12 +156,14 @@ def plan_engines(*, total: float, share: float, weights: list[float], workspace:
         if split_error:
             engine.problems += [split_error] if i == 0 else []
         elif total - held < math.ceil(s * total) and not any(e.problems for e in out):  # the first that fails
-            engine.problems.append(f"{name} would not start: it asks for {s:.3f} of the GPU ({s * total / GIB:.1f} GiB) "
-                                   f"and {max(total - held, 0) / GIB:.1f} GiB are free then (vLLM: \"Free memory on device "
-                                   "... is less than desired GPU memory utilization\")")
+            engine.problems.append(
+                f"{name} would not start: it asks for {s:.3f} of the GPU ({s * total / GIB:.1f} GiB) "
+                f'and {max(total - held, 0) / GIB:.1f} GiB are free then (vLLM: "Free memory on device '
+                '... is less than desired GPU memory utilization")'
+            )
         floor = kv_floor_error(kv, max_model_len=max_model_len, per_token=per_token)
         if floor and not split_error:
-            engine.problems.append(f"{name} would stop at its start: \"{floor}\"")
+            engine.problems.append(f'{name} would stop at its start: "{floor}"')
         out.append(engine)
         held += engine.footprint
     return out

@@ -27,8 +27,9 @@ def cpu_list(cpus: list[int]) -> str:
 class RemaWorkerExtension:
     """Mixed into every vLLM worker (``worker_extension_cls``); its methods are called by name over RPC."""
 
-    def rema_reload_weights(self, weights_path: str | None = None,
-                            tensors: Iterable[tuple[str, torch.Tensor]] | None = None) -> list[str]:
+    def rema_reload_weights(
+        self, weights_path: str | None = None, tensors: Iterable[tuple[str, torch.Tensor]] | None = None
+    ) -> list[str]:
         """Reload the weights in place from ``weights_path`` (a folder with the safetensors file) or from
         ``tensors`` ((name, tensor) pairs, only when this worker runs in the caller's process), then
         re-prepare layers that share a weight.
@@ -136,7 +137,10 @@ def allowed_sleep_level(level: int, *, in_process: bool, available: bool) -> int
     if not level or not available:
         return 0
     if in_process and sleep_mode_taken():
-        warnings.warn(f"rollout.vllm_sleep={level}: vLLM's sleep mode allows one engine per process (its CuMem "
-                      "allocator); this process's second engine stays awake (rema plan counts it so)", stacklevel=3)
+        warnings.warn(
+            f"rollout.vllm_sleep={level}: vLLM's sleep mode allows one engine per process (its CuMem "
+            "allocator); this process's second engine stays awake (rema plan counts it so)",
+            stacklevel=3,
+        )
         return 0
     return level

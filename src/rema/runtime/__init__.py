@@ -12,5 +12,15 @@ from .engines import load_engines, resolve_models
 from .resolve import SetupError, command_config, device_for, engine_of, resolved
 from .runs import CheckpointError, export_checkpoint, parse_step
 
-__all__ = ["CheckpointError", "SetupError", "command_config", "device_for", "engine_of", "export_checkpoint",
-           "load_engines", "parse_step", "resolve_models", "resolved"]
+__all__ = [
+    "CheckpointError",
+    "SetupError",
+    "command_config",
+    "device_for",
+    "engine_of",
+    "export_checkpoint",
+    "load_engines",
+    "parse_step",
+    "resolve_models",
+    "resolved",
+]

@@ -60,8 +60,16 @@ def partial_folder(ckpt_root: Path, step: int) -> Path:
     return ckpt_root / f".step_{step:06d}.partial"
 
 
-def save_checkpoint(ckpt_root: Path, step: int, state: dict, *, keep: int = 2, partial: Path | None = None,
-                    files: dict[str, str] | None = None, spare: Collection[Path] = ()) -> Path:
+def save_checkpoint(
+    ckpt_root: Path,
+    step: int,
+    state: dict,
+    *,
+    keep: int = 2,
+    partial: Path | None = None,
+    files: dict[str, str] | None = None,
+    spare: Collection[Path] = (),
+) -> Path:
     """Write ``state`` as ``ckpt_root/step_{step:06d}`` atomically; keep the newest ``keep`` checkpoints.
     ``partial``: a folder already holding the run's weight shards (:func:`partial_folder`), completed with
     ``state.pt`` and renamed into place in the same way. ``files``: small text files written into the folder
@@ -138,8 +146,11 @@ def checkpoint_step(ckpt: Path) -> int:
 
 def healthy_checkpoints(ckpt_root: Path) -> list[Path]:
     """The complete checkpoints of ``ckpt_root`` that are healthy (see :func:`is_healthy`), oldest first."""
-    found = [p for p in Path(ckpt_root).glob("step_*") if (p / "state.pt").is_file() and p.name[5:].isdigit()
-             and is_healthy(p)]
+    found = [
+        p
+        for p in Path(ckpt_root).glob("step_*")
+        if (p / "state.pt").is_file() and p.name[5:].isdigit() and is_healthy(p)
+    ]
     return sorted(found, key=checkpoint_step)
 
 

@@ -43,8 +43,9 @@ def resolved(cfg: Config) -> Config:
     try:
         return dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, engine=engine))
     except ConfigError as err:
-        raise ConfigError(f"rollout.engine=auto is {engine} here ($REMA_ENGINE, or whether vLLM is installed), "
-                          f"and then: {err}") from None
+        raise ConfigError(
+            f"rollout.engine=auto is {engine} here ($REMA_ENGINE, or whether vLLM is installed), and then: {err}"
+        ) from None
 
 
 def run_base(overrides: list[str]) -> Path | None:
@@ -61,8 +62,10 @@ def run_base(overrides: list[str]) -> Path | None:
         return None
     config = Path(str(run)) / "config.yaml"
     if not config.is_file():
-        raise SetupError(f"{config.parent}: not a training run folder (no config.yaml); eval.run (--run, --model "
-                         "RUN) takes a folder written by `rema train`")
+        raise SetupError(
+            f"{config.parent}: not a training run folder (no config.yaml); eval.run (--run, --model "
+            "RUN) takes a folder written by `rema train`"
+        )
     return config
 
 

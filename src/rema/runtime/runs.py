@@ -45,8 +45,15 @@ class CheckpointError(SetupError):
 def checkpoint_steps(run: str | Path) -> list[int]:
     """Steps of the run's complete checkpoints (``checkpoints/step_N/state.pt``), oldest first."""
     root = Path(run) / "checkpoints"
-    steps = [int(p.name[5:]) for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and
-             (p / "state.pt").is_file()] if root.is_dir() else []
+    steps = (
+        [
+            int(p.name[5:])
+            for p in root.glob("step_*")
+            if re.fullmatch(r"step_\d+", p.name) and (p / "state.pt").is_file()
+        ]
+        if root.is_dir()
+        else []
+    )
     return sorted(steps)
 
 
@@ -74,8 +81,10 @@ def checkpoint_path(run: str | Path, step: int | None = None) -> Path:
         return path
     path = run / "checkpoints" / f"step_{step:06d}"
     if not (path / "state.pt").is_file():
-        raise CheckpointError(f"{run}: no checkpoint of step {step}; it has: {available(run)} "
-                              "(train.keep_checkpoints sets how many are kept)")
+        raise CheckpointError(
+            f"{run}: no checkpoint of step {step}; it has: {available(run)} "
+            "(train.keep_checkpoints sets how many are kept)"
+        )
     return path
 
 
@@ -94,14 +103,15 @@ def _load_shards(models: dict, folder: Path) -> None:
     request = {}
     for name, model in models.items():
         prefix = f"{name}.model."
-        keys = {k[len(prefix):] for k in saved if k.startswith(prefix)}
+        keys = {k[len(prefix) :] for k in saved if k.startswith(prefix)}
         own = model.state_dict()
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         missing = sorted(trainable - keys)
         unknown = sorted(keys - own.keys())
         if missing or unknown:
-            raise CheckpointError(f"{folder} does not match the run's {name} model: missing {missing[:3]}, "
-                                  f"unexpected {unknown[:3]}")
+            raise CheckpointError(
+                f"{folder} does not match the run's {name} model: missing {missing[:3]}, unexpected {unknown[:3]}"
+            )
         request[name] = {"model": {k: own[k] for k in keys}}  # tensors of the model: loaded in place
     with torch.no_grad(), warnings.catch_warnings():  # "no process group: loading in a single process" is the intent
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -123,8 +133,10 @@ def load_checkpoint_models(run: str | Path, step: int | None = None) -> tuple[di
     models = {}
     for name, model_name in _policies(cfg):
         if name not in state["policies"]:
-            raise CheckpointError(f"{path} holds the policies {sorted(state['policies'])}, the run's config asks "
-                                  f"for {name!r} (train.shared_weights changed?)")
+            raise CheckpointError(
+                f"{path} holds the policies {sorted(state['policies'])}, the run's config asks "
+                f"for {name!r} (train.shared_weights changed?)"
+            )
         model, tok = load_model(model_name, dtype=m.dtype, device="cpu", lora=lora, seed=cfg.train.seed)
         set_training_dtypes(model, bf16=bool(meta.get("update_bf16_autocast")), lora=m.lora_r > 0, sharded=sharded)
         if not sharded:
@@ -159,16 +171,18 @@ def run_models(run: str | Path, checkpoint: str | None = None) -> tuple[Path, Pa
     try:
         return run_model_folders(run, None if checkpoint == "final" else checkpoint)
     except FileNotFoundError as err:
-        raise CheckpointError(f"{err}; the run has: {available(run)} (--checkpoint step_N, latest, best, "
-                              "final)") from None
+        raise CheckpointError(
+            f"{err}; the run has: {available(run)} (--checkpoint step_N, latest, best, final)"
+        ) from None
 
 
 def resolve_best(run: str | Path) -> str:
     """The name (``step_N``) of ``run``'s best healthy checkpoint; CheckpointError when it has none."""
     best = best_healthy(run)
     if best is None:
-        raise CheckpointError(f"--checkpoint best: {run} has no checkpoint marked healthy (train.health); it has: "
-                              f"{available(run)}")
+        raise CheckpointError(
+            f"--checkpoint best: {run} has no checkpoint marked healthy (train.health); it has: {available(run)}"
+        )
     return best.name
 
 
@@ -178,13 +192,14 @@ def exported_checkpoint(run: str | Path, name: str) -> Path:
     name = resolve_best(run) if name == BEST else name
     step = None if name == LATEST else parse_step(name)
     if step is None and name != LATEST:
-        raise CheckpointError(f"--checkpoint {name!r}: name a checkpoint (step_N, N, latest, best), final, or a "
-                              f"model folder; {run} has: {available(run)}")
+        raise CheckpointError(
+            f"--checkpoint {name!r}: name a checkpoint (step_N, N, latest, best), final, or a "
+            f"model folder; {run} has: {available(run)}"
+        )
     path = checkpoint_path(run, step)
     target = Path(run) / EXPORTS / path.name
     folders = [target] if (target / "config.json").is_file() else [target / "mta", target / "ra"]
     marks = [f / "REMA_COMPLETE" for f in folders]
-    if all(m.is_file() for m in marks) and \
-            min(m.stat().st_mtime for m in marks) >= (path / "state.pt").stat().st_mtime:
+    if all(m.is_file() for m in marks) and min(m.stat().st_mtime for m in marks) >= (path / "state.pt").stat().st_mtime:
         return target
     return export_checkpoint(run, parse_step(path.name), target)

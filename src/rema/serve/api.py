@@ -34,8 +34,15 @@ from ..rollout.episode import Episode
 class RequestError(Exception):
     """A request the server refuses: ``status`` (4xx), a message saying what to change, OpenAI's error type."""
 
-    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
 
@@ -43,19 +50,40 @@ class RequestError(Exception):
         return error_body(self.message, kind=self.kind, param=self.param, code=self.code)
 
 
-def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
     """OpenAI's error object (the ``openai`` client raises ``BadRequestError`` etc. with this message)."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-SUPPORTED = ("messages", "model", "temperature", "top_p", "n", "seed", "stop", "max_tokens", "max_completion_tokens",
-             "stream", "stream_options", "user")
+SUPPORTED = (
+    "messages",
+    "model",
+    "temperature",
+    "top_p",
+    "n",
+    "seed",
+    "stop",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "user",
+)
 """The request fields ``rema serve`` reads (``user`` is the caller's end-user id: bookkeeping, as at OpenAI)."""
 NEUTRAL: dict[str, tuple] = {
-    "logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0,), "presence_penalty": (0,),
-    "tools": ([],), "tool_choice": ("none",), "parallel_tool_calls": (True, False), "logit_bias": ({},),
-    "response_format": ({"type": "text"},), "store": (False,), "metadata": ({},),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "parallel_tool_calls": (True, False),
+    "logit_bias": ({},),
+    "response_format": ({"type": "text"},),
+    "store": (False,),
+    "metadata": ({},),
 }
 """Fields accepted only with a value that asks nothing (as clients send them by default); null is accepted for
 any field. Any other field, or another value, is refused with 400 naming it."""
@@ -117,20 +145,27 @@ def _text(content, index: int) -> str:
         texts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise RequestError(400, f"messages[{index}].content: only text parts are supported "
-                                        '({"type": "text", "text": ...})', param=f"messages[{index}].content")
+                raise RequestError(
+                    400,
+                    f'messages[{index}].content: only text parts are supported ({{"type": "text", "text": ...}})',
+                    param=f"messages[{index}].content",
+                )
             texts.append(part["text"])
         return "\n".join(texts)
-    raise RequestError(400, f"messages[{index}].content must be a string or a list of text parts",
-                       param=f"messages[{index}].content")
+    raise RequestError(
+        400, f"messages[{index}].content must be a string or a list of text parts", param=f"messages[{index}].content"
+    )
 
 
 def _number(body: dict, key: str, default: float, low: float, high: float, *, low_open: bool = False) -> float:
     value = body.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            (low < value if low_open else low <= value) and value <= high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not ((low < value if low_open else low <= value) and value <= high)
+    ):
         span = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
         raise RequestError(400, f"{key} must be a number in {span}, got {value!r}", param=key)
     return float(value)
@@ -138,12 +173,19 @@ def _number(body: dict, key: str, default: float, low: float, high: float, *, lo
 
 def check_fields(body: dict) -> None:
     """400 naming every field the server would not honour (see :data:`SUPPORTED` and :data:`NEUTRAL`)."""
-    refused = [k for k, v in body.items()
-               if k not in SUPPORTED and v is not None and not (k in NEUTRAL and _neutral(v, NEUTRAL[k]))]
+    refused = [
+        k
+        for k, v in body.items()
+        if k not in SUPPORTED and v is not None and not (k in NEUTRAL and _neutral(v, NEUTRAL[k]))
+    ]
     if refused:
-        raise RequestError(400, f"unsupported field(s) {', '.join(map(repr, refused))}: rema serve plays the ReMA "
-                                f"dialogue and reads {', '.join(SUPPORTED)} (docs/serve.md)", param=refused[0],
-                           code="unsupported_parameter")
+        raise RequestError(
+            400,
+            f"unsupported field(s) {', '.join(map(repr, refused))}: rema serve plays the ReMA "
+            f"dialogue and reads {', '.join(SUPPORTED)} (docs/serve.md)",
+            param=refused[0],
+            code="unsupported_parameter",
+        )
 
 
 def _neutral(value, allowed: tuple) -> bool:
@@ -162,8 +204,9 @@ def _question(body: dict) -> str:
         if m["role"] == "user":
             question = _text(m.get("content"), i)
     if question is None or not question.strip():
-        raise RequestError(400, "no user message: the last user message is the question the agents answer",
-                           param="messages")
+        raise RequestError(
+            400, "no user message: the last user message is the question the agents answer", param="messages"
+        )
     return question
 
 
@@ -171,13 +214,17 @@ def _choices(body: dict, limits: Limits) -> tuple[int, tuple[str, ...], int | No
     """``(n, stop, seed)`` of a request."""
     n = 1 if body.get("n") is None else body["n"]  # null = the default, as OpenAI takes it
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limits.max_n:
-        raise RequestError(400, f"n must be an integer from 1 to {limits.max_n} (serve.max_concurrency), got {n!r}",
-                           param="n")
+        raise RequestError(
+            400, f"n must be an integer from 1 to {limits.max_n} (serve.max_concurrency), got {n!r}", param="n"
+        )
     stop = body.get("stop")
     stop = () if stop is None else (stop,) if isinstance(stop, str) else stop
     if not isinstance(stop, (list, tuple)) or len(stop) > MAX_STOPS or not all(isinstance(x, str) and x for x in stop):
-        raise RequestError(400, f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings, got "
-                                f"{body.get('stop')!r}", param="stop")
+        raise RequestError(
+            400,
+            f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings, got {body.get('stop')!r}",
+            param="stop",
+        )
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise RequestError(400, f"seed must be an integer, got {seed!r}", param="seed")
@@ -202,10 +249,18 @@ def parse_request(body: dict, limits: Limits) -> ChatRequest:
     if not isinstance(options, dict):
         raise RequestError(400, "stream_options must be an object", param="stream_options")
     meta = judge_parts(question) if limits.judge else {}
-    return ChatRequest(question=question, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                       max_tokens=min(asked or limits.max_tokens_per_turn, limits.max_tokens_per_turn),
-                       stream=stream, include_usage=bool(options.get("include_usage")), meta=meta, n=n, stop=stop,
-                       seed=seed)
+    return ChatRequest(
+        question=question,
+        temperature=temperature,
+        top_p=top_p if temperature > 0 else 1.0,
+        max_tokens=min(asked or limits.max_tokens_per_turn, limits.max_tokens_per_turn),
+        stream=stream,
+        include_usage=bool(options.get("include_usage")),
+        meta=meta,
+        n=n,
+        stop=stop,
+        seed=seed,
+    )
 
 
 def judge_parts(question: str) -> dict:
@@ -245,7 +300,7 @@ def answer(ep: Episode, stop: tuple[str, ...]) -> tuple[str, str]:
     (then the reason is ``stop``)."""
     text = ep.final_response
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return (text[:min(cuts)], "stop") if cuts else (text, finish_reason(ep))
+    return (text[: min(cuts)], "stop") if cuts else (text, finish_reason(ep))
 
 
 def extracted_answer(ep: Episode, judge: bool) -> str | None:
@@ -275,8 +330,16 @@ def rema_field(ep: Episode, *, batch: BatchInfo, req: ChatRequest, judge: bool) 
         "method": ep.method,
         "end_code": ep.end_code,
         "answer": extracted_answer(ep, judge),
-        "dialogue": [{"agent": t.agent, "turn": t.index, "content": t.text, "tokens": len(t.token_ids),
-                      "finish_reason": t.finish_reason} for t in ep.turns],
+        "dialogue": [
+            {
+                "agent": t.agent,
+                "turn": t.index,
+                "content": t.text,
+                "tokens": len(t.token_ids),
+                "finish_reason": t.finish_reason,
+            }
+            for t in ep.turns
+        ],
         "tokens": {"generated": generated, "context": {a: len(v.input_ids) for a, v in ep.views.items()}},
         "limits": {"temperature": req.temperature, "top_p": req.top_p, "max_tokens_per_turn": req.max_tokens},
         "batch": {"size": batch.size, "wait_s": round(batch.wait_s, 4), "rollout_s": round(batch.rollout_s, 4)},
@@ -287,30 +350,64 @@ def new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion_body(episodes: list[Episode], *, model: str, req: ChatRequest, batch: BatchInfo, prompt_tokens: int,
-                    judge: bool, rid: str | None = None) -> dict:
+def completion_body(
+    episodes: list[Episode],
+    *,
+    model: str,
+    req: ChatRequest,
+    batch: BatchInfo,
+    prompt_tokens: int,
+    judge: bool,
+    rid: str | None = None,
+) -> dict:
     """A ``chat.completion`` object: one choice per dialogue (the RA's last message as the assistant's), ``usage``,
     and ``rema``: the first choice's dialogue (with ``n`` > 1 every choice carries its own ``rema`` too)."""
     fields = [rema_field(ep, batch=batch, req=req, judge=judge) for ep in episodes]
     choices = []
     for k, (ep, extra) in enumerate(zip(episodes, fields)):
         content, reason = answer(ep, req.stop)
-        choices.append({"index": k, "message": {"role": "assistant", "content": content}, "logprobs": None,
-                        "finish_reason": reason, **({"rema": extra} if len(episodes) > 1 else {})})
+        choices.append(
+            {
+                "index": k,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": None,
+                "finish_reason": reason,
+                **({"rema": extra} if len(episodes) > 1 else {}),
+            }
+        )
     return {
-        "id": rid or new_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": choices, "usage": usage(episodes, prompt_tokens), "rema": fields[0],
+        "id": rid or new_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage(episodes, prompt_tokens),
+        "rema": fields[0],
     }
 
 
 def chunk(rid: str, model: str, delta: dict, finish: str | None = None, index: int = 0, **extra) -> dict:
     """One ``chat.completion.chunk`` of a stream (choice ``index``)."""
-    return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        **extra,
+    }
 
 
-def stream_chunks(episodes: list[Episode], *, rid: str, model: str, req: ChatRequest, batch: BatchInfo,
-                  prompt_tokens: int, judge: bool) -> list[dict]:
+def stream_chunks(
+    episodes: list[Episode],
+    *,
+    rid: str,
+    model: str,
+    req: ChatRequest,
+    batch: BatchInfo,
+    prompt_tokens: int,
+    judge: bool,
+) -> list[dict]:
     """The chunks after the opening (role) one: per choice its answer, then its finish reason with ``rema``; then
     ``usage`` when the request asked for it (``choices`` empty, as OpenAI sends it)."""
     out = []
@@ -318,11 +415,21 @@ def stream_chunks(episodes: list[Episode], *, rid: str, model: str, req: ChatReq
         content, reason = answer(ep, req.stop)
         if k > 0:
             out.append(chunk(rid, model, {"role": "assistant", "content": ""}, index=k))
-        out += [chunk(rid, model, {"content": content}, index=k),
-                chunk(rid, model, {}, reason, index=k, rema=rema_field(ep, batch=batch, req=req, judge=judge))]
+        out += [
+            chunk(rid, model, {"content": content}, index=k),
+            chunk(rid, model, {}, reason, index=k, rema=rema_field(ep, batch=batch, req=req, judge=judge)),
+        ]
     if req.include_usage:
-        out.append({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                    "choices": [], "usage": usage(episodes, prompt_tokens)})
+        out.append(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": usage(episodes, prompt_tokens),
+            }
+        )
     return out
 
 

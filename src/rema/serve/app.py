@@ -60,14 +60,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or read)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"request body of {declared} bytes is over the limit of {limit} "
-                                "(serve.max_request_bytes)", code="request_too_large")
+        raise RequestError(
+            413,
+            f"request body of {declared} bytes is over the limit of {limit} (serve.max_request_bytes)",
+            code="request_too_large",
+        )
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > limit:
-            raise RequestError(413, f"request body is over the limit of {limit} bytes (serve.max_request_bytes)",
-                               code="request_too_large")
+            raise RequestError(
+                413,
+                f"request body is over the limit of {limit} bytes (serve.max_request_bytes)",
+                code="request_too_large",
+            )
     return bytes(body)
 
 
@@ -103,8 +109,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         what = f"{request.method} {request.url.path}: {err.detail}"
         if err.status_code == 404:
             what += " (rema serve answers GET /v1/models, POST /v1/chat/completions, GET /health)"
-        return JSONResponse(error_body(what, kind=_kind(err.status_code)), status_code=err.status_code,
-                            headers=getattr(err, "headers", None))
+        return JSONResponse(
+            error_body(what, kind=_kind(err.status_code)),
+            status_code=err.status_code,
+            headers=getattr(err, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -134,8 +143,12 @@ def _add_info_routes(app: FastAPI, service: Service, batcher: Batcher) -> None:
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str):
         if model_id != service.model_id:
-            return _error(404, f"model {model_id!r} is not served here; this server serves {service.model_id!r}",
-                          kind="not_found_error", code="model_not_found")
+            return _error(
+                404,
+                f"model {model_id!r} is not served here; this server serves {service.model_id!r}",
+                kind="not_found_error",
+                code="model_not_found",
+            )
         return model_card()
 
 
@@ -147,8 +160,13 @@ def _add_chat_route(app: FastAPI, service: Service, batcher: Batcher, serve: Ser
         body = parse_json(await _read_body(request, serve.max_request_bytes))
         name = body.get("model")
         if name is not None and name != service.model_id:
-            raise RequestError(404, f"model {name!r} is not served here; this server serves {service.model_id!r} "
-                                    "(GET /v1/models)", kind="not_found_error", param="model", code="model_not_found")
+            raise RequestError(
+                404,
+                f"model {name!r} is not served here; this server serves {service.model_id!r} (GET /v1/models)",
+                kind="not_found_error",
+                param="model",
+                code="model_not_found",
+            )
         req = parse_request(body, service.limits)
         prompt_tokens = service.check(req)
         try:
@@ -156,14 +174,18 @@ def _add_chat_route(app: FastAPI, service: Service, batcher: Batcher, serve: Ser
         except Busy as err:
             return _error(429, str(err), kind="rate_limit_error", code="busy")
         if req.stream:
-            return StreamingResponse(_stream(request, future, req, prompt_tokens, service),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _stream(request, future, req, prompt_tokens, service),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         try:
             episodes, info = await future
         except Exception as err:  # the batch failed: say why, keep serving
             return _error(500, f"generation failed: {type(err).__name__}: {err}", kind="server_error")
-        return completion_body(episodes, model=service.model_id, req=req, batch=info, prompt_tokens=prompt_tokens,
-                               judge=service.judge)
+        return completion_body(
+            episodes, model=service.model_id, req=req, batch=info, prompt_tokens=prompt_tokens, judge=service.judge
+        )
 
 
 async def _stream(request: Request, future: asyncio.Future, req: ChatRequest, prompt_tokens: int, service: Service):
@@ -183,8 +205,15 @@ async def _stream(request: Request, future: asyncio.Future, req: ChatRequest, pr
             yield sse(error_body(f"generation failed: {type(err).__name__}: {err}", kind="server_error"))
             yield sse("[DONE]")
             return
-        for c in stream_chunks(episodes, rid=rid, model=service.model_id, req=req, batch=info,
-                               prompt_tokens=prompt_tokens, judge=service.judge):
+        for c in stream_chunks(
+            episodes,
+            rid=rid,
+            model=service.model_id,
+            req=req,
+            batch=info,
+            prompt_tokens=prompt_tokens,
+            judge=service.judge,
+        ):
             yield sse(c)
         yield sse("[DONE]")
     finally:  # the client left (or the stream ended): a request not yet in a batch is dropped

@@ -87,8 +87,10 @@ class Batcher:
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
         if self.pending >= self.max_pending:
-            raise Busy(f"{self.pending} requests are being answered or waiting (serve.max_concurrency="
-                       f"{self.max_pending}); retry later")
+            raise Busy(
+                f"{self.pending} requests are being answered or waiting (serve.max_concurrency="
+                f"{self.max_pending}); retry later"
+            )
         future = asyncio.get_running_loop().create_future()
         self.pending += 1  # until the job leaves the queue unrun (its client left) or its batch ends
         self._queue.put_nowait(_Job(item, future, time.perf_counter()))
@@ -132,5 +134,6 @@ class Batcher:
             rollout_s = time.perf_counter() - start
             for j, result in zip(jobs, results):
                 if not j.future.done():
-                    j.future.set_result((result, BatchInfo(size=len(jobs), wait_s=start - j.arrived,
-                                                           rollout_s=rollout_s)))
+                    j.future.set_result(
+                        (result, BatchInfo(size=len(jobs), wait_s=start - j.arrived, rollout_s=rollout_s))
+                    )

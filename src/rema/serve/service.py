@@ -25,8 +25,10 @@ def prompt_set(cfg: Config) -> PromptSet:
     try:
         return get_prompt_set(cfg.method_name)
     except KeyError:
-        raise ConfigError(f"no prompt set '{cfg.method_name}' for rollout.method={cfg.rollout.method}, "
-                          f"rollout.task={cfg.rollout.task}; see rema.prompts") from None
+        raise ConfigError(
+            f"no prompt set '{cfg.method_name}' for rollout.method={cfg.rollout.method}, "
+            f"rollout.task={cfg.rollout.task}; see rema.prompts"
+        ) from None
 
 
 class Service:
@@ -43,8 +45,13 @@ class Service:
         self.prompts = prompt_set(cfg)
         self.judge = cfg.rollout.task == "judge"
         r = cfg.rollout
-        self.limits = Limits(max_tokens_per_turn=r.max_tokens_per_turn, default_temperature=r.eval_temperature,
-                             default_top_p=r.top_p, judge=self.judge, max_n=cfg.serve.max_concurrency)
+        self.limits = Limits(
+            max_tokens_per_turn=r.max_tokens_per_turn,
+            default_temperature=r.eval_temperature,
+            default_top_p=r.top_p,
+            judge=self.judge,
+            max_n=cfg.serve.max_concurrency,
+        )
         first = "mta" if self.prompts.mta is not None else "ra"
         # a copy of the tokenizer for the event loop's thread: a fast tokenizer is not safe to call from two
         # threads at once, and the worker thread's engine uses the original
@@ -63,10 +70,14 @@ class Service:
         n = len(self._codec.start(self._system, question_text(problem)))
         budget = self.cfg.rollout.max_context_tokens
         if n + req.max_tokens > budget:
-            raise RequestError(400, f"the question takes {n} tokens in the prompt; with {req.max_tokens} tokens per "
-                                    f"message it does not fit the context of {budget} tokens "
-                                    "(rollout.max_context_tokens): shorten it or lower max_tokens",
-                               param="messages", code="context_length_exceeded")
+            raise RequestError(
+                400,
+                f"the question takes {n} tokens in the prompt; with {req.max_tokens} tokens per "
+                f"message it does not fit the context of {budget} tokens "
+                "(rollout.max_context_tokens): shorten it or lower max_tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
         return n
 
     def run_batch(self, requests: Sequence[ChatRequest]) -> list[list[Episode]]:
@@ -75,15 +86,23 @@ class Service:
         problems, sampling = [], []
         for i, q in enumerate(requests):
             for k in range(q.n):
-                problems.append(SimpleNamespace(id=f"request-{i}-{k}", question=q.question, answer="",
-                                                meta=dict(q.meta)))
-                sampling.append(SamplingParams(max_tokens=q.max_tokens, temperature=q.temperature, top_p=q.top_p,
-                                               seed=None if q.seed is None else q.seed + k))
-        episodes = rollout(problems, self.cfg.rollout, self.engines, self.prompts, samples_per_question=1,
-                           sampling=sampling)
+                problems.append(
+                    SimpleNamespace(id=f"request-{i}-{k}", question=q.question, answer="", meta=dict(q.meta))
+                )
+                sampling.append(
+                    SamplingParams(
+                        max_tokens=q.max_tokens,
+                        temperature=q.temperature,
+                        top_p=q.top_p,
+                        seed=None if q.seed is None else q.seed + k,
+                    )
+                )
+        episodes = rollout(
+            problems, self.cfg.rollout, self.engines, self.prompts, samples_per_question=1, sampling=sampling
+        )
         out, start = [], 0
         for q in requests:
-            out.append(episodes[start:start + q.n])
+            out.append(episodes[start : start + q.n])
             start += q.n
         return out
 

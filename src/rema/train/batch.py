@@ -73,12 +73,13 @@ def pad(seqs: list[list], value, dtype: torch.dtype, width: int | None = None) -
     width = width or max(len(s) for s in seqs)
     out = torch.full((len(seqs), width), value, dtype=dtype)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=dtype)
+        out[i, : len(s)] = torch.tensor(s, dtype=dtype)
     return out
 
 
-def collate(rows: Rows, index: list[int], pad_id: int, units: list[list[int]] | None = None,
-            attn_impl: str = "sdpa") -> dict[str, torch.Tensor]:
+def collate(
+    rows: Rows, index: list[int], pad_id: int, units: list[list[int]] | None = None, attn_impl: str = "sdpa"
+) -> dict[str, torch.Tensor]:
     """Tensors of the rows in ``index``: input_ids, attention_mask, mask, turn_ids, sampler_logp (B, T).
 
     With ``units`` (a partition of ``index`` into rows that share a prefix, as from :func:`plan_micro_batches`;
@@ -113,8 +114,9 @@ def common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
-               attn_impl: str = "sdpa") -> dict[str, torch.Tensor]:
+def pack_units(
+    ids: list[list[int]], units: list[list[int]], pad_id: int, attn_impl: str = "sdpa"
+) -> dict[str, torch.Tensor]:
     """The packed forward of rows ``ids`` (B rows), one sequence per unit: [common prefix, remainder of each row].
 
     Args:
@@ -155,17 +157,30 @@ def pack_units(ids: list[list[int]], units: list[list[int]], pad_id: int,
     elif attn_impl in ("sdpa", PACKED_ATTENTION):  # the latter reads the mask only without a layout
         mask = allowed
     else:
-        raise ValueError(f"pack_units: attention implementation {attn_impl!r} takes no custom mask; "
-                         f"set train.share_prefix=false")
+        raise ValueError(
+            f"pack_units: attention implementation {attn_impl!r} takes no custom mask; set train.share_prefix=false"
+        )
     index = torch.full((len(ids), max(len(x) for x in ids)), -1, dtype=torch.long)
     for b, (s, place) in enumerate(places):
-        index[b, :len(place)] = torch.tensor(place, dtype=torch.long) + s * width
-    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None], "index": index,
-            "segments": tuple(segments)}
+        index[b, : len(place)] = torch.tensor(place, dtype=torch.long) + s * width
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": mask[:, None],
+        "index": index,
+        "segments": tuple(segments),
+    }
 
 
-def plan_micro_batches(rows: Rows, index: list[int], token_budget: int, *, share_prefix: bool,
-                       linear_per_attention: float = 3000.0, min_shared: int = 16) -> list[list[list[int]]]:
+def plan_micro_batches(
+    rows: Rows,
+    index: list[int],
+    token_budget: int,
+    *,
+    share_prefix: bool,
+    linear_per_attention: float = 3000.0,
+    min_shared: int = 16,
+) -> list[list[list[int]]]:
     """Micro-batches of ``index``'s rows, each a list of units (lists of row indices) to pass to :func:`collate`.
 
     With ``share_prefix``, the rows of one GRPO group whose common prefix has at least ``min_shared`` tokens

@@ -54,8 +54,9 @@ class Dist:
         if self.world > 1 and not dist.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            dist.init_process_group(backend=process_group_backend(self.device.type),
-                                    timeout=timedelta(minutes=timeout_min))
+            dist.init_process_group(
+                backend=process_group_backend(self.device.type), timeout=timedelta(minutes=timeout_min)
+            )
         self.rank = dist.get_rank() if self.world > 1 else 0
 
     @property
@@ -68,7 +69,7 @@ class Dist:
 
     def shard(self, items: list) -> list:
         """This rank's share of a global batch (whole items, so groups stay on one rank)."""
-        return items[self.rank::self.world] if self.enabled else items
+        return items[self.rank :: self.world] if self.enabled else items
 
     def _reduce_(self, tensor: torch.Tensor, op) -> torch.Tensor:
         """``tensor`` reduced by ``op`` over processes, in place, through the communication device."""
@@ -103,7 +104,7 @@ class Dist:
         flat = self._reduce_(torch.cat([g.reshape(-1) for g in grads]), dist.ReduceOp.SUM)
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def gather(self, obj) -> list:

@@ -77,7 +77,7 @@ class HealthGuard:
     @property
     def lr_scale(self) -> float:
         """What the learning rate is multiplied by after the rollbacks so far."""
-        return self.cfg.lr_factor ** self.rollbacks
+        return self.cfg.lr_factor**self.rollbacks
 
     @property
     def reach(self) -> int:
@@ -96,10 +96,14 @@ class HealthGuard:
         firing, else None (a check still firing extends the unhealthy span silently)."""
         if not self.cfg.enabled:
             return None
-        self.history.append({"step": step, **{k: float(v) for k, v in metrics.items()
-                                              if WATCHED.fullmatch(k) and isinstance(v, (int, float))}})
+        self.history.append(
+            {
+                "step": step,
+                **{k: float(v) for k, v in metrics.items() if WATCHED.fullmatch(k) and isinstance(v, (int, float))},
+            }
+        )
         c = self.cfg
-        del self.history[:-(c.window + c.patience + c.smooth + c.eval_patience)]
+        del self.history[: -(c.window + c.patience + c.smooth + c.eval_patience)]
         if self.retreat is not None and step > self.retreat[1]:
             self.retreat = None  # past the step that triggered the last rollback: it helped
         findings = run_checks(self.history, c)
@@ -135,9 +139,15 @@ class HealthGuard:
 
     def event(self, verdict: Verdict, action: str, **extra) -> dict:
         """Record an event for ``verdict`` (``action`` as taken) and return its ``metrics.jsonl`` keys."""
-        record = {"health/event": len(self.events), "health/check": verdict.checks, "health/action": action,
-                  "health/message": verdict.message, "health/since": verdict.unhealthy_from + 1,
-                  "health/rollbacks": self.rollbacks, **{f"health/{k}": v for k, v in extra.items()}}
+        record = {
+            "health/event": len(self.events),
+            "health/check": verdict.checks,
+            "health/action": action,
+            "health/message": verdict.message,
+            "health/since": verdict.unhealthy_from + 1,
+            "health/rollbacks": self.rollbacks,
+            **{f"health/{k}": v for k, v in extra.items()},
+        }
         self.events.append({"step": verdict.step, **record})
         return record
 
@@ -155,8 +165,14 @@ class HealthGuard:
         self.firing = []
 
     def state_dict(self) -> dict:
-        return {"history": self.history, "firing": self.firing, "unhealthy": self.unhealthy, "events": self.events,
-                "rollbacks": self.rollbacks, "retreat": self.retreat}
+        return {
+            "history": self.history,
+            "firing": self.firing,
+            "unhealthy": self.unhealthy,
+            "events": self.events,
+            "rollbacks": self.rollbacks,
+            "retreat": self.retreat,
+        }
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore :meth:`state_dict` (None: a checkpoint written before the guard existed; a fresh guard)."""

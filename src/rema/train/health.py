@@ -95,17 +95,16 @@ def falls(values: Sequence[float], *, ratio: float, least: float, patience: int,
 
 def running_mean(values: Sequence[float], n: int) -> list[float]:
     """Mean of each value with the ``n - 1`` before it (fewer at the start)."""
-    return [sum(values[max(0, i - n + 1):i + 1]) / (i + 1 - max(0, i - n + 1)) for i in range(len(values))]
+    return [sum(values[max(0, i - n + 1) : i + 1]) / (i + 1 - max(0, i - n + 1)) for i in range(len(values))]
 
 
-def cliff(values: Sequence[float], *, drop: float, ratio: float, smooth: int, patience: int,
-          min_history: int) -> bool:
+def cliff(values: Sequence[float], *, drop: float, ratio: float, smooth: int, patience: int, min_history: int) -> bool:
     """The last ``patience`` running means (over ``smooth`` values) are all ``drop`` or more below the recent
     level, the median running mean of the baseline, and below ``(1 - ratio)`` x that level when it is positive.
     The first ``smooth - 1`` means (over fewer values) are not judged nor used as a baseline. (The median, not
     the best: the best of many noisy steps sits high, and a run of small batches would fire by chance; measured
     on 4 questions x 6 samples per step, no false alarm in 500 steps, a collapse caught within ~3 steps.)"""
-    means = running_mean(values, smooth)[smooth - 1:]
+    means = running_mean(values, smooth)[smooth - 1 :]
     parts = split(means, patience=patience, min_history=min_history)
     if parts is None:
         return False
@@ -135,8 +134,13 @@ def _recent(history: History, window: int) -> list[dict]:
     return list(history[-window:]) if window < len(history) else list(history)
 
 
-def _first(history: History, keys: Sequence[str], test: Callable[[list[float]], bool], judged: int,
-           describe: Callable[[str, float], str]) -> tuple[str, int] | None:
+def _first(
+    history: History,
+    keys: Sequence[str],
+    test: Callable[[list[float]], bool],
+    judged: int,
+    describe: Callable[[str, float], str],
+) -> tuple[str, int] | None:
     """The message and streak start of the first of ``keys`` whose observations pass ``test``."""
     for key in keys:
         steps, values = observations(history, key)
@@ -152,9 +156,16 @@ def _keys(history: History, pattern: str) -> list[str]:
 
 
 def check_entropy(history: History, c: HealthConfig) -> Finding | None:
-    found = _first(history, ["stats/entropy"], lambda v: at_most(v, floor=c.entropy_floor, patience=c.patience),
-                   c.patience, lambda k, v: f"{k} = {v:.4f} <= train.health.entropy_floor {c.entropy_floor} "
-                                            f"for {c.patience} step(s): the policy stopped exploring")
+    found = _first(
+        history,
+        ["stats/entropy"],
+        lambda v: at_most(v, floor=c.entropy_floor, patience=c.patience),
+        c.patience,
+        lambda k, v: (
+            f"{k} = {v:.4f} <= train.health.entropy_floor {c.entropy_floor} "
+            f"for {c.patience} step(s): the policy stopped exploring"
+        ),
+    )
     return Finding("entropy", *found) if found else None
 
 
@@ -162,37 +173,76 @@ def check_turns_collapse(history: History, c: HealthConfig) -> Finding | None:
     h = _recent(history, c.window + c.patience)
 
     def test(v):
-        return falls(v, ratio=c.turns_collapse, least=c.turns_collapse_from, patience=c.patience,
-                     min_history=c.min_history)
+        return falls(
+            v, ratio=c.turns_collapse, least=c.turns_collapse_from, patience=c.patience, min_history=c.min_history
+        )
 
-    found = _first(h, ["train/turns/mean"], test, c.patience,
-                   lambda k, v: f"{k} = {v:.2f} rounds, below train.health.turns_collapse {c.turns_collapse} x its "
-                                f"recent level: the meta-thinker stopped thinking")
+    found = _first(
+        h,
+        ["train/turns/mean"],
+        test,
+        c.patience,
+        lambda k, v: (
+            f"{k} = {v:.2f} rounds, below train.health.turns_collapse {c.turns_collapse} x its "
+            f"recent level: the meta-thinker stopped thinking"
+        ),
+    )
     return Finding("turns_collapse", *found) if found else None
 
 
-def _rise_check(name: str, history: History, c: HealthConfig, keys: list[str], high: float, low: float,
-                what: str, high_key: str) -> Finding | None:
+def _rise_check(
+    name: str, history: History, c: HealthConfig, keys: list[str], high: float, low: float, what: str, high_key: str
+) -> Finding | None:
     h = _recent(history, c.window + c.patience)
-    found = _first(h, keys, lambda v: rises(v, high=high, low=low, patience=c.patience, min_history=c.min_history),
-                   c.patience, lambda k, v: f"{k} = {v:.2f} >= train.health.{high_key} {high} for {c.patience} "
-                                            f"step(s) (its level was <= {low}): {what}")
+    found = _first(
+        h,
+        keys,
+        lambda v: rises(v, high=high, low=low, patience=c.patience, min_history=c.min_history),
+        c.patience,
+        lambda k, v: (
+            f"{k} = {v:.2f} >= train.health.{high_key} {high} for {c.patience} step(s) (its level was <= {low}): {what}"
+        ),
+    )
     return Finding(name, *found) if found else None
 
 
 def check_turns_pinned(history: History, c: HealthConfig) -> Finding | None:
-    return _rise_check("turns_pinned", history, c, ["train/end/max_turns"], c.pinned_share, c.pinned_from,
-                       "episodes run to rollout.max_turns without [FINISH]", "pinned_share")
+    return _rise_check(
+        "turns_pinned",
+        history,
+        c,
+        ["train/end/max_turns"],
+        c.pinned_share,
+        c.pinned_from,
+        "episodes run to rollout.max_turns without [FINISH]",
+        "pinned_share",
+    )
 
 
 def check_length_pinned(history: History, c: HealthConfig) -> Finding | None:
-    return _rise_check("length_pinned", history, c, _keys(history, r"train/truncated_turns/[^/]+"), c.pinned_share,
-                       c.pinned_from, "messages are cut at rollout.max_tokens_per_turn", "pinned_share")
+    return _rise_check(
+        "length_pinned",
+        history,
+        c,
+        _keys(history, r"train/truncated_turns/[^/]+"),
+        c.pinned_share,
+        c.pinned_from,
+        "messages are cut at rollout.max_tokens_per_turn",
+        "pinned_share",
+    )
 
 
 def check_degenerate(history: History, c: HealthConfig) -> Finding | None:
-    return _rise_check("degenerate", history, c, _keys(history, r"train/degenerate/[^/]+"), c.degenerate_share,
-                       c.degenerate_from, "the agents write degenerate text", "degenerate_share")
+    return _rise_check(
+        "degenerate",
+        history,
+        c,
+        _keys(history, r"train/degenerate/[^/]+"),
+        c.degenerate_share,
+        c.degenerate_from,
+        "the agents write degenerate text",
+        "degenerate_share",
+    )
 
 
 def check_format(history: History, c: HealthConfig) -> Finding | None:
@@ -202,9 +252,16 @@ def check_format(history: History, c: HealthConfig) -> Finding | None:
         return falls(v, ratio=c.format_drop, least=c.format_from, patience=c.patience, min_history=c.min_history)
 
     keys = ["train/end/finished", "train/boxed_rate", "train/judge/verdict_found"]
-    found = _first(h, keys, test, c.patience,
-                   lambda k, v: f"{k} = {v:.2f}, below train.health.format_drop {c.format_drop} x its recent level "
-                                f"for {c.patience} step(s): the learned format is being lost")
+    found = _first(
+        h,
+        keys,
+        test,
+        c.patience,
+        lambda k, v: (
+            f"{k} = {v:.2f}, below train.health.format_drop {c.format_drop} x its recent level "
+            f"for {c.patience} step(s): the learned format is being lost"
+        ),
+    )
     return Finding("format", *found) if found else None
 
 
@@ -212,45 +269,71 @@ def check_reward_cliff(history: History, c: HealthConfig) -> Finding | None:
     h = _recent(history, c.window + c.patience + c.smooth - 1)
 
     def test(v):
-        return cliff(v, drop=c.reward_cliff, ratio=c.cliff_ratio, smooth=c.smooth, patience=c.patience,
-                     min_history=c.min_history)
+        return cliff(
+            v, drop=c.reward_cliff, ratio=c.cliff_ratio, smooth=c.smooth, patience=c.patience, min_history=c.min_history
+        )
 
-    found = _first(h, ["train/acc", *_keys(history, r"train/reward/[^/]+")], test, c.patience,
-                   lambda k, v: f"{k}: its mean over {c.smooth} step(s) fell train.health.reward_cliff "
-                                f"{c.reward_cliff} or more below its recent level (last value {v:.3f})")
+    found = _first(
+        h,
+        ["train/acc", *_keys(history, r"train/reward/[^/]+")],
+        test,
+        c.patience,
+        lambda k, v: (
+            f"{k}: its mean over {c.smooth} step(s) fell train.health.reward_cliff "
+            f"{c.reward_cliff} or more below its recent level (last value {v:.3f})"
+        ),
+    )
     return Finding("reward_cliff", *found) if found else None
 
 
 def check_eval_cliff(history: History, c: HealthConfig) -> Finding | None:
     # an evaluation of few questions moves by a whole question's share: only those of eval_min_episodes count
-    h = [r if r.get("eval/episodes", r.get("eval/avg/episodes", 0)) >= c.eval_min_episodes else {"step": r["step"]}
-         for r in _recent(history, c.window + 1)]
+    h = [
+        r if r.get("eval/episodes", r.get("eval/avg/episodes", 0)) >= c.eval_min_episodes else {"step": r["step"]}
+        for r in _recent(history, c.window + 1)
+    ]
 
     def test(v):
         return cliff(v, drop=c.eval_cliff, ratio=c.cliff_ratio, smooth=1, patience=c.eval_patience, min_history=1)
 
-    found = _first(h, ["eval/acc", "eval/avg/acc"], test, c.eval_patience,
-                   lambda k, v: f"{k} = {v:.3f}, train.health.eval_cliff {c.eval_cliff} or more below the median "
-                                f"held-out evaluation of the last {c.window} steps")
+    found = _first(
+        h,
+        ["eval/acc", "eval/avg/acc"],
+        test,
+        c.eval_patience,
+        lambda k, v: (
+            f"{k} = {v:.3f}, train.health.eval_cliff {c.eval_cliff} or more below the median "
+            f"held-out evaluation of the last {c.window} steps"
+        ),
+    )
     return Finding("eval_cliff", *found) if found else None
 
 
-def _spike_check(name: str, history: History, c: HealthConfig, keys: list[str], floor: float,
-                 what: str) -> Finding | None:
+def _spike_check(
+    name: str, history: History, c: HealthConfig, keys: list[str], floor: float, what: str
+) -> Finding | None:
     h = _recent(history, c.window + c.patience)
 
     def test(v):
         return spike(v, factor=c.spike_factor, floor=floor, patience=c.patience, min_history=c.min_history)
 
-    found = _first(h, keys, test, c.patience,
-                   lambda k, v: f"{k} = {v:.4g}, above train.health.spike_factor {c.spike_factor} x its recent "
-                                f"median (and {floor}) for {c.patience} step(s): {what}")
+    found = _first(
+        h,
+        keys,
+        test,
+        c.patience,
+        lambda k, v: (
+            f"{k} = {v:.4g}, above train.health.spike_factor {c.spike_factor} x its recent "
+            f"median (and {floor}) for {c.patience} step(s): {what}"
+        ),
+    )
     return Finding(name, *found) if found else None
 
 
 def check_kl_spike(history: History, c: HealthConfig) -> Finding | None:
-    return _spike_check("kl_spike", history, c, ["stats/kl", "stats/approx_kl"], c.kl_floor,
-                        "the policy jumps away from where it was")
+    return _spike_check(
+        "kl_spike", history, c, ["stats/kl", "stats/approx_kl"], c.kl_floor, "the policy jumps away from where it was"
+    )
 
 
 def check_grad_spike(history: History, c: HealthConfig) -> Finding | None:
@@ -258,8 +341,14 @@ def check_grad_spike(history: History, c: HealthConfig) -> Finding | None:
 
 
 def check_logp_drift(history: History, c: HealthConfig) -> Finding | None:
-    return _spike_check("logp_drift", history, c, ["sync/sync_check_mean_abs_diff", "check/sampler_logp_abs_diff"],
-                        c.logp_drift, "the engine's log-probs drift from the trainer's")
+    return _spike_check(
+        "logp_drift",
+        history,
+        c,
+        ["sync/sync_check_mean_abs_diff", "check/sampler_logp_abs_diff"],
+        c.logp_drift,
+        "the engine's log-probs drift from the trainer's",
+    )
 
 
 CHECKS: dict[str, Callable[[History, HealthConfig], Finding | None]] = {
@@ -278,9 +367,11 @@ CHECKS: dict[str, Callable[[History, HealthConfig], Finding | None]] = {
 """Every check by name: ``check(history, cfg) -> Finding | None``."""
 assert tuple(CHECKS) == HEALTH_CHECKS, "rema.config.checks.HEALTH_CHECKS must list CHECKS"
 
-WATCHED = re.compile(r"train/(acc|reward/[^/]+|turns/mean|end/(finished|max_turns)|boxed_rate|truncated_turns/[^/]+|"
-                     r"degenerate/[^/]+|judge/verdict_found)|eval/(avg/)?(acc|episodes)|stats/(entropy|kl|approx_kl|grad_norm)|"
-                     r"sync/sync_check_mean_abs_diff|check/sampler_logp_abs_diff")
+WATCHED = re.compile(
+    r"train/(acc|reward/[^/]+|turns/mean|end/(finished|max_turns)|boxed_rate|truncated_turns/[^/]+|"
+    r"degenerate/[^/]+|judge/verdict_found)|eval/(avg/)?(acc|episodes)|stats/(entropy|kl|approx_kl|grad_norm)|"
+    r"sync/sync_check_mean_abs_diff|check/sampler_logp_abs_diff"
+)
 """The metric keys some check reads (what a guard keeps of each step's record)."""
 
 

@@ -92,8 +92,16 @@ class _HeadLogp(torch.autograd.Function):
     cancels against 1 for a confident token."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, inv_temp: float, with_entropy: bool, work: _Workspace | None = None,
-                kept: torch.Tensor | None = None):
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        targets,
+        inv_temp: float,
+        with_entropy: bool,
+        work: _Workspace | None = None,
+        kept: torch.Tensor | None = None,
+    ):
         logits = _logits(hidden, weight, inv_temp, work)  # (K, V) fp32; in place from here
         logz = torch.logsumexp(logits, dim=-1)
         logp = logits.gather(-1, targets[:, None]).squeeze(-1) - logz
@@ -122,8 +130,10 @@ class _HeadLogp(torch.autograd.Function):
         if ctx.keep:
             probs, ctx.kept = ctx.kept, None
             if probs is None:
-                raise RuntimeError("token_logprobs(keep_probs=True): the LM head's backward runs once "
-                                   "(its kept softmax becomes the gradient); pass keep_probs=False to retain_graph")
+                raise RuntimeError(
+                    "token_logprobs(keep_probs=True): the LM head's backward runs once "
+                    "(its kept softmax becomes the gradient); pass keep_probs=False to retain_graph"
+                )
             weight, targets, logp = ctx.saved_tensors
             g = grad_logp * ctx.inv_temp  # (K,) fp32
             grad = probs.mul_(-g[:, None].to(probs.dtype))  # -softmax * g, in the compute dtype, in place
@@ -183,12 +193,32 @@ def token_logprobs(
     """
     sharded = getattr(model, SHARDED_METHOD, None)  # a model sharded by FSDP: its hooks must run around us
     fn = sharded if sharded is not None else functools.partial(_token_logprobs, model)
-    return fn(input_ids, attention_mask, positions=positions, temperature=temperature, chunk_tokens=chunk_tokens,
-              with_entropy=with_entropy, entropy_grad=entropy_grad, pack=pack, keep_probs=keep_probs)
+    return fn(
+        input_ids,
+        attention_mask,
+        positions=positions,
+        temperature=temperature,
+        chunk_tokens=chunk_tokens,
+        with_entropy=with_entropy,
+        entropy_grad=entropy_grad,
+        pack=pack,
+        keep_probs=keep_probs,
+    )
 
 
-def _token_logprobs(model, input_ids, attention_mask, *, positions=None, temperature=1.0, chunk_tokens=256,
-                    with_entropy=False, entropy_grad=False, pack=None, keep_probs=None):
+def _token_logprobs(
+    model,
+    input_ids,
+    attention_mask,
+    *,
+    positions=None,
+    temperature=1.0,
+    chunk_tokens=256,
+    with_entropy=False,
+    entropy_grad=False,
+    pack=None,
+    keep_probs=None,
+):
     """:func:`token_logprobs` on a model whose parameters are all at hand."""
     backbone, head = _backbone_and_head(model)
     if pack is None:
@@ -198,8 +228,13 @@ def _token_logprobs(model, input_ids, attention_mask, *, positions=None, tempera
         layout = {}  # the per-segment attention takes the pack's layout (other implementations ignore it)
         if getattr(backbone.config, "_attn_implementation", None) == PACKED_ATTENTION:
             layout["rema_segments"] = pack["segments"]
-        hidden = backbone(input_ids=pack["input_ids"], attention_mask=pack["attention_mask"],
-                          position_ids=pack["position_ids"], use_cache=False, **layout).last_hidden_state
+        hidden = backbone(
+            input_ids=pack["input_ids"],
+            attention_mask=pack["attention_mask"],
+            position_ids=pack["position_ids"],
+            use_cache=False,
+            **layout,
+        ).last_hidden_state
         place = pack["index"]  # (B, T) -> row of hidden.flatten(0, 1)
     want = torch.zeros_like(input_ids, dtype=torch.bool)
     want[:, 1:] = True if positions is None else positions[:, 1:].bool()
@@ -214,14 +249,16 @@ def _token_logprobs(model, input_ids, attention_mask, *, positions=None, tempera
     keep_probs = keep_probs and fused and torch.is_grad_enabled() and h_sel.requires_grad
     work = None
     if fused and h_sel.shape[0]:
-        work = _Workspace(h_sel.shape[0], min(chunk_tokens, h_sel.shape[0]), weight.shape[0], weight.dtype,
-                          weight.device, keep_probs)
+        work = _Workspace(
+            h_sel.shape[0], min(chunk_tokens, h_sel.shape[0]), weight.shape[0], weight.dtype, weight.device, keep_probs
+        )
     logps, ents = [], []
     for s in range(0, h_sel.shape[0], chunk_tokens):
-        h, t = h_sel[s:s + chunk_tokens], t_sel[s:s + chunk_tokens]
+        h, t = h_sel[s : s + chunk_tokens], t_sel[s : s + chunk_tokens]
         if fused:
-            lp, en = _HeadLogp.apply(h, weight, t, inv_temp, with_entropy, work,
-                                      work.kept[s:s + chunk_tokens] if keep_probs else None)
+            lp, en = _HeadLogp.apply(
+                h, weight, t, inv_temp, with_entropy, work, work.kept[s : s + chunk_tokens] if keep_probs else None
+            )
         elif torch.is_grad_enabled() and h.requires_grad:
             lp, en = checkpoint(_chunk_logp, head, h, t, inv_temp, with_entropy, use_reentrant=False)
         else:

@@ -26,8 +26,9 @@ def _clean(d: dict) -> dict:
     return out
 
 
-def truncate_jsonl(path: Path, max_step: int, *, keep_events: int = 0, aside: Path | None = None,
-                   tag: dict | None = None) -> None:
+def truncate_jsonl(
+    path: Path, max_step: int, *, keep_events: int = 0, aside: Path | None = None, tag: dict | None = None
+) -> None:
     """Drop records with ``step > max_step`` (a resumed run rewrites the steps after its checkpoint), except
     health events numbered below ``keep_events`` (``health/event``: events the checkpoint's guard knows of).
     ``aside``: append the dropped records there instead (with ``tag``'s keys), as a rollback does."""
@@ -56,9 +57,18 @@ ROLLED_BACK = "_rolled_back"
 class MetricsLogger:
     """Writes one JSON object per step to ``metrics.jsonl`` and mirrors scalars to tensorboard / wandb."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True, wandb: bool = False, name: str = "rema",
-                 config: dict | None = None, resume_step: int | None = None, enabled: bool = True,
-                 keep_events: int = 0):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        name: str = "rema",
+        config: dict | None = None,
+        resume_step: int | None = None,
+        enabled: bool = True,
+        keep_events: int = 0,
+    ):
         """``resume_step``: the step of the checkpoint a resumed run starts from (later records are dropped but for
         the first ``keep_events`` health events, which its guard remembers)."""
         self.enabled = enabled
@@ -98,8 +108,13 @@ class MetricsLogger:
             return
         for path, f in ((self.path, self._file), (self.samples_path, self._samples)):
             f.close()
-            truncate_jsonl(path, step, keep_events=1 << 62, aside=path.with_name(path.stem + ROLLED_BACK + ".jsonl"),
-                           tag={"rollback": rollback})
+            truncate_jsonl(
+                path,
+                step,
+                keep_events=1 << 62,
+                aside=path.with_name(path.stem + ROLLED_BACK + ".jsonl"),
+                tag={"rollback": rollback},
+            )
         self._file, self._samples = self.path.open("a"), self.samples_path.open("a")
         if self.tb is not None:
             self.tb.close()
@@ -213,6 +228,7 @@ def step_summary(m: dict, roles: tuple[str, ...]) -> str:
 def print_before_after(metrics_path: Path, console) -> None:
     """Held-out accuracy (overall and per level; with several eval sets, their average and each set) at the first
     and last evaluation of a run's metrics file."""
+
     def has(row: dict, prefix: str) -> bool:
         return f"{prefix}/acc" in row or f"{prefix}/avg/acc" in row
 
@@ -225,13 +241,18 @@ def print_before_after(metrics_path: Path, console) -> None:
     first, last = evals[0], evals[-1]
     base = has(first, "base_eval")
     if base and len(evals) == 1:  # `rema sft`: before and after the cold start
-        last, first = first, {"step": first["step"], **{k.replace("base_eval/", "eval/", 1): v
-                                                         for k, v in first.items() if k.startswith("base_eval/")}}
+        last, first = (
+            first,
+            {
+                "step": first["step"],
+                **{k.replace("base_eval/", "eval/", 1): v for k, v in first.items() if k.startswith("base_eval/")},
+            },
+        )
         base = False
     title = f"held-out accuracy, step {first['step']} -> step {last['step']}"
     table = Table(title=title + (" (cold start at step 0)" if base else ""))
     table.add_column("")
-    columns = (("base", "after SFT", "after RL", "RL change") if base else ("before", "after", "change"))
+    columns = ("base", "after SFT", "after RL", "RL change") if base else ("before", "after", "change")
     for col in columns:
         table.add_column(col, justify="right")
     head = "eval/avg/" if "eval/avg/acc" in last else "eval/"  # several sets: their average, then each set
@@ -240,13 +261,20 @@ def print_before_after(metrics_path: Path, console) -> None:
         keys += [k for k in last if re.fullmatch(r"eval/[^/]+/acc", k) and k != "eval/avg/acc"]
     else:
         keys += sorted(k for k in last if k.startswith("eval/acc/level_"))
-    keys += [f"{head}{k}" for k in ("boxed_rate", "leak_rate", "plan_leak_rate", "end/finished") if f"{head}{k}" in last]
+    keys += [
+        f"{head}{k}" for k in ("boxed_rate", "leak_rate", "plan_leak_rate", "end/finished") if f"{head}{k}" in last
+    ]
     for k in keys:
         if k in first:
             label = k.removeprefix("eval/").replace("acc/level_", "level ")
             if head == "eval/avg/":
-                label = "average" if label == "avg/acc" else (label.removesuffix("/acc") if label.endswith("/acc")
-                                                             else f"{label.removeprefix('avg/')} (avg)")
+                label = (
+                    "average"
+                    if label == "avg/acc"
+                    else (
+                        label.removesuffix("/acc") if label.endswith("/acc") else f"{label.removeprefix('avg/')} (avg)"
+                    )
+                )
             cells = [f"{first[k]:.1%}", f"{last[k]:.1%}", f"{last[k] - first[k]:+.1%}"]
             if base:
                 cells.insert(0, f"{first.get(k.replace('eval/', 'base_eval/', 1), float('nan')):.1%}")

@@ -35,9 +35,17 @@ Segments = tuple[tuple[int, tuple[int, ...]], ...]
 """Per packed sequence: (prefix length, (remainder lengths...)); a lone row is (its length, ())."""
 
 
-def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                     rema_segments: Segments | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    rema_segments: Segments | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """Attention of packed rows, segment by segment.
 
     Args:
@@ -49,8 +57,9 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         ``(S, L, H, D)`` attention output (transformers' layout) and None (no weights).
     """
     if rema_segments is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
@@ -61,8 +70,9 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
         if cpu and compute in (torch.bfloat16, torch.float16) and q.shape[2] * k.shape[2] <= CPU_FP32_MAX_SCORES:
             with torch.autocast("cpu", enabled=False):
-                return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout,
-                                                      scale=scaling, **kw).to(compute)
+                return F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), dropout_p=dropout, scale=scaling, **kw
+                ).to(compute)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, **kw)
 
     width = query.shape[2]
@@ -74,7 +84,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         if pad < 0:
             raise ValueError(f"rema_segments: sequence {s} holds {sum(sizes)} tokens, wider than the batch ({width})")
         split = sizes + [pad] * bool(pad)  # (1, H, n, D) pieces: 4D inputs take sdpa's flash kernel on CPU
-        qs, ks, vs = (t[s:s + 1].split(split, dim=2) for t in (query, key, value))
+        qs, ks, vs = (t[s : s + 1].split(split, dim=2) for t in (query, key, value))
         pieces = []
         if p:
             pieces.append(attend(qs[0], ks[0], vs[0], is_causal=True))
@@ -83,8 +93,9 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                 continue
             if (p, r) not in masks:  # query i sees every prefix key and its own keys up to itself
                 masks[p, r] = torch.ones(r, p + r, dtype=torch.bool, device=query.device).tril(diagonal=p)
-            pieces.append(attend(qs[j], torch.cat([ks[0], ks[j]], dim=2), torch.cat([vs[0], vs[j]], dim=2),
-                                 attn_mask=masks[p, r]))
+            pieces.append(
+                attend(qs[j], torch.cat([ks[0], ks[j]], dim=2), torch.cat([vs[0], vs[j]], dim=2), attn_mask=masks[p, r])
+            )
         if pad:
             pieces.append(query.new_zeros(1, query.shape[1], pad, query.shape[3], dtype=compute))
         outputs.append(torch.cat(pieces, dim=2))

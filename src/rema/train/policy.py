@@ -46,8 +46,6 @@ class Policy:
     equal to the trained weights by :func:`sync_engine`; None: the engine is given the model itself."""
 
 
-
-
 def set_base_lr(pol: Policy, lr: float) -> None:
     """Make ``lr`` the policy's learning rate from now on (a rollback lowers it): the schedule's base, and the
     optimizer's current rate at the schedule's position (a warm-up or cosine factor is kept). A frozen agent
@@ -62,8 +60,16 @@ def set_base_lr(pol: Policy, lr: float) -> None:
     sched._last_lr = [group["lr"] for group in pol.optimizer.param_groups]
 
 
-def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *, bf16: bool, rank: int = 0,
-                   engine_factory=None, strategy: Strategy | None = None) -> list[Policy]:
+def build_policies(
+    cfg: Config,
+    roles: tuple[str, ...],
+    device: torch.device,
+    *,
+    bf16: bool,
+    rank: int = 0,
+    engine_factory=None,
+    strategy: Strategy | None = None,
+) -> list[Policy]:
     """Load the model(s), prepare them for training (frozen weights in bf16 under LoRA + autocast, gradient
     checkpointing, compiled layers or per-segment attention, sharding by ``strategy``) and attach optimizer,
     schedule, KL reference and, once every model is in place, the engines. ``engine_factory(model, tokenizer,
@@ -85,12 +91,33 @@ def build_policies(cfg: Config, roles: tuple[str, ...], device: torch.device, *,
         groups = [("mta", ("mta",), cfg.model.name), ("ra", ("ra",), cfg.model.ra_name or cfg.model.name)]
     # under separate weights with both agents trained, each schedule counts its own updates (agent 0, 1)
     agents = [i if not t.shared_weights and t.update_agents == "both" else None for i in range(len(groups))]
-    policies = [_trainable(cfg, name, group_roles, model_name, device, bf16=bf16, sharded=sharded, vllm=vllm,
-                           strategy=strategy, agent=agent) for (name, group_roles, model_name), agent in zip(groups, agents)]
+    policies = [
+        _trainable(
+            cfg,
+            name,
+            group_roles,
+            model_name,
+            device,
+            bf16=bf16,
+            sharded=sharded,
+            vllm=vllm,
+            strategy=strategy,
+            agent=agent,
+        )
+        for (name, group_roles, model_name), agent in zip(groups, agents)
+    ]
     shares = vllm_shares(cfg.rollout, [p.model for p in policies], device) if vllm else [None] * len(policies)
     for i, (pol, share) in enumerate(zip(policies, shares)):
-        pol.engine = _engine(cfg, pol, t.seed * 1000 + i, rank=rank, engine_factory=engine_factory,
-                             tp_group=tp_group, strategy=strategy, share=share)
+        pol.engine = _engine(
+            cfg,
+            pol,
+            t.seed * 1000 + i,
+            rank=rank,
+            engine_factory=engine_factory,
+            tp_group=tp_group,
+            strategy=strategy,
+            share=share,
+        )
         reshard(pol.model)
     return policies
 
@@ -101,13 +128,26 @@ def _tp_group(cfg: Config, vllm: bool, strategy: Strategy | None, rank: int):
     if tp <= 1:
         return None
     if not (vllm and strategy is not None and strategy.dist.enabled):
-        raise ConfigError(f"rollout.vllm_tensor_parallel_size={tp} spans processes of a torchrun/accelerate "
-                          "job with the vLLM engine; launch several processes, or set it to 1")
+        raise ConfigError(
+            f"rollout.vllm_tensor_parallel_size={tp} spans processes of a torchrun/accelerate "
+            "job with the vLLM engine; launch several processes, or set it to 1"
+        )
     return make_tp_group(strategy.dist.world, rank, tp, timeout_min=cfg.train.dist_timeout_min)
 
 
-def _trainable(cfg: Config, name: str, roles: tuple[str, ...], model_name: str, device: torch.device, *,
-               bf16: bool, sharded: bool, vllm: bool, strategy: Strategy | None, agent: int | None) -> Policy:
+def _trainable(
+    cfg: Config,
+    name: str,
+    roles: tuple[str, ...],
+    model_name: str,
+    device: torch.device,
+    *,
+    bf16: bool,
+    sharded: bool,
+    vllm: bool,
+    strategy: Strategy | None,
+    agent: int | None,
+) -> Policy:
     """One policy without its engine: the model loaded and prepared for training, its KL reference, the
     transformers engine's unsharded replica (sharded runs), and (unless frozen) optimizer and schedule."""
     m, t = cfg.model, cfg.train
@@ -141,8 +181,7 @@ def _trainable(cfg: Config, name: str, roles: tuple[str, ...], model_name: str, 
     return Policy(name, roles, model, tok, opt, sched, None, ref, served if served is not model else None)
 
 
-def _engine(cfg: Config, pol: Policy, seed: int, *, rank: int, engine_factory, tp_group, strategy,
-            share: float | None):
+def _engine(cfg: Config, pol: Policy, seed: int, *, rank: int, engine_factory, tp_group, strategy, share: float | None):
     """The policy's generation engine (``share``: this engine's ``gpu_memory_utilization``, None = the
     configured one)."""
     tp = cfg.rollout.vllm_tensor_parallel_size
@@ -155,11 +194,19 @@ def _engine(cfg: Config, pol: Policy, seed: int, *, rank: int, engine_factory, t
         options["gpu_memory_utilization"] = share
     multi_process = strategy is not None and strategy.dist.enabled  # vLLM joins the job's processes
     if tp_group is not None:
-        inner = make_engine(model, pol.tokenizer, engine="vllm", seed=engine_seed, external_launcher=True,
-                            tensor_parallel_size=tp, **options)
+        inner = make_engine(
+            model,
+            pol.tokenizer,
+            engine="vllm",
+            seed=engine_seed,
+            external_launcher=True,
+            tensor_parallel_size=tp,
+            **options,
+        )
         return TPGroupEngine(inner, tp_group, pol.name)
-    return make_engine(model, pol.tokenizer, engine=cfg.rollout.engine, seed=engine_seed, **options,
-                       external_launcher=multi_process)
+    return make_engine(
+        model, pol.tokenizer, engine=cfg.rollout.engine, seed=engine_seed, **options, external_launcher=multi_process
+    )
 
 
 def _optimizer(model, t, agent: int | None):

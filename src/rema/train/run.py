@@ -51,8 +51,10 @@ def sft(cfg: Config) -> Trainer:
                 out = trainer.export()  # every process: a sharded model is gathered
                 if trainer.dist.is_main:
                     print_before_after(trainer.run_dir / "metrics.jsonl", trainer.console)
-                    trainer.console.print(f"fine-tuned model: {out}  (RL from it: rema train CONFIG "
-                                          f"model.name={out}, or rema train --resume {trainer.run_dir})")
+                    trainer.console.print(
+                        f"fine-tuned model: {out}  (RL from it: rema train CONFIG "
+                        f"model.name={out}, or rema train --resume {trainer.run_dir})"
+                    )
     finally:
         trainer.logger.close()
         trainer.close()

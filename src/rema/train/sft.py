@@ -47,10 +47,24 @@ Bars = Callable[[str], AbstractContextManager[Callable[..., None]]]
 :meth:`~rema.train.trainer.Trainer.progress`)."""
 
 
-def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...], prompts: PromptSet,
-               train_problems: Sequence, engines: dict[str, Engine], dist: Dist, strategy: Strategy,
-               device: torch.device, bf16: bool, run_dir: Path, console: Console, bars: Bars,
-               should_stop: Callable[[], bool], correctness_fn: Callable | None = None) -> dict[str, float]:
+def cold_start(
+    cfg: Config,
+    policies: Sequence[Policy],
+    *,
+    roles: tuple[str, ...],
+    prompts: PromptSet,
+    train_problems: Sequence,
+    engines: dict[str, Engine],
+    dist: Dist,
+    strategy: Strategy,
+    device: torch.device,
+    bf16: bool,
+    run_dir: Path,
+    console: Console,
+    bars: Bars,
+    should_stop: Callable[[], bool],
+    correctness_fn: Callable | None = None,
+) -> dict[str, float]:
     """The cold start of a run: supervised fine-tuning of each policy on ``sft.data`` (a dialogue file, or
     ``self``: the model's own correct episodes, sampled from ``train_problems`` with ``engines``) before RL.
 
@@ -67,19 +81,21 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
         dialogues, stats = teacher_dialogues(_cold_start_questions(cfg, train_problems), cfg)
     elif s.data == "self":
         if correctness_fn is not None:
-            raise ConfigError("sft.data=self keeps episodes the task's grader accepts (math answers, judge "
-                              "verdicts), not a custom correctness function's; give sft.data a dialogue file instead")
+            raise ConfigError(
+                "sft.data=self keeps episodes the task's grader accepts (math answers, judge "
+                "verdicts), not a custom correctness function's; give sft.data a dialogue file instead"
+            )
         problems = _cold_start_questions(cfg, train_problems)
         with bars("cold start: sampling") as progress:
-            dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg,
-                                              on_progress=progress)
+            dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg, on_progress=progress)
         dialogues = [d for part in dist.gather(dialogues) for d in part]
         stats = {k: sum(st[k] for st in dist.gather(stats)) for k in stats}
         if not dialogues:
             raise RuntimeError(
                 f"cold start: none of the {int(stats['episodes'])} sampled episodes gave a dialogue "
                 f"({int(stats['with_correct_answer'])} had a correct answer); sample more (sft.questions, "
-                "sft.samples), use easier questions (data.train), or give sft.data a dialogue file")
+                "sft.samples), use easier questions (data.train), or give sft.data a dialogue file"
+            )
     else:
         dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
         stats = {"dialogues": float(len(dialogues))}
@@ -87,9 +103,15 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
         dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
     if dist.is_main:
         save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
-    console.print(f"cold start: {len(dialogues)} dialogues"
-                  + (f" from {int(stats['episodes'])} sampled episodes ({int(stats['with_correct_answer'])} "
-                     "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
+    console.print(
+        f"cold start: {len(dialogues)} dialogues"
+        + (
+            f" from {int(stats['episodes'])} sampled episodes ({int(stats['with_correct_answer'])} "
+            "with a correct answer)"
+            if "episodes" in stats
+            else f" from {s.data}"
+        )
+    )
     t1 = time.perf_counter()
     out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
     synced = []
@@ -99,22 +121,33 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
             continue
         params = [p for p in pol.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=cfg.train.weight_decay)
-        with bars(f"cold start: SFT ({pol.name})") as progress, \
-                update_heap(cfg.train.malloc_mmap_threshold_mb, device):
-            result = sft_train(pol.model, rows, optimizer, epochs=s.epochs, batch_dialogues=s.batch_dialogues,
-                               micro_batch_tokens=cfg.train.micro_batch_tokens,
-                               pad_id=pol.tokenizer.pad_token_id, device=device, bf16=bf16,
-                               grad_clip=cfg.train.grad_clip, seed=cfg.train.seed, strategy=strategy,
-                               on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
-                               should_stop=should_stop)
+        with bars(f"cold start: SFT ({pol.name})") as progress, update_heap(cfg.train.malloc_mmap_threshold_mb, device):
+            result = sft_train(
+                pol.model,
+                rows,
+                optimizer,
+                epochs=s.epochs,
+                batch_dialogues=s.batch_dialogues,
+                micro_batch_tokens=cfg.train.micro_batch_tokens,
+                pad_id=pol.tokenizer.pad_token_id,
+                device=device,
+                bf16=bf16,
+                grad_clip=cfg.train.grad_clip,
+                seed=cfg.train.seed,
+                strategy=strategy,
+                on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
+                should_stop=should_stop,
+            )
         del optimizer
         sync = sync_engine(pol)
         synced.append(pol)
         tag = "" if pol.name == "shared" else f"{pol.name}/"
         out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
         out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})
-        console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
-                      f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
+        console.print(
+            f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
+            f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps"
+        )
     out.update(resync_engines(policies, synced=synced))  # a policy without rows, asleep at level 2
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
@@ -133,13 +166,20 @@ def _cut_to_limits(dialogues: list[Dialogue], cfg: Config, prompts: PromptSet, t
     dialogues, fit = fit_dialogues(dialogues, cfg.rollout, prompts, tokenizer, over_limit="truncate")
     stats.update(fit)
     if not dialogues:
-        raise DialogueError(f"cold start: no dialogue of sft.data={cfg.sft.data} fits the rollout limits even cut "
-                            "(rollout.max_context_tokens, rollout.max_tokens_per_turn); raise them")
+        raise DialogueError(
+            f"cold start: no dialogue of sft.data={cfg.sft.data} fits the rollout limits even cut "
+            "(rollout.max_context_tokens, rollout.max_tokens_per_turn); raise them"
+        )
     return dialogues
 
 
-def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
-                   on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Dialogue], dict[str, float]]:
+def self_dialogues(
+    problems: Sequence,
+    engines: dict,
+    prompts: PromptSet,
+    cfg: Config,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Dialogue], dict[str, float]]:
     """Sample ``sft.samples`` episodes of each problem with the current model and keep the correct ones as
     cold-start dialogues; returns ``(dialogues, stats)`` (stats as in ``dialogues_from_episodes``). Correct is
     the verdict of ``rollout.task``'s grader (``rema.rewards.tasks``: the math verifier, for ``judge`` a last
@@ -152,13 +192,20 @@ def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: C
     def grade(responses: list[str], golds: list[str]) -> list[bool]:
         return [parts["correct"] >= 1.0 for _, parts, _ in get_task(r.task)(responses, golds, cfg.reward)]
 
-    return dialogues_from_episodes(episodes, grade, two_agents=prompts.mta is not None,
-                                   multi_turn=r.mode == "multi_turn", max_turns=r.max_turns,
-                                   max_per_question=s.max_per_question, task=r.task)
+    return dialogues_from_episodes(
+        episodes,
+        grade,
+        two_agents=prompts.mta is not None,
+        multi_turn=r.mode == "multi_turn",
+        max_turns=r.max_turns,
+        max_per_question=s.max_per_question,
+        task=r.task,
+    )
 
 
-def dialogue_rows(dialogues: Sequence[Dialogue], cfg: Config, prompts: PromptSet, tokenizer,
-                  roles: tuple[str, ...]) -> Rows:
+def dialogue_rows(
+    dialogues: Sequence[Dialogue], cfg: Config, prompts: PromptSet, tokenizer, roles: tuple[str, ...]
+) -> Rows:
     """Training rows of ``roles`` for every dialogue (``rows.episode_index`` = the dialogue's index)."""
     return build_rows([replay(d, cfg.rollout, prompts, tokenizer) for d in dialogues], roles)
 
@@ -205,7 +252,7 @@ def sft_train(
         for b in range(0, len(order), batch_dialogues):
             if should_stop():
                 return _summary(losses, step, per_epoch, tokens, t0, stopped=True)
-            mine = [i for d in order[b:b + batch_dialogues][rank::world] for i in by_dialogue[d]]
+            mine = [i for d in order[b : b + batch_dialogues][rank::world] for i in by_dialogue[d]]
             n_local = sum(sum(rows.mask[i]) for i in mine)
             n_tokens = n_local
             if strategy is not None:
@@ -218,8 +265,9 @@ def sft_train(
                 batch = collate(rows, [mine[j] for j in micro] if plan else [0], pad_id)
                 mask = batch["mask"].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logp, _ = token_logprobs(model, batch["input_ids"].to(device),
-                                             batch["attention_mask"].to(device), positions=mask)
+                    logp, _ = token_logprobs(
+                        model, batch["input_ids"].to(device), batch["attention_mask"].to(device), positions=mask
+                    )
                 loss = sft_nll(logp, mask, n_tokens) * (0.0 if padding else 1.0)
                 loss.backward()
                 if padding:
@@ -248,8 +296,11 @@ def sft_train(
 
 def _summary(losses: list[float], steps: int, per_epoch: int, tokens: int, t0: float, *, stopped: bool = False) -> dict:
     last_epoch = losses[-per_epoch:] if losses else []
-    return {"sft/loss_first": losses[0] if losses else float("nan"),
-            "sft/loss_last": losses[-1] if losses else float("nan"),
-            "sft/loss_last_epoch": sum(last_epoch) / len(last_epoch) if last_epoch else float("nan"),
-            "sft/steps": float(steps), "sft/stopped": float(stopped),
-            "sft/tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9)}
+    return {
+        "sft/loss_first": losses[0] if losses else float("nan"),
+        "sft/loss_last": losses[-1] if losses else float("nan"),
+        "sft/loss_last_epoch": sum(last_epoch) / len(last_epoch) if last_epoch else float("nan"),
+        "sft/steps": float(steps),
+        "sft/stopped": float(stopped),
+        "sft/tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
+    }

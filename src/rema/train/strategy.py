@@ -145,8 +145,9 @@ def launcher_overrides(env=None) -> list[str]:
     return out
 
 
-def make_strategy(name: str, dist: Dist, device: torch.device, *, bf16: bool = False,
-                  cpu_offload: bool = False) -> Strategy:
+def make_strategy(
+    name: str, dist: Dist, device: torch.device, *, bf16: bool = False, cpu_offload: bool = False
+) -> Strategy:
     """``train.strategy`` → a :class:`Strategy`; FSDP where a process group exists (several processes, or one
     that set up its own group, as ``bench/gpu_check.py`` does to run FSDP on one GPU)."""
     if name == "fsdp" and torch.distributed.is_initialized():
@@ -157,8 +158,9 @@ def make_strategy(name: str, dist: Dist, device: torch.device, *, bf16: bool = F
 def meta_copy(model):
     """A copy of ``model``'s modules whose parameters are on the meta device (no memory), frozen; buffers are
     copied. The skeleton :func:`sharded_copy` fills."""
-    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
-            for p in model.parameters()}
+    memo = {
+        id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False) for p in model.parameters()
+    }
     return copy.deepcopy(model, memo).eval().requires_grad_(False)
 
 
@@ -219,8 +221,10 @@ def load_shards(policies: dict, folder) -> None:
 
     saved = dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata
     # an agent frozen when the checkpoint was written (train.update_agents) has no optimizer state: it starts afresh
-    policies = {name: (model, optimizer if any(k.startswith(f"{name}.optimizer.") for k in saved) else None)
-                for name, (model, optimizer) in policies.items()}
+    policies = {
+        name: (model, optimizer if any(k.startswith(f"{name}.optimizer.") for k in saved) else None)
+        for name, (model, optimizer) in policies.items()
+    }
     state = _sharded_states(policies)
     dcp.load(state, checkpoint_id=str(folder))
     for name, (model, optimizer) in policies.items():
@@ -229,10 +233,17 @@ def load_shards(policies: dict, folder) -> None:
         if optimizer is None:
             result = set_model_state_dict(model, state[name]["model"], options=options)
         else:
-            result = set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
-                                    optim_state_dict=state[name]["optimizer"], options=options)
+            result = set_state_dict(
+                model,
+                optimizer,
+                model_state_dict=state[name]["model"],
+                optim_state_dict=state[name]["optimizer"],
+                options=options,
+            )
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         missing = [k for k in result.missing_keys if k in trainable]
         if missing or result.unexpected_keys:
-            raise RuntimeError(f"{folder} does not match the model: missing {missing[:3]}, "
-                               f"unexpected {list(result.unexpected_keys)[:3]}")
+            raise RuntimeError(
+                f"{folder} does not match the model: missing {missing[:3]}, "
+                f"unexpected {list(result.unexpected_keys)[:3]}"
+            )

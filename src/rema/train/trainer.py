@@ -71,8 +71,17 @@ class TrainingDiverged(RuntimeError):
 class Trainer:
     """Owns the models, optimizers, engines, data cursor and run directory of one training run."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False, console=None,
-                 correctness_fn=None, prompts=None, engine_factory=None):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        console=None,
+        correctness_fn=None,
+        prompts=None,
+        engine_factory=None,
+    ):
         """``cfg``'s ``auto`` engine is resolved here (a no-op for a command's config, resolved already:
         :func:`rema.runtime.resolved`), so ``config.yaml`` and ``meta.json`` name the engine that runs.
         ``engine_factory(model, tokenizer, seed) -> Engine`` replaces :func:`~rema.rollout.factory.make_engine`
@@ -90,8 +99,10 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.train.questions_per_step < self.dist.world:
-            raise ValueError(f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
-                             f"processes ({self.dist.world}): every rank needs at least one question")
+            raise ValueError(
+                f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
+                f"processes ({self.dist.world}): every rank needs at least one question"
+            )
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.nan_streak = 0
@@ -103,35 +114,58 @@ class Trainer:
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
         self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
-        self.forward = Forward(self.device, bf16=self.bf16, temperature=cfg.rollout.temperature,
-                               entropy_grad=cfg.algo.entropy_coef > 0, micro_batch_tokens=cfg.train.micro_batch_tokens,
-                               share_prefix=cfg.train.share_prefix)
+        self.forward = Forward(
+            self.device,
+            bf16=self.bf16,
+            temperature=cfg.rollout.temperature,
+            entropy_grad=cfg.algo.entropy_coef > 0,
+            micro_batch_tokens=cfg.train.micro_batch_tokens,
+            share_prefix=cfg.train.share_prefix,
+        )
         self.prompts = prompts or get_prompt_set(cfg.method_name)
         check_scoring(cfg, custom_correctness=correctness_fn is not None)  # before any model loads
         self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
         self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
         """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
-        self.strategy = make_strategy(cfg.train.strategy, self.dist, self.device, bf16=self.bf16,
-                                      cpu_offload=cfg.train.fsdp_cpu_offload)
-        self.policies: list[Policy] = build_policies(cfg, self.roles, self.device, bf16=self.bf16,
-                                                     rank=self.dist.rank, engine_factory=engine_factory,
-                                                     strategy=self.strategy)
+        self.strategy = make_strategy(
+            cfg.train.strategy, self.dist, self.device, bf16=self.bf16, cpu_offload=cfg.train.fsdp_cpu_offload
+        )
+        self.policies: list[Policy] = build_policies(
+            cfg,
+            self.roles,
+            self.device,
+            bf16=self.bf16,
+            rank=self.dist.rank,
+            engine_factory=engine_factory,
+            strategy=self.strategy,
+        )
         self._load_data()
         self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
         resume_step = self._resume_latest() if resume else None
         if not resume and self.dist.is_main:
             self._write_run_files()
-        self.logger = MetricsLogger(self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
-                                    name=cfg.log.name, config=cfg.to_dict(), resume_step=resume_step,
-                                    enabled=self.dist.is_main, keep_events=len(self.guard.events))
+        self.logger = MetricsLogger(
+            self.run_dir,
+            tensorboard=cfg.log.tensorboard,
+            wandb=cfg.log.wandb,
+            name=cfg.log.name,
+            config=cfg.to_dict(),
+            resume_step=resume_step,
+            enabled=self.dist.is_main,
+            keep_events=len(self.guard.events),
+        )
 
     def _load_data(self) -> None:
         """The training problems, the held-out sets and the sampler that draws each step's questions."""
         d = self.cfg.data
-        fields = dict(data_dir=d.data_dir, question_field=d.question_field, answer_field=d.answer_field, levels=d.levels)
+        fields = dict(
+            data_dir=d.data_dir, question_field=d.question_field, answer_field=d.answer_field, levels=d.levels
+        )
         self.train_problems = load_split(d.train, **fields)
-        self.eval_sets = {name: load_split(spec, **fields, limit=d.eval_limit)
-                          for name, spec in zip(dataset_names(d.eval_specs), d.eval_specs)}
+        self.eval_sets = {
+            name: load_split(spec, **fields, limit=d.eval_limit)
+            for name, spec in zip(dataset_names(d.eval_specs), d.eval_specs)
+        }
         """Held-out sets by name (:func:`~rema.data.benchmarks.dataset_names` of ``data.eval``), evaluated in turn."""
         self.eval_problems = [p for problems in self.eval_sets.values() for p in problems]
         self.sampler = ProblemSampler(self.train_problems, self.cfg.train.questions_per_step, seed=self.cfg.train.seed)
@@ -152,15 +186,24 @@ class Trainer:
         the engine) and ``data_split.json`` (the ids trained and evaluated on, and the specs that re-create them)."""
         cfg, d = self.cfg, self.cfg.data
         save_config(cfg, self.run_dir / "config.yaml")
-        meta = {"rema_version": __version__, "prompts": self.prompts.to_dict(), "argv": sys.argv,
-                "started": datetime.now().isoformat(timespec="seconds"), "device": str(self.device),
-                "models": {p.name: describe(p.model) for p in self.policies}, "engine": cfg.rollout.engine,
-                "engines": {p.name: type(p.engine).__name__ for p in self.policies},
-                "update_bf16_autocast": self.bf16, "strategy": self.strategy.name,
-                "processes": self.dist.world}
+        meta = {
+            "rema_version": __version__,
+            "prompts": self.prompts.to_dict(),
+            "argv": sys.argv,
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "device": str(self.device),
+            "models": {p.name: describe(p.model) for p in self.policies},
+            "engine": cfg.rollout.engine,
+            "engines": {p.name: type(p.engine).__name__ for p in self.policies},
+            "update_bf16_autocast": self.bf16,
+            "strategy": self.strategy.name,
+            "processes": self.dist.world,
+        }
         (self.run_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        evals = {"eval" if len(self.eval_sets) == 1 else f"eval/{name}": (spec, self.eval_sets[name])
-                 for name, spec in zip(self.eval_sets, d.eval_specs)}  # keyed as their metrics are
+        evals = {
+            "eval" if len(self.eval_sets) == 1 else f"eval/{name}": (spec, self.eval_sets[name])
+            for name, spec in zip(self.eval_sets, d.eval_specs)
+        }  # keyed as their metrics are
         split = split_record({"train": (d.train, self.train_problems), **evals})
         (self.run_dir / "data_split.json").write_text(json.dumps(split) + "\n")
 
@@ -195,8 +238,11 @@ class Trainer:
                     last = self.train_step()
                     self.step += 1
                     self.stop_requested = any(self.dist.gather(self.stop_requested))
-                    if cfg.train.eval_every and self.eval_problems and (
-                            self.step % cfg.train.eval_every == 0 or self.step == cfg.train.steps):
+                    if (
+                        cfg.train.eval_every
+                        and self.eval_problems
+                        and (self.step % cfg.train.eval_every == 0 or self.step == cfg.train.steps)
+                    ):
                         last.update(self._log_eval(self.step, log=False))
                     self.logger.log(self.step, last)
                     bar(self.step, cfg.train.steps, step_summary(last, self.roles))
@@ -204,8 +250,11 @@ class Trainer:
                         self.console.print(f"step {self.step}: {step_summary(last, self.roles)}")
                     if self._health(last):  # rolled back: the step counter went back to a healthy checkpoint
                         continue
-                    if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or self.step == end \
-                            or self.stop_requested:
+                    if (
+                        (cfg.train.save_every and self.step % cfg.train.save_every == 0)
+                        or self.step == end
+                        or self.stop_requested
+                    ):
                         self.save()
             if self.step >= cfg.train.steps:
                 self.export()
@@ -246,11 +295,23 @@ class Trainer:
 
     def cold_start(self) -> dict[str, float]:
         """The cold start (:func:`rema.train.sft.cold_start`) of this run's policies; returns ``sft/*`` metrics."""
-        return run_cold_start(self.cfg, self.policies, roles=self.roles, prompts=self.prompts,
-                              train_problems=self.train_problems, engines=self.engines, dist=self.dist,
-                              strategy=self.strategy, device=self.device, bf16=self.bf16, run_dir=self.run_dir,
-                              console=self.console, bars=self.progress,
-                              should_stop=lambda: self.stop_requested, correctness_fn=self.correctness_fn)
+        return run_cold_start(
+            self.cfg,
+            self.policies,
+            roles=self.roles,
+            prompts=self.prompts,
+            train_problems=self.train_problems,
+            engines=self.engines,
+            dist=self.dist,
+            strategy=self.strategy,
+            device=self.device,
+            bf16=self.bf16,
+            run_dir=self.run_dir,
+            console=self.console,
+            bars=self.progress,
+            should_stop=lambda: self.stop_requested,
+            correctness_fn=self.correctness_fn,
+        )
 
     def train_step(self) -> dict:
         """One RL step: rollout → rewards → advantages and update → weight sync; returns the step's metrics."""
@@ -259,11 +320,20 @@ class Trainer:
         with timer.phase("rollout"):
             episodes = rollout(problems, cfg.rollout, self.engines, self.prompts, first_episode_id=self.episode_counter)
         self.episode_counter += len(episodes)
-        local = {"perf/engine_rss_gb": children_rss_gb(),
-                 **{f"perf/{k}": v for k, v in release_memory(self.engines).items()}}  # KV pages back for the update
+        local = {
+            "perf/engine_rss_gb": children_rss_gb(),
+            **{f"perf/{k}": v for k, v in release_memory(self.engines).items()},
+        }  # KV pages back for the update
         with timer.phase("reward"):
-            local.update(score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
-                                        correctness_fn=self.correctness_fn))
+            local.update(
+                score_episodes(
+                    episodes,
+                    cfg.reward,
+                    task=cfg.rollout.task,
+                    mode=cfg.rollout.mode,
+                    correctness_fn=self.correctness_fn,
+                )
+            )
         local.update({f"train/{k}": v for k, v in episode_metrics(episodes).items()})
         active = active_policies(self.policies, self.step, switch_freq=cfg.train.switch_freq)
         for pol in active:
@@ -283,7 +353,7 @@ class Trainer:
         metrics["train/active_agent"] = -1.0 if cfg.train.shared_weights else float(active[0].name == "ra")
         metrics.update({f"train/updated/{r}": float(r in updated) for r in self.roles})  # 1: its rows were trained
         if cfg.train.sample_every and (self.step + 1) % cfg.train.sample_every == 0:
-            self.logger.samples(self.step + 1, "train", episodes[:cfg.train.samples_to_log])
+            self.logger.samples(self.step + 1, "train", episodes[: cfg.train.samples_to_log])
         return metrics
 
     def update(self, pol: Policy, episodes: list) -> dict[str, float]:
@@ -293,9 +363,19 @@ class Trainer:
         if not len(rows):
             return {}
         with update_heap(self.cfg.train.malloc_mmap_threshold_mb, self.device):  # freed memory goes back to the OS
-            out = update_policy(pol.model, pol.optimizer, rows, algo=self.cfg.algo, train=self.cfg.train,
-                                fwd=self.forward, pad_id=pol.tokenizer.pad_token_id, step=self.step, ref=pol.ref,
-                                strategy=self.strategy, agents=self.updated_roles)
+            out = update_policy(
+                pol.model,
+                pol.optimizer,
+                rows,
+                algo=self.cfg.algo,
+                train=self.cfg.train,
+                fwd=self.forward,
+                pad_id=pol.tokenizer.pad_token_id,
+                step=self.step,
+                ref=pol.ref,
+                strategy=self.strategy,
+                agents=self.updated_roles,
+            )
         local, whole = local_elements(pol.model)
         out["dist/param_shard_frac"] = local / whole  # 1 replicated; ~1/N sharded over N processes
         skipped, taken = out["stats/skipped_updates"], out["stats/optimizer_steps"]
@@ -305,7 +385,8 @@ class Trainer:
         if self.nan_streak >= self.cfg.train.nan_patience:
             raise TrainingDiverged(
                 f"{self.nan_streak} steps in a row had a non-finite loss or gradient; lower train.lr, set "
-                f"train.grad_clip, or check the data; last good checkpoint: {latest_checkpoint(self.ckpt_root)}")
+                f"train.grad_clip, or check the data; last good checkpoint: {latest_checkpoint(self.ckpt_root)}"
+            )
         return out
 
     def _reduce(self, local: dict, episodes: list, *, rollout_s: float) -> dict:
@@ -326,43 +407,64 @@ class Trainer:
         Samples go to ``samples.jsonl`` under the split ``<prefix>`` (one set) or ``<prefix>/<set>``."""
         per_set = {}
         for name, problems in self.eval_sets.items():
-            metrics, episodes = run_eval(self.dist.shard(problems), self.engines, self.cfg,
-                                         prompts=self.prompts, correctness_fn=self.correctness_fn)
+            metrics, episodes = run_eval(
+                self.dist.shard(problems),
+                self.engines,
+                self.cfg,
+                prompts=self.prompts,
+                correctness_fn=self.correctness_fn,
+            )
             release_freed_memory()
             per_set[name] = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
             split = prefix if len(self.eval_sets) == 1 else f"{prefix}/{name}"
-            self.logger.samples(step, split, episodes[:self.cfg.train.samples_to_log])
+            self.logger.samples(step, split, episodes[: self.cfg.train.samples_to_log])
         out = eval_record(per_set, prefix)
         if log:
             self.logger.log(step, out)
         what = "before the cold start" if prefix == "base_eval" else f"@ step {step}"
         if len(per_set) == 1:
             (metrics,) = per_set.values()
-            self.console.print(f"eval {what}: acc {metrics.get('acc', 0):.3f}  " + "  ".join(
-                f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_")))
+            self.console.print(
+                f"eval {what}: acc {metrics.get('acc', 0):.3f}  "
+                + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_"))
+            )
         else:
-            self.console.print(f"eval {what}: average acc {out.get(f'{prefix}/avg/acc', 0):.3f}  " + "  ".join(
-                f"{name} {m.get('acc', 0):.3f}" for name, m in per_set.items()))
+            self.console.print(
+                f"eval {what}: average acc {out.get(f'{prefix}/avg/acc', 0):.3f}  "
+                + "  ".join(f"{name} {m.get('acc', 0):.3f}" for name, m in per_set.items())
+            )
         return out
 
     def state_dict(self) -> dict:
         """What a resumed run needs besides sharded weights (those go through :meth:`save`'s shard files)."""
         policies = {}
         for p in self.policies:
-            policies[p.name] = {"scheduler": p.scheduler.state_dict() if p.scheduler else None,  # None: frozen
-                                "engine": self.dist.gather(p.engine.state_dict())}  # one per rank
+            policies[p.name] = {
+                "scheduler": p.scheduler.state_dict() if p.scheduler else None,  # None: frozen
+                "engine": self.dist.gather(p.engine.state_dict()),
+            }  # one per rank
             if not self.strategy.sharded:
-                policies[p.name].update(model=trainable_state(p.model),
-                                        optimizer=p.optimizer.state_dict() if p.optimizer else None)
-        return {"step": self.step, "nan_streak": self.nan_streak, "episode_counter": self.episode_counter,
-                "sampler": self.sampler.state_dict(), "rng": rng_state(), "strategy": self.strategy.name,
-                "policies": policies, "health": self.guard.state_dict()}
+                policies[p.name].update(
+                    model=trainable_state(p.model), optimizer=p.optimizer.state_dict() if p.optimizer else None
+                )
+        return {
+            "step": self.step,
+            "nan_streak": self.nan_streak,
+            "episode_counter": self.episode_counter,
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_state(),
+            "strategy": self.strategy.name,
+            "policies": policies,
+            "health": self.guard.state_dict(),
+        }
 
     def _restore(self, state: dict, path: Path) -> None:
         written = state.get("strategy", "ddp")
         if written != self.strategy.name:
-            raise RuntimeError(f"{path} was written with train.strategy={written}; resume with the same strategy "
-                               f"and number of processes")
+            raise RuntimeError(
+                f"{path} was written with train.strategy={written}; resume with the same strategy "
+                f"and number of processes"
+            )
         self.step, self.nan_streak = state["step"], state["nan_streak"]
         self.episode_counter = state["episode_counter"]
         self.started = True
@@ -403,8 +505,15 @@ class Trainer:
             mark = {HEALTH_FILE: mark_text(self.guard.mark(self.step))} if guarded else None
             can = self.guard.can_roll_back
             spare = needed_for_rollback(self.ckpt_root, self.step, self.guard) if can else ()
-            path = save_checkpoint(self.ckpt_root, self.step, state, keep=self.cfg.train.keep_checkpoints,
-                                   partial=partial, files=mark, spare=spare)
+            path = save_checkpoint(
+                self.ckpt_root,
+                self.step,
+                state,
+                keep=self.cfg.train.keep_checkpoints,
+                partial=partial,
+                files=mark,
+                spare=spare,
+            )
             self.console.print(f"checkpoint: {path}")
         self.dist.barrier()
         return path
@@ -433,13 +542,18 @@ class Trainer:
         self.logger.log(verdict.step, self.guard.event(verdict, "stop"))
         self.save()
         h = self.cfg.train.health
-        why = ("train.health.action=stop" if h.action == "stop" else
-               f"after {self.guard.rollbacks} rollback(s), train.health.max_rollbacks={h.max_rollbacks}"
-               if self.guard.rollbacks >= h.max_rollbacks else
-               f"no healthy checkpoint before step {self.guard.rollback_before(verdict)} to roll back to")
-        raise RunUnhealthy(f"health check {verdict.checks} fired at step {verdict.step}: {verdict.message}; the run "
-                           f"stopped ({why}); its best healthy checkpoint: rema eval --run {self.run_dir} "
-                           "--checkpoint best")
+        why = (
+            "train.health.action=stop"
+            if h.action == "stop"
+            else f"after {self.guard.rollbacks} rollback(s), train.health.max_rollbacks={h.max_rollbacks}"
+            if self.guard.rollbacks >= h.max_rollbacks
+            else f"no healthy checkpoint before step {self.guard.rollback_before(verdict)} to roll back to"
+        )
+        raise RunUnhealthy(
+            f"health check {verdict.checks} fired at step {verdict.step}: {verdict.message}; the run "
+            f"stopped ({why}); its best healthy checkpoint: rema eval --run {self.run_dir} "
+            "--checkpoint best"
+        )
 
     def _rollback(self, verdict: Verdict, target: Path) -> None:
         """Go back to checkpoint ``target`` (weights, optimizer, data cursor, RNG states) with the learning rate
@@ -461,11 +575,14 @@ class Trainer:
             drop_checkpoints_after(self.ckpt_root, self.step)
             self.logger.rewind(self.step, self.guard.rollbacks)
         self.dist.barrier()
-        self.logger.log(verdict.step, self.guard.event(verdict, "rollback", to_step=self.step,
-                                                       lr_scale=self.guard.lr_scale))
-        self.console.print(f"[red]health: step {verdict.step}: {verdict.message} -> rollback "
-                           f"{self.guard.rollbacks}/{cfg.health.max_rollbacks} to {target.name}, learning rate "
-                           f"x{self.guard.lr_scale:g}")
+        self.logger.log(
+            verdict.step, self.guard.event(verdict, "rollback", to_step=self.step, lr_scale=self.guard.lr_scale)
+        )
+        self.console.print(
+            f"[red]health: step {verdict.step}: {verdict.message} -> rollback "
+            f"{self.guard.rollbacks}/{cfg.health.max_rollbacks} to {target.name}, learning rate "
+            f"x{self.guard.lr_scale:g}"
+        )
         self.save()
 
     def export(self) -> Path:
@@ -474,8 +591,7 @@ class Trainer:
         root = self.run_dir / "final"
         release_memory(self.engines)  # the engines' KV pages are not needed while the weights are written
         for p in self.policies:
-            export_model(p.model, p.tokenizer, root if p.name == "shared" else root / p.name,
-                         write=self.dist.is_main)
+            export_model(p.model, p.tokenizer, root if p.name == "shared" else root / p.name, write=self.dist.is_main)
         self.dist.barrier()
         return root
 
@@ -499,17 +615,25 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_requested = True
         what = "Ctrl-C" if signum in (None, signal.SIGINT) else f"signal {signal.Signals(signum).name}"
-        self.console.print(f"[yellow]{what}: finishing this step, then saving a checkpoint "
-                           "(Ctrl-C again aborts without saving)[/yellow]")
+        self.console.print(
+            f"[yellow]{what}: finishing this step, then saving a checkpoint "
+            "(Ctrl-C again aborts without saving)[/yellow]"
+        )
 
     @contextmanager
     def progress(self, label: str, *, total: int | None = None, completed: int = 0):
         """A progress bar (rank 0, ``log.progress``) yielding ``update(done, total, text="")``."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      TextColumn("{task.description}"), console=self.console,
-                      disable=not (self.cfg.log.progress and self.dist.is_main)) as p:
+        with Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            disable=not (self.cfg.log.progress and self.dist.is_main),
+        ) as p:
             task = p.add_task("", total=total, completed=completed)
             yield lambda done, total, text="": p.update(task, completed=done, total=total, description=text)
 

@@ -64,11 +64,21 @@ class Forward:
     def logp(self, model, batch: dict, *, with_entropy: bool = False):
         """``(logp (B, T), entropy (B, T) or None)`` of the batch's tokens under ``model``."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            pack = ({k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch["pack"].items()}
-                    if "pack" in batch else None)
-            return token_logprobs(model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                                  positions=batch["mask"].to(self.device), pack=pack, temperature=self.temperature,
-                                  with_entropy=with_entropy, entropy_grad=self.entropy_grad)
+            pack = (
+                {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch["pack"].items()}
+                if "pack" in batch
+                else None
+            )
+            return token_logprobs(
+                model,
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+                positions=batch["mask"].to(self.device),
+                pack=pack,
+                temperature=self.temperature,
+                with_entropy=with_entropy,
+                entropy_grad=self.entropy_grad,
+            )
 
     def micro_batches(self, model, rows: Rows, index: list[int], pad_id: int):
         """``(row indices, batch)`` per micro-batch of ``index``'s rows, packed around shared prefixes where
@@ -77,14 +87,16 @@ class Forward:
         share = self.share_prefix and impl in ("sdpa", "eager", PACKED_ATTENTION)
         # per-segment attention costs what the unpacked rows' would: a pack always pays, up to the budget
         ratio = math.inf if impl == PACKED_ATTENTION else linear_per_attention(model)
-        for units in plan_micro_batches(rows, index, self.micro_batch_tokens, share_prefix=share,
-                                        linear_per_attention=ratio):
+        for units in plan_micro_batches(
+            rows, index, self.micro_batch_tokens, share_prefix=share, linear_per_attention=ratio
+        ):
             idx = [i for u in units for i in u]
             yield idx, collate(rows, idx, pad_id, units=units, attn_impl=impl)
 
     @torch.no_grad()
-    def per_row(self, fn, model, rows: Rows, pad_id: int, strategy: Strategy | None = None,
-                index: list[int] | None = None) -> torch.Tensor:
+    def per_row(
+        self, fn, model, rows: Rows, pad_id: int, strategy: Strategy | None = None, index: list[int] | None = None
+    ) -> torch.Tensor:
         """``fn(batch) -> (B, T)`` over the micro-batches of ``index``'s rows (None: all), scattered into an
         ``(N, T_max)`` tensor, 0 on other rows (a sharded model runs as many forwards as the busiest process, the
         extra ones discarded)."""
@@ -94,7 +106,7 @@ class Forward:
             idx, b = plan[min(r, len(plan) - 1)] if plan else next(self.micro_batches(model, rows, [0], pad_id))
             result = fn(b)
             if r < len(plan):
-                out[idx, :b["input_ids"].shape[1]] = result.float().cpu()
+                out[idx, : b["input_ids"].shape[1]] = result.float().cpu()
         return out
 
     @torch.no_grad()
@@ -149,9 +161,20 @@ class _Batch:
         return self.strategy.rounds(n) if self.strategy is not None else n
 
 
-def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: AlgoConfig, train: TrainConfig,
-                  fwd: Forward, pad_id: int, step: int, ref=None, strategy: Strategy | None = None,
-                  agents: tuple[str, ...] | None = None) -> dict[str, float]:
+def update_policy(
+    model,
+    optimizer: torch.optim.Optimizer,
+    rows: Rows,
+    *,
+    algo: AlgoConfig,
+    train: TrainConfig,
+    fwd: Forward,
+    pad_id: int,
+    step: int,
+    ref=None,
+    strategy: Strategy | None = None,
+    agents: tuple[str, ...] | None = None,
+) -> dict[str, float]:
     """Advantages for ``rows`` (scored, one agent's view of one episode each), then ``train.ppo_epochs`` ×
     ``train.mini_batches`` optimizer steps of the policy loss. Returns the update's metrics (``loss/*``,
     ``stats/*``, ``adv/*``, ``check/*``); ``stats/optimizer_steps`` and ``stats/skipped_updates`` count the
@@ -161,11 +184,23 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
     (note 6). ``train/rows`` counts the rows in the loss."""
     n = len(rows)
     trained = [i for i in range(n) if agents is None or rows.agent[i] in agents]  # rows in the loss
-    batch = _Batch(model, rows, algo, fwd, pad_id, ref, strategy, full_mask=pad(rows.mask, 0, torch.float32),
-                   full_turns=pad(rows.turn_ids, -1, torch.long))
+    batch = _Batch(
+        model,
+        rows,
+        algo,
+        fwd,
+        pad_id,
+        ref,
+        strategy,
+        full_mask=pad(rows.mask, 0, torch.float32),
+        full_turns=pad(rows.turn_ids, -1, torch.long),
+    )
     batch.adv, adv_stats = _advantages(batch)
-    source = "sampler" if not train.recompute_old_logp else (
-        "same_forward" if train.ppo_epochs == 1 and train.mini_batches == 1 else "recomputed")
+    source = (
+        "sampler"
+        if not train.recompute_old_logp
+        else ("same_forward" if train.ppo_epochs == 1 and train.mini_batches == 1 else "recomputed")
+    )
     batch.old_full = _old_logp(batch, source, index=trained if len(trained) < n else None)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(train.seed * 1_000_003 + step)
@@ -177,13 +212,14 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
     for _ in range(train.ppo_epochs):
         perm = [trained[i] for i in torch.randperm(len(trained), generator=gen).tolist()]
         for chunk in range(train.mini_batches):
-            mb = perm[chunk * len(perm) // train.mini_batches:(chunk + 1) * len(perm) // train.mini_batches]
+            mb = perm[chunk * len(perm) // train.mini_batches : (chunk + 1) * len(perm) // train.mini_batches]
             if not mb and not together:
                 continue
             finite = _accumulate_gradients(batch, mb, tally, trim=trim)
             _optimizer_step(batch, optimizer, params, finite, tally, grad_clip=train.grad_clip)
-    return _metrics(tally, adv_stats, source, fwd, elapsed=time.perf_counter() - t_start,
-                    rows_in_loss=batch.sum_value(len(trained)))
+    return _metrics(
+        tally, adv_stats, source, fwd, elapsed=time.perf_counter() - t_start, rows_in_loss=batch.sum_value(len(trained))
+    )
 
 
 def _advantages(b: _Batch) -> tuple[torch.Tensor, dict]:
@@ -197,9 +233,17 @@ def _advantages(b: _Batch) -> tuple[torch.Tensor, dict]:
         kl_tok = kl_k1(cur, ref_full, b.full_mask)
     estimator = get_advantage_estimator(algo.advantage)
     together = b.strategy is not None and b.strategy.dist.enabled
-    return estimator(torch.tensor(b.rows.reward, dtype=torch.float32), group_ids(b.rows), b.full_mask, b.full_turns,
-                     eps=algo.adv_eps, gamma=algo.gamma, kl=kl_tok, kl_coef=algo.kl_coef if kl_tok is not None else 0.0,
-                     all_reduce=b.strategy.sum_ if together else None)
+    return estimator(
+        torch.tensor(b.rows.reward, dtype=torch.float32),
+        group_ids(b.rows),
+        b.full_mask,
+        b.full_turns,
+        eps=algo.adv_eps,
+        gamma=algo.gamma,
+        kl=kl_tok,
+        kl_coef=algo.kl_coef if kl_tok is not None else 0.0,
+        all_reduce=b.strategy.sum_ if together else None,
+    )
 
 
 def _old_logp(b: _Batch, source: str, index: list[int] | None) -> torch.Tensor | None:
@@ -249,10 +293,20 @@ def _micro_batch_loss(b: _Batch, idx: list[int], x: dict, tally: _Tally) -> tupl
     mask, turns = x["mask"].to(device), x["turn_ids"].to(device)
     logp, entropy = fwd.logp(b.model, x, with_entropy=True)
     old = logp.detach() if b.old_full is None else b.old_full[idx, :width].to(device)
-    loss, st = policy_loss(logp, old, b.adv[idx, :width].to(device), mask, turns,
-                           ratio_level=algo.ratio_level, ratio_mean=algo.ratio_mean, agg=algo.agg,
-                           clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
-                           dual_clip=algo.dual_clip, log_ratio_clamp=algo.log_ratio_clamp)
+    loss, st = policy_loss(
+        logp,
+        old,
+        b.adv[idx, :width].to(device),
+        mask,
+        turns,
+        ratio_level=algo.ratio_level,
+        ratio_mean=algo.ratio_mean,
+        agg=algo.agg,
+        clip_eps=algo.clip_eps,
+        clip_eps_high=algo.clip_eps_high,
+        dual_clip=algo.dual_clip,
+        log_ratio_clamp=algo.log_ratio_clamp,
+    )
     st = {f"stats/{k}": float(v) for k, v in st.items() if not k.startswith("num_")}
     st["loss/policy"] = float(loss.detach())
     ent = aggregate(entropy, mask, algo.agg, turns)
@@ -269,8 +323,9 @@ def _micro_batch_loss(b: _Batch, idx: list[int], x: dict, tally: _Tally) -> tupl
     return loss, st
 
 
-def _optimizer_step(b: _Batch, optimizer, params: list[torch.Tensor], finite: bool, tally: _Tally, *,
-                    grad_clip: float) -> None:
+def _optimizer_step(
+    b: _Batch, optimizer, params: list[torch.Tensor], finite: bool, tally: _Tally, *, grad_clip: float
+) -> None:
     """Finish the mini-batch's gradients over processes, clip them, and step unless any process saw a
     non-finite loss or the norm is not finite (note 5); gradients are then dropped."""
     strategy = b.strategy
@@ -280,8 +335,11 @@ def _optimizer_step(b: _Batch, optimizer, params: list[torch.Tensor], finite: bo
     if strategy is not None:
         strategy.reduce_grads_(params)
     finite = b.sum_value(float(not finite)) == 0
-    grad_norm = strategy.clip_grad_norm_(params, grad_clip) if strategy is not None else (
-        float(torch.nn.utils.clip_grad_norm_(params, grad_clip)) if params else 0.0)
+    grad_norm = (
+        strategy.clip_grad_norm_(params, grad_clip)
+        if strategy is not None
+        else (float(torch.nn.utils.clip_grad_norm_(params, grad_clip)) if params else 0.0)
+    )
     if finite and math.isfinite(grad_norm):
         optimizer.step()
         tally.optimizer_steps += 1
@@ -291,18 +349,22 @@ def _optimizer_step(b: _Batch, optimizer, params: list[torch.Tensor], finite: bo
     optimizer.zero_grad(set_to_none=True)
 
 
-def _metrics(tally: _Tally, adv_stats: dict, source: str, fwd: Forward, *, elapsed: float,
-             rows_in_loss: float) -> dict[str, float]:
+def _metrics(
+    tally: _Tally, adv_stats: dict, source: str, fwd: Forward, *, elapsed: float, rows_in_loss: float
+) -> dict[str, float]:
     """The update's metrics from what it accumulated."""
     out = {k: tally.sums[k] / tally.weights[k] for k in tally.sums if tally.weights[k] > 0}
     out.update({f"adv/{k}": float(v) for k, v in adv_stats.items()})
-    out.update({
-        "stats/grad_norm": sum(tally.grad_norms) / len(tally.grad_norms) if tally.grad_norms else float("nan"),
-        "stats/optimizer_steps": float(tally.optimizer_steps), "stats/skipped_updates": float(tally.skipped),
-        "check/old_logp_source": float(OLD_LOGP_SOURCES[source]),
-        "check/update_bf16": float(fwd.bf16),
-        "check/sampler_logp_abs_diff": tally.first_diff if tally.first_diff is not None else float("nan"),
-        "perf/update_tokens_per_s": tally.tokens / max(elapsed, 1e-9),
-        "train/rows": rows_in_loss,  # global count
-    })
+    out.update(
+        {
+            "stats/grad_norm": sum(tally.grad_norms) / len(tally.grad_norms) if tally.grad_norms else float("nan"),
+            "stats/optimizer_steps": float(tally.optimizer_steps),
+            "stats/skipped_updates": float(tally.skipped),
+            "check/old_logp_source": float(OLD_LOGP_SOURCES[source]),
+            "check/update_bf16": float(fwd.bf16),
+            "check/sampler_logp_abs_diff": tally.first_diff if tally.first_diff is not None else float("nan"),
+            "perf/update_tokens_per_s": tally.tokens / max(elapsed, 1e-9),
+            "train/rows": rows_in_loss,  # global count
+        }
+    )
     return out
