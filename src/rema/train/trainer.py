@@ -236,6 +236,7 @@ class Trainer:
             record.update(self._log_eval(0, log=False))
         if record:
             self.logger.log(0, record)
+        self.guard.observe(0, record)  # the starting held-out accuracy is the first baseline of eval_cliff
         self.started = True
         if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0):  # a rollback can go back to the start
             self.save()
