@@ -200,12 +200,13 @@ def test_the_cli_exits_4_naming_the_check(tmp_path, monkeypatch, capsys):
     assert "health check format fired at step 5" in capsys.readouterr().err
 
 
-def test_every_rank_takes_rank_0s_decision(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_every_rank_takes_rank_0s_decision(tmp_path, strategy):
     """Two gloo processes; rank 1's guard never sees the check fire, yet it rolls back with rank 0 (the verdict
-    is rank 0's, broadcast), and both end the run together."""
+    is rank 0's, broadcast), and both end the run together; under FSDP from the sharded checkpoint."""
     out = tmp_path / "rank"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29600 + os.getpid() % 1000), str(HELPERS / "guard_ddp.py"), str(out), str(tmp_path / "run")]
+           str(29600 + os.getpid() % 1000), str(HELPERS / "guard_ddp.py"), str(out), str(tmp_path / "run"), strategy]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "REMA_ENGINE": "hf"}, timeout=600)
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
     assert ranks[0] == {"step": 6, "rollbacks": 1, "events": 1, "lr": 5e-3}
