@@ -192,6 +192,7 @@ def test_distill_keeps_checked_dialogues_records_rejects_retries_and_resumes(tmp
     dialogues = load_dialogues(out, two_agents=True, multi_turn=True, max_turns=4)
     assert [d.turns for d in dialogues] == [parse_reply(GOOD)] * 3
     code = main(["sft", "model.name=tiny-random", f"sft.data={out}", "rollout.max_turns=4", "sft.epochs=1",
+                 "rollout.max_context_tokens=8192",  # 4 rounds of 512-token messages
                  "data.eval=null", "data.train=synthetic:levels=1:n=5:seed=0:word=0", f"log.run_dir={tmp_path / 'run'}",
                  "log.tensorboard=false", "log.progress=false"])
     assert code == 0 and len((tmp_path / "run" / "cold_start_dialogues.jsonl").read_text().splitlines()) == 3

@@ -129,6 +129,20 @@ def test_fsdp_two_processes_train_like_one_resume_exactly_and_export(tmp_path):
 
 
 
+def test_fsdp_kl_reference_is_sharded_before_it_has_memory(tmp_path):
+    """Full fine-tuning with a KL term under FSDP: the reference is built as a weightless (meta) copy, sharded
+    like the model, and filled shard by shard: no process ever holds a whole copy; it equals the model it
+    copies (the first step's KL term is 0) and each process holds half of it."""
+    out = tmp_path / "ref.pt"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(29650 + os.getpid() % 1000), str(HELPERS / "fsdp_reference.py"), str(out), str(tmp_path / "run")],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    got = torch.load(out)
+    assert got["seen"] == [["cpu"], ["meta"]]  # the model, then the reference's skeleton
+    assert got["equal"] and got["frac"] == pytest.approx(0.5, abs=0.01)
+    assert abs(got["kl"]) < 1e-6
+
+
 def test_fsdp_lora_resumes_exactly_from_adapter_shards(tmp_path):
     """LoRA under FSDP: the sharded checkpoint holds the adapters and their optimizer state only (the frozen base
     comes from the model again), and a resumed run repeats the uninterrupted one."""

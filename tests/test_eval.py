@@ -396,7 +396,7 @@ def test_every_eval_flag_is_its_config_key(tmp_path):
     save_config(Config(), run / "config.yaml")
     pairs = [  # (flags, the overrides they stand for)
         (["--model", "m1"], ["model.name=m1"]), (["--mta-model", "m1"], ["model.name=m1"]),
-        (["--ra-model", "m2"], ["model.ra_name=m2"]), (["--label", "L"], ["eval.label=L"]),
+        (["--ra-model", "m2"], ["model.ra_name=m2", "train.shared_weights=false"]), (["--label", "L"], ["eval.label=L"]),
         (["--run", str(run), "--checkpoint", "step_1"], [f"eval.run={run}", "eval.checkpoint=step_1"]),
         (["--bench", "gsm8k", "math500:levels=1,2"], ['eval.benches=[gsm8k, "math500:levels=1,2"]']),
         (["--data-dir", "d"], ["data.data_dir=d"]), (["--limit", "3"], ["eval.limit=3"]),

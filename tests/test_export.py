@@ -94,7 +94,7 @@ def test_a_missing_step_lists_the_available_ones(tmp_path, capsys):
     assert "no checkpoint of step 1; it has: step_000002, step_000003, final" in capsys.readouterr().err
     for bad in ("step_1", "first"):
         assert main(["eval", "--run", str(tr.run_dir), "--checkpoint", bad, "--bench", BENCH]) == 2
-        assert "step_000002, step_000003, final" in capsys.readouterr().out
+        assert "step_000002, step_000003, final" in capsys.readouterr().err  # rema's one-line errors: stderr
 
 
 def test_fsdp_shards_export_without_a_process_group(tmp_path):

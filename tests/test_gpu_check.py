@@ -1,5 +1,6 @@
 """bench/gpu_check.py: its FLOP and plan bookkeeping by hand, and its CPU smoke mode end to end (rema's
-trainer under FSDP on a process group of one, the tiny shape, two RL steps; ~15 s on 2 cores)."""
+trainer under FSDP on a process group of one, the tiny shape, two RL steps; then separate weights, a resumed
+run and the export; vLLM's sleep and the two-process run skipped, with their reasons; ~1 min on 2 cores)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,13 @@ def test_cpu_smoke_run_reports_every_figure() -> None:
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     assert all(d["bench"] == "gpu_check" for d in lines)
     parts = [d["part"] for d in lines]
-    assert parts == ["device", "setup", "step", "step", "summary", "memory", "memory", "plan", "checks", "done"]
+    assert parts == ["device", "setup", "step", "step", "summary", "memory", "memory", "plan", "checks",
+                     "path", "path", "path", "skip", "skip", "done"]
+    paths = {d["path"]: d for d in lines if d["part"] in ("path", "skip")}
+    assert paths["separate"]["ok"] and paths["separate"]["updated"] == [[1.0, 0.0], [0.0, 1.0]]
+    assert paths["resume"]["ok"] and paths["resume"]["resumed_at_step"] == 1 and paths["resume"]["exact"]
+    assert paths["export"]["ok"] and paths["export"]["max_abs_diff"] == 0.0
+    assert "no sleep mode on CPU" in paths["vllm_sleep"]["reason"] and paths["two_procs"]["reason"] == "needs 2 GPUs"
     by = {d["part"]: d for d in lines}
     assert by["setup"]["strategy"] == "fsdp" and by["setup"]["master_dtypes"] == ["torch.float32"]
     steps = [d for d in lines if d["part"] == "step"]

@@ -4,6 +4,7 @@ parameter counts against real models, and the CPU predictions against measured p
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -222,3 +223,74 @@ def test_cpu_predictions_match_measured_peaks(key):
     cfg = load_config("configs/demo.yaml", ["rollout.engine=hf", "sft.cold_start=false", f"model.name={name}", *extra])
     p = plan(model_shape(model_config(name), name), setup_from_config(cfg, gpus=procs, native_bf16_cpu=True))
     assert p.peak_gib == pytest.approx(MEASURED_PEAK_GIB[key], rel=0.20)
+
+
+BIG = ModelShape(name="8b-like", hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, head_dim=128,
+                 vocab=128256, tied=False, params=8_030_261_248, embedding=525_336_576, head=525_336_576,
+                 layer_params=218_112_000, lora_params_per_rank=20_971_520)
+
+
+def test_vllm_takes_its_share_of_the_reported_total_and_must_start():
+    """A GPU sold as 80 GB reports 79.19 GiB, and vLLM's share is of that; each engine must find its share free
+    when it starts (vLLM's request_memory), given what the trainer already holds."""
+    cfg = load_config(None, ["rollout.engine=vllm", "model.name=meta-llama/Llama-3.1-8B-Instruct"])
+    s = setup_from_config(cfg, gpus=8, gpu_mem_gib=80)
+    assert s.device_gib == 79.19 and setup_from_config(cfg, gpus=8, gpu_mem_gib=75.5).device_gib == 75.5
+    ddp = plan(BIG, replace(s, engine="vllm"))  # full fp32 masters (30 GiB) + runtime leave 48 GiB: 0.5 starts
+    lines = {x.component: x.gib for x in ddp.lines}
+    assert lines["vLLM weights"] + lines["vLLM KV cache + workspace"] == pytest.approx(0.5 * 79.19)
+    assert ddp.problems == []
+    greedy = plan(BIG, replace(s, vllm_gpu_memory_utilization=0.7))  # 55.4 GiB asked, 48.2 free
+    assert len(greedy.problems) == 1 and "would not start" in greedy.problems[0] and greedy.works is False
+
+
+def test_two_engines_split_the_share_and_one_sleeps():
+    """Separate weights: two engines whose shares add up to vllm_gpu_memory_utilization; under DDP the trainer's
+    two fp32 models leave too little for even the first (named), under FSDP both start; with vllm_sleep one
+    engine per process sleeps and, woken for the sync, counts there."""
+    s = Setup(processes=8, device="cuda", device_gib=79.19, engine="vllm", models=2, bf16=True, model_dtype_bytes=2,
+              checkpoint_share=1.0, vllm_max_model_len=4096)
+    ddp = plan(BIG, s)
+    assert [p.split(" would")[0] for p in ddp.problems] == ["vLLM engine 1 of 2"]
+    fsdp = plan(BIG, replace(s, strategy="fsdp"))
+    assert fsdp.problems == [] and any("split rollout.vllm_gpu_memory_utilization" in n for n in fsdp.notes)
+    lines = {x.component: x for x in fsdp.lines}
+    assert lines["vLLM weights"].gib == pytest.approx(2 * BIG.params * 2 / GIB)
+    assert lines["vLLM weights"].gib + lines["vLLM KV cache + workspace"].gib == pytest.approx(0.5 * 79.19)
+    asleep = plan(BIG, replace(s, strategy="fsdp", vllm_sleep=1))
+    sleeping = {x.component: x for x in asleep.lines}["vLLM weights (the sleeping engine)"]
+    assert sleeping.phases == ("rollout", "sync") and sleeping.gib == pytest.approx(BIG.params * 2 / GIB)
+    assert {x.component: x for x in asleep.lines}["vLLM weights (the awake engine)"].phases == ()
+    assert asleep.peak_phase == "sync"  # the engine is awake again, and the largest weight is being gathered
+    assert any("one engine per process" in n for n in asleep.notes)
+    two = plan(BIG, replace(s, strategy="fsdp", vllm_sleep=2, optimizers=1))
+    assert any("syncs it again each step" in n for n in two.notes)
+
+
+def test_the_kv_cache_floor_and_a_given_kv_cache():
+    """What the share leaves after weights and workspace must hold one max_model_len sequence, else the plan
+    names vLLM's error; rollout.vllm_kv_cache_gib replaces what the share leaves."""
+    s = Setup(processes=8, strategy="fsdp", device="cuda", device_gib=79.19, engine="vllm", bf16=True,
+              vllm_gpu_memory_utilization=0.2, vllm_max_model_len=32768)
+    p = plan(BIG, s)  # 15.8 GiB share - 15 GiB weights - 5 GiB workspace (32k tokens profiled, CUDA graphs) < 0
+    assert p.problems == ['vLLM would stop at its start: "No available memory for the cache blocks"']
+    p = plan(BIG, replace(s, vllm_gpu_memory_utilization=0.28))  # 2.2 GiB of KV, one 32k sequence needs 4 GiB
+    assert len(p.problems) == 1 and "max seq len (32768), (4.00 GiB KV cache is needed" in p.problems[0]
+    ok = plan(BIG, replace(s, vllm_gpu_memory_utilization=0.32))
+    assert ok.problems == []
+    given = {x.component: x.gib for x in plan(BIG, replace(s, vllm_kv_cache_gib=6.0)).lines}
+    from rema.rollout.vllm_memory import workspace_bytes
+
+    workspace = workspace_bytes(hidden=4096, intermediate=14336, vocab=128256, batched_tokens=32768, dtype_bytes=2,
+                                eager=False)
+    assert given["vLLM KV cache + workspace"] == pytest.approx(6.0 + workspace / GIB)
+
+
+@pytest.mark.parametrize("config", ["rema_single_turn_math", "rema_actions", "rema_judge", "rema_frozen_mta"])
+def test_cli_names_what_would_stop_the_paper_configs_before_a_gpu_is_rented(config, capsys):
+    """Separate weights under DDP on 8 × 80 GB: the plan says it does not fit and that vLLM would not start."""
+    assert main(["plan", f"configs/{config}.yaml", "rollout.engine=vllm", "--gpus", "8", "--gpu-mem", "80", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["capacity_gib"] == 79.19 and out["works"] is False
+    assert "would not start" in out["verdict"] and out["problems"]
+    assert any("split rollout.vllm_gpu_memory_utilization" in n for n in out["notes"])

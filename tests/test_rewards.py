@@ -31,6 +31,7 @@ from rema.rewards.terms import (
     TERMS,
     action_format,
     get_term,
+    judge_single_turn_format,
     math_correctness,
     plan_leak,
     single_turn_format,
@@ -332,13 +333,27 @@ def test_plan_leak_term_hand_values() -> None:
 
 def test_term_registry_is_uniform_and_names_the_valid_terms() -> None:
     ep = _episode([("mta", r"\boxed{7}"), ("ra", r"\boxed{7}")])
-    assert TERMS == {"format": single_turn_format, "plan_leak": plan_leak, "action_format": action_format}
+    assert TERMS == {"format": single_turn_format, "judge_format": judge_single_turn_format, "plan_leak": plan_leak,
+                     "action_format": action_format}
     for name in TERMS:
         for agent in ("mta", "ra"):
             value, parts = get_term(name)(ep, agent, penalty=-1.0)
             assert isinstance(value, float) and all(isinstance(v, float) for v in parts.values())
-    with pytest.raises(KeyError, match="valid: action_format, format, plan_leak"):
+    with pytest.raises(KeyError, match="valid: action_format, format, judge_format, plan_leak"):
         get_term("nope")
+
+
+def test_judge_format_terms_ask_for_a_verdict_not_a_box() -> None:
+    """With reward.format_terms on the judge task, a right ``[[A]]`` scores 1: the reasoner's format term asks for
+    one verdict at the end (it asked for a \\boxed{} and scored a correct verdict 0)."""
+    right = _episode([("mta", "Compare the two answers."), ("ra", "A is right, B is off by one. [[A]]")], answer="A")
+    cfg = RewardConfig(format_terms=True)
+    assert selected_terms(cfg, "single_turn", "judge") == [("judge_format", {"penalty": -1.0})]
+    score_episodes([right], cfg, task="judge", mode="single_turn")
+    assert right.reward == {"mta": 1.0, "ra": 1.0}
+    assert right.reward_parts["ra"]["format/n_verdicts"] == 1.0
+    assert judge_single_turn_format(_episode([("mta", "x"), ("ra", "[[A]] or [[B]]")]), "ra", penalty=-0.5)[0] == -0.5
+    assert judge_single_turn_format(_episode([("mta", "x"), ("ra", "no verdict")]), "ra", penalty=-0.5)[0] == -0.5
 
 
 def test_selected_terms_follow_the_config_and_the_rollout_mode() -> None:

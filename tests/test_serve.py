@@ -156,19 +156,84 @@ def test_concurrent_requests_are_batched(server):
     (json.dumps({"messages": [{"role": "system", "content": "x"}]}).encode(), 400, "no user message"),
     (json.dumps({"messages": []}).encode(), 400, "non-empty list"),
     (json.dumps({"model": "other", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "not served"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}).encode(), 400, "one answer per request"),
+    (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 0}).encode(), 400, "n must be an integer"),
+    (json.dumps({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
+                 "logprobs": True}).encode(), 400, "unsupported field(s) 'tools', 'logprobs'"),
+    (json.dumps({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}).encode(), 400,
+     "stop must be"),
+    (json.dumps({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}).encode(), 400, "seed must be"),
     (json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": 5}).encode(), 400, "temperature"),
     (json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).encode(), 400, "max_tokens"),
     (json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(), 400, "text parts"),
     (json.dumps({"messages": [{"role": "user", "content": "7 + " * 200}]}).encode(), 400, "does not fit the context"),
     (json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode(), 413, "over the limit"),
-], ids=["malformed", "not-object", "no-user", "no-messages", "unknown-model", "n", "temperature", "max-tokens",
-        "image", "context", "oversize"])
+], ids=["malformed", "not-object", "no-user", "no-messages", "unknown-model", "n", "unsupported", "stop", "seed",
+        "temperature", "max-tokens", "image", "context", "oversize"])
 def test_bad_requests_are_refused_with_a_message(server, body, status, message):
     r = httpx.post(f"{server.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status
-    assert message in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert message in error["message"] and set(error) == {"message", "type", "param", "code"}
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def test_every_error_is_an_openai_error_object(server):
+    """Not only refusals: an unknown route, a wrong method, a neutral field accepted, an unknown one named."""
+    for r, status in ((httpx.get(f"{server.url}/v1/nothing"), 404),
+                      (httpx.get(f"{server.url}/v1/chat/completions"), 405),
+                      (httpx.post(f"{server.url}/v1/completions", json={}), 404)):
+        assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}, r.text
+    msg = [{"role": "user", "content": "What is 1 + 1?"}]
+    ok = httpx.post(f"{server.url}/v1/chat/completions", timeout=30, json={
+        "messages": msg, "logprobs": False, "frequency_penalty": 0, "tools": [], "user": "u1", "top_logprobs": None})
+    assert ok.status_code == 200, ok.text
+    r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": msg, "frequency_penalty": 0.5})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "frequency_penalty"
+
+
+def test_n_seed_and_stop_follow_the_openai_contract(server):
+    """``n`` choices; ``seed`` gives the same dialogues again (alone or batched with others); ``stop`` cuts each
+    answer before the stop string, finish_reason ``stop``."""
+    msg = {"model": "tiny", "messages": [{"role": "user", "content": "What is 6 + 1?"}], "temperature": 1.0}
+
+    def ask(**extra) -> dict:
+        r = httpx.post(f"{server.url}/v1/chat/completions", json={**msg, **extra}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    three = ask(n=3, seed=11)
+    assert [c["index"] for c in three["choices"]] == [0, 1, 2] and all("rema" in c for c in three["choices"])
+    again = ask(n=3, seed=11)
+    texts = [[t["content"] for t in c["rema"]["dialogue"]] for c in three["choices"]]
+    assert texts == [[t["content"] for t in c["rema"]["dialogue"]] for c in again["choices"]]
+    assert len({tuple(t) for t in texts}) > 1  # choice k samples with seed + k: not three copies
+    assert three["usage"]["completion_tokens"] == sum(t["tokens"] for c in three["choices"]
+                                                      for t in c["rema"]["dialogue"])
+    with httpx.Client(timeout=60) as c:  # the same seed inside a batch of other requests
+        others = [threading.Thread(target=lambda: c.post(f"{server.url}/v1/chat/completions", json=msg))
+                  for _ in range(3)]
+        for t in others:
+            t.start()
+        batched = ask(n=3, seed=11)
+        for t in others:
+            t.join()
+    assert [[t["content"] for t in ch["rema"]["dialogue"]] for ch in batched["choices"]] == texts
+    answer = three["choices"][0]["message"]["content"]
+    assert answer
+    stop = answer[len(answer) // 2:][:2]
+    cut = ask(n=3, seed=11, stop=[stop, "never there"])["choices"][0]
+    assert cut["message"]["content"] == answer[:answer.find(stop)] and cut["finish_reason"] == "stop"
+
+
+def test_a_stream_of_several_choices(server):
+    msg = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "n": 2, "seed": 3,
+           "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=msg, timeout=60) as r:
+        events = [json.loads(line.removeprefix("data: ")) for line in r.iter_lines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+    finals = [e for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+    assert sorted(e["choices"][0]["index"] for e in finals) == [0, 1]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
 
 
 def test_oversize_body_without_content_length_is_refused(server):

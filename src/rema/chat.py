@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 from .cli_args import Shorthands, add_config_args, add_generation_shorthands, config_from_args, model_source
 from .config import METHODS, ConfigError, method_overrides
+from .rewards.tasks import TASKS
 
 CHAT_PRESETS = ["rollout.vllm_enforce_eager=true"]
 """``rema chat``'s own starting point over the config: one dialogue does not repay a compiled vLLM start
@@ -109,11 +110,11 @@ def add_chat_command(sub) -> None:
     sh.add(c, "--model", key=model_source,
            help="built-in name, Hub id, local folder, or a training run folder: its final/ weights (one model, or "
                 "mta/ + ra/) and its config.yaml as the base [model.name, or eval.run for a run]")
-    sh.add(c, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
+    sh.add(c, "--dtype", key="model.dtype", help="weights' dtype")
     sh.add(c, "--method", choices=list(METHODS), key=method_overrides,
            help="default: the config's; a single-agent baseline (vrp, mrp) plays with one model's weights "
                 "[rollout.method, rollout.mode, rollout.action_set]")
-    sh.add(c, "--task", choices=["math", "judge"], key="rollout.task",
+    sh.add(c, "--task", choices=list(TASKS), key="rollout.task",
            help="judge: which of --response-a / --response-b answers QUESTION better, verdict [[A]] or [[B]]")
     sh.add(c, "--temperature", type=float, key="rollout.temperature", help="sampling temperature, 0 = greedy")
     add_generation_shorthands(sh, c)

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
+DRY_RUN_HELP = ("check everything a run reads before it loads weights (config, the first rows of every data set, "
+                "a dialogue file, the tokenizer, one episode's prompts against the context) and print the plan; "
+                "writes nothing")
+
 
 def cmd_train(args) -> int:
-    """Train from a YAML config with dotted overrides, or resume a run directory."""
+    """Train from a YAML config with dotted overrides, or resume a run directory (``--dry-run``: check and plan)."""
     from .cli_args import config_from_args
-    from .train import RunUnhealthy, TrainingDiverged, train
+    from .config import check_training
+    from .train import RunUnhealthy, TrainingDiverged, dry_run, train
     from .train.strategy import launcher_overrides
 
     if args.resume is not None and args.config is not None:
@@ -33,6 +39,11 @@ def cmd_train(args) -> int:
     else:  # an accelerate FSDP config speaks first; the command line's overrides win
         cfg = config_from_args(args, launcher_overrides())
     if cfg is None:
+        return 0
+    if args.resume is None:  # a resumed run continues under the settings it started with
+        check_training(cfg)
+    if args.dry_run:
+        print("\n".join(dry_run(cfg, command="train")))
         return 0
     try:
         trainer = train(cfg, resume=args.resume, max_steps=args.max_steps)
@@ -49,12 +60,17 @@ def cmd_train(args) -> int:
 def cmd_sft(args) -> int:
     """The cold start alone: fine-tune on dialogues (a file, or the model's own correct episodes), export."""
     from .cli_args import config_from_args
+    from .config import check_training
     from .data.dialogues import DialogueError
-    from .train import sft
+    from .train import dry_run, sft
     from .train.strategy import launcher_overrides
 
     cfg = config_from_args(args, launcher_overrides())
     if cfg is None:
+        return 0
+    check_training(cfg)
+    if args.dry_run:
+        print("\n".join(dry_run(cfg, command="sft")))
         return 0
     try:
         trainer = sft(cfg)
@@ -69,7 +85,7 @@ def cmd_plan(args) -> int:
     """Print the memory a config needs per device (``rema.plan``), from the model's config alone: load the
     config, shape the model on the meta device, print the table (or JSON)."""
     from .cli_args import config_from_args
-    from .plan import alternatives, host_memory_gib, model_config, model_shape, plan, setup_from_config, verdict
+    from .plan import alternatives, config_shape, host_memory_gib, plan, setup_from_config, verdict
 
     cfg = config_from_args(args)
     if cfg is None:
@@ -77,17 +93,14 @@ def cmd_plan(args) -> int:
     gpu_mem = args.gpu_mem
     s = setup_from_config(cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share,
                           runtime_gib=args.runtime_gib)
-    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
-    shape = model_shape(model_config(names[0]), names[0])
-    if len(names) > 1 and names[1] != names[0]:  # separate weights with another RA model: plan the larger
-        other = model_shape(model_config(names[1]), names[1])
-        shape = max(shape, other, key=lambda x: x.params)
+    shape = config_shape(cfg)  # separate weights with another RA model: the larger
     p = plan(shape, s)
-    alts = alternatives(shape, s) if p.fits is False else []
+    alts = alternatives(shape, s) if p.works is False else []
     host = host_memory_gib()
     if args.json:
         d = p.to_dict() | {"verdict": verdict(p, alts), "params": shape.params,
-                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits} for w, a in alts}}
+                           "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits, "works": a.works}
+                                            for w, a in alts}}
         if gpu_mem is None:
             d["machine_gib"] = host
         print(json.dumps(d))
@@ -96,7 +109,8 @@ def cmd_plan(args) -> int:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=130)  # files and pipes get whole rows
-    where = f"{args.gpus} × GPU of {gpu_mem:g} GiB" if gpu_mem is not None else f"{args.gpus} CPU process(es)"
+    where = (f"{args.gpus} × GPU of {gpu_mem:g} GiB" + (f" ({s.device_gib:g} GiB reported)" if s.device_gib != gpu_mem
+                                                        else "") if gpu_mem is not None else f"{args.gpus} CPU process(es)")
     mode = f"{s.strategy}" + (" + CPU offload" if s.cpu_offload and s.strategy == "fsdp" else "")
     table = Table(title=f"{shape.name} ({shape.params / 1e9:.2f}B params) on {where}, {mode}: memory per "
                         f"{'GPU' if gpu_mem is not None else 'process'}")
@@ -112,6 +126,8 @@ def cmd_plan(args) -> int:
     console.print(table)
     for x in p.host_lines:
         console.print(f"  host memory per process: {x.component} {x.gib:.2f} GiB ({x.note})")
+    for note in p.notes:
+        console.print(f"  note: {note}")
     console.print(verdict(p, alts))
     if gpu_mem is None and host is not None:
         console.print(f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
@@ -152,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     t.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     t.set_defaults(func=cmd_train)
 
     f = sub.add_parser("sft", help="cold start: fine-tune on MTA/RA dialogues before RL (loss on each role's turns)",
@@ -159,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("config", nargs="?", help="YAML config, e.g. configs/demo.yaml (its sft section)")
     f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.epochs=3 sft.data=my_dialogues.jsonl")
     f.add_argument("--help-config", action="store_true", help="list every config key with its value and meaning")
+    f.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     f.set_defaults(func=cmd_sft)
 
     _add_plan_command(sub)
@@ -194,30 +212,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that say what the user must change (a key, a file:line, a name): exit code 2, one line."""
     from .config import ConfigError
+    from .data import DataError
+    from .data.dialogues import DialogueError
+    from .distill.store import DistillError
+    from .eval.bench_runner import EvalError
+    from .eval.report import ReportError
     from .models import ModelNotFoundError
-    from .runtime import SetupError
+    from .rollout.chat import ChatTemplateError
+    from .runtime import CheckpointError, SetupError
 
-    args = parse_args(argv)
+    return (ConfigError, DataError, DialogueError, ModelNotFoundError, ChatTemplateError, EvalError, CheckpointError,
+            SetupError, ReportError, DistillError, FileNotFoundError)
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a library's multi-line message, e.g. the Hub's, squeezed)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rema ...``: every error is one line on stderr without a traceback (exit 2 for the user's to fix, 1 for
+    others); ``--debug`` anywhere on the line, or ``REMA_DEBUG=1``, lets the traceback through."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REMA_DEBUG", "").strip() not in ("", "0")
+    args = parse_args([a for a in argv if a != "--debug"])
     # `kill` (SIGTERM) exits through Python, so finalizers run: vLLM's engine processes are stopped and its
     # weight folders in /dev/shm removed instead of outliving us. `rema train` replaces this with a graceful
     # stop (finish the step, save a checkpoint) while it trains.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        if isinstance(err, user_errors()):
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"error: {type(err).__name__}: {one_line(err)} (rema --debug, or REMA_DEBUG=1, shows where)",
+              file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "report" and args.run_dir:  # a rema reproduce folder: its experiments on one page
         from .reproduce.page import build_page, is_reproduce_folder
 
         if is_reproduce_folder(args.run_dir):
             print(f"wrote {build_page(args.run_dir)}")
             return 0
-    try:
-        return args.func(args)
-    except (ModelNotFoundError, ConfigError, SetupError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
 
 
 if __name__ == "__main__":

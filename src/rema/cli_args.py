@@ -42,8 +42,13 @@ class Shorthands:
         """Option string (``--max-turns``) -> dest (``max_turns``)."""
 
     def add(self, group, *flags: str, key: str | Translate, help: str, **kwargs) -> None:
-        """``group.add_argument(*flags, default=None, ...)``; a plain key is named at the end of the help text."""
+        """``group.add_argument(*flags, default=None, ...)``; a plain key is named at the end of the help text, and
+        a key that names something takes its valid values as the flag's choices (``rema.config.choices``)."""
+        from .config.choices import choices
+
         text = f"{help} [{key}]" if isinstance(key, str) else help
+        if isinstance(key, str) and "choices" not in kwargs and choices(key) is not None:
+            kwargs["choices"] = list(choices(key))
         action = group.add_argument(*flags, default=None, help=text, **kwargs)
         self.keys[action.dest] = key
         self.flags.update(dict.fromkeys(action.option_strings, action.dest))
@@ -71,7 +76,7 @@ def add_generation_shorthands(sh: Shorthands, group) -> None:
     sh.add(group, "--max-context", type=int, key="rollout.max_context_tokens", help="context budget per agent")
     sh.add(group, "--seed", type=int, key="eval.seed", help="sampling seed")
     sh.add(group, "--device", key="model.device", help="auto, cpu, cuda, cuda:1, ...")
-    sh.add(group, "--engine", choices=["auto", "hf", "vllm"], key="rollout.engine",
+    sh.add(group, "--engine", key="rollout.engine",
            help="generation backend (auto: vLLM when installed, else transformers)")
 
 
@@ -112,6 +117,11 @@ def add_config_args(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("overrides", nargs="*", help=f"dotted overrides, applied after the flags, e.g. {example}")
     parser.add_argument("--help-config", action="store_true",
                         help="list every config key with its value (after the flags and overrides) and meaning")
+
+
+def ra_model(value: str) -> list[tuple[str, Any]]:
+    """``--ra-model``: the reasoner's own model, so separate weights."""
+    return [("model.ra_name", value), ("train.shared_weights", False)]
 
 
 def model_source(value: str) -> list[tuple[str, Any]]:

@@ -18,6 +18,8 @@ import textwrap
 from pathlib import Path
 
 from rema.config import Config, field_docs
+from rema.config.checks import RANGES
+from rema.config.choices import choice_table
 
 HEADER = """\
 # Configuration reference
@@ -57,7 +59,18 @@ def _cell(text: str) -> str:
     return text.replace("``", "`").replace("|", "\\|")
 
 
-def _section(name: str, section) -> tuple[str, list[tuple[str, object]]]:
+def _choices(values) -> str:
+    """`` One of: `a`, `b`.`` for a key's valid values (``""`` is shown as `""`)."""
+    return " One of: " + ", ".join(f"`{_value(v)}`" for v in values) + "."
+
+
+def _valid(key: str, table: dict) -> str:
+    """What a key accepts, after its meaning: its registry's names or its numeric range."""
+    return (_cell(_choices(table[key])) if key in table else "") + (
+        f" Valid: {_cell(RANGES[key].describe())}." if key in RANGES else "")
+
+
+def _section(name: str, section, table: dict) -> tuple[str, list[tuple[str, object]]]:
     """One section's Markdown (heading, intro, table) and the nested sections it holds (``train.health``)."""
     cls = type(section)
     docs = field_docs(cls)
@@ -69,12 +82,13 @@ def _section(name: str, section) -> tuple[str, list[tuple[str, object]]]:
     for sf in dataclasses.fields(cls):
         kind = sf.type if isinstance(sf.type, str) else getattr(sf.type, "__name__", str(sf.type))
         value = getattr(section, sf.name)
+        key = f"{name}.{sf.name}"
         if dataclasses.is_dataclass(value):
-            nested.append((f"{name}.{sf.name}", value))
-            default = f"[{name}.{sf.name}](#{name}{sf.name})"  # GitHub's anchor drops the dot
+            nested.append((key, value))
+            default = f"[{key}](#{name}{sf.name})"  # GitHub's anchor drops the dot
         else:
             default = f"`{_cell(_value(value))}`"
-        rows.append(f"| `{name}.{sf.name}` | `{_cell(kind)}` | {default} | {_cell(docs.get(sf.name, ''))} |")
+        rows.append(f"| `{key}` | `{_cell(kind)}` | {default} | {_cell(docs.get(sf.name, ''))}{_valid(key, table)} |")
     parts.append("\n".join(rows) + "\n")
     return "\n".join(parts), nested
 
@@ -82,12 +96,13 @@ def _section(name: str, section) -> tuple[str, list[tuple[str, object]]]:
 def render_markdown() -> str:
     """The whole of docs/config.md."""
     defaults = Config()
+    table = choice_table(shipped=True)
     parts = [HEADER]
     sections = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(Config)]
     parts.append("Sections: " + " · ".join(f"[`{name}`](#{name})" for name, _ in sections) + "\n")
     while sections:
         name, section = sections.pop(0)
-        text, nested = _section(name, section)
+        text, nested = _section(name, section, table)
         parts.append(text)
         sections[:0] = nested  # right after its parent
     return "\n".join(parts)

@@ -17,42 +17,41 @@ What is counted, per process (one process per device; bytes, reported in GiB = 2
    largest), with gradient checkpointing (``model.checkpoint_layers`` of the layers keep only their input)
    or without; plus the LM head, which computes log-probs only on trained positions in chunks of
    :data:`HEAD_CHUNK` (``rema.train.logprobs``), so no (T × V) logits are ever held.
-5. **KL reference**: ``algo.kl_coef > 0`` with full fine-tuning keeps a frozen deep copy of the model
-   (sharded under FSDP); with LoRA the base with the adapter off is the reference (nothing extra).
+5. **KL reference**: ``algo.kl_coef > 0`` with full fine-tuning keeps a frozen copy of the model (under FSDP
+   sharded shard by shard, never whole); with LoRA the base with the adapter off is the reference.
 6. **Separate weights** (``train.shared_weights=false``): two models, two generation engines, and, as
    ``rema.train.policy.build_policies`` allocates today, an AdamW per model whose state both hold once each
    agent has been updated (the inactive agent's gradients are freed after its step); one AdamW only when
    ``train.update_agents`` freezes an agent.
-7. **Generation**: vLLM holds its own copy of the weights in ``rollout.vllm_dtype`` and a KV cache:
-   ``rollout.vllm_gpu_memory_utilization`` of the GPU (weights + KV) on a GPU — during the rollout only with
-   ``rollout.vllm_sleep`` (level 1 moves the weights to host memory) —, ``rollout.vllm_kv_cache_gib``
-   on CPU (released between rollout and update with ``rollout.vllm_release_kv``); with
-   ``rollout.vllm_tensor_parallel_size`` = tp each process holds 1/tp of vLLM's weights. Under FSDP vLLM is
-   synced one gathered tensor at a time (the largest weight in fp32 plus its cast, while syncing). The
-   transformers engine shares the trainer's weights (under FSDP it generates from an unsharded copy) and
-   holds a KV cache for the rank's episodes during the rollout. vLLM's own runtime on CPU (its libraries,
-   compiled graphs) is not counted: the CPU checks ran on the transformers engine.
+7. **Generation**: vLLM holds its own weights in ``rollout.vllm_dtype`` (1/tp of them with
+   ``rollout.vllm_tensor_parallel_size``) and a KV cache. On a GPU an engine holds its share of the device's
+   reported total (``--gpu-mem`` 80 → 79.19 GiB, :func:`device_total_gib`), or weights + workspace +
+   ``rollout.vllm_kv_cache_gib``; two engines (separate weights) split ``rollout.vllm_gpu_memory_utilization``;
+   each must pass vLLM's start condition and keep a KV cache of one ``max_model_len`` sequence, else the plan
+   names the error vLLM would raise (:mod:`rema.rollout.vllm_memory`). With ``rollout.vllm_sleep`` one engine
+   per process is awake in the rollout and the sync only (level 1 parks its weights in host memory). On CPU:
+   ``rollout.vllm_kv_cache_gib`` (1 GiB), released after the rollout with ``rollout.vllm_release_kv``. Under
+   FSDP vLLM is synced one gathered weight at a time (the largest in fp32 plus its cast). The transformers
+   engine shares the trainer's weights (under FSDP an unsharded copy) and holds a KV cache in the rollout.
 8. **Runtime**: the process's own memory — on CPU the torch/transformers runtime measured on a tiny-model
    run (:data:`CPU_RUNTIME_GIB`), on a GPU the CUDA context and communication buffers.
 
-The peak is the persistent part (runtime, weights, gradients, optimizer state, reference, a GPU's vLLM
-share) plus the largest of the phases' transients (the micro-batch's activations, the all-reduce buffer,
-the optimizer step's temporaries, the rollout's KV cache). The CPU figures are checked against measured
+The peak is the persistent part (runtime, weights, gradients, optimizer state, reference, a GPU's awake vLLM
+engines) plus the largest of the phases' transients (the micro-batch's activations, the all-reduce buffer,
+the optimizer step's temporaries, the rollout's KV cache, the sync with its engine awake). The CPU figures are checked against measured
 peaks of real runs in ``tests/test_plan.py`` (docs/results.md).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-GIB = 2**30
+from .models.shapes import ModelShape, model_config, model_shape  # noqa: F401  (rema.plan's API)
+from .rollout.vllm_memory import kv_bytes_per_token, plan_engines, workspace_bytes
 
-SHAPES_DIR = Path(__file__).resolve().parent / "assets" / "model_shapes"
-"""config.json files of the paper's models (and the embedded SmolLM2), so ``rema plan`` answers offline."""
+GIB = 2**30
 
 HEAD_CHUNK = 256
 """Trained positions per LM-head chunk (``token_logprobs``' ``chunk_tokens`` default)."""
@@ -91,114 +90,6 @@ HEAD_AUTOGRAD_BYTES_PER_LOGIT = 24
 """A trained LM head's chunk through autograd (recomputed under checkpointing in the backward): the logits in
 the compute dtype (2) and in fp32 (4), scaled by 1/T (4), the softmax for the entropy (4) and its product with
 the logits (4), then the gradient in fp32 (4) and in the compute dtype (2): 24 bytes per (token, vocab) entry."""
-
-
-# ------------------------------------------------------------------------------------------- model shape
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the plan needs from a model: its dimensions and exact parameter counts (from the meta device)."""
-
-    name: str
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tied: bool
-    params: int
-    """All parameters (a tied embedding counted once)."""
-    embedding: int
-    """Input embedding parameters."""
-    head: int
-    """LM head parameters that are not the embedding (0 when tied)."""
-    layer_params: int
-    """Parameters of one decoder layer."""
-    lora_params_per_rank: int
-    """LoRA parameters per unit of rank: Σ (in + out) over the linear layers LoRA wraps (all of a decoder
-    layer's projections, ``rema.models.LoraSpec.target_modules``)."""
-
-    @property
-    def kv_width(self) -> int:
-        return self.kv_heads * self.head_dim
-
-
-def _shipped_shapes() -> dict[str, Path]:
-    """Shipped shape files by lower-cased Hub id and by lower-cased model name (the id's last part)."""
-    out: dict[str, Path] = {}
-    for path in sorted(SHAPES_DIR.glob("*.json")):
-        hub = json.loads(path.read_text()).get("_name_or_path", path.stem)
-        out[hub.lower()] = out[hub.split("/")[-1].lower()] = path
-    return out
-
-
-def model_config(name: str):
-    """The transformers config of ``name`` without any weights: ``tiny-random`` (built in-process), the
-    embedded ``smollm2-135m`` and the paper's models (shipped shapes), a local folder (its config.json), or a
-    Hub id (its config.json only)."""
-    from transformers import AutoConfig
-
-    from .models import EMBEDDED_NAME, TINY_NAME
-
-    if name == TINY_NAME:
-        return _tiny_config()
-    shipped = _shipped_shapes()
-    key = "smollm2-135m-instruct" if name == EMBEDDED_NAME else name.lower().rstrip("/")
-    if os.path.isdir(name):
-        return AutoConfig.from_pretrained(name)
-    for candidate in (key, key.split("/")[-1], key.split("/")[-1].replace("meta-llama-3-", "llama-3-")):
-        if candidate in shipped:
-            return AutoConfig.from_pretrained(shipped[candidate])
-        if "meta-" + candidate in shipped:
-            return AutoConfig.from_pretrained(shipped["meta-" + candidate])
-    from .models import ModelNotFoundError
-
-    try:
-        return AutoConfig.from_pretrained(name)
-    except OSError as err:
-        raise ModelNotFoundError(
-            f"no config for '{name}': not a shipped shape ({', '.join(sorted({p.stem for p in shipped.values()}))}), "
-            f"a local folder, nor a Hub id reachable now ({err})") from err
-
-
-def _tiny_config():
-    """The tiny-random model's config, as ``rema.models.loading`` builds it (its tokenizer sets the vocab)."""
-    import torch
-
-    from .models.loading import _tiny_model, _tiny_tokenizer
-
-    with torch.device("meta"):
-        return _tiny_model(_tiny_tokenizer()).config
-
-
-def model_shape(config, name: str = "", lora_targets: tuple[str, ...] | None = None) -> ModelShape:
-    """Dimensions and exact parameter counts of a causal LM built from ``config`` on the meta device."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from .models import LoraSpec
-
-    targets = lora_targets or LoraSpec().target_modules
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    tied = head is not None and head.weight is emb.weight
-    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    layer = backbone.layers[0]
-    lora = sum(m.in_features + m.out_features for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
-    heads = config.num_attention_heads
-    return ModelShape(
-        name=name or getattr(config, "_name_or_path", "") or type(model).__name__,
-        hidden=config.hidden_size, intermediate=config.intermediate_size, layers=config.num_hidden_layers,
-        heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads, vocab=config.vocab_size,
-        tied=tied, params=sum(p.numel() for p in model.parameters()), embedding=emb.weight.numel(),
-        head=0 if tied or head is None else head.weight.numel(),
-        layer_params=sum(p.numel() for p in layer.parameters()), lora_params_per_rank=lora)
 
 
 # ------------------------------------------------------------------------------ the estimates (pure math)
@@ -280,7 +171,8 @@ class Setup:
     device: str = "cpu"
     """``cpu`` or ``cuda``."""
     device_gib: float | None = None
-    """A GPU's memory; None on CPU."""
+    """A GPU's total memory as the device reports it (``torch.cuda.mem_get_info``; vLLM's share is of it, see
+    :func:`device_total_gib`); None on CPU."""
     strategy: str = "ddp"
     cpu_offload: bool = False
     bf16: bool = False
@@ -300,13 +192,18 @@ class Setup:
     engine: str = "hf"
     vllm_dtype_bytes: int = 2
     vllm_gpu_memory_utilization: float = 0.5
-    vllm_kv_cache_gib: float = 1.0
+    vllm_kv_cache_gib: float | None = None
+    """vLLM's KV cache; None = 1 GiB on CPU, on a GPU what its share leaves after weights and workspace."""
     vllm_sleep: int = 0
-    """GPU: 1 or 2 = vLLM sleeps through the update (its memory counts in the rollout only)."""
+    """GPU: 1 or 2 = vLLM sleeps through the update (one engine per process: vLLM's sleep-mode allocator)."""
     vllm_release_kv: bool = True
     vllm_in_process: bool = True
     vllm_tp: int = 1
     """Processes one vLLM engine spans (``rollout.vllm_tensor_parallel_size``): each holds 1/tp of its weights."""
+    vllm_max_model_len: int = 4096
+    """``rollout.max_context_tokens``: vLLM's ``max_model_len``, the KV cache's floor is one such sequence."""
+    vllm_eager: bool = False
+    """``rollout.vllm_enforce_eager``: no CUDA graphs (their allowance is left out of vLLM's workspace)."""
     rollout_sequences: int = 1
     """Episodes this process rolls out at once (the transformers engine's KV cache)."""
     max_context: int = 4096
@@ -322,32 +219,42 @@ class Line:
     note: str = ""
     phases: tuple[str, ...] = ()
     """When it is held: () = throughout; else the phases (``rollout``, ``update``, ``all-reduce``,
-    ``optimizer step``) that hold it, the peak being the largest phase; ``("info",)`` = shown for comparison,
-    never counted."""
+    ``optimizer step``, ``sync``) that hold it, the peak being the largest phase; ``("info",)`` = shown for
+    comparison, never counted."""
     peak: bool = True
     """Counted in the peak (set by :func:`plan`)."""
 
 
 @dataclass
 class Plan:
-    """Per-process memory lines, the peak, and whether it fits."""
+    """Per-process memory lines, the peak, whether it fits, and what would stop the run at its start."""
 
     model: str
     setup: Setup
     lines: list[Line] = field(default_factory=list)
     host_lines: list[Line] = field(default_factory=list)
-    """What FSDP's CPU offload moves to host memory (per process)."""
+    """What FSDP's CPU offload and vLLM's level-1 sleep move to host memory (per process)."""
     peak_gib: float = 0.0
     peak_phase: str = ""
     capacity_gib: float | None = None
+    problems: list[str] = field(default_factory=list)
+    """What stops the run although the peak may fit: a vLLM engine that cannot start (:func:`plan_engines`)."""
+    notes: list[str] = field(default_factory=list)
+    """How rema handles a setting that needs care on GPUs (two engines, sleep, dtypes)."""
 
     @property
     def fits(self) -> bool | None:
         return None if self.capacity_gib is None else self.peak_gib <= self.capacity_gib
 
+    @property
+    def works(self) -> bool | None:
+        """Fits and starts."""
+        return None if self.fits is None else self.fits and not self.problems
+
     def to_dict(self) -> dict:
         return {"model": self.model, "setup": asdict(self.setup), "peak_gib": round(self.peak_gib, 3),
                 "peak_phase": self.peak_phase, "capacity_gib": self.capacity_gib, "fits": self.fits,
+                "works": self.works, "problems": self.problems, "notes": self.notes,
                 "lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.lines],
                 "host_lines": [asdict(x) | {"gib": round(x.gib, 3)} for x in self.host_lines]}
 
@@ -363,122 +270,222 @@ def peak_of(lines: list[Line]) -> tuple[float, str]:
     return sum(x.gib for x in lines if not x.phases) + phases.get(top, 0.0), top
 
 
+@dataclass(frozen=True)
+class _Counts:
+    """What the lines of one plan share: where it runs, how it is sharded, what is trained (parameters)."""
+
+    gpu: bool
+    fsdp: bool
+    shards: int
+    lora: bool
+    trainable: int
+    frozen: int
+    frozen_bytes: int
+    optimizers: int
+    per: str
+    two: str
+
+    @classmethod
+    def of(cls, shape: ModelShape, s: Setup) -> _Counts:
+        fsdp = s.strategy == "fsdp" and s.processes > 1
+        lora = s.lora_r > 0
+        return cls(gpu=s.device == "cuda", fsdp=fsdp, shards=s.processes if fsdp else 1, lora=lora,
+                   trainable=s.lora_r * shape.lora_params_per_rank if lora else shape.params,
+                   frozen=shape.params if lora else 0,
+                   frozen_bytes=2 if (lora and s.bf16 and not fsdp) else s.model_dtype_bytes,  # FSDP: one dtype/unit
+                   optimizers=s.models if s.optimizers is None else s.optimizers,
+                   per=f"/ {s.processes} processes" if fsdp else "full replica",
+                   two=f" × {s.models} models" if s.models > 1 else "")
+
+
 def plan(shape: ModelShape, s: Setup) -> Plan:
-    """Compose the estimates above into one process's peak for ``shape`` under ``s``."""
-    gpu = s.device == "cuda"
-    fsdp = s.strategy == "fsdp" and s.processes > 1
-    shards = s.processes if fsdp else 1
-    lora = s.lora_r > 0
-    trainable = s.lora_r * shape.lora_params_per_rank if lora else shape.params
-    frozen = shape.params if lora else 0
-    frozen_bytes = 2 if (lora and s.bf16 and not fsdp) else s.model_dtype_bytes  # FSDP: one dtype per unit
+    """Compose the estimates above into one process's peak for ``shape`` under ``s``, and (vLLM on a GPU)
+    check that its engines start."""
+    c = _Counts.of(shape, s)
     out = Plan(shape.name, s, capacity_gib=s.device_gib)
-    per = f"/ {shards} processes" if fsdp else "full replica"
-    two = f" × {s.models} models" if s.models > 1 else ""
-    runtime = s.runtime_gib if s.runtime_gib is not None else (GPU_RUNTIME_GIB if gpu else CPU_RUNTIME_GIB)
-    out.lines.append(Line("runtime", runtime, "CUDA context, NCCL, allocator (allowance)" if gpu
+    runtime = s.runtime_gib if s.runtime_gib is not None else (GPU_RUNTIME_GIB if c.gpu else CPU_RUNTIME_GIB)
+    out.lines.append(Line("runtime", runtime, "CUDA context, NCCL, allocator (allowance)" if c.gpu
                           else "torch/transformers process (measured, tiny model)"))
-    # persistent: model state
-    w = weight_bytes(frozen, trainable, frozen_bytes=frozen_bytes, shards=shards) * s.models
-    g = grad_bytes(trainable, shards=shards)
-    optimizers = s.models if s.optimizers is None else s.optimizers
-    o = adamw_bytes(trainable, shards=shards, models=optimizers)
-    state = [Line("weights", w / GIB, f"{trainable / 1e6:,.1f}M trainable in fp32"
-                  + (f" + {frozen / 1e6:,.0f}M frozen in {frozen_bytes * 8}-bit" if frozen else "") + f"{two}, {per}"),
-             Line("gradients", g / GIB, f"fp32, the updated model's, {per}", phases=GRAD_PHASES),
-             Line("optimizer state", o / GIB, f"AdamW 2 × fp32{f' × {optimizers} models' if optimizers > 1 else ''}, "
-                  f"{per}" + (" (the inactive agent's too, as allocated today)" if optimizers > 1 else
-                              ", the updated agent's only (train.update_agents)" if s.models > 1 else ""))]
-    if s.kl_ref and not lora:  # the trained models' only (a frozen agent has no KL term)
-        ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=shards) * optimizers
-        state.append(Line("KL reference", ref / GIB, "frozen copy of the fp32 weights"
-                          + (f" × {optimizers} models" if optimizers > 1 else "") + f", {per}"))
-    offload = fsdp and s.cpu_offload
-    if offload:
+    state = _model_state(shape, s, c)
+    if c.fsdp and s.cpu_offload:
         out.host_lines = [replace(x, note=x.note + ", in host memory") for x in state]
         state = [Line("weights/gradients/optimizer", 0.0, "in host memory (train.fsdp_cpu_offload)")]
     out.lines += state
-    # generation
-    if s.engine == "vllm":
-        vw = shape.params * s.vllm_dtype_bytes * s.models / s.vllm_tp / GIB
-        asleep = ("rollout",) if gpu and s.vllm_sleep else ()  # rollout.vllm_sleep: freed during the update
-        out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{two}"
-                              + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
-                              + ("" if gpu or s.vllm_in_process else ", in vLLM's own processes")
-                              + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""), phases=asleep))
-        if asleep and s.vllm_sleep == 1:
-            out.host_lines.append(Line("vLLM weights", vw, "moved to host memory while asleep (vllm_sleep=1)"))
-        if gpu:
-            share = s.vllm_gpu_memory_utilization * s.device_gib * s.models
-            out.lines.append(Line("vLLM KV cache + workspace", max(share - vw, 0.0),
-                                  f"vllm_gpu_memory_utilization {s.vllm_gpu_memory_utilization}{two}",
-                                  phases=asleep))
-        else:
-            out.lines.append(Line("vLLM KV cache", s.vllm_kv_cache_gib * s.models, "vllm_kv_cache_gib"
-                                  + (", returned after the rollout" if s.vllm_release_kv else ""),
-                                  phases=("rollout",) if s.vllm_release_kv else ()))
+    if s.engine == "vllm" and c.gpu:
+        _vllm_on_gpu(shape, s, out)
+    elif s.engine == "vllm":
+        _vllm_on_cpu(shape, s, c, out)
     else:
         kv = kv_cache_bytes(s.rollout_sequences, s.max_context, layers=shape.layers, kv_width=shape.kv_width,
                             dtype_bytes=s.model_dtype_bytes)
         out.lines.append(Line("KV cache (transformers engine)", kv / GIB,
                               f"{s.rollout_sequences} episodes × {s.max_context} tokens (bound)", phases=("rollout",)))
-    if fsdp and s.engine == "vllm":  # the sync gathers one tensor at a time and casts it (VLLMEngine._reload)
+    out.lines += _sync_lines(shape, s, c) + _update_lines(shape, s, c)
+    out.peak_gib, out.peak_phase = peak_of(out.lines)
+    for x in out.lines:
+        x.peak = not x.phases or out.peak_phase in x.phases
+    out.notes += gpu_notes(s)
+    return out
+
+
+def _model_state(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
+    """Weights, gradients, AdamW state and the KL reference (notes 1-3, 5, 6)."""
+    w = weight_bytes(c.frozen, c.trainable, frozen_bytes=c.frozen_bytes, shards=c.shards) * s.models
+    g = grad_bytes(c.trainable, shards=c.shards)
+    o = adamw_bytes(c.trainable, shards=c.shards, models=c.optimizers)
+    many = c.optimizers > 1
+    state = [Line("weights", w / GIB, f"{c.trainable / 1e6:,.1f}M trainable in fp32"
+                  + (f" + {c.frozen / 1e6:,.0f}M frozen in {c.frozen_bytes * 8}-bit" if c.frozen else "")
+                  + f"{c.two}, {c.per}"),
+             Line("gradients", g / GIB, f"fp32, the updated model's, {c.per}", phases=GRAD_PHASES),
+             Line("optimizer state", o / GIB, f"AdamW 2 × fp32{f' × {c.optimizers} models' if many else ''}, "
+                  f"{c.per}" + (" (the inactive agent's too, as allocated today)" if many else
+                                ", the updated agent's only (train.update_agents)" if s.models > 1 else ""))]
+    if s.kl_ref and not c.lora:  # the trained models' only (a frozen agent has no KL term)
+        ref = weight_bytes(0, shape.params, frozen_bytes=0, shards=c.shards) * c.optimizers
+        state.append(Line("KL reference", ref / GIB, "frozen copy of the fp32 weights"
+                          + (f" × {c.optimizers} models" if many else "") + f", {c.per}"))
+    return state
+
+
+def _vllm_on_cpu(shape: ModelShape, s: Setup, c: _Counts, out: Plan) -> None:
+    """vLLM on CPU: its weights and its ``vllm_kv_cache_gib`` (1 GiB by default) per engine."""
+    vw = shape.params * s.vllm_dtype_bytes * s.models / s.vllm_tp / GIB
+    out.lines.append(Line("vLLM weights", vw, f"{s.vllm_dtype_bytes * 8}-bit copy{c.two}"
+                          + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
+                          + ("" if s.vllm_in_process else ", in vLLM's own processes")))
+    kv = 1.0 if s.vllm_kv_cache_gib is None else s.vllm_kv_cache_gib
+    out.lines.append(Line("vLLM KV cache", kv * s.models, "vllm_kv_cache_gib"
+                          + (", returned after the rollout" if s.vllm_release_kv else ""),
+                          phases=("rollout",) if s.vllm_release_kv else ()))
+
+
+def _vllm_on_gpu(shape: ModelShape, s: Setup, out: Plan) -> None:
+    """vLLM's engines on a GPU (note 7): each holds its share of the device's total (or weights + workspace +
+    ``vllm_kv_cache_gib``), awake through the rollout and the sync; one per process sleeps through the update
+    with ``vllm_sleep``. Each must pass vLLM's start condition given what the trainer and the engines started
+    before hold, and keep a KV cache of one ``max_model_len`` sequence (:func:`plan_engines`)."""
+    total = s.device_gib * GIB
+    weights = shape.params * s.vllm_dtype_bytes / s.vllm_tp
+    workspace = workspace_bytes(hidden=shape.hidden, intermediate=shape.intermediate // s.vllm_tp, vocab=shape.vocab,
+                                batched_tokens=max(s.vllm_max_model_len, 8192), dtype_bytes=s.vllm_dtype_bytes,
+                                eager=s.vllm_eager)
+    own_processes = not s.vllm_in_process and s.processes == 1  # each engine's allocator in a process of its own
+    sleepers = 0 if not s.vllm_sleep else (s.models if own_processes else 1)
+    held = sum(x.gib for x in out.lines if x.component in ("runtime", "weights", "KL reference")) * GIB
+    engines = plan_engines(total=total, share=s.vllm_gpu_memory_utilization, weights=[weights] * s.models,
+                           workspace=workspace, held_at_start=held, sleepers=sleepers,
+                           kv_cache=None if s.vllm_kv_cache_gib is None else s.vllm_kv_cache_gib * GIB,
+                           max_model_len=s.vllm_max_model_len,
+                           per_token=kv_bytes_per_token(layers=shape.layers, kv_width=shape.kv_width // s.vllm_tp,
+                                                        dtype_bytes=s.vllm_dtype_bytes))
+    for asleep in (True, False):
+        group = [e for e in engines if e.sleeps == asleep]
+        if not group:
+            continue
+        tag = "" if len(group) == len(engines) else (" (the sleeping engine)" if asleep else " (the awake engine)")
+        phases = ("rollout", "sync") if asleep else ()  # woken before the sync, which reloads its weights
+        how = (f"{s.vllm_dtype_bytes * 8}-bit copy" + (f" × {len(group)} engines" if len(group) > 1 else "")
+               + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else ""))
+        out.lines.append(Line("vLLM weights" + tag, sum(e.weights for e in group) / GIB,
+                              how + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""), phases=phases))
+        shares = " + ".join(f"{e.share:.3f}" for e in group)
+        out.lines.append(Line("vLLM KV cache + workspace" + tag, sum(e.footprint - e.weights for e in group) / GIB,
+                              (f"share {shares} of {s.device_gib:g} GiB" if s.vllm_kv_cache_gib is None else
+                               f"vllm_kv_cache_gib {s.vllm_kv_cache_gib:g}") + f", KV {engines[0].kv / GIB:.1f} GiB "
+                              "per engine", phases=phases))
+        if asleep and s.vllm_sleep == 1:
+            out.host_lines.append(Line("vLLM weights", sum(e.weights for e in group) / GIB,
+                                       "moved to host memory while asleep (vllm_sleep=1)"))
+    out.problems += [p for e in engines for p in e.problems]
+
+
+def _sync_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
+    """Under FSDP: vLLM's sync gathers one weight at a time and casts it; the transformers engine serves an
+    unsharded replica the sync gathers into (``build_policies``)."""
+    if c.fsdp and s.engine == "vllm":  # VLLMEngine._reload
         largest = max(shape.vocab, shape.intermediate) * shape.hidden
-        out.lines.append(Line("weight sync", largest * (4 + s.vllm_dtype_bytes) / GIB,
-                              "the largest weight gathered in fp32 and cast, one at a time", phases=("sync",)))
-    elif fsdp:  # the transformers engine serves an unsharded copy the sync gathers into (build_policies)
-        width = 2 if gpu and s.bf16 else (s.model_dtype_bytes if lora else 4)
-        out.lines.append(Line("engine replica", shape.params * width * s.models / GIB,
-                              f"unsharded {width * 8}-bit copy the engine is synced from{two}"))
-    # the update: one micro-batch's transient
+        return [Line("weight sync", largest * (4 + s.vllm_dtype_bytes) / GIB,
+                     "the largest weight gathered in fp32 and cast, one at a time", phases=("sync",))]
+    if c.fsdp:
+        width = 2 if c.gpu and s.bf16 else (s.model_dtype_bytes if c.lora else 4)
+        return [Line("engine replica", shape.params * width * s.models / GIB,
+                     f"unsharded {width * 8}-bit copy the engine is synced from{c.two}")]
+    return []
+
+
+def _update_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
+    """The update's transients: one micro-batch's activations and LM head (note 4), FSDP's gathered layers
+    or autocast's weight casts, the all-reduce buffer, AdamW's step; and, for comparison, the activations with
+    checkpointing switched the other way."""
     tokens = s.micro_batch_tokens
     if not s.bf16:
         mode = "fp32"
-    elif fsdp or (lora and s.model_dtype_bytes == 2):
+    elif c.fsdp or (c.lora and s.model_dtype_bytes == 2):
         mode = "bf16"  # FSDP's bf16 param_dtype, or a bf16-stored base: a bf16 residual stream
     else:
         mode = "autocast"
     lb = layer_activation_bytes(tokens, hidden=shape.hidden, intermediate=shape.intermediate,
                                 kv_width=shape.kv_width, heads=shape.heads, mode=mode)
     ckpt = max(1, round(s.checkpoint_share * shape.layers)) if s.checkpoint_share > 0 else 0
-    residual = 2 if mode == "bf16" else 4
 
     def backbone(k: int) -> float:
         return backbone_activation_bytes(tokens, layers=shape.layers, checkpointed=k, layer_bytes=lb,
-                                         hidden=shape.hidden, residual_bytes=residual) / GIB
+                                         hidden=shape.hidden, residual_bytes=2 if mode == "bf16" else 4) / GIB
 
     trained = max(1, int(tokens * s.trained_share))
-    autograd_head = not lora or s.entropy_grad
-    hb = head_bytes(trained, vocab=shape.vocab, hidden=shape.hidden, trained_head=autograd_head,
-                    low_precision=s.bf16)
-    out.lines.append(Line("activations", backbone(ckpt), f"{tokens} tokens/micro-batch, {mode}, "
-                          + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"),
-                          phases=("update",)))
-    out.lines.append(Line("LM head", hb / GIB, f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
-                          + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")),
-                          phases=("update",)))
-    if fsdp:  # FSDP2 gathers each layer for its compute (the next one prefetched); the root (embedding,
+    autograd_head = not c.lora or s.entropy_grad
+    hb = head_bytes(trained, vocab=shape.vocab, hidden=shape.hidden, trained_head=autograd_head, low_precision=s.bf16)
+    out = [Line("activations", backbone(ckpt), f"{tokens} tokens/micro-batch, {mode}, "
+                + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"), phases=("update",)),
+           Line("LM head", hb / GIB, f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
+                + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")), phases=("update",))]
+    if c.fsdp:  # FSDP2 gathers each layer for its compute (the next one prefetched); the root (embedding,
         unit = 2 if s.bf16 else 4  # head, final norm) stays gathered from the forward through the backward
         gathered = (2 * shape.layer_params + shape.embedding + shape.head) * unit
-        out.lines.append(Line("gathered layers", gathered / GIB, "FSDP all-gather: 2 decoder layers + the root",
-                              phases=("update",)))
-    elif s.bf16 and not lora:  # autocast keeps one bf16 cast of each fp32 weight matrix until the forward ends
+        out.append(Line("gathered layers", gathered / GIB, "FSDP all-gather: 2 decoder layers + the root",
+                        phases=("update",)))
+    elif s.bf16 and not c.lora:  # autocast keeps one bf16 cast of each fp32 weight matrix until the forward ends
         casts = 2 * (shape.params - shape.embedding + (shape.embedding if shape.tied else 0))
-        out.lines.append(Line("autocast weight copies", casts / GIB, "bf16 casts of the fp32 weights (forward)",
-                              phases=("update",)))
-    if not fsdp and s.processes > 1:
-        out.lines.append(Line("all-reduce buffer", g / GIB, "flat fp32 gradients (ddp)", phases=("all-reduce",)))
-    if gpu and not offload:
-        out.lines.append(Line("optimizer step", 4 * trainable / shards / GIB, "foreach AdamW temporaries",
-                              phases=("optimizer step",)))
-    other = backbone(0) if ckpt else backbone(shape.layers)
-    out.lines.append(Line("activations " + ("without" if ckpt else "with") + " checkpointing", other,
-                          "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
-                          phases=("info",)))
-    out.peak_gib, out.peak_phase = peak_of(out.lines)
-    for x in out.lines:
-        x.peak = not x.phases or out.peak_phase in x.phases
+        out.append(Line("autocast weight copies", casts / GIB, "bf16 casts of the fp32 weights (forward)",
+                        phases=("update",)))
+    if not c.fsdp and s.processes > 1:
+        out.append(Line("all-reduce buffer", grad_bytes(c.trainable) / GIB, "flat fp32 gradients (ddp)",
+                        phases=("all-reduce",)))
+    if c.gpu and not (c.fsdp and s.cpu_offload):
+        out.append(Line("optimizer step", 4 * c.trainable / c.shards / GIB, "foreach AdamW temporaries",
+                        phases=("optimizer step",)))
+    out.append(Line("activations " + ("without" if ckpt else "with") + " checkpointing",
+                    backbone(0) if ckpt else backbone(shape.layers),
+                    "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
+                    phases=("info",)))
     return out
+
+
+def gpu_notes(s: Setup) -> list[str]:
+    """What rema does about settings that need care on GPUs, for the plan's reader."""
+    if s.device != "cuda":
+        return []
+    notes = []
+    if s.engine == "vllm" and s.models > 1:
+        notes.append(f"separate weights: {s.models} vLLM engines per process split rollout.vllm_gpu_memory_utilization="
+                     f"{s.vllm_gpu_memory_utilization} (each its weights + an equal part of the rest)")
+        if s.vllm_sleep and (s.vllm_in_process or s.processes > 1):
+            notes.append(f"rollout.vllm_sleep={s.vllm_sleep} puts one engine per process to sleep (vLLM's sleep-mode "
+                         "allocator allows one); the other stays awake through the update")
+    if s.engine == "vllm" and s.vllm_sleep == 2 and (s.models > 1 or (s.optimizers or s.models) < s.models):
+        notes.append("rollout.vllm_sleep=2 discards the sleeping engine's weights: when its agent is not updated "
+                     "(frozen, or the inactive one) the trainer syncs it again each step (vllm_sleep=1 keeps them in "
+                     "host memory instead)")
+    if s.engine == "vllm" and s.vllm_dtype_bytes == 4 and s.strategy == "fsdp" and s.processes > 1 and s.bf16:
+        notes.append("rollout.vllm_dtype=float32 under FSDP's bf16 compute: the post-sync check uses bf16's "
+                     "tolerance (the trainer's forward runs in bf16)")
+    if s.engine == "vllm" and s.vllm_tp > 1:
+        notes.append("tensor-parallel vLLM runs with its custom all-reduce off (NCCL's), as verl and TRL do")
+    if s.strategy == "fsdp" and s.cpu_offload and s.processes > 1:
+        notes.append("train.fsdp_cpu_offload: shards live in host memory; the sync, export and checks gather them "
+                     "on the GPU")
+    return notes
 
 
 def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, trained_share: float = 1.0,
@@ -508,7 +515,7 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
     per_rank = math.ceil(t.questions_per_step / gpus) * r.samples_per_question
     messages = 2 * r.max_turns if r.mode == "multi_turn" else 2
     context = min(r.max_context_tokens, PROMPT_TOKENS + messages * r.max_tokens_per_turn)
-    return Setup(processes=gpus, device="cuda" if gpu else "cpu", device_gib=gpu_mem_gib,
+    return Setup(processes=gpus, device="cuda" if gpu else "cpu", device_gib=device_total_gib(gpu_mem_gib),
                  strategy=t.strategy, cpu_offload=t.fsdp_cpu_offload, bf16=bf16, model_dtype_bytes=dtype_bytes,
                  lora_r=m.lora_r, checkpoint_share=m.checkpoint_layers if m.gradient_checkpointing else 0.0,
                  micro_batch_tokens=t.micro_batch_tokens, trained_share=trained_share,
@@ -518,12 +525,32 @@ def setup_from_config(cfg, *, gpus: int = 1, gpu_mem_gib: float | None = None, t
                  vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, vllm_kv_cache_gib=r.vllm_kv_cache_gib,
                  vllm_sleep=r.vllm_sleep if gpu else 0,
                  vllm_release_kv=r.vllm_release_kv and not gpu, vllm_in_process=r.vllm_in_process,
-                 vllm_tp=r.vllm_tensor_parallel_size, rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
+                 vllm_tp=r.vllm_tensor_parallel_size, vllm_max_model_len=r.max_context_tokens,
+                 vllm_eager=r.vllm_enforce_eager, rollout_sequences=per_rank, max_context=context, runtime_gib=runtime_gib)
+
+
+DEVICE_TOTAL_GIB = {80: 79.19, 141: 139.80, 40: 39.39}
+"""What a GPU sold as N GB reports as its total, in GiB (``torch.cuda.mem_get_info()[1]``, also printed in its
+out-of-memory errors, "GPU 0 has a total capacity of 79.19 GiB"): H100 / A100 80 GB, H200, A100 40 GB."""
+
+
+def device_total_gib(gpu_mem_gib: float | None) -> float | None:
+    """``--gpu-mem`` as the device's reported total: a size from :data:`DEVICE_TOTAL_GIB` (80, 141, 40) becomes
+    what those GPUs report, any other value is taken as the reported total itself."""
+    return None if gpu_mem_gib is None else DEVICE_TOTAL_GIB.get(gpu_mem_gib, gpu_mem_gib)
+
+
+def config_shape(cfg) -> ModelShape:
+    """The shape of the model a ``Config`` trains: ``model.name``, or under separate weights with another
+    ``model.ra_name`` the larger of the two (the plan is per process, and each process holds both)."""
+    names = [cfg.model.name] + ([cfg.model.ra_name] if not cfg.train.shared_weights and cfg.model.ra_name else [])
+    shapes = [model_shape(model_config(name), name) for name in dict.fromkeys(names)]
+    return max(shapes, key=lambda x: x.params)
 
 
 def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
-    """What to change when a plan does not fit: each single change worth trying, planned (LoRA, FSDP, CPU
-    offload, more GPUs, smaller micro-batches, checkpointing, a smaller vLLM share)."""
+    """What to change when a plan does not fit or does not start: each single change worth trying, planned
+    (LoRA, FSDP, CPU offload, more GPUs, smaller micro-batches, checkpointing, another vLLM share)."""
     tries: list[tuple[str, Setup]] = []
     if s.lora_r == 0:
         tries.append(("model.lora_r=16", replace(s, lora_r=16)))
@@ -543,8 +570,8 @@ def alternatives(shape: ModelShape, s: Setup) -> list[tuple[str, Plan]]:
     if s.engine == "vllm" and s.device == "cuda" and not s.vllm_sleep:
         tries.append(("rollout.vllm_sleep=1", replace(s, vllm_sleep=1)))
     if s.engine == "vllm" and s.device == "cuda":
-        for u in (0.3, 0.2):
-            if u < s.vllm_gpu_memory_utilization:
+        for u in (0.3, 0.2, 0.6, 0.7):  # smaller: room for the trainer; larger: room for vLLM's KV cache
+            if u != s.vllm_gpu_memory_utilization:
                 tries.append((f"rollout.vllm_gpu_memory_utilization={u}", replace(s, vllm_gpu_memory_utilization=u)))
     return [(what, plan(shape, alt)) for what, alt in tries]
 
@@ -564,18 +591,19 @@ def host_memory_gib() -> float | None:
 
 
 def verdict(p: Plan, alts: list[tuple[str, Plan]]) -> str:
-    """One line: fits or not, the largest components, and (when it does not fit) the single changes that make
-    it fit, with their peaks."""
+    """One line: fits (and starts) or not, the largest components, and when it does not work the single
+    changes that make it work, with their peaks."""
     counted = sorted((x for x in p.lines if x.peak), key=lambda x: -x.gib)
     top = ", ".join(f"{x.component} {x.gib:.1f}" for x in counted[:3])
     if p.capacity_gib is None:
         return f"peak {p.peak_gib:.2f} GiB per process ({p.peak_phase}); largest: {top} GiB"
-    head = (f"{'fits' if p.fits else 'does not fit'}: peak {p.peak_gib:.1f} of {p.capacity_gib:g} GiB per GPU "
-            f"({p.peak_phase}); largest: {top} GiB")
-    if p.fits:
+    state = "does not fit" if not p.fits else "fits but will not start" if p.problems else "fits"
+    head = (f"{state}: peak {p.peak_gib:.1f} of {p.capacity_gib:g} GiB per GPU ({p.peak_phase}); largest: {top} GiB"
+            + "".join(f". {problem}" for problem in p.problems))
+    if p.works:
         return head + (f"; headroom {p.capacity_gib - p.peak_gib:.1f} GiB")
-    fixes = [f"{what} → {alt.peak_gib:.1f} GiB" for what, alt in alts if alt.fits]
+    fixes = [f"{what} → {alt.peak_gib:.1f} GiB" for what, alt in alts if alt.works]
     near = sorted(alts, key=lambda a: a[1].peak_gib)[:2]
     if fixes:
-        return head + ". Fits with: " + "; ".join(fixes)
-    return head + ". No single change fits; closest: " + "; ".join(f"{w} → {a.peak_gib:.1f} GiB" for w, a in near)
+        return head + ". Works with: " + "; ".join(fixes)
+    return head + ". No single change works; closest: " + "; ".join(f"{w} → {a.peak_gib:.1f} GiB" for w, a in near)

@@ -30,6 +30,7 @@ are balanced) and ``acc/family_<F>`` (accuracy per benchmark family, ``rema.rewa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -49,9 +50,9 @@ CorrectnessFn = Callable[[Episode], float]
 _BOXED = re.compile(r"\\boxed\s*\{")
 
 
-def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, float]]]:
+def selected_terms(cfg: RewardConfig, mode: str, task: str = "math") -> list[tuple[str, dict[str, float]]]:
     """The shaping terms (names in ``rewards.terms.TERMS``, with their keyword arguments) that ``cfg`` adds to
-    episodes played in rollout ``mode``.
+    episodes of ``task`` played in rollout ``mode`` (the judge's format term asks for a verdict, not a box).
 
     Format terms apply only to ``single_turn`` episodes (per-turn format rewards in multi-turn are exploitable,
     docs/design.md §2), and only where ``cfg.format_terms`` asks for them; they include the plan-leak check, so the
@@ -60,7 +61,7 @@ def selected_terms(cfg: RewardConfig, mode: str) -> list[tuple[str, dict[str, fl
     ``rema chat`` score an episode the same way."""
     terms: list[tuple[str, dict[str, float]]] = []
     if cfg.format_terms and mode == "single_turn":
-        terms.append(("format", {"penalty": -cfg.format_penalty}))
+        terms.append(("judge_format" if task == "judge" else "format", {"penalty": -cfg.format_penalty}))
     elif cfg.plan_leak_penalty > 0:
         terms.append(("plan_leak", {"penalty": -cfg.plan_leak_penalty}))
     if cfg.action_format_penalty > 0:  # inert on episodes whose MTA made no action-set choice
@@ -89,7 +90,7 @@ def score_episodes(episodes: list[Episode], cfg: RewardConfig, *, task: str = "m
     ``mode`` is the rollout mode the episodes were played in (it decides the shaping terms, see
     ``selected_terms``); ``task`` picks the correctness reward (the grader registered under that name in
     ``rewards.tasks``: ``math``, ``judge``, or a user's) unless ``correctness_fn`` replaces it."""
-    terms = [(get_term(name), kwargs) for name, kwargs in selected_terms(cfg, mode)]
+    terms = [(get_term(name), kwargs) for name, kwargs in selected_terms(cfg, mode, task)]
     if correctness_fn is not None:
         scores = [float(correctness_fn(ep)) for ep in episodes]
         graded = [(s, {"correct": s}, None) for s in scores]
@@ -243,7 +244,7 @@ def run_eval(
     engines: dict[str, Engine],
     cfg: Config,
     *,
-    greedy: bool = True,
+    greedy: bool | None = None,
     n: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     prompts: PromptSet | None = None,
@@ -252,12 +253,18 @@ def run_eval(
 ) -> tuple[dict[str, float], list[Episode]]:
     """Roll out ``n`` episodes per problem with ``cfg``'s method, score them, return (metrics, episodes).
 
+    ``greedy=None`` samples at ``rollout.eval_temperature`` (greedy at 0, the default), as every evaluation does
+    (the trainer's held-out sets, ``rema eval``); True / False: greedy, or ``cfg.rollout.temperature``.
     ``prompts`` overrides the prompt set implied by ``cfg.method_name`` (``rema eval`` uses it for
     single-agent judge prompt sets); ``first_episode_id`` numbers episodes across chunks;
     ``correctness_fn`` replaces the task's grader (see ``score_episodes``).
     """
     prompts = prompts or get_prompt_set(cfg.method_name)
-    episodes = rollout(problems, cfg.rollout, engines, prompts, greedy=greedy, samples_per_question=n,
+    rcfg = cfg.rollout
+    if greedy is None:
+        rcfg = dataclasses.replace(rcfg, temperature=rcfg.eval_temperature)
+        greedy = rcfg.temperature == 0
+    episodes = rollout(problems, rcfg, engines, prompts, greedy=greedy, samples_per_question=n,
                        on_progress=on_progress, first_episode_id=first_episode_id)
     counters = score_episodes(episodes, cfg.reward, task=cfg.rollout.task, mode=cfg.rollout.mode,
                               correctness_fn=correctness_fn)

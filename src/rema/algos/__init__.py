@@ -21,7 +21,9 @@ the turns within a row. Nothing here mutates its inputs or holds state.
 
 from rema.algos.advantages import (
     ADVANTAGE_ESTIMATORS,
+    ESTIMATOR_INFO,
     AdvantageFn,
+    EstimatorInfo,
     broadcast_to_tokens,
     dr_grpo_advantages,
     get_advantage_estimator,
@@ -49,6 +51,8 @@ __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
     "AdvantageFn",
+    "ESTIMATOR_INFO",
+    "EstimatorInfo",
     "RATIO_LEVELS",
     "RATIO_MEANS",
     "TurnIndex",

@@ -32,6 +32,7 @@ Shapes: N rows (episodes × agents), T tokens. ``mask`` is 1 on trained tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -41,6 +42,8 @@ from rema.algos.segments import TurnIndex, masked_mean, masked_sum, masked_white
 __all__ = [
     "AdvantageFn",
     "ADVANTAGE_ESTIMATORS",
+    "ESTIMATOR_INFO",
+    "EstimatorInfo",
     "register_advantage_estimator",
     "get_advantage_estimator",
     "broadcast_to_tokens",
@@ -68,7 +71,8 @@ class AdvantageFn(Protocol):
         gamma: per-token discount within a turn (REINFORCE++ only; others require 1.0).
         kl: (N, T) float or None, per-token KL estimate to fold into the reward (REINFORCE++ only).
         kl_coef: weight of ``kl`` in the reward; 0 disables (others require 0).
-        all_reduce: ``t -> sum of t over the data-parallel processes`` (None on one process). Batch-wide
+        all_reduce: ``t -> sum of t over the data-parallel processes`` (None on one process), for ``t`` on any
+            device (the trainer's ``Dist.sum_`` sends it through the communication device). Batch-wide
             statistics (REINFORCE++'s whitening) use it so N processes compute what one process would on the
             whole batch; group estimators ignore it (a group never straddles processes).
 
@@ -93,15 +97,35 @@ class AdvantageFn(Protocol):
 
 
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
+"""Name -> estimator: the valid values of ``algo.advantage`` (the config validates against this dict, so an
+estimator registered before the config is loaded is accepted there)."""
 
 
-def register_advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator: register an estimator with the uniform :class:`AdvantageFn` signature under ``name``."""
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """What an estimator can honour, read by the config's validation to refuse settings it would ignore."""
+
+    per_token: bool = False
+    """Takes per-token rewards: a discount ``gamma`` within a turn and the KL penalty folded into the reward
+    (``algo.kl_in_reward``). An episode-level estimator raises on both, so the config refuses them at load."""
+    grouped: bool = True
+    """Compares the samples of one question (``group_ids``): with one sample per question every advantage is 0."""
+
+
+ESTIMATOR_INFO: dict[str, EstimatorInfo] = {}
+"""Name -> :class:`EstimatorInfo` of every registered estimator."""
+
+
+def register_advantage_estimator(name: str, *, per_token: bool = False,
+                                 grouped: bool = True) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Decorator: register an estimator with the uniform :class:`AdvantageFn` signature under ``name``;
+    ``per_token`` / ``grouped`` describe it (:class:`EstimatorInfo`)."""
 
     def deco(fn: AdvantageFn) -> AdvantageFn:
         if name in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} is already registered")
         ADVANTAGE_ESTIMATORS[name] = fn
+        ESTIMATOR_INFO[name] = EstimatorInfo(per_token=per_token, grouped=grouped)
         return fn
 
     return deco
@@ -370,7 +394,7 @@ def rloo_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, 
     return adv, {**_adv_stats(adv, mask, rewards, all_reduce), **_group_stats(rewards, group_ids)}
 
 
-@register_advantage_estimator("reinforce_pp")
+@register_advantage_estimator("reinforce_pp", per_token=True, grouped=False)
 @torch.no_grad()
 def reinforce_pp_advantages(rewards, group_ids, mask, turn_ids, *, eps=1e-6, gamma=1.0, kl=None, kl_coef=0.0,
                      all_reduce=None):

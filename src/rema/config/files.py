@@ -37,6 +37,10 @@ def _coerce(value, tp, key: str):
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
+        elif isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a list, got a mapping {value!r}")
+        elif not isinstance(value, (list, tuple)):
+            value = [value]  # `data.levels=3`: one item
         return [_coerce(v, args[0] if args else str, key) for v in value]
     if tp is bool:
         if isinstance(value, bool):
@@ -57,6 +61,11 @@ def _coerce(value, tp, key: str):
             return "on" if value else "off"
         return str(value)
     return value
+
+
+def _squash(text) -> str:
+    """A library's message on one line."""
+    return " ".join(str(text).split())
 
 
 def _type_hints(cls) -> dict:
@@ -80,7 +89,7 @@ def _unknown(key: str, valid: list[str]) -> ConfigError:
         leaf = key.rsplit(".", 1)[-1]
         near = [k for k in valid if leaf in k.rsplit(".", 1)[-1]][:3]
     hint = f"; did you mean {', '.join(near)}?" if near else ""
-    return ConfigError(f"unknown config key '{key}'{hint} (see `rema train --help-config`)")
+    return ConfigError(f"unknown config key {key!r}{hint} (see `rema train --help-config`)")
 
 
 def _toggles(cls, prefix: str = "") -> list[str]:
@@ -124,6 +133,7 @@ def _build(cls, data: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in (data or {}).items():
+        key = str(key)  # YAML reads `1:` or `true:` as a number or a boolean
         if key not in names:
             raise _unknown(prefix + key, _all_keys(Config))
         tp = hints[key]
@@ -146,9 +156,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: invalid YAML ({_squash(getattr(err, 'problem', None) or err)})") from None
+        except (UnicodeDecodeError, IsADirectoryError) as err:
+            raise ConfigError(f"{path}: not a YAML text file ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         tree.pop("description", None)  # free text for humans
@@ -157,7 +171,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value, e.g. algo.clip_eps=0.1")
         key, raw = item.split("=", 1)
-        _set(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "", valid)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            why = _squash(getattr(err, "problem", None) or err)
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({why}); quote it, e.g. "
+                              "key='a: b'") from None
+        _set(tree, key.strip(), value, valid)
     return _build(Config, tree)
 
 

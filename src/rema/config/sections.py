@@ -156,7 +156,8 @@ class RewardConfig:
 class AlgoConfig:
     advantage: str = "grpo"
     """Advantage estimator: ``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp`` (docs/design.md §3), or one registered
-    with ``rema.algos.register_advantage_estimator`` (docs/extending.md)."""
+    with ``rema.algos.register_advantage_estimator`` (docs/extending.md). ``grpo``, ``dr_grpo`` and ``rloo`` score
+    whole episodes; ``reinforce_pp`` takes per-token rewards (``gamma``, ``kl_in_reward``)."""
     ratio_level: str = "turn"
     """``token`` (PPO ratio per token) or ``turn`` (one ratio per turn, ReMA's multi-turn choice). Acts only when
     π_old differs from π, i.e. with ``train.mini_batches`` > 1 or ``train.ppo_epochs`` > 1: with one of each (every
@@ -321,7 +322,13 @@ class TrainConfig:
     fsdp_cpu_offload: bool = False
     """``train.strategy=fsdp``: keep the parameter shards, their gradients and the optimizer state in CPU memory
     (FSDP2's ``CPUOffloadPolicy``), moving each layer to the GPU for its forward and backward: fits larger
-    models at the cost of host-device copies."""
+    models at the cost of host-device copies. Weights gathered outside a forward (the vLLM sync, the export,
+    checkpoints) are moved to the GPU before they are gathered."""
+    dist_timeout_min: float = 60.0
+    """Several processes: how long (minutes) a collective waits for the other ranks before the job fails. Ranks
+    wait on each other through a whole rollout, an evaluation and rank 0's writes (checkpoints, the export), so
+    it is generous; NCCL's own default is 10 minutes. The process group is ``cuda:nccl,cpu:gloo`` on GPUs
+    (``rema.train.distributed``)."""
     autocast: str = "auto"
     """Compute dtype of the trainer's forward/backward: ``bf16`` (``torch.autocast`` to bfloat16; fp32 master
     weights, optimizer state and log-softmax; under ``train.strategy=fsdp`` on CUDA, FSDP's mixed-precision
@@ -414,6 +421,13 @@ class SFTConfig:
     """Learning rate of the fine-tuning (AdamW, constant); the RL optimizer starts fresh afterwards."""
     batch_dialogues: int = 8
     """Dialogues per optimizer step (both roles' rows of each)."""
+    over_limit: str = "refuse"
+    """A dialogue that RL could not reproduce under the ``rollout`` limits (a message over ``max_tokens_per_turn``, a
+    turn that starts past ``max_context_tokens - max_tokens_per_turn``; more rounds than ``max_turns`` are always
+    refused): ``refuse`` (``rema train`` / ``rema sft`` check a dialogue file before any model loads and stop, naming
+    the dialogue) or ``truncate`` (messages are cut to ``max_tokens_per_turn``, as the sampler would cut them, and
+    dialogues that still do not fit are left out; counted as ``sft/data/truncated_messages`` and
+    ``sft/data/dropped_dialogues``)."""
 
 
 @dataclass

@@ -265,6 +265,8 @@ def resolve_dataset(
     columns of a file or Hub dataset (with or without options); benchmarks know their own.
     """
     text = spec.strip()
+    if not text:
+        raise DataError("empty data spec: give a benchmark name, a file, synthetic:... or hf:owner/name")
     if text.startswith("synthetic"):
         return _resolve_synthetic(text, limit)
     if text.startswith("hf:"):
@@ -407,5 +409,6 @@ def load_split(spec: str | None, *, data_dir: str | None = None, question_field:
     if levels:
         problems = [p for p in problems if p.meta.get("level") in set(levels)]
     if not problems:
-        raise ValueError(f"data spec {spec!r} gave no problems (levels filter: {levels})")
+        raise DataError(f"data spec {spec!r} gave no problems (levels filter: {levels}); check the spec and "
+                        "data.levels")
     return problems

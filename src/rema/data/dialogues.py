@@ -118,8 +118,12 @@ def load_dialogues(path: str | Path, *, two_agents: bool, multi_turn: bool, max_
     path = Path(path)
     if not path.is_file():
         raise DialogueError(f"dialogue file not found: {path} (sft.data takes a JSONL file or 'self')")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DialogueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): a message may hold U+2028 and the like
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -137,6 +141,8 @@ def load_dialogues(path: str | Path, *, two_agents: bool, multi_turn: bool, max_
             if not isinstance(t, dict) or not isinstance(t.get("agent"), str) or not isinstance(t.get("text"), str):
                 raise DialogueError(f"{where}: turn {i} must be {{'agent': 'mta'|'ra', 'text': ...}}, got {t!r:.80}")
             turns.append((t["agent"], t["text"]))
+        if not isinstance(row.get("meta") or {}, dict):
+            raise DialogueError(f"{where}: 'meta' must be an object, got {type(row['meta']).__name__}")
         d = Dialogue(row["question"], str(row.get("answer", "")), turns, str(row.get("id", n)), row.get("meta") or {})
         problem = check_dialogue(d, two_agents=two_agents, multi_turn=multi_turn, max_turns=max_turns)
         if problem:

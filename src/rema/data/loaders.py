@@ -330,8 +330,12 @@ def _find_local(source: str | os.PathLike[str], data_dir: str | os.PathLike[str]
 
 
 def _jsonl_rows(path: Path, shown: str) -> Rows:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{shown}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); fix the line") from e
             if not line.strip():
                 continue  # blank lines (a trailing newline, hand-edited files) are not rows
             try:
@@ -348,6 +352,8 @@ def _json_rows(path: Path, shown: str) -> Rows:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{shown}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{shown}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -361,8 +367,12 @@ def _parquet_rows(path: Path, shown: str) -> Rows:
     import pyarrow.parquet as pq
 
     i = 0
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError) have no common base of their own
+        raise DataError(f"{shown}: not a readable parquet file ({type(e).__name__}: {e})") from e
     # Streamed in record batches so `limit` on a large file does not read all of it.
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in reader.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
             yield f"{shown}[row {i}]", row
             i += 1
@@ -390,10 +400,14 @@ def _iter_dataset(ds: Any, where: str) -> Rows:
 def _dataset_dir_rows(path: Path, shown: str, *, split: str | None, config: str | None) -> Rows:
     import datasets
 
-    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-        ds = datasets.load_from_disk(str(path))  # written by Dataset(Dict).save_to_disk
-    else:
-        ds = datasets.load_dataset(str(path), config)  # a folder of data files `datasets` can infer
+    try:
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            ds = datasets.load_from_disk(str(path))  # written by Dataset(Dict).save_to_disk
+        else:
+            ds = datasets.load_dataset(str(path), config)  # a folder of data files `datasets` can infer
+    except Exception as e:  # `datasets` raises many types (EmptyDatasetError, FileNotFoundError, ValueError, ...)
+        raise DataError(f"{shown}: a folder, but not a dataset `datasets` can read ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}); give a .jsonl/.json/.parquet file") from e
     ds, split_name = _choose_split(ds, split, shown)
     yield from _iter_dataset(ds, f"{shown}[{split_name}]")
 

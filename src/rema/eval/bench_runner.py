@@ -95,19 +95,27 @@ def bench_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(spec).stem if Path(spec).suffix else Path(spec).name) or "bench"
 
 
-def load_bench(spec: str, cfg: Config) -> list:
-    """Problems of one ``eval.benches`` entry (benchmark name, file, or ``hf:`` spec read with the field keys)."""
-    from ..data import BENCHMARKS, load_problems, parse_hf_spec, resolve_dataset
+def load_bench(spec: str, cfg: Config, limit: int | None = None) -> list:
+    """Problems of one ``eval.benches`` entry (benchmark name, file, or ``hf:`` spec read with the field keys), at
+    most ``limit`` (default ``eval.limit``). Only an ``hf:`` spec goes to the Hub: any other name that is neither a
+    benchmark nor an existing path fails at once, listing the benchmarks."""
+    from ..data import BENCHMARKS, DataError, load_problems, parse_hf_spec, resolve_dataset
 
     e, d = cfg.eval, cfg.data
+    limit = e.limit if limit is None else limit
     mapping = {"question_field": d.question_field, "answer_field": d.answer_field, "id_field": e.id_field,
                "level_field": e.level_field, "answer_format": e.answer_format, "task": e.task}
     if spec.split(":", 1)[0] in BENCHMARKS or spec.startswith("synthetic") or ":split=" in spec:  # a held-out side
-        return resolve_dataset(spec, d.data_dir, limit=e.limit)
+        return resolve_dataset(spec, d.data_dir, limit=limit)
     if spec.startswith("hf:"):
         source, config, split = parse_hf_spec(spec, e.split)
-        return load_problems(source, config=config, split=split, limit=e.limit, **mapping)
-    return load_problems(spec, data_dir=d.data_dir, split=e.split, limit=e.limit, **mapping)
+        return load_problems(source, config=config, split=split, limit=limit, **mapping)
+    places = [Path(spec).expanduser()] + ([Path(d.data_dir).expanduser() / spec] if d.data_dir else [])
+    if not any(p.exists() for p in places):
+        raise DataError(f"eval.benches: {spec!r} is not a benchmark ({', '.join(sorted(BENCHMARKS))}), nor an existing "
+                        f"file{' (also looked in ' + d.data_dir + ')' if d.data_dir else ''}; a Hub dataset is "
+                        "hf:owner/name[:config][:split]")
+    return load_problems(spec, data_dir=d.data_dir, split=e.split, limit=limit, **mapping)
 
 
 def fingerprint(cfg: Config) -> dict:
@@ -212,17 +220,17 @@ def run_benchmarks(cfg: Config, *, engines: dict[str, Engine] | None = None, con
 
     console = console or Console()
     e = cfg.eval
+    benches = {bench_name(b): load_bench(b, cfg) for b in e.benches}  # bad data fails before any model or folder
     out = Path(e.out) if e.out else default_out(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(cfg)
     meta = _check_resume(out, fp)
-    meta.setdefault("invocations", []).append({"started": datetime.now().isoformat(timespec="seconds"),
-                                               "benches": list(e.benches), "limit": e.limit})
-    (out / "eval.json").write_text(json.dumps({**meta, "config": cfg.to_dict()}, indent=2))
-    benches = {bench_name(b): load_bench(b, cfg) for b in e.benches}
     if engines is None:
         with console.status(f"loading {model_label(cfg)} …"):
             engines = load_engines(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    meta.setdefault("invocations", []).append({"started": datetime.now().isoformat(timespec="seconds"),
+                                               "benches": list(e.benches), "limit": e.limit})
+    (out / "eval.json").write_text(json.dumps({**meta, "config": cfg.to_dict()}, indent=2))
     t0 = time.perf_counter()
     summaries: dict[str, dict] = {}
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -249,3 +257,33 @@ def _merge_summary(out: Path, cfg: Config, summaries: dict, wall_s: float) -> di
         "benches": list(benches), "benchmarks": benches, "average": average_benches(benches),
         "wall_s": wall_s, "finished": datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def dry_run(cfg: Config) -> list[str]:
+    """``rema eval --dry-run``: the first rows of every benchmark, the tokenizer and chat template, one episode's
+    prompts checked against the context (:func:`rema.preflight.budget`), and what the eval would generate; no
+    model weights load and nothing is written (a run's checkpoint is not exported)."""
+    from ..preflight import FIRST_ROWS, budget, load_tokenizers
+
+    e, r = cfg.eval, cfg.rollout
+    cap = min(e.limit or FIRST_ROWS, FIRST_ROWS)
+    benches = {bench_name(b): load_bench(b, cfg, limit=cap) for b in e.benches}
+    tokenizer = load_tokenizers(cfg, materialize=False)  # a run's own tokenizer is its base model's
+    where = f"run {e.run}" + (f" at {e.checkpoint}" if e.checkpoint else "") if e.run else cfg.model.name
+    lines = ["rema eval --dry-run: the config resolves and its inputs load; nothing was written",
+             f"  model        {where}: tokenizer and chat template of {cfg.model.name} load; "
+             f"engine {r.engine}, method {method_of(cfg)}"]
+    for name, problems in benches.items():
+        judge = any(getattr(p, "is_judge", False) for p in problems)
+        prompts = judge_prompts(cfg) if judge else get_prompt_set(cfg.method_name)
+        b = budget(cfg, prompts, tokenizer, problems)
+        b.refuse_unless_a_turn_fits()
+        openings = ", ".join(f"{agent.upper()} {n}" for agent, n in b.opening.items())
+        cut = "" if b.rounds_that_fit == b.rounds else f"; {b.rounds_that_fit} of {b.rounds} rounds fit at full length"
+        lines.append(f"  bench        {name}: first {len(problems)} rows read ({prompts.name}; opening tokens "
+                     f"{openings}; context up to {b.need} of {b.context}{cut})")
+    sampling = "greedy" if r.eval_temperature == 0 else f"T={r.eval_temperature:g}, n={e.n}"
+    lines += [f"  generation   {sampling}, up to {r.max_turns if r.mode == 'multi_turn' else 1} round(s) of "
+              f"{r.max_tokens_per_turn} tokens per message, {e.limit or 'every'} question(s) per benchmark",
+              f"  output       {e.out or 'evals/<model>-<method>-<time>'} (not created)"]
+    return lines

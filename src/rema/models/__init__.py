@@ -10,9 +10,10 @@ frozen weights, training-time changes, LoRA's fused layers, and export.
 - :mod:`.folders`: writing a model folder atomically.
 """
 
-from .export import EXPORT_SHARD_MB, export_model, iter_merged_weights
+from .export import EXPORT_SHARD_MB, compute_device, export_model, iter_merged_weights
 from .loading import (
                       CHATML_TEMPLATE,
+                      DTYPES,
                       EMBEDDED_NAME,
                       TINY_NAME,
                       LoraSpec,
@@ -28,8 +29,9 @@ from .loading import (
 from .low_precision import keep_trainable_fp32, native_bf16, set_training_dtypes, store_frozen_weights
 from .surgery import compile_decoder_layers, enable_checkpointing, has_cpp_compiler, linear_per_attention
 
-__all__ = ["CHATML_TEMPLATE", "EMBEDDED_NAME", "EXPORT_SHARD_MB", "TINY_NAME", "LoraSpec", "ModelNotFoundError",
-           "cache_dir", "compile_decoder_layers", "describe", "enable_checkpointing", "export_model",
+__all__ = ["CHATML_TEMPLATE", "DTYPES", "EMBEDDED_NAME", "EXPORT_SHARD_MB", "TINY_NAME", "LoraSpec",
+           "ModelNotFoundError", "cache_dir", "compile_decoder_layers", "compute_device", "describe",
+           "enable_checkpointing", "export_model",
            "has_cpp_compiler", "iter_merged_weights", "linear_per_attention", "load_model", "load_tokenizer",
            "keep_trainable_fp32", "locate_embedded_gguf", "materialize_embedded", "native_bf16", "resolve_path",
            "set_training_dtypes", "store_frozen_weights"]

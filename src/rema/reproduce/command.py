@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--scale", choices=["cpu", "paper"], default="cpu",
                    help="cpu: the embedded 135M model on synthetic arithmetic, 2 CPU cores; paper: the paper's "
                         "models and data from the Hub, 8 GPUs")
-    p.add_argument("--ood", default=None, metavar="SPEC",
+    p.add_argument("--ood", default=None, metavar="DATA",
                    help="replace the out-of-distribution set (table1) with this data spec or JSONL file")
     p.add_argument("--arms", default=None, help="comma-separated arms to run now (default: all); the figure and verdicts "
                                                 "use every finished run")

@@ -119,25 +119,28 @@ def plan_grid(exp: Experiment, *, scale: str, seeds: tuple[int, ...], out: Path,
 
 # --- time estimates -------------------------------------------------------------------------------------
 
-TOKENS_PER_MINUTE_CPU = 2400.0
-"""Rough generated+trained tokens per minute of one run of the embedded model on 2 AVX-512 BF16 cores (fitted
-to this project's own reproduce runs; a CPU without AVX-512 BF16 runs fp32, about 3× slower). Only the dry
-run's estimate uses it; a finished run's real time replaces it."""
+TOKENS_PER_MINUTE_CPU = 1100.0
+"""Generated + trained tokens per minute of one run of the embedded model on 2 AVX-512 BF16 cores, fitted to this
+project's own table1 runs (VRP 11.4 min, VRP_RL 37.9 min, on a loaded machine); a CPU without AVX-512 BF16 runs
+fp32, about 3× slower. Only the dry run's estimate uses it: a finished run shows its real time."""
+START_MINUTES = 3.5
+"""Loading the model and starting vLLM with its compiled graph, once per run."""
 
 
 def estimate_minutes(cfg: Config) -> float:
-    """A dry run's guess of one run's wall time from its budget: the tokens generated in RL, evaluation and the
-    cold start (each message assumed half its token limit), plus a fixed start-up cost."""
+    """A dry run's guess of one run's wall time from its budget: the tokens generated in RL, evaluation (with
+    the one before a cold start) and the cold start (each message assumed half its token limit), plus the start."""
     r, t = cfg.rollout, cfg.train
     turns = 1 if r.mode == "single_turn" else r.max_turns
     agents = 1 if r.method in ("vrp", "mrp") else 2
     per_episode = turns * agents * r.max_tokens_per_turn * 0.5
     rl = t.steps * t.questions_per_step * r.samples_per_question * per_episode * 2.0  # generation + update
     n_eval = 60 if cfg.data.eval_limit is None else cfg.data.eval_limit  # typical held-out size
-    evals = (1 + (t.steps // t.eval_every if t.eval_every else 0)) * n_eval * len(cfg.data.eval_specs) * per_episode
+    n_evals = 1 + (t.steps // t.eval_every if t.eval_every else 0) + int(cfg.sft.cold_start)
+    evals = n_evals * n_eval * len(cfg.data.eval_specs) * per_episode if t.eval_every else 0.0
     sft = cfg.sft.questions * per_episode * cfg.sft.epochs * 0.5 if cfg.sft.cold_start else 0.0
     speed = TOKENS_PER_MINUTE_CPU * (1.0 if _has_bf16_cpu() else 1 / 3)
-    return 1.0 + (rl + evals + sft) / speed
+    return START_MINUTES + (rl + evals + sft) / speed
 
 
 def _has_bf16_cpu() -> bool:

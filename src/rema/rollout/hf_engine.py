@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from .engine import Completion, Engine, SamplingParams, mix_seed, stop_token_ids
+from .engine import Completion, Engine, SamplingParams, mix_seed, sequence_seed, stop_token_ids
 
 
 def sample_from_logits(
-    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None,
+    row_generators: list[torch.Generator | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row, by inverse CDF from one uniform per row.
 
@@ -28,6 +29,8 @@ def sample_from_logits(
         top_p: ``(B,)`` nucleus mass per row, on any device.
         generator: a CPU generator. The uniforms come from it and move to the logits' device, so a seed gives
             the same draws on CPU and GPU and an engine's RNG state resumes on either.
+        row_generators: per row, a CPU generator of its own (a seeded sequence) or None; a row with one takes its
+            uniform from it (the shared draw is made for every row all the same, so unseeded rows are unchanged).
     Returns:
         ``(tokens (B,), logprobs (B,))`` on the logits' device, with logprobs under ``log_softmax(logits / T)``
         (T = 1 when greedy).
@@ -45,12 +48,22 @@ def sample_from_logits(
         # keep the smallest prefix whose mass reaches top_p (always keep the first token)
         probs = probs.masked_fill((probs.cumsum(-1) - probs) >= top_p[:, None], 0.0)
     cdf = probs.cumsum(-1)  # (B, V), unnormalised after the nucleus cut
-    u = torch.rand(len(logits), generator=generator).to(dev)
+    u = torch.rand(len(logits), generator=generator)
+    for b, own in enumerate(row_generators or []):
+        if own is not None:
+            u[b] = torch.rand(1, generator=own)[0]
+    u = u.to(dev)
     # the first index whose cdf exceeds u * total: a token of nonzero probability, since u < 1
     pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
     sampled = (pick if order is None else order.gather(-1, pick)).squeeze(-1)
     tokens = torch.where(greedy, logits.argmax(-1), sampled)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _own_generators(prompts: list[list[int]], params: list[SamplingParams]) -> dict[int, torch.Generator]:
+    """Row -> a generator of its own, for the rows whose sampling has a ``seed`` (:func:`sequence_seed`)."""
+    return {i: torch.Generator(device="cpu").manual_seed(sequence_seed(p.seed, prompts[i]))
+            for i, p in enumerate(params) if p.seed is not None}
 
 
 class HFEngine(Engine):
@@ -100,6 +113,7 @@ class HFEngine(Engine):
         input_ids, attn, position_ids = _left_padded(prompts, self.pad_id, dev)
         temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32)
         top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
+        own = _own_generators(prompts, params)
         out_ids: list[list[int]] = [[] for _ in range(n)]
         out_logp: list[list[float]] = [[] for _ in range(n)]
         finish: list[tuple[str, object] | None] = [("length", None) if p.max_tokens <= 0 else None for p in params]
@@ -118,7 +132,8 @@ class HFEngine(Engine):
         while True:
             logits = out.logits[:, -1, :]  # (B_live, V)
             live = torch.tensor(rows, dtype=torch.long)
-            tokens, logps = sample_from_logits(logits, temperature[live], top_p[live], self.generator)
+            tokens, logps = sample_from_logits(logits, temperature[live], top_p[live], self.generator,
+                                               [own.get(i) for i in rows] if own else None)
             still = self._record(rows, tokens.tolist(), logps.tolist(), params, out_ids, out_logp, finish)
             if not still:
                 break

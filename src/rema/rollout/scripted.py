@@ -73,3 +73,4 @@ def replay(dialogue, cfg: RolloutConfig, prompts: PromptSet, tokenizer) -> Episo
                          f"left unplayed {left}")
     ep.reward = {a: 0.0 for a in ep.views}
     return ep
+

@@ -105,6 +105,10 @@ class TPGroupEngine(Engine):
         own, _ = self.group.round((self.key, list(prompts), list(params)))
         return own if own is not None else []
 
+    @property
+    def needs_sync(self) -> bool:
+        return self.inner.needs_sync
+
     def end_rollout(self) -> None:
         """Serve the other ranks' rounds until every rank of the group has ended its rollout."""
         while True:
@@ -134,15 +138,19 @@ class TPGroupEngine(Engine):
         self.inner.reseed(salt)
 
 
-def make_tp_group(world: int, rank: int, tp: int) -> TPGroup:
+def make_tp_group(world: int, rank: int, tp: int, *, timeout_min: float | None = None) -> TPGroup:
     """This rank's :class:`TPGroup`: every process of the job must call this (creating subgroups is a
-    collective), with the same ``tp``."""
+    collective), with the same ``tp``. ``timeout_min``: how long a round waits for the group's other ranks
+    (None: torch's default)."""
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     groups = tp_groups(world, tp)
     mine = None
+    timeout = timedelta(minutes=timeout_min) if timeout_min else None
     for ranks in groups:
-        group = dist.new_group(ranks, backend="gloo")  # every rank creates every group, in the same order
+        group = dist.new_group(ranks, backend="gloo", timeout=timeout)  # every rank creates every group, in order
         if rank in ranks:
             mine = (group, ranks.index(rank))
     return TPGroup(mine[0], mine[1], tp)

@@ -29,7 +29,8 @@ like the transformers engine does, so the rollout protocol cannot tell them apar
    ``if __name__ == "__main__":`` (the ``rema`` CLI and pytest do).
 
 On CPU vLLM 0.32 has no sleep mode (``sleep``/``wake_up`` only log a warning), so ``sleep_level``
-acts on GPUs; on CPU ``release_kv`` returns the KV cache's pages to the OS between rollout and update.
+acts on GPUs; on CPU ``release_kv`` returns the KV cache's pages to the OS between rollout and update. On a
+GPU the engine checks vLLM's start condition before starting it (:mod:`rema.rollout.vllm_memory`).
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 from vllm import LLM, TokensPrompt  # noqa: E402  (an ImportError becomes an install hint in rollout.factory)
 from vllm import SamplingParams as VLLMSamplingParams  # noqa: E402
 
-from ..models import has_cpp_compiler, native_bf16  # noqa: E402
-from .engine import Completion, Engine, SamplingParams, mix_seed, stop_token_ids  # noqa: E402
-from .served_weights import Fingerprint, claim_served_folder, iter_served_tensors, release_served_folder, write_weights  # noqa: E402
-from .vllm_worker import RemaWorkerExtension, cpu_list  # noqa: E402
+from ..models import compute_device, has_cpp_compiler, native_bf16  # noqa: E402
+from .engine import Completion, Engine, SamplingParams, mix_seed, sequence_seed, stop_token_ids  # noqa: E402
+from .served_weights import (Fingerprint, claim_served_folder, iter_served_tensors,  # noqa: E402
+                             release_served_folder, write_weights)
+from .vllm_memory import check_start, device_memory  # noqa: E402
+from .vllm_worker import RemaWorkerExtension, allowed_sleep_level, bind_cpu_threads, claim_sleep_mode  # noqa: E402
 
 # A fixed probe the sync check scores: a chat-formatted question and a plausible answer (90 SmolLM2 tokens).
 PROBE_TEXT = (
@@ -72,11 +75,20 @@ PROBE_TEXT = (
     "\\boxed{72}.<|im_end|>\n"
 )
 
-# (max, mean) |Δ log-prob| on the probe that a correct sync may show, by the dtype vLLM computes in (the
-# trainer is fp32). Measured on SmolLM2-135M (bench/rollout_speed.py prints them): fp32 max 3e-5 / mean 4e-6;
-# bf16 max 0.28-0.44 / mean 0.03 (a few tokens near ties carry the max, so the mean is the sharper gate).
-# The margins are ~30x for fp32 and ~3x for bf16; a stale or wrong layer moves the mean far more.
+# (max, mean) |Δ log-prob| on the probe that a correct sync may show, by the coarser of the dtypes vLLM and the
+# trainer's forward compute in. Measured on SmolLM2-135M (bench/rollout_speed.py prints them): fp32 max 3e-5 /
+# mean 4e-6; bf16 max 0.28-0.44 / mean 0.03 (a few tokens near ties carry the max, so the mean is the sharper
+# gate). The margins are ~30x for fp32 and ~3x for bf16; a stale or wrong layer moves the mean far more.
 DEFAULT_SYNC_TOLERANCE = {"float32": (1e-3, 1e-4), "float16": (1.0, 0.05), "bfloat16": (1.5, 0.1)}
+
+
+def sync_tolerance_for(vllm_dtype: str, trainer_dtype: str | None = None) -> tuple[float, float]:
+    """The post-sync check's (max, mean) tolerance: that of the coarser of vLLM's dtype and the dtype the
+    trainer's forward computes in (``trainer_dtype``; None = fp32). Under FSDP's bf16 mixed precision on CUDA
+    the trainer's probe forward runs in bf16 even when vLLM serves fp32 (``rollout.vllm_dtype=float32``): an
+    fp32 tolerance would fail a correct sync at the engine's start."""
+    coarser = max((vllm_dtype, trainer_dtype or "float32"), key=lambda d: DEFAULT_SYNC_TOLERANCE[d][1])
+    return DEFAULT_SYNC_TOLERANCE[coarser]
 
 
 class WeightSyncError(RuntimeError):
@@ -92,6 +104,17 @@ def _is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
+
+
+def _sleep_mode_available() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_sleep_mode_available()
+
+
+def _current_cuda_device():
+    """This process's GPU (the one vLLM's worker uses: the current CUDA device)."""
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def _row_seed(seed: int, call: int, row: int) -> int:
@@ -121,13 +144,17 @@ class VLLMEngine(Engine):
         max_model_len: longest prompt + completion vLLM accepts (set it to the rollout's context budget).
         kv_cache_gib: KV-cache budget in GiB (the other tenant, the trainer, shares the RAM); None = 1 GiB
             on CPU, ``gpu_memory_utilization`` on GPUs.
-        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only, when ``kv_cache_gib`` is None).
+        gpu_memory_utilization: fraction of the GPU's memory this engine asks for at its start; vLLM starts only
+            where that much is free (checked first, :func:`~rema.rollout.vllm_memory.check_start`). Without
+            ``kv_cache_gib`` its KV cache is what the fraction leaves after the weights. GPU only.
         enforce_eager: skip torch.compile / CUDA graphs. On 2 CPU cores a compiled engine's first start takes
             ~80 s, later ones ~23 s (inductor's cache), an eager one ~4 s; compiled rollouts ran ~1.3x faster.
         enable_prefix_caching: reuse KV of shared prefixes (G samples of a question, growing multi-turn chats).
         sleep_level: 1 or 2: ``llm.sleep(level)`` in :meth:`release_memory` (GPU only), woken before the next
             call or sync. Level 1 frees the KV cache and moves the weights to host memory while the trainer
-            updates; level 2 frees both (the sync after the update reloads the weights anyway). 0: no sleep.
+            updates; level 2 frees both: the engine then :attr:`needs_sync` before it may generate again (the
+            trainer re-syncs it, updated or not). One engine per process may sleep (vLLM's allocator, see
+            :func:`~rema.rollout.vllm_worker.allowed_sleep_level`); a later one stays awake. 0: no sleep.
         external_launcher: one engine per process of a ``torchrun``/``accelerate`` job, inside the process
             group that exists (vLLM's ``external_launcher`` executor), on this process's device. vLLM starts
             with placeholder weights (``load_format="dummy"``, nothing written to disk) and is then given the
@@ -135,13 +162,15 @@ class VLLMEngine(Engine):
             device, never through a whole copy in host memory.
         tensor_parallel_size: processes one engine spans (with ``external_launcher``: consecutive ranks of
             the job; every process of the group must make the same calls, see
-            :class:`rema.rollout.tp_group.TPGroupEngine`).
+            :class:`rema.rollout.tp_group.TPGroupEngine`). Runs with vLLM's custom all-reduce off (NCCL's).
         release_kv: on CPU, :meth:`release_memory` returns the KV cache's pages to the OS (``madvise``
             ``MADV_DONTNEED`` after dropping the prefix cache; vLLM has no sleep mode on CPU): the trainer's
             update then runs without the KV budget resident. The pages come back zero-filled as sampling
             touches them again.
         sync_tolerance: ``(max, mean)`` |Δ log-prob| allowed between vLLM and the trainer on the probe after
-            a sync; None = by dtype (:data:`DEFAULT_SYNC_TOLERANCE`).
+            a sync; None = by the coarser of ``dtype`` and ``trainer_dtype`` (:func:`sync_tolerance_for`).
+        trainer_dtype: the dtype the trainer's forward computes in when it is not its weights' (FSDP's bf16
+            mixed precision on CUDA: ``"bfloat16"``); None = its weights' (fp32 masters).
         verify_sync: run the post-sync check (on by default; off only to measure its cost).
         weights_dir: parent folder for the served weights (default ``/dev/shm`` when it exists: RAM, fast);
             the folder itself comes from :func:`claim_served_folder`.
@@ -174,6 +203,7 @@ class VLLMEngine(Engine):
         tensor_parallel_size: int = 1,
         release_kv: bool = True,
         sync_tolerance: tuple[float, float] | None = None,
+        trainer_dtype: str | None = None,
         verify_sync: bool = True,
         weights_dir: str | None = None,
         cpu_threads_bind: str | None = None,
@@ -185,79 +215,26 @@ class VLLMEngine(Engine):
         self.calls = 0  # generate() calls so far: the sampling state
         self.dtype = dtype or default_dtype()
         self.torch_dtype = getattr(torch, self.dtype)
-        self.sync_tolerance, self.sync_mean_tolerance = sync_tolerance or DEFAULT_SYNC_TOLERANCE[self.dtype]
+        self.sync_tolerance, self.sync_mean_tolerance = sync_tolerance or sync_tolerance_for(self.dtype, trainer_dtype)
         self.verify_sync = verify_sync
         self.max_model_len = max_model_len
         self.model = model
         self.eos_ids = stop_token_ids(tokenizer, self.model)
         self._last_probe: dict | None = None  # probe scores of the last check: {"vllm": [...], "trainer": [...]}
-
-        parent = weights_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self.folder, lock_fd = claim_served_folder(parent)
-        self._finalizer = weakref.finalize(self, release_served_folder, str(self.folder), lock_fd)
-        t0 = time.perf_counter()
-        self._served: str | None = None  # the fingerprint of the weights vLLM holds
-        self._write_model_folder(model, weights=not external_launcher)
-        self.write_s = time.perf_counter() - t0
-
-        self.is_cpu = _is_cpu_platform()
-        if not enforce_eager and self.is_cpu and not has_cpp_compiler():
-            warnings.warn("vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
-                          "CXX; rollout.vllm_enforce_eager=true silences this)", stacklevel=2)
-            enforce_eager = True
-        elif not enforce_eager:  # a long silent pause otherwise
-            print("starting vLLM with its model compiled: ~1.5 min on a machine's first start, ~20 s once "
-                  "inductor's cache holds it (rollout.vllm_enforce_eager=true starts in seconds, decodes slower)",
-                  file=sys.stderr, flush=True)
-        self.enforce_eager = enforce_eager
-        kwargs = dict(
-            model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
-            max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
-            logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
-            # rema_reload_weights, by name over RPC (vllm_worker.py)
-            worker_extension_cls=f"{RemaWorkerExtension.__module__}.{RemaWorkerExtension.__qualname__}",
-            # Every row has its own seed. vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when
-            # a seeded request's prefill is split over steps, which chunked prefill does as soon as a batch's
-            # prompts exceed max_num_batched_tokens; without chunking whole prompts wait for the next step.
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=max(max_model_len, 8192),
-        )
-        if kv_cache_gib is not None or self.is_cpu:
-            kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib if kv_cache_gib is not None else 1.0) * 2**30)
-        if not self.is_cpu:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        from vllm.platforms import current_platform
-
-        self.sleep_level = sleep_level if current_platform.is_sleep_mode_available() else 0
-        self.release_kv = release_kv and self.is_cpu
-        if self.sleep_level:
-            kwargs["enable_sleep_mode"] = True
-        kwargs.update(llm_kwargs or {})
-        if cpu_threads_bind == "all":
-            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-            cpu_threads_bind = cpu_list(sorted(cpus))
-        if cpu_threads_bind is not None and self.is_cpu:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
-            if cpu_threads_bind not in ("auto",):
-                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        if external_launcher:  # the engine joins the job's own processes: in this one, on its device
-            in_process = True
-            kwargs.setdefault("distributed_executor_backend", "external_launcher")
-            kwargs.setdefault("load_format", "dummy")  # the trainer's weights follow, streamed in this process
-        if tensor_parallel_size > 1:
-            kwargs["tensor_parallel_size"] = tensor_parallel_size
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
-        if in_process:
-            kwargs.setdefault("distributed_executor_backend", "uni")
-        self.executor = kwargs.get("distributed_executor_backend", "vLLM's own processes")
-        t0 = time.perf_counter()
-        self.llm = LLM(**kwargs)
-        self.load_s = time.perf_counter() - t0
-        # what vLLM actually did (its first engine in a process fixes the layout for later ones)
-        self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         self._asleep = False
-        self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder), lock_fd)
+        self.weights_lost = False
+        """True after a level-2 sleep until the next weight sync: vLLM holds no weights (see :meth:`needs_sync`)."""
+        lock_fd = self._claim_folder(model, weights_dir, weights=not external_launcher)
+        self.is_cpu = _is_cpu_platform()
+        self.enforce_eager = self._eager(enforce_eager)
+        in_process = in_process or external_launcher  # external_launcher: in this process, on its device
+        self.sleep_level = allowed_sleep_level(sleep_level, in_process=in_process, available=_sleep_mode_available())
+        self.release_kv = release_kv and self.is_cpu
+        kwargs = self._llm_kwargs(kv_cache_gib, gpu_memory_utilization, enable_prefix_caching, external_launcher,
+                                  tensor_parallel_size, in_process)
+        kwargs.update(llm_kwargs or {})
+        bind_cpu_threads(cpu_threads_bind, is_cpu=self.is_cpu)
+        self._start(kwargs, lock_fd, share=None if self.is_cpu else kwargs.get("gpu_memory_utilization"))
         if self._served is None:  # started on placeholder weights: load the trainer's
             t0 = time.perf_counter()
             self._served, _ = self._reload(model)
@@ -265,6 +242,89 @@ class VLLMEngine(Engine):
         # A first check at start: proves the served weights are the trainer's (dtype, tied embeddings, names)
         # and records the baseline that lets the next sync detect a reload that did nothing.
         self.start_check = self.check_weights(model) if verify_sync else {}
+
+    # -- start: the named steps of __init__ -----------------------------------------------------------------
+
+    def _claim_folder(self, model, weights_dir: str | None, *, weights: bool) -> int:
+        """Claim the served folder and write the model's files into it (with ``weights``: its weights too;
+        else vLLM starts on placeholders and gets the trainer's by the first sync). Returns the folder's lock."""
+        parent = weights_dir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self.folder, lock_fd = claim_served_folder(parent)
+        self._finalizer = weakref.finalize(self, release_served_folder, str(self.folder), lock_fd)
+        t0 = time.perf_counter()
+        self._served: str | None = None  # the fingerprint of the weights vLLM holds
+        self._write_model_folder(model, weights=weights)
+        self.write_s = time.perf_counter() - t0
+        return lock_fd
+
+    def _eager(self, enforce_eager: bool) -> bool:
+        """Whether vLLM runs eager: as asked, and always on a CPU without a C++ compiler (inductor needs one)."""
+        if not enforce_eager and self.is_cpu and not has_cpp_compiler():
+            warnings.warn("vLLM runs eager: compiling its model on CPU needs a C++ compiler (install g++, or set "
+                          "CXX; rollout.vllm_enforce_eager=true silences this)", stacklevel=3)
+            return True
+        if not enforce_eager:  # a long silent pause otherwise
+            print("starting vLLM with its model compiled: ~1.5 min on a machine's first start, ~20 s once "
+                  "inductor's cache holds it (rollout.vllm_enforce_eager=true starts in seconds, decodes slower)",
+                  file=sys.stderr, flush=True)
+        return enforce_eager
+
+    def _llm_kwargs(self, kv_cache_gib, gpu_memory_utilization, enable_prefix_caching, external_launcher,
+                    tensor_parallel_size, in_process) -> dict:
+        """The ``vllm.LLM`` arguments of this engine."""
+        kwargs = dict(
+            model=str(self.folder), tokenizer=str(self.folder), dtype=self.dtype, seed=self.seed,
+            max_model_len=self.max_model_len, enforce_eager=self.enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+            logprobs_mode="processed_logprobs",  # log_softmax(logits / T): see the module docstring
+            # rema_reload_weights, by name over RPC (vllm_worker.py)
+            worker_extension_cls=f"{RemaWorkerExtension.__module__}.{RemaWorkerExtension.__qualname__}",
+            # Every row has its own seed. vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when
+            # a seeded request's prefill is split over steps, which chunked prefill does as soon as a batch's
+            # prompts exceed max_num_batched_tokens; without chunking whole prompts wait for the next step.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(self.max_model_len, 8192),
+        )
+        if kv_cache_gib is not None or self.is_cpu:
+            kwargs["kv_cache_memory_bytes"] = int((kv_cache_gib if kv_cache_gib is not None else 1.0) * 2**30)
+        if not self.is_cpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if self.sleep_level:
+            kwargs["enable_sleep_mode"] = True
+        if external_launcher:
+            kwargs["distributed_executor_backend"] = "external_launcher"
+            kwargs["load_format"] = "dummy"  # the trainer's weights follow, streamed in this process
+        if tensor_parallel_size > 1:
+            kwargs["tensor_parallel_size"] = tensor_parallel_size
+            # vLLM's custom all-reduce crashes under CUDA graphs with a virtual-memory allocator (sleep mode's,
+            # expandable segments); verl and TRL turn it off for colocated engines. NCCL's all-reduce is used.
+            kwargs["disable_custom_all_reduce"] = True
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+        if in_process:
+            kwargs.setdefault("distributed_executor_backend", "uni")
+        return kwargs
+
+    def _start(self, kwargs: dict, lock_fd: int, *, share: float | None) -> None:
+        """Start vLLM; on a GPU first check vLLM's start condition for ``share`` (:func:`check_start`), so a
+        share that cannot start fails naming the key to change, before vLLM has taken anything."""
+        if share is not None:
+            memory = device_memory(_current_cuda_device())
+            if memory is not None:
+                check_start(*memory, share, engine=f"vLLM ({self.describe_model()})")
+        self.executor = kwargs.get("distributed_executor_backend", "vLLM's own processes")
+        t0 = time.perf_counter()
+        self.llm = LLM(**kwargs)
+        self.load_s = time.perf_counter() - t0
+        # what vLLM actually did (its first engine in a process fixes the layout for later ones)
+        self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
+        if self.sleep_level and self.in_process:
+            claim_sleep_mode(self)
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _shutdown, self.llm, str(self.folder), lock_fd)
+
+    def describe_model(self) -> str:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
 
     # -- the served model folder -------------------------------------------------------------------------
 
@@ -314,7 +374,8 @@ class VLLMEngine(Engine):
         if not todo:
             return results  # type: ignore[return-value]
         self._wake()
-        vparams = [self._vllm_params(params[i], _row_seed(self.seed, call, i)) for i in todo]
+        vparams = [self._vllm_params(params[i], _row_seed(self.seed, call, i) if params[i].seed is None
+                                     else sequence_seed(params[i].seed, prompts[i])) for i in todo]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in todo], vparams,
                                  use_tqdm=False)
         for i, out in zip(todo, outs):
@@ -359,6 +420,7 @@ class VLLMEngine(Engine):
         if self.sleep_level and not self._asleep:
             self.llm.sleep(level=self.sleep_level)
             self._asleep = True
+            self.weights_lost = self.sleep_level == 2
         if not self.release_kv:
             return {}
         if not self.llm.reset_prefix_cache():  # cached blocks would point at pages about to be zeroed
@@ -366,7 +428,18 @@ class VLLMEngine(Engine):
         released = sum(self.llm.collective_rpc("rema_release_kv_cache"))
         return {"kv_released_gb": released / 2**30}
 
-    def _wake(self) -> None:
+    @property
+    def needs_sync(self) -> bool:
+        """Whether vLLM holds no weights (a level-2 sleep discarded them) until :meth:`sync_weights`: the
+        trainer re-syncs such an engine even when its policy was not updated (a frozen or inactive agent)."""
+        return self.weights_lost
+
+    def _wake(self, *, for_sync: bool = False) -> None:
+        """Wake vLLM up before it computes. Generating after a level-2 sleep without a sync in between would
+        sample from whatever the freed memory holds: that raises instead (``for_sync``: the sync is coming)."""
+        if self.weights_lost and not for_sync:
+            raise WeightSyncError("vLLM slept at level 2 (rollout.vllm_sleep=2), which discards its weights, and was "
+                                  "not given them again: call sync_weights before generating")
         if self._asleep:
             self.llm.wake_up()
             self._asleep = False
@@ -385,8 +458,9 @@ class VLLMEngine(Engine):
         """
         self.model = model
         t0 = time.perf_counter()
-        self._wake()
+        self._wake(for_sync=True)
         served, write_s = self._reload(model, skip=_skip_reload)
+        self.weights_lost = False
         t1 = t0 + write_s
         weights_changed, self._served = served != self._served, served
         t2 = time.perf_counter()
@@ -443,7 +517,7 @@ class VLLMEngine(Engine):
         served = self.score(sequences)
         # the trainer's side in the precision vLLM serves, where the hardware computes it natively: a 16-bit
         # forward is as good a witness at the 16-bit tolerance, and ~2x cheaper (0.44 -> 0.24 s on 2 CPU cores)
-        device = next(model.parameters()).device
+        device = compute_device(model)  # FSDP's CPU offload keeps shards in host memory; the forward runs here
         native = self.torch_dtype == torch.bfloat16 and native_bf16(device) or (
             self.torch_dtype == torch.float16 and device.type == "cuda")
         trainer = trainer_logprobs(model, sequences, compute_dtype=self.torch_dtype if native else None)
@@ -479,7 +553,7 @@ def trainer_logprobs(model, sequences: list[list[int]], compute_dtype: torch.dty
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        device = compute_device(model)
         out = []
         for seq in sequences:
             ids = torch.tensor([seq], device=device)

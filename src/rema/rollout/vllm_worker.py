@@ -1,8 +1,12 @@
 """What rema adds to vLLM's worker: the RPC methods mixed into it (:class:`RemaWorkerExtension`, loaded by
-vLLM by name, also in a worker process of its own) and the CPU thread binding it is started with."""
+vLLM by name, also in a worker process of its own), the CPU thread binding it is started with, and which
+engine of a process may use sleep mode."""
 
 from __future__ import annotations
 
+import os
+import warnings
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -91,3 +95,48 @@ def _flatten_tensors(obj) -> list[torch.Tensor]:
     if isinstance(obj, (list, tuple)):
         return [t for item in obj for t in _flatten_tensors(item)]
     return []
+
+
+def bind_cpu_threads(cpu_threads_bind: str | None, *, is_cpu: bool) -> None:
+    """Set ``VLLM_CPU_OMP_THREADS_BIND`` for a CPU worker: ``"all"`` = every core this process may run on, none
+    reserved; another value as given; None leaves vLLM's default (all cores but one). No effect on a GPU."""
+    if cpu_threads_bind == "all":
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        cpu_threads_bind = cpu_list(sorted(cpus))
+    if cpu_threads_bind is not None and is_cpu:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+        if cpu_threads_bind not in ("auto",):
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+# -- sleep mode: one engine per process --------------------------------------------------------------------
+# On a GPU vLLM's sleep mode allocates through its CuMemAllocator, a singleton of the process whose worker
+# runs the engine: a second engine with sleep mode in the same process fails to load its weights
+# ("CuMem allocator can only be used for one instance per process.", vllm/v1/worker/gpu_worker.py). With
+# separate weights (two engines per process) the first engine started gets sleep mode, the other stays awake.
+
+_sleeper: weakref.ref | None = None
+"""The engine of this process that holds vLLM's sleep-mode allocator (None: none alive)."""
+
+
+def sleep_mode_taken() -> bool:
+    """Whether an engine of this process already holds vLLM's sleep-mode allocator."""
+    return _sleeper is not None and _sleeper() is not None
+
+
+def claim_sleep_mode(engine) -> None:
+    """Record ``engine`` as this process's sleeping engine (it was started with sleep mode, in this process)."""
+    global _sleeper
+    _sleeper = weakref.ref(engine)
+
+
+def allowed_sleep_level(level: int, *, in_process: bool, available: bool) -> int:
+    """The sleep level an engine may use: 0 where vLLM has no sleep mode (``available`` False: CPUs), or when
+    its worker runs in this process and another engine here holds the sleep-mode allocator (warned)."""
+    if not level or not available:
+        return 0
+    if in_process and sleep_mode_taken():
+        warnings.warn(f"rollout.vllm_sleep={level}: vLLM's sleep mode allows one engine per process (its CuMem "
+                      "allocator); this process's second engine stays awake (rema plan counts it so)", stacklevel=3)
+        return 0
+    return level

@@ -39,9 +39,18 @@ def load_engines(cfg: Config) -> dict[str, Engine]:
     mta_name, ra_name = resolve_models(cfg)
     opts = factory.engine_options(cfg.rollout)
     model, tok = load_model(ra_name, dtype=cfg.model.dtype, device=device, seed=seed)
-    ra = factory.make_engine(model, tok, engine=cfg.rollout.engine, seed=seed, **opts)
+    pair = cfg.rollout.method == "rema" and mta_name != ra_name
+    m_model, m_tok = load_model(mta_name, dtype=cfg.model.dtype, device=device, seed=seed) if pair else (None, None)
+    # two vLLM engines on one GPU split vLLM's share, so that the second starts too
+    shares = factory.vllm_shares(cfg.rollout, [model, m_model] if pair else [model], device) \
+        if cfg.rollout.engine == "vllm" else [None, None]
+
+    def share(s: float | None) -> dict:
+        return {} if s is None else {"gpu_memory_utilization": s}
+
+    ra = factory.make_engine(model, tok, engine=cfg.rollout.engine, seed=seed, **opts | share(shares[0]))
     engines = {"ra": ra, "mta": ra}
-    if cfg.rollout.method == "rema" and mta_name != ra_name:
-        m_model, m_tok = load_model(mta_name, dtype=cfg.model.dtype, device=device, seed=seed)
-        engines["mta"] = factory.make_engine(m_model, m_tok, engine=cfg.rollout.engine, seed=seed + 1, **opts)
+    if pair:
+        engines["mta"] = factory.make_engine(m_model, m_tok, engine=cfg.rollout.engine, seed=seed + 1,
+                                             **opts | share(shares[1]))
     return engines

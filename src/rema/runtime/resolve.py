@@ -77,7 +77,9 @@ def command_config(config: str | Path | None = None, overrides: list[str] | None
 
 def device_for(name: str, local_rank: int = 0) -> torch.device:
     """The device ``model.device`` names: ``auto`` is this process's GPU (``cuda:<local rank>``) where CUDA is
-    available, else the CPU."""
+    available, else the CPU; a bare ``cuda`` is this process's GPU too."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
     return torch.device(name)

@@ -1,17 +1,21 @@
 """The OpenAI chat-completions schema, as far as ``rema serve`` speaks it: a request body in, a validated
-:class:`ChatRequest` out (or a :class:`RequestError` with its HTTP status); an episode in, a response or
-stream chunks out. Pure functions, no server: the app (``app.py``) only moves bytes.
+:class:`ChatRequest` out (or a :class:`RequestError` with its HTTP status); episodes in, a response or stream
+chunks out. Pure functions, no server: the app (``app.py``) only moves bytes.
 
-What maps onto what:
+What maps onto what (docs/serve.md):
 
-* the question is the text of the **last** ``user`` message (earlier messages and ``system`` messages are
-  not read: each agent has its own system prompt, and a dialogue starts from one question);
+* the question is the text of the **last** ``user`` message (earlier messages and ``system`` messages are not
+  read: each agent has its own system prompt, and a dialogue starts from one question);
 * on a judge run (``rollout.task=judge``) a question that is a JSON object with ``prompt``, ``response_a``
   and ``response_b`` is rendered by the judge template, as in training; any other text is the question;
-* ``temperature`` (0-2, default ``rollout.eval_temperature``) and ``top_p`` sample every turn;
+* ``temperature`` (0-2, default ``rollout.eval_temperature``) and ``top_p`` sample every turn; ``seed`` makes
+  the sampling of every turn reproducible (:func:`~rema.rollout.engine.sequence_seed`);
   ``max_tokens`` / ``max_completion_tokens`` cap each message of the dialogue, at most
   ``rollout.max_tokens_per_turn`` (a larger value is lowered to it; the value used is in ``rema.limits``);
-* ``n`` must be 1; tools, logprobs, stop strings and the other fields are not supported and not read;
+* ``n`` dialogues are played for the question (``choices``); ``stop`` (a string or up to 4) cuts each answer
+  before the first stop string it holds (``finish_reason`` ``stop``); ``stream`` sends the answer as events;
+* any other field that would ask something of the server (``tools``, ``logprobs``, ``response_format``, ...) is
+  refused with 400 naming it (:data:`SUPPORTED`, :data:`NEUTRAL`): nothing a client asks is silently ignored;
 * the answer is the RA's last message; ``rema`` holds the whole dialogue, its end code, token counts and
   the batch the request ran in; ``usage`` counts the opening prompt and every generated token.
 """
@@ -45,6 +49,20 @@ def error_body(message: str, *, kind: str = "invalid_request_error", param: str 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+SUPPORTED = ("messages", "model", "temperature", "top_p", "n", "seed", "stop", "max_tokens", "max_completion_tokens",
+             "stream", "stream_options", "user")
+"""The request fields ``rema serve`` reads (``user`` is the caller's end-user id: bookkeeping, as at OpenAI)."""
+NEUTRAL: dict[str, tuple] = {
+    "logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0,), "presence_penalty": (0,),
+    "tools": ([],), "tool_choice": ("none",), "parallel_tool_calls": (True, False), "logit_bias": ({},),
+    "response_format": ({"type": "text"},), "store": (False,), "metadata": ({},),
+}
+"""Fields accepted only with a value that asks nothing (as clients send them by default); null is accepted for
+any field. Any other field, or another value, is refused with 400 naming it."""
+MAX_STOPS = 4
+"""``stop`` takes a string or up to this many (OpenAI's limit)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the config allows a request (``rollout.*``) and what it gets when it asks nothing."""
@@ -54,6 +72,8 @@ class Limits:
     default_top_p: float
     judge: bool = False
     """Judge task: a JSON question with the judge parts is rendered by the judge template."""
+    max_n: int = 16
+    """The most dialogues one request may ask for (``n``; ``serve.max_concurrency``)."""
 
 
 @dataclass
@@ -70,6 +90,12 @@ class ChatRequest:
     """Streaming: send a last chunk with ``usage`` (``stream_options.include_usage``)."""
     meta: dict = field(default_factory=dict)
     """Judge parts (``prompt``, ``response_a``, ``response_b``) when the question gave them."""
+    n: int = 1
+    """Dialogues played for the question, one choice each."""
+    stop: tuple[str, ...] = ()
+    """Each answer is cut before the first of these it holds."""
+    seed: int | None = None
+    """Choice ``k`` samples with seed ``seed + k`` (None: the engine's own generator)."""
 
 
 def parse_json(raw: bytes) -> dict:
@@ -110,8 +136,22 @@ def _number(body: dict, key: str, default: float, low: float, high: float, *, lo
     return float(value)
 
 
-def parse_request(body: dict, limits: Limits) -> ChatRequest:
-    """Validate a chat-completions body against the config's ``limits``; raises :class:`RequestError` (400)."""
+def check_fields(body: dict) -> None:
+    """400 naming every field the server would not honour (see :data:`SUPPORTED` and :data:`NEUTRAL`)."""
+    refused = [k for k, v in body.items()
+               if k not in SUPPORTED and v is not None and not (k in NEUTRAL and _neutral(v, NEUTRAL[k]))]
+    if refused:
+        raise RequestError(400, f"unsupported field(s) {', '.join(map(repr, refused))}: rema serve plays the ReMA "
+                                f"dialogue and reads {', '.join(SUPPORTED)} (docs/serve.md)", param=refused[0],
+                           code="unsupported_parameter")
+
+
+def _neutral(value, allowed: tuple) -> bool:
+    """Whether ``value`` is one of ``allowed`` (0 and 0.0 alike; false is not 0)."""
+    return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
+
+
+def _question(body: dict) -> str:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "messages must be a non-empty list of {role, content} objects", param="messages")
@@ -124,10 +164,31 @@ def parse_request(body: dict, limits: Limits) -> ChatRequest:
     if question is None or not question.strip():
         raise RequestError(400, "no user message: the last user message is the question the agents answer",
                            param="messages")
+    return question
+
+
+def _choices(body: dict, limits: Limits) -> tuple[int, tuple[str, ...], int | None]:
+    """``(n, stop, seed)`` of a request."""
     n = 1 if body.get("n") is None else body["n"]  # null = the default, as OpenAI takes it
-    if n != 1:
-        raise RequestError(400, f"n={n!r}: one answer per request (send several requests; they are batched)",
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limits.max_n:
+        raise RequestError(400, f"n must be an integer from 1 to {limits.max_n} (serve.max_concurrency), got {n!r}",
                            param="n")
+    stop = body.get("stop")
+    stop = () if stop is None else (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stop, (list, tuple)) or len(stop) > MAX_STOPS or not all(isinstance(x, str) and x for x in stop):
+        raise RequestError(400, f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings, got "
+                                f"{body.get('stop')!r}", param="stop")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise RequestError(400, f"seed must be an integer, got {seed!r}", param="seed")
+    return n, tuple(stop), seed
+
+
+def parse_request(body: dict, limits: Limits) -> ChatRequest:
+    """Validate a chat-completions body against the config's ``limits``; raises :class:`RequestError` (400)."""
+    check_fields(body)
+    question = _question(body)
+    n, stop, seed = _choices(body, limits)
     temperature = _number(body, "temperature", limits.default_temperature, 0.0, 2.0)
     top_p = _number(body, "top_p", limits.default_top_p, 0.0, 1.0, low_open=True)
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
@@ -143,7 +204,8 @@ def parse_request(body: dict, limits: Limits) -> ChatRequest:
     meta = judge_parts(question) if limits.judge else {}
     return ChatRequest(question=question, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                        max_tokens=min(asked or limits.max_tokens_per_turn, limits.max_tokens_per_turn),
-                       stream=stream, include_usage=bool(options.get("include_usage")), meta=meta)
+                       stream=stream, include_usage=bool(options.get("include_usage")), meta=meta, n=n, stop=stop,
+                       seed=seed)
 
 
 def judge_parts(question: str) -> dict:
@@ -178,6 +240,14 @@ def finish_reason(ep: Episode) -> str:
     return "stop" if ep.end_code == "finished" and ra and not ra[-1].truncated else "length"
 
 
+def answer(ep: Episode, stop: tuple[str, ...]) -> tuple[str, str]:
+    """``(content, finish_reason)`` of one choice: the RA's last message, cut before the first stop string it holds
+    (then the reason is ``stop``)."""
+    text = ep.final_response
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[:min(cuts)], "stop") if cuts else (text, finish_reason(ep))
+
+
 def extracted_answer(ep: Episode, judge: bool) -> str | None:
     """The answer as graders read it: the verdict (A/B) on a judge run, else the last ``\\boxed{}``."""
     text = ep.final_response
@@ -191,10 +261,10 @@ def extracted_answer(ep: Episode, judge: bool) -> str | None:
     return boxes[-1][0] if boxes else None
 
 
-def usage(ep: Episode, prompt_tokens: int) -> dict:
-    """OpenAI ``usage``: the opening prompt (system prompt + question in the first agent's template) and
-    every token generated by either agent."""
-    completion = sum(len(t.token_ids) for t in ep.turns)
+def usage(episodes: list[Episode], prompt_tokens: int) -> dict:
+    """OpenAI ``usage``: the opening prompt (system prompt + question in the first agent's template) and every
+    token generated by either agent, over all choices."""
+    completion = sum(len(t.token_ids) for ep in episodes for t in ep.turns)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
@@ -217,33 +287,42 @@ def new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion_body(ep: Episode, *, model: str, req: ChatRequest, batch: BatchInfo, prompt_tokens: int,
+def completion_body(episodes: list[Episode], *, model: str, req: ChatRequest, batch: BatchInfo, prompt_tokens: int,
                     judge: bool, rid: str | None = None) -> dict:
-    """A ``chat.completion`` object: the RA's last message as the assistant's, plus ``usage`` and ``rema``."""
+    """A ``chat.completion`` object: one choice per dialogue (the RA's last message as the assistant's), ``usage``,
+    and ``rema``: the first choice's dialogue (with ``n`` > 1 every choice carries its own ``rema`` too)."""
+    fields = [rema_field(ep, batch=batch, req=req, judge=judge) for ep in episodes]
+    choices = []
+    for k, (ep, extra) in enumerate(zip(episodes, fields)):
+        content, reason = answer(ep, req.stop)
+        choices.append({"index": k, "message": {"role": "assistant", "content": content}, "logprobs": None,
+                        "finish_reason": reason, **({"rema": extra} if len(episodes) > 1 else {})})
     return {
         "id": rid or new_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ep.final_response},
-                     "logprobs": None, "finish_reason": finish_reason(ep)}],
-        "usage": usage(ep, prompt_tokens),
-        "rema": rema_field(ep, batch=batch, req=req, judge=judge),
+        "choices": choices, "usage": usage(episodes, prompt_tokens), "rema": fields[0],
     }
 
 
-def chunk(rid: str, model: str, delta: dict, finish: str | None = None, **extra) -> dict:
-    """One ``chat.completion.chunk`` of a stream."""
+def chunk(rid: str, model: str, delta: dict, finish: str | None = None, index: int = 0, **extra) -> dict:
+    """One ``chat.completion.chunk`` of a stream (choice ``index``)."""
     return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
 
 
-def stream_chunks(ep: Episode, *, rid: str, model: str, req: ChatRequest, batch: BatchInfo, prompt_tokens: int,
-                  judge: bool) -> list[dict]:
-    """The chunks after the opening (role) one: the answer, the finish reason with ``rema``, then ``usage``
-    when the request asked for it (``choices`` empty, as OpenAI sends it)."""
-    out = [chunk(rid, model, {"content": ep.final_response}),
-           chunk(rid, model, {}, finish_reason(ep), rema=rema_field(ep, batch=batch, req=req, judge=judge))]
+def stream_chunks(episodes: list[Episode], *, rid: str, model: str, req: ChatRequest, batch: BatchInfo,
+                  prompt_tokens: int, judge: bool) -> list[dict]:
+    """The chunks after the opening (role) one: per choice its answer, then its finish reason with ``rema``; then
+    ``usage`` when the request asked for it (``choices`` empty, as OpenAI sends it)."""
+    out = []
+    for k, ep in enumerate(episodes):
+        content, reason = answer(ep, req.stop)
+        if k > 0:
+            out.append(chunk(rid, model, {"role": "assistant", "content": ""}, index=k))
+        out += [chunk(rid, model, {"content": content}, index=k),
+                chunk(rid, model, {}, reason, index=k, rema=rema_field(ep, batch=batch, req=req, judge=judge))]
     if req.include_usage:
         out.append({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                    "choices": [], "usage": usage(ep, prompt_tokens)})
+                    "choices": [], "usage": usage(episodes, prompt_tokens)})
     return out
 
 

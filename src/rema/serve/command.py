@@ -18,6 +18,7 @@ from ..cli_args import (
     as_override,
     config_from_args,
     model_source,
+    ra_model,
 )
 from ..config import METHODS, Config, method_overrides
 
@@ -35,13 +36,14 @@ def _add_serve_args(c: argparse.ArgumentParser) -> Shorthands:
            help="requests held at once (answered or waiting; the largest batch); one more gets 429")
     sh.add(net, "--served-model-name", key="serve.model_id", help="the model's name in /v1/models and in requests")
     gen = c.add_argument_group("what runs")
-    sh.add(gen, "--ra-model", key="model.ra_name", help="with a model: separate weights, the reasoner's model")
+    sh.add(gen, "--ra-model", key=ra_model, help="with a model: separate weights, the reasoner's model [model.ra_name, "
+                                                 "train.shared_weights=false]")
     sh.add(gen, "--method", choices=list(METHODS), key=method_overrides,
            help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]")
     sh.add(gen, "--temperature", type=float, key="rollout.eval_temperature",
            help="temperature of requests that do not set one (0 = greedy)")
     add_generation_shorthands(sh, gen)
-    sh.add(gen, "--dtype", choices=["float32", "bfloat16", "float16"], key="model.dtype", help="weights' dtype")
+    sh.add(gen, "--dtype", key="model.dtype", help="weights' dtype")
     sh.add(gen, "--eager", action="store_const", const=True, key="rollout.vllm_enforce_eager",
            help="vLLM without compiling its model (starts in seconds, decodes slower)")
     return sh
@@ -67,21 +69,17 @@ def model_id(cfg: Config) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..runtime import SetupError, load_engines
+    from ..runtime import load_engines
 
     console = Console(stderr=True)
-    try:
-        cfg = serve_config(args)
-        if cfg is None:
-            return 0
-        from .service import prompt_set
+    cfg = serve_config(args)  # errors are rema's one-line errors (exit 2)
+    if cfg is None:
+        return 0
+    from .service import prompt_set
 
-        prompt_set(cfg)  # an unknown method/task fails before the model loads
-        with console.status(f"loading the model(s) and starting the {cfg.rollout.engine} engine …"):
-            engines = load_engines(cfg)
-    except SetupError as err:
-        console.print(f"[red]error:[/red] {err}")
-        return 2
+    prompt_set(cfg)  # an unknown method/task fails before the model loads
+    with console.status(f"loading the model(s) and starting the {cfg.rollout.engine} engine …"):
+        engines = load_engines(cfg)
     try:
         import uvicorn
 

@@ -2,8 +2,9 @@
 
 :class:`Service` is the server's model side, with no HTTP in it: ``check`` refuses a question that cannot fit
 the context before it queues, ``run_batch`` plays the method's dialogue (``rema.rollout.rollout``: multi turn,
-single turn or a single-agent baseline, math or judge, shared or separate weights, as the config says) for a
-batch of requests, each with its own sampling settings, one engine call per agent turn for the whole batch.
+single turn or a single-agent baseline, math or judge, shared or separate weights, as the config says) ``n``
+times for each request of a batch, each with its own sampling settings, one engine call per agent turn for the
+whole batch.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Service:
         self.judge = cfg.rollout.task == "judge"
         r = cfg.rollout
         self.limits = Limits(max_tokens_per_turn=r.max_tokens_per_turn, default_temperature=r.eval_temperature,
-                             default_top_p=r.top_p, judge=self.judge)
+                             default_top_p=r.top_p, judge=self.judge, max_n=cfg.serve.max_concurrency)
         first = "mta" if self.prompts.mta is not None else "ra"
         # a copy of the tokenizer for the event loop's thread: a fast tokenizer is not safe to call from two
         # threads at once, and the worker thread's engine uses the original
@@ -68,14 +69,23 @@ class Service:
                                param="messages", code="context_length_exceeded")
         return n
 
-    def run_batch(self, requests: Sequence[ChatRequest]) -> list[Episode]:
-        """One dialogue per request, all in one rollout (blocking: the batcher's worker thread calls it)."""
-        problems = [SimpleNamespace(id=f"request-{i}", question=q.question, answer="", meta=dict(q.meta))
-                    for i, q in enumerate(requests)]
-        sampling = [SamplingParams(max_tokens=q.max_tokens, temperature=q.temperature, top_p=q.top_p)
-                    for q in requests]
-        return rollout(problems, self.cfg.rollout, self.engines, self.prompts, samples_per_question=1,
-                       sampling=sampling)
+    def run_batch(self, requests: Sequence[ChatRequest]) -> list[list[Episode]]:
+        """``n`` dialogues per request (its choices), all in one rollout (blocking: the batcher's worker thread
+        calls it); choice ``k`` of a seeded request samples with seed ``seed + k``."""
+        problems, sampling = [], []
+        for i, q in enumerate(requests):
+            for k in range(q.n):
+                problems.append(SimpleNamespace(id=f"request-{i}-{k}", question=q.question, answer="",
+                                                meta=dict(q.meta)))
+                sampling.append(SamplingParams(max_tokens=q.max_tokens, temperature=q.temperature, top_p=q.top_p,
+                                               seed=None if q.seed is None else q.seed + k))
+        episodes = rollout(problems, self.cfg.rollout, self.engines, self.prompts, samples_per_question=1,
+                           sampling=sampling)
+        out, start = [], 0
+        for q in requests:
+            out.append(episodes[start:start + q.n])
+            start += q.n
+        return out
 
     def close(self) -> None:
         for engine in {id(e): e for e in self.engines.values()}.values():

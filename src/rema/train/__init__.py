@@ -3,8 +3,8 @@ start, metrics, the health guard. Checkpoints are written in :mod:`rema.runtime.
 comes from the runtime (:func:`rema.runtime.command_config`)."""
 
 from .guard import RunUnhealthy
-from .run import sft, train
+from .run import dry_run, sft, train
 from .trainer import Trainer, TrainingDiverged
 from .update import Forward, update_policy
 
-__all__ = ["Forward", "RunUnhealthy", "Trainer", "TrainingDiverged", "sft", "train", "update_policy"]
+__all__ = ["Forward", "RunUnhealthy", "Trainer", "TrainingDiverged", "dry_run", "sft", "train", "update_policy"]

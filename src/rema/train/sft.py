@@ -24,8 +24,9 @@ import torch
 
 from ..algos import sft_nll
 from ..config import Config, ConfigError
-from ..data.dialogues import Dialogue, dialogues_from_episodes, load_dialogues, save_dialogues
+from ..data.dialogues import Dialogue, DialogueError, dialogues_from_episodes, load_dialogues, save_dialogues
 from ..data.teacher import teacher_dialogues
+from ..preflight import fit_dialogues
 from ..prompts import PromptSet
 from ..rewards.tasks import get_task
 from ..rollout import rollout
@@ -35,7 +36,7 @@ from .batch import Rows, build_rows, collate, micro_batches
 from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
-from .policy import Policy, sync_engine
+from .policy import Policy, resync_engines, sync_engine
 from .strategy import Strategy
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
     else:
         dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
         stats = {"dialogues": float(len(dialogues))}
+    if s.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
+        dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
     if dist.is_main:
         save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
     console.print(f"cold start: {len(dialogues)} dialogues"
@@ -89,6 +92,7 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
                      "with a correct answer)" if "episodes" in stats else f" from {s.data}"))
     t1 = time.perf_counter()
     out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
+    synced = []
     for pol in policies:
         rows = dialogue_rows(dialogues, cfg, prompts, pol.tokenizer, tuple(r for r in pol.roles if r in roles))
         if not len(rows):
@@ -105,11 +109,13 @@ def cold_start(cfg: Config, policies: Sequence[Policy], *, roles: tuple[str, ...
                                should_stop=should_stop)
         del optimizer
         sync = sync_engine(pol)
+        synced.append(pol)
         tag = "" if pol.name == "shared" else f"{pol.name}/"
         out.update({k.replace("sft/", f"sft/{tag}", 1): v for k, v in result.items()})
         out.update({f"sft/{tag}sync/{k}": v for k, v in sync.items()})
         console.print(f"cold start ({pol.name}): NLL {result['sft/loss_first']:.3f} -> "
                       f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps")
+    out.update(resync_engines(policies, synced=synced))  # a policy without rows, asleep at level 2
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out
@@ -119,6 +125,17 @@ def _cold_start_questions(cfg: Config, train_problems: Sequence) -> list:
     """``sft.questions`` training problems, drawn with the run's seed (the same ones for ``self`` and ``teacher``)."""
     rng = random.Random(cfg.train.seed * 7919 + 17)
     return rng.sample(train_problems, min(cfg.sft.questions, len(train_problems)))
+
+
+def _cut_to_limits(dialogues: list[Dialogue], cfg: Config, prompts: PromptSet, tokenizer, stats: dict) -> list:
+    """``sft.over_limit=truncate``: the dialogues cut to what RL could reproduce (:func:`rema.preflight.fit_dialogues`),
+    the counts added to ``stats``; none left is an error."""
+    dialogues, fit = fit_dialogues(dialogues, cfg.rollout, prompts, tokenizer, over_limit="truncate")
+    stats.update(fit)
+    if not dialogues:
+        raise DialogueError(f"cold start: no dialogue of sft.data={cfg.sft.data} fits the rollout limits even cut "
+                            "(rollout.max_context_tokens, rollout.max_tokens_per_turn); raise them")
+    return dialogues
 
 
 def self_dialogues(problems: Sequence, engines: dict, prompts: PromptSet, cfg: Config,
@@ -192,7 +209,7 @@ def sft_train(
             n_local = sum(sum(rows.mask[i]) for i in mine)
             n_tokens = n_local
             if strategy is not None:
-                n_tokens = int(strategy.sum_(torch.tensor(float(n_local))))
+                n_tokens = int(strategy.sum_value(n_local))
             loss_sum = 0.0
             plan = list(micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens)) if mine else []
             for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
@@ -214,7 +231,7 @@ def sft_train(
                     p.grad = torch.zeros_like(p)
             if strategy is not None:
                 strategy.reduce_grads_(params)
-                loss_sum = float(strategy.sum_(torch.tensor(loss_sum)))
+                loss_sum = strategy.sum_value(loss_sum)
             if math.isfinite(loss_sum):
                 if strategy is not None:
                     strategy.clip_grad_norm_(params, grad_clip)

@@ -21,6 +21,7 @@ How it departs from a plain FSDP setup:
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -56,6 +57,8 @@ class Strategy:
 
     name = "ddp"
     sharded = False
+    forward_dtype: str | None = None
+    """The dtype the forward computes in when it is not the weights' (FSDP's bf16 mixed precision); None: theirs."""
 
     def __init__(self, dist: Dist):
         self.dist = dist
@@ -63,6 +66,10 @@ class Strategy:
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over processes (in place)."""
         return self.dist.sum_(tensor)
+
+    def sum_value(self, value: float) -> float:
+        """``value`` summed over processes."""
+        return self.dist.sum_value(value)
 
     def prepare(self, model) -> None:
         """Make ``model`` ready for training under this strategy (in place)."""
@@ -90,6 +97,7 @@ class FSDP(Strategy):
         super().__init__(dist)
         self.device, self.bf16, self.cpu_offload = device, bf16, cpu_offload
         self.mesh = None
+        self.forward_dtype = "bfloat16" if bf16 and device.type == "cuda" else None  # MixedPrecisionPolicy below
 
     def prepare(self, model) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -144,6 +152,31 @@ def make_strategy(name: str, dist: Dist, device: torch.device, *, bf16: bool = F
     if name == "fsdp" and torch.distributed.is_initialized():
         return FSDP(dist, device, bf16=bf16, cpu_offload=cpu_offload)
     return Strategy(dist)
+
+
+def meta_copy(model):
+    """A copy of ``model``'s modules whose parameters are on the meta device (no memory), frozen; buffers are
+    copied. The skeleton :func:`sharded_copy` fills."""
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def sharded_copy(model, skeleton, strategy: FSDP):
+    """A frozen copy of the sharded ``model`` (the KL reference of full fine-tuning) that no process ever holds
+    whole: ``skeleton`` (:func:`meta_copy` of the model before it was sharded) is sharded by ``strategy`` like
+    the model, given memory where the model's shards are (the GPU; host memory under CPU offload), and each
+    process copies its own shards in. Buffers (e.g. rotary frequencies) are restored after ``to_empty``."""
+    buffers = {name: b.clone() for name, b in skeleton.named_buffers()}
+    strategy.prepare(skeleton)
+    shards = dict(model.named_parameters())
+    skeleton.to_empty(device=next(iter(shards.values())).to_local().device)
+    for name, b in skeleton.named_buffers():
+        b.copy_(buffers[name])
+    for name, p in skeleton.named_parameters():
+        p.to_local().copy_(shards[name].to_local())
+    return skeleton
 
 
 @torch.no_grad()

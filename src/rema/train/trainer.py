@@ -18,6 +18,7 @@ optimizers, engines) in :mod:`rema.train.policy`, the cold start in :mod:`rema.t
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -57,7 +58,7 @@ from .distributed import Dist, merge_metrics
 from .guard import HealthGuard, RunUnhealthy, Verdict, needed_for_rollback, remark
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
-from .policy import Policy, active_policies, build_policies, set_base_lr, sync_engine
+from .policy import Policy, active_policies, build_policies, resync_engines, set_base_lr, sync_engine
 from .sft import cold_start as run_cold_start
 from .strategy import load_shards, local_elements, make_strategy, save_shards
 from .update import Forward, update_policy
@@ -81,7 +82,8 @@ class Trainer:
 
         self.cfg = cfg = resolved(cfg)
         self.correctness_fn = correctness_fn
-        self.dist = Dist()
+        self.device = device_for(cfg.model.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = Dist(self.device, timeout_min=cfg.train.dist_timeout_min)  # collectives go through this device
         self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
         default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
         self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
@@ -100,7 +102,6 @@ class Trainer:
         """Set by Ctrl-C / SIGTERM: the run finishes its step, saves and returns."""
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
-        self.device = device_for(cfg.model.device, self.dist.local_rank)
         self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
         self.forward = Forward(self.device, bf16=self.bf16, temperature=cfg.rollout.temperature,
                                entropy_grad=cfg.algo.entropy_coef > 0, micro_batch_tokens=cfg.train.micro_batch_tokens,
@@ -270,6 +271,8 @@ class Trainer:
             with timer.phase("sync"):
                 local.update({f"sync/{k}": v for k, v in sync_engine(pol).items()})
             pol.scheduler.step()
+        with timer.phase("sync"):  # engines a level-2 sleep left without weights, not updated this step
+            local.update(resync_engines(self.policies, synced=active))
         updated = {r for pol in active for r in pol.roles if r in self.updated_roles}
         release_freed_memory()
         metrics = self._reduce(local, episodes, rollout_s=timer.seconds["rollout"])
@@ -316,12 +319,13 @@ class Trainer:
     # -------------------------------------------------------------------------------- eval, save, restore
 
     def _log_eval(self, step: int, log: bool = True, prefix: str = "eval") -> dict:
-        """Greedy evaluation on each ``data.eval`` set; returns (and with ``log`` logs) :func:`eval_record`'s keys:
+        """Evaluation on each ``data.eval`` set at ``rollout.eval_temperature`` (greedy at 0); returns (and with
+        ``log`` logs) :func:`eval_record`'s keys:
         ``<prefix>/<metric>`` for one set, ``<prefix>/<set>/<metric>`` and ``<prefix>/avg/<metric>`` for several.
         Samples go to ``samples.jsonl`` under the split ``<prefix>`` (one set) or ``<prefix>/<set>``."""
         per_set = {}
         for name, problems in self.eval_sets.items():
-            metrics, episodes = run_eval(self.dist.shard(problems), self.engines, self.cfg, greedy=True,
+            metrics, episodes = run_eval(self.dist.shard(problems), self.engines, self.cfg,
                                          prompts=self.prompts, correctness_fn=self.correctness_fn)
             release_freed_memory()
             per_set[name] = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -106,6 +106,49 @@ class Forward:
             return self.logp(model, batch)[0]
 
 
+@dataclass
+class _Tally:
+    """What the update accumulates over its micro-batches and optimizer steps (owned by one call)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    optimizer_steps: int = 0
+    skipped: int = 0
+    grad_norms: list[float] = field(default_factory=list)
+    first_diff: float | None = None
+    """Sampler vs trainer mean |Δ log-prob| on the first micro-batch (note 2)."""
+    tokens: int = 0
+
+    def add(self, stats: dict[str, float], w: float) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * w
+            self.weights[k] = self.weights.get(k, 0.0) + w
+
+
+@dataclass
+class _Batch:
+    """One update's inputs, resolved once: the rows, their advantages and π_old, and how to compute."""
+
+    model: torch.nn.Module
+    rows: Rows
+    algo: AlgoConfig
+    fwd: Forward
+    pad_id: int
+    ref: torch.nn.Module | None
+    strategy: Strategy | None
+    full_mask: torch.Tensor  # (N, T_max), 1 = trained token
+    full_turns: torch.Tensor  # (N, T_max), -1 = padding
+    adv: torch.Tensor | None = None  # (N, T_max)
+    old_full: torch.Tensor | None = None  # (N, T_max) π_old log-probs; None: the same forward's, detached
+
+    def sum_value(self, value: float) -> float:
+        """``value`` summed over the data-parallel processes (``value`` alone)."""
+        return self.strategy.sum_value(value) if self.strategy is not None else float(value)
+
+    def rounds(self, n: int) -> int:
+        return self.strategy.rounds(n) if self.strategy is not None else n
+
+
 def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: AlgoConfig, train: TrainConfig,
                   fwd: Forward, pad_id: int, step: int, ref=None, strategy: Strategy | None = None,
                   agents: tuple[str, ...] | None = None) -> dict[str, float]:
@@ -116,42 +159,20 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
     ``step`` seeds the mini-batch shuffle; ``strategy`` joins the other data-parallel processes (None: alone).
     ``agents``: the agents whose rows enter the loss (None: all); advantages are computed on all rows first
     (note 6). ``train/rows`` counts the rows in the loss."""
-    sum_ = strategy.sum_ if strategy is not None else (lambda t: t)
     n = len(rows)
     trained = [i for i in range(n) if agents is None or rows.agent[i] in agents]  # rows in the loss
-    full_mask = pad(rows.mask, 0, torch.float32)  # (N, T_max)
-    full_turns = pad(rows.turn_ids, -1, torch.long)  # (N, T_max)
-    need_ref = algo.kl_coef > 0
-    kl_tok = None
-    if need_ref and algo.kl_in_reward:  # REINFORCE++ style: -kl_coef * (logπ - logπ_ref) on every token
-        cur = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id, strategy)
-        ref_full = fwd.per_row(lambda b: fwd.ref_logp(model, ref, b), model, rows, pad_id, strategy)
-        kl_tok = kl_k1(cur, ref_full, full_mask)
-    estimator = get_advantage_estimator(algo.advantage)
-    adv, adv_stats = estimator(torch.tensor(rows.reward, dtype=torch.float32), group_ids(rows), full_mask,
-                               full_turns, eps=algo.adv_eps, gamma=algo.gamma, kl=kl_tok,
-                               kl_coef=algo.kl_coef if kl_tok is not None else 0.0,
-                               all_reduce=strategy.sum_ if strategy is not None and strategy.dist.enabled else None)
-
-    single_pass = train.ppo_epochs == 1 and train.mini_batches == 1
-    source = "sampler" if not train.recompute_old_logp else ("same_forward" if single_pass else "recomputed")
-    old_full = None  # (N, T_max) π_old log-probs, or None: the same forward's, detached
-    if source == "recomputed":
-        old_full = fwd.per_row(lambda b: fwd.logp(model, b)[0], model, rows, pad_id, strategy,
-                               index=trained if len(trained) < n else None)
-    elif source == "sampler":
-        old_full = pad(rows.sampler_logp, 0.0, torch.float32)
-
+    batch = _Batch(model, rows, algo, fwd, pad_id, ref, strategy, full_mask=pad(rows.mask, 0, torch.float32),
+                   full_turns=pad(rows.turn_ids, -1, torch.long))
+    batch.adv, adv_stats = _advantages(batch)
+    source = "sampler" if not train.recompute_old_logp else (
+        "same_forward" if train.ppo_epochs == 1 and train.mini_batches == 1 else "recomputed")
+    batch.old_full = _old_logp(batch, source, index=trained if len(trained) < n else None)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(train.seed * 1_000_003 + step)
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    n_opt, skipped, grad_norms = 0, 0, []
-    first_diff = None
-    tokens_trained = 0
+    tally = _Tally()
     trim = train.malloc_mmap_threshold_mb > 0 and fwd.device.type == "cpu"
-    t_start = time.perf_counter()
     together = strategy is not None and strategy.dist.enabled  # other processes wait on our collectives
+    t_start = time.perf_counter()
     model.train()
     for _ in range(train.ppo_epochs):
         perm = [trained[i] for i in torch.randperm(len(trained), generator=gen).tolist()]
@@ -159,73 +180,129 @@ def update_policy(model, optimizer: torch.optim.Optimizer, rows: Rows, *, algo: 
             mb = perm[chunk * len(perm) // train.mini_batches:(chunk + 1) * len(perm) // train.mini_batches]
             if not mb and not together:
                 continue
-            # the global unit count: every process's micro-batches are weighted against the whole batch
-            total = int(sum_(torch.tensor(float(count_units(full_mask[mb], full_turns[mb], algo.agg)))))
-            finite = True
-            plan = list(fwd.micro_batches(model, rows, mb, pad_id)) if mb else []
-            for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
-                if r >= len(plan):  # a sharded forward is collective: as many as the busiest process, weight 0
-                    _, b = plan[-1] if plan else next(fwd.micro_batches(model, rows, [0], pad_id))
-                    (fwd.logp(model, b)[0].sum() * 0.0).backward()
-                    continue
-                idx, b = plan[r]
-                width = b["input_ids"].shape[1]
-                mask, turns = b["mask"].to(fwd.device), b["turn_ids"].to(fwd.device)
-                logp, entropy = fwd.logp(model, b, with_entropy=True)
-                old = logp.detach() if old_full is None else old_full[idx, :width].to(fwd.device)
-                loss, st = policy_loss(logp, old, adv[idx, :width].to(fwd.device), mask, turns,
-                                       ratio_level=algo.ratio_level, ratio_mean=algo.ratio_mean, agg=algo.agg,
-                                       clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
-                                       dual_clip=algo.dual_clip, log_ratio_clamp=algo.log_ratio_clamp)
-                st = {f"stats/{k}": float(v) for k, v in st.items() if not k.startswith("num_")}
-                st["loss/policy"] = float(loss.detach())
-                ent = aggregate(entropy, mask, algo.agg, turns)
-                st["stats/entropy"] = float(ent.detach())
-                if algo.entropy_coef > 0:
-                    loss = loss - algo.entropy_coef * ent
-                if need_ref and not algo.kl_in_reward:
-                    kl = aggregate(kl_k3(logp, fwd.ref_logp(model, ref, b).to(fwd.device), mask), mask, algo.agg, turns)
-                    loss = loss + algo.kl_coef * kl
-                    st["stats/kl"] = float(kl.detach())
-                if first_diff is None:
-                    sampler = b["sampler_logp"].to(fwd.device)
-                    first_diff = float(((logp.detach() - sampler).abs() * mask).sum() / mask.sum().clamp(min=1))
-                w = count_units(b["mask"], b["turn_ids"], algo.agg) / max(total, 1)
-                if not torch.isfinite(loss):
-                    finite = False
-                    continue
-                (loss * w).backward()
-                if trim:  # the next micro-batch's activations are laid out afresh, not around old holes
-                    release_freed_memory()
-                tokens_trained += int(b["attention_mask"].sum())
-                for k, v in st.items():
-                    sums[k] = sums.get(k, 0.0) + v * w
-                    weights[k] = weights.get(k, 0.0) + w
-            for p in params:  # processes without rows still join the gradient sum
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            if strategy is not None:
-                strategy.reduce_grads_(params)
-            finite = bool(sum_(torch.tensor(float(not finite))) == 0)
-            grad_norm = strategy.clip_grad_norm_(params, train.grad_clip) if strategy is not None else (
-                float(torch.nn.utils.clip_grad_norm_(params, train.grad_clip)) if params else 0.0)
-            if finite and math.isfinite(grad_norm):
-                optimizer.step()
-                n_opt += 1
-                grad_norms.append(grad_norm)
-            else:
-                skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-    elapsed = time.perf_counter() - t_start
-    out = {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+            finite = _accumulate_gradients(batch, mb, tally, trim=trim)
+            _optimizer_step(batch, optimizer, params, finite, tally, grad_clip=train.grad_clip)
+    return _metrics(tally, adv_stats, source, fwd, elapsed=time.perf_counter() - t_start,
+                    rows_in_loss=batch.sum_value(len(trained)))
+
+
+def _advantages(b: _Batch) -> tuple[torch.Tensor, dict]:
+    """``(advantages (N, T_max), their statistics)`` by ``algo.advantage``, with REINFORCE++'s KL-in-reward
+    term computed first when asked for; batch-wide moments over every process."""
+    algo, fwd, model = b.algo, b.fwd, b.model
+    kl_tok = None
+    if algo.kl_coef > 0 and algo.kl_in_reward:  # REINFORCE++ style: -kl_coef * (logπ - logπ_ref) on every token
+        cur = fwd.per_row(lambda x: fwd.logp(model, x)[0], model, b.rows, b.pad_id, b.strategy)
+        ref_full = fwd.per_row(lambda x: fwd.ref_logp(model, b.ref, x), model, b.rows, b.pad_id, b.strategy)
+        kl_tok = kl_k1(cur, ref_full, b.full_mask)
+    estimator = get_advantage_estimator(algo.advantage)
+    together = b.strategy is not None and b.strategy.dist.enabled
+    return estimator(torch.tensor(b.rows.reward, dtype=torch.float32), group_ids(b.rows), b.full_mask, b.full_turns,
+                     eps=algo.adv_eps, gamma=algo.gamma, kl=kl_tok, kl_coef=algo.kl_coef if kl_tok is not None else 0.0,
+                     all_reduce=b.strategy.sum_ if together else None)
+
+
+def _old_logp(b: _Batch, source: str, index: list[int] | None) -> torch.Tensor | None:
+    """π_old's log-probs (N, T_max) by ``source`` (note 2): recomputed over ``index``'s rows (None: all), the
+    sampler's, or None (the loss's own forward, detached)."""
+    if source == "recomputed":
+        return b.fwd.per_row(lambda x: b.fwd.logp(b.model, x)[0], b.model, b.rows, b.pad_id, b.strategy, index=index)
+    if source == "sampler":
+        return pad(b.rows.sampler_logp, 0.0, torch.float32)
+    return None
+
+
+def _accumulate_gradients(b: _Batch, mb: list[int], tally: _Tally, *, trim: bool) -> bool:
+    """Forward and backward over the micro-batches of mini-batch ``mb``, each weighted by its share of the
+    global aggregation units (note 3); returns False when a micro-batch's loss was not finite (its backward is
+    skipped)."""
+    model, fwd, algo = b.model, b.fwd, b.algo
+    # the global unit count: every process's micro-batches are weighted against the whole batch
+    total = int(b.sum_value(count_units(b.full_mask[mb], b.full_turns[mb], algo.agg)))
+    finite = True
+    plan = list(fwd.micro_batches(model, b.rows, mb, b.pad_id)) if mb else []
+    for r in range(b.rounds(len(plan))):
+        if r >= len(plan):  # a sharded forward is collective: as many as the busiest process, weight 0
+            _, x = plan[-1] if plan else next(fwd.micro_batches(model, b.rows, [0], b.pad_id))
+            (fwd.logp(model, x)[0].sum() * 0.0).backward()
+            continue
+        idx, x = plan[r]
+        loss, st = _micro_batch_loss(b, idx, x, tally)
+        w = count_units(x["mask"], x["turn_ids"], algo.agg) / max(total, 1)
+        if not torch.isfinite(loss):
+            finite = False
+            continue
+        (loss * w).backward()
+        if trim:  # the next micro-batch's activations are laid out afresh, not around old holes
+            release_freed_memory()
+        tally.tokens += int(x["attention_mask"].sum())
+        tally.add(st, w)
+    return finite
+
+
+def _micro_batch_loss(b: _Batch, idx: list[int], x: dict, tally: _Tally) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one micro-batch (rows ``idx``, collated as ``x``): the policy loss, minus the entropy bonus,
+    plus the KL term when it is a loss; and its statistics. The first micro-batch records the sampler's
+    log-prob difference (note 2)."""
+    algo, fwd, device = b.algo, b.fwd, b.fwd.device
+    width = x["input_ids"].shape[1]
+    mask, turns = x["mask"].to(device), x["turn_ids"].to(device)
+    logp, entropy = fwd.logp(b.model, x, with_entropy=True)
+    old = logp.detach() if b.old_full is None else b.old_full[idx, :width].to(device)
+    loss, st = policy_loss(logp, old, b.adv[idx, :width].to(device), mask, turns,
+                           ratio_level=algo.ratio_level, ratio_mean=algo.ratio_mean, agg=algo.agg,
+                           clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
+                           dual_clip=algo.dual_clip, log_ratio_clamp=algo.log_ratio_clamp)
+    st = {f"stats/{k}": float(v) for k, v in st.items() if not k.startswith("num_")}
+    st["loss/policy"] = float(loss.detach())
+    ent = aggregate(entropy, mask, algo.agg, turns)
+    st["stats/entropy"] = float(ent.detach())
+    if algo.entropy_coef > 0:
+        loss = loss - algo.entropy_coef * ent
+    if algo.kl_coef > 0 and not algo.kl_in_reward:
+        kl = aggregate(kl_k3(logp, fwd.ref_logp(b.model, b.ref, x).to(device), mask), mask, algo.agg, turns)
+        loss = loss + algo.kl_coef * kl
+        st["stats/kl"] = float(kl.detach())
+    if tally.first_diff is None:
+        sampler = x["sampler_logp"].to(device)
+        tally.first_diff = float(((logp.detach() - sampler).abs() * mask).sum() / mask.sum().clamp(min=1))
+    return loss, st
+
+
+def _optimizer_step(b: _Batch, optimizer, params: list[torch.Tensor], finite: bool, tally: _Tally, *,
+                    grad_clip: float) -> None:
+    """Finish the mini-batch's gradients over processes, clip them, and step unless any process saw a
+    non-finite loss or the norm is not finite (note 5); gradients are then dropped."""
+    strategy = b.strategy
+    for p in params:  # processes without rows still join the gradient sum
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if strategy is not None:
+        strategy.reduce_grads_(params)
+    finite = b.sum_value(float(not finite)) == 0
+    grad_norm = strategy.clip_grad_norm_(params, grad_clip) if strategy is not None else (
+        float(torch.nn.utils.clip_grad_norm_(params, grad_clip)) if params else 0.0)
+    if finite and math.isfinite(grad_norm):
+        optimizer.step()
+        tally.optimizer_steps += 1
+        tally.grad_norms.append(grad_norm)
+    else:
+        tally.skipped += 1
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _metrics(tally: _Tally, adv_stats: dict, source: str, fwd: Forward, *, elapsed: float,
+             rows_in_loss: float) -> dict[str, float]:
+    """The update's metrics from what it accumulated."""
+    out = {k: tally.sums[k] / tally.weights[k] for k in tally.sums if tally.weights[k] > 0}
     out.update({f"adv/{k}": float(v) for k, v in adv_stats.items()})
     out.update({
-        "stats/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
-        "stats/optimizer_steps": float(n_opt), "stats/skipped_updates": float(skipped),
+        "stats/grad_norm": sum(tally.grad_norms) / len(tally.grad_norms) if tally.grad_norms else float("nan"),
+        "stats/optimizer_steps": float(tally.optimizer_steps), "stats/skipped_updates": float(tally.skipped),
         "check/old_logp_source": float(OLD_LOGP_SOURCES[source]),
         "check/update_bf16": float(fwd.bf16),
-        "check/sampler_logp_abs_diff": first_diff if first_diff is not None else float("nan"),
-        "perf/update_tokens_per_s": tokens_trained / max(elapsed, 1e-9),
-        "train/rows": float(sum_(torch.tensor(float(len(trained))))),  # global count
+        "check/sampler_logp_abs_diff": tally.first_diff if tally.first_diff is not None else float("nan"),
+        "perf/update_tokens_per_s": tally.tokens / max(elapsed, 1e-9),
+        "train/rows": rows_in_loss,  # global count
     })
     return out
