@@ -244,16 +244,15 @@ def test_the_cli_exits_4_naming_the_check(tmp_path, monkeypatch, capsys):
         raise RunUnhealthy("health check format fired at step 5: ...")
 
     monkeypatch.setattr(train_pkg, "train", unhealthy)
-    assert (
-        main(["train", str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"), "model.name=tiny-random"])
-        == 4
-    )
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert main(["train", str(demo), "model.name=tiny-random"]) == 4
     assert "health check format fired at step 5" in capsys.readouterr().err
 
 
-def test_every_rank_takes_rank_0s_decision(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_every_rank_takes_rank_0s_decision(tmp_path, strategy):
     """Two gloo processes; rank 1's guard never sees the check fire, yet it rolls back with rank 0 (the verdict
-    is rank 0's, broadcast), and both end the run together."""
+    is rank 0's, broadcast), and both end the run together; under FSDP from the sharded checkpoint."""
     out = tmp_path / "rank"
     cmd = [
         sys.executable,
@@ -266,6 +265,7 @@ def test_every_rank_takes_rank_0s_decision(tmp_path):
         str(HELPERS / "guard_ddp.py"),
         str(out),
         str(tmp_path / "run"),
+        strategy,
     ]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "REMA_ENGINE": "hf"}, timeout=600)
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]

@@ -267,3 +267,20 @@ def test_set_base_lr_keeps_the_schedule_position():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.075)
     state = sched.state_dict()
     assert state["base_lrs"] == [0.1]  # a checkpoint keeps it
+
+
+def test_reseed_draws_a_new_stream_the_same_on_every_run(tiny):
+    from rema.rollout.engine import SamplingParams
+    from rema.rollout.hf_engine import HFEngine
+
+    model, tok = tiny
+    prompt, params = [tok("What is 2 + 3?")["input_ids"]], [SamplingParams(max_tokens=12, temperature=1.0)]
+
+    def sample(salt):
+        engine = HFEngine(model, tok, seed=0)
+        if salt is not None:
+            engine.reseed(salt)
+        return engine.generate(prompt, params)[0].token_ids
+
+    assert sample(None) == sample(None) and sample(1) == sample(1)  # seeded either way
+    assert sample(1) != sample(None) and sample(2) != sample(1)

@@ -1,6 +1,7 @@
 """A run whose scripted policy collapses, under torchrun, used by test_guard.py: rank 1's guard is made blind
 (it never sees a check fire), so only rank 0's broadcast verdict can make it roll back with rank 0. Each rank
-writes where it ended: step, rollbacks, learning rate, the guard's events."""
+writes where it ended: step, rollbacks, learning rate, the guard's events; under ``fsdp`` the rollback reads
+the sharded checkpoint back on every rank."""
 
 import json
 import sys
@@ -12,7 +13,7 @@ from rema.prompts import PromptSet
 from rema.train import Trainer
 
 
-def main(out: str, run_dir: str) -> None:
+def main(out: str, run_dir: str, strategy: str) -> None:
     cfg = load_config(
         None,
         [
@@ -33,6 +34,7 @@ def main(out: str, run_dir: str) -> None:
             "train.save_every=1",
             "train.autocast=off",
             "train.micro_batch_tokens=512",
+            f"train.strategy={strategy}",
         ],
     )
     holder: dict = {}

@@ -208,10 +208,16 @@ def _sharded_states(policies: dict) -> dict:
 
 def save_shards(policies: dict, folder) -> None:
     """Every process writes its shards of each ``{name: (model, optimizer)}`` to ``folder`` through
-    ``torch.distributed.checkpoint`` (a collective)."""
+    ``torch.distributed.checkpoint`` (a collective). An optimizer that has not stepped yet (a step-0 checkpoint)
+    is left out: DCP's state dict would first initialise its state with a zero-gradient step, and AdamW's next,
+    real step would then be its second (another bias correction, another update than without the checkpoint)."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(_sharded_states(policies), checkpoint_id=str(folder))
+    stepped = {
+        name: (model, optimizer if optimizer is not None and optimizer.state else None)
+        for name, (model, optimizer) in policies.items()
+    }
+    dcp.save(_sharded_states(stepped), checkpoint_id=str(folder))
 
 
 def load_shards(policies: dict, folder) -> None:
@@ -220,7 +226,11 @@ def load_shards(policies: dict, folder) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
 
     saved = dcp.FileSystemReader(str(folder)).read_metadata().state_dict_metadata
-    # an agent frozen when the checkpoint was written (train.update_agents) has no optimizer state: it starts afresh
+    # an agent frozen when the checkpoint was written (train.update_agents), or an optimizer that had not stepped
+    # yet, has no optimizer state there: it starts afresh (a rollback to step 0 forgets the moments since)
+    for name, (_, optimizer) in policies.items():
+        if optimizer is not None and not any(k.startswith(f"{name}.optimizer.") for k in saved):
+            optimizer.state.clear()
     policies = {
         name: (model, optimizer if any(k.startswith(f"{name}.optimizer.") for k in saved) else None)
         for name, (model, optimizer) in policies.items()

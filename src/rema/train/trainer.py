@@ -286,10 +286,9 @@ class Trainer:
             record.update(self._log_eval(0, log=False))
         if record:
             self.logger.log(0, record)
+        self.guard.observe(0, record)  # the starting held-out accuracy is the first baseline of eval_cliff
         self.started = True
-        # a rollback can go back to the start; not under FSDP, where a sharded save before the first update changes
-        # the run that follows (two processes then no longer train like one: tests/test_distributed.py)
-        if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0 and not self.strategy.sharded):
+        if do_cold_start or (self.guard.can_roll_back and cfg.train.steps > 0):  # a rollback can go back to the start
             self.save()
         return True
 
