@@ -146,7 +146,6 @@ def test_ood_replaces_the_second_eval_set(tmp_path):
 TINY = [
     "model.name=tiny-random",
     "rollout.engine=hf",
-    "model.lora_r=0",
     "model.gradient_checkpointing=false",
     "sft.questions=4",
     "sft.epochs=1",
