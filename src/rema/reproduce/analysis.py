@@ -262,6 +262,12 @@ def _tail_mean(run: Run, key: str, k: int = 3) -> float:
     return sum(ys[-k:]) / len(ys[-k:]) if ys else float("nan")
 
 
+def _head_mean(run: Run, key: str, k: int = 3, empty: float = float("nan")) -> float:
+    """Mean of the first ``k`` logged values of ``key`` (``empty`` when never logged)."""
+    _, ys = run.curve(key)
+    return sum(ys[:k]) / len(ys[:k]) if ys else empty
+
+
 def fig4(results: Results) -> Analysis:
     """Each action's share at the start and the end of training, and the mean level of its questions; verdicts:
     collapse to EMPTY (share ≥ :data:`EMPTY_COLLAPSE_SHARE` over the last steps) and difficulty awareness
@@ -270,14 +276,7 @@ def fig4(results: Results) -> Analysis:
     header = ["action", "share, first 3 steps", "share, last 3 steps", "mean level of its questions (last 3)"]
     rows = []
     for a in ACTIONS:
-        first = estimate(
-            [
-                sum(r.curve(f"train/actions/{a}")[1][:3]) / max(1, len(r.curve(f"train/actions/{a}")[1][:3]))
-                if r.curve(f"train/actions/{a}")[1]
-                else 0.0
-                for r in runs
-            ]
-        )
+        first = estimate([_head_mean(r, f"train/actions/{a}", empty=0.0) for r in runs])
         last = estimate(
             [_tail_mean(r, f"train/actions/{a}") if r.curve(f"train/actions/{a}")[1] else 0.0 for r in runs]
         )
@@ -342,9 +341,7 @@ def fig5_turns(results: Results) -> Analysis:
     rows, verdicts, numbers = [], [], {}
     train_gain, eval_gain = [], []
     for arm, runs in results.items():
-        first = estimate(
-            [sum(r.curve(_reward_key(r))[1][:3]) / max(1, len(r.curve(_reward_key(r))[1][:3])) for r in runs]
-        )
+        first = estimate([_head_mean(r, _reward_key(r), empty=0.0) for r in runs])
         last = estimate([_tail_mean(r, _reward_key(r)) for r in runs])
         start = estimate(
             [
