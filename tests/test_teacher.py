@@ -8,6 +8,7 @@ import random
 import re
 
 import pytest
+import torch
 
 from rema.config import ConfigError, load_config
 from rema.data.dialogues import check_dialogue
@@ -211,3 +212,58 @@ def test_teacher_cold_start_then_one_rl_step(tmp_path):
     saved = [json.loads(x) for x in (run / "cold_start_dialogues.jsonl").read_text().splitlines()]
     assert len(saved) == 6 and {len(d["turns"]) for d in saved} == {4, 6}  # one- and two-step problems
     assert all(d["meta"]["teacher"].startswith("synthetic-program@") for d in saved)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_cold_start_cache_is_reused_by_another_seed_and_missed_by_other_settings(tmp_path, shared):
+    """sft.cache: a second run with another train.seed but the same sft.seed loads the first run's cold start
+    (same weights, same dialogues, sft/cached=1); another sft setting trains and stores its own."""
+
+    def start(name: str, *extra: str) -> tuple[dict, dict]:
+        run = tmp_path / name
+        cfg = load_config(
+            None,
+            [
+                "model.name=tiny-random",
+                "rollout.mode=multi_turn",
+                "rollout.max_tokens_per_turn=12",
+                "rollout.max_turns=3",
+                f"train.shared_weights={str(shared).lower()}",
+                "train.steps=0",
+                "data.train=synthetic:levels=1,4:n=20:seed=0:word=0",
+                "data.eval=null",
+                f"log.run_dir={run}",
+                "log.progress=false",
+                "log.tensorboard=false",
+                "sft.cold_start=true",
+                "sft.data=teacher",
+                "sft.questions=4",
+                "sft.epochs=1",
+                "sft.seed=0",
+                f"sft.cache={tmp_path / 'cache'}",
+                *extra,
+            ],
+        )
+        tr = Trainer(cfg)
+        try:
+            assert tr.start()
+            weights = {
+                f"{pol.name}:{n}": p.detach().clone()
+                for pol in tr.policies
+                for n, p in pol.model.named_parameters()
+                if p.requires_grad
+            }
+        finally:
+            tr.close()
+        record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        return record, weights | {"dialogues": (run / "cold_start_dialogues.jsonl").read_text()}
+
+    first, trained = start("a", "train.seed=0")
+    second, loaded = start("b", "train.seed=1")
+    assert "sft/cached" not in first and second["sft/cached"] == 1.0
+    losses = [k for k in first if k.startswith("sft/") and k.endswith("loss_first")]
+    assert losses and all(second[k] == first[k] for k in losses)
+    assert loaded.keys() == trained.keys() and loaded.pop("dialogues") == trained.pop("dialogues")
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    other, _ = start("c", "train.seed=1", "sft.epochs=2")
+    assert "sft/cached" not in other and len(list((tmp_path / "cache").iterdir())) == 2

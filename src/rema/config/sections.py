@@ -346,6 +346,10 @@ class TrainConfig:
     """Seed for data order, sampling and initialisation."""
     eval_every: int = 10
     """Held-out evaluation every N steps (0 = never)."""
+    eval_before_cold_start: bool = True
+    """With ``sft.cold_start``: also evaluate before it (logged as ``base_eval/*``), so the report shows what
+    the cold start itself did. One more pass over ``data.eval``; grids that measure the untrained model in an
+    arm of their own turn it off."""
     save_every: int = 50
     """Checkpoint every N steps (and on Ctrl-C); 0 = only at the end and on a stop."""
     sample_every: int = 1
@@ -408,7 +412,15 @@ class SFTConfig:
     steps in one message; several seeded phrasings each). ``teacher`` needs synthetic ``data.train`` and no
     judge task or action set. Judge dialogue files give the pair: docs/judge.md."""
     questions: int = 64
-    """``self`` and ``teacher``: training questions to draw (seeded by ``train.seed``)."""
+    """``self`` and ``teacher``: training questions to draw (seeded by ``sft.seed``)."""
+    seed: int | None = None
+    """Seed of the cold start: which questions are drawn and the order of the fine-tuning (None = ``train.seed``).
+    A fixed value gives every seed of an RL grid the same cold start, so the seeds measure the spread of RL."""
+    cache: str | None = None
+    """A folder of finished cold starts to reuse (None = none). A cold start whose inputs (model, LoRA, rollout
+    format, ``data.train``, the ``sft`` settings and its seed) match one there is loaded instead of trained
+    again: its trained weights and dialogues; otherwise it is trained and stored there. Single process only
+    (under several processes it is trained as usual). ``rema reproduce`` points every run of a folder at one."""
     samples: int = 4
     """``self``: episodes sampled per question."""
     temperature: float | None = None

@@ -191,18 +191,18 @@ def teacher_dialogue(problem: Problem, method: str, mode: str, rng: random.Rando
 
 def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue], dict[str, float]]:
     """One teacher dialogue per problem in the format of ``cfg.rollout`` (a :class:`~rema.config.Config`), each
-    problem's phrasings seeded by ``cfg.train.seed`` and its id (so a dialogue does not depend on which others are
-    written). Returns ``(dialogues, stats)``; a judge-task or action-set config is a ConfigError."""
+    problem's phrasings seeded by the cold start's seed (``sft.seed``, else ``train.seed``) and its id (so a
+    dialogue does not depend on which others are written). Returns ``(dialogues, stats)``; a judge-task or
+    action-set config is a ConfigError."""
     r = cfg.rollout
     if r.task == "judge" or r.action_set:
         raise ConfigError(
             "sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
             "rollout.action_set; use sft.data=self or a dialogue file"
         )
+    seed = cfg.train.seed if cfg.sft.seed is None else cfg.sft.seed
     dialogues = [
-        teacher_dialogue(
-            p, r.method, r.mode, random.Random(stable_int("teacher", cfg.train.seed, p.id)), max_turns=r.max_turns
-        )
+        teacher_dialogue(p, r.method, r.mode, random.Random(stable_int("teacher", seed, p.id)), max_turns=r.max_turns)
         for p in problems
     ]
     return dialogues, {"dialogues": float(len(dialogues)), "questions": float(len(problems))}

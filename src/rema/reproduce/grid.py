@@ -13,6 +13,9 @@ without it but with a checkpoint is **resumed** (``rema train --resume``: exact,
 cursor); one without a checkpoint is started again. Each run is a child process that dies with its parent
 (``PR_SET_PDEATHSIG``), so ``kill -9`` of ``rema reproduce`` leaves no trainer writing behind it, and starting the
 same command again picks up where it stopped. One ``rema reproduce`` at a time per experiment folder (a lock).
+
+Every run with a cold start points ``sft.cache`` at ``OUT/cold_starts/``: the arm configs fix ``sft.seed``, so the
+seeds of an arm (and arms of other experiments with the same cold start) fine-tune once and differ only in RL.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "reproduce"
 """``configs/reproduce/`` of a source checkout (``--configs DIR`` points elsewhere, e.g. for an installed wheel)."""
 
 DONE = "reproduce.json"
+COLD_STARTS = "cold_starts"
+"""The folder of an output directory where its runs share their cold starts (``sft.cache``)."""
 
 
 @dataclass
@@ -60,8 +65,11 @@ class PlannedRun:
 
     @property
     def digest(self) -> str:
-        """Hash of the resolved config (what makes a finished run reusable)."""
-        return hashlib.sha256(json.dumps(self.cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Hash of the resolved config (what makes a finished run reusable); ``sft.cache`` is left out: where a cold
+        start comes from does not change it."""
+        d = self.cfg.to_dict()
+        d["sft"].pop("cache", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def status(self) -> str:
         """``done``, ``stale`` (done with another config), ``partial`` (a checkpoint to resume) or ``new``."""
@@ -120,6 +128,8 @@ def plan_grid(
                 f"log.name={exp.name}-{arm.name}",
                 "log.progress=false",
             ]
+            if load_config(path).sft.cold_start:  # one cold start per arm and config, shared by its seeds
+                fixed.append(f"sft.cache={out / COLD_STARTS}")
             if ood is not None:
                 if not exp.ood:
                     raise ConfigError(f"--ood: {exp.name} has no out-of-distribution set (only table1 has one)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -37,6 +38,7 @@ from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
 from .policy import Policy, resync_engines, sync_engine
+from .sft_cache import cold_start_key, load_entry, sft_seed, store_entry
 from .strategy import Strategy
 
 if TYPE_CHECKING:
@@ -74,47 +76,89 @@ def cold_start(
     ``update(done, total, text)``); ``should_stop()`` is polled between SFT steps (Ctrl-C);
     ``correctness_fn``: a custom grader, which ``sft.data=self`` refuses. The dialogues are saved to
     ``<run_dir>/cold_start_dialogues.jsonl``; the engines get the tuned weights. Returns ``sft/*`` metrics."""
-    s = cfg.sft
-    two_agents, multi = prompts.mta is not None, cfg.rollout.mode == "multi_turn"
+    cache = Path(cfg.sft.cache) / cold_start_key(cfg) if cfg.sft.cache and dist.world == 1 else None
+    if cache is not None and (out := load_entry(cache, policies)) is not None:
+        if (cache / "dialogues.jsonl").is_file():
+            shutil.copyfile(cache / "dialogues.jsonl", run_dir / "cold_start_dialogues.jsonl")
+        console.print(f"cold start: the one in {cache} (sft.cache; same model, format, data and settings)")
+        for pol in policies:
+            out.update({f"sft/sync/{pol.name}/{k}": v for k, v in sync_engine(pol).items()})
+        return out
     t0 = time.perf_counter()
-    if s.data == "teacher":  # exact dialogues from the synthetic problems' expressions (rema.data.teacher)
-        dialogues, stats = teacher_dialogues(_cold_start_questions(cfg, train_problems), cfg)
-    elif s.data == "self":
-        if correctness_fn is not None:
-            raise ConfigError(
-                "sft.data=self keeps episodes the task's grader accepts (math answers, judge "
-                "verdicts), not a custom correctness function's; give sft.data a dialogue file instead"
-            )
-        problems = _cold_start_questions(cfg, train_problems)
-        with bars("cold start: sampling") as progress:
-            dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg, on_progress=progress)
-        dialogues = [d for part in dist.gather(dialogues) for d in part]
-        stats = {k: sum(st[k] for st in dist.gather(stats)) for k in stats}
-        if not dialogues:
-            raise RuntimeError(
-                f"cold start: none of the {int(stats['episodes'])} sampled episodes gave a dialogue "
-                f"({int(stats['with_correct_answer'])} had a correct answer); sample more (sft.questions, "
-                "sft.samples), use easier questions (data.train), or give sft.data a dialogue file"
-            )
-    else:
-        dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
-        stats = {"dialogues": float(len(dialogues))}
-    if s.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
+    dialogues, stats = _dialogues(cfg, train_problems, engines, prompts, dist, bars, correctness_fn)
+    if cfg.sft.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
         dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
     if dist.is_main:
         save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
-    console.print(
-        f"cold start: {len(dialogues)} dialogues"
-        + (
-            f" from {int(stats['episodes'])} sampled episodes ({int(stats['with_correct_answer'])} "
-            "with a correct answer)"
-            if "episodes" in stats
-            else f" from {s.data}"
-        )
-    )
+    source = f"from {cfg.sft.data}"
+    if "episodes" in stats:
+        right = int(stats["with_correct_answer"])
+        source = f"from {int(stats['episodes'])} sampled episodes ({right} with a correct answer)"
+    console.print(f"cold start: {len(dialogues)} dialogues {source}")
     t1 = time.perf_counter()
     out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
-    synced = []
+    out.update(_fine_tune(cfg, policies, dialogues, roles, prompts, strategy, device, bf16, console, bars, should_stop))
+    release_freed_memory()
+    out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
+    if cache is not None and not should_stop():
+        kept = {k: v for k, v in out.items() if "sync/" not in k}
+        store_entry(cache, policies, kept, run_dir / "cold_start_dialogues.jsonl")
+    return out
+
+
+def _dialogues(
+    cfg: Config,
+    train_problems: Sequence,
+    engines: dict[str, Engine],
+    prompts: PromptSet,
+    dist: Dist,
+    bars: Bars,
+    correctness_fn: Callable | None,
+) -> tuple[list[Dialogue], dict[str, float]]:
+    """The cold start's dialogues and their counts, from ``sft.data``: the program teacher, the model's own
+    correct episodes (sampled on every process and gathered), or a dialogue file."""
+    s = cfg.sft
+    if s.data == "teacher":  # exact dialogues from the synthetic problems' expressions (rema.data.teacher)
+        return teacher_dialogues(_cold_start_questions(cfg, train_problems), cfg)
+    if s.data != "self":
+        two_agents, multi = prompts.mta is not None, cfg.rollout.mode == "multi_turn"
+        dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
+        return dialogues, {"dialogues": float(len(dialogues))}
+    if correctness_fn is not None:
+        raise ConfigError(
+            "sft.data=self keeps episodes the task's grader accepts (math answers, judge "
+            "verdicts), not a custom correctness function's; give sft.data a dialogue file instead"
+        )
+    problems = _cold_start_questions(cfg, train_problems)
+    with bars("cold start: sampling") as progress:
+        dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg, on_progress=progress)
+    dialogues = [d for part in dist.gather(dialogues) for d in part]
+    stats = {k: sum(st[k] for st in dist.gather(stats)) for k in stats}
+    if not dialogues:
+        raise RuntimeError(
+            f"cold start: none of the {int(stats['episodes'])} sampled episodes gave a dialogue "
+            f"({int(stats['with_correct_answer'])} had a correct answer); sample more (sft.questions, "
+            "sft.samples), use easier questions (data.train), or give sft.data a dialogue file"
+        )
+    return dialogues, stats
+
+
+def _fine_tune(
+    cfg: Config,
+    policies: Sequence[Policy],
+    dialogues: list[Dialogue],
+    roles: tuple[str, ...],
+    prompts: PromptSet,
+    strategy: Strategy,
+    device: torch.device,
+    bf16: bool,
+    console: Console,
+    bars: Bars,
+    should_stop: Callable[[], bool],
+) -> dict[str, float]:
+    """Fine-tune each policy on its roles' messages of ``dialogues`` (a fresh AdamW each), then give every
+    engine its weights; returns ``sft/[<policy>/]*`` metrics."""
+    s, out, synced = cfg.sft, {}, []
     for pol in policies:
         rows = dialogue_rows(dialogues, cfg, prompts, pol.tokenizer, tuple(r for r in pol.roles if r in roles))
         if not len(rows):
@@ -133,7 +177,7 @@ def cold_start(
                 device=device,
                 bf16=bf16,
                 grad_clip=cfg.train.grad_clip,
-                seed=cfg.train.seed,
+                seed=sft_seed(cfg),
                 strategy=strategy,
                 on_step=lambda i, n, loss: progress(i, n, f"loss {loss:.3f}"),
                 should_stop=should_stop,
@@ -149,14 +193,12 @@ def cold_start(
             f"{result['sft/loss_last_epoch']:.3f} (last epoch) in {int(result['sft/steps'])} steps"
         )
     out.update(resync_engines(policies, synced=synced))  # a policy without rows, asleep at level 2
-    release_freed_memory()
-    out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
     return out
 
 
 def _cold_start_questions(cfg: Config, train_problems: Sequence) -> list:
-    """``sft.questions`` training problems, drawn with the run's seed (the same ones for ``self`` and ``teacher``)."""
-    rng = random.Random(cfg.train.seed * 7919 + 17)
+    """``sft.questions`` training problems, drawn with the cold start's seed (the same for ``self`` and ``teacher``)."""
+    rng = random.Random(sft_seed(cfg) * 7919 + 17)
     return rng.sample(train_problems, min(cfg.sft.questions, len(train_problems)))
 
 
