@@ -241,9 +241,37 @@ def last_step(run_dir: Path) -> int:
     return step
 
 
-def execute(run: PlannedRun, *, on_poll: Callable[[int], None] | None = None, keep_weights: bool = False) -> float:
+def core_groups(jobs: int) -> list[tuple[int, ...]]:
+    """This process's cores split into ``jobs`` disjoint groups of consecutive cores (``--jobs``); a ValueError
+    when there are fewer cores than jobs."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not 1 <= jobs <= len(cores):
+        raise ValueError(f"--jobs {jobs}: this process may use {len(cores)} core(s); give 1 to {len(cores)}")
+    size = len(cores) // jobs
+    return [tuple(cores[i * size : (i + 1) * size]) for i in range(jobs)]
+
+
+def _child_setup(cpus: tuple[int, ...] | None) -> Callable[[], None]:
+    """What the child runs between fork and exec: die with the parent; with ``cpus``, run on those cores only."""
+
+    def setup() -> None:  # pragma: no cover - runs in the child
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+def execute(
+    run: PlannedRun,
+    *,
+    on_poll: Callable[[int], None] | None = None,
+    keep_weights: bool = False,
+    cpus: tuple[int, ...] | None = None,
+) -> float:
     """Run (or resume) ``run`` in a child ``rema train`` and wait; returns its wall minutes. Raises
-    ``RuntimeError`` naming the log when the child fails."""
+    ``RuntimeError`` naming the log when the child fails. ``cpus``: pin the child to these cores, with as many
+    threads (``OMP_NUM_THREADS``; vLLM's CPU threads bind to the same cores), for runs side by side."""
     status = run.status()
     if status in ("stale", "new") and run.run_dir.exists():
         shutil.rmtree(run.run_dir)  # a stale result or a start without a checkpoint: from scratch
@@ -256,12 +284,14 @@ def execute(run: PlannedRun, *, on_poll: Callable[[int], None] | None = None, ke
     with open(run.log_file, "a", encoding="utf-8") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
+        env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus))) if cpus else None
         child = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            env=env,
+            preexec_fn=_child_setup(cpus) if sys.platform.startswith("linux") else None,
         )
         while child.poll() is None:
             if on_poll is not None:

@@ -38,7 +38,7 @@ from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
 from .policy import Policy, resync_engines, sync_engine
-from .sft_cache import cold_start_key, load_entry, sft_seed, store_entry
+from .sft_cache import cache_lock, cold_start_key, load_entry, sft_seed, store_entry
 from .strategy import Strategy
 
 if TYPE_CHECKING:
@@ -77,13 +77,43 @@ def cold_start(
     ``correctness_fn``: a custom grader, which ``sft.data=self`` refuses. The dialogues are saved to
     ``<run_dir>/cold_start_dialogues.jsonl``; the engines get the tuned weights. Returns ``sft/*`` metrics."""
     cache = Path(cfg.sft.cache) / cold_start_key(cfg) if cfg.sft.cache and dist.world == 1 else None
-    if cache is not None and (out := load_entry(cache, policies)) is not None:
-        if (cache / "dialogues.jsonl").is_file():
-            shutil.copyfile(cache / "dialogues.jsonl", run_dir / "cold_start_dialogues.jsonl")
-        console.print(f"cold start: the one in {cache} (sft.cache; same model, format, data and settings)")
-        for pol in policies:
-            out.update({f"sft/sync/{pol.name}/{k}": v for k, v in sync_engine(pol).items()})
+    work = (cfg, policies, roles, prompts, train_problems, engines, dist, strategy, device, bf16, run_dir, console)
+    if cache is None:
+        return _train(*work, bars, should_stop, correctness_fn)
+    with cache_lock(cache):  # a run beside this one with the same cold start waits for it, then loads it
+        if (out := load_entry(cache, policies)) is not None:
+            if (cache / "dialogues.jsonl").is_file():
+                shutil.copyfile(cache / "dialogues.jsonl", run_dir / "cold_start_dialogues.jsonl")
+            console.print(f"cold start: the one in {cache} (sft.cache; same model, format, data and settings)")
+            for pol in policies:
+                out.update({f"sft/sync/{pol.name}/{k}": v for k, v in sync_engine(pol).items()})
+            return out
+        out = _train(*work, bars, should_stop, correctness_fn)
+        if not should_stop():
+            kept = {k: v for k, v in out.items() if "sync/" not in k}
+            store_entry(cache, policies, kept, run_dir / "cold_start_dialogues.jsonl")
         return out
+
+
+def _train(
+    cfg: Config,
+    policies: Sequence[Policy],
+    roles: tuple[str, ...],
+    prompts: PromptSet,
+    train_problems: Sequence,
+    engines: dict[str, Engine],
+    dist: Dist,
+    strategy: Strategy,
+    device: torch.device,
+    bf16: bool,
+    run_dir: Path,
+    console: Console,
+    bars: Bars,
+    should_stop: Callable[[], bool],
+    correctness_fn: Callable | None,
+) -> dict[str, float]:
+    """The cold start proper (arguments as :func:`cold_start`'s): the dialogues, saved to the run folder, then
+    the fine-tuning of each policy; returns its ``sft/*`` metrics."""
     t0 = time.perf_counter()
     dialogues, stats = _dialogues(cfg, train_problems, engines, prompts, dist, bars, correctness_fn)
     if cfg.sft.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
@@ -100,9 +130,6 @@ def cold_start(
     out.update(_fine_tune(cfg, policies, dialogues, roles, prompts, strategy, device, bf16, console, bars, should_stop))
     release_freed_memory()
     out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
-    if cache is not None and not should_stop():
-        kept = {k: v for k, v in out.items() if "sync/" not in k}
-        store_entry(cache, policies, kept, run_dir / "cold_start_dialogues.jsonl")
     return out
 
 
@@ -295,45 +322,64 @@ def sft_train(
             if should_stop():
                 return _summary(losses, step, per_epoch, tokens, t0, stopped=True)
             mine = [i for d in order[b : b + batch_dialogues][rank::world] for i in by_dialogue[d]]
-            n_local = sum(sum(rows.mask[i]) for i in mine)
-            n_tokens = n_local
-            if strategy is not None:
-                n_tokens = int(strategy.sum_value(n_local))
-            loss_sum = 0.0
-            plan = list(micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens)) if mine else []
-            for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
-                padding = r >= len(plan)  # a sharded forward is collective: match the busiest process
-                micro = plan[min(r, len(plan) - 1)] if plan else [0]
-                batch = collate(rows, [mine[j] for j in micro] if plan else [0], pad_id)
-                mask = batch["mask"].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logp, _ = token_logprobs(
-                        model, batch["input_ids"].to(device), batch["attention_mask"].to(device), positions=mask
-                    )
-                loss = sft_nll(logp, mask, n_tokens) * (0.0 if padding else 1.0)
-                loss.backward()
-                if padding:
-                    continue
-                loss_sum += float(loss.detach())
-                tokens += int(batch["attention_mask"].sum())
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            if strategy is not None:
-                strategy.reduce_grads_(params)
-                loss_sum = strategy.sum_value(loss_sum)
-            if math.isfinite(loss_sum):
-                if strategy is not None:
-                    strategy.clip_grad_norm_(params, grad_clip)
-                else:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_sum, n = _accumulate(model, rows, mine, micro_batch_tokens, pad_id, device, bf16, strategy)
+            tokens += n
+            loss_sum = _optimizer_step(optimizer, params, loss_sum, grad_clip, strategy)
             losses.append(loss_sum)
             step += 1
             if on_step is not None:
                 on_step(step, total_steps, loss_sum)
     return _summary(losses, step, per_epoch, tokens, t0)
+
+
+def _accumulate(
+    model, rows: Rows, mine: list[int], micro_batch_tokens: int, pad_id: int, device: torch.device, bf16: bool, strategy
+) -> tuple[float, int]:
+    """Backward of the token-mean NLL over this process's rows ``mine`` of one batch, micro-batch by micro-batch
+    (normalised by the batch's global token count; a process with fewer micro-batches runs zero-weighted ones so
+    that a sharded forward stays collective). Returns this process's loss sum and the tokens it read."""
+    n_tokens = n_local = sum(sum(rows.mask[i]) for i in mine)
+    if strategy is not None:
+        n_tokens = int(strategy.sum_value(n_local))
+    loss_sum, tokens = 0.0, 0
+    plan = list(micro_batches([rows.lengths[i] for i in mine], micro_batch_tokens)) if mine else []
+    for r in range(strategy.rounds(len(plan)) if strategy is not None else len(plan)):
+        padding = r >= len(plan)  # a sharded forward is collective: match the busiest process
+        micro = plan[min(r, len(plan) - 1)] if plan else [0]
+        batch = collate(rows, [mine[j] for j in micro] if plan else [0], pad_id)
+        mask = batch["mask"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logp, _ = token_logprobs(
+                model, batch["input_ids"].to(device), batch["attention_mask"].to(device), positions=mask
+            )
+        loss = sft_nll(logp, mask, n_tokens) * (0.0 if padding else 1.0)
+        loss.backward()
+        if padding:
+            continue
+        loss_sum += float(loss.detach())
+        tokens += int(batch["attention_mask"].sum())
+    return loss_sum, tokens
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, params: list, loss_sum: float, grad_clip: float, strategy
+) -> float:
+    """Sum the processes' gradients, clip and step; a non-finite loss (summed over processes) skips the step.
+    Returns the loss summed over processes."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if strategy is not None:
+        strategy.reduce_grads_(params)
+        loss_sum = strategy.sum_value(loss_sum)
+    if math.isfinite(loss_sum):
+        if strategy is not None:
+            strategy.clip_grad_norm_(params, grad_clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
 
 
 def _summary(losses: list[float], steps: int, per_epoch: int, tokens: int, t0: float, *, stopped: bool = False) -> dict:

@@ -11,11 +11,14 @@ renamed into place, so a killed run never leaves half of one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -52,6 +55,16 @@ def cold_start_key(cfg: Config) -> str:
         "sampling_seed": cfg.train.seed if cfg.sft.data == "self" else None,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Hold ``<folder>.lock`` while a cold start for ``folder`` is looked up, trained and stored, so that two runs
+    side by side (``rema reproduce --jobs``) with the same cold start train it once: the second waits, then loads."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def trained_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -267,16 +267,16 @@ class Trainer:
         return last
 
     def start(self, *, cold_start: bool | None = None) -> bool:
-        """Step-0 work: the cold start when configured (held-out evaluation before it, logged as
-        ``base_eval/*``), then the held-out evaluation RL starts from (``eval/*`` at step 0). With a cold start a
-        step-0 checkpoint follows, so a resumed run does not repeat it. Returns False when stopped (Ctrl-C)
-        during the cold start; nothing is saved then."""
+        """Step-0 work: the cold start when configured (held-out evaluation before it, logged as ``base_eval/*``,
+        unless ``train.eval_before_cold_start`` is off), then the held-out evaluation RL starts from (``eval/*`` at
+        step 0). With a cold start a step-0 checkpoint follows, so a resumed run does not repeat it. Returns False
+        when stopped (Ctrl-C) during the cold start; nothing is saved then."""
         cfg = self.cfg
         do_cold_start = cfg.sft.cold_start if cold_start is None else cold_start
         evaluate = bool(cfg.train.eval_every and self.eval_problems)
         record: dict = {}
         if do_cold_start:
-            if evaluate:
+            if evaluate and cfg.train.eval_before_cold_start:
                 record.update(self._log_eval(0, log=False, prefix="base_eval"))
             record.update(self.cold_start())
             if self.stop_requested:
