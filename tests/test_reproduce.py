@@ -215,3 +215,61 @@ def test_kill_then_rerun_reuses_finished_runs(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert plan.returncode == 0 and plan.stdout.count("stale") == 5, plan.stdout + plan.stderr
+
+
+def test_core_groups_split_the_cores_and_refuse_more_jobs_than_cores(monkeypatch):
+    from rema.reproduce import grid
+
+    monkeypatch.setattr(grid.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert grid.core_groups(1) == [(0, 1, 2, 3)]
+    assert grid.core_groups(2) == [(0, 1), (2, 3)]
+    assert grid.core_groups(3) == [(0,), (1,), (2,)]
+    with pytest.raises(ValueError, match="--jobs 5: this process may use 4 core"):
+        grid.core_groups(5)
+
+
+def test_jobs_run_side_by_side_on_disjoint_cores_seed_by_seed(tmp_path, monkeypatch):
+    """run_grid(jobs=2): two runs at a time, never on the same cores, seed 0 of every arm before seed 1 (so a
+    seed's cold start is cached before the next seed of the arm asks for it)."""
+    import threading
+
+    from rema.reproduce import command, grid
+
+    monkeypatch.setattr(grid.os, "sched_getaffinity", lambda pid: {0, 1})
+    [exp] = get_experiments("table1")
+    runs = plan_grid(exp, scale="cpu", seeds=(0, 1), out=tmp_path, overrides=[])
+    lock, busy, started, peak = threading.Lock(), set(), [], [0]
+
+    def fake_execute(run, *, cpus=None, **kw):
+        with lock:
+            assert cpus not in busy
+            busy.add(cpus)
+            started.append(run.name)
+            peak[0] = max(peak[0], len(busy))
+        time.sleep(0.05)
+        with lock:
+            busy.discard(cpus)
+        return 0.0
+
+    monkeypatch.setattr(command, "execute", fake_execute)
+    assert command.run_grid(exp, runs, keep_weights=False, jobs=2) == 0
+    assert peak[0] == 2 and len(started) == len(runs)
+    seeds = [int(name.rsplit("seed", 1)[1]) for name in started]
+    assert seeds == sorted(seeds)
+
+
+def test_cold_starts_are_shared_through_the_grid_cache(tmp_path):
+    """Every run with a cold start points sft.cache at OUT/cold_starts with a fixed sft.seed; where the cache is
+    does not change a run's hash (so moving it does not make finished runs stale)."""
+    import dataclasses
+
+    for exp in EXPERIMENTS.values():
+        for r in plan_grid(exp, scale="cpu", seeds=(0, 1), out=tmp_path, overrides=[]):
+            if r.cfg.sft.cold_start:
+                assert r.cfg.sft.cache == str(tmp_path / "cold_starts") and r.cfg.sft.seed == 0, r.name
+                moved = dataclasses.replace(
+                    r, cfg=dataclasses.replace(r.cfg, sft=dataclasses.replace(r.cfg.sft, cache="x"))
+                )
+                assert moved.digest == r.digest
+            else:
+                assert r.cfg.sft.cache is None

@@ -94,7 +94,7 @@ def cmd_reproduce(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        return dry_run(plans, args.scale)
+        return dry_run(plans, args.scale, args.jobs)
     if args.scale == "paper":
         print(
             "note: --scale paper trains 8B models on the Hub's data: launch it on a GPU node "
@@ -125,22 +125,31 @@ def _chosen_arms(arms: str | None, plans) -> set[str] | None:
     return chosen
 
 
-def dry_run(plans, scale: str) -> int:
-    """Print every run (status, estimated minutes) per experiment, and for ``--scale paper`` the memory plan."""
-    total = 0.0
+def dry_run(plans, scale: str, jobs: int = 1) -> int:
+    """Print every run (status, estimated minutes; a cold start counted once per cache entry) per experiment,
+    the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan."""
+    from ..train.sft_cache import cold_start_key
+
+    total, cached = 0.0, set()
     for exp, seeds, runs in plans:
         print(f"{exp.name}: {exp.title}\n  seeds {','.join(map(str, seeds))}; {len(runs)} runs")
         exp_min = 0.0
         for r in runs:
-            est = r.minutes() if r.status() == "done" else (estimate_minutes(r.cfg) if scale == "cpu" else None)
+            key = cold_start_key(r.cfg) if r.cfg.sft.cold_start else None
+            est = None
+            if r.status() == "done":
+                est = r.minutes()
+            elif scale == "cpu":
+                est = estimate_minutes(r.cfg, cold_start=key not in cached, cores=len(core_groups(jobs)[0]))
+            cached.add(key)
             exp_min += est or 0.0
             what = f"~{est:.0f} min" if est is not None else _paper_plan(r)
             print(f"  {r.status():8s} {r.name:28s} {what}   rema train {r.config_file}")
         if scale == "cpu":
-            print(f"  estimated {exp_min:.0f} min on {machine()}")
+            print(f"  estimated {exp_min / jobs:.0f} min wall ({jobs} at a time) on {machine()}")
         total += exp_min
     if scale == "cpu" and len(plans) > 1:
-        print(f"all: estimated {total / 60:.1f} h")
+        print(f"all: estimated {total / jobs / 60:.1f} h")
     return 0
 
 

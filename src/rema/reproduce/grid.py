@@ -152,27 +152,32 @@ def plan_grid(
 
 # --- time estimates -------------------------------------------------------------------------------------
 
-TOKENS_PER_MINUTE_CPU = 1100.0
-"""Generated + trained tokens per minute of one run of the embedded model on 2 AVX-512 BF16 cores, fitted to this
-project's own table1 runs (VRP 11.4 min, VRP_RL 37.9 min, on a loaded machine); a CPU without AVX-512 BF16 runs
-fp32, about 3× slower. Only the dry run's estimate uses it: a finished run shows its real time."""
-START_MINUTES = 3.5
-"""Loading the model and starting vLLM with its compiled graph, once per run."""
+TOKENS_PER_MINUTE_CORE = 1100.0
+"""Generated + trained tokens (as counted below) per minute of one run of the embedded model on one AVX-512 BF16
+core with nothing else running; fitted to this project's own runs (docs/reproduction.md). A CPU without AVX-512
+BF16 runs fp32, about 3x slower. Only the dry run's estimate uses it: a finished run shows its real time."""
+CORE_SCALING = 0.5
+"""A run on c cores goes c ** CORE_SCALING times faster than on one (measured: the update 210-245 tokens/s on one
+core, 300-390 on two), which is why ``--jobs 2`` on two cores gets more done."""
+START_MINUTES = 0.7
+"""Loading the model and starting vLLM with its compiled graph (inductor's cache warm), once per run."""
 
 
-def estimate_minutes(cfg: Config) -> float:
+def estimate_minutes(cfg: Config, *, cold_start: bool = True, cores: int = 1) -> float:
     """A dry run's guess of one run's wall time from its budget: the tokens generated in RL, evaluation (with
-    the one before a cold start) and the cold start (each message assumed half its token limit), plus the start."""
+    the one before a cold start) and the cold start (each message assumed half its token limit; ``cold_start``
+    False: it comes from the cache) on ``cores`` cores, plus the start."""
     r, t = cfg.rollout, cfg.train
     turns = 1 if r.mode == "single_turn" else r.max_turns
     agents = 1 if r.method in ("vrp", "mrp") else 2
     per_episode = turns * agents * r.max_tokens_per_turn * 0.5
     rl = t.steps * t.questions_per_step * r.samples_per_question * per_episode * 2.0  # generation + update
     n_eval = 60 if cfg.data.eval_limit is None else cfg.data.eval_limit  # typical held-out size
-    n_evals = 1 + (t.steps // t.eval_every if t.eval_every else 0) + int(cfg.sft.cold_start)
+    before = cfg.sft.cold_start and t.eval_before_cold_start
+    n_evals = 1 + (t.steps // t.eval_every if t.eval_every else 0) + int(before)
     evals = n_evals * n_eval * len(cfg.data.eval_specs) * per_episode if t.eval_every else 0.0
-    sft = cfg.sft.questions * per_episode * cfg.sft.epochs * 0.5 if cfg.sft.cold_start else 0.0
-    speed = TOKENS_PER_MINUTE_CPU * (1.0 if _has_bf16_cpu() else 1 / 3)
+    sft = cfg.sft.questions * per_episode * cfg.sft.epochs * 0.5 if cfg.sft.cold_start and cold_start else 0.0
+    speed = TOKENS_PER_MINUTE_CORE * cores**CORE_SCALING * (1.0 if _has_bf16_cpu() else 1 / 3)
     return START_MINUTES + (rl + evals + sft) / speed
 
 
