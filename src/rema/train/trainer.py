@@ -85,22 +85,9 @@ class Trainer:
         ``engine_factory(model, tokenizer, seed) -> Engine`` replaces :func:`~rema.rollout.factory.make_engine`
         (tests reuse one running vLLM engine across runs this way; the trainer syncs its weights into it after
         each update). ``correctness_fn(episode) -> [0, 1]`` replaces the task's grader."""
-        from rich.console import Console
-
         self.cfg = cfg = resolved(cfg)
         self.correctness_fn = correctness_fn
-        self.device = device_for(cfg.model.device, int(os.environ.get("LOCAL_RANK", "0")))
-        self.dist = Dist(self.device, timeout_min=cfg.train.dist_timeout_min)  # collectives go through this device
-        self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
-        default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.train.questions_per_step < self.dist.world:
-            raise ValueError(
-                f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
-                f"processes ({self.dist.world}): every rank needs at least one question"
-            )
+        self._open_run(run_dir, console)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.nan_streak = 0
@@ -111,32 +98,8 @@ class Trainer:
         """Set by Ctrl-C / SIGTERM: the run finishes its step, saves and returns."""
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
-        self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
-        self.forward = Forward(
-            self.device,
-            bf16=self.bf16,
-            temperature=cfg.rollout.temperature,
-            entropy_grad=cfg.algo.entropy_coef > 0,
-            micro_batch_tokens=cfg.train.micro_batch_tokens,
-            share_prefix=cfg.train.share_prefix,
-        )
-        self.prompts = prompts or get_prompt_set(cfg.method_name)
-        check_scoring(cfg, custom_correctness=correctness_fn is not None)  # before any model loads
-        self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
-        self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
-        """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
-        self.strategy = make_strategy(
-            cfg.train.strategy, self.dist, self.device, bf16=self.bf16, cpu_offload=cfg.train.fsdp_cpu_offload
-        )
-        self.policies: list[Policy] = build_policies(
-            cfg,
-            self.roles,
-            self.device,
-            bf16=self.bf16,
-            rank=self.dist.rank,
-            engine_factory=engine_factory,
-            strategy=self.strategy,
-        )
+        self._set_up_update()
+        self._load_policies(prompts, engine_factory)
         self._load_data()
         self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
         resume_step = self._resume_latest() if resume else None
@@ -151,6 +114,62 @@ class Trainer:
             resume_step=resume_step,
             enabled=self.dist.is_main,
             keep_events=len(self.guard.events),
+        )
+
+    def _open_run(self, run_dir: str | Path | None, console) -> None:
+        """This process's device and process group, the console (quiet but on rank 0), and the run directory:
+        rank 0's path on every rank (a default name holds the time), made by rank 0. Refuses a step with fewer
+        questions than processes."""
+        from rich.console import Console
+
+        cfg = self.cfg
+        self.device = device_for(cfg.model.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = Dist(self.device, timeout_min=cfg.train.dist_timeout_min)  # collectives go through this device
+        self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
+        default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.questions_per_step < self.dist.world:
+            raise ValueError(
+                f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
+                f"processes ({self.dist.world}): every rank needs at least one question"
+            )
+
+    def _set_up_update(self) -> None:
+        """How the update computes: under bf16 autocast or not (``train.autocast``; ``auto``: where the device
+        has native bf16), and the :class:`~rema.train.update.Forward` settings every update shares."""
+        cfg = self.cfg
+        self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
+        self.forward = Forward(
+            self.device,
+            bf16=self.bf16,
+            temperature=cfg.rollout.temperature,
+            entropy_grad=cfg.algo.entropy_coef > 0,
+            micro_batch_tokens=cfg.train.micro_batch_tokens,
+            share_prefix=cfg.train.share_prefix,
+        )
+
+    def _load_policies(self, prompts, engine_factory) -> None:
+        """The prompt set (``prompts``, else the method's) and the roles it plays, then the strategy and the
+        policies: models, optimizers, engines. Scoring is checked first, before any model loads."""
+        cfg = self.cfg
+        self.prompts = prompts or get_prompt_set(cfg.method_name)
+        check_scoring(cfg, custom_correctness=self.correctness_fn is not None)  # before any model loads
+        self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
+        self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
+        """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
+        self.strategy = make_strategy(
+            cfg.train.strategy, self.dist, self.device, bf16=self.bf16, cpu_offload=cfg.train.fsdp_cpu_offload
+        )
+        self.policies: list[Policy] = build_policies(
+            cfg,
+            self.roles,
+            self.device,
+            bf16=self.bf16,
+            rank=self.dist.rank,
+            engine_factory=engine_factory,
+            strategy=self.strategy,
         )
 
     def _load_data(self) -> None:
