@@ -440,6 +440,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """What a resumed run needs besides sharded weights (those go through :meth:`save`'s shard files)."""
+        policies = policies_state(self.policies, self.strategy, self.dist)
         return {
             "step": self.step,
             "nan_streak": self.nan_streak,
@@ -447,7 +448,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": rng_state(),
             "strategy": self.strategy.name,
-            "policies": policies_state(self.policies, self.strategy, self.dist),
+            "policies": policies,
             "health": self.guard.state_dict(),
         }
 
