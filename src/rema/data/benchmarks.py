@@ -382,18 +382,7 @@ def resolve_dataset(
         )
     name, _, rest = text.partition(":")
     if name in BENCHMARKS:
-        opts = _parse_options([r for r in rest.split(":") if r], spec)
-        unknown = set(opts) - {"levels", "limit", *_SPLIT_OPTIONS}
-        if unknown:
-            raise DataError(
-                f"{spec!r}: unknown option(s) {sorted(unknown)}; benchmarks take levels=, limit=, "
-                "split=train|heldout with heldout=N, by=, seed="
-            )
-        levels = _int_list(opts["levels"], spec) if "levels" in opts else None
-        limit = int(opts["limit"]) if "limit" in opts else limit
-        if "split" not in opts:
-            return load_benchmark(name, data_dir=data_dir, limit=limit, levels=levels)
-        return held_out_split(load_benchmark(name, data_dir=data_dir, levels=levels), opts, spec, limit)
+        return _resolve_benchmark(name, rest, spec, data_dir, limit)
     if rest and "=" in rest and not Path(text).expanduser().exists():  # a file with options: "x.jsonl:split=train:..."
         opts = _parse_options(rest.split(":"), spec)
         unknown = set(opts) - {"limit", *_SPLIT_OPTIONS}
@@ -418,6 +407,25 @@ def resolve_dataset(
         f"cannot resolve dataset {spec!r}: not a benchmark ({', '.join(sorted(BENCHMARKS))}), not an existing "
         f"path{looked}, and not 'synthetic:levels=1,2,3:n=200:seed=0' or 'hf:owner/name[:config][:split]'"
     )
+
+
+def _resolve_benchmark(
+    name: str, rest: str, spec: str, data_dir: str | os.PathLike[str] | None, limit: int | None
+) -> list[Problem]:
+    """Benchmark ``name`` with the options after it (``rest``: ``levels=``, ``limit=``, a held-out split's);
+    errors quote the whole `spec`."""
+    opts = _parse_options([r for r in rest.split(":") if r], spec)
+    unknown = set(opts) - {"levels", "limit", *_SPLIT_OPTIONS}
+    if unknown:
+        raise DataError(
+            f"{spec!r}: unknown option(s) {sorted(unknown)}; benchmarks take levels=, limit=, "
+            "split=train|heldout with heldout=N, by=, seed="
+        )
+    levels = _int_list(opts["levels"], spec) if "levels" in opts else None
+    limit = int(opts["limit"]) if "limit" in opts else limit
+    if "split" not in opts:
+        return load_benchmark(name, data_dir=data_dir, limit=limit, levels=levels)
+    return held_out_split(load_benchmark(name, data_dir=data_dir, levels=levels), opts, spec, limit)
 
 
 _SPLIT_OPTIONS = ("split", "heldout", "by", "seed")

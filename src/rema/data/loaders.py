@@ -135,22 +135,7 @@ def row_to_problem(
     if not isinstance(row, dict):
         raise DataError(f"{location}: expected a JSON object per row, got {type(row).__name__}")
     available = ", ".join(map(str, row)) or "none"
-
-    def pick(explicit: str | None, candidates: Sequence[str], what: str, arg: str) -> str:
-        if explicit is not None:
-            if explicit not in row:
-                raise DataError(f"{location}: missing field {explicit!r} (available: {available}); pass {arg}=...")
-            return explicit
-        for name in candidates:
-            if name in row:
-                return name
-        tried = ", ".join(repr(c) for c in candidates)
-        raise DataError(f"{location}: no {what} field (tried {tried}; available: {available}); pass {arg}=...")
-
-    raw_id = row.get(id_field) if id_field is not None else next((row[k] for k in ID_FIELDS if k in row), None)
-    if id_field is not None and id_field not in row:
-        raise DataError(f"{location}: missing field {id_field!r} (available: {available}); pass id_field=...")
-    pid = f"{id_prefix}{raw_id if raw_id is not None else index}"
+    pid = _problem_id(row, id_field, index, id_prefix, location=location, available=available)
 
     is_pair = "chosen" in row and "rejected" in row
     is_ab = _ab_fields(row) is not None
@@ -166,13 +151,58 @@ def row_to_problem(
             judge_seed=judge_seed,
         )
 
-    q_name = pick(question_field, QUESTION_FIELDS, "question", "question_field")
+    q_name = _pick_field(row, question_field, QUESTION_FIELDS, "question", "question_field", location, available)
     question = row[q_name]
     if not isinstance(question, str) or not question.strip():
         raise DataError(f"{location}: empty question in field {q_name!r}; fix or remove the row")
 
-    a_name = pick(answer_field, ANSWER_FIELDS, "answer", "answer_field")
+    a_name = _pick_field(row, answer_field, ANSWER_FIELDS, "answer", "answer_field", location, available)
     raw_answer = row[a_name]
+    answer = _reference_answer(raw_answer, a_name, answer_format, location=location, available=available)
+
+    meta = {k: v for k, v in row.items() if k not in (q_name, a_name)}
+    if isinstance(raw_answer, str) and raw_answer.strip() != answer:
+        # Keep the worked solution (GSM8K's "... #### 72", MATH's boxed text): SFT and viewers use it.
+        meta.setdefault("solution", raw_answer)
+    meta.update(_normalized_meta(row, level_field=level_field, location=location, available=available))
+    meta["source"] = source
+    return Problem(id=pid, question=question, answer=answer, meta=meta)
+
+
+def _pick_field(
+    row: dict[str, Any],
+    explicit: str | None,
+    candidates: Sequence[str],
+    what: str,
+    arg: str,
+    location: str,
+    available: str,
+) -> str:
+    """The column that holds `what`: `explicit` (the row must have it), else the first of `candidates` it has;
+    errors name the argument `arg` that picks it."""
+    if explicit is not None:
+        if explicit not in row:
+            raise DataError(f"{location}: missing field {explicit!r} (available: {available}); pass {arg}=...")
+        return explicit
+    for name in candidates:
+        if name in row:
+            return name
+    tried = ", ".join(repr(c) for c in candidates)
+    raise DataError(f"{location}: no {what} field (tried {tried}; available: {available}); pass {arg}=...")
+
+
+def _problem_id(
+    row: dict[str, Any], id_field: str | None, index: int, id_prefix: str, *, location: str, available: str
+) -> str:
+    """``id_prefix`` + the row's id (`id_field`, else the first of `ID_FIELDS` it has, else its `index`)."""
+    raw_id = row.get(id_field) if id_field is not None else next((row[k] for k in ID_FIELDS if k in row), None)
+    if id_field is not None and id_field not in row:
+        raise DataError(f"{location}: missing field {id_field!r} (available: {available}); pass id_field=...")
+    return f"{id_prefix}{raw_id if raw_id is not None else index}"
+
+
+def _reference_answer(raw_answer: Any, a_name: str, answer_format: str, *, location: str, available: str) -> str:
+    """The reference answer in column `a_name`, normalized under `answer_format`; an empty one is an error."""
     mode = answer_format
     if a_name == "solution" and answer_format == "auto":
         # A worked solution only counts through its final marker (GSM8K "####" or MATH's last box):
@@ -187,17 +217,11 @@ def row_to_problem(
             f"{location}: {why} field {a_name!r}; fix the row, or pass answer_field=/answer_format= "
             f"(available: {available})"
         )
-
-    meta = {k: v for k, v in row.items() if k not in (q_name, a_name)}
-    if isinstance(raw_answer, str) and raw_answer.strip() != answer:
-        # Keep the worked solution (GSM8K's "... #### 72", MATH's boxed text): SFT and viewers use it.
-        meta.setdefault("solution", raw_answer)
-    meta.update(_normalized_meta(row, level_field=level_field, location=location, available=available))
-    meta["source"] = source
-    return Problem(id=pid, question=question, answer=answer, meta=meta)
+    return answer
 
 
 JUDGE_LABELS: dict[str, str] = {"A": "A", "B": "B", "A>B": "A", "B>A": "B"}
+"""Label spellings of the judge task: plain (also ``[[A]]``, lower case) and JudgeBench's ``A>B`` / ``B>A``."""
 JUDGE_PARTS = ("prompt", "response_a", "response_b")
 """The fields of a judge pair (a row, a dialogue file's row, a served request's JSON question)."""
 
@@ -206,9 +230,6 @@ def judge_label(value) -> str | None:
     """'A' or 'B' from a judge label as rows and users write it (``A``, ``[[b]]``, ``A>B``, ``B>A``); None
     for anything else."""
     return JUDGE_LABELS.get(str(value if value is not None else "").strip().strip("[]").upper())
-
-
-"""Label spellings of the judge task: plain (also ``[[A]]``, lower case) and JudgeBench's ``A>B`` / ``B>A``."""
 
 
 def _ab_fields(row: dict[str, Any]) -> tuple[str, str] | None:
@@ -239,28 +260,12 @@ def _judge_row(
     q_name = question_field or next((k for k in ("prompt", *QUESTION_FIELDS) if k in row), None)
     if q_name is None or q_name not in row:
         raise DataError(f"{location}: judge row has no prompt field (available: {available}); pass question_field=...")
-
-    def text(name: str) -> str:
-        value = row.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{location}: empty or missing judge field {name!r}; fix or remove the row")
-        return value
-
-    prompt = text(q_name)
-    used = {q_name}
-
-    def row_meta() -> dict[str, Any]:
-        meta = {k: v for k, v in row.items() if k not in used}
-        if "source" in meta:
-            meta.setdefault("subset", meta.pop("source"))
-        meta["source"] = source
-        return meta
-
+    prompt = _judge_text(row, q_name, location)
     if "chosen" in row and "rejected" in row:
-        used |= {"chosen", "rejected"}
-        meta = row_meta()
+        meta = _judge_meta(row, {q_name, "chosen", "rejected"}, source)
+        chosen, rejected = _judge_text(row, "chosen", location), _judge_text(row, "rejected", location)
         return judge_problem_from_pair(
-            id=pid, prompt=prompt, chosen=text("chosen"), rejected=text("rejected"), seed=judge_seed, meta=meta
+            id=pid, prompt=prompt, chosen=chosen, rejected=rejected, seed=judge_seed, meta=meta
         )
     names = _ab_fields(row)
     if names is None:
@@ -275,18 +280,35 @@ def _judge_row(
             f"{location}: judge label in field {label_name!r} must be 'A' or 'B' (or 'A>B' / 'B>A'), got "
             f"{row.get(label_name)!r}; pass answer_field=... (available: {available})"
         )
-    used |= {*names, label_name}
-    meta = row_meta()
+    meta = _judge_meta(row, {q_name, *names, label_name}, source)
     return Problem(
         id=pid,
         question=prompt,
         answer=label,
         meta=meta,
         prompt=prompt,
-        response_a=text(names[0]),
-        response_b=text(names[1]),
+        response_a=_judge_text(row, names[0], location),
+        response_b=_judge_text(row, names[1], location),
         label=label,
     )
+
+
+def _judge_text(row: dict[str, Any], name: str, location: str) -> str:
+    """The text of judge field `name`: a string that is not blank, or an error."""
+    value = row.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{location}: empty or missing judge field {name!r}; fix or remove the row")
+    return value
+
+
+def _judge_meta(row: dict[str, Any], used: set[str], source: str) -> dict[str, Any]:
+    """The row's columns other than the `used` ones, a ``source`` column kept as ``subset``; ``source``: the data
+    source."""
+    meta = {k: v for k, v in row.items() if k not in used}
+    if "source" in meta:
+        meta.setdefault("subset", meta.pop("source"))
+    meta["source"] = source
+    return meta
 
 
 def _normalized_meta(row: dict[str, Any], *, level_field: str | None, location: str, available: str) -> dict[str, Any]:

@@ -179,18 +179,8 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
     enough), plus the base model's config and generation config."""
     from safetensors.torch import save_file
 
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # no peft: nothing can be a LoRA layer
-        LoraLayer = ()  # noqa: N806
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    dtypes = {}  # weights kept in 16 bits (merged ones come in fp32): saved in the dtype they were loaded in
-    for name, module in base.named_modules():
-        if LoraLayer and isinstance(module, LoraLayer):
-            layer = module.get_base_layer()
-            dtypes[f"{name}.weight"] = getattr(layer, "rema_loaded_dtype", layer.weight.dtype)
-        elif hasattr(module, "rema_loaded_dtype") and ".base_layer" not in name:
-            dtypes.update({f"{name}.{p}": module.rema_loaded_dtype for p, _ in module.named_parameters(recurse=False)})
+    dtypes = _loaded_dtypes(base)
     own = {
         t.untyped_storage().data_ptr()
         for t in base.state_dict().values()  # live: addresses stay unique
@@ -222,19 +212,43 @@ def _write_merged_shards(model, folder: Path, shard_bytes: int) -> None:
         size += nbytes
         total += nbytes
     flush()
+    _name_shards(folder, shards, total)
+    base.config.save_pretrained(folder)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(folder)
+
+
+def _loaded_dtypes(base) -> dict[str, torch.dtype]:
+    """The weights kept in 16 bits, by name, with the dtype they were loaded in: they are saved in it (merged
+    LoRA weights come in fp32)."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # no peft: nothing can be a LoRA layer
+        LoraLayer = ()  # noqa: N806
+    dtypes = {}
+    for name, module in base.named_modules():
+        if LoraLayer and isinstance(module, LoraLayer):
+            layer = module.get_base_layer()
+            dtypes[f"{name}.weight"] = getattr(layer, "rema_loaded_dtype", layer.weight.dtype)
+        elif hasattr(module, "rema_loaded_dtype") and ".base_layer" not in name:
+            dtypes.update({f"{name}.{p}": module.rema_loaded_dtype for p, _ in module.named_parameters(recurse=False)})
+    return dtypes
+
+
+def _name_shards(folder: Path, shards: list[list[str]], total: int) -> None:
+    """The written ``shard-<i>.tmp`` files renamed once their number is known (``model.safetensors`` when there
+    is one, else ``model-<i>-of-<n>.safetensors`` and the ``model.safetensors.index.json`` that maps each weight
+    ``shards`` holds to its file); ``total``: the weights' bytes."""
     names = (
         ["model.safetensors"]
         if len(shards) == 1
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
     weight_map = {}
-    for i, shard in enumerate(shards):  # named once their number is known
+    for i, shard in enumerate(shards):
         os.rename(folder / f"shard-{i}.tmp", folder / names[i])
         weight_map.update(dict.fromkeys(shard, names[i]))
     if len(shards) > 1:
         (folder / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n"
         )
-    base.config.save_pretrained(folder)
-    if getattr(base, "generation_config", None) is not None:
-        base.generation_config.save_pretrained(folder)

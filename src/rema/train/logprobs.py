@@ -221,21 +221,7 @@ def _token_logprobs(
 ):
     """:func:`token_logprobs` on a model whose parameters are all at hand."""
     backbone, head = _backbone_and_head(model)
-    if pack is None:
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        place = torch.arange(input_ids.numel(), device=input_ids.device).view(input_ids.shape)
-    else:
-        layout = {}  # the per-segment attention takes the pack's layout (other implementations ignore it)
-        if getattr(backbone.config, "_attn_implementation", None) == PACKED_ATTENTION:
-            layout["rema_segments"] = pack["segments"]
-        hidden = backbone(
-            input_ids=pack["input_ids"],
-            attention_mask=pack["attention_mask"],
-            position_ids=pack["position_ids"],
-            use_cache=False,
-            **layout,
-        ).last_hidden_state
-        place = pack["index"]  # (B, T) -> row of hidden.flatten(0, 1)
+    hidden, place = _hidden_states(backbone, input_ids, attention_mask, pack)
     want = torch.zeros_like(input_ids, dtype=torch.bool)
     want[:, 1:] = True if positions is None else positions[:, 1:].bool()
     want &= attention_mask.bool()
@@ -272,6 +258,25 @@ def _token_logprobs(
         entropy = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
         entropy = entropy.index_put((rows, cols), torch.cat(ents) if ents else entropy.new_zeros(0))
     return logp, entropy
+
+
+def _hidden_states(backbone, input_ids, attention_mask, pack):
+    """The backbone's last hidden states over the rows (or over their packs), and ``place``: (B, T) -> the row of
+    ``hidden.flatten(0, 1)`` that holds each token's state."""
+    if pack is None:
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return hidden, torch.arange(input_ids.numel(), device=input_ids.device).view(input_ids.shape)
+    layout = {}  # the per-segment attention takes the pack's layout (other implementations ignore it)
+    if getattr(backbone.config, "_attn_implementation", None) == PACKED_ATTENTION:
+        layout["rema_segments"] = pack["segments"]
+    hidden = backbone(
+        input_ids=pack["input_ids"],
+        attention_mask=pack["attention_mask"],
+        position_ids=pack["position_ids"],
+        use_cache=False,
+        **layout,
+    ).last_hidden_state
+    return hidden, pack["index"]
 
 
 def shard_logprobs(model) -> None:

@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import sys
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -44,23 +42,23 @@ from ..runtime.checkpoints import (
     healthy_before,
     latest_checkpoint,
     load_checkpoint,
-    load_trainable_state,
     mark_text,
-    partial_folder,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    trainable_state,
 )
-from ..scoring import check_scoring, episode_metrics, run_eval, score_episodes
+from ..scoring import check_scoring, episode_metrics, score_episodes
 from .batch import build_rows
 from .distributed import Dist, merge_metrics
+from .evaluation import eval_summary, evaluate_sets
 from .guard import HealthGuard, RunUnhealthy, Verdict, needed_for_rollback, remark
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
+from .plumbing import progress_bar, signals_to
 from .policy import Policy, active_policies, build_policies, resync_engines, set_base_lr, sync_engine
+from .policy_state import policies_state, restore_policies, save_policy_shards
 from .sft import cold_start as run_cold_start
-from .strategy import load_shards, local_elements, make_strategy, save_shards
+from .strategy import local_elements, make_strategy
 from .update import Forward, update_policy
 
 
@@ -87,22 +85,9 @@ class Trainer:
         ``engine_factory(model, tokenizer, seed) -> Engine`` replaces :func:`~rema.rollout.factory.make_engine`
         (tests reuse one running vLLM engine across runs this way; the trainer syncs its weights into it after
         each update). ``correctness_fn(episode) -> [0, 1]`` replaces the task's grader."""
-        from rich.console import Console
-
         self.cfg = cfg = resolved(cfg)
         self.correctness_fn = correctness_fn
-        self.device = device_for(cfg.model.device, int(os.environ.get("LOCAL_RANK", "0")))
-        self.dist = Dist(self.device, timeout_min=cfg.train.dist_timeout_min)  # collectives go through this device
-        self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
-        default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.train.questions_per_step < self.dist.world:
-            raise ValueError(
-                f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
-                f"processes ({self.dist.world}): every rank needs at least one question"
-            )
+        self._open_run(run_dir, console)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.step = 0
         self.nan_streak = 0
@@ -113,32 +98,8 @@ class Trainer:
         """Set by Ctrl-C / SIGTERM: the run finishes its step, saves and returns."""
         random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
-        self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
-        self.forward = Forward(
-            self.device,
-            bf16=self.bf16,
-            temperature=cfg.rollout.temperature,
-            entropy_grad=cfg.algo.entropy_coef > 0,
-            micro_batch_tokens=cfg.train.micro_batch_tokens,
-            share_prefix=cfg.train.share_prefix,
-        )
-        self.prompts = prompts or get_prompt_set(cfg.method_name)
-        check_scoring(cfg, custom_correctness=correctness_fn is not None)  # before any model loads
-        self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
-        self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
-        """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
-        self.strategy = make_strategy(
-            cfg.train.strategy, self.dist, self.device, bf16=self.bf16, cpu_offload=cfg.train.fsdp_cpu_offload
-        )
-        self.policies: list[Policy] = build_policies(
-            cfg,
-            self.roles,
-            self.device,
-            bf16=self.bf16,
-            rank=self.dist.rank,
-            engine_factory=engine_factory,
-            strategy=self.strategy,
-        )
+        self._set_up_update()
+        self._load_policies(prompts, engine_factory)
         self._load_data()
         self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
         resume_step = self._resume_latest() if resume else None
@@ -153,6 +114,62 @@ class Trainer:
             resume_step=resume_step,
             enabled=self.dist.is_main,
             keep_events=len(self.guard.events),
+        )
+
+    def _open_run(self, run_dir: str | Path | None, console) -> None:
+        """This process's device and process group, the console (quiet but on rank 0), and the run directory:
+        rank 0's path on every rank (a default name holds the time), made by rank 0. Refuses a step with fewer
+        questions than processes."""
+        from rich.console import Console
+
+        cfg = self.cfg
+        self.device = device_for(cfg.model.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = Dist(self.device, timeout_min=cfg.train.dist_timeout_min)  # collectives go through this device
+        self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
+        default_dir = f"runs/{cfg.log.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        self.run_dir = Path(self.dist.gather(str(run_dir or cfg.log.run_dir or default_dir))[0])
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.questions_per_step < self.dist.world:
+            raise ValueError(
+                f"train.questions_per_step={cfg.train.questions_per_step} is below the number of "
+                f"processes ({self.dist.world}): every rank needs at least one question"
+            )
+
+    def _set_up_update(self) -> None:
+        """How the update computes: under bf16 autocast or not (``train.autocast``; ``auto``: where the device
+        has native bf16), and the :class:`~rema.train.update.Forward` settings every update shares."""
+        cfg = self.cfg
+        self.bf16 = cfg.train.autocast == "bf16" or (cfg.train.autocast == "auto" and native_bf16(self.device))
+        self.forward = Forward(
+            self.device,
+            bf16=self.bf16,
+            temperature=cfg.rollout.temperature,
+            entropy_grad=cfg.algo.entropy_coef > 0,
+            micro_batch_tokens=cfg.train.micro_batch_tokens,
+            share_prefix=cfg.train.share_prefix,
+        )
+
+    def _load_policies(self, prompts, engine_factory) -> None:
+        """The prompt set (``prompts``, else the method's) and the roles it plays, then the strategy and the
+        policies: models, optimizers, engines. Scoring is checked first, before any model loads."""
+        cfg = self.cfg
+        self.prompts = prompts or get_prompt_set(cfg.method_name)
+        check_scoring(cfg, custom_correctness=self.correctness_fn is not None)  # before any model loads
+        self.roles = ("mta", "ra") if self.prompts.mta is not None else ("ra",)
+        self.updated_roles = tuple(r for r in self.roles if cfg.train.update_agents in ("both", r))
+        """The roles whose rows RL trains on (``train.update_agents``); the others play but stay frozen."""
+        self.strategy = make_strategy(
+            cfg.train.strategy, self.dist, self.device, bf16=self.bf16, cpu_offload=cfg.train.fsdp_cpu_offload
+        )
+        self.policies: list[Policy] = build_policies(
+            cfg,
+            self.roles,
+            self.device,
+            bf16=self.bf16,
+            rank=self.dist.rank,
+            engine_factory=engine_factory,
+            strategy=self.strategy,
         )
 
     def _load_data(self) -> None:
@@ -404,48 +421,26 @@ class Trainer:
         ``log`` logs) :func:`eval_record`'s keys:
         ``<prefix>/<metric>`` for one set, ``<prefix>/<set>/<metric>`` and ``<prefix>/avg/<metric>`` for several.
         Samples go to ``samples.jsonl`` under the split ``<prefix>`` (one set) or ``<prefix>/<set>``."""
-        per_set = {}
-        for name, problems in self.eval_sets.items():
-            metrics, episodes = run_eval(
-                self.dist.shard(problems),
-                self.engines,
-                self.cfg,
-                prompts=self.prompts,
-                correctness_fn=self.correctness_fn,
-            )
-            release_freed_memory()
-            per_set[name] = merge_metrics(self.dist.gather(metrics), self.dist.gather(float(len(episodes))))
-            split = prefix if len(self.eval_sets) == 1 else f"{prefix}/{name}"
-            self.logger.samples(step, split, episodes[: self.cfg.train.samples_to_log])
+        per_set = evaluate_sets(
+            self.eval_sets,
+            self.engines,
+            self.cfg,
+            prompts=self.prompts,
+            correctness_fn=self.correctness_fn,
+            dist=self.dist,
+            logger=self.logger,
+            step=step,
+            prefix=prefix,
+        )
         out = eval_record(per_set, prefix)
         if log:
             self.logger.log(step, out)
-        what = "before the cold start" if prefix == "base_eval" else f"@ step {step}"
-        if len(per_set) == 1:
-            (metrics,) = per_set.values()
-            self.console.print(
-                f"eval {what}: acc {metrics.get('acc', 0):.3f}  "
-                + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("acc/level_"))
-            )
-        else:
-            self.console.print(
-                f"eval {what}: average acc {out.get(f'{prefix}/avg/acc', 0):.3f}  "
-                + "  ".join(f"{name} {m.get('acc', 0):.3f}" for name, m in per_set.items())
-            )
+        self.console.print(eval_summary(per_set, out, step=step, prefix=prefix))
         return out
 
     def state_dict(self) -> dict:
         """What a resumed run needs besides sharded weights (those go through :meth:`save`'s shard files)."""
-        policies = {}
-        for p in self.policies:
-            policies[p.name] = {
-                "scheduler": p.scheduler.state_dict() if p.scheduler else None,  # None: frozen
-                "engine": self.dist.gather(p.engine.state_dict()),
-            }  # one per rank
-            if not self.strategy.sharded:
-                policies[p.name].update(
-                    model=trainable_state(p.model), optimizer=p.optimizer.state_dict() if p.optimizer else None
-                )
+        policies = policies_state(self.policies, self.strategy, self.dist)
         return {
             "step": self.step,
             "nan_streak": self.nan_streak,
@@ -469,36 +464,16 @@ class Trainer:
         self.started = True
         self.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
-        if self.strategy.sharded:
-            load_shards({p.name: (p.model, p.optimizer) for p in self.policies}, path / "shards")
-        for p in self.policies:
-            s = state["policies"][p.name]
-            if not self.strategy.sharded:
-                load_trainable_state(p.model, s["model"])
-                if p.optimizer is not None and s["optimizer"] is not None:  # an agent frozen before starts afresh
-                    p.optimizer.load_state_dict(s["optimizer"])
-            if p.scheduler is not None and s["scheduler"] is not None:
-                p.scheduler.load_state_dict(s["scheduler"])
-            engines = s["engine"]
-            if len(engines) != self.dist.world:
-                raise RuntimeError(f"checkpoint was written by {len(engines)} process(es); resume with the same number")
-            p.engine.load_state_dict(engines[self.dist.rank])
-            sync_engine(p)
+        restore_policies(self.policies, state["policies"], path, self.strategy, self.dist)
 
     def save(self) -> Path:
         """A checkpoint of this step, complete or not at all: shards (sharded runs) and ``state.pt`` are
         written to a hidden folder that is renamed into place, then ``latest`` points at it."""
         state = self.state_dict()  # collective: every rank contributes its sampler state
         path = self.ckpt_root / f"step_{self.step:06d}"
-        partial = None
-        if self.strategy.sharded:
-            partial = partial_folder(self.ckpt_root, self.step)
-            if self.dist.is_main:
-                shutil.rmtree(partial, ignore_errors=True)
-                partial.mkdir(parents=True)
-            self.dist.barrier()
-            save_shards({p.name: (p.model, p.optimizer) for p in self.policies}, partial / "shards")
-            self.dist.barrier()
+        partial = (
+            save_policy_shards(self.policies, self.ckpt_root, self.step, self.dist) if self.strategy.sharded else None
+        )
         if self.dist.is_main:
             guarded = self.guard.enabled
             mark = {HEALTH_FILE: mark_text(self.guard.mark(self.step))} if guarded else None
@@ -596,18 +571,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ process plumbing
 
-    @contextmanager
     def graceful_stop(self):
         """While active, Ctrl-C or SIGTERM (a scheduler's, `kill`'s) asks the run to finish its step, save and
         exit; the previous handlers come back afterwards."""
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._on_signal)
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        return signals_to(self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:
@@ -619,22 +586,10 @@ class Trainer:
             "(Ctrl-C again aborts without saving)[/yellow]"
         )
 
-    @contextmanager
     def progress(self, label: str, *, total: int | None = None, completed: int = 0):
         """A progress bar (rank 0, ``log.progress``) yielding ``update(done, total, text="")``."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.description}"),
-            console=self.console,
-            disable=not (self.cfg.log.progress and self.dist.is_main),
-        ) as p:
-            task = p.add_task("", total=total, completed=completed)
-            yield lambda done, total, text="": p.update(task, completed=done, total=total, description=text)
+        enabled = self.cfg.log.progress and self.dist.is_main
+        return progress_bar(self.console, label, enabled=enabled, total=total, completed=completed)
 
     def close(self) -> None:
         """Stop the generation engines (vLLM's processes), release their memory, and leave the process group."""
