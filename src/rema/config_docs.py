@@ -24,7 +24,7 @@ from rema.config.choices import choice_table
 HEADER = """\
 # Configuration reference
 
-<!-- Generated from the docstrings in src/rema/config/sections.py by `make docs` (python -m rema.config_docs).
+<!-- Generated from the docstrings in src/rema/config/ by `make docs` (python -m rema.config_docs).
      Do not edit by hand: change the docstring, then run `make docs`. -->
 
 Every key below is set in a YAML config (`section:` then `key: value`) or on the command line as a dotted
