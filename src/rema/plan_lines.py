@@ -18,7 +18,7 @@ from .plan_estimates import (
     layer_activation_bytes,
     weight_bytes,
 )
-from .rollout.vllm_memory import kv_bytes_per_token, plan_engines, workspace_bytes
+from .rollout.vllm_memory import EngineMemory, kv_bytes_per_token, plan_engines, workspace_bytes
 
 CPU_RUNTIME_GIB = 0.75
 """Resident memory of a CPU training process beyond its model: torch, transformers, peft and rema's imports
@@ -301,7 +301,20 @@ def _vllm_on_gpu(shape: ModelShape, s: Setup, out: Plan) -> None:
     ``vllm_kv_cache_gib``), awake through the rollout and the sync; one per process sleeps through the update
     with ``vllm_sleep``. Each must pass vLLM's start condition given what the trainer and the engines started
     before hold, and keep a KV cache of one ``max_model_len`` sequence (:func:`plan_engines`)."""
-    total = s.device_gib * GIB
+    held = sum(x.gib for x in out.lines if x.component in ("runtime", "weights", "KL reference")) * GIB
+    engines = _gpu_engines(shape, s, held)
+    for asleep in (True, False):
+        group = [e for e in engines if e.sleeps == asleep]
+        if not group:
+            continue
+        tag = "" if len(group) == len(engines) else (" (the sleeping engine)" if asleep else " (the awake engine)")
+        _engine_lines(s, group, asleep=asleep, tag=tag, kv=engines[0].kv, out=out)
+    out.problems += [p for e in engines for p in e.problems]
+
+
+def _gpu_engines(shape: ModelShape, s: Setup, held: float) -> list[EngineMemory]:
+    """One process's vLLM engines as :func:`plan_engines` sizes them: each its 1/tp of the weights, the
+    workspace and the KV cache per token, started after the trainer's ``held`` bytes."""
     weights = shape.params * s.vllm_dtype_bytes / s.vllm_tp
     workspace = workspace_bytes(
         hidden=shape.hidden,
@@ -313,9 +326,8 @@ def _vllm_on_gpu(shape: ModelShape, s: Setup, out: Plan) -> None:
     )
     own_processes = not s.vllm_in_process and s.processes == 1  # each engine's allocator in a process of its own
     sleepers = 0 if not s.vllm_sleep else (s.models if own_processes else 1)
-    held = sum(x.gib for x in out.lines if x.component in ("runtime", "weights", "KL reference")) * GIB
-    engines = plan_engines(
-        total=total,
+    return plan_engines(
+        total=s.device_gib * GIB,
         share=s.vllm_gpu_memory_utilization,
         weights=[weights] * s.models,
         workspace=workspace,
@@ -327,49 +339,48 @@ def _vllm_on_gpu(shape: ModelShape, s: Setup, out: Plan) -> None:
             layers=shape.layers, kv_width=shape.kv_width // s.vllm_tp, dtype_bytes=s.vllm_dtype_bytes
         ),
     )
-    for asleep in (True, False):
-        group = [e for e in engines if e.sleeps == asleep]
-        if not group:
-            continue
-        tag = "" if len(group) == len(engines) else (" (the sleeping engine)" if asleep else " (the awake engine)")
-        phases = ("rollout", "sync") if asleep else ()  # woken before the sync, which reloads its weights
-        how = (
-            f"{s.vllm_dtype_bytes * 8}-bit copy"
-            + (f" × {len(group)} engines" if len(group) > 1 else "")
-            + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
+
+
+def _engine_lines(s: Setup, group: list[EngineMemory], *, asleep: bool, tag: str, kv: float, out: Plan) -> None:
+    """The lines of the sleeping engine, or of the awake ones: their weights and their KV cache + workspace
+    (held through the rollout and the sync only when asleep), and with ``vllm_sleep=1`` the sleeping weights
+    in host memory. ``kv``: one engine's KV cache, for the note."""
+    phases = ("rollout", "sync") if asleep else ()  # woken before the sync, which reloads its weights
+    how = (
+        f"{s.vllm_dtype_bytes * 8}-bit copy"
+        + (f" × {len(group)} engines" if len(group) > 1 else "")
+        + (f", 1/{s.vllm_tp} (tensor parallel)" if s.vllm_tp > 1 else "")
+    )
+    out.lines.append(
+        Line(
+            "vLLM weights" + tag,
+            sum(e.weights for e in group) / GIB,
+            how + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""),
+            phases=phases,
         )
-        out.lines.append(
+    )
+    shares = " + ".join(f"{e.share:.3f}" for e in group)
+    out.lines.append(
+        Line(
+            "vLLM KV cache + workspace" + tag,
+            sum(e.footprint - e.weights for e in group) / GIB,
+            (
+                f"share {shares} of {s.device_gib:g} GiB"
+                if s.vllm_kv_cache_gib is None
+                else f"vllm_kv_cache_gib {s.vllm_kv_cache_gib:g}"
+            )
+            + f", KV {kv / GIB:.1f} GiB per engine",
+            phases=phases,
+        )
+    )
+    if asleep and s.vllm_sleep == 1:
+        out.host_lines.append(
             Line(
-                "vLLM weights" + tag,
+                "vLLM weights",
                 sum(e.weights for e in group) / GIB,
-                how + (f", vllm_sleep={s.vllm_sleep}" if asleep else ""),
-                phases=phases,
+                "moved to host memory while asleep (vllm_sleep=1)",
             )
         )
-        shares = " + ".join(f"{e.share:.3f}" for e in group)
-        out.lines.append(
-            Line(
-                "vLLM KV cache + workspace" + tag,
-                sum(e.footprint - e.weights for e in group) / GIB,
-                (
-                    f"share {shares} of {s.device_gib:g} GiB"
-                    if s.vllm_kv_cache_gib is None
-                    else f"vllm_kv_cache_gib {s.vllm_kv_cache_gib:g}"
-                )
-                + f", KV {engines[0].kv / GIB:.1f} GiB "
-                "per engine",
-                phases=phases,
-            )
-        )
-        if asleep and s.vllm_sleep == 1:
-            out.host_lines.append(
-                Line(
-                    "vLLM weights",
-                    sum(e.weights for e in group) / GIB,
-                    "moved to host memory while asleep (vllm_sleep=1)",
-                )
-            )
-    out.problems += [p for e in engines for p in e.problems]
 
 
 def _sync_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
@@ -402,13 +413,45 @@ def _update_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
     or autocast's weight casts, the all-reduce buffer, AdamW's step; and, for comparison, the activations with
     checkpointing switched the other way."""
     tokens = s.micro_batch_tokens
+    mode = _activation_mode(s, c)
+    ckpt = max(1, round(s.checkpoint_share * shape.layers)) if s.checkpoint_share > 0 else 0
+    out = [
+        Line(
+            "activations",
+            _backbone_gib(shape, tokens, mode, checkpointed=ckpt),
+            f"{tokens} tokens/micro-batch, {mode}, "
+            + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"),
+            phases=("update",),
+        ),
+        _head_line(shape, s, c),
+    ]
+    out += _weight_copy_lines(shape, s, c) + _step_lines(s, c)
+    out.append(
+        Line(
+            "activations " + ("without" if ckpt else "with") + " checkpointing",
+            _backbone_gib(shape, tokens, mode, checkpointed=0 if ckpt else shape.layers),
+            "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
+            phases=("info",),
+        )
+    )
+    return out
+
+
+def _activation_mode(s: Setup, c: _Counts) -> str:
+    """How the update computes, as :data:`rema.plan_estimates.LAYER_BYTES_PER_TOKEN` keys it: ``fp32``;
+    ``bf16`` under FSDP's bf16 param_dtype or over a bf16-stored base (a bf16 residual stream); else
+    ``autocast`` over fp32 weights."""
     if not s.bf16:
-        mode = "fp32"
-    elif c.fsdp or (c.lora and s.model_dtype_bytes == 2):
-        mode = "bf16"  # FSDP's bf16 param_dtype, or a bf16-stored base: a bf16 residual stream
-    else:
-        mode = "autocast"
-    lb = layer_activation_bytes(
+        return "fp32"
+    if c.fsdp or (c.lora and s.model_dtype_bytes == 2):
+        return "bf16"
+    return "autocast"
+
+
+def _backbone_gib(shape: ModelShape, tokens: int, mode: str, *, checkpointed: int) -> float:
+    """The backbone's activations (GiB) for one micro-batch of ``tokens`` tokens with ``checkpointed`` layers
+    under checkpointing (:func:`backbone_activation_bytes`)."""
+    layer_bytes = layer_activation_bytes(
         tokens,
         hidden=shape.hidden,
         intermediate=shape.intermediate,
@@ -416,51 +459,55 @@ def _update_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
         heads=shape.heads,
         mode=mode,
     )
-    ckpt = max(1, round(s.checkpoint_share * shape.layers)) if s.checkpoint_share > 0 else 0
-
-    def backbone(k: int) -> float:
-        return (
-            backbone_activation_bytes(
-                tokens,
-                layers=shape.layers,
-                checkpointed=k,
-                layer_bytes=lb,
-                hidden=shape.hidden,
-                residual_bytes=2 if mode == "bf16" else 4,
-            )
-            / GIB
+    return (
+        backbone_activation_bytes(
+            tokens,
+            layers=shape.layers,
+            checkpointed=checkpointed,
+            layer_bytes=layer_bytes,
+            hidden=shape.hidden,
+            residual_bytes=2 if mode == "bf16" else 4,
         )
+        / GIB
+    )
 
-    trained = max(1, int(tokens * s.trained_share))
+
+def _head_line(shape: ModelShape, s: Setup, c: _Counts) -> Line:
+    """The LM head over the micro-batch's trained positions: through autograd when the head is trained (full
+    fine-tuning) or the entropy has a gradient, else the fused function (:func:`head_bytes`)."""
+    trained = max(1, int(s.micro_batch_tokens * s.trained_share))
     autograd_head = not c.lora or s.entropy_grad
     hb = head_bytes(trained, vocab=shape.vocab, hidden=shape.hidden, trained_head=autograd_head, low_precision=s.bf16)
-    out = [
-        Line(
-            "activations",
-            backbone(ckpt),
-            f"{tokens} tokens/micro-batch, {mode}, "
-            + (f"{ckpt}/{shape.layers} layers checkpointed" if ckpt else "no checkpointing"),
-            phases=("update",),
-        ),
-        Line(
-            "LM head",
-            hb / GIB,
-            f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
-            + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")),
-            phases=("update",),
-        ),
-    ]
+    return Line(
+        "LM head",
+        hb / GIB,
+        f"{trained} trained positions, chunks of {HEAD_CHUNK}, "
+        + ("autograd" if autograd_head else "fused" + (" + kept softmax" if s.bf16 else "")),
+        phases=("update",),
+    )
+
+
+def _weight_copy_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
+    """The weights the update's compute holds beside the stored ones: FSDP's gathered layers, or autocast's
+    bf16 casts of the fp32 weights."""
     if c.fsdp:  # FSDP2 gathers each layer for its compute (the next one prefetched); the root (embedding,
         unit = 2 if s.bf16 else 4  # head, final norm) stays gathered from the forward through the backward
         gathered = (2 * shape.layer_params + shape.embedding + shape.head) * unit
-        out.append(
+        return [
             Line("gathered layers", gathered / GIB, "FSDP all-gather: 2 decoder layers + the root", phases=("update",))
-        )
-    elif s.bf16 and not c.lora:  # autocast keeps one bf16 cast of each fp32 weight matrix until the forward ends
+        ]
+    if s.bf16 and not c.lora:  # autocast keeps one bf16 cast of each fp32 weight matrix until the forward ends
         casts = 2 * (shape.params - shape.embedding + (shape.embedding if shape.tied else 0))
-        out.append(
+        return [
             Line("autocast weight copies", casts / GIB, "bf16 casts of the fp32 weights (forward)", phases=("update",))
-        )
+        ]
+    return []
+
+
+def _step_lines(s: Setup, c: _Counts) -> list[Line]:
+    """After the backward: DDP's flat all-reduce buffer (more than one process), and on a GPU the foreach
+    AdamW's temporaries (unless FSDP's CPU offload runs the step in host memory)."""
+    out = []
     if not c.fsdp and s.processes > 1:
         out.append(
             Line(
@@ -476,14 +523,6 @@ def _update_lines(shape: ModelShape, s: Setup, c: _Counts) -> list[Line]:
                 phases=("optimizer step",),
             )
         )
-    out.append(
-        Line(
-            "activations " + ("without" if ckpt else "with") + " checkpointing",
-            backbone(0) if ckpt else backbone(shape.layers),
-            "model.gradient_checkpointing=" + ("false" if ckpt else "true") + ": for comparison",
-            phases=("info",),
-        )
-    )
     return out
 
 
