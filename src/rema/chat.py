@@ -125,6 +125,13 @@ def add_chat_command(sub) -> None:
     c.add_argument("--response-b", default=None, metavar="TEXT|@FILE", help="--task judge: response B")
     c.add_argument("--json", action="store_true", help="print the episode record as JSON")
     c.add_argument("--tokens", action="store_true", help="with --json: include token ids, log-probs, views")
+    sh = _add_chat_shorthands(c)
+    c.set_defaults(func=cmd_chat, shorthands=sh)
+
+
+def _add_chat_shorthands(c) -> Shorthands:
+    """``rema chat``'s flags that stand for config keys (model, dtype, method, task, sampling, vLLM's compile);
+    returns them with their keys."""
     sh = Shorthands()
     sh.add(
         c,
@@ -160,4 +167,4 @@ def add_chat_command(sub) -> None:
         help="vLLM: compile the model (faster decoding; the start takes ~20 s, ~80 s the first time); chat "
         "runs eager otherwise [rollout.vllm_enforce_eager=false]",
     )
-    c.set_defaults(func=cmd_chat, shorthands=sh)
+    return sh

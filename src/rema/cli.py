@@ -90,33 +90,67 @@ def cmd_plan(args) -> int:
     """Print the memory a config needs per device (``rema.plan``), from the model's config alone: load the
     config, shape the model on the meta device, print the table (or JSON)."""
     from .cli_args import config_from_args
-    from .plan import alternatives, config_shape, host_memory_gib, plan, setup_from_config, verdict
+    from .plan import alternatives, config_shape, host_memory_gib, plan, setup_from_config
 
     cfg = config_from_args(args)
     if cfg is None:
         return 0
-    gpu_mem = args.gpu_mem
     s = setup_from_config(
-        cfg, gpus=args.gpus, gpu_mem_gib=gpu_mem, trained_share=args.trained_share, runtime_gib=args.runtime_gib
+        cfg, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, trained_share=args.trained_share, runtime_gib=args.runtime_gib
     )
     shape = config_shape(cfg)  # separate weights with another RA model: the larger
     p = plan(shape, s)
     alts = alternatives(shape, s) if p.works is False else []
     host = host_memory_gib()
     if args.json:
-        d = p.to_dict() | {
-            "verdict": verdict(p, alts),
-            "params": shape.params,
-            "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits, "works": a.works} for w, a in alts},
-        }
-        if gpu_mem is None:
-            d["machine_gib"] = host
-        print(json.dumps(d))
-        return 0
+        print(json.dumps(_plan_json(p, shape, alts, gpu_mem=args.gpu_mem, host=host)))
+    else:
+        _print_plan(args, shape, p, alts, host)
+    return 0
+
+
+def _plan_json(p, shape, alts, *, gpu_mem: float | None, host: float | None) -> dict:
+    """``rema plan --json``: the plan, its verdict, the model's parameters and each alternative's peak; on CPU
+    (no ``--gpu-mem``) also this machine's memory."""
+    from .plan import verdict
+
+    d = p.to_dict() | {
+        "verdict": verdict(p, alts),
+        "params": shape.params,
+        "alternatives": {w: {"peak_gib": round(a.peak_gib, 3), "fits": a.fits, "works": a.works} for w, a in alts},
+    }
+    if gpu_mem is None:
+        d["machine_gib"] = host
+    return d
+
+
+def _print_plan(args, shape, p, alts, host: float | None) -> None:
+    """``rema plan``'s table of lines and its peak, then host memory, notes, the verdict and (on CPU) the
+    processes' total against this machine's memory."""
     from rich.console import Console
-    from rich.table import Table
+
+    from .plan import verdict
 
     console = Console() if sys.stdout.isatty() else Console(width=130)  # files and pipes get whole rows
+    console.print(_plan_table(args, shape, p))
+    for x in p.host_lines:
+        console.print(f"  host memory per process: {x.component} {x.gib:.2f} GiB ({x.note})")
+    for note in p.notes:
+        console.print(f"  note: {note}")
+    console.print(verdict(p, alts))
+    if args.gpu_mem is None and host is not None:
+        console.print(
+            f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
+            f"machine's {host:.1f} GiB"
+        )
+
+
+def _plan_table(args, shape, p):
+    """The plan's lines as a rich table titled with the model, the devices and the strategy; the lines outside
+    the peak's phase dimmed, the peak in bold."""
+    from rich.table import Table
+
+    s, gpu_mem = p.setup, args.gpu_mem
     where = (
         f"{args.gpus} × GPU of {gpu_mem:g} GiB"
         + (f" ({s.device_gib:g} GiB reported)" if s.device_gib != gpu_mem else "")
@@ -137,18 +171,7 @@ def cmd_plan(args) -> int:
         when = "always" if not x.phases else ("—" if x.phases == ("info",) else ", ".join(x.phases))
         table.add_row(x.component, f"{x.gib:.2f}", when, x.note, style=style)
     table.add_row("peak", f"{p.peak_gib:.2f}", p.peak_phase, "persistent + the largest phase", style="bold")
-    console.print(table)
-    for x in p.host_lines:
-        console.print(f"  host memory per process: {x.component} {x.gib:.2f} GiB ({x.note})")
-    for note in p.notes:
-        console.print(f"  note: {note}")
-    console.print(verdict(p, alts))
-    if gpu_mem is None and host is not None:
-        console.print(
-            f"{args.gpus} process(es) × {p.peak_gib:.2f} GiB = {args.gpus * p.peak_gib:.2f} GiB of this "
-            f"machine's {host:.1f} GiB"
-        )
-    return 0
+    return table
 
 
 def _add_plan_command(sub) -> None:

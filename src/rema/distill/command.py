@@ -30,6 +30,23 @@ def add_distill_command(sub) -> None:
     )
     add_config_args(c, "distill.temperature=0.3 rollout.max_turns=8")
     sh = Shorthands()
+    _add_problem_args(sh, c)
+    fmt = c.add_argument_group("dialogue format (what rema sft will read)")
+    sh.add(
+        fmt,
+        "--method",
+        choices=[m for m in METHODS if m != "rema-actions"],
+        key=method_overrides,
+        help="default: the config's [rollout.method, rollout.mode]",
+    )
+    sh.add(fmt, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds of a multi-turn dialogue")
+    _add_teacher_args(sh, c)
+    sh.add(c, "--no-progress", action="store_const", const=False, key="log.progress", help="no progress bar")
+    c.set_defaults(func=cmd_distill, shorthands=sh)
+
+
+def _add_problem_args(sh: Shorthands, c: argparse.ArgumentParser) -> None:
+    """``rema distill``'s "problems and output" flags: the solved problems, their columns, the dialogue file."""
     src = c.add_argument_group("problems and output")
     sh.add(
         src,
@@ -58,15 +75,10 @@ def add_distill_command(sub) -> None:
         key="distill.retry_rejected",
         help="ask again for rows recorded as rejected",
     )
-    fmt = c.add_argument_group("dialogue format (what rema sft will read)")
-    sh.add(
-        fmt,
-        "--method",
-        choices=[m for m in METHODS if m != "rema-actions"],
-        key=method_overrides,
-        help="default: the config's [rollout.method, rollout.mode]",
-    )
-    sh.add(fmt, "--max-turns", type=int, key="rollout.max_turns", help="most MTA→RA rounds of a multi-turn dialogue")
+
+
+def _add_teacher_args(sh: Shorthands, c: argparse.ArgumentParser) -> None:
+    """``rema distill``'s "teacher" flags: the endpoint, the model, and how it is asked."""
     t = c.add_argument_group("teacher")
     sh.add(t, "--base-url", key="distill.base_url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     sh.add(t, "--model", key="distill.teacher", help="teacher model name at that endpoint")
@@ -76,8 +88,6 @@ def add_distill_command(sub) -> None:
     sh.add(t, "--timeout", type=float, key="distill.timeout_s", help="seconds per request")
     sh.add(t, "--temperature", type=float, key="distill.temperature", help="teacher sampling temperature")
     sh.add(t, "--max-tokens", type=int, key="distill.max_tokens", help="completion-token limit of one reply")
-    sh.add(c, "--no-progress", action="store_const", const=False, key="log.progress", help="no progress bar")
-    c.set_defaults(func=cmd_distill, shorthands=sh)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:

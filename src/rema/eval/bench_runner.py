@@ -200,13 +200,9 @@ def evaluate_bench(
     done = {r["id"] for r in read_records(path)}
     todo = [p for p in problems if str(p.id) not in done]
     judge = any(getattr(p, "is_judge", False) for p in problems)
-    # the rollout samples at cfg.rollout.temperature: evaluation's is rollout.eval_temperature
-    rollout_cfg = dataclasses.replace(
-        cfg.rollout, task="judge" if judge else "math", temperature=cfg.rollout.eval_temperature
-    )
-    bcfg = dataclasses.replace(cfg, rollout=rollout_cfg)
+    bcfg = _bench_config(cfg, judge=judge)
     prompts = judge_prompts(bcfg) if judge else None
-    greedy = rollout_cfg.temperature == 0.0
+    greedy = bcfg.rollout.temperature == 0.0
     n, batch_size = cfg.eval.n, cfg.eval.batch_size
     task = progress.add_task(name, total=len(problems), completed=len(problems) - len(todo)) if progress else None
     if console and done:
@@ -233,14 +229,7 @@ def evaluate_bench(
         )
         episode_id += len(episodes)
         seconds = (time.perf_counter() - t0) / len(chunk)
-        groups = [episodes[i * n : (i + 1) * n] for i in range(len(units))]
-        if judge:
-            k = len(chunk)
-            records = [
-                judge_record(p, groups[i], groups[k + i], bench=name, seconds=seconds) for i, p in enumerate(chunk)
-            ]
-        else:
-            records = [math_record(p, groups[i], bench=name, seconds=seconds) for i, p in enumerate(chunk)]
+        records = _chunk_records(name, chunk, episodes, n=n, judge=judge, seconds=seconds)
         append_records(path, records)
         if progress:
             progress.update(task, completed=start + len(chunk))
@@ -252,6 +241,25 @@ def evaluate_bench(
             )
     wanted = {str(p.id) for p in problems}
     return summarize_bench([r for r in read_records(path) if r["id"] in wanted])
+
+
+def _bench_config(cfg: Config, *, judge: bool) -> Config:
+    """``cfg`` as one benchmark is sampled under it: its task (judge or math), at ``rollout.eval_temperature``
+    (the rollout samples at ``rollout.temperature``)."""
+    rollout_cfg = dataclasses.replace(
+        cfg.rollout, task="judge" if judge else "math", temperature=cfg.rollout.eval_temperature
+    )
+    return dataclasses.replace(cfg, rollout=rollout_cfg)
+
+
+def _chunk_records(name: str, chunk: Sequence, episodes: list, *, n: int, judge: bool, seconds: float) -> list[dict]:
+    """One record per question of ``chunk`` from its ``n`` episodes per unit; a judge pair's from both orders
+    (the swapped units follow the chunk's)."""
+    groups = [episodes[i * n : (i + 1) * n] for i in range(len(chunk) * (2 if judge else 1))]
+    if judge:
+        k = len(chunk)
+        return [judge_record(p, groups[i], groups[k + i], bench=name, seconds=seconds) for i, p in enumerate(chunk)]
+    return [math_record(p, groups[i], bench=name, seconds=seconds) for i, p in enumerate(chunk)]
 
 
 def run_benchmarks(

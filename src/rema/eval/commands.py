@@ -34,6 +34,20 @@ _OVERRIDE = re.compile(r"^[A-Za-z_]+\.[A-Za-z_]+=")
 def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     """Register ``rema eval``'s flags; returns them with the config keys they stand for."""
     sh = Shorthands()
+    _add_model_args(sh, e)
+    _add_bench_args(sh, e)
+    _add_generation_args(sh, e)
+    sh.add(
+        e,
+        "--out",
+        key="eval.out",
+        help="output folder (default evals/<model>-<method>-<time>); an existing one resumes",
+    )
+    return sh
+
+
+def _add_model_args(sh: Shorthands, e: argparse.ArgumentParser) -> None:
+    """``rema eval``'s "what to evaluate" flags: the model(s) or a training run, the method, the label."""
     src = e.add_argument_group("what to evaluate")
     sh.add(
         src,
@@ -69,6 +83,11 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
         help="default: the config's (a run's own) [rollout.method, rollout.mode, rollout.action_set]",
     )
     sh.add(src, "--label", key="eval.label", help="model name shown in tables")
+
+
+def _add_bench_args(sh: Shorthands, e: argparse.ArgumentParser) -> None:
+    """``rema eval``'s "benchmarks" flags: which benchmarks, where their files are, and how a file's columns
+    are read."""
     data = e.add_argument_group("benchmarks")
     sh.add(
         data,
@@ -87,6 +106,10 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     sh.add(data, "--split", key="eval.split", help="file/hf benches: split")
     sh.add(data, "--task", key="eval.task", help="file/hf benches: task")
     sh.add(data, "--answer-format", key="eval.answer_format", help="file/hf benches: how answers are written")
+
+
+def _add_generation_args(sh: Shorthands, e: argparse.ArgumentParser) -> None:
+    """``rema eval``'s "generation" flags: samples, temperature, batching, dtype, vLLM eager, the grader."""
     gen = e.add_argument_group("generation")
     sh.add(gen, "--n", type=int, key="eval.n", help="samples per question (pass@k, maj@k; needs --temperature > 0)")
     sh.add(gen, "--temperature", type=float, key="rollout.eval_temperature", help="0 = greedy")
@@ -105,13 +128,6 @@ def _add_eval_args(e: argparse.ArgumentParser) -> Shorthands:
     )
     sh.add(gen, "--grader-timeout", type=float, key="reward.grader_timeout_s", help="seconds per graded answer")
     sh.add(gen, "--grader-workers", type=int, key="reward.grader_workers", help="grader processes")
-    sh.add(
-        e,
-        "--out",
-        key="eval.out",
-        help="output folder (default evals/<model>-<method>-<time>); an existing one resumes",
-    )
-    return sh
 
 
 def _console() -> Console:
