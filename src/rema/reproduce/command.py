@@ -128,7 +128,7 @@ def _chosen_arms(arms: str | None, plans) -> set[str] | None:
 def dry_run(plans, scale: str, jobs: int = 1) -> int:
     """Print every run (status, estimated minutes; a cold start counted once per cache entry) per experiment,
     the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan."""
-    from ..train.sft_cache import cold_start_key
+    from ..runtime.cold_starts import cold_start_key
 
     total, cached = 0.0, set()
     for exp, seeds, runs in plans:

@@ -2,8 +2,9 @@
 
 A cold start is a pure function of its inputs: the model and its LoRA shape, the rollout format the dialogues
 are replayed in, the training data, the ``sft`` settings and the cold start's seed (``sft.seed``, else
-``train.seed``). :func:`cold_start_key` hashes exactly those; an entry holds each policy's trained parameters
-(the LoRA adapters, or every parameter that trains), the dialogues and the ``sft/*`` metrics. ``rema reproduce``
+``train.seed``). :func:`~rema.runtime.cold_starts.cold_start_key` hashes exactly those; an entry holds each
+policy's trained parameters (the LoRA adapters, or every parameter that trains), the dialogues and the ``sft/*``
+metrics. ``rema reproduce``
 points all the runs of a folder at one cache, so the three seeds of an arm, and arms that share a cold start
 (Table 1's ReMA and Fig. 3's "RL from SFT"), fine-tune once. Entries are written to a temporary folder and
 renamed into place, so a killed run never leaves half of one.
@@ -12,7 +13,6 @@ renamed into place, so a killed run never leaves half of one.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -24,37 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import Config
-
-UNUSED_ROLLOUT_KEYS = ("samples_per_question", "eval_temperature")
-"""Rollout settings that do not change a cold start (how many samples RL draws, evaluation's temperature; the
-``vllm_*`` memory and threading keys too); every other one may (the format, the turn limits a dialogue is
-replayed and cut under, the engine and temperature that sample ``sft.data=self``)."""
-TRAIN_KEYS = ("weight_decay", "grad_clip", "autocast", "shared_weights", "micro_batch_tokens")
-"""Training settings the fine-tuning reads."""
-
-
-def sft_seed(cfg: Config) -> int:
-    """The cold start's seed: ``sft.seed``, else ``train.seed``."""
-    return cfg.train.seed if cfg.sft.seed is None else cfg.sft.seed
-
-
-def cold_start_key(cfg: Config) -> str:
-    """A 16-hex-digit hash of what decides a cold start's result (module docstring)."""
-    d = cfg.to_dict()
-    rollout = {k: v for k, v in d["rollout"].items() if k not in UNUSED_ROLLOUT_KEYS and not k.startswith("vllm_")}
-    data = {k: v for k, v in d["data"].items() if k not in ("eval", "eval_limit")}
-    sft = {k: v for k, v in d["sft"].items() if k != "cache"} | {"seed": sft_seed(cfg)}
-    inputs = {
-        "model": d["model"],
-        "rollout": rollout,
-        "data": data,
-        "sft": sft,
-        "train": {k: d["train"][k] for k in TRAIN_KEYS},
-        # a model's own samples (sft.data=self) also depend on the engine's seed, which is the run's
-        "sampling_seed": cfg.train.seed if cfg.sft.data == "self" else None,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from ..runtime.cold_starts import cold_start_key, sft_seed
 
 
 @contextmanager
@@ -114,3 +84,6 @@ def store_entry(folder: Path, policies, metrics: dict[str, float], dialogues_fil
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["cache_lock", "cold_start_key", "load_entry", "sft_seed", "store_entry", "trained_parameters"]

@@ -1,0 +1,39 @@
+"""What decides a cold start, as a key: a run's ``sft.cache`` entry (:mod:`rema.train.sft_cache`) and the dry run of
+``rema reproduce`` (a cold start counted once per entry) both read it, so it lives below the commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ..config import Config
+
+UNUSED_ROLLOUT_KEYS = ("samples_per_question", "eval_temperature")
+"""Rollout settings that do not change a cold start (how many samples RL draws, evaluation's temperature; the
+``vllm_*`` memory and threading keys too); every other one may (the format, the turn limits a dialogue is
+replayed and cut under, the engine and temperature that sample ``sft.data=self``)."""
+TRAIN_KEYS = ("weight_decay", "grad_clip", "autocast", "shared_weights", "micro_batch_tokens")
+"""Training settings the fine-tuning reads."""
+
+
+def sft_seed(cfg: Config) -> int:
+    """The cold start's seed: ``sft.seed``, else ``train.seed``."""
+    return cfg.train.seed if cfg.sft.seed is None else cfg.sft.seed
+
+
+def cold_start_key(cfg: Config) -> str:
+    """A 16-hex-digit hash of what decides a cold start's result (module docstring)."""
+    d = cfg.to_dict()
+    rollout = {k: v for k, v in d["rollout"].items() if k not in UNUSED_ROLLOUT_KEYS and not k.startswith("vllm_")}
+    data = {k: v for k, v in d["data"].items() if k not in ("eval", "eval_limit")}
+    sft = {k: v for k, v in d["sft"].items() if k != "cache"} | {"seed": sft_seed(cfg)}
+    inputs = {
+        "model": d["model"],
+        "rollout": rollout,
+        "data": data,
+        "sft": sft,
+        "train": {k: d["train"][k] for k in TRAIN_KEYS},
+        # a model's own samples (sft.data=self) also depend on the engine's seed, which is the run's
+        "sampling_seed": cfg.train.seed if cfg.sft.data == "self" else None,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
