@@ -98,6 +98,9 @@ def test_fig4_collapse_and_difficulty():
     a = fig4({"actions": [_run("actions", 0, rows)]})
     assert a.numbers["collapsed"] and a.numbers["empty_share_end"] == pytest.approx(0.9)
     assert "collapsed to EMPTY" in a.verdicts[0] and "DECOMPOSE goes to harder questions" in a.verdicts[1]
+    invalid = [{"step": s, "train/actions/INVALID": 1.0, "train/actions/EMPTY": 0.0} for s in range(1, 6)]
+    b = fig4({"actions": [_run("actions", 0, invalid)]})
+    assert not b.numbers["collapsed"] and "inconclusive: 100.0% of its messages are no valid action" in b.verdicts[0]
 
 
 def test_fig5_ablation_reads_clip_fraction():

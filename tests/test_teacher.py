@@ -170,9 +170,36 @@ def test_teacher_refuses_what_it_cannot_write():
     gsm = Problem(id="g1", question="Tom has 3 apples...", answer="5", meta={"source": "gsm8k"})
     with pytest.raises(ConfigError, match="sft.data=self or a dialogue file"):
         teacher_dialogue(gsm, "rema", "multi_turn", random.Random(0))
-    for bad in (["rollout.task=judge"], ["rollout.action_set=true", "rollout.mode=single_turn"]):
-        with pytest.raises(ConfigError, match="sft.data=teacher writes arithmetic dialogues"):
-            load_config(None, ["sft.data=teacher", *bad])
+    with pytest.raises(ConfigError, match="sft.data=teacher writes arithmetic dialogues"):
+        load_config(None, ["sft.data=teacher", "rollout.task=judge"])
+
+
+def test_teacher_action_set_dialogues_are_valid_actions_of_every_kind(tiny):
+    """rollout.action_set: the MTA's message is a valid JSON action (each of the three, drawn uniformly), a
+    DECOMPOSE lists steps without results, a REWRITE is the bare expression; the dialogues replay through the
+    protocol, which parses the action."""
+    from rema.rollout.protocol import parse_action
+
+    _, tok = tiny
+    problems = synthetic_problems(90, levels=(1, 4, 6), seed=3, word_problems=0.5)
+    cfg = load_config(None, ["rollout.action_set=true", "rollout.mode=single_turn", "sft.data=teacher"])
+    dialogues, _ = teacher_dialogues(problems, cfg)
+    actions = []
+    for d, p in zip(dialogues, problems):
+        action, content, ok = parse_action(d.turns[0][1])
+        assert ok and d.turns[0][0] == "mta", d.turns[0]
+        actions.append(action)
+        if action == "DECOMPOSE":
+            assert "=" not in content and content.strip()
+        elif action == "REWRITE":
+            assert content == f"Compute {p.meta['expression']}."
+        else:
+            assert content == ""
+        assert re.search(r"\\boxed\{(\d+)\}", d.turns[-1][1]).group(1) == p.answer
+    assert {a: actions.count(a) for a in set(actions)}.keys() == {"DECOMPOSE", "REWRITE", "EMPTY"}
+    assert min(actions.count(a) for a in set(actions)) >= 15  # ~30 each of 90
+    for d in dialogues[:6]:
+        replay(d, cfg.rollout, get_prompt_set(cfg.method_name), tok)
 
 
 def test_teacher_cold_start_then_one_rl_step(tmp_path):

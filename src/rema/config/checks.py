@@ -396,10 +396,10 @@ def _check_train(cfg) -> None:
         raise ConfigError("data.train is empty; give a benchmark name, a file, synthetic:... or hf:owner/name")
     if not cfg.sft.data.strip():
         raise ConfigError("sft.data is empty; give a dialogue file (.jsonl) or a source such as self")
-    if cfg.sft.data == "teacher" and (r.task == "judge" or r.action_set):
+    if cfg.sft.data == "teacher" and r.task == "judge":
         raise ConfigError(
-            "sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
-            "rollout.action_set; use sft.data=self or a dialogue file"
+            "sft.data=teacher writes arithmetic dialogues, not judge verdicts (rollout.task=judge); use "
+            "sft.data=self or a dialogue file"
         )
 
 

@@ -12,6 +12,7 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
   ``k`` steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow.
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
+* ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
 * ``vrp``: one message, step by step, boxed. ``mrp``: one message, ``Plan:`` (the steps, no results) then
   ``Solution:`` (the computation, boxed), as the MRP prompt asks.
 
@@ -21,18 +22,19 @@ problem from the run's seed and the problem's id), so the meta-thinker does not 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 
 from ..config import ConfigError
-from ..prompts import FINISH_MARKER
+from ..prompts import ACTIONS, FINISH_MARKER
 from .dialogues import Dialogue
 from .problems import Problem, stable_int
 from .synthetic import Step, arithmetic_steps
 
 __all__ = ["TEACHER_NAME", "teacher_dialogue", "teacher_dialogues"]
 
-TEACHER_NAME = "synthetic-program@2026.12.1"
+TEACHER_NAME = "synthetic-program@2026.12.2"
 """Recorded in each dialogue's ``meta["teacher"]``; change the version whenever a phrasing below changes."""
 
 # What to do in one step, with its numbers ({l} op {r}); lower case, to go after a lead-in.
@@ -142,6 +144,21 @@ def _multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, st
     return turns
 
 
+def _action(problem: Problem, steps: Sequence[Step], rng: random.Random) -> str:
+    """The action-set MTA's message (``rollout.action_set``): ``{"action": A, "content": C}`` with ``A`` drawn
+    uniformly from the actions, whatever the problem, so that the cold start teaches the format and each action's
+    use, and RL alone decides which to choose (Fig. 4 asks whether it collapses to EMPTY): DECOMPOSE lists the steps
+    without results, REWRITE restates the question as its bare expression, EMPTY gives no guidance."""
+    action = rng.choice(ACTIONS)
+    if action == "DECOMPOSE":
+        content = _plan(steps, rng, intro=False)
+    elif action == "REWRITE":
+        content = f"Compute {problem.meta['expression']}."
+    else:
+        content = ""
+    return json.dumps({"action": action, "content": content}, ensure_ascii=False)
+
+
 def _steps_of(problem: Problem) -> list[Step]:
     """The arithmetic steps of a synthetic problem; a ConfigError for any other problem."""
     meta = problem.meta or {}
@@ -159,9 +176,12 @@ def _steps_of(problem: Problem) -> list[Step]:
     return steps
 
 
-def teacher_dialogue(problem: Problem, method: str, mode: str, rng: random.Random, *, max_turns: int = 30) -> Dialogue:
+def teacher_dialogue(
+    problem: Problem, method: str, mode: str, rng: random.Random, *, max_turns: int = 30, action_set: bool = False
+) -> Dialogue:
     """The teacher's dialogue of one synthetic ``problem`` for ``method`` (``rema``, ``vrp``, ``mrp``) and ``mode``
     (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
+    ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.
@@ -172,7 +192,8 @@ def teacher_dialogue(problem: Problem, method: str, mode: str, rng: random.Rando
     elif method == "mrp":
         turns = [("ra", f"Plan:\n{_plan(steps, rng, intro=False)}\n\nSolution:\n{_solution(steps, rng, intro=False)}")]
     elif method == "rema" and mode == "single_turn":
-        turns = [("mta", _plan(steps, rng)), ("ra", _solution(steps, rng))]
+        mta = _action(problem, steps, rng) if action_set else _plan(steps, rng)
+        turns = [("mta", mta), ("ra", _solution(steps, rng))]
     elif method == "rema" and mode == "multi_turn":
         if len(steps) + 1 > max_turns:
             raise ConfigError(
@@ -192,17 +213,24 @@ def teacher_dialogue(problem: Problem, method: str, mode: str, rng: random.Rando
 def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue], dict[str, float]]:
     """One teacher dialogue per problem in the format of ``cfg.rollout`` (a :class:`~rema.config.Config`), each
     problem's phrasings seeded by the cold start's seed (``sft.seed``, else ``train.seed``) and its id (so a
-    dialogue does not depend on which others are written). Returns ``(dialogues, stats)``; a judge-task or
-    action-set config is a ConfigError."""
+    dialogue does not depend on which others are written). Returns ``(dialogues, stats)``; a judge-task config
+    is a ConfigError."""
     r = cfg.rollout
-    if r.task == "judge" or r.action_set:
+    if r.task == "judge":
         raise ConfigError(
-            "sft.data=teacher writes arithmetic dialogues, not for rollout.task=judge or "
-            "rollout.action_set; use sft.data=self or a dialogue file"
+            "sft.data=teacher writes arithmetic dialogues, not judge verdicts (rollout.task=judge); use "
+            "sft.data=self or a dialogue file"
         )
     seed = cfg.train.seed if cfg.sft.seed is None else cfg.sft.seed
     dialogues = [
-        teacher_dialogue(p, r.method, r.mode, random.Random(stable_int("teacher", seed, p.id)), max_turns=r.max_turns)
+        teacher_dialogue(
+            p,
+            r.method,
+            r.mode,
+            random.Random(stable_int("teacher", seed, p.id)),
+            max_turns=r.max_turns,
+            action_set=r.action_set,
+        )
         for p in problems
     ]
     return dialogues, {"dialogues": float(len(dialogues)), "questions": float(len(problems))}

@@ -270,8 +270,9 @@ def _head_mean(run: Run, key: str, k: int = 3, empty: float = float("nan")) -> f
 
 def fig4(results: Results) -> Analysis:
     """Each action's share at the start and the end of training, and the mean level of its questions; verdicts:
-    collapse to EMPTY (share ≥ :data:`EMPTY_COLLAPSE_SHARE` over the last steps) and difficulty awareness
-    (DECOMPOSE chosen for harder questions than EMPTY)."""
+    collapse to EMPTY (share ≥ :data:`EMPTY_COLLAPSE_SHARE` over the last steps; *inconclusive* when invalid
+    messages take that share: no action was chosen) and difficulty awareness (DECOMPOSE chosen for harder
+    questions than EMPTY)."""
     runs = [r for rs in results.values() for r in rs]
     header = ["action", "share, first 3 steps", "share, last 3 steps", "mean level of its questions (last 3)"]
     rows = []
@@ -294,6 +295,11 @@ def fig4(results: Results) -> Analysis:
     emp = estimate([_tail_mean(r, "train/action_level/EMPTY/mean") for r in runs])
     aware = not math.isnan(dec.mean) and not math.isnan(emp.mean) and dec.mean > emp.mean
     found = "collapsed to EMPTY, as the paper found for its small model" if collapsed else "no collapse to EMPTY"
+    invalid = estimate(
+        [_tail_mean(r, "train/actions/INVALID") if r.curve("train/actions/INVALID")[1] else 0.0 for r in runs]
+    )
+    if not math.isnan(invalid.mean) and invalid.mean >= EMPTY_COLLAPSE_SHARE:  # no choice was made at all
+        found = f"inconclusive: {invalid.fmt()} of its messages are no valid action, so it chose nothing"
     verdicts = [
         f"Paper: a 1B meta-thinker collapses to EMPTY — here (135M), EMPTY is {empty.fmt()} of the actions over the "
         f"last 3 steps: **{found}**",
@@ -305,7 +311,13 @@ def fig4(results: Results) -> Analysis:
         header,
         rows,
         verdicts,
-        {"empty_share_end": empty.mean, "collapsed": collapsed, "decompose_level": dec.mean, "empty_level": emp.mean},
+        {
+            "empty_share_end": empty.mean,
+            "invalid_share_end": invalid.mean,
+            "collapsed": collapsed,
+            "decompose_level": dec.mean,
+            "empty_level": emp.mean,
+        },
     )
 
 

@@ -152,10 +152,11 @@ def plan_grid(
 
 # --- time estimates -------------------------------------------------------------------------------------
 
-TOKENS_PER_MINUTE_CORE = 1100.0
-"""Generated + trained tokens (as counted below) per minute of one run of the embedded model on one AVX-512 BF16
-core with nothing else running; fitted to this project's own runs (docs/reproduction.md). A CPU without AVX-512
-BF16 runs fp32, about 3x slower. Only the dry run's estimate uses it: a finished run shows its real time."""
+TOKENS_PER_MINUTE_CORE = 12000.0
+"""Tokens as :func:`estimate_minutes` counts them, per minute of one run of the embedded model on one AVX-512 BF16
+core with nothing else running: fitted (pooled 12,750) to this project's single-core runs of fig5-ablation and
+fig4 (docs/reproduction.md). A CPU without AVX-512 BF16 runs fp32, about 3x slower. Only the dry run's estimate
+uses it: a finished run shows its real time."""
 CORE_SCALING = 0.5
 """A run on c cores goes c ** CORE_SCALING times faster than on one (measured: the update 210-245 tokens/s on one
 core, 300-390 on two), which is why ``--jobs 2`` on two cores gets more done."""
