@@ -284,3 +284,35 @@ def test_reseed_draws_a_new_stream_the_same_on_every_run(tiny):
 
     assert sample(None) == sample(None) and sample(1) == sample(1)  # seeded either way
     assert sample(1) != sample(None) and sample(2) != sample(1)
+
+
+def test_a_failed_sync_check_fires_logp_drift_at_once_and_is_handed_to_a_rolling_back_guard():
+    """A post-sync check beyond the engine's tolerance: under a guard that rolls back the engine reports it
+    (sync_check_fatal off) and logp_drift fires on that very step; a guard that only warns, or skips
+    logp_drift, leaves the engine raising WeightSyncError as before."""
+    from rema.train.guard import guard_sync_checks
+
+    c = HealthConfig()
+    calm = [{"step": s, "sync/sync_check_mean_abs_diff": 0.01} for s in range(1, 4)]
+    assert CHECKS["logp_drift"](calm, c) is None
+    failed = calm + [{"step": 4, "sync/sync_check_mean_abs_diff": 0.13, "sync/sync_check_failed": 1.0}]
+    finding = CHECKS["logp_drift"](failed, c)
+    assert finding.check == "logp_drift" and finding.since == 4 and "mean 0.13" in finding.message
+    assert CHECKS["logp_drift"](failed[:1] + failed[-1:], c) is not None  # no history needed
+
+    class Engine:
+        sync_check_fatal = True
+
+    for health, fatal in (
+        (HealthConfig(), False),
+        (HealthConfig(action="warn"), True),
+        (HealthConfig(skip=["logp_drift"]), True),
+    ):
+        engines = {"shared": Engine(), "hf": object()}
+        guard_sync_checks(engines, HealthGuard(health))
+        assert engines["shared"].sync_check_fatal is fatal
+    guard = HealthGuard(c)
+    for record in failed[:-1]:
+        assert guard.observe(record["step"], record) is None
+    verdict = guard.observe(4, failed[-1])  # the guard keeps the key and rolls back at this step
+    assert verdict.action == "rollback" and verdict.checks == "logp_drift" and verdict.step == 4

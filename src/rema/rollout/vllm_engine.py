@@ -194,6 +194,9 @@ class VLLMEngine(Engine):
         self.dtype = dtype or default_dtype()
         self.torch_dtype = getattr(torch, self.dtype)
         self.sync_tolerance, self.sync_mean_tolerance = sync_tolerance or sync_tolerance_for(self.dtype, trainer_dtype)
+        self.sync_check_fatal = True
+        """False under a guard that rolls back (:func:`rema.train.guard.guard_sync_checks`): a check beyond the
+        tolerance then reports ``sync_check_failed`` = 1 instead of raising, and the guard rolls the run back."""
         self.verify_sync = verify_sync
         self.max_model_len = max_model_len
         self.model = model
@@ -543,7 +546,10 @@ class VLLMEngine(Engine):
         diffs = [abs(a - b) for s, t in zip(served, trainer) for a, b in zip(s, t)]
         max_diff, mean_diff = max(diffs), sum(diffs) / len(diffs)
         metrics = {"sync_check_max_abs_diff": max_diff, "sync_check_mean_abs_diff": mean_diff}
-        if max_diff > self.sync_tolerance or mean_diff > self.sync_mean_tolerance:
+        breach = max_diff > self.sync_tolerance or mean_diff > self.sync_mean_tolerance
+        if breach and not self.sync_check_fatal:  # a guarded run: the health check logp_drift acts on it
+            metrics["sync_check_failed"] = 1.0
+        elif breach:
             raise WeightSyncError(
                 f"after the weight sync vLLM's log-probs differ from the trainer's by up to {max_diff:.4f}, "
                 f"mean {mean_diff:.5f} (tolerance {self.sync_tolerance} / {self.sync_mean_tolerance} for "

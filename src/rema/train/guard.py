@@ -188,6 +188,17 @@ class HealthGuard:
 # ------------------------------------------------------------------------------- the marks it keeps
 
 
+def guard_sync_checks(engines: dict, guard: HealthGuard) -> None:
+    """Under a guard that rolls back (and runs ``logp_drift``), a post-sync check beyond its tolerance no longer
+    stops the run with ``WeightSyncError``: the engine reports it and the guard rolls back. A policy pushed far
+    (a learning rate too high) is what usually puts its bf16 log-probs out of the engine's tolerance, and a
+    healthy checkpoint puts them back; a real sync fault fires again after every rollback and stops the run."""
+    if guard.can_roll_back and "logp_drift" not in guard.cfg.skip:
+        for engine in engines.values():
+            if hasattr(engine, "sync_check_fatal"):
+                engine.sync_check_fatal = False
+
+
 def remark(ckpt_root: Path, guard: HealthGuard) -> None:
     """Rewrite the marks of checkpoints that a span found since has made unhealthy (atomic per file)."""
     for ckpt in sorted(Path(ckpt_root).glob("step_*")):

@@ -341,6 +341,17 @@ def check_grad_spike(history: History, c: HealthConfig) -> Finding | None:
 
 
 def check_logp_drift(history: History, c: HealthConfig) -> Finding | None:
+    """A spike of the post-sync check's mean |Δ log-prob| (or of the sampler's against the trainer's); or, at once,
+    a post-sync check beyond the engine's tolerance (``sync/sync_check_failed``, reported under a guard)."""
+    if history and history[-1].get("sync/sync_check_failed"):
+        last = history[-1]
+        return Finding(
+            "logp_drift",
+            f"sync/sync_check_failed: after the weight sync the engine's log-probs differ from the trainer's beyond "
+            f"the sync tolerance (mean {last.get('sync/sync_check_mean_abs_diff', float('nan')):.4g}): the weights "
+            "moved too far for the engine's precision, or the sync is broken",
+            int(last["step"]),
+        )
     return _spike_check(
         "logp_drift",
         history,
@@ -370,7 +381,7 @@ assert tuple(CHECKS) == HEALTH_CHECKS, "rema.config.checks.HEALTH_CHECKS must li
 WATCHED = re.compile(
     r"train/(acc|reward/[^/]+|turns/mean|end/(finished|max_turns)|boxed_rate|truncated_turns/[^/]+|"
     r"degenerate/[^/]+|judge/verdict_found)|eval/(avg/)?(acc|episodes)|stats/(entropy|kl|approx_kl|grad_norm)|"
-    r"sync/sync_check_mean_abs_diff|check/sampler_logp_abs_diff"
+    r"sync/sync_check_(mean_abs_diff|failed)|check/sampler_logp_abs_diff"
 )
 """The metric keys some check reads (what a guard keeps of each step's record)."""
 

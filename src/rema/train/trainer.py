@@ -51,7 +51,7 @@ from ..scoring import check_scoring, episode_metrics, score_episodes
 from .batch import build_rows
 from .distributed import Dist, merge_metrics
 from .evaluation import eval_summary, evaluate_sets
-from .guard import HealthGuard, RunUnhealthy, Verdict, needed_for_rollback, remark
+from .guard import HealthGuard, RunUnhealthy, Verdict, guard_sync_checks, needed_for_rollback, remark
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
 from .plumbing import progress_bar, signals_to
@@ -102,6 +102,7 @@ class Trainer:
         self._load_policies(prompts, engine_factory)
         self._load_data()
         self.guard = HealthGuard(cfg.train.health, eval_every=cfg.train.eval_every)
+        guard_sync_checks(self.engines, self.guard)
         resume_step = self._resume_latest() if resume else None
         if not resume and self.dist.is_main:
             self._write_run_files()
