@@ -131,6 +131,7 @@ RANGES: dict[str, Range] = {
     "train.keep_checkpoints": _at_least(0, "0 = keep all"),
     "data.eval_limit": _at_least(1, "null = every question"),
     "sft.questions": _at_least(1),
+    "sft.seed": _at_least(0, "null = train.seed"),
     "sft.samples": _at_least(1),
     "sft.temperature": _at_least(0, "null = rollout.temperature"),
     "sft.max_per_question": _at_least(1),
