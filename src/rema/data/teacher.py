@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from ..config import ConfigError
 from ..prompts import ACTIONS, FINISH_MARKER
+from ..runtime.cold_starts import sft_seed
 from .dialogues import Dialogue
 from .problems import Problem, stable_int
 from .synthetic import Step, arithmetic_steps
@@ -221,7 +222,7 @@ def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue],
             "sft.data=teacher writes arithmetic dialogues, not judge verdicts (rollout.task=judge); use "
             "sft.data=self or a dialogue file"
         )
-    seed = cfg.train.seed if cfg.sft.seed is None else cfg.sft.seed
+    seed = sft_seed(cfg)
     dialogues = [
         teacher_dialogue(
             p,

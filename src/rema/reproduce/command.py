@@ -130,7 +130,7 @@ def dry_run(plans, scale: str, jobs: int = 1) -> int:
     the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan."""
     from ..runtime.cold_starts import cold_start_key
 
-    total, cached = 0.0, set()
+    total, cached, cores = 0.0, set(), len(core_groups(jobs)[0])
     for exp, seeds, runs in plans:
         print(f"{exp.name}: {exp.title}\n  seeds {','.join(map(str, seeds))}; {len(runs)} runs")
         exp_min = 0.0
@@ -140,7 +140,7 @@ def dry_run(plans, scale: str, jobs: int = 1) -> int:
             if r.status() == "done":
                 est = r.minutes()
             elif scale == "cpu":
-                est = estimate_minutes(r.cfg, cold_start=key not in cached, cores=len(core_groups(jobs)[0]))
+                est = estimate_minutes(r.cfg, cold_start=key not in cached, cores=cores)
             cached.add(key)
             exp_min += est or 0.0
             what = f"~{est:.0f} min" if est is not None else _paper_plan(r)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -33,12 +32,13 @@ from ..rewards.tasks import get_task
 from ..rollout import rollout
 from ..rollout.engine import Engine, release_memory
 from ..rollout.scripted import replay
+from ..runtime.cold_starts import cold_start_key, sft_seed
 from .batch import Rows, build_rows, collate, micro_batches
 from .distributed import Dist
 from .logprobs import token_logprobs
 from .memory import release_freed_memory, update_heap
 from .policy import Policy, resync_engines, sync_engine
-from .sft_cache import cache_lock, cold_start_key, load_entry, sft_seed, store_entry
+from .sft_cache import through_cache
 from .strategy import Strategy
 
 if TYPE_CHECKING:
@@ -76,61 +76,30 @@ def cold_start(
     ``update(done, total, text)``); ``should_stop()`` is polled between SFT steps (Ctrl-C);
     ``correctness_fn``: a custom grader, which ``sft.data=self`` refuses. The dialogues are saved to
     ``<run_dir>/cold_start_dialogues.jsonl``; the engines get the tuned weights. Returns ``sft/*`` metrics."""
-    cache = Path(cfg.sft.cache) / cold_start_key(cfg) if cfg.sft.cache and dist.world == 1 else None
-    work = (cfg, policies, roles, prompts, train_problems, engines, dist, strategy, device, bf16, run_dir, console)
-    if cache is None:
-        return _train(*work, bars, should_stop, correctness_fn)
-    with cache_lock(cache):  # a run beside this one with the same cold start waits for it, then loads it
-        if (out := load_entry(cache, policies)) is not None:
-            if (cache / "dialogues.jsonl").is_file():
-                shutil.copyfile(cache / "dialogues.jsonl", run_dir / "cold_start_dialogues.jsonl")
-            console.print(f"cold start: the one in {cache} (sft.cache; same model, format, data and settings)")
-            for pol in policies:
-                out.update({f"sft/sync/{pol.name}/{k}": v for k, v in sync_engine(pol).items()})
-            return out
-        out = _train(*work, bars, should_stop, correctness_fn)
-        if not should_stop():
-            kept = {k: v for k, v in out.items() if "sync/" not in k}
-            store_entry(cache, policies, kept, run_dir / "cold_start_dialogues.jsonl")
-        return out
 
+    def train() -> dict[str, float]:
+        t0 = time.perf_counter()
+        dialogues, stats = _dialogues(cfg, train_problems, engines, prompts, dist, bars, correctness_fn)
+        if cfg.sft.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
+            dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
+        if dist.is_main:
+            save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
+        source = f"from {cfg.sft.data}"
+        if "episodes" in stats:
+            right = int(stats["with_correct_answer"])
+            source = f"from {int(stats['episodes'])} sampled episodes ({right} with a correct answer)"
+        console.print(f"cold start: {len(dialogues)} dialogues {source}")
+        t1 = time.perf_counter()
+        out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
+        out.update(
+            _fine_tune(cfg, policies, dialogues, roles, prompts, strategy, device, bf16, console, bars, should_stop)
+        )
+        release_freed_memory()
+        return out | {"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1}
 
-def _train(
-    cfg: Config,
-    policies: Sequence[Policy],
-    roles: tuple[str, ...],
-    prompts: PromptSet,
-    train_problems: Sequence,
-    engines: dict[str, Engine],
-    dist: Dist,
-    strategy: Strategy,
-    device: torch.device,
-    bf16: bool,
-    run_dir: Path,
-    console: Console,
-    bars: Bars,
-    should_stop: Callable[[], bool],
-    correctness_fn: Callable | None,
-) -> dict[str, float]:
-    """The cold start proper (arguments as :func:`cold_start`'s): the dialogues, saved to the run folder, then
-    the fine-tuning of each policy; returns its ``sft/*`` metrics."""
-    t0 = time.perf_counter()
-    dialogues, stats = _dialogues(cfg, train_problems, engines, prompts, dist, bars, correctness_fn)
-    if cfg.sft.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
-        dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
-    if dist.is_main:
-        save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
-    source = f"from {cfg.sft.data}"
-    if "episodes" in stats:
-        right = int(stats["with_correct_answer"])
-        source = f"from {int(stats['episodes'])} sampled episodes ({right} with a correct answer)"
-    console.print(f"cold start: {len(dialogues)} dialogues {source}")
-    t1 = time.perf_counter()
-    out = {f"sft/data/{k}": float(v) for k, v in stats.items()}
-    out.update(_fine_tune(cfg, policies, dialogues, roles, prompts, strategy, device, bf16, console, bars, should_stop))
-    release_freed_memory()
-    out.update({"sft/time_data": t1 - t0, "sft/time_train": time.perf_counter() - t1})
-    return out
+    if not cfg.sft.cache or dist.world > 1:
+        return train()
+    return through_cache(Path(cfg.sft.cache) / cold_start_key(cfg), policies, run_dir, console, train, should_stop)
 
 
 def _dialogues(

@@ -17,14 +17,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..runtime.cold_starts import cold_start_key, sft_seed
+from .policy import sync_engine
 
 
 @contextmanager
@@ -86,4 +86,22 @@ def store_entry(folder: Path, policies, metrics: dict[str, float], dialogues_fil
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["cache_lock", "cold_start_key", "load_entry", "sft_seed", "store_entry", "trained_parameters"]
+def through_cache(
+    folder: Path, policies, run_dir: Path, console, train: Callable[[], dict], should_stop: Callable[[], bool]
+) -> dict[str, float]:
+    """The cold start of ``folder``'s entry: loaded into ``policies`` (their engines synced, the dialogues copied
+    to ``run_dir``) when it is there, else ``train()``-ed and stored (unless stopped). Held under
+    :func:`cache_lock`, so a run beside this one with the same cold start waits for it, then loads it."""
+    with cache_lock(folder):
+        if (out := load_entry(folder, policies)) is not None:
+            if (folder / "dialogues.jsonl").is_file():
+                shutil.copyfile(folder / "dialogues.jsonl", run_dir / "cold_start_dialogues.jsonl")
+            console.print(f"cold start: the one in {folder} (sft.cache; same model, format, data and settings)")
+            for pol in policies:
+                out.update({f"sft/sync/{pol.name}/{k}": v for k, v in sync_engine(pol).items()})
+            return out
+        out = train()
+        if not should_stop():
+            kept = {k: v for k, v in out.items() if "sync/" not in k}
+            store_entry(folder, policies, kept, run_dir / "cold_start_dialogues.jsonl")
+        return out
