@@ -128,6 +128,24 @@ def test_teacher_dialogue_of_each_operation_and_method_by_hand(op):
         assert (d.question, d.answer, d.id) == (p.question, p.answer, p.id)
 
 
+def test_teacher_plan_style_opens_with_the_numbered_plan_by_hand():
+    """``sft.teacher_style=plan``: the plan (no results), "Step i: ...", and [FINISH] once its last step is done."""
+    multi = teacher_dialogue(_problem("add_mul"), "rema", "multi_turn", FirstChoice(), max_turns=3, style="plan")
+    assert multi.turns == [
+        ("mta", "Plan:\n1. Add 3 and 4.\n2. Multiply the result by 5.\nStep 1: add 3 and 4."),
+        ("ra", "3 + 4 = 7."),
+        ("mta", "Step 2: multiply 7 by 5."),
+        ("ra", "7 × 5 = 35."),
+        ("mta", f"That was the last step of the plan. {FINISH_MARKER}"),
+        ("ra", "The answer is \\boxed{35}."),
+    ]
+    one = teacher_dialogue(_problem("add"), "rema", "multi_turn", FirstChoice(), max_turns=2, style="plan")
+    assert one.turns[0] == ("mta", "Plan:\n1. Add 7 and 5.\nStep 1: add 7 and 5.")
+    # the style is the multi-turn MTA's: every other format is unchanged
+    p = _problem("mul_add")
+    assert teacher_dialogue(p, "vrp", "single_turn", FirstChoice(), style="plan").turns == [("ra", SOLUTION["mul_add"])]
+
+
 def _all_methods():
     return [
         ("rema", "multi_turn", "rema-multi"),
@@ -140,8 +158,12 @@ def _all_methods():
 def test_teacher_dialogues_fit_every_method_vary_and_never_leak_a_plan(tiny):
     _, tok = tiny
     problems = synthetic_problems(240, levels=tuple(LEVELS), seed=2, word_problems=0.5)
-    for method, mode, name in _all_methods():
-        cfg = load_config(None, [f"rollout.method={method}", f"rollout.mode={mode}", "rollout.max_turns=4"])
+    plan_style = [("rema", "multi_turn", "rema-multi", "plan")]
+    for method, mode, name, style in [(*m, "steps") for m in _all_methods()] + plan_style:
+        cfg = load_config(
+            None,
+            [f"rollout.method={method}", f"rollout.mode={mode}", "rollout.max_turns=4", f"sft.teacher_style={style}"],
+        )
         dialogues, stats = teacher_dialogues(problems, cfg)
         assert stats["dialogues"] == 240 and [d.id for d in dialogues] == [p.id for p in problems]
         again, _ = teacher_dialogues(problems, cfg)

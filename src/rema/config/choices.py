@@ -23,6 +23,8 @@ ROW_TASKS: tuple[str, ...] = ("auto", "math", "judge")
 ``rema.rewards.tasks``, a registry above the config: it is checked where it is used, before any model loads.)"""
 ANSWER_FORMATS: tuple[str, ...] = ("auto", "boxed", "gsm8k", "raw")
 """``eval.answer_format`` (``rema.data.normalize_answer_value``'s modes)."""
+TEACHER_STYLES: tuple[str, ...] = ("steps", "plan")
+"""``sft.teacher_style``: how the program teacher's multi-turn meta-thinker leads (``rema.data.teacher``)."""
 OVER_LIMIT: tuple[str, ...] = ("refuse", "truncate")
 """``sft.over_limit``: what the cold start does with a dialogue RL could not reproduce (``rema.rollout.scripted``)."""
 DIALOGUE_SOURCES: dict[str, str] = {
@@ -72,6 +74,7 @@ def choice_table(*, shipped: bool = False) -> dict[str, tuple]:
         "eval.task": ROW_TASKS,
         "eval.answer_format": ANSWER_FORMATS,
         "sft.over_limit": OVER_LIMIT,
+        "sft.teacher_style": TEACHER_STYLES,
     }
 
 

@@ -331,6 +331,11 @@ class SFTConfig:
     ``rollout.max_turns`` >= k + 1; single-turn: a plan without results, then the steps; vrp/mrp: the same
     steps in one message; several seeded phrasings each). ``teacher`` needs synthetic ``data.train`` and no
     judge task or action set. Judge dialogue files give the pair: docs/judge.md."""
+    teacher_style: str = "steps"
+    """``teacher``, multi-turn ReMA: how the meta-thinker leads. ``steps``: one instruction per round ("First, add 3
+    and 4.") and [FINISH] after the last. ``plan``: its first message lists the whole numbered plan before "Step 1:
+    ...", each later instruction names its step, and it finishes once the plan's last step is done, so the decision
+    to stop is read off its own plan (docs/reproduction.md measures both)."""
     questions: int = 64
     """``self`` and ``teacher``: training questions to draw (seeded by ``sft.seed``)."""
     seed: int | None = None

@@ -9,7 +9,10 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
 
 * ``rema`` multi-turn: one MTA instruction per step ("First, add 3 and 4."), the RA computes just that step
   ("3 + 4 = 7."), and so on; then the MTA closes with ``[FINISH]`` and the RA answers in ``\\boxed{}``. A problem of
-  ``k`` steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow.
+  ``k`` steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow. With ``sft.teacher_style=plan`` the
+  MTA's first message lists the whole plan, numbered, before its first instruction ("Step 1: add 3 and 4."); each
+  later instruction names its step, and the MTA finishes once the plan's last step is done, so the decision to stop
+  is read off its own plan instead of guessed afresh each round.
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
 * ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
@@ -27,16 +30,15 @@ import random
 from collections.abc import Sequence
 
 from ..config import ConfigError
+from ..config.choices import TEACHER_STYLES
 from ..prompts import ACTIONS, FINISH_MARKER
-from ..runtime.cold_starts import sft_seed
+from ..runtime.cold_starts import TEACHER_NAME, sft_seed
 from .dialogues import Dialogue
 from .problems import Problem, stable_int
 from .synthetic import Step, arithmetic_steps
 
-__all__ = ["TEACHER_NAME", "teacher_dialogue", "teacher_dialogues"]
+__all__ = ["TEACHER_NAME", "TEACHER_STYLES", "teacher_dialogue", "teacher_dialogues"]
 
-TEACHER_NAME = "synthetic-program@2026.12.2"
-"""Recorded in each dialogue's ``meta["teacher"]``; change the version whenever a phrasing below changes."""
 
 # What to do in one step, with its numbers ({l} op {r}); lower case, to go after a lead-in.
 _DO: dict[str, tuple[str, ...]] = {
@@ -69,6 +71,15 @@ _MTA_FIRST = (
 )
 _MTA_NEXT = ("Now {do}.", "Next, {do}.", "Good. Now {do}.", "That is right. Next step: {do}.")
 _MTA_LAST = ("Finally, {do}.", "Now the last step: {do}.", "Good. To finish, {do}.", "Right. Last, {do}.")
+_PLAN_HEAD = ("Plan:", "My plan:", "The steps:", "Here is the plan:")
+_MTA_STEP_ONE = ("Step 1: {do}.", "Step 1. {Do}.", "Start with step 1: {do}.", "Step 1 of {k}: {do}.")
+_MTA_STEP = ("Step {i}: {do}.", "Step {i}. {Do}.", "Now step {i}: {do}.", "Step {i} of {k}: {do}.")
+_MTA_PLAN_DONE = (
+    "That was the last step of the plan. ",
+    "All {k} steps are done. ",
+    "The plan is complete. ",
+    "Step {k} was the last one, so we are done. ",
+)
 _MTA_FINISH = (
     "That is the answer. ",
     "Your result is correct. ",
@@ -145,6 +156,22 @@ def _multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, st
     return turns
 
 
+def _planned_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, str]]:
+    """``sft.teacher_style=plan``: the numbered plan (no results) and "Step 1: ..." in the MTA's first message, one
+    numbered instruction per later round, then "All k steps are done. [FINISH]" and the boxed answer."""
+    k = len(steps)
+    plan = [f"{i}. {_sentence(_do(s, rng, first=i == 1))}" for i, s in enumerate(steps, 1)]
+    turns: list[tuple[str, str]] = []
+    for i, s in enumerate(steps, 1):
+        do = rng.choice(_DO[s.symbol]).format(l=s.left, r=s.right)
+        step = rng.choice(_MTA_STEP_ONE if i == 1 else _MTA_STEP).format(i=i, k=k, do=do, Do=do[0].upper() + do[1:])
+        turns.append(("mta", "\n".join([rng.choice(_PLAN_HEAD), *plan, step]) if i == 1 else step))
+        turns.append(("ra", rng.choice(_RA_STEP).format(l=s.left, s=s.symbol, r=s.right, v=s.result)))
+    turns.append(("mta", rng.choice(_MTA_PLAN_DONE).format(k=k) + FINISH_MARKER))
+    turns.append(("ra", rng.choice(_RA_FINAL).format(v=steps[-1].result)))
+    return turns
+
+
 def _action(problem: Problem, steps: Sequence[Step], rng: random.Random) -> str:
     """The action-set MTA's message (``rollout.action_set``): ``{"action": A, "content": C}`` with ``A`` drawn
     uniformly from the actions, whatever the problem, so that the cold start teaches the format and each action's
@@ -178,11 +205,19 @@ def _steps_of(problem: Problem) -> list[Step]:
 
 
 def teacher_dialogue(
-    problem: Problem, method: str, mode: str, rng: random.Random, *, max_turns: int = 30, action_set: bool = False
+    problem: Problem,
+    method: str,
+    mode: str,
+    rng: random.Random,
+    *,
+    max_turns: int = 30,
+    action_set: bool = False,
+    style: str = "steps",
 ) -> Dialogue:
     """The teacher's dialogue of one synthetic ``problem`` for ``method`` (``rema``, ``vrp``, ``mrp``) and ``mode``
     (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
     ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
+    ``style`` (multi-turn ReMA, :data:`TEACHER_STYLES`): ``plan`` opens with the whole plan.
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.
@@ -202,7 +237,7 @@ def teacher_dialogue(
                 f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
                 f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
             )
-        turns = _multi_turn(steps, rng)
+        turns = _planned_multi_turn(steps, rng) if style == "plan" else _multi_turn(steps, rng)
     else:
         raise ConfigError(
             f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
@@ -231,6 +266,7 @@ def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue],
             random.Random(stable_int("teacher", seed, p.id)),
             max_turns=r.max_turns,
             action_set=r.action_set,
+            style=cfg.sft.teacher_style,
         )
         for p in problems
     ]

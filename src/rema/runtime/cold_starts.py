@@ -8,6 +8,10 @@ import json
 
 from ..config import Config
 
+TEACHER_NAME = "synthetic-program@2026.12.3"
+"""The program teacher's version (:mod:`rema.data.teacher`), recorded in each of its dialogues' ``meta["teacher"]``
+and part of a teacher cold start's key: change it whenever a phrasing there changes, so that no cached cold start
+of the old phrasings is reused."""
 UNUSED_ROLLOUT_KEYS = ("samples_per_question", "eval_temperature")
 """Rollout settings that do not change a cold start (how many samples RL draws, evaluation's temperature; the
 ``vllm_*`` memory and threading keys too); every other one may (the format, the turn limits a dialogue is
@@ -35,5 +39,6 @@ def cold_start_key(cfg: Config) -> str:
         "train": {k: d["train"][k] for k in TRAIN_KEYS},
         # a model's own samples (sft.data=self) also depend on the engine's seed, which is the run's
         "sampling_seed": cfg.train.seed if cfg.sft.data == "self" else None,
+        "teacher": TEACHER_NAME if cfg.sft.data == "teacher" else None,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
