@@ -316,3 +316,20 @@ def test_cold_start_cache_is_reused_by_another_seed_and_missed_by_other_settings
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
     other, _ = start("c", "train.seed=1", "sft.epochs=2")
     assert "sft/cached" not in other and sum(p.is_dir() for p in (tmp_path / "cache").iterdir()) == 2
+
+
+def test_cold_start_key_follows_the_teacher_style_and_version(monkeypatch):
+    """A cached teacher cold start is found again only under the same teacher: style and version are part of its
+    key (a new phrasing must not load weights trained on the old one); a self cold start ignores the version."""
+    from rema.runtime import cold_starts
+
+    steps = load_config(None, ["sft.data=teacher", "rollout.mode=multi_turn", "rollout.max_turns=3"])
+    plan = load_config(
+        None, ["sft.data=teacher", "rollout.mode=multi_turn", "rollout.max_turns=3", "sft.teacher_style=plan"]
+    )
+    own = load_config(None, ["sft.data=self"])
+    before = [cold_starts.cold_start_key(c) for c in (steps, plan, own)]
+    assert before[0] != before[1]
+    monkeypatch.setattr(cold_starts, "TEACHER_NAME", "synthetic-program@test")
+    after = [cold_starts.cold_start_key(c) for c in (steps, plan, own)]
+    assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]
