@@ -276,3 +276,28 @@ def test_cold_starts_are_shared_through_the_grid_cache(tmp_path):
                 assert moved.digest == r.digest
             else:
                 assert r.cfg.sft.cache is None
+
+
+def test_dry_run_counts_a_cold_start_already_in_the_cache_as_done(tmp_path, capsys):
+    """--dry-run: an arm whose cold start the cache folder already holds is estimated without it (and says so); a
+    half-written entry (no metrics.json) still counts as to be trained."""
+    from rema.reproduce.command import dry_run
+    from rema.runtime.cold_starts import cold_start_key
+
+    [exp] = get_experiments("table1")
+    runs = plan_grid(exp, scale="cpu", seeds=(0,), out=tmp_path, overrides=[])
+
+    def minutes(name: str) -> tuple[float, bool]:
+        capsys.readouterr()
+        dry_run([(exp, (0,), runs)], "cpu")
+        line = next(x for x in capsys.readouterr().out.splitlines() if f" {name} " in x)
+        return float(line.split("~")[1].split(" min")[0]), "(cold start cached)" in line
+
+    multi = next(r for r in runs if r.name == "rema_multi-seed0")
+    entry = tmp_path / "cold_starts" / cold_start_key(multi.cfg)
+    entry.mkdir(parents=True)
+    fresh, noted = minutes("rema_multi-seed0")
+    assert not noted
+    (entry / "metrics.json").write_text("{}")
+    cached, noted = minutes("rema_multi-seed0")
+    assert noted and cached < fresh

@@ -136,21 +136,29 @@ def dry_run(plans, scale: str, jobs: int = 1) -> int:
         exp_min = 0.0
         for r in runs:
             key = cold_start_key(r.cfg) if r.cfg.sft.cold_start else None
+            stored = key is not None and _stored(r.cfg.sft.cache, key)
             est = None
             if r.status() == "done":
                 est = r.minutes()
             elif scale == "cpu":
-                est = estimate_minutes(r.cfg, cold_start=key not in cached, cores=cores)
+                est = estimate_minutes(r.cfg, cold_start=key not in cached and not stored, cores=cores)
             cached.add(key)
             exp_min += est or 0.0
             what = f"~{est:.0f} min" if est is not None else _paper_plan(r)
-            print(f"  {r.status():8s} {r.name:28s} {what}   rema train {r.config_file}")
+            note = " (cold start cached)" if stored and r.status() != "done" else ""
+            print(f"  {r.status():8s} {r.name:28s} {what}{note}   rema train {r.config_file}")
         if scale == "cpu":
             print(f"  estimated {exp_min / jobs:.0f} min wall ({jobs} at a time) on {machine()}")
         total += exp_min
     if scale == "cpu" and len(plans) > 1:
         print(f"all: estimated {total / jobs / 60:.1f} h")
     return 0
+
+
+def _stored(cache: str | None, key: str) -> bool:
+    """Whether the ``sft.cache`` folder holds a finished cold start under ``key`` (an entry appears whole, with its
+    ``metrics.json``, or not at all: :func:`rema.train.sft_cache.store_entry`)."""
+    return cache is not None and (Path(cache) / key / "metrics.json").is_file()
 
 
 def _paper_plan(run: PlannedRun) -> str:
