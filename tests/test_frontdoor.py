@@ -278,6 +278,17 @@ def test_a_dialogue_rl_could_not_reproduce_is_refused_or_cut(capsys, tmp_path, m
     assert len(tiny[1](kept[1].turns[1][1], add_special_tokens=False)["input_ids"]) <= 15
 
 
+def test_a_teacher_plan_rl_could_not_reproduce_is_refused_before_a_model_loads(capsys, tmp_path, monkeypatch):
+    """sft.data=teacher: the program teacher's dialogues are written and replayed under the rollout limits in the
+    preflight, so an 8-token message budget refuses its plans in one line, and 160 let them through."""
+    base = ["sft", *TINY, "sft.data=teacher", "data.train=synthetic:levels=1,4:n=40:seed=0", "rollout.max_turns=3"]
+    code, err = _run(base, capsys, tmp_path, monkeypatch)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("error: sft.data=teacher: dialogue syn-L") and "takes" in line, err
+    code, err = _run([*base, "rollout.max_tokens_per_turn=160", "--dry-run"], capsys, tmp_path, monkeypatch)
+    assert code == 0, err
+
+
 def test_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError):

@@ -323,7 +323,9 @@ def test_cold_start_key_follows_the_teacher_style_and_version(monkeypatch):
     key (a new phrasing must not load weights trained on the old one); a self cold start ignores the version."""
     from rema.runtime import cold_starts
 
-    steps = load_config(None, ["sft.data=teacher", "rollout.mode=multi_turn", "rollout.max_turns=3"])
+    steps = load_config(
+        None, ["sft.data=teacher", "rollout.mode=multi_turn", "rollout.max_turns=3", "sft.teacher_style=steps"]
+    )
     plan = load_config(
         None, ["sft.data=teacher", "rollout.mode=multi_turn", "rollout.max_turns=3", "sft.teacher_style=plan"]
     )

@@ -89,6 +89,18 @@ def load_dialogue_file(cfg: Config, prompts: PromptSet, tokenizer) -> list | Non
     return dialogues
 
 
+def check_teacher_dialogues(cfg: Config, train: list, prompts: PromptSet, tokenizer) -> None:
+    """``sft.data=teacher`` under ``sft.over_limit=refuse``: the program teacher's dialogues, written now as the
+    cold start will write them (no sampling), replayed under the rollout limits, so that a plan longer than
+    ``rollout.max_tokens_per_turn`` is refused before any weights load."""
+    from .data.teacher import cold_start_questions, teacher_dialogues
+
+    if cfg.sft.data != "teacher" or cfg.sft.over_limit != "refuse":
+        return
+    dialogues, _ = teacher_dialogues(cold_start_questions(cfg, train), cfg)
+    fit_dialogues(dialogues, cfg.rollout, prompts, tokenizer, over_limit="refuse", source="sft.data=teacher")
+
+
 def load_tokenizers(cfg: Config, *, materialize: bool = True):
     """The tokenizer of ``model.name`` (and of ``model.ra_name``, checked only: both agents must be loadable) —
     no weights. ``materialize=False`` writes nothing (the embedded model's tokenizer is read from its GGUF)."""
@@ -113,6 +125,8 @@ def check_training_inputs(
     prompts = get_prompt_set(cfg.method_name)
     tokenizer = load_tokenizers(cfg, materialize=materialize)
     dialogues = load_dialogue_file(cfg, prompts, tokenizer) if cold_start else None
+    if cold_start:
+        check_teacher_dialogues(cfg, train, prompts, tokenizer)
     b = budget(cfg, prompts, tokenizer, train[: FIRST_ROWS * 8])
     b.refuse_unless_a_turn_fits()
     if b.rounds_that_fit < b.rounds:  # the messages alone fit (check_training); with the prompt the last ones do not

@@ -326,16 +326,18 @@ class SFTConfig:
     sample episodes from the model itself on ``data.train``, keep those with a correct answer, and write them
     in the method's format (short clean turns, the MTA's [FINISH], a boxed final answer; for
     ``rollout.task=judge`` a right [[A]]/[[B]] verdict), or ``teacher``: a program teacher writes one exact
-    dialogue per synthetic training question from its expression, no sampling (multi-turn: one MTA
-    instruction and one RA step per round, then [FINISH] and the boxed answer, so a k-step problem needs
-    ``rollout.max_turns`` >= k + 1; single-turn: a plan without results, then the steps; vrp/mrp: the same
-    steps in one message; several seeded phrasings each). ``teacher`` needs synthetic ``data.train`` and no
-    judge task or action set. Judge dialogue files give the pair: docs/judge.md."""
-    teacher_style: str = "steps"
-    """``teacher``, multi-turn ReMA: how the meta-thinker leads. ``steps``: one instruction per round ("First, add 3
-    and 4.") and [FINISH] after the last. ``plan``: its first message lists the whole numbered plan before "Step 1:
-    ...", each later instruction names its step, and it finishes once the plan's last step is done, so the decision
-    to stop is read off its own plan (docs/reproduction.md measures both)."""
+    dialogue per synthetic training question from its expression, no sampling (multi-turn: the MTA's plan
+    (``teacher_style``), one MTA instruction and one RA step per round, then [FINISH] and the boxed answer, so a
+    k-step problem needs ``rollout.max_turns`` >= k + 1; single-turn: a plan without results, then the steps;
+    vrp/mrp: the same steps in one message; several seeded phrasings each). ``teacher`` needs synthetic
+    ``data.train`` and no judge task or action set. Judge dialogue files give the pair: docs/judge.md."""
+    teacher_style: str = "plan"
+    """``teacher``, multi-turn ReMA: how the meta-thinker leads. ``plan``: its first message lists the whole
+    numbered plan before "Step 1: ...", each later instruction names its step, and it finishes once the plan's last
+    step is done, so the decision to stop is read off its own plan. ``steps``: one instruction per round ("First,
+    add 3 and 4.") and [FINISH] after the last. The default is ``plan`` because with ``steps`` the 135M
+    meta-thinker never decomposed a two-step problem after its cold start, and with ``plan`` it did
+    (docs/reproduction.md, "Why ReMA trailed")."""
     questions: int = 64
     """``self`` and ``teacher``: training questions to draw (seeded by ``sft.seed``)."""
     seed: int | None = None

@@ -7,12 +7,12 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
 (``3 + 4 = 7``, then ``7 × 5 = 35``). This module writes them in the format of each method, so every method's
 "RL from SFT" starts from the same teacher's knowledge (the same steps and numbers), each in its own format:
 
-* ``rema`` multi-turn: one MTA instruction per step ("First, add 3 and 4."), the RA computes just that step
-  ("3 + 4 = 7."), and so on; then the MTA closes with ``[FINISH]`` and the RA answers in ``\\boxed{}``. A problem of
-  ``k`` steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow. With ``sft.teacher_style=plan`` the
-  MTA's first message lists the whole plan, numbered, before its first instruction ("Step 1: add 3 and 4."); each
-  later instruction names its step, and the MTA finishes once the plan's last step is done, so the decision to stop
-  is read off its own plan instead of guessed afresh each round.
+* ``rema`` multi-turn: one MTA instruction per step ("First, add 3 and 4."), the RA computes just that step ("3 + 4
+  = 7."), and so on; then the MTA closes with ``[FINISH]`` and the RA answers in ``\\boxed{}``. A problem of ``k``
+  steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow. With ``sft.teacher_style=plan`` (the
+  config's default) the MTA's first message lists the whole plan, numbered, before its first instruction ("Step 1:
+  add 3 and 4."); each later instruction names its step, and the MTA finishes once the plan's last step is done, so
+  the decision to stop is read off its own plan instead of guessed afresh each round.
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
 * ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
@@ -37,7 +37,7 @@ from .dialogues import Dialogue
 from .problems import Problem, stable_int
 from .synthetic import Step, arithmetic_steps
 
-__all__ = ["TEACHER_NAME", "TEACHER_STYLES", "teacher_dialogue", "teacher_dialogues"]
+__all__ = ["TEACHER_NAME", "TEACHER_STYLES", "cold_start_questions", "teacher_dialogue", "teacher_dialogues"]
 
 
 # What to do in one step, with its numbers ({l} op {r}); lower case, to go after a lead-in.
@@ -244,6 +244,13 @@ def teacher_dialogue(
             f"multi_turn), not {method!r}/{mode!r}; use sft.data=self or a dialogue file"
         )
     return Dialogue(problem.question, str(problem.answer), turns, problem.id, {**problem.meta, "teacher": TEACHER_NAME})
+
+
+def cold_start_questions(cfg, train_problems: Sequence[Problem]) -> list[Problem]:
+    """``sft.questions`` training problems, drawn with the cold start's seed (the same draw for ``sft.data`` ``self``
+    and ``teacher``, and for the check before any model loads)."""
+    rng = random.Random(sft_seed(cfg) * 7919 + 17)
+    return rng.sample(list(train_problems), min(cfg.sft.questions, len(train_problems)))
 
 
 def teacher_dialogues(problems: Sequence[Problem], cfg) -> tuple[list[Dialogue], dict[str, float]]:

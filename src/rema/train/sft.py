@@ -25,7 +25,7 @@ import torch
 from ..algos import sft_nll
 from ..config import Config, ConfigError
 from ..data.dialogues import Dialogue, DialogueError, dialogues_from_episodes, load_dialogues, save_dialogues
-from ..data.teacher import teacher_dialogues
+from ..data.teacher import cold_start_questions, teacher_dialogues
 from ..preflight import fit_dialogues
 from ..prompts import PromptSet
 from ..rewards.tasks import get_task
@@ -80,7 +80,7 @@ def cold_start(
     def train() -> dict[str, float]:
         t0 = time.perf_counter()
         dialogues, stats = _dialogues(cfg, train_problems, engines, prompts, dist, bars, correctness_fn)
-        if cfg.sft.over_limit == "truncate":  # ("refuse": a dialogue file was checked before any model loaded)
+        if cfg.sft.over_limit == "truncate":  # ("refuse": a file's or the teacher's were checked before any load)
             dialogues = _cut_to_limits(dialogues, cfg, prompts, policies[0].tokenizer, stats)
         if dist.is_main:
             save_dialogues(dialogues, run_dir / "cold_start_dialogues.jsonl")
@@ -115,7 +115,7 @@ def _dialogues(
     correct episodes (sampled on every process and gathered), or a dialogue file."""
     s = cfg.sft
     if s.data == "teacher":  # exact dialogues from the synthetic problems' expressions (rema.data.teacher)
-        return teacher_dialogues(_cold_start_questions(cfg, train_problems), cfg)
+        return teacher_dialogues(cold_start_questions(cfg, train_problems), cfg)
     if s.data != "self":
         two_agents, multi = prompts.mta is not None, cfg.rollout.mode == "multi_turn"
         dialogues = load_dialogues(s.data, two_agents=two_agents, multi_turn=multi, max_turns=cfg.rollout.max_turns)
@@ -125,7 +125,7 @@ def _dialogues(
             "sft.data=self keeps episodes the task's grader accepts (math answers, judge "
             "verdicts), not a custom correctness function's; give sft.data a dialogue file instead"
         )
-    problems = _cold_start_questions(cfg, train_problems)
+    problems = cold_start_questions(cfg, train_problems)
     with bars("cold start: sampling") as progress:
         dialogues, stats = self_dialogues(dist.shard(problems), engines, prompts, cfg, on_progress=progress)
     dialogues = [d for part in dist.gather(dialogues) for d in part]
@@ -190,12 +190,6 @@ def _fine_tune(
         )
     out.update(resync_engines(policies, synced=synced))  # a policy without rows, asleep at level 2
     return out
-
-
-def _cold_start_questions(cfg: Config, train_problems: Sequence) -> list:
-    """``sft.questions`` training problems, drawn with the cold start's seed (the same for ``self`` and ``teacher``)."""
-    rng = random.Random(sft_seed(cfg) * 7919 + 17)
-    return rng.sample(train_problems, min(cfg.sft.questions, len(train_problems)))
 
 
 def _cut_to_limits(dialogues: list[Dialogue], cfg: Config, prompts: PromptSet, tokenizer, stats: dict) -> list:
