@@ -97,7 +97,14 @@ def test_fig4_collapse_and_difficulty():
     ]
     a = fig4({"actions": [_run("actions", 0, rows)]})
     assert a.numbers["collapsed"] and a.numbers["empty_share_end"] == pytest.approx(0.9)
-    assert "collapsed to EMPTY" in a.verdicts[0] and "DECOMPOSE goes to harder questions" in a.verdicts[1]
+    assert "collapsed to EMPTY" in a.verdicts[0] and "a difference of 1.5 levels over 1 seed(s)" in a.verdicts[1]
+    assert a.verdicts[1].endswith("**leans yes (1 seed)**")
+    # two seeds that disagree (+1.5 and -1.0 levels): the interval straddles 0, as for any other claim
+    flipped = [{**r, "train/action_level/EMPTY/mean": 4.0} for r in rows]
+    two = fig4({"actions": [_run("actions", 0, rows), _run("actions", 1, flipped)]})
+    assert "a difference of 0.2 levels ± 15.9 over 2 seed(s)" in two.verdicts[1]
+    assert two.verdicts[1].endswith("**inconclusive**")
+    assert two.numbers["decompose_minus_empty_level"] == pytest.approx(0.25)
     invalid = [{"step": s, "train/actions/INVALID": 1.0, "train/actions/EMPTY": 0.0} for s in range(1, 6)]
     b = fig4({"actions": [_run("actions", 0, invalid)]})
     assert not b.numbers["collapsed"] and "inconclusive: 100.0% of its messages are no valid action" in b.verdicts[0]

@@ -268,6 +268,15 @@ def _head_mean(run: Run, key: str, k: int = 3, empty: float = float("nan")) -> f
     return sum(ys[:k]) / len(ys[:k]) if ys else empty
 
 
+def _difficulty_awareness(runs: list[Run]) -> tuple[Estimate, Estimate, Estimate]:
+    """The mean level of the questions behind DECOMPOSE and behind EMPTY over the last steps, and their difference
+    seed by seed (only seeds that chose both), whose interval decides the verdict as for any other claim."""
+    dec = [_tail_mean(r, "train/action_level/DECOMPOSE/mean") for r in runs]
+    emp = [_tail_mean(r, "train/action_level/EMPTY/mean") for r in runs]
+    both = [(d, e) for d, e in zip(dec, emp) if not (math.isnan(d) or math.isnan(e))]
+    return estimate(dec), estimate(emp), paired_difference([d for d, _ in both], [e for _, e in both])
+
+
 def fig4(results: Results) -> Analysis:
     """Each action's share at the start and the end of training, and the mean level of its questions; verdicts:
     collapse to EMPTY (share ≥ :data:`EMPTY_COLLAPSE_SHARE` over the last steps; *inconclusive* when invalid
@@ -291,9 +300,7 @@ def fig4(results: Results) -> Analysis:
         )
     empty = estimate([_tail_mean(r, "train/actions/EMPTY") if r.curve("train/actions/EMPTY")[1] else 0.0 for r in runs])
     collapsed = not math.isnan(empty.mean) and empty.mean >= EMPTY_COLLAPSE_SHARE
-    dec = estimate([_tail_mean(r, "train/action_level/DECOMPOSE/mean") for r in runs])
-    emp = estimate([_tail_mean(r, "train/action_level/EMPTY/mean") for r in runs])
-    aware = not math.isnan(dec.mean) and not math.isnan(emp.mean) and dec.mean > emp.mean
+    dec, emp, aware = _difficulty_awareness(runs)
     found = "collapsed to EMPTY, as the paper found for its small model" if collapsed else "no collapse to EMPTY"
     invalid = estimate(
         [_tail_mean(r, "train/actions/INVALID") if r.curve("train/actions/INVALID")[1] else 0.0 for r in runs]
@@ -303,9 +310,10 @@ def fig4(results: Results) -> Analysis:
     verdicts = [
         f"Paper: a 1B meta-thinker collapses to EMPTY — here (135M), EMPTY is {empty.fmt()} of the actions over the "
         f"last 3 steps: **{found}**",
-        f"Paper: an 8B meta-thinker picks actions by difficulty — here, mean level behind DECOMPOSE "
-        f"{dec.fmt(scale=1, unit='')} vs EMPTY {emp.fmt(scale=1, unit='')}: "
-        f"**{'DECOMPOSE goes to harder questions' if aware else 'no difficulty-aware choice seen'}**",
+        f"Paper: an 8B meta-thinker picks actions by difficulty (DECOMPOSE for harder questions than EMPTY) — here, "
+        f"mean level behind DECOMPOSE {dec.fmt(scale=1, unit='')} vs EMPTY {emp.fmt(scale=1, unit='')}, "
+        f"a difference of {aware.fmt(scale=1, unit=' levels')} over {aware.n} seed(s) that chose both: "
+        f"**{direction(aware)}**",
     ]
     return Analysis(
         header,
@@ -317,6 +325,7 @@ def fig4(results: Results) -> Analysis:
             "collapsed": collapsed,
             "decompose_level": dec.mean,
             "empty_level": emp.mean,
+            "decompose_minus_empty_level": aware.mean,
         },
     )
 
