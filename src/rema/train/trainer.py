@@ -55,7 +55,7 @@ from .guard import HealthGuard, RunUnhealthy, Verdict, guard_sync_checks, needed
 from .memory import children_rss_gb, peak_rss_gb, release_freed_memory, update_heap
 from .metrics import MetricsLogger, PhaseTimer, eval_record, print_before_after, step_summary
 from .plumbing import progress_bar, signals_to
-from .policy import Policy, active_policies, build_policies, resync_engines, set_base_lr, sync_engine
+from .policy import Policy, active_policies, build_policies, release_modules, resync_engines, set_base_lr, sync_engine
 from .policy_state import policies_state, restore_policies, save_policy_shards
 from .sft import cold_start as run_cold_start
 from .strategy import local_elements, make_strategy
@@ -573,8 +573,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ process plumbing
 
     def graceful_stop(self):
-        """While active, Ctrl-C or SIGTERM (a scheduler's, `kill`'s) asks the run to finish its step, save and
-        exit; the previous handlers come back afterwards."""
+        """While active, Ctrl-C or SIGTERM asks the run to finish its step, save and exit; then the old handlers."""
         return signals_to(self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
@@ -593,7 +592,9 @@ class Trainer:
         return progress_bar(self.console, label, enabled=enabled, total=total, completed=completed)
 
     def close(self) -> None:
-        """Stop the generation engines (vLLM's processes), release their memory, and leave the process group."""
+        """Stop the engines, drop the modules under several processes (:func:`release_modules`), leave the group."""
         for p in self.policies:
             p.engine.close()
+        if self.dist.enabled:
+            release_modules(self.policies)
         self.dist.close()
