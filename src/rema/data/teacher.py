@@ -30,14 +30,13 @@ import random
 from collections.abc import Sequence
 
 from ..config import ConfigError
-from ..config.choices import TEACHER_STYLES
 from ..prompts import ACTIONS, FINISH_MARKER
 from ..runtime.cold_starts import TEACHER_NAME, sft_seed
 from .dialogues import Dialogue
 from .problems import Problem, stable_int
 from .synthetic import Step, arithmetic_steps
 
-__all__ = ["TEACHER_NAME", "TEACHER_STYLES", "cold_start_questions", "teacher_dialogue", "teacher_dialogues"]
+__all__ = ["cold_start_questions", "teacher_dialogue", "teacher_dialogues"]
 
 
 # What to do in one step, with its numbers ({l} op {r}); lower case, to go after a lead-in.
@@ -144,7 +143,7 @@ def _multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, st
     """MTA/RA turns: one instruction and one computed step per round, then [FINISH] and the boxed answer."""
     turns: list[tuple[str, str]] = []
     for i, s in enumerate(steps):
-        do = rng.choice(_DO[s.symbol]).format(l=s.left, r=s.right)
+        do = _do(s, rng, first=True)
         if len(steps) == 1:
             lead = _MTA_ONLY
         else:
@@ -163,7 +162,7 @@ def _planned_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple
     plan = [f"{i}. {_sentence(_do(s, rng, first=i == 1))}" for i, s in enumerate(steps, 1)]
     turns: list[tuple[str, str]] = []
     for i, s in enumerate(steps, 1):
-        do = rng.choice(_DO[s.symbol]).format(l=s.left, r=s.right)
+        do = _do(s, rng, first=True)
         step = rng.choice(_MTA_STEP_ONE if i == 1 else _MTA_STEP).format(i=i, k=k, do=do, Do=do[0].upper() + do[1:])
         turns.append(("mta", "\n".join([rng.choice(_PLAN_HEAD), *plan, step]) if i == 1 else step))
         turns.append(("ra", rng.choice(_RA_STEP).format(l=s.left, s=s.symbol, r=s.right, v=s.result)))
@@ -217,7 +216,7 @@ def teacher_dialogue(
     """The teacher's dialogue of one synthetic ``problem`` for ``method`` (``rema``, ``vrp``, ``mrp``) and ``mode``
     (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
     ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
-    ``style`` (multi-turn ReMA, :data:`TEACHER_STYLES`): ``plan`` opens with the whole plan.
+    ``style`` (multi-turn ReMA, ``sft.teacher_style``): ``plan`` opens with the whole plan.
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.

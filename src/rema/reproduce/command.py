@@ -128,7 +128,7 @@ def _chosen_arms(arms: str | None, plans) -> set[str] | None:
 def dry_run(plans, scale: str, jobs: int = 1) -> int:
     """Print every run (status, estimated minutes; a cold start counted once per cache entry) per experiment,
     the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan."""
-    from ..runtime.cold_starts import cold_start_key
+    from ..runtime.cold_starts import cold_start_key, is_stored
 
     total, cached, cores = 0.0, set(), len(core_groups(jobs)[0])
     for exp, seeds, runs in plans:
@@ -136,7 +136,7 @@ def dry_run(plans, scale: str, jobs: int = 1) -> int:
         exp_min = 0.0
         for r in runs:
             key = cold_start_key(r.cfg) if r.cfg.sft.cold_start else None
-            stored = key is not None and _stored(r.cfg.sft.cache, key)
+            stored = key is not None and is_stored(r.cfg.sft.cache, key)
             est = None
             if r.status() == "done":
                 est = r.minutes()
@@ -153,12 +153,6 @@ def dry_run(plans, scale: str, jobs: int = 1) -> int:
     if scale == "cpu" and len(plans) > 1:
         print(f"all: estimated {total / jobs / 60:.1f} h")
     return 0
-
-
-def _stored(cache: str | None, key: str) -> bool:
-    """Whether the ``sft.cache`` folder holds a finished cold start under ``key`` (an entry appears whole, with its
-    ``metrics.json``, or not at all: :func:`rema.train.sft_cache.store_entry`)."""
-    return cache is not None and (Path(cache) / key / "metrics.json").is_file()
 
 
 def _paper_plan(run: PlannedRun) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from ..config import Config
 
@@ -12,6 +13,9 @@ TEACHER_NAME = "synthetic-program@2026.12.3"
 """The program teacher's version (:mod:`rema.data.teacher`), recorded in each of its dialogues' ``meta["teacher"]``
 and part of a teacher cold start's key: change it whenever a phrasing there changes, so that no cached cold start
 of the old phrasings is reused."""
+ENTRY_METRICS = "metrics.json"
+"""The file an ``sft.cache`` entry's folder holds its cold start's metrics in (:mod:`rema.train.sft_cache` writes an
+entry whole, then renames it into place): a folder with it is a finished cold start."""
 UNUSED_ROLLOUT_KEYS = ("samples_per_question", "eval_temperature")
 """Rollout settings that do not change a cold start (how many samples RL draws, evaluation's temperature; the
 ``vllm_*`` memory and threading keys too); every other one may (the format, the turn limits a dialogue is
@@ -42,3 +46,8 @@ def cold_start_key(cfg: Config) -> str:
         "teacher": TEACHER_NAME if cfg.sft.data == "teacher" else None,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_stored(cache: str | Path | None, key: str) -> bool:
+    """Whether the ``sft.cache`` folder ``cache`` holds a finished cold start under ``key`` (:data:`ENTRY_METRICS`)."""
+    return cache is not None and (Path(cache) / key / ENTRY_METRICS).is_file()

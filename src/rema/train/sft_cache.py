@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..runtime.cold_starts import ENTRY_METRICS
 from .policy import sync_engine
 
 
@@ -46,7 +47,7 @@ def load_entry(folder: Path, policies) -> dict[str, float] | None:
     """Copy a cached cold start into ``policies`` (their trained parameters, in place) and return its metrics
     (with ``sft/cached`` = 1); None, leaving every policy untouched, when ``folder`` is not a complete entry for
     them (another policy layout, a missing tensor)."""
-    meta = folder / "metrics.json"
+    meta = folder / ENTRY_METRICS
     if not meta.is_file():
         return None
     states = {}
@@ -77,7 +78,7 @@ def store_entry(folder: Path, policies, metrics: dict[str, float], dialogues_fil
             save_file(state, str(tmp / f"{pol.name}.safetensors"))
         if dialogues_file.is_file():
             shutil.copyfile(dialogues_file, tmp / "dialogues.jsonl")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        (tmp / ENTRY_METRICS).write_text(json.dumps(metrics, indent=1, sort_keys=True))
         if folder.exists():
             return
         os.rename(tmp, folder)
