@@ -12,7 +12,10 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
   steps takes ``k + 1`` rounds, which ``rollout.max_turns`` must allow. With ``sft.teacher_style=plan`` (the
   config's default) the MTA's first message lists the whole plan, numbered, before its first instruction ("Step 1:
   add 3 and 4."); each later instruction names its step, and the MTA finishes once the plan's last step is done, so
-  the decision to stop is read off its own plan instead of guessed afresh each round.
+  the decision to stop is read off its own plan instead of guessed afresh each round. With ``reduce`` the MTA first
+  restates the question as an expression ("In numbers: (6 + 9) × 2 - 18. First, add 6 and 9."), then each round
+  restates what is left with the RA's result in place ("Now it is 15 × 2 - 18. Next, multiply 15 by 2."), and
+  finishes when one number is left: the same move at every depth, so nothing in it counts steps.
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
 * ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
@@ -85,6 +88,16 @@ _MTA_FINISH = (
     "That answers the question. ",
     "Correct, we are done. ",
     "Good, that is the final result. ",
+)
+_REDUCE_HEAD = ("In numbers: {e}.", "The question asks for {e}.", "As an expression: {e}.", "We need {e}.")
+_REDUCE_NOW = ("Now it is {e}.", "That leaves {e}.", "Now we have {e}.", "It becomes {e}.")
+_REDUCE_FIRST = ("First, {do}.", "Start with the first operation: {do}.", "Begin here: {do}.", "{Do} first.")
+_REDUCE_NEXT = ("Next, {do}.", "Now {do}.", "Then {do}.", "Next operation: {do}.")
+_REDUCE_DONE = (
+    "A single number is left, so that is the answer. ",
+    "Nothing is left to compute. ",
+    "Only the answer is left. ",
+    "No operation is left, so we are done. ",
 )
 _RA_STEP = ("{l} {s} {r} = {v}.", "{l} {s} {r} is {v}.", "I compute {l} {s} {r} = {v}.", "We get {l} {s} {r} = {v}.")
 _RA_FINAL = (
@@ -171,6 +184,36 @@ def _planned_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple
     return turns
 
 
+def _expression(left: int, steps: Sequence[Step]) -> str:
+    """The chain of ``steps`` applied to ``left`` as one expression, bracketed only where it must be:
+    ``_expression(15, [× 2, - 18])`` -> ``15 × 2 - 18``, ``_expression(6, [+ 9, × 2])`` -> ``(6 + 9) × 2``."""
+    text, additive = str(left), False
+    for s in steps:
+        if s.symbol == "×" and additive:
+            text = f"({text})"
+        text, additive = f"{text} {s.symbol} {s.right}", s.symbol != "×"
+    return text
+
+
+def _reduced_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, str]]:
+    """``sft.teacher_style=reduce``: the MTA restates the question as an expression and names its first operation;
+    each later round restates what is left with the RA's last result in place ("Now it is 15 × 2 - 18.") and names
+    the next operation; it finishes when a single number is left. Every round is the same move whatever the depth,
+    and the stop is read off the expression, not counted."""
+    turns: list[tuple[str, str]] = []
+    for i, s in enumerate(steps):
+        do = _do(s, rng, first=True)
+        left = steps[0].left if i == 0 else steps[i - 1].result
+        said = rng.choice(_REDUCE_HEAD if i == 0 else _REDUCE_NOW).format(e=_expression(left, steps[i:]))
+        move = rng.choice(_REDUCE_FIRST if i == 0 else _REDUCE_NEXT).format(do=do, Do=do[0].upper() + do[1:])
+        turns.append(("mta", f"{said}\n{move}"))
+        turns.append(("ra", rng.choice(_RA_STEP).format(l=s.left, s=s.symbol, r=s.right, v=s.result)))
+    last = rng.choice(_REDUCE_NOW).format(e=steps[-1].result)
+    turns.append(("mta", f"{last}\n{rng.choice(_REDUCE_DONE)}{FINISH_MARKER}"))
+    turns.append(("ra", rng.choice(_RA_FINAL).format(v=steps[-1].result)))
+    return turns
+
+
 def _action(problem: Problem, steps: Sequence[Step], rng: random.Random) -> str:
     """The action-set MTA's message (``rollout.action_set``): ``{"action": A, "content": C}`` with ``A`` drawn
     uniformly from the actions, whatever the problem, so that the cold start teaches the format and each action's
@@ -216,7 +259,8 @@ def teacher_dialogue(
     """The teacher's dialogue of one synthetic ``problem`` for ``method`` (``rema``, ``vrp``, ``mrp``) and ``mode``
     (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
     ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
-    ``style`` (multi-turn ReMA, ``sft.teacher_style``): ``plan`` opens with the whole plan.
+    ``style`` (multi-turn ReMA, ``sft.teacher_style``): ``plan`` opens with the whole plan; ``reduce`` restates
+    what is left of the expression each round.
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.
@@ -236,7 +280,8 @@ def teacher_dialogue(
                 f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
                 f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
             )
-        turns = _planned_multi_turn(steps, rng) if style == "plan" else _multi_turn(steps, rng)
+        writer = {"plan": _planned_multi_turn, "reduce": _reduced_multi_turn}.get(style, _multi_turn)
+        turns = writer(steps, rng)
     else:
         raise ConfigError(
             f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
