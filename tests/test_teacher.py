@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rema.config import ConfigError, load_config
+from rema.config.checks import no_effect
 from rema.data.dialogues import check_dialogue
 from rema.data.problems import Problem
 from rema.data.synthetic import LEVELS, arithmetic_steps, synthetic_problems
@@ -146,6 +147,47 @@ def test_teacher_plan_style_opens_with_the_numbered_plan_by_hand():
     assert teacher_dialogue(p, "vrp", "single_turn", FirstChoice(), style="plan").turns == [("ra", SOLUTION["mul_add"])]
 
 
+def test_teacher_reduce_style_restates_what_is_left_by_hand():
+    """``sft.teacher_style=reduce``: the expression, then each round what is left with the RA's result in place
+    (brackets only where they matter), and [FINISH] when a single number is left."""
+    multi = teacher_dialogue(_problem("sub_mul_add"), "rema", "multi_turn", FirstChoice(), max_turns=4, style="reduce")
+    assert multi.turns == [
+        ("mta", "In numbers: (9 - 4) × 6 + 2.\nFirst, subtract 4 from 9."),
+        ("ra", "9 - 4 = 5."),
+        ("mta", "Now it is 5 × 6 + 2.\nNext, multiply 5 by 6."),
+        ("ra", "5 × 6 = 30."),
+        ("mta", "Now it is 30 + 2.\nNext, add 30 and 2."),
+        ("ra", "30 + 2 = 32."),
+        ("mta", f"Now it is 32.\nA single number is left, so that is the answer. {FINISH_MARKER}"),
+        ("ra", "The answer is \\boxed{32}."),
+    ]
+    for op in ("add_mul", "mul_add", "mul_add_sub", "add_mul_sub"):  # the first message restates the expression
+        first = teacher_dialogue(_problem(op), "rema", "multi_turn", FirstChoice(), max_turns=4, style="reduce")
+        assert first.turns[0][1].startswith(f"In numbers: {CASES[op][1].replace('*', '×')}.\n")
+    one = teacher_dialogue(_problem("add"), "rema", "multi_turn", FirstChoice(), max_turns=2, style="reduce")
+    assert [t for _, t in one.turns[::2]] == [
+        "In numbers: 7 + 5.\nFirst, add 7 and 5.",
+        f"Now it is 12.\nA single number is left, so that is the answer. {FINISH_MARKER}",
+    ]
+    # the single agent's control: the same moves and steps in one message
+    vrp = teacher_dialogue(_problem("sub_mul_add"), "vrp", "single_turn", FirstChoice(), style="reduce")
+    assert vrp.turns == [
+        (
+            "ra",
+            "In numbers: (9 - 4) × 6 + 2.\n9 - 4 = 5, so it is 5 × 6 + 2.\n5 × 6 = 30, so it is 30 + 2.\n"
+            "30 + 2 = 32.\nThe answer is \\boxed{32}.",
+        )
+    ]
+    assert not no_effect(load_config(None, ["sft.data=teacher", "rollout.method=vrp", "sft.teacher_style=reduce"]))
+    for refused in (
+        ["rollout.method=vrp", "sft.teacher_style=steps"],
+        ["rollout.method=mrp", "sft.teacher_style=reduce"],
+        ["rollout.method=rema", "rollout.mode=single_turn", "sft.teacher_style=reduce"],
+    ):
+        warned = no_effect(load_config(None, ["sft.data=teacher", *refused]))
+        assert any("sft.teacher_style shapes" in m for m in warned)
+
+
 def _all_methods():
     return [
         ("rema", "multi_turn", "rema-multi"),
@@ -158,7 +200,9 @@ def _all_methods():
 def test_teacher_dialogues_fit_every_method_vary_and_never_leak_a_plan(tiny):
     _, tok = tiny
     problems = synthetic_problems(240, levels=tuple(LEVELS), seed=2, word_problems=0.5)
-    plan_style = [("rema", "multi_turn", "rema-multi", "plan")]
+    plan_style = [("rema", "multi_turn", "rema-multi", s) for s in ("plan", "reduce")] + [
+        ("vrp", "single_turn", "vrp", "reduce")
+    ]
     for method, mode, name, style in [(*m, "steps") for m in _all_methods()] + plan_style:
         cfg = load_config(
             None,

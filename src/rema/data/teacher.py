@@ -214,6 +214,19 @@ def _reduced_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple
     return turns
 
 
+def _reduced_solution(steps: Sequence[Step], rng: random.Random) -> str:
+    """``sft.teacher_style=reduce`` for the single agent (``vrp``): the expression, then each step computed with
+    what it leaves ("9 - 4 = 5, so it is 5 × 6 + 2."), then the boxed answer: the multi-turn MTA's moves and the
+    RA's steps in one message, the control that tells the format's effect from the second agent's."""
+    form = rng.choice(_RA_STEP)
+    lines = [rng.choice(_REDUCE_HEAD).format(e=_expression(steps[0].left, steps))]
+    for i, s in enumerate(steps):
+        done = form.format(l=s.left, s=s.symbol, r=s.right, v=s.result)
+        rest = _expression(s.result, steps[i + 1 :])
+        lines.append(f"{done[:-1]}, so it is {rest}." if i + 1 < len(steps) else done)
+    return "\n".join([*lines, rng.choice(_RA_FINAL).format(v=steps[-1].result)])
+
+
 def _action(problem: Problem, steps: Sequence[Step], rng: random.Random) -> str:
     """The action-set MTA's message (``rollout.action_set``): ``{"action": A, "content": C}`` with ``A`` drawn
     uniformly from the actions, whatever the problem, so that the cold start teaches the format and each action's
@@ -260,14 +273,14 @@ def teacher_dialogue(
     (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
     ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
     ``style`` (multi-turn ReMA, ``sft.teacher_style``): ``plan`` opens with the whole plan; ``reduce`` restates
-    what is left of the expression each round.
+    what is left of the expression each round (for ``vrp`` too: each step and what it leaves, in one message).
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.
     """
     steps = _steps_of(problem)
     if method == "vrp":
-        turns = [("ra", _solution(steps, rng))]
+        turns = [("ra", _reduced_solution(steps, rng) if style == "reduce" else _solution(steps, rng))]
     elif method == "mrp":
         turns = [("ra", f"Plan:\n{_plan(steps, rng, intro=False)}\n\nSolution:\n{_solution(steps, rng, intro=False)}")]
     elif method == "rema" and mode == "single_turn":
