@@ -276,6 +276,18 @@ def test_a_frozen_or_inactive_agents_engine_is_given_its_weights_back_after_leve
     assert resynced == ({"mta"} if "update_agents" in freeze else {"mta", "ra"})
 
 
+def test_the_sync_check_ignores_gaps_among_improbable_tokens():
+    """log-probs below the floor (-5) are compared as the floor: 16-bit noise on a token of log-prob -25 is not a
+    sync fault, a probable token made improbable is."""
+    from rema.rollout.sync_check import SYNC_LOGP_FLOOR, logprob_gap
+
+    assert SYNC_LOGP_FLOOR == -5.0
+    served, trainer = [[-0.5, -25.0, -7.0], [-1.0]], [[-1.0, -21.6, -4.0], [-1.0]]
+    # gaps: 0.5, 0 (both below the floor), 1 (-5 vs -4), 0
+    assert logprob_gap(served, trainer) == (1.0, pytest.approx(1.5 / 4))
+    assert logprob_gap([[-0.1]], [[-9.0]]) == (pytest.approx(4.9), pytest.approx(4.9))
+
+
 def test_engine_shares_and_the_start_condition():
     shares = engine_shares(0.5, [16 * GIB, 4 * GIB], 80 * GIB)
     assert sum(shares) == pytest.approx(0.5) and shares[0] - shares[1] == pytest.approx(12 / 80)

@@ -58,8 +58,12 @@ def test_table1_verdict_from_hand_made_runs():
         "vrp_rl": runs("vrp_rl", [0.20, 0.30, 0.25]),
         "rema_multi": runs("rema_multi", [0.30, 0.40, 0.35]),
         "rema_single": runs("rema_single", [0.0, 0.0, 0.0]),
+        "vrp_rl_reduce": runs("vrp_rl_reduce", [0.40, 0.30, 0.35]),
     }
     a = table1(results)
+    control = a.numbers["rema_vs_vrp_rl_reduce_ood"]  # the single agent taught the same moves does as well
+    assert control["diff"] == pytest.approx(0.0) and control["verdict"] == "inconclusive"
+    assert any(v.startswith("Control: the gain is the second agent's") for v in a.verdicts)
     n = a.numbers["rema_vs_vrp_rl_ood"]
     assert n["a"] == "rema_multi" and n["diff"] == pytest.approx(0.10) and n["verdict"] == "agrees"
     assert any("Goal" in v and "**met**" in v for v in a.verdicts)

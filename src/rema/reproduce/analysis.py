@@ -138,7 +138,8 @@ def _levels(run: Run, index: int = 0) -> list[int]:
 
 def table1(results: Results) -> Analysis:
     """In- and out-of-distribution accuracy per method; verdicts: ReMA vs each baseline out of distribution
-    (and the +5 points goal), ReMA vs VRP_RL in distribution, RL vs prompting."""
+    (and the +5 points goal), ReMA vs VRP_RL in distribution, ReMA vs the single agent taught the meta-thinker's
+    moves (``vrp_rl_reduce``: is the gain the second agent's or the format's?), RL vs prompting."""
     header = ["method", "in-distribution", "out-of-distribution", "boxed (OOD)", "seeds"]
     rows = []
     for arm, runs in results.items():
@@ -189,6 +190,16 @@ def table1(results: Results) -> Analysis:
             ood,
             what=f"{best} vs mrp_rl out of distribution",
             claim="Paper: two agents beat one agent prompted to meta-think",
+        )
+        verdicts.append(line)
+    if best and results.get("vrp_rl_reduce"):
+        line, numbers["rema_vs_vrp_rl_reduce_ood"] = compare(
+            results,
+            best,
+            "vrp_rl_reduce",
+            ood,
+            what=f"{best} vs vrp_rl_reduce (one agent taught the same moves) out of distribution",
+            claim="Control: the gain is the second agent's, not only the meta-thinker's moves",
         )
         verdicts.append(line)
     if results.get("vrp_rl") and results.get("vrp"):

@@ -65,6 +65,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                 Arm("mrp_rl", "MRP_RL"),
                 Arm("rema_single", "ReMA single-turn (separate)"),
                 Arm("rema_multi", "ReMA multi-turn (shared)"),
+                Arm("vrp_rl_reduce", "VRP_RL taught the meta-thinker's moves (control)"),
             ),
             seeds=(0, 1, 2),
             analyse=analysis.table1,

@@ -25,6 +25,21 @@ PROBE_TEXT = (
 # gate). The margins are ~30x for fp32 and ~3x for bf16; a stale or wrong layer moves the mean far more.
 DEFAULT_SYNC_TOLERANCE = {"float32": (1e-3, 1e-4), "float16": (1.0, 0.05), "bfloat16": (1.5, 0.1)}
 
+# Log-probs below this are compared as this. A token the model gives p < e^-5 (0.7%) barely moves sampling, and
+# there 16-bit precision alone is loose: after a sharp cold start (NLL 0.13) the same trainer's probe forward in
+# bf16 and in fp32 differed by up to 3.4 (mean 0.08) on tokens near log-prob -25, and a correct sync failed the
+# bf16 check (max 1.83). With the floor: bf16 noise max 0.38 / mean 0.026, one layer's weights shuffled
+# max 3.8 / mean 0.75, one training step stale max 0.27 / mean 0.015 (that case is the bit-identical check's).
+SYNC_LOGP_FLOOR = -5.0
+
+
+def logprob_gap(served: list[list[float]], trainer: list[list[float]]) -> tuple[float, float]:
+    """``(max, mean)`` of ``|served - trainer|`` over every token of every sequence, each log-prob first raised
+    to :data:`SYNC_LOGP_FLOOR` (a gap among improbable tokens is precision, not a sync fault)."""
+    f = SYNC_LOGP_FLOOR
+    diffs = [abs(max(a, f) - max(b, f)) for s, t in zip(served, trainer) for a, b in zip(s, t)]
+    return max(diffs), sum(diffs) / len(diffs)
+
 
 def sync_tolerance_for(vllm_dtype: str, trainer_dtype: str | None = None) -> tuple[float, float]:
     """The post-sync check's (max, mean) tolerance: that of the coarser of vLLM's dtype and the dtype the

@@ -69,7 +69,13 @@ from .served_weights import (
     release_served_folder,
     write_weights,
 )
-from .sync_check import PROBE_TEXT, WeightSyncError, sync_tolerance_for, trainer_logprobs  # noqa: E402
+from .sync_check import (  # noqa: E402
+    PROBE_TEXT,
+    WeightSyncError,
+    logprob_gap,
+    sync_tolerance_for,
+    trainer_logprobs,
+)
 from .vllm_memory import check_start, device_memory  # noqa: E402
 from .vllm_worker import RemaWorkerExtension, allowed_sleep_level, bind_cpu_threads, claim_sleep_mode  # noqa: E402
 
@@ -527,10 +533,11 @@ class VLLMEngine(Engine):
         """Compare vLLM's and ``model``'s log-probs on ``sequences`` (default: the probe); raise on mismatch.
 
         Two failures are caught: (1) max |Δ| or mean |Δ| beyond ``sync_tolerance`` (wrong, garbled or partly
-        stale weights); (2) the served weights changed (``weights_changed``: their bits differ from the last
-        sync's) but vLLM's scores are bit-identical to the last check's: the reload did nothing. (2) catches
-        an update far too small to cross the tolerance of (1); vLLM's scoring of one fixed sequence is
-        deterministic (same batch, prefix cache dropped).
+        stale weights; log-probs below ``SYNC_LOGP_FLOOR`` are compared as the floor, :func:`logprob_gap`);
+        (2) the served weights changed (``weights_changed``: their bits differ from the last sync's) but vLLM's
+        scores are bit-identical to the last check's: the reload did nothing. (2) catches an update far too
+        small to cross the tolerance of (1); vLLM's scoring of one fixed sequence is deterministic (same batch,
+        prefix cache dropped).
         """
         sequences = sequences or [self.probe_ids()]
         served = self.score(sequences)
@@ -543,8 +550,7 @@ class VLLMEngine(Engine):
             or (self.torch_dtype == torch.float16 and device.type == "cuda")
         )
         trainer = trainer_logprobs(model, sequences, compute_dtype=self.torch_dtype if native else None)
-        diffs = [abs(a - b) for s, t in zip(served, trainer) for a, b in zip(s, t)]
-        max_diff, mean_diff = max(diffs), sum(diffs) / len(diffs)
+        max_diff, mean_diff = logprob_gap(served, trainer)
         metrics = {"sync_check_max_abs_diff": max_diff, "sync_check_mean_abs_diff": mean_diff}
         breach = max_diff > self.sync_tolerance or mean_diff > self.sync_mean_tolerance
         if breach and not self.sync_check_fatal:  # a guarded run: the health check logp_drift acts on it
