@@ -335,9 +335,13 @@ class SFTConfig:
     """``teacher``, multi-turn ReMA: how the meta-thinker leads. ``plan``: its first message lists the whole
     numbered plan before "Step 1: ...", each later instruction names its step, and it finishes once the plan's last
     step is done, so the decision to stop is read off its own plan. ``steps``: one instruction per round ("First,
-    add 3 and 4.") and [FINISH] after the last. The default is ``plan`` because with ``steps`` the 135M
-    meta-thinker never decomposed a two-step problem after its cold start, and with ``plan`` it did
-    (docs/reproduction.md, "Why ReMA trailed")."""
+    add 3 and 4.") and [FINISH] after the last. ``reduce``: it restates the question as an expression and names
+    the first operation, then each round restates what is left with the reasoner's result in place ("Now it is
+    15 × 2 - 18. Next, multiply 15 by 2.") and finishes when one number is left: the same move at any depth, so
+    nothing in it counts steps (Table 1 uses it). ``reduce`` also applies to ``rollout.method=vrp``: each step and
+    what it leaves, in one message (Table 1's control arm). The default is ``plan`` because with ``steps`` the
+    135M meta-thinker never decomposed a two-step problem after its cold start, and with ``plan`` it did;
+    ``reduce`` was ahead of ``plan`` out of distribution by less than the seeds spread (docs/reproduction.md)."""
     questions: int = 64
     """``self`` and ``teacher``: training questions to draw (seeded by ``sft.seed``)."""
     seed: int | None = None
