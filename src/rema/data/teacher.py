@@ -19,8 +19,9 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
 * ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
-* ``vrp``: one message, step by step, boxed. ``mrp``: one message, ``Plan:`` (the steps, no results) then
-  ``Solution:`` (the computation, boxed), as the MRP prompt asks.
+* ``vrp``: one message, step by step, boxed (with ``reduce``: the expression, then each step and what it leaves).
+  ``mrp``: one message, ``Plan:`` (the steps, no results) then ``Solution:`` (the computation, boxed), as the MRP
+  prompt asks.
 
 Each message kind has several phrasings, picked by the ``rng`` passed in (``teacher_dialogues`` seeds one per
 problem from the run's seed and the problem's id), so the meta-thinker does not learn one template.
