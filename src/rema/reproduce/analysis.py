@@ -156,57 +156,47 @@ def table1(results: Results) -> Analysis:
     ind = lambda r: r.eval_final(0)  # noqa: E731
     remas = [a for a in ("rema_multi", "rema_single") if results.get(a)]
     best = max(remas, key=lambda a: _est(results[a], ood).mean) if remas else None
-    verdicts, numbers = [], {}
-    if best and results.get("vrp_rl"):
-        line, numbers["rema_vs_vrp_rl_ood"] = compare(
-            results,
+    # (key, a, b, metric, what, the claim it tests), in the order the verdicts are read
+    claims = [
+        (
+            "rema_vs_vrp_rl_ood",
             best,
             "vrp_rl",
             ood,
-            what=f"{best} vs vrp_rl out of distribution",
-            claim="Paper: ReMA beats VRP_RL, most out of distribution",
-        )
-        verdicts.append(line)
-        goal = numbers["rema_vs_vrp_rl_ood"]["diff"] >= GOAL_POINTS
-        verdicts.append(
-            f"Goal (ReMA ≥ VRP_RL + {GOAL_POINTS * 100:.0f} points OOD, mean over seeds): "
-            f"**{'met' if goal else 'not met'}** ({numbers['rema_vs_vrp_rl_ood']['diff'] * 100:+.1f} "
-            f"points; {best} is the better ReMA arm by its OOD mean)"
-        )
-        line, numbers["rema_vs_vrp_rl_id"] = compare(
-            results,
-            best,
-            "vrp_rl",
-            ind,
-            what=f"{best} vs vrp_rl in distribution",
-            claim="Paper: ReMA is at least on par in distribution",
-        )
-        verdicts.append(line)
-    if best and results.get("mrp_rl"):
-        line, numbers["rema_vs_mrp_rl_ood"] = compare(
-            results,
+            "out of distribution",
+            "Paper: ReMA beats VRP_RL, most out of distribution",
+        ),
+        ("rema_vs_vrp_rl_id", best, "vrp_rl", ind, "in distribution", "Paper: ReMA is at least on par in distribution"),
+        (
+            "rema_vs_mrp_rl_ood",
             best,
             "mrp_rl",
             ood,
-            what=f"{best} vs mrp_rl out of distribution",
-            claim="Paper: two agents beat one agent prompted to meta-think",
-        )
-        verdicts.append(line)
-    if best and results.get("vrp_rl_reduce"):
-        line, numbers["rema_vs_vrp_rl_reduce_ood"] = compare(
-            results,
+            "out of distribution",
+            "Paper: two agents beat one agent prompted to meta-think",
+        ),
+        (
+            "rema_vs_vrp_rl_reduce_ood",
             best,
             "vrp_rl_reduce",
             ood,
-            what=f"{best} vs vrp_rl_reduce (one agent taught the same moves) out of distribution",
-            claim="Control: the gain is the second agent's, not only the meta-thinker's moves",
-        )
-        verdicts.append(line)
-    if results.get("vrp_rl") and results.get("vrp"):
-        line, numbers["vrp_rl_vs_vrp_id"] = compare(
-            results, "vrp_rl", "vrp", ind, what="vrp_rl vs vrp in distribution", claim="Paper: RL improves on prompting"
-        )
-        verdicts.append(line)
+            "(one agent taught the same moves) out of distribution",
+            "Control: the gain is the second agent's, not only the meta-thinker's moves",
+        ),
+        ("vrp_rl_vs_vrp_id", "vrp_rl", "vrp", ind, "in distribution", "Paper: RL improves on prompting"),
+    ]
+    verdicts, numbers = [], {}
+    for key, a, b, fn, where, claim in claims:
+        if a and results.get(a) and results.get(b):
+            line, numbers[key] = compare(results, a, b, fn, what=f"{a} vs {b} {where}", claim=claim)
+            verdicts.append(line)
+        if key == "rema_vs_vrp_rl_ood" and key in numbers:
+            diff = numbers[key]["diff"]
+            verdicts.append(
+                f"Goal (ReMA ≥ VRP_RL + {GOAL_POINTS * 100:.0f} points OOD, mean over seeds): "
+                f"**{'met' if diff >= GOAL_POINTS else 'not met'}** ({diff * 100:+.1f} points; {best} is the better "
+                "ReMA arm by its OOD mean)"
+            )
     return Analysis(header, rows, verdicts, numbers)
 
 
