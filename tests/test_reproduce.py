@@ -313,3 +313,16 @@ def test_dry_run_counts_a_cold_start_already_in_the_cache_as_done(tmp_path, caps
     (entry / "metrics.json").write_text("{}")
     cached, noted = minutes("rema_multi-seed0")
     assert noted and cached < fresh
+
+
+def test_table1_plans_at_both_scales_and_its_control_is_cpu_only(tmp_path):
+    """The paper scale plans offline from configs/reproduce/paper; table1's control arm (built on the synthetic
+    program teacher) runs at CPU scale only."""
+    exp = EXPERIMENTS["table1"]
+    for scale in ("cpu", "paper"):
+        runs = {r.arm.name: r for r in plan_grid(exp, scale=scale, seeds=(0,), out=tmp_path, overrides=[])}
+        assert set(runs) == {a.name for a in exp.arms if scale in a.scales}
+        assert ("vrp_rl_reduce" in runs) == (scale == "cpu") and "rema_multi" in runs
+        if scale == "cpu":
+            control = runs["vrp_rl_reduce"].cfg
+            assert control.sft.teacher_style == "reduce" and control.rollout.method == "vrp"

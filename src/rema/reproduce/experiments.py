@@ -30,6 +30,8 @@ class Arm:
     seeded: bool = True
     """False for an arm without training or sampling (prompting only, greedy evaluation): its result does not
     depend on the seed, so it runs once (as seed 0) and that run stands for every seed."""
+    scales: tuple[str, ...] = ("cpu", "paper")
+    """The ``--scale`` values it runs at: a control built on the synthetic program teacher has no paper scale."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                 Arm("mrp_rl", "MRP_RL"),
                 Arm("rema_single", "ReMA single-turn (separate)"),
                 Arm("rema_multi", "ReMA multi-turn (shared)"),
-                Arm("vrp_rl_reduce", "VRP_RL taught the meta-thinker's moves (control)"),
+                Arm("vrp_rl_reduce", "VRP_RL taught the meta-thinker's moves (control)", scales=("cpu",)),
             ),
             seeds=(0, 1, 2),
             analyse=analysis.table1,

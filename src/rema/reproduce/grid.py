@@ -117,7 +117,7 @@ def plan_grid(
     from ..runtime import command_config
 
     runs = []
-    for arm in exp.arms:
+    for arm in (a for a in exp.arms if scale in a.scales):
         path = arm_config_path(exp, arm, scale, configs_root)
         for seed in seeds if arm.seeded else seeds[:1]:
             name = f"{arm.name}-seed{seed}"
