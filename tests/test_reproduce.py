@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -229,7 +230,8 @@ def test_kill_then_rerun_reuses_finished_runs(tmp_path):
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
-    assert plan.returncode == 0 and plan.stdout.count("stale") == 5, plan.stdout + plan.stderr
+    runs = int(re.search(r"seeds 0; (\d+) runs", plan.stdout).group(1))
+    assert plan.returncode == 0 and runs > 1 and plan.stdout.count("stale") == runs, plan.stdout + plan.stderr
 
 
 def test_core_groups_split_the_cores_and_refuse_more_jobs_than_cores(monkeypatch):
