@@ -1,0 +1,124 @@
+"""Where out-of-distribution answers go wrong: the first restatement of a synthetic question, read off `rema eval`
+records.
+
+``sft.teacher_style=reduce`` teaches the first message to restate the question as an expression ("In numbers:
+(2 + 4) × 3.") before any arithmetic, the meta-thinker's in ReMA multi-turn, the single agent's in VRP. Each
+synthetic record knows its expression, so every greedy episode falls in one class:
+
+- ``right``: the restatement's value is the answer (the question was read right);
+- ``wrong``: every operation is there but the value is not the answer (misread order or numbers);
+- ``dropped``: fewer operations than the question's (a term of the story left out);
+- ``none``: no restatement in the first message.
+
+One JSON line per (label, level): the count of each class, how many of the ``right`` ones ended correct, and
+the accuracy. A label ``ARM/SEED`` groups with others of the same ARM into one more line, ``ARM/mean``, the
+mean count over its seeds. The folders are ``rema eval --out`` folders (``records/*.jsonl``):
+
+    python bench/restatements.py rema_multi/s0=EVAL_DIR [ARM/SEED=EVAL_DIR ...] [--levels 4 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import operator
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from rema.data.teacher import REDUCE_HEADS
+
+CLASSES = ("right", "wrong", "dropped", "none")
+_HEAD = re.compile("|".join(re.escape(h.split("{e}")[0]) + r"(.+?)\.(?:\n|$)" for h in REDUCE_HEADS))
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPERATOR = re.compile(r"[-+×*÷/]")
+
+
+def restatement(text: str) -> str | None:
+    """The expression a first message restates (``"In numbers: 3 × 2 + 8.\\n..."`` -> ``"3 × 2 + 8"``), or None."""
+    m = _HEAD.search(text)
+    return next((g for g in m.groups() if g), None) if m else None
+
+
+def value(expression: str) -> float | None:
+    """The value of an arithmetic expression in ``× ÷ * / + -``, brackets and integers; None if it is not one."""
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](walk(node.left), walk(node.right))
+        raise ValueError(node)
+
+    try:
+        return walk(ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError):
+        return None
+
+
+def classify(first_message: str, expression: str, answer: str) -> str:
+    """One of CLASSES for a first message against the question's expression (``meta["expression"]``) and answer."""
+    said = restatement(first_message)
+    if said is None:
+        return "none"
+    if len(_OPERATOR.findall(said)) < len(_OPERATOR.findall(expression)):
+        return "dropped"
+    v = value(said)
+    return "right" if v is not None and abs(v - float(answer)) < 1e-9 else "wrong"
+
+
+def count(folder: Path, levels: set[int]) -> dict[int, Counter]:
+    """Per level: the classes of the first sample of every record, and ``right_correct``/``correct``."""
+    out: dict[int, Counter] = defaultdict(Counter)
+    files = sorted((folder / "records").glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"{folder}: no records/*.jsonl; give the --out folder of a `rema eval` run")
+    for path in files:
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("level") not in levels:
+                continue
+            ep = rec["samples"][0]["episode"]
+            kind = classify(ep["turns"][0]["text"], ep["meta"]["expression"], rec["answer"])
+            c = out[rec["level"]]
+            c[kind] += 1
+            c["correct"] += bool(rec["correct"])
+            c["right_correct"] += bool(rec["correct"]) and kind == "right"
+            c["n"] += 1
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="LABEL=EVAL_DIR")
+    ap.add_argument("--levels", type=int, nargs="+", default=[4, 6])
+    args = ap.parse_args()
+    groups: dict[tuple[str, int], list[Counter]] = defaultdict(list)
+    for item in args.runs:
+        label, _, folder = item.partition("=")
+        if not folder:
+            raise SystemExit(f"{item!r}: write LABEL=EVAL_DIR")
+        for level, c in sorted(count(Path(folder), set(args.levels)).items()):
+            print(
+                json.dumps(
+                    {
+                        "label": label,
+                        "level": level,
+                        **{k: c[k] for k in (*CLASSES, "right_correct")},
+                        "n": c["n"],
+                        "accuracy": round(c["correct"] / c["n"], 3),
+                    }
+                )
+            )
+            if "/" in label:
+                groups[(label.split("/")[0], level)].append(c)
+    for (arm, level), cs in groups.items():
+        if len(cs) > 1:
+            mean = {k: round(sum(c[k] for c in cs) / len(cs), 1) for k in (*CLASSES, "right_correct", "n")}
+            acc = round(sum(c["correct"] for c in cs) / sum(c["n"] for c in cs), 3)
+            print(json.dumps({"label": f"{arm}/mean", "level": level, **mean, "accuracy": acc, "seeds": len(cs)}))
+
+
+if __name__ == "__main__":
+    main()

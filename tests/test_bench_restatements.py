@@ -1,0 +1,76 @@
+"""bench/restatements.py: the class of a first restatement against hand-read questions, and one run of the script
+on a hand-written `rema eval` record folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "restatements.py"
+
+
+@pytest.fixture(scope="module")
+def rs():
+    spec = importlib.util.spec_from_file_location("restatements", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "first, expression, answer, kind",
+    [
+        ("In numbers: (2 + 4) × 3.\nFirst, add 2 and 4.", "(2 + 4) * 3", "18", "right"),
+        ("The question asks for 3 × 2 + 8.\nBegin here: multiply 3 by 2.", "2 * 3 + 8", "14", "right"),
+        ("As an expression: 2 × 4 + 3.\n2 × 4 = 8, so it is 8 + 3.", "(2 + 3) * 4", "20", "wrong"),
+        ("We need 6 × 3.\nCompute 6 × 3 first.", "6 * 3 + 6", "24", "dropped"),
+        ("In numbers: 3 × 3.\nCompute 3 × 3 first.", "(2 + 4) * 3", "18", "dropped"),
+        ("Add 2 and 4 first.", "(2 + 4) * 3", "18", "none"),
+        ("In numbers: 2 + four.\nAdd them.", "2 + 4", "6", "wrong"),
+        ("In numbers: 2+4+3.", "2 + 4 + 3", "9", "right"),
+    ],
+)
+def test_each_first_message_falls_in_its_class(rs, first, expression, answer, kind):
+    assert rs.classify(first, expression, answer) == kind
+
+
+def test_value_reads_the_arithmetic_and_nothing_else(rs):
+    assert rs.value("(6 + 9) × 2 - 18") == 12
+    assert rs.value("8 ÷ 2 + 1") == 5
+    assert rs.value("__import__('os')") is None
+    assert rs.value("3 +") is None
+
+
+def test_the_script_counts_classes_per_level_and_averages_seeds(tmp_path):
+    def record(level, expression, answer, first, correct):
+        episode = {"turns": [{"agent": "mta", "text": first}], "meta": {"expression": expression}}
+        return {"level": level, "answer": answer, "correct": correct, "samples": [{"episode": episode}]}
+
+    rows = {
+        "s0": [
+            record(4, "(2 + 4) * 3", "18", "In numbers: (2 + 4) × 3.\nFirst, add 2 and 4.", True),
+            record(4, "6 * 3 + 6", "24", "We need 6 × 3.\nCompute 6 × 3 first.", False),
+            record(1, "2 + 4", "6", "In numbers: 2 + 4.", True),
+        ],
+        "s1": [
+            record(4, "(2 + 4) * 3", "18", "In numbers: (2 + 4) × 3.\nFirst, add 2 and 4.", False),
+            record(4, "6 * 3 + 6", "24", "In numbers: 6 × 3 + 6.\nFirst, multiply 6 by 3.", True),
+        ],
+    }
+    args = []
+    for seed, recs in rows.items():
+        (tmp_path / seed / "records").mkdir(parents=True)
+        (tmp_path / seed / "records" / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        args.append(f"arm/{seed}={tmp_path / seed}")
+    out = subprocess.run([sys.executable, str(SCRIPT), *args, "--levels", "4"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(x["label"], x["level"]) for x in lines] == [("arm/s0", 4), ("arm/s1", 4), ("arm/mean", 4)]
+    assert (lines[0]["right"], lines[0]["dropped"], lines[0]["right_correct"], lines[0]["accuracy"]) == (1, 1, 1, 0.5)
+    assert (lines[1]["right"], lines[1]["right_correct"]) == (2, 1)
+    assert (lines[2]["right"], lines[2]["dropped"], lines[2]["accuracy"], lines[2]["seeds"]) == (1.5, 0.5, 0.5, 2)
