@@ -292,6 +292,33 @@ def test_cold_starts_are_shared_through_the_grid_cache(tmp_path):
                 assert r.cfg.sft.cache is None
 
 
+def test_a_finished_run_stays_done_when_rema_adds_an_option_at_its_default(tmp_path):
+    """reproduce.json records the run's settings: a key it lacks (an option added since) at its default keeps the
+    run done, the same key set otherwise makes it stale, and so does a changed value of a recorded key."""
+    import dataclasses
+
+    from rema.reproduce.grid import DONE
+
+    [exp] = get_experiments("table1")
+    run = next(r for r in plan_grid(exp, scale="cpu", seeds=(0,), out=tmp_path, overrides=[]) if r.arm.name == "vrp_rl")
+    run.run_dir.mkdir(parents=True)
+
+    def finish(settings: dict) -> str:
+        (run.run_dir / DONE).write_text(json.dumps({"config_hash": "written by an older rema", "settings": settings}))
+        return run.status()
+
+    def replaced(r, **train):
+        return dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, train=dataclasses.replace(r.cfg.train, **train)))
+
+    older = {k: v for k, v in run.settings().items() if k != "train.fsdp_cpu_offload"}
+    assert run.cfg.train.fsdp_cpu_offload == type(run.cfg.train)().fsdp_cpu_offload  # the arm leaves it at its default
+    assert finish(older) == "done"
+    assert replaced(run, fsdp_cpu_offload=not run.cfg.train.fsdp_cpu_offload).status() == "stale"
+    assert finish({**run.settings(), "train.lr": 3e-4}) == "stale"
+    assert finish({**run.settings(), "a.key.rema.dropped": 1}) == "done"
+    assert finish(None) == "stale"  # a marker from before settings were recorded, with another hash
+
+
 def test_dry_run_counts_a_cold_start_already_in_the_cache_as_done(tmp_path, capsys):
     """--dry-run: an arm whose cold start the cache folder already holds is estimated without it (and says so); a
     half-written entry (no metrics.json) still counts as to be trained."""

@@ -7,8 +7,9 @@ Layout of ``OUT/<experiment>/``::
     logs/<arm>-seed<k>.log        the run's console output
     summary.json, table.md, figure.png, README.md   written by the command once the runs are done
 
-A run is **finished** when its folder holds ``reproduce.json`` with the hash of the config it was asked to run;
-a finished run with another hash (an override or the arm's YAML changed) is run again from scratch. A folder
+A run is **finished** when its folder holds ``reproduce.json`` with the config it was asked to run (its hash, or
+the same value for every key it recorded and the default for every option added to rema since); a finished run
+with another config (an override or the arm's YAML changed) is run again from scratch. A folder
 without it but with a checkpoint is **resumed** (``rema train --resume``: exact, weights, optimizer, RNG and data
 cursor); one without a checkpoint is started again. Each run is a child process that dies with its parent
 (``PR_SET_PDEATHSIG``), so ``kill -9`` of ``rema reproduce`` leaves no trainer writing behind it, and starting the
@@ -63,22 +64,25 @@ class PlannedRun:
     def name(self) -> str:
         return f"{self.arm.name}-seed{self.seed}"
 
+    def settings(self) -> dict[str, object]:
+        """The resolved config as ``{dotted key: value}`` (JSON values), recorded with a finished run."""
+        return _flatten(_plain(self.cfg))
+
     @property
     def digest(self) -> str:
-        """Hash of the resolved config (what makes a finished run reusable); ``sft.cache`` is left out: where a cold
-        start comes from does not change it."""
-        d = self.cfg.to_dict()
-        d["sft"].pop("cache", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Hash of the resolved config (what makes a finished run reusable)."""
+        return hashlib.sha256(json.dumps(_plain(self.cfg), sort_keys=True).encode()).hexdigest()[:16]
 
     def status(self) -> str:
         """``done``, ``stale`` (done with another config), ``partial`` (a checkpoint to resume) or ``new``."""
         marker = self.run_dir / DONE
         if marker.is_file():
             try:
-                return "done" if json.loads(marker.read_text()).get("config_hash") == self.digest else "stale"
+                record = json.loads(marker.read_text())
             except json.JSONDecodeError:
                 return "stale"
+            same = record.get("config_hash") == self.digest or same_settings(record.get("settings"), self.settings())
+            return "done" if same else "stale"
         ckpts = self.run_dir / "checkpoints"
         if ckpts.is_dir() and any(p.is_dir() and p.name.startswith("step_") for p in ckpts.iterdir()):
             return "partial"
@@ -312,6 +316,7 @@ def execute(
         json.dumps(
             {
                 "config_hash": run.digest,
+                "settings": run.settings(),
                 "minutes": minutes,
                 "arm": run.arm.name,
                 "seed": run.seed,
@@ -322,6 +327,36 @@ def execute(
         + "\n"
     )
     return minutes
+
+
+def _plain(cfg: Config) -> dict:
+    """``cfg`` as nested JSON values, less ``sft.cache``: where a cold start comes from does not change it."""
+    d = json.loads(json.dumps(cfg.to_dict(), default=str))
+    d["sft"].pop("cache", None)
+    return d
+
+
+def _flatten(d: dict, head: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{head}{k}.") if isinstance(v, dict) else {f"{head}{k}": v})
+    return out
+
+
+def same_settings(recorded: dict[str, object] | None, wanted: dict[str, object]) -> bool:
+    """Whether a run that recorded ``recorded`` (:meth:`PlannedRun.settings`) ran what ``wanted`` asks: every key
+    it recorded has the wanted value, and every key it did not record (an option added to rema since) is wanted at
+    its default, so an upgrade that adds an option does not rerun a grid. Keys rema no longer has are ignored."""
+    if not isinstance(recorded, dict):
+        return False
+    defaults = _flatten(_plain(Config()))
+    missing = object()
+    for key, value in wanted.items():
+        before = recorded.get(key, missing)
+        if value != (defaults.get(key, missing) if before is missing else before):
+            return False
+    return True
 
 
 def load_results(runs: list[PlannedRun], seeds: tuple[int, ...]) -> dict[str, list[Run]]:
