@@ -1,5 +1,5 @@
-"""bench/restatements.py: the class of a first restatement against hand-read questions, and one run of the script
-on a hand-written `rema eval` record folder."""
+"""The analysis scripts of bench/ on hand-written `rema eval` folders: restatements.py (the class of a first
+restatement against hand-read questions) and rescore.py (an arm over seeds, paired differences)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,30 @@ def test_the_script_counts_classes_per_level_and_averages_seeds(tmp_path):
     assert (lines[0]["right"], lines[0]["dropped"], lines[0]["right_correct"], lines[0]["accuracy"]) == (1, 1, 1, 0.5)
     assert (lines[1]["right"], lines[1]["right_correct"]) == (2, 1)
     assert (lines[2]["right"], lines[2]["dropped"], lines[2]["accuracy"], lines[2]["seeds"]) == (1.5, 0.5, 0.5, 2)
+
+
+def test_rescore_gives_each_arm_over_seeds_and_the_paired_difference(tmp_path):
+    """bench/rescore.py on hand-written `rema eval` summaries: means, a t interval by hand, pairing by seed, and
+    an unseeded arm standing for every seed."""
+    script = SCRIPT.parent / "rescore.py"
+    accs = {"base/0": 0.4, "base/1": 0.5, "base/2": 0.6, "arm/0": 0.6, "arm/1": 0.75, "arm/2": 0.9, "prompt/0": 0.1}
+    args = []
+    for label, acc in accs.items():
+        folder = tmp_path / label.replace("/", "-")
+        folder.mkdir()
+        scores = {"acc": acc, "acc/level_4": acc / 2, "questions": 10.0}
+        (folder / "summary.json").write_text(json.dumps({"benchmarks": {"set": scores}}))
+        args.append(f"{label}={folder}")
+    out = subprocess.run([sys.executable, str(script), *args, "--against", "base"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = {(x["arm"], x.get("against")): x for x in map(json.loads, out.stdout.splitlines())}
+    base, arm = lines[("base", None)], lines[("arm", None)]
+    assert base["acc"] == 0.5 and base["acc/level_4"] == 0.25 and "questions" not in base
+    # sd of (0.4, 0.5, 0.6) is 0.1; t(2 df) = 4.303; half = 4.303 * 0.1 / sqrt(3) = 0.2484
+    assert base["acc_ci95"] == pytest.approx(0.2484, abs=1e-4)
+    diff = lines[("arm", "base")]  # paired differences 0.2, 0.25, 0.3: mean 0.25, sd 0.05, half 0.1242
+    assert diff["seeds"] == [0, 1, 2] and diff["diff"] == pytest.approx(0.25) and diff["verdict"] == "agrees"
+    assert diff["low"] == pytest.approx(0.25 - 0.1242, abs=1e-4)
+    prompt = lines[("prompt", "base")]  # 0.1 against 0.4, 0.5, 0.6
+    assert prompt["seeds"] == [0, 1, 2] and prompt["diff"] == pytest.approx(-0.4) and prompt["verdict"] == "contradicts"
+    assert arm["acc"] == pytest.approx(0.75)
