@@ -355,3 +355,25 @@ def test_table1_plans_at_both_scales_and_its_control_is_cpu_only(tmp_path):
         if scale == "cpu":
             control = runs["vrp_rl_reduce"].cfg
             assert control.sft.teacher_style == "reduce" and control.rollout.method == "vrp"
+
+
+def test_an_arm_that_repeats_another_is_drawn_dashed_and_named_in_the_legend(tmp_path):
+    """fig5-turns' 3 x 96 and 3 x 48 budgets give the same runs when no message reaches 48 tokens: the second is
+    drawn dashed over the first and its legend says which one it repeats."""
+    import matplotlib.pyplot as plt
+
+    from rema.reproduce.analysis import Run
+    from rema.reproduce.figures import _curves
+
+    def runs(arm, values):
+        return [
+            Run(arm, seed, tmp_path, [{"step": s, "m": v + seed} for s, v in enumerate(values)], {}) for seed in (0, 1)
+        ]
+
+    results = {"a": runs("a", [0.1, 0.5]), "b": runs("b", [0.1, 0.5]), "c": runs("c", [0.2, 0.4])}
+    fig, ax = plt.subplots()
+    _curves(ax, results, lambda r: "m")
+    means = [line for line in ax.get_lines() if line.get_label()[0] != "_"]
+    assert [line.get_label() for line in means] == ["a (2 seeds)", "b (2 seeds) = a", "c (2 seeds)"]
+    assert [line.get_linestyle() for line in means] == ["-", "--", "-"]
+    plt.close(fig)

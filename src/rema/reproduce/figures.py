@@ -40,7 +40,9 @@ def _mean_curve(curves: Sequence[tuple[list, list]]) -> tuple[list, list]:
 
 def _curves(ax, results: Results, key_of, *, x_of=None, smooth_k: int = 1) -> None:
     """Per arm: each seed thin, the mean thick; ``key_of(run)`` names the metric, ``x_of(run, step)`` maps a step
-    to the x axis (default: the step)."""
+    to the x axis (default: the step). An arm whose every seed repeats an earlier arm's curve (a budget that never
+    binds) is drawn dashed over it and says so in the legend, instead of vanishing under it."""
+    drawn: dict[str, list] = {}
     for i, (arm, runs) in enumerate(results.items()):
         color = COLORS[i % len(COLORS)]
         curves = []
@@ -54,15 +56,19 @@ def _curves(ax, results: Results, key_of, *, x_of=None, smooth_k: int = 1) -> No
             ax.plot(xs, ys, color=color, alpha=0.3, lw=0.9)
         if curves:
             xs, ys = _mean_curve(curves)
+            same = next((a for a, c in drawn.items() if c == curves), None)
+            seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
             ax.plot(
                 xs,
                 ys,
                 color=color,
                 lw=2.2,
-                label=f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
+                ls="--" if same else "-",
+                label=f"{arm} ({seeds}) = {same}" if same else f"{arm} ({seeds})",
                 marker="o" if len(xs) < 6 else None,
                 ms=4,
             )
+            drawn[arm] = curves
 
 
 def _save(fig, out: Path) -> None:
