@@ -169,6 +169,15 @@ def test_teacher_reduce_style_restates_what_is_left_by_hand():
         "In numbers: 7 + 5.\nFirst, add 7 and 5.",
         f"Now it is 12.\nA single number is left, so that is the answer. {FINISH_MARKER}",
     ]
+    # reduce_solver: the RA reads the question, the MTA's later moves are reduce's
+    solver = teacher_dialogue(
+        _problem("sub_mul_add"), "rema", "multi_turn", FirstChoice(), max_turns=4, style="reduce_solver"
+    )
+    assert solver.turns[:2] == [
+        ("mta", "Write the question as an expression, then work out its first operation."),
+        ("ra", "In numbers: (9 - 4) × 6 + 2.\n9 - 4 = 5."),
+    ]
+    assert solver.turns[2:] == multi.turns[2:]
     # the single agent's control: the same moves and steps in one message
     vrp = teacher_dialogue(_problem("sub_mul_add"), "vrp", "single_turn", FirstChoice(), style="reduce")
     assert vrp.turns == [
@@ -182,6 +191,7 @@ def test_teacher_reduce_style_restates_what_is_left_by_hand():
     for refused in (
         ["rollout.method=vrp", "sft.teacher_style=steps"],
         ["rollout.method=mrp", "sft.teacher_style=reduce"],
+        ["rollout.method=vrp", "sft.teacher_style=reduce_solver"],
         ["rollout.method=rema", "rollout.mode=single_turn", "sft.teacher_style=reduce"],
     ):
         warned = no_effect(load_config(None, ["sft.data=teacher", *refused]))
@@ -200,7 +210,7 @@ def _all_methods():
 def test_teacher_dialogues_fit_every_method_vary_and_never_leak_a_plan(tiny):
     _, tok = tiny
     problems = synthetic_problems(240, levels=tuple(LEVELS), seed=2, word_problems=0.5)
-    plan_style = [("rema", "multi_turn", "rema-multi", s) for s in ("plan", "reduce")] + [
+    plan_style = [("rema", "multi_turn", "rema-multi", s) for s in ("plan", "reduce", "reduce_solver")] + [
         ("vrp", "single_turn", "vrp", "reduce")
     ]
     for method, mode, name, style in [(*m, "steps") for m in _all_methods()] + plan_style:

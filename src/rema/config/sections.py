@@ -338,7 +338,11 @@ class SFTConfig:
     add 3 and 4.") and [FINISH] after the last. ``reduce``: it restates the question as an expression and names
     the first operation, then each round restates what is left with the reasoner's result in place ("Now it is
     15 × 2 - 18. Next, multiply 15 by 2.") and finishes when one number is left: the same move at any depth, so
-    nothing in it counts steps (Table 1 uses it). ``reduce`` also applies to ``rollout.method=vrp``: each step and
+    nothing in it counts steps (Table 1 uses it). ``reduce_solver``: ``reduce``, but the meta-thinker's first
+    message asks the reasoner to write the question as an expression and do its first operation, so the reading
+    sits at the head of a computing message, where the single agent's sits (at 135M the meta-thinker misread
+    two-step stories more often than one agent taught the same moves). ``reduce`` also applies to
+    ``rollout.method=vrp``: each step and
     what it leaves, in one message (Table 1's control arm). The default is ``plan`` because with ``steps`` the
     135M meta-thinker never decomposed a two-step problem after its cold start, and with ``plan`` it did;
     ``reduce`` was ahead of ``plan`` out of distribution by less than the seeds spread (docs/reproduction.md)."""

@@ -15,7 +15,8 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
   the decision to stop is read off its own plan instead of guessed afresh each round. With ``reduce`` the MTA first
   restates the question as an expression ("In numbers: (6 + 9) × 2 - 18. First, add 6 and 9."), then each round
   restates what is left with the RA's result in place ("Now it is 15 × 2 - 18. Next, multiply 15 by 2."), and
-  finishes when one number is left: the same move at every depth, so nothing in it counts steps.
+  finishes when one number is left: the same move at every depth, so nothing in it counts steps. With
+  ``reduce_solver`` the MTA's first message asks for the expression and its first operation, and the RA writes both.
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
 * ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
@@ -99,6 +100,12 @@ _REDUCE_DONE = (
     "Nothing is left to compute. ",
     "Only the answer is left. ",
     "No operation is left, so we are done. ",
+)
+_READ_ASK = (
+    "Write the question as an expression, then work out its first operation.",
+    "Put the question into numbers as one expression, then do its first operation.",
+    "First turn the question into an expression, then compute its first operation.",
+    "Read the question as an expression and compute its first operation.",
 )
 _RA_STEP = ("{l} {s} {r} = {v}.", "{l} {s} {r} is {v}.", "I compute {l} {s} {r} = {v}.", "We get {l} {s} {r} = {v}.")
 _RA_FINAL = (
@@ -215,6 +222,18 @@ def _reduced_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple
     return turns
 
 
+def _solver_reads_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple[str, str]]:
+    """``sft.teacher_style=reduce_solver``: ``reduce``, but the RA reads the question. The MTA's first message asks
+    for the question as an expression and its first operation; the RA writes both ("In numbers: (9 - 4) × 6 + 2.\n
+    9 - 4 = 5."); from there the MTA restates what is left, names the next operation and stops, as in ``reduce``.
+    The reading then sits where the single agent's sits, at the head of a message that goes on to compute."""
+    turns = _reduced_multi_turn(steps, rng)
+    head = rng.choice(REDUCE_HEADS).format(e=_expression(steps[0].left, steps))
+    turns[0] = ("mta", rng.choice(_READ_ASK))
+    turns[1] = ("ra", f"{head}\n{turns[1][1]}")
+    return turns
+
+
 def _reduced_solution(steps: Sequence[Step], rng: random.Random) -> str:
     """``sft.teacher_style=reduce`` for the single agent (``vrp``): the expression, then each step computed with
     what it leaves ("9 - 4 = 5, so it is 5 × 6 + 2."), then the boxed answer: the multi-turn MTA's moves and the
@@ -274,7 +293,8 @@ def teacher_dialogue(
     (``single_turn``, ``multi_turn``; only ``rema`` has two modes), phrasings drawn from ``rng`` (advanced).
     ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
     ``style`` (multi-turn ReMA, ``sft.teacher_style``): ``plan`` opens with the whole plan; ``reduce`` restates
-    what is left of the expression each round (for ``vrp`` too: each step and what it leaves, in one message).
+    what is left of the expression each round (for ``vrp`` too: each step and what it leaves, in one message);
+    ``reduce_solver`` leaves the first reading of the question to the RA.
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.
@@ -294,7 +314,12 @@ def teacher_dialogue(
                 f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
                 f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
             )
-        writer = {"plan": _planned_multi_turn, "reduce": _reduced_multi_turn}.get(style, _multi_turn)
+        writers = {
+            "plan": _planned_multi_turn,
+            "reduce": _reduced_multi_turn,
+            "reduce_solver": _solver_reads_multi_turn,
+        }
+        writer = writers.get(style, _multi_turn)
         turns = writer(steps, rng)
     else:
         raise ConfigError(
