@@ -2,8 +2,9 @@
 records.
 
 ``sft.teacher_style=reduce`` teaches the first message to restate the question as an expression ("In numbers:
-(2 + 4) × 3.") before any arithmetic, the meta-thinker's in ReMA multi-turn, the single agent's in VRP. Each
-synthetic record knows its expression, so every greedy episode falls in one class:
+(2 + 4) × 3.") before any arithmetic, the meta-thinker's in ReMA multi-turn, the single agent's in VRP
+(``reduce_solver``: the reasoner's first reply). Each synthetic record knows its expression, so every greedy
+episode falls in one class:
 
 - ``right``: the restatement's value is the answer (the question was read right);
 - ``wrong``: every operation is there but the value is not the answer (misread order or numbers);
@@ -80,7 +81,9 @@ def count(folder: Path, levels: set[int]) -> dict[int, Counter]:
             if rec.get("level") not in levels:
                 continue
             ep = rec["samples"][0]["episode"]
-            kind = classify(ep["turns"][0]["text"], ep["meta"]["expression"], rec["answer"])
+            texts = [t["text"] for t in ep["turns"][:2]]  # the RA's first reply restates with reduce_solver
+            first = next((t for t in texts if restatement(t) is not None), texts[0])
+            kind = classify(first, ep["meta"]["expression"], rec["answer"])
             c = out[rec["level"]]
             c[kind] += 1
             c["correct"] += bool(rec["correct"])

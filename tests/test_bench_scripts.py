@@ -47,30 +47,53 @@ def test_value_reads_the_arithmetic_and_nothing_else(rs):
 
 
 def test_the_script_counts_classes_per_level_and_averages_seeds(tmp_path):
-    def record(level, expression, answer, first, correct):
-        episode = {"turns": [{"agent": "mta", "text": first}], "meta": {"expression": expression}}
+    def record(level, expression, answer, first, correct, reply="I compute it."):
+        turns = [{"agent": "mta", "text": first}, {"agent": "ra", "text": reply}]
+        episode = {"turns": turns, "meta": {"expression": expression}}
         return {"level": level, "answer": answer, "correct": correct, "samples": [{"episode": episode}]}
 
     rows = {
-        "s0": [
+        "arm/s0": [
             record(4, "(2 + 4) * 3", "18", "In numbers: (2 + 4) × 3.\nFirst, add 2 and 4.", True),
             record(4, "6 * 3 + 6", "24", "We need 6 × 3.\nCompute 6 × 3 first.", False),
             record(1, "2 + 4", "6", "In numbers: 2 + 4.", True),
         ],
-        "s1": [
+        "arm/s1": [
             record(4, "(2 + 4) * 3", "18", "In numbers: (2 + 4) × 3.\nFirst, add 2 and 4.", False),
             record(4, "6 * 3 + 6", "24", "In numbers: 6 × 3 + 6.\nFirst, multiply 6 by 3.", True),
         ],
+        "other/solver": [  # reduce_solver: the MTA asks, the RA's first reply restates
+            record(
+                4,
+                "6 * 3 + 6",
+                "24",
+                "Write the question as an expression, then work out its first operation.",
+                True,
+                reply="In numbers: 6 × 3 + 6.\n6 × 3 = 18.",
+            ),
+            record(
+                4,
+                "(2 + 4) * 3",
+                "18",
+                "Put the question into numbers as one expression.",
+                False,
+                reply="In numbers: 4 × 3.\n4 × 3 = 12.",
+            ),
+        ],
     }
     args = []
-    for seed, recs in rows.items():
-        (tmp_path / seed / "records").mkdir(parents=True)
-        (tmp_path / seed / "records" / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        args.append(f"arm/{seed}={tmp_path / seed}")
+    for label, recs in rows.items():
+        folder = tmp_path / label.replace("/", "-")
+        (folder / "records").mkdir(parents=True)
+        (folder / "records" / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        args.append(f"{label}={folder}")
     out = subprocess.run([sys.executable, str(SCRIPT), *args, "--levels", "4"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [(x["label"], x["level"]) for x in lines] == [("arm/s0", 4), ("arm/s1", 4), ("arm/mean", 4)]
+    labels = [(x["label"], x["level"]) for x in lines]
+    assert labels == [("arm/s0", 4), ("arm/s1", 4), ("other/solver", 4), ("arm/mean", 4)]
+    assert (lines[2]["right"], lines[2]["dropped"], lines[2]["right_correct"]) == (1, 1, 1)
+    del lines[2]
     assert (lines[0]["right"], lines[0]["dropped"], lines[0]["right_correct"], lines[0]["accuracy"]) == (1, 1, 1, 0.5)
     assert (lines[1]["right"], lines[1]["right_correct"]) == (2, 1)
     assert (lines[2]["right"], lines[2]["dropped"], lines[2]["accuracy"], lines[2]["seeds"]) == (1.5, 0.5, 0.5, 2)
