@@ -341,7 +341,9 @@ class SFTConfig:
     nothing in it counts steps (Table 1 uses it). ``reduce_solver``: ``reduce``, but the meta-thinker's first
     message asks the reasoner to write the question as an expression and do its first operation, so the reading
     sits at the head of a computing message, where the single agent's sits (at 135M the meta-thinker misread
-    two-step stories more often than one agent taught the same moves). ``reduce`` also applies to
+    two-step stories more often than one agent taught the same moves; the reasoner reads more of them right after
+    the cold start, but after RL it was not ahead of ``reduce`` on fresh questions: docs/reproduction.md).
+    ``reduce`` also applies to
     ``rollout.method=vrp``: each step and
     what it leaves, in one message (Table 1's control arm). The default is ``plan`` because with ``steps`` the
     135M meta-thinker never decomposed a two-step problem after its cold start, and with ``plan`` it did;
