@@ -9,7 +9,7 @@ episode falls in one class:
 - ``right``: the restatement's value is the answer (the question was read right);
 - ``wrong``: every operation is there but the value is not the answer (misread order or numbers);
 - ``dropped``: fewer operations than the question's (a term of the story left out);
-- ``none``: no restatement in the first message.
+- ``none``: no restatement in the first message (with ``reduce_solver``: in the first two).
 
 One JSON line per (label, level): the count of each class, how many of the ``right`` ones ended correct, and
 the accuracy. A label ``ARM/SEED`` groups with others of the same ARM into one more line, ``ARM/mean``, the
@@ -70,7 +70,8 @@ def classify(first_message: str, expression: str, answer: str) -> str:
 
 
 def count(folder: Path, levels: set[int]) -> dict[int, Counter]:
-    """Per level: the classes of the first sample of every record, and ``right_correct``/``correct``."""
+    """Per level: the class of every record's first sample (its first message that restates, among the first
+    two), ``correct``, ``right_correct`` (read right and answered right) and ``n``."""
     out: dict[int, Counter] = defaultdict(Counter)
     files = sorted((folder / "records").glob("*.jsonl"))
     if not files:
