@@ -319,6 +319,48 @@ def test_a_finished_run_stays_done_when_rema_adds_an_option_at_its_default(tmp_p
     assert finish(None) == "stale"  # a marker from before settings were recorded, with another hash
 
 
+def test_a_finished_run_copied_into_another_out_folder_stays_done(tmp_path):
+    """The hash leaves out log.run_dir: runs/ copied into another --out is reused there, and a marker written by an
+    older rema (whose hash held the run folder) still counts."""
+    import shutil
+
+    from rema.reproduce.grid import DONE, _hash, _plain
+
+    [exp] = get_experiments("table1")
+
+    def vrp_rl(out: Path):
+        return next(r for r in plan_grid(exp, scale="cpu", seeds=(0,), out=out, overrides=[]) if r.arm.name == "vrp_rl")
+
+    first = vrp_rl(tmp_path / "a")
+    first.run_dir.mkdir(parents=True)
+    (first.run_dir / DONE).write_text(json.dumps({"config_hash": first.digest}))
+    shutil.copytree(tmp_path / "a" / "table1" / "runs", tmp_path / "b" / "table1" / "runs")
+    moved = vrp_rl(tmp_path / "b")
+    assert moved.digest == first.digest and moved.status() == "done"
+    assert vrp_rl(tmp_path / "c").status() == "new"
+    older = _plain(moved.cfg)
+    older["log"]["run_dir"] = str(moved.run_dir)
+    (moved.run_dir / DONE).write_text(json.dumps({"config_hash": _hash(older)}))
+    assert moved.status() == "done"
+    older["train"]["lr"] = 1.0
+    (moved.run_dir / DONE).write_text(json.dumps({"config_hash": _hash(older)}))
+    assert moved.status() == "stale"
+
+
+def test_dry_run_with_arms_lists_only_those_arms(tmp_path, capsys):
+    from rema.reproduce.command import dry_run
+
+    plans = []
+    for exp in get_experiments("all"):
+        plans.append((exp, (0, 1), plan_grid(exp, scale="cpu", seeds=(0, 1), out=tmp_path, overrides=[])))
+    dry_run(plans, "cpu", arms={"vrp_rl"})
+    text = capsys.readouterr().out
+    listed = re.findall(r"^  new +(\S+)", text, re.M)
+    assert listed == ["vrp_rl-seed0", "vrp_rl-seed1"], text
+    assert text.startswith("table1:") and "runs of other arms left out" in text
+    assert "fig3:" not in text  # no arm of that name: the experiment is not listed
+
+
 def test_dry_run_counts_a_cold_start_already_in_the_cache_as_done(tmp_path, capsys):
     """--dry-run: an arm whose cold start the cache folder already holds is estimated without it (and says so); a
     half-written entry (no metrics.json) still counts as to be trained."""

@@ -94,7 +94,7 @@ def cmd_reproduce(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        return dry_run(plans, args.scale, args.jobs)
+        return dry_run(plans, args.scale, args.jobs, todo)
     if args.scale == "paper":
         print(
             "note: --scale paper trains 8B models on the Hub's data: launch it on a GPU node "
@@ -125,14 +125,19 @@ def _chosen_arms(arms: str | None, plans) -> set[str] | None:
     return chosen
 
 
-def dry_run(plans, scale: str, jobs: int = 1) -> int:
+def dry_run(plans, scale: str, jobs: int = 1, arms: set[str] | None = None) -> int:
     """Print every run (status, estimated minutes; a cold start counted once per cache entry) per experiment,
-    the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan."""
+    the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan. ``arms`` (``--arms``):
+    only those arms' runs, as the real command would run them."""
     from ..runtime.cold_starts import cold_start_key, is_stored
 
     total, cached, cores = 0.0, set(), len(core_groups(jobs)[0])
-    for exp, seeds, runs in plans:
-        print(f"{exp.name}: {exp.title}\n  seeds {','.join(map(str, seeds))}; {len(runs)} runs")
+    for exp, seeds, planned in plans:
+        runs = [r for r in planned if arms is None or r.arm.name in arms]
+        if not runs:
+            continue
+        left = f" (--arms: {len(planned) - len(runs)} runs of other arms left out)" if len(runs) < len(planned) else ""
+        print(f"{exp.name}: {exp.title}\n  seeds {','.join(map(str, seeds))}; {len(runs)} runs{left}")
         exp_min = 0.0
         for r in runs:
             key = cold_start_key(r.cfg) if r.cfg.sft.cold_start else None

@@ -70,8 +70,14 @@ class PlannedRun:
 
     @property
     def digest(self) -> str:
-        """Hash of the resolved config (what makes a finished run reusable)."""
-        return hashlib.sha256(json.dumps(_plain(self.cfg), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of the resolved config less where it lives (what makes a finished run reusable, in any ``--out``)."""
+        return _hash(_plain(self.cfg))
+
+    def _legacy_digest(self) -> str:
+        """The hash rema wrote before a run folder could move: it held ``log.run_dir``."""
+        d = _plain(self.cfg)
+        d["log"]["run_dir"] = str(self.run_dir)
+        return _hash(d)
 
     def status(self) -> str:
         """``done``, ``stale`` (done with another config), ``partial`` (a checkpoint to resume) or ``new``."""
@@ -81,7 +87,9 @@ class PlannedRun:
                 record = json.loads(marker.read_text())
             except json.JSONDecodeError:
                 return "stale"
-            same = record.get("config_hash") == self.digest or same_settings(record.get("settings"), self.settings())
+            same = record.get("config_hash") in (self.digest, self._legacy_digest()) or same_settings(
+                record.get("settings"), self.settings()
+            )
             return "done" if same else "stale"
         ckpts = self.run_dir / "checkpoints"
         if ckpts.is_dir() and any(p.is_dir() and p.name.startswith("step_") for p in ckpts.iterdir()):
@@ -330,10 +338,16 @@ def execute(
 
 
 def _plain(cfg: Config) -> dict:
-    """``cfg`` as nested JSON values, less ``sft.cache``: where a cold start comes from does not change it."""
+    """``cfg`` as nested JSON values, less ``sft.cache`` and ``log.run_dir``: where a cold start comes from and where
+    the run folder lies do not change what ran (a grid's ``runs/`` copied into another ``--out`` stays done)."""
     d = json.loads(json.dumps(cfg.to_dict(), default=str))
     d["sft"].pop("cache", None)
+    d["log"].pop("run_dir", None)
     return d
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _flatten(d: dict, head: str = "") -> dict[str, object]:
