@@ -344,9 +344,9 @@ class SFTConfig:
     two-step stories more often than one agent taught the same moves; the reasoner reads more of them right after
     the cold start, but after RL it was not ahead of ``reduce`` on fresh questions: docs/reproduction.md).
     ``reduce`` also applies to ``rollout.method=vrp``: each step and what it leaves, in one message (Table 1's
-    control arm). The default is ``plan`` because with ``steps`` the
-    135M meta-thinker never decomposed a two-step problem after its cold start, and with ``plan`` it did;
-    ``reduce`` was ahead of ``plan`` out of distribution by less than the seeds spread (docs/reproduction.md)."""
+    control arm). The default is ``plan`` because with ``steps`` the 135M meta-thinker never decomposed a two-step
+    problem after its cold start (nor a held-out two-step wording after 256 dialogues and RL), and with ``plan`` it
+    did; ``reduce`` was ahead of ``plan`` out of distribution by less than the seeds spread (docs/reproduction.md)."""
     questions: int = 64
     """``self`` and ``teacher``: training questions to draw (seeded by ``sft.seed``)."""
     seed: int | None = None

@@ -234,6 +234,14 @@ def _solver_reads_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[
     return turns
 
 
+_MULTI_TURN_WRITERS = {
+    "plan": _planned_multi_turn,
+    "reduce": _reduced_multi_turn,
+    "reduce_solver": _solver_reads_multi_turn,
+}
+"""``sft.teacher_style`` -> the multi-turn ReMA dialogue writer (``steps``: :func:`_multi_turn`)."""
+
+
 def _reduced_solution(steps: Sequence[Step], rng: random.Random) -> str:
     """``sft.teacher_style=reduce`` for the single agent (``vrp``): the expression, then each step computed with
     what it leaves ("9 - 4 = 5, so it is 5 × 6 + 2."), then the boxed answer: the multi-turn MTA's moves and the
@@ -314,13 +322,7 @@ def teacher_dialogue(
                 f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
                 f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
             )
-        writers = {
-            "plan": _planned_multi_turn,
-            "reduce": _reduced_multi_turn,
-            "reduce_solver": _solver_reads_multi_turn,
-        }
-        writer = writers.get(style, _multi_turn)
-        turns = writer(steps, rng)
+        turns = _MULTI_TURN_WRITERS.get(style, _multi_turn)(steps, rng)
     else:
         raise ConfigError(
             f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "

@@ -104,8 +104,7 @@ def cmd_reproduce(args) -> int:
     failed = 0
     for exp, seeds, runs in plans:
         with grid_lock(out / exp.name):
-            chosen = [r for r in runs if todo is None or r.arm.name in todo]
-            failed += run_grid(exp, chosen, keep_weights=args.keep_weights, jobs=args.jobs)
+            failed += run_grid(exp, only_arms(runs, todo), keep_weights=args.keep_weights, jobs=args.jobs)
             write_outputs(exp, runs, seeds, out / exp.name, command=" ".join(["rema", "reproduce", *sys.argv[2:]]))
     if is_reproduce_folder(out):
         print(f"all experiments on one page: {build_page(out)}  (rema report {out})")
@@ -125,6 +124,11 @@ def _chosen_arms(arms: str | None, plans) -> set[str] | None:
     return chosen
 
 
+def only_arms(runs: list[PlannedRun], arms: set[str] | None) -> list[PlannedRun]:
+    """The runs of ``arms`` (``--arms``; None: every run)."""
+    return [r for r in runs if arms is None or r.arm.name in arms]
+
+
 def dry_run(plans, scale: str, jobs: int = 1, arms: set[str] | None = None) -> int:
     """Print every run (status, estimated minutes; a cold start counted once per cache entry) per experiment,
     the wall time at ``jobs`` runs side by side, and for ``--scale paper`` the memory plan. ``arms`` (``--arms``):
@@ -133,7 +137,7 @@ def dry_run(plans, scale: str, jobs: int = 1, arms: set[str] | None = None) -> i
 
     total, cached, cores = 0.0, set(), len(core_groups(jobs)[0])
     for exp, seeds, planned in plans:
-        runs = [r for r in planned if arms is None or r.arm.name in arms]
+        runs = only_arms(planned, arms)
         if not runs:
             continue
         left = f" (--arms: {len(planned) - len(runs)} runs of other arms left out)" if len(runs) < len(planned) else ""
