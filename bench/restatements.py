@@ -21,51 +21,25 @@ mean count over its seeds. The folders are ``rema eval --out`` folders (``record
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import operator
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from rema.data.teacher import REDUCE_HEADS
+from rema.rewards.restatement import expression_value, restated_expression
 
 CLASSES = ("right", "wrong", "dropped", "none")
-_HEAD = re.compile("|".join(re.escape(h.split("{e}")[0]) + r"(.+?)\.(?:\n|$)" for h in REDUCE_HEADS))
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _OPERATOR = re.compile(r"[-+×*÷/]")
-
-
-def restatement(text: str) -> str | None:
-    """The expression a first message restates (``"In numbers: 3 × 2 + 8.\\n..."`` -> ``"3 × 2 + 8"``), or None."""
-    m = _HEAD.search(text)
-    return next((g for g in m.groups() if g), None) if m else None
-
-
-def value(expression: str) -> float | None:
-    """The value of an arithmetic expression in ``× ÷ * / + -``, brackets and integers; None if it is not one."""
-
-    def walk(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](walk(node.left), walk(node.right))
-        raise ValueError(node)
-
-    try:
-        return walk(ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval").body)
-    except (SyntaxError, ValueError, ZeroDivisionError):
-        return None
 
 
 def classify(first_message: str, expression: str, answer: str) -> str:
     """One of CLASSES for a first message against the question's expression (``meta["expression"]``) and answer."""
-    said = restatement(first_message)
+    said = restated_expression(first_message)
     if said is None:
         return "none"
     if len(_OPERATOR.findall(said)) < len(_OPERATOR.findall(expression)):
         return "dropped"
-    v = value(said)
+    v = expression_value(said)
     return "right" if v is not None and abs(v - float(answer)) < 1e-9 else "wrong"
 
 
@@ -83,7 +57,7 @@ def count(folder: Path, levels: set[int]) -> dict[int, Counter]:
                 continue
             ep = rec["samples"][0]["episode"]
             texts = [t["text"] for t in ep["turns"][:2]]  # the RA's first reply restates with reduce_solver
-            first = next((t for t in texts if restatement(t) is not None), texts[0])
+            first = next((t for t in texts if restated_expression(t) is not None), texts[0])
             kind = classify(first, ep["meta"]["expression"], rec["answer"])
             c = out[rec["level"]]
             c[kind] += 1

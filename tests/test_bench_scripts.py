@@ -39,13 +39,6 @@ def test_each_first_message_falls_in_its_class(rs, first, expression, answer, ki
     assert rs.classify(first, expression, answer) == kind
 
 
-def test_value_reads_the_arithmetic_and_nothing_else(rs):
-    assert rs.value("(6 + 9) × 2 - 18") == 12
-    assert rs.value("8 ÷ 2 + 1") == 5
-    assert rs.value("__import__('os')") is None
-    assert rs.value("3 +") is None
-
-
 def test_the_script_counts_classes_per_level_and_averages_seeds(tmp_path):
     def record(level, expression, answer, first, correct, reply="I compute it."):
         turns = [{"agent": "mta", "text": first}, {"agent": "ra", "text": reply}]

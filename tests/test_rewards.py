@@ -27,6 +27,7 @@ from rema.rewards import (
     summarize,
 )
 from rema.rewards.math_worker import clean_candidate, extract_candidate, find_boxes, last_boxed
+from rema.rewards.restatement import expression_value, restated_expression, restates_answer
 from rema.rewards.terms import (
     TERMS,
     action_format,
@@ -34,6 +35,7 @@ from rema.rewards.terms import (
     judge_single_turn_format,
     math_correctness,
     plan_leak,
+    restatement,
     single_turn_format,
     unfinished_mask,
 )
@@ -365,6 +367,38 @@ def test_plan_leak_term_hand_values() -> None:
     assert plan_leak(_episode([("ra", "7")]), "mta", penalty=-0.5) == (0.0, {})  # an MTA that never spoke
 
 
+def test_restatement_term_hand_values() -> None:
+    """The first message's expression is worth the answer (12), or the term fires; only on its writer's reward."""
+    read = _episode([("mta", "In numbers: (6 + 9) × 2 - 18.\nFirst, add 6 and 9."), ("ra", "6 + 9 = 15.")], answer="12")
+    assert restatement(read, "mta", penalty=-0.5) == (0.0, {"restated_right": 1.0, "restatement_term": 0.0})
+    assert restatement(read, "ra", penalty=-0.5) == (0.0, {})  # the reasoner did not write the first message
+    dropped = _episode([("mta", "We need 6 + 9.\nAdd them."), ("ra", "15")], answer="12")
+    assert restatement(dropped, "mta", penalty=-0.5) == (-0.5, {"restated_right": 0.0, "restatement_term": -0.5})
+    silent = _episode([("mta", "Add 6 and 9 first."), ("ra", "15")], answer="12")  # no restatement: not a way out
+    assert restatement(silent, "mta", penalty=-0.5)[0] == -0.5
+    solo = _episode([("ra", "As an expression: 3 × 4.\n3 × 4 = 12.")], answer="12")  # VRP: the single agent's
+    assert restatement(solo, "ra", penalty=-0.5) == (0.0, {"restated_right": 1.0, "restatement_term": 0.0})
+    assert restatement(_episode([("mta", "In numbers: 1 + 1.")], answer="\\frac{1}{2}"), "mta", penalty=-1.0) == (
+        0.0,
+        {},
+    )  # not a number: the check does not apply
+    assert restatement(_episode([]), "mta", penalty=-1.0) == (0.0, {})
+
+
+def test_expression_value_reads_the_arithmetic_and_nothing_else() -> None:
+    assert expression_value("(6 + 9) × 2 - 18") == 12
+    assert expression_value("8 ÷ 2 + 1") == 5
+    assert expression_value("-3 + 5") == 2
+    assert expression_value("2 ** 3") is None  # powers are refused, never evaluated
+    assert expression_value("__import__('os')") is None
+    assert expression_value("True + 1") is None
+    assert expression_value("3 +") is None and expression_value("1 / 0") is None
+    assert restated_expression("The question asks for 3 × 2 + 8.\nBegin.") == "3 × 2 + 8"
+    assert restated_expression("Add 2 and 4 first.") is None
+    assert restates_answer("In numbers: 1,000 + 80.", "1,080") is False  # "1,000 + 80" is not one expression
+    assert restates_answer("In numbers: 1000 + 80.", "1,080") is True
+
+
 def test_term_registry_is_uniform_and_names_the_valid_terms() -> None:
     ep = _episode([("mta", r"\boxed{7}"), ("ra", r"\boxed{7}")])
     assert TERMS == {
@@ -372,12 +406,13 @@ def test_term_registry_is_uniform_and_names_the_valid_terms() -> None:
         "judge_format": judge_single_turn_format,
         "plan_leak": plan_leak,
         "action_format": action_format,
+        "restatement": restatement,
     }
     for name in TERMS:
         for agent in ("mta", "ra"):
             value, parts = get_term(name)(ep, agent, penalty=-1.0)
             assert isinstance(value, float) and all(isinstance(v, float) for v in parts.values())
-    with pytest.raises(KeyError, match="valid: action_format, format, judge_format, plan_leak"):
+    with pytest.raises(KeyError, match="valid: action_format, format, judge_format, plan_leak, restatement"):
         get_term("nope")
 
 

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 from ..config import ConfigError
 from ..prompts import ACTIONS, FINISH_MARKER
+from ..rewards.restatement import RESTATEMENT_HEADS
 from ..runtime.cold_starts import TEACHER_NAME, sft_seed
 from .dialogues import Dialogue
 from .problems import Problem, stable_int
@@ -91,7 +92,6 @@ _MTA_FINISH = (
     "Correct, we are done. ",
     "Good, that is the final result. ",
 )
-REDUCE_HEADS = ("In numbers: {e}.", "The question asks for {e}.", "As an expression: {e}.", "We need {e}.")
 _REDUCE_NOW = ("Now it is {e}.", "That leaves {e}.", "Now we have {e}.", "It becomes {e}.")
 _REDUCE_FIRST = ("First, {do}.", "Start with the first operation: {do}.", "Begin here: {do}.", "{Do} first.")
 _REDUCE_NEXT = ("Next, {do}.", "Now {do}.", "Then {do}.", "Next operation: {do}.")
@@ -212,7 +212,7 @@ def _reduced_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[tuple
     for i, s in enumerate(steps):
         do = _do(s, rng, first=True)
         left = steps[0].left if i == 0 else steps[i - 1].result
-        said = rng.choice(REDUCE_HEADS if i == 0 else _REDUCE_NOW).format(e=_expression(left, steps[i:]))
+        said = rng.choice(RESTATEMENT_HEADS if i == 0 else _REDUCE_NOW).format(e=_expression(left, steps[i:]))
         move = rng.choice(_REDUCE_FIRST if i == 0 else _REDUCE_NEXT).format(do=do, Do=do[0].upper() + do[1:])
         turns.append(("mta", f"{said}\n{move}"))
         turns.append(("ra", rng.choice(_RA_STEP).format(l=s.left, s=s.symbol, r=s.right, v=s.result)))
@@ -228,7 +228,7 @@ def _solver_reads_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[
     9 - 4 = 5."); from there the MTA restates what is left, names the next operation and stops, as in ``reduce``.
     The reading then sits where the single agent's sits, at the head of a message that goes on to compute."""
     turns = _reduced_multi_turn(steps, rng)
-    head = rng.choice(REDUCE_HEADS).format(e=_expression(steps[0].left, steps))
+    head = rng.choice(RESTATEMENT_HEADS).format(e=_expression(steps[0].left, steps))
     turns[0] = ("mta", rng.choice(_READ_ASK))
     turns[1] = ("ra", f"{head}\n{turns[1][1]}")
     return turns
@@ -247,7 +247,7 @@ def _reduced_solution(steps: Sequence[Step], rng: random.Random) -> str:
     what it leaves ("9 - 4 = 5, so it is 5 × 6 + 2."), then the boxed answer: the multi-turn MTA's moves and the
     RA's steps in one message, the control that tells the format's effect from the second agent's."""
     form = rng.choice(_RA_STEP)
-    lines = [rng.choice(REDUCE_HEADS).format(e=_expression(steps[0].left, steps))]
+    lines = [rng.choice(RESTATEMENT_HEADS).format(e=_expression(steps[0].left, steps))]
     for i, s in enumerate(steps):
         done = form.format(l=s.left, s=s.symbol, r=s.right, v=s.result)
         rest = _expression(s.result, steps[i + 1 :])

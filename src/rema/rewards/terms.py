@@ -9,7 +9,8 @@
 3. Shaping terms, registered in ``TERMS`` with one signature ``fn(episode, agent, *, penalty) -> (value, parts)``
    and added to one agent's reward: ``format`` (single-turn format terms; ``judge_format`` for the judge task,
    whose reasoner ends with a verdict, not a box), ``plan_leak`` (the MTA's first
-   message gives the answer away) and ``action_format`` (the MTA's action-set choice is not valid JSON).
+   message gives the answer away), ``action_format`` (the MTA's action-set choice is not valid JSON) and
+   ``restatement`` (the episode's first message does not restate the question as an expression worth the answer).
    :func:`register_term` adds one; ``reward.extra_terms`` selects it by name (docs/extending.md).
 
 Every function returns ``(value, parts)``, and ``parts`` already carry the names they are logged under in
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from ..rollout.episode import END_CODES, Episode
 from .format_terms import mta_format, ra_format, ra_verdict_format
 from .math_grader import MathGrade
+from .restatement import restates_answer
 
 Term = Callable[..., tuple[float, dict[str, float]]]
 """A shaping term: ``fn(episode, agent, *, penalty) -> (value, parts)``, ``value`` added to that agent's reward."""
@@ -117,11 +119,35 @@ def action_format(ep: Episode, agent: str, *, penalty: float) -> tuple[float, di
     return term, {"action_invalid": _b(invalid), "action_format": term}
 
 
+def restatement(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict[str, float]]:
+    """The reading term: ``penalty`` when the episode's first message, written by ``agent``, does not restate the
+    question as an expression whose value is the reference answer ("In numbers: (6 + 9) × 2 - 18." for 12;
+    ``rewards.restatement``), else 0. It credits the reading apart from the arithmetic that follows: the
+    meta-thinker that read the question right is not blamed for the reasoner's slip, and one that dropped a term is
+    blamed even when the reasoner's guess lands. For cold starts in ``sft.teacher_style=reduce`` (ReMA multi-turn:
+    the meta-thinker's first message; VRP: the single agent's response). One term per episode, on a message
+    written before any result, so it cannot be farmed turn by turn; a message that restates nothing fires it, so
+    it cannot be dodged by not restating.
+
+    penalty: the term when the reading is wrong or missing (negative).
+    parts: restated_right (0/1), restatement_term (the term). For another agent, an episode with no message, or
+    an answer that is not a number: (0, {}).
+    """
+    if not ep.turns or ep.turns[0].agent != agent:
+        return 0.0, {}
+    right = restates_answer(ep.turns[0].text, ep.answer)
+    if right is None:
+        return 0.0, {}
+    term = 0.0 if right else penalty
+    return term, {"restated_right": _b(right), "restatement_term": term}
+
+
 TERMS: dict[str, Term] = {
     "format": single_turn_format,
     "judge_format": judge_single_turn_format,
     "plan_leak": plan_leak,
     "action_format": action_format,
+    "restatement": restatement,
 }
 
 
