@@ -136,7 +136,9 @@ class RewardConfig:
     """Shaping terms registered with ``rema.rewards.terms.register_term``, by name, each with the number passed to it
     as ``penalty`` (what it adds to an agent's reward when it fires; negative to penalise), e.g.
     ``reward.extra_terms={truncation: -0.2}``. Added after the terms the keys above select, in every mode
-    (docs/extending.md)."""
+    (docs/extending.md). One ships with rema: ``restatement`` (``{restatement: -0.5}``: charged to the writer of an
+    episode's first message when it does not restate the question as an expression worth the answer, for cold
+    starts in ``sft.teacher_style=reduce``; docs/training_eval.md)."""
     action_format_penalty: float = 0.0
     """``rollout.action_set`` only: subtracted from the MTA's reward when its choice is not the JSON object the
     prompt asks for (no object, unparsable, or an action outside DECOMPOSE/REWRITE/EMPTY). Without it an invalid
