@@ -125,9 +125,9 @@ def restatement(ep: Episode, agent: str, *, penalty: float) -> tuple[float, dict
     ``rewards.restatement``), else 0. It credits the reading apart from the arithmetic that follows: the
     meta-thinker that read the question right is not blamed for the reasoner's slip, and one that dropped a term is
     blamed even when the reasoner's guess lands. For cold starts in ``sft.teacher_style=reduce`` (ReMA multi-turn:
-    the meta-thinker's first message; VRP: the single agent's response). One term per episode, on a message
-    written before any result, so it cannot be farmed turn by turn; a message that restates nothing fires it, so
-    it cannot be dodged by not restating.
+    the meta-thinker's first message; VRP: the single agent's response). One term per episode, on the first
+    message only, so it cannot be farmed turn by turn; a message that restates nothing fires it, so it cannot be
+    dodged by not restating.
 
     penalty: the term when the reading is wrong or missing (negative).
     parts: restated_right (0/1), restatement_term (the term). For another agent, an episode with no message, or
