@@ -72,6 +72,28 @@ def test_table1_verdict_from_hand_made_runs():
     assert "| rema_multi | 50.0% ± 0.0 | 35.0% ± 12.4 |" in a.markdown()
 
 
+@pytest.mark.parametrize(
+    "rema, vrp_rl, word",
+    [
+        ([0.30, 0.40, 0.35], [0.20, 0.30, 0.25], "**met** (+10.0 points;"),  # +10 every seed: interval clear of zero
+        ([0.50, 0.45, 0.40], [0.40, 0.40, 0.42], "**not met** (+4.3 points;"),  # below 5 points, whatever the interval
+        ([0.51, 0.49, 0.40], [0.40, 0.40, 0.42], "**met by the mean only** (+6.0 points, but its 95% interval"),
+        ([0.40, 0.40, 0.40], [0.38, 0.38, 0.38], "**not met** (+2.0 points;"),
+        ([0.45], [0.38], "**met by the mean only** (+7.0 points, one seed: no interval;"),
+    ],
+)
+def test_goal_line_says_whether_the_interval_backs_the_mean(rema, vrp_rl, word):
+    def runs(arm, ood):
+        return [_run(arm, s, [{"step": 8, "eval/id/acc": 0.5, "eval/ood/acc": v}]) for s, v in enumerate(ood)]
+
+    goal = next(
+        v
+        for v in table1({"vrp_rl": runs("vrp_rl", vrp_rl), "rema_multi": runs("rema_multi", rema)}).verdicts
+        if v.startswith("Goal")
+    )
+    assert word in goal
+
+
 def test_compare_pairs_by_seed():
     a = [_run("a", s, [{"step": 1, "x": v}]) for s, v in enumerate([0.1, 0.9])]
     b = [_run("b", s, [{"step": 1, "x": v}]) for s, v in enumerate([0.0, 0.8])]
