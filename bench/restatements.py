@@ -26,7 +26,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from rema.rewards.restatement import expression_value, restated_expression
+from rema.rewards.restatement import restated_expression, restates_answer
 
 CLASSES = ("right", "wrong", "dropped", "none")
 _OPERATOR = re.compile(r"[-+×*÷/]")
@@ -39,8 +39,7 @@ def classify(first_message: str, expression: str, answer: str) -> str:
         return "none"
     if len(_OPERATOR.findall(said)) < len(_OPERATOR.findall(expression)):
         return "dropped"
-    v = expression_value(said)
-    return "right" if v is not None and abs(v - float(answer)) < 1e-9 else "wrong"
+    return "right" if restates_answer(first_message, answer) else "wrong"
 
 
 def count(folder: Path, levels: set[int]) -> dict[int, Counter]:
