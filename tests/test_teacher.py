@@ -18,6 +18,7 @@ from rema.data.synthetic import LEVELS, arithmetic_steps, synthetic_problems
 from rema.data.teacher import teacher_dialogue, teacher_dialogues
 from rema.prompts import FINISH_MARKER, get_prompt_set
 from rema.rewards import mta_format
+from rema.rewards.restatement import restates_answer
 from rema.rollout.scripted import replay
 from rema.train import Trainer
 
@@ -188,6 +189,9 @@ def test_teacher_reduce_style_restates_what_is_left_by_hand():
         )
     ]
     assert not no_effect(load_config(None, ["sft.data=teacher", "rollout.method=vrp", "sft.teacher_style=reduce"]))
+    assert not no_effect(
+        load_config(None, ["sft.data=teacher", "rollout.method=vrp", "sft.teacher_style=reduce_givens"])
+    )
     for refused in (
         ["rollout.method=vrp", "sft.teacher_style=steps"],
         ["rollout.method=mrp", "sft.teacher_style=reduce"],
@@ -210,9 +214,8 @@ def _all_methods():
 def test_teacher_dialogues_fit_every_method_vary_and_never_leak_a_plan(tiny):
     _, tok = tiny
     problems = synthetic_problems(240, levels=tuple(LEVELS), seed=2, word_problems=0.5)
-    plan_style = [("rema", "multi_turn", "rema-multi", s) for s in ("plan", "reduce", "reduce_solver")] + [
-        ("vrp", "single_turn", "vrp", "reduce")
-    ]
+    plan_style = [("rema", "multi_turn", "rema-multi", s) for s in ("plan", "reduce", "reduce_solver", "reduce_givens")]
+    plan_style += [("vrp", "single_turn", "vrp", s) for s in ("reduce", "reduce_givens")]
     for method, mode, name, style in [(*m, "steps") for m in _all_methods()] + plan_style:
         cfg = load_config(
             None,
@@ -389,3 +392,26 @@ def test_cold_start_key_follows_the_teacher_style_and_version(monkeypatch):
     monkeypatch.setattr(cold_starts, "TEACHER_NAME", "synthetic-program@test")
     after = [cold_starts.cold_start_key(c) for c in (steps, plan, own)]
     assert after[0] != before[0] and after[1] != before[1] and after[2] == before[2]
+
+
+def test_teacher_reduce_givens_lists_the_numbers_in_the_order_of_the_question():
+    """``sft.teacher_style=reduce_givens``: reduce's dialogue (its phrasings unchanged), the first message opened by
+    the question's numbers as the text gives them, which need not be the expression's order."""
+    story = Problem(
+        id="t-story",
+        question="Ava earns 3 coins each day for 2 days and gets 8 coins as a gift. How many coins does Ava have?",
+        answer="14",
+        meta={"op": "mul_add", "operands": {"a": 2, "b": 3, "c": 8}, "expression": "2*3+8"},
+    )
+    reduce = teacher_dialogue(story, "rema", "multi_turn", FirstChoice(), max_turns=4, style="reduce")
+    givens = teacher_dialogue(story, "rema", "multi_turn", FirstChoice(), max_turns=4, style="reduce_givens")
+    assert givens.turns[0] == ("mta", "The question gives 3, 2 and 8.\nIn numbers: 2 × 3 + 8.\nFirst, multiply 2 by 3.")
+    assert givens.turns[1:] == reduce.turns[1:]
+    two = teacher_dialogue(_problem("add"), "rema", "multi_turn", FirstChoice(), max_turns=2, style="reduce_givens")
+    assert two.turns[0][1].startswith("The question gives 7 and 5.\nIn numbers: 7 + 5.\n")
+    # the single agent's control gets the same line in front of the same solution
+    vrp = teacher_dialogue(story, "vrp", "single_turn", FirstChoice(), style="reduce_givens")
+    same = teacher_dialogue(story, "vrp", "single_turn", FirstChoice(), style="reduce")
+    assert vrp.turns == [("ra", f"The question gives 3, 2 and 8.\n{same.turns[0][1]}")]
+    # the restatement reader still finds the expression behind the list
+    assert restates_answer(givens.turns[0][1], "14") and restates_answer(vrp.turns[0][1], "14")

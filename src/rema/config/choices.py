@@ -23,7 +23,7 @@ ROW_TASKS: tuple[str, ...] = ("auto", "math", "judge")
 ``rema.rewards.tasks``, a registry above the config: it is checked where it is used, before any model loads.)"""
 ANSWER_FORMATS: tuple[str, ...] = ("auto", "boxed", "gsm8k", "raw")
 """``eval.answer_format`` (``rema.data.normalize_answer_value``'s modes)."""
-TEACHER_STYLES: tuple[str, ...] = ("steps", "plan", "reduce", "reduce_solver")
+TEACHER_STYLES: tuple[str, ...] = ("steps", "plan", "reduce", "reduce_solver", "reduce_givens")
 """``sft.teacher_style``: how the program teacher's multi-turn meta-thinker leads (``rema.data.teacher``)."""
 OVER_LIMIT: tuple[str, ...] = ("refuse", "truncate")
 """``sft.over_limit``: what the cold start does with a dialogue RL could not reproduce (``rema.rollout.scripted``)."""

@@ -17,10 +17,13 @@ generator already knows the solution: :func:`~rema.data.synthetic.arithmetic_ste
   restates what is left with the RA's result in place ("Now it is 15 × 2 - 18. Next, multiply 15 by 2."), and
   finishes when one number is left: the same move at every depth, so nothing in it counts steps. With
   ``reduce_solver`` the MTA's first message asks for the expression and its first operation, and the RA writes both.
+  With ``reduce_givens`` the MTA's first message opens on the question's numbers, in the order it gives them
+  ("Given: 5, 3 and 8."), before the expression of ``reduce``.
 * ``rema`` single-turn: the MTA's plan lists the steps without any result (it passes the plan-leak check,
   :func:`rema.rewards.mta_format`); the RA computes them one by one and boxes the answer.
 * ``rema`` single-turn with ``rollout.action_set``: the MTA's JSON action, drawn uniformly (:func:`_action`).
-* ``vrp``: one message, step by step, boxed (with ``reduce``: the expression, then each step and what it leaves).
+* ``vrp``: one message, step by step, boxed (with ``reduce``: the expression, then each step and what it leaves;
+  with ``reduce_givens``: the question's numbers first).
   ``mrp``: one message, ``Plan:`` (the steps, no results) then ``Solution:`` (the computation, boxed), as the MRP
   prompt asks.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Sequence
 
 from ..config import ConfigError
@@ -107,6 +111,7 @@ _READ_ASK = (
     "First turn the question into an expression, then compute its first operation.",
     "Read the question as an expression and compute its first operation.",
 )
+_GIVENS = ("The question gives {n}.", "Its numbers: {n}.", "Given: {n}.", "The numbers are {n}.")
 _RA_STEP = ("{l} {s} {r} = {v}.", "{l} {s} {r} is {v}.", "I compute {l} {s} {r} = {v}.", "We get {l} {s} {r} = {v}.")
 _RA_FINAL = (
     "The answer is \\boxed{{{v}}}.",
@@ -234,6 +239,22 @@ def _solver_reads_multi_turn(steps: Sequence[Step], rng: random.Random) -> list[
     return turns
 
 
+def _givens(question: str, rng: random.Random) -> str:
+    """The numbers of ``question`` in the order it gives them, as one sentence ("Given: 5, 3 and 8."): copied from
+    the text before any structure is read into it, so an expression that leaves one out shows it."""
+    numbers = re.findall(r"\d+", question)
+    listed = numbers[0] if len(numbers) == 1 else f"{', '.join(numbers[:-1])} and {numbers[-1]}"
+    return rng.choice(_GIVENS).format(n=listed)
+
+
+def _givens_multi_turn(question: str, steps: Sequence[Step], rng: random.Random) -> list[tuple[str, str]]:
+    """``sft.teacher_style=reduce_givens``: ``reduce``, with the MTA's first message opening on the question's
+    numbers in the order it gives them ("Given: 5, 3 and 8.\nIn numbers: 3 × 5 + 8.\nFirst, multiply 3 by 5.")."""
+    turns = _reduced_multi_turn(steps, rng)
+    turns[0] = ("mta", f"{_givens(question, rng)}\n{turns[0][1]}")
+    return turns
+
+
 _MULTI_TURN_WRITERS = {
     "plan": _planned_multi_turn,
     "reduce": _reduced_multi_turn,
@@ -309,7 +330,11 @@ def teacher_dialogue(
     """
     steps = _steps_of(problem)
     if method == "vrp":
-        turns = [("ra", _reduced_solution(steps, rng) if style == "reduce" else _solution(steps, rng))]
+        if style == "reduce_givens":  # reduce's solution and phrasings, then the numbers drawn in front of it
+            solution = _reduced_solution(steps, rng)
+            turns = [("ra", f"{_givens(problem.question, rng)}\n{solution}")]
+        else:
+            turns = [("ra", _reduced_solution(steps, rng) if style == "reduce" else _solution(steps, rng))]
     elif method == "mrp":
         turns = [("ra", f"Plan:\n{_plan(steps, rng, intro=False)}\n\nSolution:\n{_solution(steps, rng, intro=False)}")]
     elif method == "rema" and mode == "single_turn":
@@ -322,7 +347,10 @@ def teacher_dialogue(
                 f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
                 f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
             )
-        turns = _MULTI_TURN_WRITERS.get(style, _multi_turn)(steps, rng)
+        if style == "reduce_givens":
+            turns = _givens_multi_turn(problem.question, steps, rng)
+        else:
+            turns = _MULTI_TURN_WRITERS.get(style, _multi_turn)(steps, rng)
     else:
         raise ConfigError(
             f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
