@@ -1,5 +1,6 @@
 """The analysis scripts of bench/ on hand-written `rema eval` folders: restatements.py (the class of a first
-restatement against hand-read questions) and rescore.py (an arm over seeds, paired differences)."""
+restatement against hand-read questions), rescore.py (an arm over seeds, paired differences) and over_steps.py (the
+same, step by step, from a reproduce folder)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,44 @@ def test_rescore_gives_each_arm_over_seeds_and_the_paired_difference(tmp_path):
     prompt = lines[("prompt", "base")]  # 0.1 against 0.4, 0.5, 0.6
     assert prompt["seeds"] == [0, 1, 2] and prompt["diff"] == pytest.approx(-0.4) and prompt["verdict"] == "contradicts"
     assert arm["acc"] == pytest.approx(0.75)
+
+
+def test_over_steps_lines_up_each_arm_step_by_step(tmp_path):
+    """bench/over_steps.py on hand-written metrics of a reproduce folder: one line per arm and step, the mean over
+    seeds with a t interval by hand, and the difference paired by seed against another arm."""
+    script = SCRIPT.parent / "over_steps.py"
+    evals = {  # (arm, seed): {step: (in-distribution, out-of-distribution)}
+        ("base", 0): {0: (0.5, 0.4), 8: (0.6, 0.4)},
+        ("base", 1): {0: (0.5, 0.4), 8: (0.7, 0.5)},
+        ("base", 2): {0: (0.5, 0.4), 8: (0.8, 0.6)},
+        ("arm", 0): {0: (0.6, 0.5), 8: (0.7, 0.6)},
+        ("arm", 1): {0: (0.6, 0.5), 8: (0.8, 0.75)},
+        ("arm", 2): {0: (0.6, 0.5), 8: (0.9, 0.9)},
+    }
+    for (arm, seed), steps in evals.items():
+        run = tmp_path / "runs" / f"{arm}-seed{seed}"
+        run.mkdir(parents=True)
+        rows = [{"step": 0, "sft/loss_last": 0.2}]  # a row without an evaluation is skipped
+        rows += [
+            {"step": k, "eval/id/acc": a, "eval/ood/acc": b, "eval/avg/acc": (a + b) / 2, "eval/ood/acc/level_4": 0.0}
+            for k, (a, b) in steps.items()
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--against", "base"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    lines = {(x["arm"], x["step"]): x for x in map(json.loads, out.stdout.splitlines())}
+    assert sorted(lines) == [("arm", 0), ("arm", 8), ("base", 0), ("base", 8)]
+    base = lines[("base", 8)]
+    assert base["seeds"] == [0, 1, 2] and "avg" not in base and "ood_vs_base" not in base
+    # sd of (0.6, 0.7, 0.8) is 0.1; t(2 df) = 4.303; half = 4.303 * 0.1 / sqrt(3) = 0.2484
+    assert base["id"] == pytest.approx(0.7) and base["id_ci95"] == pytest.approx(0.2484, abs=1e-4)
+    arm = lines[("arm", 8)]  # OOD differences 0.2, 0.25, 0.3: mean 0.25, sd 0.05, half 0.1242
+    assert arm["ood_vs_base"] == pytest.approx(0.25) and arm["ood_vs_base_ci95"] == pytest.approx(0.1242, abs=1e-4)
+    assert arm["ood_verdict"] == "agrees"
+    assert lines[("arm", 0)]["id_vs_base"] == pytest.approx(0.1)  # every seed the same: no spread
+    wrong = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--against", "nope"], capture_output=True, text=True
+    )
+    assert wrong.returncode != 0 and "no such arm" in wrong.stderr
