@@ -481,12 +481,13 @@ def no_effect(cfg) -> list[str]:
             f"sft.data=self samples; the file sft.data={s.data!r} is read as it is, so drop them"
         )
     r = cfg.rollout
-    shaped = r.method == "rema" and r.mode == "multi_turn" or r.method == "vrp" and s.teacher_style in ("reduce", "reduce_givens")
+    vrp_styles = ("reduce", "reduce_givens")
+    shaped = r.method == "rema" and r.mode == "multi_turn" or r.method == "vrp" and s.teacher_style in vrp_styles
     if _changed(s, "teacher_style") and (s.data != "teacher" or not shaped):
         out.append(
             "sft.teacher_style shapes the program teacher's multi-turn ReMA dialogues (sft.data=teacher, "
-            "rollout.method=rema, rollout.mode=multi_turn; and reduce or reduce_givens for rollout.method=vrp); this config writes "
-            "none, so drop it"
+            "rollout.method=rema, rollout.mode=multi_turn; and reduce or reduce_givens for rollout.method=vrp); "
+            "this config writes none, so drop it"
         )
     if cfg.data.eval_limit is not None and not cfg.data.eval_specs:
         out.append("data.eval_limit caps the held-out sets, and data.eval is null; drop data.eval_limit")

@@ -348,9 +348,11 @@ class SFTConfig:
     ``reduce_givens``: ``reduce``, with the meta-thinker's first message opening on the question's numbers in the
     order it gives them ("Given: 5, 3 and 8."), copied before any structure is read into them, so that an
     expression leaving one out stands next to the list that has it (the dropped term was the 135M meta-thinker's
-    commonest misreading). ``reduce`` and ``reduce_givens`` also apply to ``rollout.method=vrp``: each step and what
-    it leaves, in one message (Table 1's control arm). The default is ``plan`` because with ``steps`` the 135M meta-thinker never decomposed a two-step
-    problem after its cold start (nor a held-out two-step wording after 256 dialogues and RL), and with ``plan`` it
+    commonest misreading). At 135M it does not: the list leaves the number out too, and both arms' cold starts
+    read held-out stories worse than with ``reduce`` (docs/reproduction.md). ``reduce`` and ``reduce_givens``
+    also apply to ``rollout.method=vrp``: each step and what it leaves, in one message (Table 1's control arm).
+    The default is ``plan`` because with ``steps`` the 135M meta-thinker never decomposed a two-step problem
+    after its cold start (nor a held-out two-step wording after 256 dialogues and RL), and with ``plan`` it
     did; ``reduce`` was ahead of ``plan`` out of distribution by less than the seeds spread (docs/reproduction.md)."""
     questions: int = 64
     """``self`` and ``teacher``: training questions to draw (seeded by ``sft.seed``)."""
