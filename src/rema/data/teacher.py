@@ -243,6 +243,8 @@ def _givens(question: str, rng: random.Random) -> str:
     """The numbers of ``question`` in the order it gives them, as one sentence ("Given: 5, 3 and 8."): copied from
     the text before any structure is read into it, so an expression that leaves one out shows it."""
     numbers = re.findall(r"\d+", question)
+    if not numbers:
+        raise ValueError(f"sft.teacher_style=reduce_givens: no number in the question {question!r}")
     listed = numbers[0] if len(numbers) == 1 else f"{', '.join(numbers[:-1])} and {numbers[-1]}"
     return rng.choice(_GIVENS).format(n=listed)
 
@@ -323,7 +325,8 @@ def teacher_dialogue(
     ``action_set`` (single-turn ReMA): the MTA answers with one of the actions as JSON (:func:`_action`).
     ``style`` (multi-turn ReMA, ``sft.teacher_style``): ``plan`` opens with the whole plan; ``reduce`` restates
     what is left of the expression each round (for ``vrp`` too: each step and what it leaves, in one message);
-    ``reduce_solver`` leaves the first reading of the question to the RA.
+    ``reduce_solver`` leaves the first reading of the question to the RA; ``reduce_givens`` opens on the question's
+    numbers (for ``vrp`` too).
 
     Raises ConfigError for a problem that is not synthetic, an unknown method, or a multi-turn problem of ``k``
     steps when ``max_turns < k + 1``.

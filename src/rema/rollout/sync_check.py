@@ -22,8 +22,8 @@ PROBE_TEXT = (
 # (max, mean) |Δ log-prob| on the probe that a correct sync may show, by the coarser of the dtypes vLLM and the
 # trainer's forward compute in. Measured on SmolLM2-135M (bench/rollout_speed.py prints them): fp32 max 3e-5 /
 # mean 4e-6; bf16 max 0.28-0.44 / mean 0.03 (a few tokens near ties carry the max, so the mean is the sharper
-# gate). The margins are ~30x for fp32 and ~3x for bf16; a stale or wrong layer moves the mean far more. The bf16
-# max was 1.5 until a correct export failed it: `rema eval --dtype bfloat16` of a model after 24 RL steps gave
+# gate). The margins are ~30x for fp32 and ~3x for the bf16 mean; a stale or wrong layer moves the mean far more. The
+# bf16 max was 1.5 until a correct export failed it: `rema eval --dtype bfloat16` of a model after 24 RL steps gave
 # max 1.74 / mean 0.050 on the probe, while the same checkpoint in fp32 passed the fp32 check (a near-tie token
 # above the floor below). A shuffled layer gives max 3.8 / mean 0.75: the mean catches it either way.
 DEFAULT_SYNC_TOLERANCE = {"float32": (1e-3, 1e-4), "float16": (1.0, 0.05), "bfloat16": (3.0, 0.1)}
