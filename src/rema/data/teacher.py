@@ -249,14 +249,6 @@ def _givens(question: str, rng: random.Random) -> str:
     return rng.choice(_GIVENS).format(n=listed)
 
 
-def _givens_multi_turn(question: str, steps: Sequence[Step], rng: random.Random) -> list[tuple[str, str]]:
-    """``sft.teacher_style=reduce_givens``: ``reduce``, with the MTA's first message opening on the question's
-    numbers in the order it gives them ("Given: 5, 3 and 8.\nIn numbers: 3 × 5 + 8.\nFirst, multiply 3 by 5.")."""
-    turns = _reduced_multi_turn(steps, rng)
-    turns[0] = ("mta", f"{_givens(question, rng)}\n{turns[0][1]}")
-    return turns
-
-
 _MULTI_TURN_WRITERS = {
     "plan": _planned_multi_turn,
     "reduce": _reduced_multi_turn,
@@ -332,12 +324,9 @@ def teacher_dialogue(
     steps when ``max_turns < k + 1``.
     """
     steps = _steps_of(problem)
+    base = "reduce" if style == "reduce_givens" else style  # reduce's dialogue, the numbers put in front below
     if method == "vrp":
-        if style == "reduce_givens":  # reduce's solution and phrasings, then the numbers drawn in front of it
-            solution = _reduced_solution(steps, rng)
-            turns = [("ra", f"{_givens(problem.question, rng)}\n{solution}")]
-        else:
-            turns = [("ra", _reduced_solution(steps, rng) if style == "reduce" else _solution(steps, rng))]
+        turns = [("ra", _reduced_solution(steps, rng) if base == "reduce" else _solution(steps, rng))]
     elif method == "mrp":
         turns = [("ra", f"Plan:\n{_plan(steps, rng, intro=False)}\n\nSolution:\n{_solution(steps, rng, intro=False)}")]
     elif method == "rema" and mode == "single_turn":
@@ -350,15 +339,15 @@ def teacher_dialogue(
                 f"{len(steps)} steps, i.e. {len(steps) + 1} rounds with the [FINISH] round, but "
                 f"rollout.max_turns={max_turns}; raise rollout.max_turns or train on levels with fewer steps"
             )
-        if style == "reduce_givens":
-            turns = _givens_multi_turn(problem.question, steps, rng)
-        else:
-            turns = _MULTI_TURN_WRITERS.get(style, _multi_turn)(steps, rng)
+        turns = _MULTI_TURN_WRITERS.get(base, _multi_turn)(steps, rng)
     else:
         raise ConfigError(
             f"sft.data=teacher writes dialogues for rollout.method rema, vrp or mrp (mode single_turn or "
             f"multi_turn), not {method!r}/{mode!r}; use sft.data=self or a dialogue file"
         )
+    if style == "reduce_givens" and (method == "vrp" or method == "rema" and mode == "multi_turn"):
+        agent, text = turns[0]
+        turns[0] = (agent, f"{_givens(problem.question, rng)}\n{text}")
     return Dialogue(problem.question, str(problem.answer), turns, problem.id, {**problem.meta, "teacher": TEACHER_NAME})
 
 
